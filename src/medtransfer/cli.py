@@ -1,0 +1,73 @@
+"""``medtransfer <command>``: each command parses, validates and calls one library function.
+
+Commands live in :mod:`medtransfer.commands`, one module each, exposing ``add_parser(subparsers)`` which
+registers the sub-parser and sets ``func``.  Command modules import only ``argparse`` at import time; heavy
+libraries (torch, nibabel, ...) are imported inside ``run`` so that ``--help`` is instant.
+
+User errors (:class:`medtransfer.errors.MedTransferError`) print ``error: <message>`` and exit with status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import MedTransferError
+
+# Order is the order of the pipeline, which is the order ``--help`` lists them in.
+COMMAND_MODULES = (
+    "demo",
+    "data",
+    "pretrain",
+    "finetune",
+    "strategies",
+    "evaluate",
+    "predict",
+    "grid",
+    "report",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="medtransfer",
+        description="Transfer learning for medical image segmentation: which source and strategy, "
+        "at which label budget, and is the gain real.",
+    )
+    parser.add_argument("--version", action="version", version=f"medtransfer {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"medtransfer.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medtransfer`` console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MedTransferError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``medtransfer`` sub-command (see :mod:`medtransfer.cli`)."""

@@ -1,0 +1,63 @@
+"""Small helpers shared by every stage: atomic file writes and JSON/YAML dumps."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` in one step.
+
+    Readers never see a half-written file: either the old file (or none) or the complete new one.  On error the
+    temporary file is removed.  ``suffix`` defaults to the target's full suffix (``.nii.gz`` stays ``.nii.gz``)
+    so that libraries choosing the format by extension still work.
+
+    Example:
+        >>> with atomic_path("/tmp/out.json") as tmp:  # doctest: +SKIP
+        ...     tmp.write_text("{}")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> None:
+    """Write ``obj`` as JSON atomically (NaN is written as ``NaN``, which Python's json reads back)."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_yaml_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as YAML atomically (read it back with ``yaml.safe_load``)."""
+    import yaml
+
+    write_text_atomic(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
