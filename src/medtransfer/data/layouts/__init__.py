@@ -1,0 +1,79 @@
+"""Dataset layouts: read nnU-Net raw, MSD datalists, CC359 and plain image/label folders into one model.
+
+Public API:
+    - :class:`Case`, :class:`CaseDataset`, :class:`Problem`, :class:`Layout`
+    - :func:`load_dataset` (auto-detects the layout), the readers ``read_nnunet``, ``read_datalist``,
+      ``read_cc359``, ``read_folders``
+    - :func:`write_dataset_json` (nnU-Net v2 ``dataset.json``), :func:`attach_metadata` (``metadata.csv``)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ...errors import DataError
+from .base import Case, CaseDataset, Layout, Problem
+from .metadata import METADATA_CSV, attach_metadata, read_metadata_csv
+from .nnunet import DATASET_JSON, is_nnunet, read_nnunet, write_dataset_json
+
+__all__ = [
+    "DATASET_JSON",
+    "METADATA_CSV",
+    "Case",
+    "CaseDataset",
+    "Layout",
+    "Problem",
+    "attach_metadata",
+    "detect_layout",
+    "load_dataset",
+    "read_metadata_csv",
+    "read_nnunet",
+    "write_dataset_json",
+]
+
+_DETECTORS: list[tuple[Layout, Callable[[Path], bool], Callable[[Path], CaseDataset], str]] = [
+    (Layout.NNUNET, is_nnunet, read_nnunet, "nnU-Net raw: dataset.json + imagesTr/{case}_0000.nii.gz + labelsTr/"),
+]
+
+
+def known_layouts() -> list[str]:
+    """One line per layout describing what it looks like on disk."""
+    return [f"{layout.value} ({description})" for layout, _, _, description in _DETECTORS]
+
+
+def detect_layout(path: str | os.PathLike) -> Layout:
+    """Which layout ``path`` (a folder or a datalist JSON file) is in.
+
+    Raises:
+        DataError: the path does not exist or matches no known layout (the message lists them).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    for layout, matches, _, _ in _DETECTORS:
+        if matches(path):
+            return layout
+    listing = "\n  - ".join(known_layouts())
+    raise DataError(f"{path}: not a dataset in any known layout. Known layouts:\n  - {listing}")
+
+
+def load_dataset(path: str | os.PathLike, *, strict: bool = True) -> CaseDataset:
+    """Read a dataset in any known layout, with ``metadata.csv`` attached.
+
+    Args:
+        path: dataset folder, or a datalist JSON file.
+        strict: raise when the reader found structural problems (missing labels, escaping paths, ...);
+            ``False`` returns them in :attr:`CaseDataset.problems` (what ``medtransfer data check`` does).
+
+    Raises:
+        DataError: unknown layout, unreadable index files, or (``strict``) any structural problem, all listed.
+    """
+    layout = detect_layout(path)
+    reader = next(read for lay, _, read, _ in _DETECTORS if lay == layout)
+    dataset = attach_metadata(reader(Path(path)))
+    if strict and dataset.problems:
+        listing = "\n  ".join(str(p) for p in dataset.problems)
+        raise DataError(f"{path}: {len(dataset.problems)} problem(s) in the {layout} dataset:\n  {listing}")
+    return dataset

@@ -1,0 +1,59 @@
+"""Optional ``metadata.csv`` next to the data: one row per case (``case``, ``subject``, ``domain``, ...).
+
+Every column becomes an entry of :attr:`Case.metadata`; ``subject`` defaults to the case id.  Values that the layout
+already knows (e.g. CC359's domain parsed from file names) are overridden by the CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+from ...errors import DataError
+from .base import Case, CaseDataset, Problem
+
+METADATA_CSV = "metadata.csv"
+
+
+def read_metadata_csv(path: Path) -> dict[str, dict[str, str]]:
+    """``{case_id: {column: value}}`` from a CSV with a ``case`` column.
+
+    Raises:
+        DataError: unreadable file, no ``case`` column, or a case listed twice.
+    """
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: unreadable CSV ({err})") from err
+    if rows and "case" not in rows[0]:
+        raise DataError(f"{path}: needs a 'case' column; columns are {list(rows[0])}")
+    table: dict[str, dict[str, str]] = {}
+    for row in rows:
+        case_id = (row.pop("case") or "").strip()
+        if case_id in table:
+            raise DataError(f"{path}: case {case_id!r} is listed twice")
+        table[case_id] = {k: (v or "").strip() for k, v in row.items() if k is not None}
+    return table
+
+
+def attach_metadata(dataset: CaseDataset, path: Path | None = None) -> CaseDataset:
+    """Return ``dataset`` with ``metadata.csv`` rows merged into each case and ``subject`` always set."""
+    path = dataset.root / METADATA_CSV if path is None else path
+    table = read_metadata_csv(path) if path.is_file() else {}
+    problems = list(dataset.problems)
+    known = {case.case_id for case in dataset.cases + dataset.test_cases}
+    for case_id in sorted(set(table) - known):
+        problems.append(Problem(str(path), f"case {case_id!r} is listed but not in the dataset"))
+
+    def merge(case: Case) -> Case:
+        metadata = {**case.metadata, **table.get(case.case_id, {})}
+        metadata["subject"] = metadata.get("subject") or case.case_id
+        return dataclasses.replace(case, metadata=metadata)
+
+    return dataset.replace(
+        cases=tuple(merge(c) for c in dataset.cases),
+        test_cases=tuple(merge(c) for c in dataset.test_cases),
+        problems=tuple(problems),
+    )

@@ -1,0 +1,227 @@
+"""nnU-Net raw layout: ``dataset.json``, ``imagesTr/{case}_{XXXX}.nii.gz``, ``labelsTr/{case}.nii.gz``, ``imagesTs``.
+
+Follows nnU-Net v2's ``documentation/reference/dataset-format.md``: one file per channel with a four-digit channel
+suffix, ``labels`` as ``{name: value}`` and ``channel_names`` as ``{"0": name}``.  The v1 spellings (``modality``,
+``labels`` as ``{"0": name}``) and v2's explicit ``"dataset"`` mapping (``{case: {"images": [...], "label": ...}}``,
+paths relative to the root) are read too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...errors import DataError
+from ...utils import write_json_atomic
+from .base import Case, CaseDataset, Layout, Problem, find_duplicates, resolve_inside
+
+DATASET_JSON = "dataset.json"
+
+
+def write_dataset_json(
+    root: str | os.PathLike,
+    labels: Mapping[str, int],
+    channel_names: Mapping[str | int, str] | Sequence[str],
+    num_training: int,
+    file_ending: str = ".nii.gz",
+    **extra: Any,
+) -> Path:
+    """Write an nnU-Net v2 ``dataset.json`` into ``root`` (atomically).
+
+    Args:
+        root: dataset folder (created if needed).
+        labels: label name -> value, must contain ``background: 0`` (nnU-Net convention).
+        channel_names: channel names as a list (``["T1"]``) or nnU-Net's ``{"0": "T1"}``.
+        num_training: number of training cases (files in ``labelsTr``).
+        file_ending: image file suffix.
+        **extra: further keys (``name``, ``description``, ``licence``, ``reference``, ...), JSON-serialisable.
+
+    Returns:
+        Path of the written file.
+
+    Example:
+        >>> write_dataset_json("/tmp/ds", {"background": 0, "brain": 1}, ["T1"], 10)  # doctest: +SKIP
+    """
+    labels = {str(name): int(value) for name, value in labels.items()}
+    if labels.get("background") != 0:
+        raise DataError(f"{root}: labels must map 'background' to 0 (nnU-Net convention), got {labels}")
+    if len(set(labels.values())) != len(labels):
+        raise DataError(f"{root}: label values must be unique, got {labels}")
+    if isinstance(channel_names, Mapping):
+        channels = {str(int(k)): str(v) for k, v in channel_names.items()}
+    else:
+        channels = {str(i): str(name) for i, name in enumerate(channel_names)}
+    if not channels:
+        raise DataError(f"{root}: at least one channel name is required")
+    content = {
+        "channel_names": channels,
+        "labels": labels,
+        "numTraining": int(num_training),
+        "file_ending": file_ending,
+        **extra,
+    }
+    path = Path(root) / DATASET_JSON
+    write_json_atomic(path, content)
+    return path
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Load a JSON object, raising :class:`DataError` that names the file on any problem."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a readable JSON file ({err})") from err
+    if not isinstance(content, dict):
+        raise DataError(f"{path}: expected a JSON object at the top level, got {type(content).__name__}")
+    return content
+
+
+def parse_labels(raw: Any, source: Path) -> dict[int, str]:
+    """nnU-Net v2 ``{name: value}`` or v1/MSD ``{"value": name}`` -> ``{value: name}``.
+
+    Region-based entries (``name: [1, 2]``) are skipped: they are unions of declared values.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DataError(f"{source}: 'labels' must be an object, got {type(raw).__name__}")
+    if raw and all(_is_int_text(k) and isinstance(v, str) for k, v in raw.items()):
+        return {int(k): v for k, v in raw.items()}
+    names: dict[int, str] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | list):
+            raise DataError(f"{source}: label {name!r} has value {value!r}; expected an integer")
+        if isinstance(value, int):
+            names[value] = str(name)
+    return dict(sorted(names.items()))
+
+
+def parse_channels(raw: Any, source: Path) -> tuple[str, ...]:
+    """``{"0": "T1", "1": "FLAIR"}`` -> ``("T1", "FLAIR")`` (ordered by channel index)."""
+    if raw is None:
+        return ("image",)
+    if isinstance(raw, list):
+        return tuple(str(v) for v in raw)
+    if not isinstance(raw, dict) or not all(_is_int_text(k) for k in raw):
+        raise DataError(f"{source}: 'channel_names' must map channel indices to names, got {raw!r}")
+    return tuple(str(raw[k]) for k in sorted(raw, key=int))
+
+
+def _is_int_text(text: Any) -> bool:
+    return isinstance(text, str) and text.strip().lstrip("-").isdigit()
+
+
+def is_nnunet(path: Path) -> bool:
+    """A folder with ``dataset.json`` and ``imagesTr/`` holding ``_XXXX`` channel files (or an explicit mapping)."""
+    if not (path / DATASET_JSON).is_file():
+        return False
+    if not (path / "imagesTr").is_dir():
+        try:
+            return "dataset" in read_json(path / DATASET_JSON)
+        except DataError:
+            return False
+    return any(_CHANNEL_RE.match(p.name) for p in (path / "imagesTr").iterdir())
+
+
+_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})(?P<ending>\.nii(\.gz)?)$")
+
+
+def read_nnunet(root: str | os.PathLike) -> CaseDataset:
+    """Read an nnU-Net raw dataset folder.
+
+    Raises:
+        DataError: ``dataset.json`` is missing or not valid JSON.
+    """
+    root = Path(root)
+    meta = read_json(root / DATASET_JSON)
+    source = root / DATASET_JSON
+    labels = parse_labels(meta.get("labels"), source)
+    channels = parse_channels(meta.get("channel_names", meta.get("modality")), source)
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    problems: list[Problem] = []
+    if "dataset" in meta:
+        cases = _explicit_cases(root, meta["dataset"], source, problems)
+    else:
+        cases = _scan_cases(root, "imagesTr", "labelsTr", channels, ending, problems)
+    tests = _scan_cases(root, "imagesTs", None, channels, ending, problems) if (root / "imagesTs").is_dir() else []
+    problems += find_duplicates(cases, source)
+    declared = meta.get("numTraining")
+    if isinstance(declared, int) and declared != len(cases):
+        problems.append(Problem(str(source), f"numTraining is {declared} but {len(cases)} training cases were found"))
+    return CaseDataset(
+        root, Layout.NNUNET, tuple(cases), labels, channels, tuple(tests), ending, problems=tuple(problems)
+    )
+
+
+def _scan_cases(
+    root: Path, images_dir: str, labels_dir: str | None, channels: Sequence[str], ending: str, problems: list[Problem]
+) -> list[Case]:
+    channel_files = _group_channels(root / images_dir, ending, problems)
+    label_files = _label_files(root / labels_dir, ending) if labels_dir else {}
+    cases = []
+    for case_id in sorted(channel_files):
+        files = channel_files[case_id]
+        missing = [i for i in range(len(channels)) if i not in files]
+        for i in missing:
+            name = f"{case_id}_{i:04d}{ending}"
+            problems.append(Problem(str(root / images_dir / name), f"channel file missing for case {case_id!r}"))
+        extra = sorted(set(files) - set(range(len(channels))))
+        for i in extra:
+            problems.append(
+                Problem(str(files[i]), f"channel {i} is not declared; dataset.json has {len(channels)} channel(s)")
+            )
+        label = label_files.pop(case_id, None)
+        if labels_dir and label is None:
+            expected = root / labels_dir / f"{case_id}{ending}"
+            problems.append(Problem(str(expected), f"label missing for case {case_id!r}"))
+        images = [files[i] for i in range(len(channels)) if i in files]
+        cases.append(Case(case_id, images, label))
+    for case_id, path in sorted(label_files.items()):
+        problems.append(Problem(str(path), f"label has no image: expected {images_dir}/{case_id}_0000{ending}"))
+    return cases
+
+
+def _group_channels(folder: Path, ending: str, problems: list[Problem]) -> dict[str, dict[int, Path]]:
+    groups: dict[str, dict[int, Path]] = {}
+    if not folder.is_dir():
+        problems.append(Problem(str(folder), "folder missing"))
+        return groups
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        match = _CHANNEL_RE.match(path.name)
+        if not match or not path.name.endswith(ending):
+            problems.append(Problem(str(path), f"not named {{case}}_{{XXXX}}{ending} (nnU-Net channel file)"))
+            continue
+        groups.setdefault(match["case"], {})[int(match["channel"])] = path
+    return groups
+
+
+def _label_files(folder: Path, ending: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {p.name[: -len(ending)]: p for p in sorted(folder.iterdir()) if p.name.endswith(ending)}
+
+
+def _explicit_cases(root: Path, mapping: Any, source: Path, problems: list[Problem]) -> list[Case]:
+    if not isinstance(mapping, dict):
+        raise DataError(f"{source}: 'dataset' must map case ids to {{'images': [...], 'label': ...}}")
+    cases = []
+    for case_id, entry in mapping.items():
+        if not isinstance(entry, dict) or "images" not in entry:
+            problems.append(Problem(str(source), f"case {case_id!r}: entry must have 'images' (and 'label')"))
+            continue
+        images = [resolve_inside(root, p, source=source) for p in _as_list(entry["images"])]
+        label = resolve_inside(root, entry["label"], source=source) if entry.get("label") else (None, None)
+        problems.extend(p for _, p in [*images, label] if p is not None)
+        paths = [p for p, _ in images if p is not None]
+        cases.append(Case(str(case_id), paths, label[0]))
+    return cases
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
