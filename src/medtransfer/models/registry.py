@@ -1,0 +1,84 @@
+"""The model registry: ``create_model(name, **config)``, ``list_models()``, ``register_model``.
+
+Registry keys are lowercase snake_case.  ``create_model`` validates the config keys against the factory's
+signature (did-you-mean on typos) and records ``model_name``/``model_config`` on the model so that a checkpoint
+stores ``{"name": ..., "config": ...}`` and rebuilds it with ``create_model(name, **config)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError, did_you_mean
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its factory and a one-line description."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    description: str
+
+    def parameters(self) -> dict[str, Any]:
+        """Config key -> default value (``inspect.Parameter.empty`` when required)."""
+        sig = inspect.signature(self.factory)
+        return {k: p.default for k, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD}
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, description: str = "") -> Callable:
+    """Decorator registering a model class or factory under ``name``."""
+
+    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        assert name not in _REGISTRY, f"model {name!r} registered twice"
+        doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
+        _REGISTRY[name] = ModelSpec(name, factory, doc)
+        return factory
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name``; unknown names raise :class:`ConfigError` with suggestions."""
+    if name not in _REGISTRY:
+        raise ConfigError(did_you_mean(name, _REGISTRY, what="model"))
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **config: Any) -> nn.Module:
+    """Build the registered model ``name`` with ``config``.
+
+    Common keys: ``spatial_dims`` (2|3), ``in_channels``, ``out_channels``, ``features``, ``depth``, ``norm``
+    (``batch``|``instance``|``group``), ``head`` (``segmentation``|``classification``|``restoration``),
+    ``num_classes``.  Each model documents the keys it takes.
+
+    Raises:
+        ConfigError: unknown model name or config key.
+
+    Example:
+        >>> model = create_model("unet", spatial_dims=2, in_channels=1, out_channels=2, features=8, depth=2)
+        >>> model.model_name, model.model_config["features"]
+        ('unet', 8)
+    """
+    spec = get_model_spec(name)
+    allowed = spec.parameters()
+    for key in config:
+        if key not in allowed:
+            raise ConfigError(did_you_mean(key, allowed, what=f"config key of model {name!r}"))
+    model = spec.factory(**config)
+    model.model_name = name
+    model.model_config = dict(config)
+    return model
