@@ -1,0 +1,332 @@
+"""Preprocessing of one scan and its exact inverse for predictions.
+
+Steps, in order (each optional through :class:`PreprocessConfig`):
+
+1. reorient to canonical RAS+ (exact, :mod:`~medtransfer.data.orientation`);
+2. resample to ``target_spacing`` (linear for images, nearest for labels);
+3. clip intensities to percentiles (default 1-99, as in DART) and scale to [0, 1] or z-score;
+4. crop to the head: bounding box of the foreground (intensity above ``crop_threshold`` of the clipped range,
+   specks removed by a binary opening) plus ``crop_margin`` voxels.
+
+:class:`PreprocessInfo` records everything needed to put a label or probability map predicted on the preprocessed
+grid back onto the input file's grid (:func:`restore_to_input`); it converts to a plain dict for checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .io import Volume
+from .orientation import Reorientation, canonical_transform, reorient_affine, reorient_array
+from .resample import resample_to_grid, resampled_grid
+
+
+class Scaling(StrEnum):
+    """Intensity scaling after clipping."""
+
+    UNIT = "unit"  # (x - low) / (high - low): [0, 1]
+    ZSCORE = "zscore"  # (x - mean) / std over the cropped volume
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How scans are preprocessed (the DART defaults: 1-99 percentile clip, [0, 1] scaling).
+
+    Attributes:
+        target_spacing: mm per voxel along R, A, S (``None`` keeps the input spacing).
+        clip_percentiles: lower and upper intensity percentiles, or ``None`` for no clipping.
+        scaling: see :class:`Scaling`.
+        crop_to_foreground: crop to the head's bounding box.
+        crop_threshold: foreground = intensity above this fraction of the clipped range.
+        crop_margin: voxels kept around the bounding box.
+        canonical: reorient to RAS+ first.
+
+    Example:
+        >>> cfg = PreprocessConfig(target_spacing=(1.0, 0.95, 0.95))
+        >>> PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    target_spacing: tuple[float, float, float] | None = None
+    clip_percentiles: tuple[float, float] | None = (1.0, 99.0)
+    scaling: Scaling = Scaling.UNIT
+    crop_to_foreground: bool = True
+    crop_threshold: float = 0.05
+    crop_margin: int = 2
+    canonical: bool = True
+
+    def __post_init__(self) -> None:
+        if self.target_spacing is not None:
+            spacing = tuple(float(s) for s in self.target_spacing)
+            if len(spacing) != 3 or min(spacing) <= 0:
+                raise ConfigError(f"target_spacing must be three positive numbers (mm), got {self.target_spacing}")
+            object.__setattr__(self, "target_spacing", spacing)
+        if self.clip_percentiles is not None:
+            low, high = (float(p) for p in self.clip_percentiles)
+            if not 0 <= low < high <= 100:
+                raise ConfigError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles}")
+            object.__setattr__(self, "clip_percentiles", (low, high))
+        try:
+            object.__setattr__(self, "scaling", Scaling(self.scaling))
+        except ValueError as err:
+            raise ConfigError(f"unknown scaling {self.scaling!r}; allowed: {[s.value for s in Scaling]}") from err
+        if self.crop_margin < 0:
+            raise ConfigError(f"crop_margin must be >= 0, got {self.crop_margin}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["scaling"] = self.scaling.value
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown preprocessing option(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**data)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the configuration (cache keys)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PreprocessInfo:
+    """Geometry and intensity parameters of one preprocessed scan.
+
+    Attributes:
+        input_shape: spatial shape of the input file.
+        input_affine: 4x4 affine of the input file.
+        reorientation: input -> RAS+ transform (identity when ``canonical`` is off).
+        grid_shape: shape after reorientation and resampling, before cropping.
+        grid_affine: affine of that grid.
+        crop_start: first voxel of the crop box in that grid.
+        crop_stop: one past the last voxel of the crop box.
+        intensity: per channel ``{"low", "high", "mean", "std"}`` used for clipping and scaling.
+    """
+
+    input_shape: tuple[int, int, int]
+    input_affine: np.ndarray
+    reorientation: Reorientation
+    grid_shape: tuple[int, int, int]
+    grid_affine: np.ndarray
+    crop_start: tuple[int, int, int]
+    crop_stop: tuple[int, int, int]
+    intensity: tuple[dict[str, float], ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Spatial shape of the preprocessed array."""
+        return tuple(b - a for a, b in zip(self.crop_start, self.crop_stop, strict=True))
+
+    @property
+    def affine(self) -> np.ndarray:
+        """Affine of the preprocessed (cropped) array."""
+        shift = np.eye(4)
+        shift[:3, 3] = self.crop_start
+        return self.grid_affine @ shift
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.sqrt((self.grid_affine[:3, :3] ** 2).sum(axis=0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_shape": list(self.input_shape),
+            "input_affine": np.asarray(self.input_affine).tolist(),
+            "reorientation": self.reorientation.to_dict(),
+            "grid_shape": list(self.grid_shape),
+            "grid_affine": np.asarray(self.grid_affine).tolist(),
+            "crop_start": list(self.crop_start),
+            "crop_stop": list(self.crop_stop),
+            "intensity": [dict(d) for d in self.intensity],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessInfo:
+        return cls(
+            input_shape=tuple(int(s) for s in data["input_shape"]),
+            input_affine=np.asarray(data["input_affine"], dtype=np.float64),
+            reorientation=Reorientation.from_dict(data["reorientation"]),
+            grid_shape=tuple(int(s) for s in data["grid_shape"]),
+            grid_affine=np.asarray(data["grid_affine"], dtype=np.float64),
+            crop_start=tuple(int(s) for s in data["crop_start"]),
+            crop_stop=tuple(int(s) for s in data["crop_stop"]),
+            intensity=tuple(dict(d) for d in data.get("intensity", ())),
+        )
+
+
+def preprocess_image(volume: Volume, config: PreprocessConfig) -> tuple[np.ndarray, PreprocessInfo]:
+    """Preprocess a single-channel 3D scan.
+
+    Returns:
+        ``(array, info)``: float32 ``(X, Y, Z)`` in RAS+ voxel order (when ``config.canonical``).
+    """
+    image, _, info = preprocess_case([volume], config)
+    return image[0], info
+
+
+def preprocess_case(
+    channels: Sequence[Volume], config: PreprocessConfig, label: Volume | None = None
+) -> tuple[np.ndarray, np.ndarray | None, PreprocessInfo]:
+    """Preprocess the channels of one case (same grid) and its label together.
+
+    Args:
+        channels: one 3D volume per channel (split 4D files with :func:`split_channels`).
+        config: preprocessing options.
+        label: label map on the same grid, or ``None``.
+
+    Returns:
+        ``(image, label, info)``: float32 ``(C, X, Y, Z)``, uint8 ``(X, Y, Z)`` or ``None``, and the info.
+
+    Raises:
+        DataError: channels or label with a different shape than the first channel, or not 3D.
+    """
+    first = channels[0]
+    _check_same_grid(channels, label)
+    reorientation = canonical_transform(first.affine, first.array.shape) if config.canonical else _identity(first)
+    grid_affine = reorient_affine(first.affine, reorientation)
+    grid_shape = reorientation.output_shape
+    if config.target_spacing is not None:
+        new_shape, new_affine = resampled_grid(grid_shape, grid_affine, config.target_spacing)
+    else:
+        new_shape, new_affine = grid_shape, grid_affine
+
+    def to_grid(array: np.ndarray, order: int) -> np.ndarray:
+        ras = reorient_array(array, reorientation)
+        return resample_to_grid(ras, grid_affine, new_shape, new_affine, order=order)
+
+    images = [to_grid(np.asarray(v.array, dtype=np.float32), 1) for v in channels]
+    clipped = [_clip(img, config.clip_percentiles) for img in images]
+    lab = None if label is None else to_grid(np.asarray(label.array).astype(np.uint8), 0)
+    start, stop = _crop_box(clipped, lab, config, new_shape)
+    box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+    out, intensity = [], []
+    for img, low, high in clipped:
+        scaled, stats = _scale(img[box], low, high, config.scaling)
+        out.append(scaled)
+        intensity.append(stats)
+    info = PreprocessInfo(
+        first.array.shape[:3], first.affine, reorientation, new_shape, new_affine, start, stop, tuple(intensity)
+    )
+    return np.stack(out).astype(np.float32), None if lab is None else np.ascontiguousarray(lab[box]), info
+
+
+def apply_to_label(label: Volume, info: PreprocessInfo) -> np.ndarray:
+    """Put a label map of the input grid onto the preprocessed grid of ``info`` (nearest neighbour)."""
+    if tuple(label.array.shape[:3]) != tuple(info.input_shape):
+        raise DataError(f"label shape {label.array.shape} differs from the image's {info.input_shape}")
+    ras = reorient_array(np.asarray(label.array), info.reorientation)
+    grid_in = reorient_affine(info.input_affine, info.reorientation)
+    grid = resample_to_grid(ras, grid_in, info.grid_shape, info.grid_affine, order=0)
+    return grid[tuple(slice(a, b) for a, b in zip(info.crop_start, info.crop_stop, strict=True))]
+
+
+def restore_to_input(array: np.ndarray, info: PreprocessInfo, *, order: int | None = None) -> np.ndarray:
+    """Put a prediction made on the preprocessed grid back onto the input file's grid.
+
+    Args:
+        array: a label map ``(X, Y, Z)`` (integer) or per-class probabilities ``(C, X, Y, Z)`` on the preprocessed
+            grid (``info.shape``).
+        info: from :func:`preprocess_image` / :func:`preprocess_case`.
+        order: interpolation order; default nearest (0) for integer arrays, linear (1) for floats.
+
+    Returns:
+        ``(X, Y, Z)`` or ``(C, X, Y, Z)`` with the input's spatial shape and voxel order: save it with
+        ``info.input_affine``.  Outside the crop box labels are 0 and probabilities are background (channel 0 = 1).
+    """
+    spatial = array.shape[-3:]
+    if tuple(spatial) != tuple(info.shape):
+        raise DataError(f"prediction has spatial shape {tuple(spatial)}, expected {info.shape} (preprocessed grid)")
+    order = (0 if np.issubdtype(array.dtype, np.integer) or array.dtype == bool else 1) if order is None else order
+    if array.ndim == 4:
+        return np.stack([_restore(ch, info, order, float(c == 0)) for c, ch in enumerate(array)])
+    return _restore(array, info, order, 0)
+
+
+def _restore(array: np.ndarray, info: PreprocessInfo, order: int, fill: float) -> np.ndarray:
+    full = np.full(info.grid_shape, fill, dtype=array.dtype)
+    full[tuple(slice(a, b) for a, b in zip(info.crop_start, info.crop_stop, strict=True))] = array
+    ras_affine = reorient_affine(info.input_affine, info.reorientation)
+    ras_shape = info.reorientation.output_shape
+    ras = resample_to_grid(full, info.grid_affine, ras_shape, ras_affine, order=order, cval=fill)
+    return reorient_array(ras, info.reorientation, inverse=True)
+
+
+def split_channels(volume: Volume) -> list[Volume]:
+    """A 4D ``(X, Y, Z, C)`` volume as ``C`` 3D volumes (a 3D volume as a list of one)."""
+    if volume.array.ndim == 3:
+        return [volume]
+    if volume.array.ndim == 4:
+        return [Volume(volume.array[..., c], volume.affine) for c in range(volume.array.shape[3])]
+    raise DataError(f"expected a 3D or 4D array, got shape {volume.array.shape}")
+
+
+def _identity(volume: Volume) -> Reorientation:
+    return Reorientation(((0, 1), (1, 1), (2, 1)), tuple(int(s) for s in volume.array.shape[:3]))
+
+
+def _check_same_grid(channels: Sequence[Volume], label: Volume | None) -> None:
+    if not channels:
+        raise DataError("no image channels given")
+    shape = channels[0].array.shape
+    if len(shape) != 3:
+        raise DataError(f"each channel must be 3D, got shape {shape} (split 4D files with split_channels)")
+    for i, v in enumerate([*channels[1:], *([label] if label is not None else [])]):
+        if v.array.shape[:3] != shape:
+            what = "label" if label is not None and i == len(channels) - 1 else f"channel {i + 1}"
+            raise DataError(f"{what} has shape {v.array.shape}, the first channel {shape}; they must match")
+
+
+def _clip(image: np.ndarray, percentiles: tuple[float, float] | None) -> tuple[np.ndarray, float, float]:
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        raise DataError("image has no finite voxel")
+    low, high = np.percentile(finite, percentiles) if percentiles else (finite.min(), finite.max())
+    return np.clip(np.nan_to_num(image, nan=low), low, high), float(low), float(high)
+
+
+def _scale(image: np.ndarray, low: float, high: float, scaling: Scaling) -> tuple[np.ndarray, dict[str, float]]:
+    stats = {"low": low, "high": high}
+    if scaling == Scaling.UNIT:
+        return (image - low) / max(high - low, 1e-8), stats
+    if scaling == Scaling.ZSCORE:
+        mean, std = float(image.mean()), float(image.std())
+        return (image - mean) / max(std, 1e-8), {**stats, "mean": mean, "std": std}
+    return image, stats
+
+
+def _crop_box(
+    clipped: Sequence[tuple[np.ndarray, float, float]],
+    label: np.ndarray | None,
+    config: PreprocessConfig,
+    shape: tuple[int, int, int],
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    if not config.crop_to_foreground:
+        return (0, 0, 0), tuple(shape)
+    from scipy import ndimage
+
+    mask = np.zeros(shape, dtype=bool)
+    for img, low, high in clipped:
+        mask |= img > low + config.crop_threshold * (high - low)
+    mask = ndimage.binary_opening(mask)
+    if label is not None:
+        mask |= label > 0
+    if not mask.any():
+        return (0, 0, 0), tuple(shape)
+    coords = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    start = tuple(max(0, int(c[0]) - config.crop_margin) for c in coords)
+    stop = tuple(min(n, int(c[-1]) + 1 + config.crop_margin) for c, n in zip(coords, shape, strict=True))
+    return start, stop

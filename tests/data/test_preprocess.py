@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medtransfer.data.io import Volume, load_nifti, save_nifti
+from medtransfer.data.preprocess import (
+    PreprocessConfig,
+    PreprocessInfo,
+    preprocess_case,
+    preprocess_image,
+    restore_to_input,
+)
+from medtransfer.errors import ConfigError, DataError
+
+
+def _lps_input():
+    """A non-RAS (axes permuted, two flips), anisotropic (0.8, 1.5, 3 mm) scan with a bright box object."""
+    shape = (30, 16, 10)
+    affine = np.zeros((4, 4))
+    affine[1, 0] = -0.8  # array x -> posterior
+    affine[2, 1] = 1.5  # array y -> superior
+    affine[0, 2] = -3.0  # array z -> left
+    affine[:3, 3] = (40, 10, -12)
+    affine[3, 3] = 1
+    label = np.zeros(shape, np.uint8)
+    label[8:20, 4:11, 3:7] = 1
+    rng = np.random.default_rng(0)
+    head = np.zeros(shape, bool)
+    head[3:27, 2:14, 1:9] = True
+    image = (head * 50 + label * 100 + rng.normal(5, 1, shape)).astype(np.float32)
+    return Volume(image, affine), Volume(label, affine)
+
+
+def _world_centroid(label, affine):
+    idx = np.argwhere(label > 0).mean(axis=0)
+    return (affine @ np.append(idx, 1))[:3]
+
+
+def test_round_trip_without_resampling_is_exact(tmp_path):
+    image, label = _lps_input()
+    config = PreprocessConfig()
+    pre, pre_label, info = preprocess_case([image], config, label)
+    assert pre.shape[0] == 1
+    assert pre.dtype == np.float32
+    assert pre.min() >= 0
+    assert pre.max() <= 1
+    predicted = (pre[0] > 0.75).astype(np.uint8)  # the object is the brightest thing
+    np.testing.assert_array_equal(predicted, pre_label)
+    restored = restore_to_input(predicted, PreprocessInfo.from_dict(info.to_dict()))
+    np.testing.assert_array_equal(restored, label.array)
+    saved = load_nifti(save_nifti(tmp_path / "pred.nii.gz", restored, info.input_affine))
+    np.testing.assert_array_equal(saved.array, label.array)
+    np.testing.assert_allclose(saved.affine, image.affine)
+
+
+def test_preprocessed_grid_is_ras_and_cropped():
+    image, _ = _lps_input()
+    pre, info = preprocess_image(image, PreprocessConfig(crop_margin=1))
+    assert pre.ndim == 3
+    # RAS shape of (30, 16, 10) with x->P, y->S, z->L is (10, 30, 16); head box plus one voxel margin
+    assert info.grid_shape == (10, 30, 16)
+    assert pre.shape == (10, 26, 14)
+    import nibabel as nib
+
+    assert nib.aff2axcodes(info.affine) == ("R", "A", "S")
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.7, 2.0, 1.3)])
+def test_round_trip_with_resampling_lands_on_input_grid(spacing):
+    image, label = _lps_input()
+    pre, pre_label, info = preprocess_case([image], PreprocessConfig(target_spacing=spacing), label)
+    np.testing.assert_allclose(info.spacing, spacing)
+    restored = restore_to_input(pre_label, info)
+    assert restored.shape == label.array.shape
+    half_voxel = 0.5 * np.array([3.0, 0.8, 1.5])  # world R, A, S extent of one input voxel
+    np.testing.assert_array_less(
+        np.abs(_world_centroid(restored, image.affine) - _world_centroid(label.array, image.affine)), half_voxel
+    )
+    dice = 2 * (restored & label.array).sum() / (restored.sum() + label.array.sum())
+    assert dice > 0.9
+
+
+def test_probabilities_restore_with_background_outside_crop():
+    image, label = _lps_input()
+    _, pre_label, info = preprocess_case([image], PreprocessConfig(), label)
+    probs = np.stack([1.0 - pre_label, pre_label]).astype(np.float32)
+    restored = restore_to_input(probs, info)
+    assert restored.shape == (2, *label.array.shape)
+    np.testing.assert_allclose(restored.sum(axis=0), 1.0)
+    np.testing.assert_array_equal(restored.argmax(axis=0), label.array)
+
+
+def test_zscore_scaling():
+    image, _ = _lps_input()
+    pre, info = preprocess_image(image, PreprocessConfig(scaling="zscore", crop_to_foreground=False))
+    assert abs(pre.mean()) < 1e-4
+    assert pre.std() == pytest.approx(1.0, abs=1e-4)
+    assert set(info.intensity[0]) == {"low", "high", "mean", "std"}
+
+
+def test_config_validation_and_dict_round_trip():
+    config = PreprocessConfig(target_spacing=(1, 0.95, 0.95), clip_percentiles=(0.5, 99.5))
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    assert config.fingerprint() != PreprocessConfig().fingerprint()
+    with pytest.raises(ConfigError, match="clip_percentiles"):
+        PreprocessConfig(clip_percentiles=(99, 1))
+    with pytest.raises(ConfigError, match="scaling"):
+        PreprocessConfig(scaling="minmax")
+    with pytest.raises(ConfigError, match="unknown preprocessing option"):
+        PreprocessConfig.from_dict({"spacing": 1})
+
+
+def test_wrong_prediction_shape_is_rejected():
+    image, _ = _lps_input()
+    _, info = preprocess_image(image, PreprocessConfig())
+    with pytest.raises(DataError, match="preprocessed grid"):
+        restore_to_input(np.zeros((2, 2, 2), np.uint8), info)
+
+
+def test_apply_to_label_matches_joint_preprocessing():
+    from medtransfer.data.preprocess import apply_to_label
+
+    image, label = _lps_input()
+    _, pre_label, info = preprocess_case([image], PreprocessConfig(target_spacing=(1.0, 1.0, 1.0)), label)
+    np.testing.assert_array_equal(apply_to_label(label, info), pre_label)
