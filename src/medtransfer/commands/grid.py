@@ -1,12 +1,69 @@
-"""``medtransfer grid``: run or inspect an experiment grid."""
+"""``medtransfer grid``: run an experiment grid (resumably) or show the status of its cells."""
 
 from __future__ import annotations
 
-from ._pending import pending
+import argparse
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "grid", help="run or inspect an experiment grid", description="run or inspect an experiment grid."
+        "grid",
+        help="run or inspect an experiment grid",
+        description="run an experiment grid (a rerun skips finished cells and resumes interrupted ones) or "
+        "show which cells are done / running / failed / interrupted / pending.",
     )
-    parser.set_defaults(func=pending("'medtransfer grid'", 8))
+    sub = parser.add_subparsers(dest="grid_command", metavar="<grid command>", required=True)
+    run = sub.add_parser("run", help="run every cell that is not done yet", description="run a grid's cells.")
+    _common(run)
+    run.add_argument("--executor", default="local", choices=("local", "ray"), help="where cells run (default local)")
+    run.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: one at a time)")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    run.add_argument("--mlflow", metavar="URI", default=None, help="also log each finished cell to this MLflow URI")
+    run.set_defaults(func=run_grid_command)
+    status = sub.add_parser("status", help="show each cell's status", description="show each cell's status.")
+    _common(status)
+    status.set_defaults(func=status_command)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", help="grid file (YAML)")
+    parser.add_argument("--results", default="results", help="results folder (default ./results)")
+    parser.add_argument("--only", metavar="PATTERN", default=None, help="only cells whose id matches this glob")
+
+
+def run_grid_command(args: argparse.Namespace) -> int:
+    from medtransfer.experiments import create_executor, load_grid, run_grid
+
+    spec = load_grid(args.grid)
+    executor = create_executor(args.executor, workers=args.workers, address=args.address)
+    tracker = None
+    if args.mlflow:
+        from medtransfer.experiments.tracking import MlflowTracker
+
+        tracker = MlflowTracker(args.mlflow, experiment=spec.name)
+    result = run_grid(spec, executor, results_root=args.results, only=args.only, tracker=tracker)
+    counts = result.counts
+    print(
+        f"grid {spec.name}: {counts['ran']} ran, {counts['skipped']} already done, {counts['failed']} failed, "
+        f"{counts['running']} running elsewhere  ({args.results}/{spec.name})"
+    )
+    for outcome in result.outcomes:
+        if outcome.error and outcome.status == "failed":
+            print(f"  failed {outcome.cell_id}: {outcome.error}")
+    return 0 if result.ok else 1
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from medtransfer.experiments import grid_status, load_grid
+
+    spec = load_grid(args.grid)
+    rows = grid_status(spec, args.results, only=args.only)
+    width = max([len("cell"), *(len(r["cell_id"]) for r in rows)])
+    print(f"{'cell':<{width}}  {'status':<11}  detail")
+    for row in rows:
+        print(f"{row['cell_id']:<{width}}  {row['status']:<11}  {row['detail']}".rstrip())
+    counts = Counter(r["status"] for r in rows)
+    print(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0

@@ -1,0 +1,145 @@
+"""Where a grid's cells run: here (one at a time or a pool of worker processes) or on a Ray cluster.
+
+An executor has one method, ``run(cells, task) -> iterator of CellOutcome`` (in completion order), where
+``task`` is the picklable :func:`~medtransfer.experiments.runner.execute_cell` partial.  Workers write their
+results into the run folders themselves, each file atomically, so executors only schedule; no result
+travels through the scheduler except the small outcome record.  No home-made scheduler: a process pool or
+Ray.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+from .spec import Cell
+from .state import CellStatus
+
+log = logging.getLogger(__name__)
+
+
+class ExecutorKind(enum.StrEnum):
+    """Executors of ``medtransfer grid run --executor``."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
+class LocalExecutor:
+    """Run cells on this machine: in this process (``workers=1``) or in ``workers`` spawned processes.
+
+    Example:
+        >>> LocalExecutor(workers=2)
+        LocalExecutor(workers=2)
+    """
+
+    def __init__(self, workers: int = 1) -> None:
+        if workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {workers}")
+        self.workers = workers
+
+    def __repr__(self) -> str:
+        return f"LocalExecutor(workers={self.workers})"
+
+    def run(self, cells: Sequence[Cell], task: Callable[[Cell], Any]) -> Iterator[Any]:
+        """Yield each cell's outcome as it completes."""
+        if self.workers == 1 or len(cells) <= 1:
+            yield from (task(cell) for cell in cells)
+            return
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no fork: safe with torch threads and CUDA
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(cells)), mp_context=context) as pool:
+            futures = {pool.submit(task, cell): cell for cell in cells}
+            for future in as_completed(futures):
+                yield _result_or_failure(future, futures[future])
+
+
+def _result_or_failure(future, cell: Cell):
+    from .runner import CellOutcome
+
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001  (a dead worker process; the cell's lock turns stale and resumes)
+        return CellOutcome(cell.id, CellStatus.FAILED, error=f"worker died: {type(err).__name__}: {err}")
+
+
+class RayExecutor:
+    """Run each cell as a Ray task with the resources of its config's ``resources`` section.
+
+    ``resources: {num_cpus: 1, num_gpus: 0}`` (the defaults) reserve one CPU per cell; set ``num_gpus: 1`` to
+    give each cell a GPU on a cluster.  The run folders must be on storage every node sees.
+
+    Args:
+        address: Ray cluster address (``auto``, ``ray://host:10001``, ...); None starts a local instance
+            unless Ray is already initialised.
+        init_kwargs: more arguments to ``ray.init`` (e.g. ``num_cpus``, ``runtime_env``).
+    """
+
+    def __init__(self, address: str | None = None, **init_kwargs: Any) -> None:
+        self.address = address
+        self.init_kwargs = init_kwargs
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(address={self.address!r})"
+
+    def run(self, cells: Sequence[Cell], task: Callable[[Cell], Any]) -> Iterator[Any]:
+        """Submit every cell, then yield each outcome as its task finishes."""
+        ray = _import_ray()
+        if not ray.is_initialized():
+            ray.init(address=self.address, **{"include_dashboard": False, **self.init_kwargs})
+        remote = ray.remote(task)
+        pending = {remote.options(**cell_resources(cell.config), name=cell.id).remote(cell): cell for cell in cells}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                yield _ray_result(ray, ref, pending.pop(ref))
+
+
+def _ray_result(ray, ref, cell: Cell):
+    from .runner import CellOutcome
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as err:  # the worker or node died; the cell's lock turns stale
+        return CellOutcome(cell.id, CellStatus.FAILED, error=f"ray task failed: {type(err).__name__}: {err}")
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError(
+            "--executor ray needs Ray, which is not installed; install it with: pip install 'medtransfer[ray]'"
+        ) from err
+    return ray
+
+
+def cell_resources(config: Mapping[str, Any]) -> dict[str, float]:
+    """``{num_cpus, num_gpus}`` of a cell from its config's ``resources`` section (defaults 1 CPU, 0 GPU)."""
+    resources = config.get("resources") or {}
+    if not isinstance(resources, Mapping):
+        raise ConfigError(f"resources must be a mapping with num_cpus/num_gpus, got {resources!r}")
+    for key in resources:
+        if key not in ("num_cpus", "num_gpus"):
+            raise ConfigError(did_you_mean(str(key), ("num_cpus", "num_gpus"), what="key of resources"))
+    out = {"num_cpus": resources.get("num_cpus", 1), "num_gpus": resources.get("num_gpus", 0)}
+    for key, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"resources.{key} must be a number >= 0, got {value!r}")
+    return out
+
+
+def create_executor(kind: str = "local", *, workers: int = 1, address: str | None = None) -> Any:
+    """An executor by name (``local`` or ``ray``)."""
+    if kind not in set(ExecutorKind):
+        raise ConfigError(did_you_mean(kind, [k.value for k in ExecutorKind], what="executor"))
+    if kind == ExecutorKind.RAY:
+        return RayExecutor(address)
+    if address is not None:
+        raise ConfigError("--address is only used with --executor ray")
+    return LocalExecutor(workers)

@@ -1,0 +1,83 @@
+"""Registry of cell functions, chosen by a grid's ``defaults.kind``.
+
+Each entry maps a kind to a ``"module:function"`` path imported on first use, so that a grid of one kind
+never imports the libraries of another and so that spawned workers find the function by reference.
+
+- ``finetune``: the real job (fine-tune + evaluate), ``medtransfer.train.finetune:run_finetune``.
+- ``dummy``: a TEST / DRY-RUN kind that trains nothing: it sleeps ``dummy.sleep_s`` seconds, then writes
+  made-up per-case metrics derived from the cell's config (deterministic per cell).  Use it to try a grid
+  file, an executor or a cluster before spending compute; never report its numbers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+from ..utils import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CELL_KINDS: dict[str, str | Callable] = {
+    "finetune": "medtransfer.train.finetune:run_finetune",
+    "dummy": "medtransfer.experiments.kinds:run_dummy_cell",
+}
+
+
+def register_cell_kind(name: str, function: str | Callable) -> None:
+    """Register a cell function (a module-level callable or its ``"module:function"`` path) as ``name``."""
+    CELL_KINDS[name] = function
+
+
+def list_cell_kinds() -> list[str]:
+    """Names of the registered cell kinds."""
+    return sorted(CELL_KINDS)
+
+
+def get_cell_function(kind: str | None, *, where: str = "grid") -> Callable:
+    """The cell function registered as ``kind``.
+
+    Raises:
+        ConfigError: ``kind`` is missing or unknown, or its module is not available in this installation.
+    """
+    if kind is None:
+        raise ConfigError(f"{where}: set defaults.kind to the job each cell runs ({', '.join(list_cell_kinds())})")
+    if kind not in CELL_KINDS:
+        raise ConfigError(f"{where}: defaults.kind: {did_you_mean(str(kind), CELL_KINDS, what='cell kind')}")
+    target = CELL_KINDS[kind]
+    if callable(target):
+        return target
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"{where}: cell kind {kind!r} needs {target}, which is not available: {err}") from err
+
+
+def run_dummy_cell(config: dict[str, Any], run_dir: Path, *, resume: bool) -> dict[str, Any]:
+    """The ``dummy`` TEST / DRY-RUN cell: made-up metrics, no training (see the module docstring).
+
+    Options under ``config["dummy"]``: ``sleep_s`` (0), ``n_cases`` (4), ``fail`` (False: raise to test
+    failure handling).  It appends one line per attempt to ``attempts.log`` so tests can count attempts.
+    """
+    import numpy as np
+
+    options = config.get("dummy") or {}
+    with open(run_dir / "attempts.log", "a") as f:  # a partial output: an interrupted cell resumes
+        f.write(f"{'resume' if resume else 'start'}\n")
+    time.sleep(float(options.get("sleep_s", 0.0)))
+    if options.get("fail"):
+        raise RuntimeError(f"dummy cell {config.get('grid', {}).get('cell_id')} asked to fail (dummy.fail)")
+    key = f"{config.get('target')}|{config.get('strategy')}|{config.get('source', {}).get('name')}"
+    rng = np.random.default_rng([zlib.crc32(key.encode()), int(config.get("seed", 0))])
+    level = 0.5 + 0.3 * (zlib.crc32(str(config.get("strategy")).encode()) % 100) / 100
+    dice = np.clip(level + 0.05 * rng.standard_normal(int(options.get("n_cases", 4))), 0.0, 1.0)
+    per_case = [{"case": f"case{i:03d}", "dice": float(d)} for i, d in enumerate(dice)]
+    write_json_atomic(run_dir / "metrics.json", {"per_case": per_case})
+    return {"metrics": {"dice": float(dice.mean())}, "per_case": per_case, "dummy": True}

@@ -1,0 +1,240 @@
+"""Run a grid's cells, resumably: a cell is done exactly when its ``summary.json`` exists.
+
+The cell-function protocol (:class:`CellFunction`) is what plugs a real job into a grid::
+
+    def run_something(config: dict, run_dir: Path, *, resume: bool) -> dict: ...
+
+- ``config`` is the cell's resolved config (also written to ``run_dir/config.yaml`` before the call); its
+  axis values are top-level keys (see :mod:`medtransfer.experiments.spec`).
+- ``run_dir`` exists; the function writes all its outputs there (checkpoints, per-case metrics, ...), each
+  atomically, and must not write ``summary.json``, ``lock.json`` or ``error.json`` (the runner's files).
+- ``resume`` is True when an earlier attempt was interrupted and left files in ``run_dir``: the function
+  should continue from its last checkpoint (or start over if it cannot).
+- It returns a JSON-serialisable mapping, stored as ``result`` in ``summary.json``.  By convention
+  ``result["metrics"]`` holds the cell's aggregate metrics (name -> float) and ``result["per_case"]`` a list
+  of per-case rows (``{"case": id, <metric>: value, ...}``), which :mod:`~medtransfer.experiments.collect`
+  turns into the tidy table of the report.
+- An exception marks the cell failed (``error.json``) without stopping the grid; the next run retries it.
+
+The function runs in a worker (a process of the local pool or a Ray task), so it must be importable by
+reference: a module-level function, not a lambda or closure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..utils import write_json_atomic, write_yaml_atomic
+from .spec import Cell, GridSpec, expand_grid, select_cells
+from .state import ERROR, SUMMARY, CellStatus, LockHeld, cell_lock, cell_status, has_partial_outputs
+
+log = logging.getLogger(__name__)
+
+
+class CellFunction(Protocol):
+    """Runs one cell: ``(config, run_dir, *, resume) -> result mapping`` (see the module docstring)."""
+
+    def __call__(self, config: dict[str, Any], run_dir: Path, *, resume: bool) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What happened to one cell in this run.
+
+    ``status`` is DONE (ran now, or ``skipped`` because already done), FAILED (``error`` says why) or RUNNING
+    (another live worker holds the cell's lock; left alone).
+    """
+
+    cell_id: str
+    status: CellStatus
+    duration_s: float = 0.0
+    skipped: bool = False
+    resumed: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """The outcomes of one ``run_grid`` call, in completion order."""
+
+    grid: str
+    outcomes: tuple[CellOutcome, ...] = field(default_factory=tuple)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of cells per outcome: ``ran``, ``skipped``, ``failed``, ``running``."""
+        kinds = Counter(_outcome_kind(o) for o in self.outcomes)
+        return {k: kinds.get(k, 0) for k in ("ran", "skipped", "failed", "running")}
+
+    @property
+    def ok(self) -> bool:
+        """True when no cell failed."""
+        return all(o.status is not CellStatus.FAILED for o in self.outcomes)
+
+
+def _outcome_kind(outcome: CellOutcome) -> str:
+    if outcome.status is CellStatus.DONE:
+        return "skipped" if outcome.skipped else "ran"
+    return "failed" if outcome.status is CellStatus.FAILED else "running"
+
+
+def execute_cell(cell: Cell, cell_fn: CellFunction, *, tracker: Any = None) -> CellOutcome:
+    """Run one cell in the current process: lock, call ``cell_fn``, record the error or write the summary.
+
+    Safe to call for a cell that is done (returns at once) or held by another live worker (returns RUNNING).
+    """
+    run_dir = cell.run_dir
+    if (run_dir / SUMMARY).is_file():
+        return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
+    try:
+        with cell_lock(run_dir) as broke_stale_lock:
+            if (run_dir / SUMMARY).is_file():  # finished by another worker while we waited
+                return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
+            resume = broke_stale_lock or has_partial_outputs(run_dir)
+            return _run_locked(cell, cell_fn, resume, tracker)
+    except LockHeld as err:
+        log.info("cell %s is running elsewhere (%s); leaving it", cell.id, err)
+        return CellOutcome(cell.id, CellStatus.RUNNING, error=str(err))
+
+
+def _run_locked(cell: Cell, cell_fn: CellFunction, resume: bool, tracker: Any) -> CellOutcome:
+    run_dir = cell.run_dir
+    write_yaml_atomic(run_dir / "config.yaml", cell.config)
+    log.info("cell %s: %s", cell.id, "resuming" if resume else "starting")
+    started = time.time()
+    try:
+        result = dict(cell_fn(cell.config, run_dir, resume=resume))
+        json.dumps(result, default=str)  # fail here, not half-way through writing the summary
+    except Exception as err:  # noqa: BLE001  (a failing cell must not stop the grid)
+        _write_error(run_dir, err)  # the dispatcher logs the failure (worker processes may not log)
+        return CellOutcome(cell.id, CellStatus.FAILED, time.time() - started, resumed=resume, error=_brief(err))
+    summary = _summary(cell, result, started, resume)
+    if tracker is not None:
+        tracker.log_cell(cell, summary)
+    write_json_atomic(run_dir / SUMMARY, summary)  # LAST: the cell is done from this moment on
+    (run_dir / ERROR).unlink(missing_ok=True)
+    return CellOutcome(cell.id, CellStatus.DONE, summary["duration_s"], resumed=resume)
+
+
+def _summary(cell: Cell, result: dict[str, Any], started: float, resumed: bool) -> dict[str, Any]:
+    finished = time.time()
+    return {
+        "cell_id": cell.id,
+        "grid": cell.grid,
+        "axes": cell.axes,
+        "status": CellStatus.DONE.value,
+        "resumed": resumed,
+        "started": started,
+        "finished": finished,
+        "duration_s": round(finished - started, 3),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "result": result,
+    }
+
+
+def _write_error(run_dir: Path, err: BaseException) -> None:
+    write_json_atomic(
+        run_dir / ERROR,
+        {
+            "type": type(err).__name__,
+            "message": str(err),
+            "traceback": "".join(traceback.format_exception(err)),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": time.time(),
+        },
+    )
+
+
+def _brief(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def run_grid(
+    spec: GridSpec,
+    executor: Any = None,
+    cell_fn: CellFunction | None = None,
+    *,
+    results_root: str | Path = "results",
+    only: str | None = None,
+    tracker: Any = None,
+    progress: bool = True,
+) -> GridRun:
+    """Run every cell of ``spec`` that is not done yet; finished cells are skipped, interrupted ones resumed.
+
+    Args:
+        spec: the grid (:func:`~medtransfer.experiments.spec.load_grid`).
+        executor: where cells run (:mod:`~medtransfer.experiments.executors`); default: one at a time here.
+        cell_fn: the cell function; default: the one registered for ``defaults.kind``
+            (:func:`~medtransfer.experiments.kinds.get_cell_function`).
+        results_root: the results folder; cells go to ``<results_root>/<grid name>/<cell id>``.
+        only: run only the cells whose id matches this glob.
+        tracker: optional experiment tracker with ``log_cell(cell, summary)`` (e.g. MLflow).
+        progress: show a progress bar.
+
+    Returns:
+        The outcome of every selected cell.  Failed cells are recorded in their ``error.json``.
+    """
+    from .executors import LocalExecutor
+    from .kinds import get_cell_function
+
+    cells = select_cells(expand_grid(spec, results_root), only)
+    cell_fn = cell_fn or get_cell_function(spec.defaults.get("kind"), where=spec.path)
+    executor = executor or LocalExecutor()
+    finished = {c.id for c in cells if (c.run_dir / SUMMARY).is_file()}
+    todo = [c for c in cells if c.id not in finished]
+    done = [CellOutcome(cell_id, CellStatus.DONE, skipped=True) for cell_id in sorted(finished)]
+    log.info("grid %s: %d cells selected, %d done already, %d to run", spec.name, len(cells), len(done), len(todo))
+    task = functools.partial(execute_cell, cell_fn=cell_fn, tracker=tracker)
+    outcomes = list(done) + list(_progress(executor.run(todo, task), len(todo), spec.name, progress))
+    return GridRun(spec.name, tuple(outcomes))
+
+
+def _progress(outcomes, total: int, name: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=f"grid {name}", unit="cell", disable=not enabled or total == 0) as bar:
+        for outcome in outcomes:
+            bar.update(1)
+            if outcome.status is CellStatus.FAILED:
+                log.warning("cell %s failed: %s", outcome.cell_id, outcome.error)
+            yield outcome
+
+
+def grid_status(spec: GridSpec, results_root: str | Path = "results", only: str | None = None) -> list[dict]:
+    """One row per cell: ``{cell_id, status, detail}`` (detail: duration, error message or lock owner)."""
+    rows = []
+    for cell in select_cells(expand_grid(spec, results_root), only):
+        status = cell_status(cell.run_dir)
+        rows.append({"cell_id": cell.id, "status": status.value, "detail": _status_detail(cell.run_dir, status)})
+    return rows
+
+
+def _status_detail(run_dir: Path, status: CellStatus) -> str:
+    from .state import LOCK, read_json
+
+    if status is CellStatus.DONE:
+        summary = read_json(run_dir / SUMMARY) or {}
+        return f"{summary.get('duration_s', '?')} s"
+    if status is CellStatus.FAILED:
+        error = read_json(run_dir / ERROR) or {}
+        return f"{error.get('type', '?')}: {str(error.get('message', ''))[:80]}"
+    if status in (CellStatus.RUNNING, CellStatus.INTERRUPTED) and (run_dir / LOCK).is_file():
+        lock = read_json(run_dir / LOCK) or {}
+        return f"pid {lock.get('pid', '?')} on {lock.get('host', '?')}"
+    return ""
+
+
+CellTask = Callable[[Cell], CellOutcome]

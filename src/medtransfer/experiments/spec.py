@@ -1,0 +1,380 @@
+"""Grid files: a YAML description of an experiment grid and its expansion into cells (one run each).
+
+A grid file is a small diff from defaults plus the axes to expand (nanoGPT-style configs, nnU-Net-style
+deterministic run folders)::
+
+    name: shift_demo                  # optional; defaults to the file's stem
+    defaults:                         # nested dict copied into every cell's config
+      kind: finetune                  # which cell function runs the cell (see medtransfer.experiments.kinds)
+      data: {root: brainshift}
+      train: {epochs: 20, lr: 1.0e-3}
+      resources: {num_cpus: 1, num_gpus: 0}
+    axes:
+      target: [brain]                 # required: target task(s)
+      source: [none, {name: mri_seg, checkpoint: ckpt/mri_seg.pt}]   # default [none]
+      strategy: [scratch, full, "first_k:2"]                          # required
+      budget: [3, {n_labelled: 1, every_kth_slice: 24}, all]         # default [all]
+      seed: [0, 1]                                                    # default [0]
+      domains: [siemens_15, ge_3]     # all ordered pairs a->b, a != b  (or: domain_pairs: ["a->b", ...])
+    overrides:                        # applied in order to every cell whose axis values match (globs)
+      - when: {strategy: "first_k:*"}
+        set: {train: {lr: 1.0e-2}}
+    exclude:                          # cells to drop, same matching rule
+      - {source: none, strategy: "!scratch"}
+
+Axis values become top-level keys of each cell's config: ``target`` (str), ``source`` ({name, checkpoint}),
+``strategy`` (the string as written, e.g. ``"first_k:2"``), ``budget`` (a mapping with ``n_labelled`` and/or
+``every_kth_slice``), ``seed`` (int), ``domain`` ({source, target}, only with a domain axis), and ``grid``
+({name, cell_id}).  Matching (``when`` / ``exclude``) compares glob patterns with the cell's axis labels
+(:attr:`Cell.axes`); a pattern starting with ``!`` negates; a list of patterns matches if any does.
+
+Run folder of a cell (DESIGN.md, with the domain pair inserted after the target when there is one)::
+
+    <results>/<grid>/<target>/[<src_domain>_to_<tgt_domain>/]<source>__<strategy>/<budget>/seed<k>/
+
+``<budget>`` is ``n<labelled>`` (``nall`` for every labelled case) followed by ``_k<every_kth_slice>`` when
+slices are subsampled, e.g. ``n3``, ``n1_k24``.  Characters other than letters, digits and ``._+-`` become
+``-`` (``first_k:2`` -> ``first_k-2``).  The cell id is the run folder relative to ``<results>/<grid>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+
+TOP_KEYS = ("name", "description", "defaults", "axes", "overrides", "exclude")
+AXIS_KEYS = ("target", "source", "strategy", "budget", "seed", "domain_pairs", "domains")
+MATCH_KEYS = ("target", "source", "strategy", "budget", "seed", "domain_pair")
+BUDGET_KEYS = ("n_labelled", "every_kth_slice")
+RESERVED_CONFIG_KEYS = ("target", "source", "strategy", "budget", "seed", "domain", "grid")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A validated grid file.  Build it with :func:`load_grid` or :func:`parse_grid`.
+
+    Attributes:
+        name: grid name (the first folder under the results root).
+        path: the grid file (used in error messages).
+        defaults: config shared by every cell.
+        axes: axis name -> tuple of normalised values (``domain_pair`` replaces ``domains``/``domain_pairs``).
+        overrides: ``(when, set)`` pairs applied in order.
+        exclude: match mappings of cells to drop.
+    """
+
+    name: str
+    path: str
+    defaults: dict[str, Any]
+    axes: dict[str, tuple]
+    overrides: tuple[tuple[dict, dict], ...] = ()
+    exclude: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a grid: its id, resolved config and run folder.
+
+    Attributes:
+        id: run folder relative to ``<results>/<grid>`` (``/``-separated); unique within a grid.
+        grid: grid name.
+        axes: the cell's axis labels (str, except ``seed``: int), used for matching, tables and tracking.
+        config: the resolved config (do not mutate; the runner writes it to ``config.yaml``).
+        run_dir: the run folder.
+
+    Example:
+        >>> spec = parse_grid({"axes": {"target": "brain", "strategy": ["full", "first_k:2"]}}, "g.yaml")
+        >>> [c.id for c in expand_grid(spec, "results")]
+        ['brain/none__full/nall/seed0', 'brain/none__first_k-2/nall/seed0']
+    """
+
+    id: str
+    grid: str
+    axes: dict[str, Any]
+    config: dict[str, Any] = field(repr=False)
+    run_dir: Path
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a grid file (``yaml.safe_load``).
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or is not a valid grid (the message names the key).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_grid(raw, str(path), default_name=path.stem)
+
+
+def parse_grid(raw: Any, where: str, *, default_name: str = "grid") -> GridSpec:
+    """Validate a grid given as a mapping (``where`` names its origin in error messages)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: a grid file must be a mapping with 'axes' (and 'defaults'), got {raw!r}")
+    _check_keys(raw, TOP_KEYS, where, "top-level key")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"{where}: 'defaults' must be a mapping, got {defaults!r}")
+    clash = sorted(set(defaults) & set(RESERVED_CONFIG_KEYS))
+    if clash:
+        raise ConfigError(f"{where}: defaults.{clash[0]} is set by the grid's axes; put it under 'axes' instead")
+    name = _label(str(raw.get("name") or default_name))
+    axes = _parse_axes(raw.get("axes"), where)
+    overrides = tuple(_parse_override(o, where, i) for i, o in enumerate(_as_list(raw.get("overrides"))))
+    exclude = tuple(_parse_match(m, where, f"exclude[{i}]") for i, m in enumerate(_as_list(raw.get("exclude"))))
+    return GridSpec(name, where, copy.deepcopy(dict(defaults)), axes, overrides, exclude)
+
+
+def expand_grid(spec: GridSpec, results_root: str | Path) -> list[Cell]:
+    """Expand a grid into its cells (cartesian product of the axes, minus excluded cells), in file order.
+
+    Raises:
+        ConfigError: two cells would share a run folder (e.g. ``first_k:2`` and ``first_k-2``).
+    """
+    root = Path(results_root) / spec.name
+    names = list(spec.axes)
+    cells: dict[str, Cell] = {}
+    for combo in itertools.product(*(spec.axes[n] for n in names)):
+        values = dict(zip(names, combo, strict=True))
+        axes = _axis_labels(values)
+        if any(_matches(m, axes) for m in spec.exclude):
+            continue
+        cell_id = _cell_id(axes)
+        if cell_id in cells:
+            raise ConfigError(f"{spec.path}: two cells share the run folder {cell_id!r}; make the axis values distinct")
+        config = _resolve_config(spec, values, axes, cell_id)
+        cells[cell_id] = Cell(cell_id, spec.name, axes, config, root / cell_id)
+    return list(cells.values())
+
+
+def select_cells(cells: list[Cell], pattern: str | None) -> list[Cell]:
+    """Cells whose id matches the glob ``pattern`` (all cells when ``pattern`` is None)."""
+    if not pattern:
+        return list(cells)
+    return [c for c in cells if fnmatch.fnmatchcase(c.id, pattern) or fnmatch.fnmatchcase(c.id, f"{pattern}/*")]
+
+
+# --- axes -------------------------------------------------------------------------------------------------
+
+
+def _parse_axes(raw: Any, where: str) -> dict[str, tuple]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: 'axes' must be a mapping with at least 'target' and 'strategy', got {raw!r}")
+    _check_keys(raw, AXIS_KEYS, where, "axis")
+    for required in ("target", "strategy"):
+        if not _as_list(raw.get(required)):
+            raise ConfigError(f"{where}: axes.{required} is required (a list of at least one value)")
+    if "domains" in raw and "domain_pairs" in raw:
+        raise ConfigError(f"{where}: give either axes.domains or axes.domain_pairs, not both")
+    axes = {
+        "target": _parse_list(raw["target"], lambda v, i: _parse_name(v, where, f"axes.target[{i}]")),
+        "source": _parse_list(raw.get("source", "none"), lambda v, i: _parse_source(v, where, i)),
+        "strategy": _parse_list(raw["strategy"], lambda v, i: _parse_name(v, where, f"axes.strategy[{i}]")),
+        "budget": _parse_list(raw.get("budget", "all"), lambda v, i: _parse_budget(v, where, i)),
+        "seed": _parse_list(raw.get("seed", 0), lambda v, i: _parse_seed(v, where, i)),
+    }
+    pairs = _parse_domains(raw, where)
+    if pairs:  # right after the target: the order of the run folder's components
+        axes = {"target": axes.pop("target"), "domain_pair": pairs, **axes}
+    for name, values in axes.items():
+        if not values:
+            raise ConfigError(f"{where}: axes.{name} is empty; give at least one value or leave it out")
+    return axes
+
+
+def _parse_list(raw: Any, parse) -> tuple:
+    return tuple(parse(value, i) for i, value in enumerate(_as_list(raw)))
+
+
+def _parse_name(value: Any, where: str, key: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
+        raise ConfigError(f"{where}: {key} must be a non-empty name, got {value!r}")
+    return str(value)
+
+
+def _parse_source(value: Any, where: str, i: int) -> dict[str, Any]:
+    key = f"axes.source[{i}]"
+    if isinstance(value, Mapping):
+        _check_keys(value, ("name", "checkpoint"), where, f"key of {key}")
+        if "name" not in value and "checkpoint" not in value:
+            raise ConfigError(f"{where}: {key} needs 'name' and/or 'checkpoint'")
+        ckpt = value.get("checkpoint")
+        name = value.get("name") or Path(str(ckpt)).name.split(".")[0]
+        return {"name": _parse_name(name, where, f"{key}.name"), "checkpoint": None if ckpt is None else str(ckpt)}
+    text = _parse_name(value, where, key)
+    if "/" in text or text.endswith((".pt", ".pth", ".ckpt")):
+        return {"name": Path(text).name.split(".")[0], "checkpoint": text}
+    return {"name": text, "checkpoint": None}
+
+
+def _parse_budget(value: Any, where: str, i: int) -> dict[str, Any]:
+    key = f"axes.budget[{i}]"
+    if value == "all" or _is_int(value):
+        value = {"n_labelled": value}
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(
+            f"{where}: {key} must be an int (labelled cases), 'all', or a mapping with "
+            f"{' and/or '.join(BUDGET_KEYS)}; got {value!r}"
+        )
+    _check_keys(value, BUDGET_KEYS, where, f"key of {key}")
+    n = value.get("n_labelled", "all")
+    if not (n == "all" or (_is_int(n) and n >= 1)):
+        raise ConfigError(f"{where}: {key}.n_labelled must be an int >= 1 or 'all', got {n!r}")
+    budget = {"n_labelled": n}
+    if "every_kth_slice" in value:
+        k = value["every_kth_slice"]
+        if not (_is_int(k) and k >= 1):
+            raise ConfigError(f"{where}: {key}.every_kth_slice must be an int >= 1, got {k!r}")
+        budget["every_kth_slice"] = k
+    return budget
+
+
+def _parse_seed(value: Any, where: str, i: int) -> int:
+    if not (_is_int(value) and value >= 0):
+        raise ConfigError(f"{where}: axes.seed[{i}] must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+def _parse_domains(raw: Mapping, where: str) -> tuple[tuple[str, str], ...]:
+    if "domains" in raw:
+        names = [_parse_name(v, where, f"axes.domains[{i}]") for i, v in enumerate(_as_list(raw["domains"]))]
+        if len(set(names)) != len(names) or len(names) < 2:
+            raise ConfigError(f"{where}: axes.domains must list at least two distinct domains, got {names}")
+        return tuple((a, b) for a in names for b in names if a != b)
+    return tuple(_parse_pair(v, where, i) for i, v in enumerate(_as_list(raw.get("domain_pairs"))))
+
+
+def _parse_pair(value: Any, where: str, i: int) -> tuple[str, str]:
+    key = f"axes.domain_pairs[{i}]"
+    if isinstance(value, Mapping) and set(value) == {"source", "target"}:
+        parts = [value["source"], value["target"]]
+    elif isinstance(value, str) and value.count("->") == 1:
+        parts = [p.strip() for p in value.split("->")]
+    elif isinstance(value, list | tuple) and len(value) == 2:
+        parts = list(value)
+    else:
+        raise ConfigError(f"{where}: {key} must be 'source->target', [source, target] or {{source, target}}")
+    return _parse_name(parts[0], where, key), _parse_name(parts[1], where, key)
+
+
+# --- overrides, matching and resolution -------------------------------------------------------------------
+
+
+def _parse_override(raw: Any, where: str, i: int) -> tuple[dict, dict]:
+    key = f"overrides[{i}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: {key} must be a mapping with 'when' and 'set', got {raw!r}")
+    _check_keys(raw, ("when", "set"), where, f"key of {key}")
+    if not isinstance(raw.get("set"), Mapping):
+        raise ConfigError(f"{where}: {key}.set must be a mapping of config values, got {raw.get('set')!r}")
+    clash = sorted(set(raw["set"]) & set(RESERVED_CONFIG_KEYS))
+    if clash:
+        raise ConfigError(f"{where}: {key}.set.{clash[0]} is an axis; overrides may not change axis values")
+    return _parse_match(raw.get("when") or {}, where, f"{key}.when"), copy.deepcopy(dict(raw["set"]))
+
+
+def _parse_match(raw: Any, where: str, key: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: {key} must map axis names to glob patterns, got {raw!r}")
+    _check_keys(raw, MATCH_KEYS, where, f"axis in {key}")
+    return {name: tuple(str(p) for p in _as_list(pats)) for name, pats in raw.items()}
+
+
+def _matches(match: Mapping[str, tuple[str, ...]], axes: Mapping[str, Any]) -> bool:
+    return all(name in axes and any(_glob(str(axes[name]), p) for p in pats) for name, pats in match.items())
+
+
+def _glob(value: str, pattern: str) -> bool:
+    if pattern.startswith("!"):
+        return not fnmatch.fnmatchcase(value, pattern[1:])
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def _axis_labels(values: Mapping[str, Any]) -> dict[str, Any]:
+    labels = {
+        "target": values["target"],
+        "source": values["source"]["name"],
+        "strategy": values["strategy"],
+        "budget": budget_label(values["budget"]),
+        "seed": values["seed"],
+    }
+    if "domain_pair" in values:
+        labels["domain_pair"] = "->".join(values["domain_pair"])
+    return labels
+
+
+def budget_label(budget: Mapping[str, Any]) -> str:
+    """Folder label of a label budget: ``{n_labelled: 3}`` -> ``n3``; ``{n_labelled: 1, every_kth_slice: 24}``
+    -> ``n1_k24``; ``{n_labelled: 'all'}`` -> ``nall``."""
+    label = f"n{budget.get('n_labelled', 'all')}"
+    if budget.get("every_kth_slice") is not None:
+        label += f"_k{budget['every_kth_slice']}"
+    return label
+
+
+def _cell_id(axes: Mapping[str, Any]) -> str:
+    parts = [axes["target"]]
+    if "domain_pair" in axes:
+        parts.append(axes["domain_pair"].replace("->", "_to_"))
+    parts += [f"{axes['source']}__{axes['strategy']}", axes["budget"], f"seed{axes['seed']}"]
+    return "/".join(_label(str(p)) for p in parts)
+
+
+def _resolve_config(spec: GridSpec, values: Mapping, axes: Mapping, cell_id: str) -> dict[str, Any]:
+    config = copy.deepcopy(spec.defaults)
+    for when, updates in spec.overrides:
+        if _matches(when, axes):
+            config = deep_merge(config, updates)
+    config.update(copy.deepcopy({k: v for k, v in values.items() if k != "domain_pair"}))
+    if "domain_pair" in values:
+        config["domain"] = {"source": values["domain_pair"][0], "target": values["domain_pair"][1]}
+    config["grid"] = {"name": spec.name, "cell_id": cell_id}
+    return config
+
+
+def deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``updates`` merged in recursively (mappings merge, everything else replaces)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in updates.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+# --- small helpers ----------------------------------------------------------------------------------------
+
+
+def _check_keys(raw: Mapping, allowed: tuple[str, ...], where: str, what: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{where}: {did_you_mean(str(key), allowed, what=what)}")
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _label(text: str) -> str:
+    text = re.sub(r"[^A-Za-z0-9._+-]", "-", text.strip()) or "-"
+    return re.sub(r"^\.+", lambda m: "-" * len(m.group()), text)  # never "." or "..": folders stay inside

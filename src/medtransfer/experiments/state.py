@@ -1,0 +1,167 @@
+"""State of a cell's run folder: the files that say done / running / failed, the lock and its heartbeat.
+
+Files the runner keeps in a run folder (the cell function owns everything else in it):
+
+- ``summary.json``: written LAST and atomically; a cell is done exactly when it exists.
+- ``lock.json``: ``{pid, host, started}``, created with ``O_CREAT | O_EXCL`` so that only one worker runs a
+  cell; a background thread touches it every ``HEARTBEAT_S`` seconds.  A lock is *stale* when its process is
+  gone (same host, pid not alive) or its heartbeat is older than ``STALE_AFTER_S`` (any host, e.g. a dead Ray
+  node); a stale lock is broken by the next worker, which resumes the cell.
+- ``error.json``: ``{type, message, traceback, host, pid, time}`` of the last failed attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SUMMARY = "summary.json"
+LOCK = "lock.json"
+ERROR = "error.json"
+CONFIG = "config.yaml"
+RUNNER_FILES = (SUMMARY, LOCK, ERROR, CONFIG)
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 120.0
+
+
+class CellStatus(enum.StrEnum):
+    """Where a cell stands; ``interrupted`` cells (stale lock or partial outputs) resume on the next run."""
+
+    DONE = "done"
+    RUNNING = "running"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    PENDING = "pending"
+
+
+def cell_status(run_dir: Path, *, stale_after_s: float = STALE_AFTER_S) -> CellStatus:
+    """The status of one run folder, read from its files (see the module docstring)."""
+    if (run_dir / SUMMARY).is_file():
+        return CellStatus.DONE
+    lock = run_dir / LOCK
+    if lock.is_file():
+        return CellStatus.INTERRUPTED if lock_is_stale(lock, stale_after_s=stale_after_s) else CellStatus.RUNNING
+    if (run_dir / ERROR).is_file():
+        return CellStatus.FAILED
+    return CellStatus.INTERRUPTED if has_partial_outputs(run_dir) else CellStatus.PENDING
+
+
+def has_partial_outputs(run_dir: Path) -> bool:
+    """Whether the cell function left files behind in an unfinished run (so the next run should resume)."""
+    if not run_dir.is_dir():
+        return False
+    return any(p.name not in RUNNER_FILES and not p.name.startswith(".") for p in run_dir.iterdir())
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's content, or None when it is missing or unreadable (e.g. a lock being replaced)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def lock_is_stale(lock: Path, *, stale_after_s: float = STALE_AFTER_S) -> bool:
+    """Whether a lock's owner is gone: dead pid on this host, or no heartbeat for ``stale_after_s``."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    info = read_json(lock) or {}
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+        if not _pid_alive(info["pid"]):
+            return True
+    return age > stale_after_s
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _pid_not_zombie(pid)
+
+
+def _pid_not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust os.kill
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+class LockHeld(Exception):
+    """Another live worker holds the cell's lock."""
+
+
+@contextlib.contextmanager
+def cell_lock(
+    run_dir: Path, *, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S
+) -> Iterator[bool]:
+    """Hold the cell's lock (with a heartbeat) for the duration of the block.
+
+    Yields True when a stale lock was broken to get here (the previous attempt was interrupted).
+
+    Raises:
+        LockHeld: a live worker holds the lock.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    broke = _acquire(lock, stale_after_s)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(lock, stop, heartbeat_s), daemon=True)
+    beat.start()
+    try:
+        yield broke
+    finally:
+        stop.set()
+        beat.join()
+        lock.unlink(missing_ok=True)
+
+
+def _acquire(lock: Path, stale_after_s: float) -> bool:
+    broke = False
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not lock_is_stale(lock, stale_after_s=stale_after_s):
+                raise LockHeld(f"{lock} is held by {read_json(lock)}") from None
+            broke = _break(lock, stale_after_s) or broke
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, f)
+        return broke
+    raise LockHeld(f"could not acquire {lock}: other workers keep taking it")
+
+
+def _break(lock: Path, stale_after_s: float) -> bool:
+    """Move a stale lock aside; of two workers racing to break it, only one rename succeeds."""
+    aside = lock.with_name(f".{lock.name}.stale.{os.getpid()}.{time.monotonic_ns()}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return False
+    if not lock_is_stale(aside, stale_after_s=stale_after_s):  # another worker re-took it in between: give back
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, lock)
+        aside.unlink(missing_ok=True)
+        return False
+    aside.unlink(missing_ok=True)
+    return True
+
+
+def _heartbeat(lock: Path, stop: threading.Event, every_s: float) -> None:
+    while not stop.wait(every_s):
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(lock)
