@@ -63,7 +63,9 @@ def create_model(name: str, **config: Any) -> nn.Module:
 
     Common keys: ``spatial_dims`` (2|3), ``in_channels``, ``out_channels``, ``features``, ``depth``, ``norm``
     (``batch``|``instance``|``group``), ``head`` (``segmentation``|``classification``|``restoration``),
-    ``num_classes``.  Each model documents the keys it takes.
+    ``num_classes``.  Each model documents the keys it takes.  ``inflate`` (``wacker``|``center``|``i3d``) with
+    ``spatial_dims=3`` builds the 2D model and inflates it (see :mod:`medtransfer.models.inflate`), so a
+    Wacker-style slice-wise 3D model is rebuilt from its checkpoint config like any other.
 
     Raises:
         ConfigError: unknown model name or config key.
@@ -75,10 +77,23 @@ def create_model(name: str, **config: Any) -> nn.Module:
     """
     spec = get_model_spec(name)
     allowed = spec.parameters()
-    for key in config:
+    build = dict(config)
+    inflate = build.pop("inflate", None)
+    for key in build:
         if key not in allowed:
-            raise ConfigError(did_you_mean(key, allowed, what=f"config key of model {name!r}"))
-    model = spec.factory(**config)
+            raise ConfigError(did_you_mean(key, [*allowed, "inflate"], what=f"config key of model {name!r}"))
+    if inflate is not None:
+        model = _create_inflated(spec, inflate, build)
+    else:
+        model = spec.factory(**build)
     model.model_name = name
     model.model_config = dict(config)
     return model
+
+
+def _create_inflated(spec: ModelSpec, mode: str, config: dict[str, Any]) -> nn.Module:
+    from .inflate import inflate_2d_to_3d
+
+    if config.get("spatial_dims", 3) != 3:
+        raise ConfigError(f"inflate={mode!r} builds a 3D model; spatial_dims must be 3, got {config['spatial_dims']}")
+    return inflate_2d_to_3d(spec.factory(**{**config, "spatial_dims": 2}), mode)

@@ -1,0 +1,65 @@
+"""2D -> 3D inflation: slice-wise equivalence (Wacker), I3D scaling, state-dict inflation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from medtransfer.errors import ConfigError
+from medtransfer.models import create_model
+from medtransfer.models.inflate import inflate_2d_to_3d, inflate_weight
+
+
+def _slicewise(model_2d: nn.Module, volume: torch.Tensor) -> torch.Tensor:
+    return torch.stack([model_2d(volume[:, :, d]) for d in range(volume.shape[2])], dim=2)
+
+
+@pytest.mark.parametrize("name", ["unet", "dart_resunet", "resnet18_unet"])
+def test_wacker_inflation_equals_slice_by_slice(name):
+    config = {"features": 4, "depth": 2} if name == "unet" else {}
+    model_2d = create_model(name, out_channels=2, **config)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, then evaluation mode
+        model_2d.train()(torch.randn(4, 1, 32, 32) * 3 + 1)
+    model_2d.eval()
+    model_3d = inflate_2d_to_3d(model_2d, "wacker").eval()
+    volume = torch.randn(2, 1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model_3d(volume), _slicewise(model_2d, volume), rtol=1e-4, atol=1e-4)
+    assert sum(p.numel() for p in model_3d.parameters()) == sum(p.numel() for p in model_2d.parameters())
+
+
+def test_i3d_conv_on_depth_constant_volume_equals_2d():
+    conv2d = nn.Conv2d(2, 3, 3, padding=1)
+    conv3d = inflate_2d_to_3d(nn.Sequential(conv2d), "i3d")[0]
+    assert conv3d.weight.shape == (3, 2, 3, 3, 3)
+    image = torch.randn(1, 2, 8, 8)
+    volume = image.unsqueeze(2).repeat(1, 1, 5, 1, 1)
+    with torch.no_grad():
+        out = conv3d(volume)
+        for d in range(1, 4):  # interior slices see three identical slices: sum(w / 3) over depth = w
+            torch.testing.assert_close(out[:, :, d], conv2d(image), rtol=1e-5, atol=1e-5)
+
+
+def test_inflate_weight_modes_by_hand():
+    w = torch.arange(4.0).reshape(1, 1, 2, 2)
+    assert inflate_weight(w, 1, "i3d").shape == (1, 1, 1, 2, 2)
+    center = inflate_weight(w, 3, "center")
+    assert center[0, 0, 1].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    assert center[0, 0, 0].abs().sum() == 0
+    assert center[0, 0, 2].abs().sum() == 0
+    i3d = inflate_weight(w, 2, "i3d")
+    assert i3d[0, 0, 0].tolist() == [[0.0, 0.5], [1.0, 1.5]]
+
+
+def test_state_dict_inflation_and_create_model_inflate_key():
+    model_2d = create_model("unet", features=4, depth=2)
+    sd3 = inflate_2d_to_3d(model_2d.state_dict(), "i3d")
+    assert sd3["encoder.stages.input.conv1.conv.weight"].shape == (4, 1, 3, 3, 3)
+    assert sd3["decoder.stages.dec1.up.weight"].shape[2] == 1  # even (2x2 stride-2) kernels stay 1 deep
+    assert sd3["encoder.stages.input.conv1.norm.running_var"].shape == (4,)
+    rebuilt = create_model("unet", spatial_dims=3, features=4, depth=2, inflate="wacker")
+    assert rebuilt.encoder.stages["input"].conv1.conv.weight.shape == (4, 1, 1, 3, 3)
+    assert rebuilt.model_config["inflate"] == "wacker"
+    with pytest.raises(ConfigError, match="did you mean 'i3d'"):
+        inflate_2d_to_3d(model_2d, "i3D_")
