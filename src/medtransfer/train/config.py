@@ -1,0 +1,148 @@
+"""Training configuration: a frozen dataclass built from dicts or YAML, with validated options."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+
+
+class Precision(StrEnum):
+    """Numeric precision of the forward pass (``auto`` picks the fastest accurate one for the device)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class OptimizerName(StrEnum):
+    """Optimisers: SGD with Nesterov momentum 0.9 (DART, nnU-Net), Adam, AdamW."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+    ADAMW = "adamw"
+
+
+class ScheduleName(StrEnum):
+    """Learning-rate schedules (see :mod:`medtransfer.train.schedules`)."""
+
+    CONSTANT = "constant"
+    STEP = "step"
+    COSINE = "cosine"
+    POLY = "poly"
+
+
+def parse_option(enum: type[StrEnum], value: Any, what: str) -> StrEnum:
+    """``value`` as a member of ``enum`` or a :class:`ConfigError` with did-you-mean suggestions."""
+    try:
+        return enum(str(value).lower())
+    except ValueError:
+        raise ConfigError(did_you_mean(str(value), [m.value for m in enum], what=what)) from None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is trained; runs differ by config, never by subclass.
+
+    Attributes:
+        epochs: number of epochs.
+        steps_per_epoch: optimiser steps per epoch (batches are sampled, nnU-Net style).
+        batch_size: images (slices or patches) per step, over all processes.
+        lr: base learning rate; parameter groups scale it by their ``lr_scale``.
+        optimizer: ``sgd`` (Nesterov, momentum 0.9), ``adam`` or ``adamw``.
+        weight_decay: L2 / decoupled weight decay.
+        schedule: ``constant``, ``step`` (DART: x ``gamma`` at ``step_epoch``), ``cosine`` or ``poly``.
+        step_epoch: epoch at which the step schedule multiplies the lr by ``gamma``.
+        gamma: factor of the step schedule.
+        poly_exponent: exponent of the poly schedule (nnU-Net: 0.9).
+        warmup_steps: linear warm-up steps before the schedule.
+        loss: registry name of the loss (``ce``, ``bce``, ``dice``, ``dice_ce``).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        channels_last: memory format; ``None`` follows the precision choice (on for the fast paths).
+        seed: seed of every random number generator of the run.
+        checkpoint_every_steps: write the resumable ``last`` checkpoint every this many steps (0: epoch ends).
+        val_every: validate every this many epochs (0: never).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        grad_clip: max gradient norm (0: off).
+        num_workers: data-loader worker processes (0 keeps the run bit-reproducible on resume).
+        progress: show a tqdm bar per epoch.
+    """
+
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    batch_size: int = 16
+    lr: float = 1e-3
+    optimizer: OptimizerName = OptimizerName.SGD
+    weight_decay: float = 0.0
+    schedule: ScheduleName = ScheduleName.STEP
+    step_epoch: int = 15
+    gamma: float = 0.1
+    poly_exponent: float = 0.9
+    warmup_steps: int = 0
+    loss: str = "bce"
+    precision: Precision = Precision.AUTO
+    channels_last: bool | None = None
+    seed: int = 0
+    checkpoint_every_steps: int = 50
+    val_every: int = 1
+    device: str = "auto"
+    grad_clip: float = 0.0
+    num_workers: int = 0
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizer", parse_option(OptimizerName, self.optimizer, "optimizer"))
+        object.__setattr__(self, "schedule", parse_option(ScheduleName, self.schedule, "schedule"))
+        object.__setattr__(self, "precision", parse_option(Precision, self.precision, "precision"))
+        for name in ("epochs", "steps_per_epoch", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"train config: {name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"train config: lr must be > 0, got {self.lr!r}")
+        if self.checkpoint_every_steps < 0 or self.val_every < 0:
+            raise ConfigError("train config: checkpoint_every_steps and val_every must be >= 0")
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run."""
+        return self.epochs * self.steps_per_epoch
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+        """Build from a mapping (unknown keys are an error with suggestions); ``overrides`` win."""
+        values = {**(values or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in names:
+                raise ConfigError(did_you_mean(key, names, what="train config key"))
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+        """Read a YAML mapping (the whole file, or its ``train:`` section)."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read YAML ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of train options, found {type(data).__name__}")
+        return cls.from_dict(data.get("train", data), **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-serialisable dict (enums as strings)."""
+        out = dataclasses.asdict(self)
+        return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in out.items()}
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)

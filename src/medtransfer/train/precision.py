@@ -1,0 +1,111 @@
+"""Device and precision choice: the fast paths (bf16 autocast + channels_last on AMX CPUs, AMP on CUDA)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from .config import Precision
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; an unavailable CUDA request is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX-BF16 or AVX512-BF16)."""
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+    if "amx_bf16" in flags or "avx512_bf16" in flags:
+        return True
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """What the trainer and predictor do for speed.
+
+    Attributes:
+        device: where the model runs.
+        autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` for autocast, ``None`` for fp32.
+        channels_last: use the channels-last memory format for 4D/5D tensors.
+        grad_scaling: use a gradient scaler (fp16 on CUDA only).
+    """
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    grad_scaling: bool
+
+    @property
+    def name(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of this plan (a no-op for fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def resolve_precision(
+    precision: Precision | str, device: torch.device, channels_last: bool | None = None
+) -> PrecisionPlan:
+    """Pick autocast dtype and memory format.
+
+    ``auto``: bf16 + channels_last on CUDA with bf16 support (fp16 + scaler otherwise) and on CPUs with native
+    bf16 units; fp32 elsewhere.  An explicit ``precision`` always wins; ``channels_last`` overrides the format.
+    """
+    precision = Precision(precision)
+    if precision == Precision.AUTO:
+        if device.type == "cuda":
+            precision = Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
+        else:
+            precision = Precision.BF16 if cpu_has_fast_bf16() else Precision.FP32
+    if precision == Precision.FP16 and device.type != "cuda":
+        raise ConfigError("precision fp16 needs CUDA; use bf16 or fp32 on CPU")
+    dtype = {Precision.FP32: None, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[precision]
+    fast = dtype is not None
+    return PrecisionPlan(
+        device=device,
+        autocast_dtype=dtype,
+        channels_last=fast if channels_last is None else bool(channels_last),
+        grad_scaling=precision == Precision.FP16,
+    )
+
+
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x`` in channels-last format when asked and when it is 4D/5D."""
+    if not channels_last:
+        return x
+    if x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    if x.ndim == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def model_to_plan(model: torch.nn.Module, plan: PrecisionPlan, spatial_dims: int = 2) -> torch.nn.Module:
+    """Move ``model`` to the plan's device and memory format."""
+    model = model.to(plan.device)
+    if plan.channels_last:
+        fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+        model = model.to(memory_format=fmt)
+    return model
