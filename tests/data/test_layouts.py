@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from data_builders import build_nnunet
+from data_builders import build_cc359, build_datalist, build_folders, build_nnunet
 
 from medtransfer.data.layouts import Layout, load_dataset, write_dataset_json
 from medtransfer.errors import DataError
@@ -59,3 +59,83 @@ def test_missing_label_is_reported_in_strict_mode(tmp_path):
 def test_unknown_folder_lists_known_layouts(tmp_path):
     with pytest.raises(DataError, match="nnunet"):
         load_dataset(tmp_path)
+
+
+def test_read_datalist_file_with_4d_images(tmp_path):
+    path = build_datalist(tmp_path, n=2, channels=2)
+    ds = load_dataset(path)
+    assert ds.layout == Layout.DATALIST
+    assert ds.case_ids == ["s0", "s1"]
+    assert ds.channel_names == ("ch0", "ch1")
+    assert ds.channels_in_file
+    assert ds.cases[0].images == (tmp_path / "imagesTr" / "s0.nii.gz",)
+    assert ds.cases[0].metadata["split"] == "training"
+    assert ds.label_names == {0: "background", 1: "target"}
+
+
+def test_msd_task_folder_is_a_datalist(tmp_path):
+    path = build_datalist(tmp_path, n=2)
+    path.rename(tmp_path / "dataset.json")
+    ds = load_dataset(tmp_path)
+    assert ds.layout == Layout.DATALIST
+    assert len(ds) == 2
+
+
+def test_datalist_path_escaping_root_is_refused(tmp_path):
+    path = build_datalist(tmp_path / "ds", n=1)
+    content = json.loads(path.read_text())
+    content["training"].append({"image": "../../etc/passwd.nii.gz", "label": "/etc/shadow.nii.gz"})
+    path.write_text(json.dumps(content))
+    ds = load_dataset(path, strict=False)
+    assert len(ds) == 1
+    messages = [p.message for p in ds.problems]
+    assert len(messages) == 2
+    assert all("escapes the dataset root" in m for m in messages)
+    with pytest.raises(DataError, match="passwd"):
+        load_dataset(path)
+
+
+def test_read_cc359_parses_domains(tmp_path):
+    build_cc359(tmp_path)
+    ds = load_dataset(tmp_path)
+    assert ds.layout == Layout.CC359
+    assert ds.case_ids == ["CC0001", "CC0002", "CC0003"]
+    assert [c.domain for c in ds] == ["philips_15", "siemens_3", "ge_15"]
+    first = ds.cases[0]
+    assert first.metadata["field_strength"] == "1.5"
+    assert first.metadata["age"] == 55
+    assert first.metadata["sex"] == "M"
+    assert first.label.name == "CC0001_philips_15_55_M_ss.nii.gz"
+    assert ds.label_names == {0: "background", 1: "brain"}
+
+
+def test_cc359_missing_mask(tmp_path):
+    build_cc359(tmp_path)
+    (tmp_path / "Silver-standard" / "CC0002_siemens_3_40_F_ss.nii.gz").unlink()
+    ds = load_dataset(tmp_path, strict=False)
+    assert [p.file.endswith("CC0002_siemens_3_40_F.nii.gz") for p in ds.problems] == [True]
+
+
+def test_read_plain_folders(tmp_path):
+    build_folders(tmp_path, n=2)
+    ds = load_dataset(tmp_path)
+    assert ds.layout == Layout.FOLDERS
+    assert ds.case_ids == ["scan0", "scan1"]
+    assert ds.cases[1].label == tmp_path / "labels" / "scan1.nii.gz"
+
+
+def test_plain_folders_with_unmatched_files(tmp_path):
+    build_folders(tmp_path, n=2)
+    (tmp_path / "labels" / "scan0.nii.gz").rename(tmp_path / "labels" / "other.nii.gz")
+    ds = load_dataset(tmp_path, strict=False)
+    files = sorted(p.file.rsplit("/", 1)[-1] for p in ds.problems)
+    assert files == ["other.nii.gz", "scan0.nii.gz"]
+
+
+def test_duplicate_case_ids_in_datalist(tmp_path):
+    path = build_datalist(tmp_path, n=2)
+    content = json.loads(path.read_text())
+    content["training"].append(content["training"][0])
+    path.write_text(json.dumps(content))
+    problems = load_dataset(path, strict=False).problems
+    assert [p.message for p in problems] == ["duplicate case id 's0' (2 times); case ids must be unique"]

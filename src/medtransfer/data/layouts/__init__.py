@@ -15,6 +15,9 @@ from pathlib import Path
 
 from ...errors import DataError
 from .base import Case, CaseDataset, Layout, Problem
+from .cc359 import is_cc359, read_cc359
+from .datalist import is_datalist, read_datalist
+from .folders import is_folders, read_folders
 from .metadata import METADATA_CSV, attach_metadata, read_metadata_csv
 from .nnunet import DATASET_JSON, is_nnunet, read_nnunet, write_dataset_json
 
@@ -28,6 +31,10 @@ __all__ = [
     "attach_metadata",
     "detect_layout",
     "load_dataset",
+    "known_layouts",
+    "read_cc359",
+    "read_datalist",
+    "read_folders",
     "read_metadata_csv",
     "read_nnunet",
     "write_dataset_json",
@@ -35,6 +42,9 @@ __all__ = [
 
 _DETECTORS: list[tuple[Layout, Callable[[Path], bool], Callable[[Path], CaseDataset], str]] = [
     (Layout.NNUNET, is_nnunet, read_nnunet, "nnU-Net raw: dataset.json + imagesTr/{case}_0000.nii.gz + labelsTr/"),
+    (Layout.DATALIST, is_datalist, read_datalist, "MSD-style datalist JSON with 'training': [{image, label}]"),
+    (Layout.CC359, is_cc359, read_cc359, "CC359: Original/CC0001_philips_15_55_M.nii.gz + Silver-standard*/..._ss"),
+    (Layout.FOLDERS, is_folders, read_folders, "plain folders: images/ + labels/ with matching file names"),
 ]
 
 

@@ -119,12 +119,24 @@ def is_nnunet(path: Path) -> bool:
     """A folder with ``dataset.json`` and ``imagesTr/`` holding ``_XXXX`` channel files (or an explicit mapping)."""
     if not (path / DATASET_JSON).is_file():
         return False
-    if not (path / "imagesTr").is_dir():
-        try:
-            return "dataset" in read_json(path / DATASET_JSON)
-        except DataError:
-            return False
+    try:
+        meta = read_json(path / DATASET_JSON)
+    except DataError:
+        return (path / "imagesTr").is_dir()  # let the reader report the broken dataset.json
+    if "dataset" in meta:
+        return True
+    if _is_msd(path, meta) or not (path / "imagesTr").is_dir():
+        return False
     return any(_CHANNEL_RE.match(p.name) for p in (path / "imagesTr").iterdir())
+
+
+def _is_msd(path: Path, meta: dict[str, Any]) -> bool:
+    """MSD ``dataset.json``: ``training`` entries name existing files without a channel suffix (4D images)."""
+    training = meta.get("training")
+    if not isinstance(training, list) or not training or not isinstance(training[0], dict):
+        return False
+    image = training[0].get("image")
+    return isinstance(image, str) and (path / image).is_file()
 
 
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})(?P<ending>\.nii(\.gz)?)$")
