@@ -116,7 +116,7 @@ def _is_int_text(text: Any) -> bool:
 
 
 def is_nnunet(path: Path) -> bool:
-    """A folder with ``dataset.json`` and ``imagesTr/`` holding ``_XXXX`` channel files (or an explicit mapping)."""
+    """A folder with ``dataset.json`` and ``imagesTr/`` (not an MSD task), or a ``dataset.json`` with a mapping."""
     if not (path / DATASET_JSON).is_file():
         return False
     try:
@@ -125,9 +125,7 @@ def is_nnunet(path: Path) -> bool:
         return (path / "imagesTr").is_dir()  # let the reader report the broken dataset.json
     if "dataset" in meta:
         return True
-    if _is_msd(path, meta) or not (path / "imagesTr").is_dir():
-        return False
-    return any(_CHANNEL_RE.match(p.name) for p in (path / "imagesTr").iterdir())
+    return (path / "imagesTr").is_dir() and not _is_msd(path, meta)
 
 
 def _is_msd(path: Path, meta: dict[str, Any]) -> bool:
