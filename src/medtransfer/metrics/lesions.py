@@ -1,0 +1,264 @@
+"""Lesion-wise detection: connected components of prediction and reference, matched per case.
+
+A reference lesion is *detected* (true positive) when a predicted lesion overlaps it by at least one voxel, or,
+with ``iou_threshold``, when some single predicted component has IoU >= threshold with it.  A predicted lesion
+that detects no reference lesion is a false positive.  So a reference lesion split into two predicted
+components counts one TP and no FP; two reference lesions merged into one prediction count two TPs.
+
+Counts come first, per case and class (SMP's ``get_stats``); ratios are derived from them per case or after
+summing over cases (:func:`reduce_lesion_stats`):
+
+* detection rate (lesion recall) = TP / n_ref;
+* lesion precision = (n_pred - FP) / n_pred;
+* lesion F1 = harmonic mean of the two (0 when one side has lesions and the other none);
+* count error = n_pred - n_ref; volume error = predicted - reference total volume (mm³, voxels without spacing).
+
+A ratio whose denominator is zero (no reference lesions, no predicted lesions) is NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, did_you_mean
+from .inputs import as_class_masks, per_case_spacing
+from .reduction import nanmean
+
+CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
+
+
+class LesionReduction(StrEnum):
+    """``micro``: sum the counts over cases, then take ratios; ``macro``: ratios per case, then NaN-mean."""
+
+    MICRO = "micro"
+    MACRO = "macro"
+
+
+@dataclass(frozen=True)
+class LesionStats:
+    """Lesion counts and volumes per case and class; every field is a ``(B, C)`` array."""
+
+    tp: np.ndarray
+    fn: np.ndarray
+    fp: np.ndarray
+    n_ref: np.ndarray
+    n_pred: np.ndarray
+    volume_ref: np.ndarray
+    volume_pred: np.ndarray
+
+    @property
+    def detection_rate(self) -> np.ndarray:
+        return _ratio(self.tp, self.n_ref)
+
+    @property
+    def precision(self) -> np.ndarray:
+        return _ratio(self.n_pred - self.fp, self.n_pred)
+
+    @property
+    def f1(self) -> np.ndarray:
+        recall, precision = self.detection_rate, self.precision
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(recall + precision > 0, 2 * recall * precision / (recall + precision), 0.0)
+        one_sided = (self.n_ref == 0) ^ (self.n_pred == 0)
+        return np.where(one_sided, 0.0, np.where((self.n_ref == 0) & (self.n_pred == 0), np.nan, f1))
+
+    @property
+    def count_error(self) -> np.ndarray:
+        return (self.n_pred - self.n_ref).astype(np.float64)
+
+    @property
+    def volume_error(self) -> np.ndarray:
+        return self.volume_pred - self.volume_ref
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """Counts and derived ratios, each ``(B, C)``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("detection_rate", "precision", "f1", "count_error", "volume_error"):
+            out[name] = getattr(self, name)
+        return out
+
+    @classmethod
+    def concatenate(cls, stats: Sequence[LesionStats]) -> LesionStats:
+        """Stack several batches along the case axis."""
+        return cls(**{f.name: np.concatenate([getattr(s, f.name) for s in stats]) for f in fields(cls)})
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    out = np.full(np.shape(numerator), np.nan)
+    np.divide(numerator, denominator, out=out, where=np.asarray(denominator) > 0)
+    return out
+
+
+def compute_lesion_detection(
+    pred: Any,
+    ref: Any,
+    connectivity: int = 26,
+    iou_threshold: float | None = None,
+    labels: Sequence[int] | None = None,
+    spacing: Any = None,
+) -> LesionStats:
+    """Lesion-wise TP/FN/FP counts and volumes per case and class.
+
+    Args:
+        pred: masks ``(B, C, *spatial)`` or label maps ``(B, *spatial)`` with ``labels``.
+        ref: reference in the same layout.
+        connectivity: 6, 18 or 26 in 3D; 4 or 8 in 2D (the default 26 means 8 in 2D).
+        iou_threshold: ``None`` to detect on any overlap, else the IoU a single predicted component needs.
+        labels: label values for label-map inputs.
+        spacing: voxel size in mm for volumes in mm³; ``None`` counts voxels.
+
+    Returns:
+        :class:`LesionStats` with ``(B, C)`` arrays.
+
+    Example:
+        >>> import numpy as np
+        >>> ref = np.zeros((1, 1, 8, 8), bool); ref[0, 0, 1:3, 1:3] = ref[0, 0, 5:7, 5:7] = True
+        >>> pred = np.zeros((1, 1, 8, 8), bool); pred[0, 0, 1:2, 1:2] = pred[0, 0, 4, 0] = True
+        >>> s = compute_lesion_detection(pred, ref)
+        >>> s.tp.tolist(), s.fn.tolist(), s.fp.tolist()
+        ([[1]], [[1]], [[1]])
+    """
+    pred, ref = as_class_masks(pred, ref, labels)
+    batch, channels = pred.shape[:2]
+    spatial_dims = pred.ndim - 2
+    connectivity = _check_connectivity(connectivity, spatial_dims)
+    if iou_threshold is not None and not 0 < iou_threshold <= 1:
+        raise ConfigError(f"iou_threshold must be in (0, 1] or None, got {iou_threshold}")
+    voxel_volumes = [float(np.prod(s)) for s in per_case_spacing(spacing, batch, spatial_dims)]
+    rows = np.zeros((7, batch, channels))
+    for b, c in np.ndindex(batch, channels):
+        rows[:5, b, c] = _match_lesions(pred[b, c], ref[b, c], connectivity, iou_threshold)
+        rows[5, b, c] = np.count_nonzero(ref[b, c]) * voxel_volumes[b]
+        rows[6, b, c] = np.count_nonzero(pred[b, c]) * voxel_volumes[b]
+    counts = rows[:5].astype(np.int64)
+    return LesionStats(*counts, volume_ref=rows[5], volume_pred=rows[6])
+
+
+def _check_connectivity(connectivity: int, spatial_dims: int) -> int:
+    if spatial_dims == 2 and connectivity == 26:
+        return 8
+    if connectivity not in CONNECTIVITY[spatial_dims]:
+        raise ConfigError(
+            f"connectivity {connectivity} is not valid in {spatial_dims}D; allowed: {CONNECTIVITY[spatial_dims]}"
+        )
+    return connectivity
+
+
+def _match_lesions(
+    pred: np.ndarray, ref: np.ndarray, connectivity: int, iou_threshold: float | None
+) -> tuple[int, int, int, int, int]:
+    """``(tp, fn, fp, n_ref, n_pred)`` for one binary pair."""
+    import cc3d
+
+    box = _bounding_box(pred | ref)
+    if box is None:
+        return 0, 0, 0, 0, 0
+    ref_labels, n_ref = cc3d.connected_components(ref[box], connectivity=connectivity, return_N=True)
+    pred_labels, n_pred = cc3d.connected_components(pred[box], connectivity=connectivity, return_N=True)
+    both = (ref_labels > 0) & (pred_labels > 0)
+    pair_keys, inter = np.unique(
+        ref_labels[both].astype(np.int64) * (n_pred + 1) + pred_labels[both], return_counts=True
+    )
+    ref_ids, pred_ids = np.divmod(pair_keys, n_pred + 1)
+    if iou_threshold is not None and pair_keys.size:
+        ref_sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)
+        pred_sizes = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)
+        iou = inter / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - inter)
+        keep = iou >= iou_threshold
+        ref_ids, pred_ids = ref_ids[keep], pred_ids[keep]
+    tp = np.unique(ref_ids).size
+    hit_pred = np.unique(pred_ids).size
+    return tp, n_ref - tp, n_pred - hit_pred, n_ref, n_pred
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def reduce_lesion_stats(
+    stats: LesionStats, reduction: str | LesionReduction = LesionReduction.MICRO
+) -> dict[str, np.ndarray]:
+    """Reduce per-case lesion statistics over cases, per class.
+
+    Args:
+        stats: per-case statistics ``(B, C)``.
+        reduction: ``micro`` (sum counts, then ratios) or ``macro`` (ratios per case, NaN-mean).
+
+    Returns:
+        ``(C,)`` arrays: summed counts and volumes, and the reduced detection rate, precision, F1, count
+        error and volume error (the errors are per-case means in both modes).
+    """
+    try:
+        reduction = LesionReduction(reduction)
+    except ValueError as err:
+        raise ConfigError(did_you_mean(str(reduction), [r.value for r in LesionReduction], what="reduction")) from err
+    if stats.tp.shape[0] == 0:
+        raise DataError("no cases to reduce")
+    summed = LesionStats(**{f.name: getattr(stats, f.name).sum(axis=0, keepdims=True) for f in fields(stats)})
+    out = {f.name: getattr(summed, f.name)[0] for f in fields(stats)}
+    source = summed if reduction is LesionReduction.MICRO else stats
+    for name in ("detection_rate", "precision", "f1"):
+        out[name] = nanmean(getattr(source, name), axis=0)
+    out["count_error"] = stats.count_error.mean(axis=0)
+    out["volume_error"] = stats.volume_error.mean(axis=0)
+    return out
+
+
+class LesionDetectionMetric:
+    """Accumulating lesion detection: call per batch, :meth:`aggregate` sums/averages over all cases seen.
+
+    Args:
+        connectivity: see :func:`compute_lesion_detection`.
+        iou_threshold: see :func:`compute_lesion_detection`.
+        labels: label values when batches are label maps ``(B, *spatial)``; ``None`` for masks.
+        reduction: ``micro`` or ``macro``, see :func:`reduce_lesion_stats`.
+
+    Example:
+        >>> import numpy as np
+        >>> metric = LesionDetectionMetric()
+        >>> m = np.zeros((1, 1, 6, 6, 6), bool); m[0, 0, 1:3, 1:3, 1:3] = True
+        >>> _ = metric(m, m)
+        >>> float(metric.aggregate()["detection_rate"][0])
+        1.0
+    """
+
+    def __init__(
+        self,
+        connectivity: int = 26,
+        iou_threshold: float | None = None,
+        labels: Sequence[int] | None = None,
+        reduction: str | LesionReduction = LesionReduction.MICRO,
+    ) -> None:
+        self.connectivity = connectivity
+        self.iou_threshold = iou_threshold
+        self.labels = labels
+        self.reduction = reduction
+        self._stats: list[LesionStats] = []
+
+    def __call__(self, pred: Any, ref: Any, spacing: Any = None) -> LesionStats:
+        stats = compute_lesion_detection(pred, ref, self.connectivity, self.iou_threshold, self.labels, spacing)
+        self._stats.append(stats)
+        return stats
+
+    def get_buffer(self) -> LesionStats:
+        """All per-case statistics since the last :meth:`reset`."""
+        if not self._stats:
+            raise DataError("LesionDetectionMetric has seen no cases; call it on a batch first")
+        return LesionStats.concatenate(self._stats)
+
+    def aggregate(self, reduction: str | LesionReduction | None = None) -> dict[str, np.ndarray]:
+        return reduce_lesion_stats(self.get_buffer(), self.reduction if reduction is None else reduction)
+
+    def reset(self) -> None:
+        self._stats.clear()
