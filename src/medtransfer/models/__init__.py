@@ -17,18 +17,35 @@ Heads: pass ``head="segmentation"`` (default), ``"classification"`` (with ``num_
 from __future__ import annotations
 
 from .base import Decoder, Encoder, StagedModel
+from .inflate import inflate_2d_to_3d
+from .loading import LoadAudit, adapt_input_conv, load_pretrained
 from .registry import create_model, get_model_spec, list_models, register_model
+from .resnet_unet import ResNetUNet
+from .resunet import DartResUNet
 from .unet import UNet
 
 register_model("unet", "plain U-Net (2D or 3D) with configurable width, depth and norm")(UNet)
+register_model("dart_resunet", "DART residual U-Net: 16 filters, 3 stages, BatchNorm, additive skips, 2.4M")(
+    DartResUNet
+)
+register_model("resnet18_unet", "U-Net with a ResNet-18 encoder (torchvision/timm weights)", depth_resnet=18)(
+    ResNetUNet
+)
+register_model("resnet34_unet", "U-Net with a ResNet-34 encoder (Wacker et al.)", depth_resnet=34)(ResNetUNet)
 
 __all__ = [
+    "DartResUNet",
     "Decoder",
     "Encoder",
+    "LoadAudit",
+    "ResNetUNet",
     "StagedModel",
     "UNet",
+    "adapt_input_conv",
     "create_model",
     "get_model_spec",
+    "inflate_2d_to_3d",
     "list_models",
+    "load_pretrained",
     "register_model",
 ]

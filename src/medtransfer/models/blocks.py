@@ -140,11 +140,11 @@ class PreActResBlock(nn.Module):
 
 
 def pad_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Zero-pad ``x`` at the end of each spatial axis to the spatial size of ``like`` (odd input sizes)."""
+    """Zero-pad (or crop) ``x`` at the end of each spatial axis to the spatial size of ``like`` (odd sizes)."""
     diff = [b - a for a, b in zip(x.shape[2:], like.shape[2:], strict=True)]
     if not any(diff):
         return x
     pads: list[int] = []
     for d in reversed(diff):
-        pads += [0, max(d, 0)]
+        pads += [0, d]
     return nn.functional.pad(x, pads)

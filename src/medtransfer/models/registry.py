@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -19,28 +19,32 @@ from ..errors import ConfigError, did_you_mean
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: its factory and a one-line description."""
+    """A registered model: its factory, a one-line description and the factory arguments fixed by the name."""
 
     name: str
     factory: Callable[..., nn.Module]
     description: str
+    fixed: dict[str, Any] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, Any]:
         """Config key -> default value (``inspect.Parameter.empty`` when required)."""
         sig = inspect.signature(self.factory)
-        return {k: p.default for k, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD}
+        return {k: p.default for k, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD and k not in self.fixed}
+
+    def build(self, **config: Any) -> nn.Module:
+        return self.factory(**self.fixed, **config)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, description: str = "") -> Callable:
-    """Decorator registering a model class or factory under ``name``."""
+def register_model(name: str, description: str = "", **fixed: Any) -> Callable:
+    """Decorator registering a model class or factory under ``name``; ``fixed`` arguments are bound to it."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         assert name not in _REGISTRY, f"model {name!r} registered twice"
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
-        _REGISTRY[name] = ModelSpec(name, factory, doc)
+        _REGISTRY[name] = ModelSpec(name, factory, doc, dict(fixed))
         return factory
 
     return wrap
@@ -85,7 +89,7 @@ def create_model(name: str, **config: Any) -> nn.Module:
     if inflate is not None:
         model = _create_inflated(spec, inflate, build)
     else:
-        model = spec.factory(**build)
+        model = spec.build(**build)
     model.model_name = name
     model.model_config = dict(config)
     return model
@@ -96,4 +100,4 @@ def _create_inflated(spec: ModelSpec, mode: str, config: dict[str, Any]) -> nn.M
 
     if config.get("spatial_dims", 3) != 3:
         raise ConfigError(f"inflate={mode!r} builds a 3D model; spatial_dims must be 3, got {config['spatial_dims']}")
-    return inflate_2d_to_3d(spec.factory(**{**config, "spatial_dims": 2}), mode)
+    return inflate_2d_to_3d(spec.build(**{**config, "spatial_dims": 2}), mode)

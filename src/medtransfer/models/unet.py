@@ -51,14 +51,16 @@ class UNetEncoder(Encoder):
 
 
 class UpBlock(nn.Module):
-    """Transposed-conv up-sampling, concatenation with the skip features, double conv."""
+    """Transposed-conv up-sampling, concatenation with the skip features (if any), double conv."""
 
     def __init__(self, spatial_dims: int, in_ch: int, skip_ch: int, out_ch: int, norm: Norm):
         super().__init__()
         self.up = conv_transpose(spatial_dims, in_ch, out_ch)
         self.block = DoubleConv(spatial_dims, out_ch + skip_ch, out_ch, norm)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is None:
+            return self.block(self.up(x))
         x = pad_to(self.up(x), skip)
         return self.block(torch.cat([x, skip], dim=1))
 
