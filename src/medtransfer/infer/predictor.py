@@ -1,0 +1,156 @@
+"""Whole-scan prediction: the run's preprocessing, sliding-window inference, restore onto the input grid.
+
+A run's checkpoint carries everything needed (written by :func:`medtransfer.train.finetune.run_finetune`)::
+
+    ckpt["model"]              {"name": ..., "config": {...}}        -> create_model(name, **config)
+    ckpt["meta"]["preprocess"] PreprocessConfig.to_dict()
+    ckpt["meta"]["labels"]     {"background": 0, "brain": 1, ...}    (nnU-Net dataset.json spelling)
+    ckpt["meta"]["inference"]  {"slice_axis": 2, "patch_size": [...], "overlap": 0.5, "divisor": 32}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint
+from ..data.io import Volume
+from ..data.preprocess import PreprocessConfig, preprocess_case, restore_to_input, split_channels
+from ..errors import DataError
+from ..train.precision import PrecisionPlan, model_to_plan, resolve_device, resolve_precision
+from .sliding_window import predict_patches, predict_slices
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAMES = ("checkpoint_best.pt", "checkpoint_last.pt", "checkpoint.pt")
+
+
+def predict_volume(
+    model: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    *,
+    spatial_dims: int = 2,
+    slice_axis: int = 2,
+    patch_size: tuple[int, int, int] | None = None,
+    overlap: float = 0.5,
+    divisor: int = 32,
+    batch_size: int | None = None,
+    plan: PrecisionPlan | None = None,
+) -> torch.Tensor:
+    """Probabilities ``(K, X, Y, Z)`` of a preprocessed image ``(C, X, Y, Z)`` (2D: slice-wise; 3D: patches).
+
+    A 3D model without ``patch_size`` sees the whole (padded) volume at once.
+    """
+    image = torch.as_tensor(np.asarray(image, dtype=np.float32) if isinstance(image, np.ndarray) else image)
+    if image.ndim != 4:
+        raise DataError(f"expected a preprocessed image (C, X, Y, Z), got shape {tuple(image.shape)}")
+    if spatial_dims == 2:
+        return predict_slices(model, image, axis=slice_axis, batch_size=batch_size or 16, divisor=divisor, plan=plan)
+    if patch_size is None:
+        patch_size = tuple(s + (-s) % divisor for s in image.shape[1:])
+    return predict_patches(model, image, patch_size, overlap=overlap, batch_size=batch_size or 2, plan=plan)
+
+
+@dataclass
+class Predictor:
+    """A trained model with its preprocessing and label values, ready for scans.
+
+    Attributes:
+        model: the network in eval mode on ``plan.device``.
+        preprocess: the training preprocessing.
+        label_values: output label value of each class index (class 0 = background).
+        in_channels: channels the model expects.
+        spatial_dims: 2 (slice-wise) or 3 (patches).
+        inference: ``slice_axis``, ``patch_size``, ``overlap``, ``divisor``, ``batch_size`` for
+            :func:`predict_volume`.
+        plan: device and precision.
+    """
+
+    model: nn.Module
+    preprocess: PreprocessConfig
+    label_values: list[int]
+    in_channels: int
+    spatial_dims: int
+    plan: PrecisionPlan
+    inference: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, channels: list[Volume] | Volume, source: str = "input") -> np.ndarray:
+        """Label map with exactly the input's shape (save it with the input's affine).
+
+        Args:
+            channels: one 3D volume per channel, or one 3D/4D (channels last) volume.
+            source: name used in error messages (the file).
+
+        Raises:
+            DataError: not 3D, or a channel count other than the model's.
+        """
+        channels = _as_channels(channels, source)
+        if len(channels) != self.in_channels:
+            raise DataError(f"{source}: the model takes {self.in_channels} channel(s), the input has {len(channels)}")
+        image, _, info = preprocess_case(channels, self.preprocess)
+        probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **self.inference)
+        restored = restore_to_input(probs.numpy(), info, order=1)
+        classes = restored.argmax(0)
+        values = np.asarray(self.label_values)
+        dtype = np.uint8 if values.max(initial=0) < 256 and values.min(initial=0) >= 0 else np.int16
+        return values[classes].astype(dtype)
+
+
+def _as_channels(channels: list[Volume] | Volume, source: str) -> list[Volume]:
+    if isinstance(channels, Volume):
+        if channels.array.ndim not in (3, 4):
+            raise DataError(
+                f"{source}: expected a 3D image (or 4D with channels last), got shape {channels.array.shape}"
+            )
+        return split_channels(channels)
+    for v in channels:
+        if v.array.ndim != 3:
+            raise DataError(f"{source}: each channel file must be 3D, got shape {v.array.shape}")
+    return list(channels)
+
+
+def find_checkpoint(run: str | os.PathLike) -> Path:
+    """The checkpoint of a run folder (best, else last) or the file itself."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    for folder in (run / "checkpoints", run):
+        for name in CHECKPOINT_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    raise DataError(f"{run}: no checkpoint found (looked for {', '.join(CHECKPOINT_NAMES)} in it and checkpoints/)")
+
+
+def load_predictor(run: str | os.PathLike, *, device: str = "auto", precision: str = "auto") -> Predictor:
+    """Rebuild the model of a run (or checkpoint file) with its preprocessing and label values."""
+    from ..models import create_model
+
+    path = find_checkpoint(run)
+    ckpt = load_checkpoint(path)
+    spec, meta = ckpt.get("model") or {}, ckpt.get("meta") or {}
+    if not spec.get("name"):
+        raise DataError(f"{path}: the checkpoint names no model; it is not a medtransfer run checkpoint")
+    model = create_model(spec["name"], **spec.get("config", {}))
+    model.load_state_dict(ckpt["state_dict"])
+    config = dict(spec.get("config", {}))
+    plan = resolve_precision(precision, resolve_device(device), None)
+    spatial_dims = int(config.get("spatial_dims", 2))
+    model = model_to_plan(model, plan, spatial_dims).eval()
+    labels = meta.get("labels") or {"background": 0, "foreground": 1}
+    values = sorted(int(v) for v in (labels.values() if isinstance(labels, dict) else range(len(labels))))
+    return Predictor(
+        model=model,
+        preprocess=PreprocessConfig.from_dict(meta.get("preprocess", {})),
+        label_values=values,
+        in_channels=int(config.get("in_channels", 1)),
+        spatial_dims=spatial_dims,
+        plan=plan,
+        inference=dict(meta.get("inference", {})),
+    )
