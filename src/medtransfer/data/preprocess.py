@@ -126,6 +126,9 @@ class PreprocessInfo:
     crop_stop: tuple[int, int, int]
     intensity: tuple[dict[str, float], ...] = ()
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PreprocessInfo) and self.to_dict() == other.to_dict()
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """Spatial shape of the preprocessed array."""

@@ -1,0 +1,196 @@
+"""Preprocessing cache: every case preprocessed once, stored as ``.npy`` and read back with ``mmap``.
+
+Layout under ``cache_dir``::
+
+    <config fingerprint>/index.json          # config, and per case: files, source stats, PreprocessInfo, metadata
+    <config fingerprint>/<case>_image.npy    # (C, X, Y, Z) float16 (default) or float32
+    <config fingerprint>/<case>_label.npy    # (X, Y, Z) uint8
+
+A case entry is reused while its source files keep their size and modification time; a changed source or a
+different :class:`~medtransfer.data.preprocess.PreprocessConfig` (another fingerprint folder) triggers a rebuild.
+Arrays and the index are written atomically, so concurrent builders never leave half-written files behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..utils import atomic_path, write_json_atomic
+from .io import load_nifti
+from .layouts import Case
+from .preprocess import PreprocessConfig, PreprocessInfo, preprocess_case, split_channels
+
+logger = logging.getLogger(__name__)
+
+INDEX = "index.json"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """One preprocessed case (arrays memory-mapped, read-only).
+
+    Attributes:
+        case_id: the case id.
+        image: ``(C, X, Y, Z)``.
+        label: ``(X, Y, Z)`` uint8, or ``None`` for unlabelled cases.
+        info: geometry needed to map predictions back to the input file.
+        metadata: the case's metadata (subject, domain, ...).
+    """
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    info: PreprocessInfo
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _source_stats(case: Case) -> list[dict[str, Any]]:
+    stats = []
+    for path in case.files:
+        st = path.stat()
+        stats.append({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return stats
+
+
+def _safe_name(case_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", case_id)
+
+
+class PreprocessCache:
+    """Preprocessed arrays of a set of cases under one configuration.
+
+    Args:
+        cache_dir: parent folder; each configuration gets its own sub-folder.
+        config: preprocessing configuration.
+        image_dtype: ``float16`` (half the memory, the default) or ``float32``.
+
+    Example:
+        >>> cache = PreprocessCache("/tmp/cache", PreprocessConfig())  # doctest: +SKIP
+        >>> cache.build(load_dataset("data/brainshift").cases)  # doctest: +SKIP
+        >>> cache.load("case000").image.shape  # doctest: +SKIP
+        (1, 160, 190, 160)
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, config: PreprocessConfig, *, image_dtype: str = "float16") -> None:
+        if image_dtype not in ("float16", "float32"):
+            raise DataError(f"image_dtype must be 'float16' or 'float32', got {image_dtype!r}")
+        self.config = config
+        self.image_dtype = image_dtype
+        self.folder = Path(cache_dir) / f"{config.fingerprint()}_{image_dtype}"
+
+    @property
+    def index_path(self) -> Path:
+        return self.folder / INDEX
+
+    def read_index(self) -> dict[str, Any]:
+        """The index (empty when missing, unreadable or from another cache version)."""
+        try:
+            index = json.loads(self.index_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {"cases": {}}
+        return index if index.get("version") == CACHE_VERSION else {"cases": {}}
+
+    def is_valid(self, case: Case, entry: dict[str, Any] | None) -> bool:
+        """True when the cached entry exists, its files exist and the sources are unchanged."""
+        if entry is None or not (self.folder / entry["image"]).is_file():
+            return False
+        if entry.get("label") and not (self.folder / entry["label"]).is_file():
+            return False
+        if bool(entry.get("label")) != (case.label is not None):
+            return False
+        try:
+            return entry["source"] == _source_stats(case)
+        except OSError:
+            return False
+
+    def build(self, cases: Iterable[Case], *, progress: bool = True) -> list[str]:
+        """Preprocess the cases not cached yet (or stale); returns the ids that were (re)built."""
+        from tqdm.auto import tqdm
+
+        cases = list(cases)
+        index = self.read_index()
+        todo = [c for c in cases if not self.is_valid(c, index["cases"].get(c.case_id))]
+        logger.info("cache %s: %d of %d case(s) to preprocess", self.folder, len(todo), len(cases))
+        for case in tqdm(todo, desc="preprocess", disable=not progress or not todo):
+            entry = self._build_case(case)
+            index = self.read_index()  # merge with entries written meanwhile by other builders
+            index["cases"][case.case_id] = entry
+            self._write_index(index)
+        return [c.case_id for c in todo]
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        index.update(version=CACHE_VERSION, config=self.config.to_dict(), image_dtype=self.image_dtype)
+        write_json_atomic(self.index_path, index)
+
+    def _build_case(self, case: Case) -> dict[str, Any]:
+        stats = _source_stats(case)
+        channels = [ch for path in case.images for ch in split_channels(load_nifti(path, dtype=np.float32))]
+        label = load_nifti(case.label) if case.label is not None else None
+        if label is not None:
+            label = _as_uint8_label(label, case.label)
+        image, lab, info = preprocess_case(channels, self.config, label)
+        name = _safe_name(case.case_id)
+        entry: dict[str, Any] = {"image": f"{name}_image.npy", "label": None}
+        _save_npy(self.folder / entry["image"], image.astype(self.image_dtype))
+        if lab is not None:
+            entry["label"] = f"{name}_label.npy"
+            _save_npy(self.folder / entry["label"], lab)
+        entry.update(source=stats, info=info.to_dict(), metadata=_jsonable(case.metadata), shape=list(image.shape))
+        return entry
+
+    def case_ids(self) -> list[str]:
+        return list(self.read_index()["cases"])
+
+    def load(self, case_id: str, *, mmap: bool = True) -> CachedCase:
+        """A cached case, memory-mapped read-only (``mmap=False`` reads it into memory)."""
+        entry = self.read_index()["cases"].get(case_id)
+        if entry is None:
+            raise DataError(f"{self.folder}: case {case_id!r} is not in the cache; build it first")
+        mode = "r" if mmap else None
+        image = np.load(self.folder / entry["image"], mmap_mode=mode)
+        label = np.load(self.folder / entry["label"], mmap_mode=mode) if entry["label"] else None
+        return CachedCase(case_id, image, label, PreprocessInfo.from_dict(entry["info"]), entry.get("metadata", {}))
+
+    def load_all(self, case_ids: Sequence[str] | None = None, *, mmap: bool = True) -> list[CachedCase]:
+        return [self.load(cid, mmap=mmap) for cid in (self.case_ids() if case_ids is None else case_ids)]
+
+
+def build_cache(
+    cases: Iterable[Case], cache_dir: str | os.PathLike, config: PreprocessConfig, *, image_dtype: str = "float16"
+) -> PreprocessCache:
+    """Build (or reuse) the cache of ``cases`` and return it."""
+    cache = PreprocessCache(cache_dir, config, image_dtype=image_dtype)
+    cache.build(cases)
+    return cache
+
+
+def _as_uint8_label(volume, path: Path):
+    array = np.asarray(volume.array)
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            raise DataError(f"{path}: label must hold integer values (run 'medtransfer data check')")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise DataError(f"{path}: label values must be in 0..255, got {array.min()}..{array.max()}")
+    return type(volume)(array.astype(np.uint8), volume.affine)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(array))
+
+
+def _jsonable(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, str | int | float | bool) or v is None else str(v) for k, v in metadata.items()}

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from data_builders import AFFINE, build_nnunet, tiny_pair
+
+from medtransfer.data.cache import PreprocessCache, build_cache
+from medtransfer.data.io import load_nifti, save_nifti
+from medtransfer.data.layouts import load_dataset
+from medtransfer.data.preprocess import PreprocessConfig, preprocess_case
+from medtransfer.errors import DataError
+
+
+def test_cache_stores_what_preprocessing_computes(tmp_path):
+    dataset = load_dataset(build_nnunet(tmp_path / "ds", n=2, channels=("T1", "T2")))
+    config = PreprocessConfig(target_spacing=(1.5, 1.5, 1.5))
+    cache = build_cache(dataset.cases, tmp_path / "cache", config, image_dtype="float32")
+    case = dataset.cases[1]
+    expected_image, expected_label, info = preprocess_case(
+        [load_nifti(p, dtype=np.float32) for p in case.images], config, load_nifti(case.label)
+    )
+    cached = cache.load(case.case_id)
+    assert isinstance(cached.image, np.memmap)
+    assert cached.image.shape[0] == 2
+    np.testing.assert_array_equal(cached.image, expected_image)
+    np.testing.assert_array_equal(cached.label, expected_label)
+    assert cached.label.dtype == np.uint8
+    assert cached.info == info
+    assert cached.metadata["subject"] == case.case_id
+
+
+def test_float16_images(tmp_path):
+    dataset = load_dataset(build_nnunet(tmp_path / "ds", n=1))
+    cached = build_cache(dataset.cases, tmp_path / "cache", PreprocessConfig()).load("case000")
+    assert cached.image.dtype == np.float16
+    expected, _, _ = preprocess_case([load_nifti(dataset.cases[0].images[0], dtype=np.float32)], PreprocessConfig())
+    np.testing.assert_allclose(cached.image, expected, atol=1e-3)
+
+
+def test_cache_is_reused_and_rebuilt_when_source_or_config_changes(tmp_path):
+    root = build_nnunet(tmp_path / "ds", n=3)
+    cases = load_dataset(root).cases
+    cache = PreprocessCache(tmp_path / "cache", PreprocessConfig())
+    assert cache.build(cases, progress=False) == ["case000", "case001", "case002"]
+    assert cache.build(cases, progress=False) == []
+    image, _ = tiny_pair(7)
+    path = root / "imagesTr" / "case001_0000.nii.gz"
+    save_nifti(path, image * 2, AFFINE)
+    os.utime(path, ns=(1, 1))  # a changed modification time is enough
+    assert cache.build(cases, progress=False) == ["case001"]
+    other = PreprocessCache(tmp_path / "cache", PreprocessConfig(clip_percentiles=(0.5, 99.5)))
+    assert other.folder != cache.folder
+    assert other.build(cases, progress=False) == ["case000", "case001", "case002"]
+    (cache.folder / "case002_image.npy").unlink()
+    assert cache.build(cases, progress=False) == ["case002"]
+
+
+def test_unknown_case_and_bad_labels(tmp_path):
+    root = build_nnunet(tmp_path / "ds", n=1)
+    cache = PreprocessCache(tmp_path / "cache", PreprocessConfig())
+    with pytest.raises(DataError, match="not in the cache"):
+        cache.load("case000")
+    _, label = tiny_pair(0)
+    save_nifti(root / "labelsTr" / "case000.nii.gz", label.astype(np.int16) * 300, AFFINE)
+    with pytest.raises(DataError, match="0..255"):
+        cache.build(load_dataset(root).cases, progress=False)
