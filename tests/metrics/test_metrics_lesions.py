@@ -1,0 +1,109 @@
+"""Lesion-wise detection on hand-built component layouts: hits, misses, splits, merges, IoU threshold."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from medtransfer.errors import ConfigError
+from medtransfer.metrics import LesionDetectionMetric, compute_lesion_detection, reduce_lesion_stats
+
+
+def _layout() -> tuple[np.ndarray, np.ndarray]:
+    """Reference: lesions A (split in the prediction), B and C (merged), D (missed); plus one false positive."""
+    ref = np.zeros((1, 1, 12, 12, 4), dtype=bool)
+    pred = np.zeros_like(ref)
+    ref[0, 0, 0:2, 0:4, 0:2] = True  # A
+    pred[0, 0, 0:2, 0, 0:2] = pred[0, 0, 0:2, 3, 0:2] = True  # A split into two predictions
+    ref[0, 0, 5:7, 0:2, 0:2] = ref[0, 0, 5:7, 3:5, 0:2] = True  # B and C
+    pred[0, 0, 5:7, 0:5, 0:2] = True  # one prediction bridging B and C
+    ref[0, 0, 10:12, 10:12, 2:4] = True  # D, missed
+    pred[0, 0, 0:2, 9:11, 2:4] = True  # false positive
+    return pred, ref
+
+
+def test_split_merge_miss_and_false_positive():
+    stats = compute_lesion_detection(*_layout())
+    assert (int(stats.n_ref[0, 0]), int(stats.n_pred[0, 0])) == (4, 4)
+    assert (int(stats.tp[0, 0]), int(stats.fn[0, 0]), int(stats.fp[0, 0])) == (3, 1, 1)
+    assert stats.detection_rate[0, 0] == pytest.approx(3 / 4)
+    assert stats.precision[0, 0] == pytest.approx(3 / 4)  # 3 of 4 predicted components hit a lesion
+    assert stats.f1[0, 0] == pytest.approx(3 / 4)
+    assert stats.count_error[0, 0] == 0
+
+
+def test_volumes_in_mm3():
+    pred, ref = _layout()
+    stats = compute_lesion_detection(pred, ref, spacing=(1.0, 0.5, 2.0))
+    assert stats.volume_ref[0, 0] == pytest.approx(ref.sum() * 1.0)
+    assert stats.volume_error[0, 0] == pytest.approx((pred.sum() - ref.sum()) * 1.0)
+    assert compute_lesion_detection(pred, ref).volume_pred[0, 0] == pred.sum()
+
+
+def test_iou_threshold_variant():
+    pred, ref = _layout()
+    stats = compute_lesion_detection(pred, ref, iou_threshold=0.5)
+    # A: each half has IoU 4/16 < 0.5; B and C: IoU 8/20 < 0.5 with the bridge; nothing is detected
+    assert (int(stats.tp[0, 0]), int(stats.fn[0, 0]), int(stats.fp[0, 0])) == (0, 4, 4)
+    loose = compute_lesion_detection(pred, ref, iou_threshold=0.25)
+    assert (int(loose.tp[0, 0]), int(loose.fp[0, 0])) == (3, 1)  # A via a half (4/16), B and C (8/20)
+
+
+def test_connectivity_decides_whether_diagonal_voxels_are_one_lesion():
+    ref = np.zeros((1, 1, 4, 4, 4), dtype=bool)
+    ref[0, 0, 0, 0, 0] = ref[0, 0, 1, 1, 1] = True
+    assert compute_lesion_detection(ref, ref, connectivity=26).n_ref[0, 0] == 1
+    assert compute_lesion_detection(ref, ref, connectivity=18).n_ref[0, 0] == 2
+    assert compute_lesion_detection(ref, ref, connectivity=6).n_ref[0, 0] == 2
+    with pytest.raises(ConfigError, match="allowed"):
+        compute_lesion_detection(ref, ref, connectivity=8)
+
+
+def test_2d_and_label_maps():
+    ref = np.zeros((1, 6, 6), dtype=np.int64)
+    ref[0, 0, 0] = ref[0, 1, 1] = 1  # diagonal: one lesion with the default (8-connected in 2D)
+    ref[0, 4:6, 4:6] = 2
+    pred = np.zeros_like(ref)
+    pred[0, 1, 1] = 1
+    stats = compute_lesion_detection(pred, ref, labels=[1, 2])
+    assert stats.n_ref[0].tolist() == [1, 1]
+    assert stats.tp[0].tolist() == [1, 0]
+    assert compute_lesion_detection(pred, ref, connectivity=4, labels=[1, 2]).n_ref[0, 0] == 2
+
+
+def test_empty_cases():
+    empty = np.zeros((1, 1, 4, 4, 4), dtype=bool)
+    lesion = empty.copy()
+    lesion[0, 0, 1, 1, 1] = True
+    both = compute_lesion_detection(empty, empty)
+    assert math.isnan(both.detection_rate[0, 0])
+    assert math.isnan(both.precision[0, 0])
+    assert math.isnan(both.f1[0, 0])
+    missed = compute_lesion_detection(empty, lesion)
+    assert missed.detection_rate[0, 0] == 0.0
+    assert math.isnan(missed.precision[0, 0])
+    assert missed.f1[0, 0] == 0.0
+    spurious = compute_lesion_detection(lesion, empty)
+    assert spurious.fp[0, 0] == 1
+    assert spurious.f1[0, 0] == 0.0
+
+
+def test_micro_and_macro_reduction_and_accumulator():
+    pred, ref = _layout()
+    perfect = ref.copy()
+    metric = LesionDetectionMetric()
+    metric(pred, ref)
+    metric(perfect, ref)
+    micro = metric.aggregate()
+    assert micro["tp"][0] == 7
+    assert micro["detection_rate"][0] == pytest.approx(7 / 8)
+    assert micro["precision"][0] == pytest.approx(7 / 8)
+    macro = reduce_lesion_stats(metric.get_buffer(), "macro")
+    assert macro["detection_rate"][0] == pytest.approx((0.75 + 1.0) / 2)
+    with pytest.raises(ConfigError, match="did you mean 'micro'"):
+        metric.aggregate("mirco")
+    metric.reset()
+    metric(perfect, ref)
+    assert metric.aggregate()["f1"][0] == 1.0
