@@ -1,0 +1,33 @@
+"""Transfer strategies as data: what to initialise, what to freeze, what to fine-tune, at which rate.
+
+``create_strategy("first_k:2").prepare(model, pretrained_state, seed=0)`` initialises the model in place, sets
+``requires_grad`` and the norm-layer mode and returns a :class:`StrategyPlan` (optimiser param groups with
+``lr_scale``, a JSON description for the run folder, the load audit).  Call
+``strategy.on_epoch_start(model, epoch, optimizer)`` at every epoch (gradual unfreezing; no-op otherwise).
+
+Registered strategies (``list_strategies()``; ``medtransfer strategies`` prints them with their parameters):
+scratch, full, first_k, last_k, frozen_encoder, bn_only, discriminative, gradual_unfreeze, mean_var, hybrid_k,
+reinit_head.
+"""
+
+from __future__ import annotations
+
+from .bn import BNMode, freeze_norm_stats, release_norm_stats
+from .registry import create_strategy, get_strategy_entry, list_strategies, parse_strategy_spec, register_strategy
+from .strategy import Init, Strategy, StrategyConfig, StrategyPlan, Train
+
+__all__ = [
+    "BNMode",
+    "Init",
+    "Strategy",
+    "StrategyConfig",
+    "StrategyPlan",
+    "Train",
+    "create_strategy",
+    "freeze_norm_stats",
+    "get_strategy_entry",
+    "list_strategies",
+    "parse_strategy_spec",
+    "register_strategy",
+    "release_norm_stats",
+]
