@@ -109,3 +109,17 @@ def test_torch_datasets():
     assert len(slices) == 16
     assert slices[9]["case"] == "b"
     assert slices[9]["index"] == 1
+
+
+def test_cache_to_sampler_end_to_end(tmp_path):
+    from data_builders import build_nnunet
+
+    from medtransfer.data.cache import build_cache
+    from medtransfer.data.layouts import load_dataset
+    from medtransfer.data.preprocess import PreprocessConfig
+
+    dataset = load_dataset(build_nnunet(tmp_path / "ds", n=2))
+    cases = build_cache(dataset.cases, tmp_path / "cache", PreprocessConfig()).load_all()
+    sample = SliceSampler(cases, patch_size=(8, 8), axis=2, foreground_prob=1.0).sample(np.random.default_rng(0))
+    assert sample["image"].dtype == np.float32
+    assert sample["label"].any()
