@@ -2,13 +2,77 @@
 
 from __future__ import annotations
 
-from ._pending import pending
+import argparse
+
+DESCRIPTION = """\
+Evaluate predicted label maps against references: Dice, IoU, surface Dice at a tolerance (DeepMind
+definition), HD95, ASSD and lesion-wise detection, per case and label.
+
+Two forms:
+  medtransfer evaluate --pred DIR --ref DIR [--out DIR]
+      cases are matched by file name (case.nii.gz in both folders); spacing is read from the NIfTI headers;
+      outputs default to the prediction folder (as nnU-Net does).
+  medtransfer evaluate RUN_DIR [--out DIR]
+      RUN_DIR holds predictions/ and either a reference/ folder or a config.yaml whose key data.labels_dir
+      names the reference folder (relative paths are relative to RUN_DIR); outputs default to
+      RUN_DIR/evaluation/.
+
+Writes metrics_per_case.csv (one row per case and label) and summary.json (means per label that ignore
+labels absent from both masks, micro-averaged lesion detection).  Every case must have both files, and a
+prediction must lie on its reference's grid (same shape and affine).
+"""
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate predictions against references (Dice, surface Dice, HD95, lesions)",
-        description="evaluate predictions against references (Dice, surface Dice, HD95, lesions).",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(func=pending("'medtransfer evaluate'", 6))
+    parser.add_argument("run", nargs="?", metavar="RUN_DIR", help="run folder with predictions/ (see above)")
+    parser.add_argument("--pred", metavar="DIR", help="folder of predicted label maps (.nii.gz)")
+    parser.add_argument("--ref", metavar="DIR", help="folder of reference label maps with the same file names")
+    parser.add_argument("--labels", type=int, nargs="+", metavar="L", help="labels to evaluate (default: all found)")
+    parser.add_argument("--tolerance-mm", type=float, default=1.0, help="surface Dice tolerance in mm (default 1)")
+    parser.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="lesion connectivity")
+    parser.add_argument("--no-lesions", action="store_true", help="skip lesion-wise detection")
+    parser.add_argument("--out", metavar="DIR", help="output folder for metrics_per_case.csv and summary.json")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..metrics.evaluation import EvaluationConfig, evaluate_folders, resolve_run_folder
+
+    if args.run and (args.pred or args.ref):
+        raise ConfigError("give either RUN_DIR or --pred and --ref, not both")
+    if args.run:
+        pred_dir, ref_dir = resolve_run_folder(args.run)
+        out_dir = Path(args.out) if args.out else Path(args.run) / "evaluation"
+    elif args.pred and args.ref:
+        pred_dir, ref_dir = Path(args.pred), Path(args.ref)
+        out_dir = Path(args.out) if args.out else pred_dir
+    else:
+        raise ConfigError("nothing to evaluate: give RUN_DIR, or both --pred DIR and --ref DIR")
+    config = EvaluationConfig(
+        labels=tuple(args.labels) if args.labels else None,
+        tolerance_mm=args.tolerance_mm,
+        connectivity=args.connectivity,
+        lesions=not args.no_lesions,
+    )
+    summary = evaluate_folders(pred_dir, ref_dir, out_dir, config)
+    _print_summary(summary, out_dir)
+    return 0
+
+
+def _print_summary(summary: dict, out_dir) -> None:
+    keys = ("dice", "iou", "surface_dice", "hd95", "assd", "lesion_detection_rate", "lesion_precision")
+    present = [k for k in keys if k in next(iter(summary["mean"].values()))]
+    print(f"{summary['n_cases']} case(s); means over cases (tolerance {summary['config']['tolerance_mm']} mm)")
+    print("label  " + "  ".join(f"{k:>12}" for k in present))
+    for label, means in summary["mean"].items():
+        print(f"{label:>5}  " + "  ".join(f"{means[k]:>12.4f}" for k in present))
+    print(f"wrote {out_dir}/metrics_per_case.csv and {out_dir}/summary.json")

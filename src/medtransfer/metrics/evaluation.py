@@ -1,0 +1,267 @@
+"""Evaluate a folder of predicted label maps against a folder of references (NIfTI), case by case.
+
+Cases are matched by file name (``case.nii.gz`` in both folders; ``.nii`` and ``.nii.gz`` are equivalent),
+spacing comes from the reference header, and prediction and reference must share shape and affine.  Outputs:
+``metrics_per_case.csv`` (one row per case and label) and ``summary.json`` (written last), both atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..utils import atomic_path, write_json_atomic
+from .lesions import LesionStats, compute_lesion_detection, reduce_lesion_stats
+from .reduction import nanmean
+from .surface_distance import (
+    average_symmetric_surface_distance,
+    compute_surface_distances,
+    robust_hausdorff,
+    surface_dice_from_overlap,
+    surface_overlap,
+)
+
+logger = logging.getLogger(__name__)
+
+PER_CASE_FILE = "metrics_per_case.csv"
+SUMMARY_FILE = "summary.json"
+AFFINE_ATOL_MM = 1e-3
+OVERLAP_KEYS = ("dice", "iou", "surface_dice", "hd95", "assd")
+LESION_KEYS = ("tp", "fn", "fp", "n_ref", "n_pred", "volume_ref", "volume_pred")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to compute.
+
+    Attributes:
+        labels: label values to evaluate; ``None`` for every non-zero label found in any case.
+        tolerance_mm: surface Dice tolerance.
+        connectivity: lesion connectivity (6, 18 or 26).
+        lesions: also compute lesion-wise detection per label.
+    """
+
+    labels: tuple[int, ...] | None = None
+    tolerance_mm: float = 1.0
+    connectivity: int = 26
+    lesions: bool = True
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.tolerance_mm) or self.tolerance_mm < 0:
+            raise ConfigError(f"tolerance must be a finite number >= 0 mm, got {self.tolerance_mm}")
+        if self.labels is not None and (not self.labels or any(label == 0 for label in self.labels)):
+            raise ConfigError(f"labels must be non-empty and exclude the background 0, got {list(self.labels)}")
+
+
+def match_cases(pred_dir: str | Path, ref_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(case, prediction, reference)`` for every case, sorted by name.
+
+    Raises:
+        DataError: a folder is missing or empty, or a case lacks its prediction or its reference.
+    """
+    preds, refs = _nifti_files(pred_dir, "prediction"), _nifti_files(ref_dir, "reference")
+    missing_pred = sorted(set(refs) - set(preds))
+    missing_ref = sorted(set(preds) - set(refs))
+    problems = []
+    if missing_pred:
+        problems.append(f"no prediction in {pred_dir} for {len(missing_pred)} case(s): {_names(missing_pred)}")
+    if missing_ref:
+        problems.append(f"no reference in {ref_dir} for {len(missing_ref)} prediction(s): {_names(missing_ref)}")
+    if problems:
+        raise DataError("; ".join(problems))
+    return [(case, preds[case], refs[case]) for case in sorted(refs)]
+
+
+def _names(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _nifti_files(folder: str | Path, what: str) -> dict[str, Path]:
+    from ..data.io import is_nifti, strip_nifti_suffix
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{what} folder {folder} does not exist")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not (path.is_file() and is_nifti(path.name)):
+            continue
+        case = strip_nifti_suffix(path.name)
+        if case in files:
+            raise DataError(f"{what} folder {folder} has two files for case {case!r}: {files[case].name}, {path.name}")
+        files[case] = path
+    if not files:
+        raise DataError(f"{what} folder {folder} contains no .nii/.nii.gz files")
+    return files
+
+
+def load_pair(pred_path: Path, ref_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Integer label arrays of a prediction and its reference, and the voxel spacing (mm).
+
+    Raises:
+        DataError: unreadable files, non-integer labels, or different shapes or affines (both named).
+    """
+    from ..data.io import load_nifti
+
+    pred, ref = load_nifti(pred_path), load_nifti(ref_path)
+    if pred.array.shape != ref.array.shape:
+        raise DataError(
+            f"grid mismatch: prediction {pred_path} has shape {pred.array.shape} but reference {ref_path} "
+            f"has {ref.array.shape}; predictions must be on the reference grid"
+        )
+    if not np.allclose(pred.affine, ref.affine, rtol=0, atol=AFFINE_ATOL_MM):
+        raise DataError(
+            f"grid mismatch: prediction {pred_path} and reference {ref_path} have different affines "
+            f"(max difference {np.abs(pred.affine - ref.affine).max():.4g} mm, allowed {AFFINE_ATOL_MM} mm)"
+        )
+    return _labels(pred.array, pred_path), _labels(ref.array, ref_path), ref.spacing[:3]
+
+
+def _labels(array: np.ndarray, path: Path) -> np.ndarray:
+    array = np.squeeze(array, axis=tuple(range(3, array.ndim))) if array.ndim > 3 else array
+    if array.ndim != 3:
+        raise DataError(f"{path}: a label map must be 3D, got shape {array.shape}")
+    if array.dtype.kind == "f":
+        rounded = np.rint(array)
+        if not np.array_equal(rounded, array):
+            raise DataError(f"{path}: label map has non-integer values; expected integer labels")
+        array = rounded
+    return array.astype(np.int64, copy=False)
+
+
+def evaluate_case(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], label: int, config: EvaluationConfig):
+    """Every metric for one label of one case, as a flat dict (lesion counts prefixed ``lesion_``)."""
+    p, r = pred == label, ref == label
+    tp, n_pred, n_ref = np.count_nonzero(p & r), np.count_nonzero(p), np.count_nonzero(r)
+    distances = compute_surface_distances(p, r, spacing)
+    row: dict[str, Any] = {
+        "dice": 2 * tp / (n_pred + n_ref) if n_pred + n_ref else math.nan,
+        "iou": tp / (n_pred + n_ref - tp) if n_pred + n_ref else math.nan,
+        "surface_dice": surface_dice_from_overlap(*surface_overlap(p, r, spacing, config.tolerance_mm)),
+        "hd95": robust_hausdorff(distances),
+        "assd": average_symmetric_surface_distance(distances),
+    }
+    if config.lesions:
+        stats = compute_lesion_detection(p[None, None], r[None, None], config.connectivity, spacing=spacing)
+        row.update({f"lesion_{k}": float(v[0, 0]) for k, v in stats.as_dict().items()})
+    return row
+
+
+def evaluate_folders(
+    pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path, config: EvaluationConfig | None = None
+) -> dict[str, Any]:
+    """Evaluate every case, write ``metrics_per_case.csv`` and ``summary.json`` into ``out_dir``.
+
+    Returns:
+        The summary (also written to ``summary.json``).
+    """
+    config = config or EvaluationConfig()
+    cases = match_cases(pred_dir, ref_dir)
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for index, (case, pred_path, ref_path) in enumerate(cases, start=1):
+        pred, ref, spacing = load_pair(pred_path, ref_path)
+        labels = config.labels or tuple(int(v) for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0)
+        results[case] = {label: evaluate_case(pred, ref, spacing, label, config) for label in labels}
+        logger.info("evaluated %s (%d/%d)", case, index, len(cases))
+    labels = config.labels or tuple(sorted({label for rows in results.values() for label in rows}))
+    rows = _table(results, labels, config)
+    out_dir = Path(out_dir)
+    _write_csv(out_dir / PER_CASE_FILE, rows)
+    summary = _summary(rows, labels, config, pred_dir, ref_dir)
+    write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _table(
+    results: dict[str, dict[int, dict[str, Any]]], labels: Sequence[int], config: EvaluationConfig
+) -> list[dict[str, Any]]:
+    """One row per case and label; a label absent from a case gets the absent-class values (NaN, zero counts)."""
+    empty = np.zeros((1, 1, 1), dtype=np.int64)
+    rows = []
+    for case, per_label in results.items():
+        for label in labels:
+            metrics = per_label.get(label) or evaluate_case(empty, empty, (1.0, 1.0, 1.0), label, config)
+            rows.append({"case": case, "label": label, **metrics})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _summary(
+    rows: list[dict[str, Any]], labels: Sequence[int], config: EvaluationConfig, pred_dir: Any, ref_dir: Any
+) -> dict[str, Any]:
+    per_label: dict[str, dict[str, float]] = {}
+    for label in labels:
+        selected = [row for row in rows if row["label"] == label]
+        means = {key: float(nanmean(np.array([row[key] for row in selected], dtype=float))) for key in OVERLAP_KEYS}
+        if config.lesions:
+            means.update(_lesion_summary(selected))
+        per_label[str(label)] = means
+    foreground = {
+        key: float(nanmean(np.array([per_label[str(label)][key] for label in labels], dtype=float)))
+        for key in OVERLAP_KEYS
+    }
+    return {
+        "pred_dir": str(pred_dir),
+        "ref_dir": str(ref_dir),
+        "n_cases": len({row["case"] for row in rows}),
+        "config": {**asdict(config), "labels": list(labels)},
+        "conventions": "means ignore NaN (label absent from prediction and reference); inf (one mask empty) is kept; "
+        "lesion ratios are micro-averaged (counts summed over cases first)",
+        "mean": per_label,
+        "foreground_mean": foreground,
+    }
+
+
+def _lesion_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    columns = {key: np.array([[row[f"lesion_{key}"]] for row in rows]) for key in LESION_KEYS}
+    counts = {key: value.astype(np.int64) for key, value in columns.items() if not key.startswith("volume")}
+    stats = LesionStats(**counts, volume_ref=columns["volume_ref"], volume_pred=columns["volume_pred"])
+    reduced = reduce_lesion_stats(stats, "micro")
+    return {f"lesion_{key}": float(value[0]) for key, value in reduced.items()}
+
+
+def resolve_run_folder(run_dir: str | Path) -> tuple[Path, Path]:
+    """``(predictions, references)`` of a run folder.
+
+    The run folder holds ``predictions/`` and either ``reference/`` or a ``config.yaml`` with ``data.labels_dir``
+    (a relative path is taken relative to the run folder).
+
+    Raises:
+        DataError: the folder, ``predictions/`` or the reference cannot be found.
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"run folder {run_dir} does not exist")
+    predictions = run_dir / "predictions"
+    if not predictions.is_dir():
+        raise DataError(f"run folder {run_dir} has no predictions/ folder")
+    if (run_dir / "reference").is_dir():
+        return predictions, run_dir / "reference"
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise DataError(f"run folder {run_dir} has neither reference/ nor config.yaml naming data.labels_dir")
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise DataError(f"{config_path}: invalid YAML ({err})") from err
+    labels_dir = (config.get("data") or {}).get("labels_dir") if isinstance(config, dict) else None
+    if not labels_dir:
+        raise DataError(f"{config_path}: no key data.labels_dir naming the reference folder")
+    return predictions, run_dir / Path(labels_dir).expanduser()

@@ -1,0 +1,111 @@
+"""``medtransfer evaluate`` through ``cli.main`` on tiny NIfTI files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from medtransfer.cli import main
+from medtransfer.data.io import save_nifti
+from medtransfer.metrics import compute_dice, compute_surface_dice
+
+AFFINE = np.diag([1.0, 1.5, 2.0, 1.0])
+
+
+def _case(shift: int) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.zeros((10, 9, 8), dtype=np.uint8)
+    ref[2:6, 2:6, 2:5] = 1
+    ref[7:9, 6:8, 5:7] = 2
+    pred = np.roll(ref, shift, axis=0)
+    return pred, ref
+
+
+@pytest.fixture
+def folders(tmp_path):
+    pred_dir, ref_dir = tmp_path / "pred", tmp_path / "ref"
+    for name, shift in (("case_a", 0), ("case_b", 1)):
+        pred, ref = _case(shift)
+        save_nifti(pred_dir / f"{name}.nii.gz", pred, AFFINE)
+        save_nifti(ref_dir / f"{name}.nii.gz", ref, AFFINE)
+    return pred_dir, ref_dir
+
+
+def test_evaluate_writes_csv_and_summary(folders, tmp_path, capsys):
+    pred_dir, ref_dir = folders
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "metrics_per_case.csv").open()))
+    expected_keys = [("case_a", "1"), ("case_a", "2"), ("case_b", "1"), ("case_b", "2")]
+    assert [(r["case"], r["label"]) for r in rows] == expected_keys
+    pred, ref = _case(1)
+    row = rows[2]
+    assert float(row["dice"]) == pytest.approx(compute_dice(pred[None], ref[None], labels=[1])[0, 0])
+    expected_sdice = compute_surface_dice(pred[None], ref[None], (1.0, 1.5, 2.0), 1.0, labels=[1])[0, 0]
+    assert float(row["surface_dice"]) == pytest.approx(expected_sdice)
+    assert float(row["hd95"]) == pytest.approx(1.0)  # shifted by one 1 mm voxel
+    assert float(rows[0]["lesion_detection_rate"]) == 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_cases"] == 2
+    assert summary["mean"]["1"]["dice"] == pytest.approx((1.0 + float(row["dice"])) / 2)
+    assert summary["mean"]["1"]["lesion_tp"] == 2
+    assert "surface_dice" in capsys.readouterr().out
+
+
+def test_labels_option_and_absent_label_is_nan(folders, tmp_path):
+    pred_dir, ref_dir = folders
+    out = tmp_path / "out"
+    argv = ["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--labels", "2", "5", "--out", str(out)]
+    assert main([*argv, "--tolerance-mm", "2", "--no-lesions"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["mean"]) == ["2", "5"]
+    assert math.isnan(summary["mean"]["5"]["dice"])
+    assert summary["config"]["tolerance_mm"] == 2.0
+    assert "lesion_tp" not in summary["mean"]["2"]
+
+
+def test_run_folder_with_config(folders, tmp_path):
+    pred_dir, ref_dir = folders
+    run = tmp_path / "run"
+    run.mkdir()
+    pred_dir.rename(run / "predictions")
+    (run / "config.yaml").write_text(f"data:\n  labels_dir: {ref_dir}\n")
+    assert main(["evaluate", str(run)]) == 0
+    assert (run / "evaluation" / "summary.json").is_file()
+
+
+def test_run_folder_without_reference_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "run" / "predictions").mkdir(parents=True)
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert "neither reference/ nor config.yaml" in capsys.readouterr().err
+
+
+def test_missing_cases_are_named(folders, capsys):
+    pred_dir, ref_dir = folders
+    (pred_dir / "case_b.nii.gz").unlink()
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no prediction" in err
+    assert "case_b" in err
+
+
+def test_grid_mismatch_is_a_clear_error(folders, capsys):
+    pred_dir, ref_dir = folders
+    pred, _ = _case(0)
+    save_nifti(pred_dir / "case_a.nii.gz", pred, np.diag([1.0, 1.0, 2.0, 1.0]))
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
+    assert "different affines" in capsys.readouterr().err
+    save_nifti(pred_dir / "case_a.nii.gz", pred[:-1], AFFINE)
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
+    assert "shape" in capsys.readouterr().err
+
+
+def test_argument_errors(folders, capsys):
+    pred_dir, ref_dir = folders
+    assert main(["evaluate"]) == 2
+    assert main(["evaluate", "x", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--tolerance-mm", "-1"]) == 2
+    assert "tolerance" in capsys.readouterr().err
