@@ -92,12 +92,18 @@ class RayExecutor:
         ray = _import_ray()
         if not ray.is_initialized():
             ray.init(address=self.address, **{"include_dashboard": False, **self.init_kwargs})
-        remote = ray.remote(task)
-        pending = {remote.options(**cell_resources(cell.config), name=cell.id).remote(cell): cell for cell in cells}
+        remote = ray.remote(_call)  # ray.remote needs a function, not the task's functools.partial
+        pending = {
+            remote.options(**cell_resources(cell.config), name=cell.id).remote(task, cell): cell for cell in cells
+        }
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 yield _ray_result(ray, ref, pending.pop(ref))
+
+
+def _call(task: Callable[[Cell], Any], cell: Cell) -> Any:
+    return task(cell)
 
 
 def _ray_result(ray, ref, cell: Cell):

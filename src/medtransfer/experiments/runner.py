@@ -115,7 +115,7 @@ def _run_locked(cell: Cell, cell_fn: CellFunction, resume: bool, tracker: Any) -
     started = time.time()
     try:
         result = dict(cell_fn(cell.config, run_dir, resume=resume))
-        json.dumps(result, default=str)  # fail here, not half-way through writing the summary
+        json.dumps(result, default=_json_compatible)  # fail here, not half-way through writing the summary
     except Exception as err:  # noqa: BLE001  (a failing cell must not stop the grid)
         _write_error(run_dir, err)  # the dispatcher logs the failure (worker processes may not log)
         return CellOutcome(cell.id, CellStatus.FAILED, time.time() - started, resumed=resume, error=_brief(err))
@@ -125,6 +125,15 @@ def _run_locked(cell: Cell, cell_fn: CellFunction, resume: bool, tracker: Any) -
     write_json_atomic(run_dir / SUMMARY, summary)  # LAST: the cell is done from this moment on
     (run_dir / ERROR).unlink(missing_ok=True)
     return CellOutcome(cell.id, CellStatus.DONE, summary["duration_s"], resumed=resume)
+
+
+def _json_compatible(obj: Any) -> Any:
+    """What ``write_json_atomic`` accepts besides plain JSON: paths and numpy values."""
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"a cell function returned a {type(obj).__name__}, which is not JSON-serialisable")
 
 
 def _summary(cell: Cell, result: dict[str, Any], started: float, resumed: bool) -> dict[str, Any]:

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medtransfer.cli import main
+from medtransfer.experiments import collect_rows
+
+GRID = {
+    "name": "kill",
+    "defaults": {"kind": "dummy", "dummy": {"n_cases": 3, "sleep_s": 0.0}},
+    "axes": {"target": "brain", "strategy": ["full", "first_k:2"], "seed": [0, 1]},
+}
+
+
+def _write_grid(tmp_path: Path, **changes) -> Path:
+    grid = json.loads(json.dumps(GRID))
+    for key, value in changes.items():
+        grid[key] = value
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_grid_run_and_status(tmp_path, capsys):
+    grid = _write_grid(tmp_path)
+    results = tmp_path / "results"
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 0
+    assert "4 ran, 0 already done, 0 failed" in capsys.readouterr().out
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 0
+    assert "0 ran, 4 already done" in capsys.readouterr().out
+    assert main(["grid", "status", str(grid), "--results", str(results), "--only", "*seed1"]) == 0
+    out = capsys.readouterr().out
+    assert "brain/none__first_k-2/nall/seed1  done" in out
+    assert "2 cells: 2 done" in out
+
+
+def test_grid_run_reports_failures_with_exit_1(tmp_path, capsys):
+    grid = _write_grid(tmp_path, overrides=[{"when": {"strategy": "full"}, "set": {"dummy": {"fail": True}}}])
+    assert main(["grid", "run", str(grid), "--results", str(tmp_path / "r")]) == 1
+    out = capsys.readouterr().out
+    assert "2 ran, 0 already done, 2 failed" in out
+    assert "failed brain/none__full/nall/seed0: RuntimeError" in out
+    assert main(["grid", "status", str(grid), "--results", str(tmp_path / "r")]) == 0
+    assert "4 cells: 2 done, 2 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [({"kind": "dumy"}, "did you mean 'dummy'"), ({}, "set defaults.kind")],
+)
+def test_grid_run_bad_kind_exits_2(tmp_path, capsys, defaults, message):
+    grid = _write_grid(tmp_path, defaults=defaults)
+    assert main(["grid", "run", str(grid), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert str(grid) in err
+
+
+def test_grid_missing_file_exits_2(tmp_path, capsys):
+    assert main(["grid", "status", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def _summaries(root: Path) -> dict[str, str]:
+    return {str(p.parent.relative_to(root)): p.read_text() for p in root.rglob("summary.json")}
+
+
+def _running(root: Path) -> set[str]:
+    """Cells that started (the dummy cell writes attempts.log first) but have no summary."""
+    return {str(p.parent.relative_to(root)) for p in root.rglob("attempts.log")} - set(_summaries(root))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_grid_resumes_without_lost_or_duplicated_cells(tmp_path, workers):
+    grid = _write_grid(
+        tmp_path,
+        defaults={"kind": "dummy", "dummy": {"n_cases": 3, "sleep_s": 0.5}},
+        axes={"target": "brain", "strategy": ["full", "first_k:2"], "seed": [0, 1, 2, 3]},
+    )
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "medtransfer.cli", "grid", "run", str(grid), "--results", str(results)]
+    proc = subprocess.Popen([*cmd, "--workers", str(workers)], start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (len(_summaries(results)) >= 3 and _running(results)) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its worker processes, while a cell sleeps
+    proc.wait()
+    before = _summaries(results)
+    interrupted = _running(results)
+    assert 3 <= len(before) < 8
+    assert interrupted, "the kill should land while a cell is running"
+
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 0
+    after = _summaries(results)
+    assert len(after) == 8
+    assert {k: after[k] for k in before} == before  # finished cells were not run again
+    for name, text in after.items():
+        attempts = (results / name / "attempts.log").read_text().split()
+        summary = json.loads(text)
+        assert summary["cell_id"] == name.removeprefix("kill/")
+        assert attempts == (["start", "resume"] if name in interrupted else ["start"])
+        assert summary["resumed"] is (name in interrupted)
+    rows = collect_rows(results)
+    assert len(rows) == 8 * 3
+    assert len({(r["cell_id"], r["case"]) for r in rows}) == len(rows)
+    assert not list(results.rglob("lock.json"))
