@@ -2,13 +2,68 @@
 
 from __future__ import annotations
 
-from ._pending import pending
+import argparse
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "finetune",
         help="fine-tune a pretrained model with a transfer strategy",
-        description="fine-tune a pretrained model with a transfer strategy.",
+        description="Fine-tune a source checkpoint (or a fresh model) on a labelled budget of a target dataset "
+        "with a transfer strategy; writes a run folder (config.yaml, env.json, checkpoints, history, summary.json).",
     )
-    parser.set_defaults(func=pending("'medtransfer finetune'", 4))
+    parser.add_argument("--init", required=True, help="source checkpoint, or 'none' / 'scratch' for random init")
+    parser.add_argument("--strategy", default=None, help="NAME[:ARGS], e.g. first_k:2 (see 'medtransfer strategies')")
+    parser.add_argument("--data", required=True, help="target dataset folder (nnU-Net raw, MSD, CC359, folders)")
+    parser.add_argument("--out", required=True, help="run folder to write")
+    parser.add_argument("--model", default=None, help="model name when --init none (default unet)")
+    parser.add_argument("--target-domain", default=None, help="use only cases of this domain (metadata.csv)")
+    parser.add_argument("--n-labelled", type=int, default=None, help="labelled scans (default 3)")
+    parser.add_argument("--every-kth-slice", type=int, default=None, help="label every k-th slice of one scan")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the budget and of training (default 0)")
+    parser.add_argument("--config", default=None, help="YAML with finetune keys (train:, preprocess:, ...)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.finetune import run_finetune
+    from ..train.finetune_config import FinetuneConfig
+
+    train = {
+        key: value
+        for key, value in {
+            "epochs": args.epochs,
+            "steps_per_epoch": args.steps_per_epoch,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "precision": args.precision,
+            "device": args.device,
+        }.items()
+        if value is not None
+    }
+    overrides = {
+        "init": args.init,
+        "strategy": args.strategy,
+        "data": args.data,
+        "out": args.out,
+        "model": args.model,
+        "target_domain": args.target_domain,
+        "n_labelled": args.n_labelled,
+        "every_kth_slice": args.every_kth_slice,
+        "seed": args.seed,
+        "train": train or None,
+    }
+    if args.config:
+        config = FinetuneConfig.from_yaml(args.config, **overrides)
+    else:
+        config = FinetuneConfig.from_dict({}, **overrides)
+    out = run_finetune(config, resume=args.resume)
+    print(out)
+    return 0

@@ -1,0 +1,109 @@
+"""The configuration of one fine-tuning run (a grid cell): what to load, how to adapt it, on which labels."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+
+NO_INIT = ("none", "scratch", "")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run.
+
+    Attributes:
+        data: dataset folder (any layout :func:`medtransfer.data.layouts.load_dataset` reads).
+        out: run folder.
+        init: source checkpoint, or ``None`` to train from scratch.
+        strategy: ``NAME[:ARGS]`` of a registered transfer strategy (default: ``full`` with ``init``, else
+            ``scratch``).
+        model: registry name used when ``init`` is ``None`` (or holds a bare state dict).
+        model_config: extra ``create_model`` keys (``features``, ``depth``, ``norm``, ...).
+        target_domain: train and validate only on cases of this domain.
+        n_labelled: labelled scans (from different subjects of the training pool).
+        every_kth_slice: label only every k-th slice of one scan (DART budgets; needs ``n_labelled=1``).
+        seed: seed of the labelled subset and of training.
+        split_seed: seed of the subject split (shared by the runs that are compared).
+        val_fraction: share of subjects held out for validation; ``test_fraction`` for the final test.
+        max_val_cases: validate on at most this many held-out cases (speed).
+        slice_axis: slice axis of 2D models on RAS arrays (2 = axial).
+        patch_size: training patch of 3D models.
+        train: :class:`~medtransfer.train.config.TrainConfig` keys.
+        preprocess: :class:`~medtransfer.data.preprocess.PreprocessConfig` keys.
+    """
+
+    data: str
+    out: str
+    init: str | None = None
+    strategy: str | None = None
+    model: str = "unet"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    target_domain: str | None = None
+    n_labelled: int = 3
+    every_kth_slice: int | None = None
+    seed: int = 0
+    split_seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    max_val_cases: int = 4
+    slice_axis: int = 2
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    train: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        init = None if self.init is None or str(self.init).lower() in NO_INIT else str(self.init)
+        object.__setattr__(self, "init", init)
+        if self.strategy is None:
+            object.__setattr__(self, "strategy", "full" if init else "scratch")
+        object.__setattr__(self, "data", str(self.data))
+        object.__setattr__(self, "out", str(self.out))
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        if self.n_labelled < 1:
+            raise ConfigError(f"n_labelled must be >= 1, got {self.n_labelled}")
+        if self.every_kth_slice is not None and (self.every_kth_slice < 1 or self.n_labelled != 1):
+            raise ConfigError("every_kth_slice needs k >= 1 and n_labelled = 1 (one scan, every k-th slice)")
+        if self.slice_axis not in (0, 1, 2):
+            raise ConfigError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> FinetuneConfig:
+        """Build from a mapping; ``overrides`` that are not ``None`` win; ``train``/``preprocess`` merge."""
+        values = dict(values)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in ("train", "preprocess", "model_config"):
+                values[key] = {**values.get(key, {}), **value}
+            else:
+                values[key] = value
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in names:
+                raise ConfigError(did_you_mean(key, names, what="finetune config key"))
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> FinetuneConfig:
+        """Read a YAML file of finetune keys (a small diff from the defaults); ``overrides`` win."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read YAML ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of finetune options, found {type(data).__name__}")
+        return cls.from_dict(data, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["patch_size"] = list(self.patch_size)
+        return out

@@ -1,0 +1,150 @@
+"""Fine-tuning data in memory: preprocessed cases, 2D slice and 3D patch datasets.
+
+Cases are preprocessed once (:func:`medtransfer.data.preprocess.preprocess_case`) and sampled from memory.
+Raw label values are mapped to class indices (sorted label values; 0 = background).
+
+TODO(H1): switch to ``medtransfer.data.cache`` / ``medtransfer.data.samplers`` once they land; the datasets here
+yield the same items (``{"image", "label", "case"}``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ..data.io import load_nifti
+from ..data.layouts import Case
+from ..data.preprocess import PreprocessConfig, PreprocessInfo, preprocess_case, split_channels
+from ..errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    """One preprocessed case: image ``(C, X, Y, Z)`` float32, class-index label ``(X, Y, Z)`` int64."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    info: PreprocessInfo
+
+
+def label_lookup(label_values: Sequence[int]) -> np.ndarray:
+    """Array mapping raw label value -> class index (unknown values map to -1)."""
+    lut = np.full(max(label_values) + 1, -1, dtype=np.int64)
+    lut[list(label_values)] = np.arange(len(label_values))
+    return lut
+
+
+def prepare_case(case: Case, config: PreprocessConfig, label_values: Sequence[int]) -> PreparedCase:
+    """Load and preprocess one labelled case; label values become class indices."""
+    channels = [v for path in case.images for v in split_channels(load_nifti(path, dtype="float32"))]
+    label = load_nifti(case.label) if case.label is not None else None
+    if label is None:
+        raise DataError(f"case {case.case_id}: no label file, cannot train or validate on it")
+    image, lab, info = preprocess_case(channels, config, label)
+    lut = label_lookup(label_values)
+    raw = lab.astype(np.int64)
+    if raw.max() >= len(lut) or (lut[raw] < 0).any():
+        found = sorted(int(v) for v in np.unique(raw))
+        raise DataError(f"{case.label}: label values {found} not all declared in the dataset ({list(label_values)})")
+    return PreparedCase(case.case_id, image, lut[raw], info)
+
+
+def prepare_cases(cases: Sequence[Case], config: PreprocessConfig, label_values: Sequence[int]) -> list[PreparedCase]:
+    """Preprocess ``cases`` (progress bar)."""
+    return [prepare_case(c, config, label_values) for c in tqdm(cases, desc="preprocess", unit="case", leave=False)]
+
+
+def _pad_to(array: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the trailing axes of ``array`` at the end up to ``shape``."""
+    pad = [x for s, t in zip(reversed(array.shape[-len(shape) :]), reversed(shape), strict=True) for x in (0, t - s)]
+    return torch.nn.functional.pad(array, pad) if any(pad) else array
+
+
+def common_slice_shape(cases: Sequence[PreparedCase], axis: int, divisor: int) -> tuple[int, int]:
+    """In-plane shape that holds every case's slices, rounded up to ``divisor``."""
+    sizes = [[s for i, s in enumerate(c.label.shape) if i != axis] for c in cases]
+    return tuple(int(max(col) + (-max(col)) % divisor) for col in zip(*sizes, strict=True))
+
+
+class SliceDataset(Dataset):
+    """2D slices along ``axis`` of prepared cases, zero-padded to one in-plane ``shape``.
+
+    Args:
+        cases: prepared cases.
+        axis: slice axis of the (RAS) arrays.
+        shape: in-plane shape of every item.
+        slices: optional case id -> slice indices (an every-k-th-slice budget); default all slices.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[PreparedCase],
+        axis: int,
+        shape: tuple[int, int],
+        slices: dict[str, Sequence[int]] | None = None,
+    ) -> None:
+        self.cases, self.axis, self.shape = list(cases), axis, shape
+        self.index = [
+            (ci, s)
+            for ci, case in enumerate(self.cases)
+            for s in (slices.get(case.case_id, ()) if slices else range(case.label.shape[axis]))
+        ]
+        if not self.index:
+            raise DataError("no labelled slices to train on (check the label budget)")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        ci, s = self.index[i]
+        case = self.cases[ci]
+        image = torch.from_numpy(np.take(case.image, s, axis=self.axis + 1))
+        label = torch.from_numpy(np.take(case.label, s, axis=self.axis))[None]
+        return {"image": _pad_to(image, self.shape), "label": _pad_to(label, self.shape), "case": case.case_id}
+
+
+class PatchDataset(Dataset):
+    """3D patches: random positions (training, drawn from torch's global RNG) or a tiling (validation).
+
+    Args:
+        cases: prepared cases (padded to at least ``patch_size``).
+        patch_size: ``(px, py, pz)``.
+        length: number of items per epoch for random patches; ``None`` tiles every case without overlap.
+    """
+
+    def __init__(self, cases: Sequence[PreparedCase], patch_size: Sequence[int], length: int | None = None) -> None:
+        self.patch = tuple(int(p) for p in patch_size)
+        self.cases = [self._padded(c) for c in cases]
+        self.length = length
+        self.tiles = [] if length else [(ci, start) for ci, c in enumerate(self.cases) for start in self._grid(c)]
+
+    def _padded(self, case: PreparedCase) -> tuple[str, torch.Tensor, torch.Tensor]:
+        shape = [max(s, p) for s, p in zip(case.label.shape, self.patch, strict=True)]
+        return case.case_id, _pad_to(torch.from_numpy(case.image), shape), _pad_to(torch.from_numpy(case.label), shape)
+
+    def _grid(self, case) -> list[tuple[int, ...]]:
+        axes = [list(range(0, s - p + 1, p)) for s, p in zip(case[2].shape, self.patch, strict=True)]
+        return [tuple(int(x) for x in t) for t in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)]
+
+    def __len__(self) -> int:
+        return self.length or len(self.tiles)
+
+    def __getitem__(self, i: int) -> dict:
+        if self.length:
+            ci = i % len(self.cases)
+            shape = self.cases[ci][2].shape
+            start = [int(torch.randint(0, s - p + 1, ())) for s, p in zip(shape, self.patch, strict=True)]
+        else:
+            ci, start = self.tiles[i]
+        case_id, image, label = self.cases[ci]
+        box = tuple(slice(a, a + p) for a, p in zip(start, self.patch, strict=True))
+        return {"image": image[(slice(None), *box)], "label": label[box][None], "case": case_id}

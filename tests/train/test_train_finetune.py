@@ -1,0 +1,143 @@
+"""``run_finetune`` / ``medtransfer finetune`` on a tiny nnU-Net dataset written to tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from medtransfer.checkpoint import load_checkpoint, save_checkpoint
+from medtransfer.cli import main
+from medtransfer.data.io import save_nifti
+from medtransfer.data.layouts import write_dataset_json
+from medtransfer.models import create_model
+
+MODEL_CFG = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "features": 4, "depth": 2}
+
+
+def _dataset(root, n=6):
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rows = ["case,subject,domain"]
+    grid = np.indices((20, 20, 8)).astype(np.float32)
+    for i in range(n):
+        centre = np.array([10 + rng.integers(-3, 4), 10 + rng.integers(-3, 4), 4])[:, None, None, None]
+        label = (np.sqrt((((grid - centre) * np.array([1, 1, 2])[:, None, None, None]) ** 2).sum(0)) < 5).astype(
+            np.uint8
+        )
+        image = label * 1.0 + rng.normal(0, 0.2, label.shape) + 0.2
+        affine = np.diag([1.0, 1.0, 2.0, 1.0])
+        save_nifti(root / "imagesTr" / f"c{i}_0000.nii.gz", image.astype(np.float32), affine)
+        save_nifti(root / "labelsTr" / f"c{i}.nii.gz", label, affine)
+        rows.append(f"c{i},s{i},{'a' if i % 2 else 'b'}")
+    write_dataset_json(root, {"background": 0, "blob": 1}, ["T1"], n)
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _source(path):
+    torch.manual_seed(0)
+    model = create_model("unet", **MODEL_CFG)
+    save_checkpoint(path, {"model": {"name": "unet", "config": MODEL_CFG}, "state_dict": model.state_dict()})
+    return path
+
+
+TRAIN = ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--lr", "0.01", "--device", "cpu"]
+
+
+def test_finetune_writes_a_complete_run_folder(tmp_path):
+    data, source, out = _dataset(tmp_path / "ds"), _source(tmp_path / "src.pt"), tmp_path / "run"
+    argv = ["finetune", "--init", str(source), "--strategy", "full", "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--n-labelled", "2", "--seed", "1", *TRAIN]) == 0
+    for name in ("config.yaml", "env.json", "history.jsonl", "summary.json", "checkpoints/checkpoint_best.pt"):
+        assert (out / name).is_file(), name
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 2
+    assert config["train"]["loss"] == "bce"
+    assert config["seed"] == 1
+    env = json.loads((out / "env.json").read_text())
+    assert env["seed"] == 1
+    assert env["torch"] == torch.__version__
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert summary["global_step"] == 6
+    assert len(summary["labelled_cases"]) == 2
+    assert not set(summary["labelled_cases"]) & set(summary["val_cases"] + summary["test_cases"])
+    ckpt = load_checkpoint(out / "checkpoints" / "checkpoint_best.pt")
+    assert ckpt["model"]["config"]["out_channels"] == 1
+    assert ckpt["meta"]["strategy"]
+    assert "head.conv.weight" in ckpt["meta"]["load_audit"]["skipped_shape"]  # 3 source classes -> 1 target
+    assert ckpt["meta"]["labels"] == {"background": 0, "blob": 1}
+
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(out),
+                "--input",
+                str(data / "imagesTr" / "c0_0000.nii.gz"),
+                "--output",
+                str(tmp_path / "pred.nii.gz"),
+            ]
+        )
+        == 0
+    )
+    assert nib.load(tmp_path / "pred.nii.gz").shape == (20, 20, 8)
+
+    # A finished run is skipped on --resume (the grid relies on it).
+    mtime = (out / "summary.json").stat().st_mtime_ns
+    assert main([*argv, "--resume", *TRAIN]) == 0
+    assert (out / "summary.json").stat().st_mtime_ns == mtime
+
+
+def test_finetune_from_scratch_with_slice_budget_and_domain(tmp_path):
+    data = _dataset(tmp_path / "ds")
+    (tmp_path / "c.yaml").write_text(
+        "model_config: {features: 4, depth: 2}\npreprocess: {crop_margin: 1}\ntrain: {optimizer: adam}\n"
+    )
+    argv = [
+        "finetune",
+        "--init",
+        "none",
+        "--strategy",
+        "scratch",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        "--target-domain",
+        "a",
+        "--n-labelled",
+        "1",
+        "--every-kth-slice",
+        "3",
+        "--config",
+        str(tmp_path / "c.yaml"),
+    ]
+    assert main([*argv, *TRAIN]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    budget = load_checkpoint(tmp_path / "r" / "checkpoints" / "checkpoint_last.pt")["meta"]["budget"]
+    (slices,) = budget["slices"].values()
+    assert np.all(np.diff(slices) == 3)
+    assert summary["labelled_slices"] == len(slices) >= 2
+    assert all(int(c[1:]) % 2 == 1 for c in summary["labelled_cases"] + summary["val_cases"])
+    config = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert config["train"]["optimizer"] == "adam"
+    assert config["init"] is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--target-domain", "zz"], "no case of domain 'zz'"), (["--n-labelled", "40"], "n labelled scans")],
+)
+def test_finetune_bad_options(tmp_path, capsys, extra, message):
+    data = _dataset(tmp_path / "ds")
+    argv = ["finetune", "--init", "none", "--data", str(data), "--out", str(tmp_path / "r"), *extra, *TRAIN]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
