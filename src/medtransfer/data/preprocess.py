@@ -47,7 +47,8 @@ class PreprocessConfig:
         clip_percentiles: lower and upper intensity percentiles, or ``None`` for no clipping.
         scaling: see :class:`Scaling`.
         crop_to_foreground: crop to the head's bounding box.
-        crop_threshold: foreground = intensity above this fraction of the clipped range.
+        crop_threshold: foreground = intensity above this fraction of the clipped range (0.1, as FSL BET's
+            robust threshold ``t2 + 0.1 (t98 - t2)``).
         crop_margin: voxels kept around the bounding box.
         canonical: reorient to RAS+ first.
 
@@ -61,7 +62,7 @@ class PreprocessConfig:
     clip_percentiles: tuple[float, float] | None = (1.0, 99.0)
     scaling: Scaling = Scaling.UNIT
     crop_to_foreground: bool = True
-    crop_threshold: float = 0.05
+    crop_threshold: float = 0.1
     crop_margin: int = 2
     canonical: bool = True
 

@@ -81,32 +81,73 @@ def resample_to_grid(
         order: spline order: 0 nearest (labels), 1 linear (images, probabilities).
         cval: value outside the source grid.
     """
-    from scipy import ndimage
-
     ref_shape = tuple(int(s) for s in ref_shape[:3])
     mapping = np.linalg.solve(np.asarray(affine, dtype=np.float64), np.asarray(ref_affine, dtype=np.float64))
     matrix, offset = mapping[:3, :3], mapping[:3, 3]
     if np.allclose(mapping, np.eye(4)) and ref_shape == array.shape[:3]:
         return array.copy()
-    if np.allclose(matrix, np.diag(np.diag(matrix))):
-        matrix = np.diag(matrix)  # scipy's fast separable path
     inside = _inside_mask(mapping, ref_shape, array.shape[:3])
+    diagonal = np.allclose(matrix, np.diag(np.diag(matrix)))
     channels = [array] if array.ndim == 3 else [array[..., c] for c in range(array.shape[3])]
     out = []
     for channel in channels:
-        resampled = ndimage.affine_transform(
-            channel, matrix, offset=offset, output_shape=ref_shape, order=order, mode="nearest"
-        )
-        resampled[~inside] = cval
+        if diagonal and order in (0, 1):
+            resampled = _separable(channel, np.diag(matrix), offset, ref_shape, order)
+        else:
+            from scipy import ndimage
+
+            resampled = ndimage.affine_transform(
+                channel, matrix, offset=offset, output_shape=ref_shape, order=order, mode="nearest"
+            )
+        if inside is not None:
+            resampled[~inside] = cval
         out.append(resampled)
     return out[0] if array.ndim == 3 else np.stack(out, axis=-1)
 
 
-def _inside_mask(mapping: np.ndarray, out_shape: tuple[int, int, int], in_shape: tuple[int, ...]) -> np.ndarray:
-    """True where the output voxel maps within half a voxel of the input grid (computed one axis at a time)."""
-    grids = np.ogrid[: out_shape[0], : out_shape[1], : out_shape[2]]
+def _separable(
+    array: np.ndarray, zoom: np.ndarray, offset: np.ndarray, out_shape: tuple[int, int, int], order: int
+) -> np.ndarray:
+    """Axis-aligned nearest/linear resampling as three 1D passes (edge values extend outside, like scipy's
+    ``mode="nearest"``); much faster than a 3D spline evaluation and equal to it up to float rounding."""
+    result = array
+    for axis in range(3):
+        n = array.shape[axis]
+        coord = zoom[axis] * np.arange(out_shape[axis]) + offset[axis]
+        if order == 0:
+            index = np.clip(np.floor(coord + 0.5), 0, n - 1).astype(np.intp)
+            result = np.take(result, index, axis=axis)
+            continue
+        coord = np.clip(coord, 0, n - 1)
+        low = np.minimum(np.floor(coord).astype(np.intp), max(n - 2, 0))
+        weight = (coord - low).astype(np.float32 if result.dtype != np.float64 else np.float64)
+        high = np.minimum(low + 1, n - 1)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        weight = weight.reshape(shape)
+        result = np.take(result, low, axis=axis) * (1 - weight) + np.take(result, high, axis=axis) * weight
+    if np.issubdtype(array.dtype, np.integer) and order == 1:
+        result = np.rint(result)
+    return result.astype(array.dtype, copy=False)
+
+
+def _inside_mask(mapping: np.ndarray, out_shape: tuple[int, int, int], in_shape: tuple[int, ...]) -> np.ndarray | None:
+    """True where the output voxel maps within half a voxel of the input grid; ``None`` when that is everywhere."""
+    low, high = -0.5 - 1e-6, np.asarray(in_shape[:3]) - 0.5 + 1e-6
+    matrix = mapping[:3, :3]
+    if np.allclose(matrix, np.diag(np.diag(matrix))):  # separable: one 1D test per axis
+        masks = []
+        for axis in range(3):
+            coord = matrix[axis, axis] * np.arange(out_shape[axis]) + mapping[axis, 3]
+            masks.append((coord >= low) & (coord <= high[axis]))
+        if all(m.all() for m in masks):
+            return None
+        return masks[0][:, None, None] & masks[1][None, :, None] & masks[2][None, None, :]
+    grids = [np.arange(n, dtype=np.float32) for n in out_shape]
     inside = np.ones(out_shape, dtype=bool)
     for axis in range(3):
-        coord = mapping[axis, 3] + sum(mapping[axis, k] * grids[k] for k in range(3))
-        inside &= (coord >= -0.5 - 1e-6) & (coord <= in_shape[axis] - 0.5 + 1e-6)
+        coord = np.full(out_shape, mapping[axis, 3], dtype=np.float32)
+        for k in range(3):
+            coord += (mapping[axis, k] * grids[k]).reshape([-1 if d == k else 1 for d in range(3)])
+        inside &= (coord >= low) & (coord <= high[axis])
     return inside
