@@ -120,10 +120,10 @@ def _run_locked(cell: Cell, cell_fn: CellFunction, resume: bool, tracker: Any) -
         _write_error(run_dir, err)  # the dispatcher logs the failure (worker processes may not log)
         return CellOutcome(cell.id, CellStatus.FAILED, time.time() - started, resumed=resume, error=_brief(err))
     summary = _summary(cell, result, started, resume)
-    if tracker is not None:
-        tracker.log_cell(cell, summary)
     write_json_atomic(run_dir / SUMMARY, summary)  # LAST: the cell is done from this moment on
     (run_dir / ERROR).unlink(missing_ok=True)
+    if tracker is not None:  # a mirror of the run folder: after the summary, never failing the cell
+        tracker.log_cell(cell, summary)
     return CellOutcome(cell.id, CellStatus.DONE, summary["duration_s"], resumed=resume)
 
 
