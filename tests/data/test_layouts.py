@@ -139,3 +139,13 @@ def test_duplicate_case_ids_in_datalist(tmp_path):
     path.write_text(json.dumps(content))
     problems = load_dataset(path, strict=False).problems
     assert [p.message for p in problems] == ["duplicate case id 's0' (2 times); case ids must be unique"]
+
+
+def test_metadata_csv_problems(tmp_path, caplog):
+    root = build_nnunet(tmp_path, n=1)
+    (root / "metadata.csv").write_text("case,domain\ncase000,a\nother,b\n")
+    assert load_dataset(root).cases[0].domain == "a"
+    assert "not in the dataset" in caplog.text
+    (root / "metadata.csv").write_text("id,domain\ncase000,a\n")
+    with pytest.raises(DataError, match="metadata.csv: needs a 'case' column"):
+        load_dataset(root)

@@ -63,8 +63,11 @@ def detect_layout(path: str | os.PathLike) -> Layout:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     for layout, matches, _, _ in _DETECTORS:
-        if matches(path):
-            return layout
+        try:
+            if matches(path):
+                return layout
+        except OSError as err:
+            raise DataError(f"{path}: cannot be read ({err})") from err
     listing = "\n  - ".join(known_layouts())
     raise DataError(f"{path}: not a dataset in any known layout. Known layouts:\n  - {listing}")
 
@@ -82,7 +85,10 @@ def load_dataset(path: str | os.PathLike, *, strict: bool = True) -> CaseDataset
     """
     layout = detect_layout(path)
     reader = next(read for lay, _, read, _ in _DETECTORS if lay == layout)
-    dataset = attach_metadata(reader(Path(path)))
+    try:
+        dataset = attach_metadata(reader(Path(path)))
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err})") from err
     if strict and dataset.problems:
         listing = "\n  ".join(str(p) for p in dataset.problems)
         raise DataError(f"{path}: {len(dataset.problems)} problem(s) in the {layout} dataset:\n  {listing}")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 from pathlib import Path
 
 from ...errors import DataError
-from .base import Case, CaseDataset, Problem
+from .base import Case, CaseDataset
 
 METADATA_CSV = "metadata.csv"
+
+logger = logging.getLogger(__name__)
 
 
 def read_metadata_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -42,10 +45,10 @@ def attach_metadata(dataset: CaseDataset, path: Path | None = None) -> CaseDatas
     """Return ``dataset`` with ``metadata.csv`` rows merged into each case and ``subject`` always set."""
     path = dataset.root / METADATA_CSV if path is None else path
     table = read_metadata_csv(path) if path.is_file() else {}
-    problems = list(dataset.problems)
     known = {case.case_id for case in dataset.cases + dataset.test_cases}
-    for case_id in sorted(set(table) - known):
-        problems.append(Problem(str(path), f"case {case_id!r} is listed but not in the dataset"))
+    extra = sorted(set(table) - known)
+    if extra:  # harmless (e.g. a subset of a larger dataset): a warning, not a problem
+        logger.warning("%s: %d listed case(s) are not in the dataset, e.g. %s", path, len(extra), extra[:3])
 
     def merge(case: Case) -> Case:
         metadata = {**case.metadata, **table.get(case.case_id, {})}
@@ -55,5 +58,4 @@ def attach_metadata(dataset: CaseDataset, path: Path | None = None) -> CaseDatas
     return dataset.replace(
         cases=tuple(merge(c) for c in dataset.cases),
         test_cases=tuple(merge(c) for c in dataset.test_cases),
-        problems=tuple(problems),
     )
