@@ -1,0 +1,237 @@
+"""``build_benchmark``: write brainshift (four nnU-Net raw datasets, metadata, montages, sources) to a folder.
+
+Every case is simulated from its own seed, derived from ``(seed, cohort, domain, index)``, so a build is
+identical for a given seed whatever the number of worker processes, and a bigger build extends a smaller one.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.io import save_nifti
+from ..data.layouts import write_dataset_json
+from ..errors import ConfigError, did_you_mean
+from ..utils import atomic_path
+from .atlas import load_head_atlas
+from .layout import DATASETS, LABELS_1MM, METADATA_COLUMNS, DatasetSpec
+from .profiles import get_profile, list_profiles
+from .simulate import Cohort, SimulatedCase, Target, simulate_case
+from .thumbnails import Thumbnail, canonical_thumbnail, classification_slices
+
+log = logging.getLogger(__name__)
+COHORTS = tuple(Cohort)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to build.
+
+    Attributes:
+        out: output folder.
+        seed: master seed; same seed -> identical arrays.
+        subjects_per_domain: cases per scanner profile and dataset.
+        spacing: working voxel size in mm of images and training labels (ground truth is also kept at 1 mm).
+        targets: which datasets to write (:class:`~medtransfer.bench.simulate.Target` values).
+        domains: which scanner profiles.
+        workers: processes (1 = in this process).
+        sources: also write the classification / natural-image sources.
+        natural_count: images in each natural-image source.
+    """
+
+    out: Path
+    seed: int = 0
+    subjects_per_domain: int = 6
+    spacing: float = 2.0
+    targets: tuple[str, ...] = tuple(Target)
+    domains: tuple[str, ...] = field(default_factory=lambda: tuple(list_profiles()))
+    workers: int = 1
+    sources: bool = True
+    natural_count: int = 2000
+
+    def __post_init__(self) -> None:
+        for target in self.targets:
+            if target not in DATASETS:
+                raise ConfigError(did_you_mean(str(target), DATASETS, what="target"))
+        for domain in self.domains:
+            get_profile(domain)
+        if self.subjects_per_domain < 1:
+            raise ConfigError(f"subjects_per_domain must be >= 1, got {self.subjects_per_domain}")
+        if not 1.0 <= self.spacing <= 4.0:
+            raise ConfigError(f"spacing must be between 1 and 4 mm, got {self.spacing}")
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """One simulated subject, written into every dataset of its cohort."""
+
+    cohort: Cohort
+    domain: str
+    index: int
+    seed: int
+    spacing: float
+    out: Path
+    targets: tuple[str, ...]
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.domain}_{self.index:03d}"
+
+
+def case_seed(seed: int, cohort: Cohort, domain: str, index: int) -> int:
+    """Deterministic per-case seed."""
+    ids = [seed, COHORTS.index(cohort), list_profiles().index(domain), index]
+    return int(np.random.SeedSequence(ids).generate_state(1)[0])
+
+
+def plan_jobs(config: BenchmarkConfig) -> list[CaseJob]:
+    """One job per (cohort, domain, index) needed by the requested targets."""
+    jobs = []
+    for cohort in COHORTS:
+        targets = tuple(t for t in config.targets if DATASETS[t].cohort == cohort)
+        if not targets:
+            continue
+        for domain in config.domains:
+            for i in range(config.subjects_per_domain):
+                seed = case_seed(config.seed, cohort, domain, i)
+                jobs.append(CaseJob(cohort, domain, i, seed, config.spacing, Path(config.out), targets))
+    return jobs
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (same bytes, no second compression), copying when links are impossible."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+
+
+def write_case(job: CaseJob, case: SimulatedCase) -> None:
+    """Write the image once and link it into the other datasets of the cohort; labels at both grids."""
+    first_image = None
+    for target in job.targets:
+        root = job.out / DATASETS[target].folder
+        image_path = root / "imagesTr" / f"{job.case_id}_0000.nii.gz"
+        if first_image is None:
+            save_nifti(image_path, case.image, case.affine, dtype=np.float32)
+            first_image = image_path
+        else:
+            link_or_copy(first_image, image_path)
+        save_nifti(root / "labelsTr" / f"{job.case_id}.nii.gz", case.labels[target], case.affine, dtype=np.uint8)
+        save_nifti(
+            root / LABELS_1MM / f"{job.case_id}.nii.gz", case.labels_1mm[target], case.affine_1mm, dtype=np.uint8
+        )
+
+
+def metadata_row(job: CaseJob, case: SimulatedCase) -> dict:
+    """The ``metadata.csv`` row of a case."""
+    profile = get_profile(job.domain)
+    return {
+        "case": job.case_id,
+        "subject": f"{job.cohort}_{job.case_id}",
+        "domain": job.domain,
+        "profile": profile.name,
+        "vendor": profile.vendor,
+        "field_strength": profile.field_strength,
+        "cohort": str(job.cohort),
+        "spacing_mm": job.spacing,
+        "lesion_volume_mm3": case.info.get("lesion_volume_mm3", ""),
+        "territory": case.info.get("territory", ""),
+        "hemisphere": case.info.get("hemisphere", ""),
+        "orientation": case.info.get("orientation", ""),
+    }
+
+
+def run_job(job: CaseJob) -> tuple[dict, Thumbnail, dict | None]:
+    """Simulate and write one case; returns its metadata row, a thumbnail and classification slices."""
+    case = simulate_case(
+        load_head_atlas(), get_profile(job.domain), job.cohort, job.targets, seed=job.seed, spacing=job.spacing
+    )
+    write_case(job, case)
+    thumb = canonical_thumbnail(case, job.targets)
+    slices = classification_slices(case, load_head_atlas()) if job.cohort == Cohort.HEALTHY else None
+    return metadata_row(job, case), thumb, slices
+
+
+def write_metadata(path: Path, rows: list[dict], extra: tuple[str, ...] = ()) -> None:
+    """Write a ``metadata.csv`` atomically."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*extra, *METADATA_COLUMNS], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_dataset_files(config: BenchmarkConfig, spec: DatasetSpec, rows: list[dict]) -> None:
+    """``dataset.json`` and ``metadata.csv`` of one dataset."""
+    root = Path(config.out) / spec.folder
+    write_dataset_json(
+        root,
+        spec.labels,
+        ["T1"],
+        len(rows),
+        name=spec.folder,
+        description=spec.description,
+        reference="medtransfer brainshift (Colin27 + AAL from mricron-data; simulated scanners)",
+        licence="Colin27: MNI, free with attribution; AAL: research use",
+        benchmark={
+            "seed": config.seed,
+            "spacing_mm": config.spacing,
+            "ground_truth_1mm": LABELS_1MM,
+            "domains": list(config.domains),
+        },
+    )
+    write_metadata(root / "metadata.csv", rows)
+
+
+def _map_jobs(jobs: list[CaseJob], workers: int):
+    if workers <= 1:
+        yield from map(run_job, jobs)
+        return
+    import multiprocessing as mp
+
+    load_head_atlas()  # built once in the parent, shared by forked workers
+    context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(run_job, jobs)
+
+
+def build_benchmark(config: BenchmarkConfig) -> Path:
+    """Build brainshift into ``config.out``; returns the output folder.
+
+    Raises:
+        MissingSourceError: a data package (mricron-data, dataset-fashion-mnist) is not installed.
+    """
+    from tqdm import tqdm
+
+    from .montage import write_montages
+    from .sources_build import write_sources
+
+    out = Path(config.out)
+    jobs = plan_jobs(config)
+    load_head_atlas()
+    progress = tqdm(zip(jobs, _map_jobs(jobs, config.workers), strict=True), total=len(jobs), desc="brainshift")
+    results = [(job, *result) for job, result in progress]
+    all_rows = []
+    for target in config.targets:
+        spec = DATASETS[target]
+        done = [(job, row, thumb) for job, row, thumb, _ in results if target in job.targets]
+        rows = [row for _, row, _ in done]
+        write_dataset_files(config, spec, rows)
+        write_montages(out / spec.folder, spec, [(row, thumb) for _, row, thumb in done])
+        all_rows += [{"dataset": spec.folder, **row} for row in rows]
+    write_metadata(out / "metadata.csv", all_rows, extra=("dataset",))
+    if config.sources:
+        slices = [s for *_, s in results if s is not None]
+        write_sources(out / "sources", slices, seed=config.seed, count=config.natural_count)
+    log.info("brainshift written to %s (%d cases)", out, len(all_rows))
+    return out

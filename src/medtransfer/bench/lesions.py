@@ -1,0 +1,174 @@
+"""Lesions painted into a subject on its 1 mm grid; the lesion mask is the ground truth by construction.
+
+* MS-like: 0-20 small irregular white-matter lesions per subject (volumes log-uniform 10-1500 mm3, about half
+  of them periventricular), hypointense on T1 (between CSF and grey matter: "black holes").
+* stroke-like: one large irregular lesion inside one hemisphere's vascular territory (MCA, ACA or PCA, each
+  the union of AAL regions it supplies), volumes log-uniform from 0.3 to 150 ml so that small strokes occur,
+  a CSF-like core fading to a less hypointense rim.
+
+A lesion is grown from a seed as a thresholded smooth random field with a radial fall-off, restricted to an
+allowed mask, keeping the connected component of the seed; the threshold is chosen to hit the drawn volume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .atlas import HeadAtlas, Tissue, largest_component
+
+TERRITORIES = {
+    "mca": (
+        "Precentral",
+        "Postcentral",
+        "Frontal_Mid",
+        "Frontal_Inf",
+        "Rolandic_Oper",
+        "Insula",
+        "SupraMarginal",
+        "Angular",
+        "Temporal_Sup",
+        "Temporal_Mid",
+        "Temporal_Pole",
+        "Heschl",
+        "Parietal_Inf",
+        "Putamen",
+        "Pallidum",
+        "Caudate",
+    ),
+    "aca": (
+        "Frontal_Sup",
+        "Frontal_Med_Orb",
+        "Rectus",
+        "Cingulum_Ant",
+        "Cingulum_Mid",
+        "Paracentral_Lobule",
+        "Supp_Motor_Area",
+        "Precuneus",
+        "Olfactory",
+    ),
+    "pca": (
+        "Calcarine",
+        "Cuneus",
+        "Lingual",
+        "Occipital",
+        "Fusiform",
+        "ParaHippocampal",
+        "Hippocampus",
+        "Thalamus",
+        "Temporal_Inf",
+        "Cingulum_Post",
+    ),
+}
+TERRITORY_WEIGHTS = {"mca": 0.6, "aca": 0.15, "pca": 0.25}
+MS_VOLUME_MM3 = (10.0, 1500.0)
+STROKE_VOLUME_MM3 = (300.0, 150_000.0)
+
+
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A draw whose logarithm is uniform on ``[log low, log high]``."""
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def grow_blob(
+    allowed: np.ndarray, seed: tuple[int, ...], volume: float, rng: np.random.Generator, roughness: float = 0.6
+) -> np.ndarray:
+    """An irregular connected blob of about ``volume`` voxels around ``seed`` inside ``allowed``."""
+    from scipy import ndimage
+
+    radius = (3 * volume / (4 * np.pi)) ** (1 / 3)
+    half = int(np.ceil(2.2 * radius)) + 3
+    box = tuple(slice(max(0, s - half), min(n, s + half + 1)) for s, n in zip(seed, allowed.shape, strict=True))
+    local_allowed = allowed[box]
+    grids = np.ogrid[tuple(slice(b.start - s, b.stop - s) for b, s in zip(box, seed, strict=True))]
+    distance = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grids)) / max(radius, 1.0)
+    noise = ndimage.gaussian_filter(rng.normal(size=local_allowed.shape).astype(np.float32), max(radius / 2.5, 1.0))
+    noise /= noise.std() + 1e-6
+    score = -distance + roughness * noise
+    candidates = np.sort(score[local_allowed])[::-1]
+    if candidates.size == 0:
+        return np.zeros(allowed.shape, dtype=bool)
+    threshold = candidates[min(int(volume), candidates.size) - 1]
+    local = largest_component(local_allowed & (score >= threshold))
+    out = np.zeros(allowed.shape, dtype=bool)
+    out[box] = local
+    return out
+
+
+def paint(image: np.ndarray, mask: np.ndarray, level: np.ndarray | float, sigma: float = 0.7) -> np.ndarray:
+    """Blend ``image`` towards ``level`` inside ``mask`` with soft (partial-volume) edges."""
+    from scipy import ndimage
+
+    weight = np.clip(ndimage.gaussian_filter(mask.astype(np.float32), sigma) * 1.5, 0, 1)
+    weight = np.maximum(weight, mask)
+    return (image * (1 - weight) + level * weight).astype(np.float32)
+
+
+def tissue_level(image: np.ndarray, tissue: np.ndarray, code: Tissue) -> float:
+    """Median intensity of one tissue class in this subject."""
+    values = image[tissue == code]
+    return float(np.median(values)) if values.size else 0.0
+
+
+def random_voxel(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, ...] | None:
+    """A uniformly drawn voxel of ``mask`` (``None`` when empty)."""
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(idx[rng.integers(idx.size)]), mask.shape))
+
+
+def add_ms_lesions(image, tissue, rng: np.random.Generator, max_lesions: int = 20):
+    """Paint 0-``max_lesions`` MS-like lesions; returns ``(image, tissue, lesion_mask)``."""
+    from scipy import ndimage
+
+    wm = (tissue == Tissue.WM) | (tissue == Tissue.CEREBELLUM_WM)
+    deep_wm = ndimage.binary_erosion(wm, iterations=1)
+    csf = tissue == Tissue.CSF
+    brain = tissue >= Tissue.CSF
+    ventricles = csf & (ndimage.distance_transform_edt(brain) > 12)
+    near_ventricles = deep_wm & ndimage.binary_dilation(ventricles, iterations=6)
+    csf_level, gm_level = tissue_level(image, tissue, Tissue.CSF), tissue_level(image, tissue, Tissue.GM)
+    lesions = np.zeros(tissue.shape, dtype=bool)
+    for _ in range(int(rng.integers(0, max_lesions + 1))):
+        seed = random_voxel(near_ventricles if rng.random() < 0.5 else deep_wm, rng)
+        if seed is None:
+            break
+        blob = grow_blob(wm & ~lesions, seed, log_uniform(rng, *MS_VOLUME_MM3), rng)
+        level = csf_level + rng.uniform(0.25, 0.85) * (gm_level - csf_level)
+        image = paint(image, blob, level)
+        lesions |= blob
+    tissue = np.where(lesions, np.uint8(Tissue.LESION), tissue)
+    return image, tissue, lesions
+
+
+def territory_mask(region: np.ndarray, atlas: HeadAtlas, territory: str, hemisphere: str) -> np.ndarray:
+    """Voxels whose nearest AAL region belongs to ``territory`` in ``hemisphere`` (``L``/``R``)."""
+    return np.isin(region, atlas.regions_matching(TERRITORIES[territory], hemisphere))
+
+
+def add_stroke_lesion(image, tissue, region, atlas: HeadAtlas, rng: np.random.Generator):
+    """Paint one stroke-like lesion; returns ``(image, tissue, lesion_mask, info)``."""
+    names = list(TERRITORY_WEIGHTS)
+    territory = names[int(rng.choice(len(names), p=list(TERRITORY_WEIGHTS.values())))]
+    hemisphere = "L" if rng.random() < 0.5 else "R"
+    parenchyma = np.isin(tissue, [Tissue.GM, Tissue.WM, Tissue.DEEP_GREY, Tissue.CSF])
+    allowed = territory_mask(region, atlas, territory, hemisphere) & parenchyma
+    volume = log_uniform(rng, *STROKE_VOLUME_MM3)
+    seed = random_voxel(allowed & (tissue != Tissue.CSF), rng)
+    if seed is None:
+        return image, tissue, np.zeros(tissue.shape, bool), {"territory": territory, "hemisphere": hemisphere}
+    lesion = grow_blob(allowed, seed, volume, rng, roughness=0.9)
+    csf_level, gm_level = tissue_level(image, tissue, Tissue.CSF), tissue_level(image, tissue, Tissue.GM)
+    image = paint(image, lesion, _stroke_levels(lesion, csf_level, gm_level, rng), sigma=1.0)
+    tissue = np.where(lesion, np.uint8(Tissue.LESION), tissue)
+    return image, tissue, lesion, {"territory": territory, "hemisphere": hemisphere}
+
+
+def _stroke_levels(lesion: np.ndarray, csf_level: float, gm_level: float, rng: np.random.Generator) -> np.ndarray:
+    """CSF-like core (cavitation) rising towards grey-matter-like values at the rim (gliosis)."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(lesion)
+    rim = np.exp(-depth / rng.uniform(1.5, 3.0))
+    core = csf_level * rng.uniform(0.8, 1.1)
+    return (core + rim * 0.6 * (gm_level - core)).astype(np.float32)
