@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medtransfer.errors import DataError
+from medtransfer.errors import ConfigError, DataError
 from medtransfer.metrics import (
     ASSDMetric,
     HD95Metric,
@@ -223,3 +223,30 @@ def test_bad_inputs_raise_clear_errors():
         compute_surface_dice(mask, mask, tolerance_mm=-1.0)
     with pytest.raises(DataError, match="binary"):
         compute_hd95(mask.astype(np.int64) + 2, mask)
+
+
+def test_voxel_boundary_agrees_with_monai_defaults():
+    """``boundary="voxel"`` reproduces MONAI's HD95, NSD (use_subvoxels=False) and symmetric ASSD (float32)."""
+    torch = pytest.importorskip("torch")
+    monai_metrics = pytest.importorskip("monai.metrics")
+    rng = np.random.default_rng(5)
+    pred = np.stack([_blobs(rng, (14, 12, 10), 3) for _ in range(2)])[:, None]
+    ref = np.stack([_blobs(rng, (14, 12, 10), 3) for _ in range(2)])[:, None]
+    spacing = (1.0, 0.8, 2.0)
+    tp, tr = torch.from_numpy(pred), torch.from_numpy(ref)
+    hd95 = monai_metrics.compute_hausdorff_distance(tp, tr, include_background=True, percentile=95, spacing=spacing)
+    nsd = monai_metrics.compute_surface_dice(tp, tr, [1.5], include_background=True, spacing=spacing)
+    assd = monai_metrics.compute_average_surface_distance(
+        tp, tr, include_background=True, symmetric=True, spacing=spacing
+    )
+    np.testing.assert_allclose(compute_hd95(pred, ref, spacing, boundary="voxel"), hd95.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(compute_surface_dice(pred, ref, spacing, 1.5, boundary="voxel"), nsd.numpy(), atol=1e-6)
+    np.testing.assert_allclose(compute_assd(pred, ref, spacing, boundary="voxel"), assd.numpy(), rtol=1e-5)
+    # and the DeepMind definition really is a different number on the same masks
+    assert not np.allclose(compute_hd95(pred, ref, spacing), hd95.numpy(), rtol=1e-3)
+
+
+def test_unknown_boundary_suggests():
+    mask = np.zeros((1, 1, 4, 4), dtype=bool)
+    with pytest.raises(ConfigError, match="did you mean 'voxel'"):
+        compute_hd95(mask, mask, boundary="voxels")

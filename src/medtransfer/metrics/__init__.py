@@ -25,10 +25,11 @@ from .surface import (
     compute_hd95,
     compute_surface_dice,
 )
-from .surface_distance import SurfaceDistances, compute_surface_distances
+from .surface_distance import Boundary, SurfaceDistances, compute_surface_distances
 
 __all__ = [
     "ASSDMetric",
+    "Boundary",
     "CumulativeMetric",
     "DiceMetric",
     "HD95Metric",

@@ -17,6 +17,7 @@ from .base import CumulativeMetric
 from .inputs import as_class_masks, per_case_spacing
 from .reduction import MetricReduction
 from .surface_distance import (
+    Boundary,
     average_symmetric_surface_distance,
     compute_surface_distances,
     robust_hausdorff,
@@ -52,6 +53,7 @@ def compute_surface_dice(
     spacing: Any = None,
     tolerance_mm: float | Sequence[float] = 1.0,
     labels: Sequence[int] | None = None,
+    boundary: str | Boundary = Boundary.SURFEL,
 ) -> np.ndarray:
     """Normalised surface Dice at ``tolerance_mm`` per case and class (DeepMind definition).
 
@@ -63,6 +65,7 @@ def compute_surface_dice(
         spacing: voxel size in mm, per spatial axis (or per case); ``None`` for 1 mm.
         tolerance_mm: one tolerance, or one per class.
         labels: label values for label-map inputs.
+        boundary: ``surfel`` (DeepMind, default) or ``voxel`` (MONAI's default edges, unweighted).
 
     Returns:
         ``(B, C)`` float64 array in ``[0, 1]``; NaN for a class absent from both masks.
@@ -78,13 +81,18 @@ def compute_surface_dice(
     tolerances = _per_class_tolerance(tolerance_mm, pred.shape[1])
 
     def case(p: np.ndarray, r: np.ndarray, sp: tuple[float, ...], c: int) -> float:
-        return surface_dice_from_overlap(*surface_overlap(p, r, sp, tolerances[c]))
+        return surface_dice_from_overlap(*surface_overlap(p, r, sp, tolerances[c], boundary))
 
     return _map_cases(pred, ref, spacing, case)
 
 
 def compute_hd95(
-    pred: Any, ref: Any, spacing: Any = None, labels: Sequence[int] | None = None, percentile: float = 95.0
+    pred: Any,
+    ref: Any,
+    spacing: Any = None,
+    labels: Sequence[int] | None = None,
+    percentile: float = 95.0,
+    boundary: str | Boundary = Boundary.SURFEL,
 ) -> np.ndarray:
     """Symmetric 95th-percentile Hausdorff distance (mm) with surfel-area weights, per case and class.
 
@@ -96,6 +104,7 @@ def compute_hd95(
         spacing: voxel size in mm, per spatial axis (or per case); ``None`` for 1 mm.
         labels: label values for label-map inputs.
         percentile: percentile in ``[0, 100]`` (100 gives the Hausdorff distance).
+        boundary: ``surfel`` (DeepMind, default) or ``voxel`` (MONAI's ``HausdorffDistanceMetric``).
 
     Returns:
         ``(B, C)`` float64 array; ``inf`` when exactly one mask is empty, NaN when both are.
@@ -104,12 +113,18 @@ def compute_hd95(
         raise DataError(f"percentile must be within [0, 100], got {percentile}")
 
     def case(p: np.ndarray, r: np.ndarray, sp: tuple[float, ...], _: int) -> float:
-        return robust_hausdorff(compute_surface_distances(p, r, sp), percentile)
+        return robust_hausdorff(compute_surface_distances(p, r, sp, boundary), percentile)
 
     return _map_cases(*as_class_masks(pred, ref, labels), spacing, case)
 
 
-def compute_assd(pred: Any, ref: Any, spacing: Any = None, labels: Sequence[int] | None = None) -> np.ndarray:
+def compute_assd(
+    pred: Any,
+    ref: Any,
+    spacing: Any = None,
+    labels: Sequence[int] | None = None,
+    boundary: str | Boundary = Boundary.SURFEL,
+) -> np.ndarray:
     """Average symmetric surface distance (mm): area-weighted mean over the surfels of both masks.
 
     Args:
@@ -117,23 +132,28 @@ def compute_assd(pred: Any, ref: Any, spacing: Any = None, labels: Sequence[int]
         ref: reference in the same layout.
         spacing: voxel size in mm, per spatial axis (or per case); ``None`` for 1 mm.
         labels: label values for label-map inputs.
+        boundary: ``surfel`` (DeepMind, default) or ``voxel`` (MONAI's symmetric average surface distance).
 
     Returns:
         ``(B, C)`` float64 array; ``inf`` when exactly one mask is empty, NaN when both are.
     """
 
     def case(p: np.ndarray, r: np.ndarray, sp: tuple[float, ...], _: int) -> float:
-        return average_symmetric_surface_distance(compute_surface_distances(p, r, sp))
+        return average_symmetric_surface_distance(compute_surface_distances(p, r, sp, boundary))
 
     return _map_cases(*as_class_masks(pred, ref, labels), spacing, case)
 
 
 class _SurfaceMetric(CumulativeMetric):
     def __init__(
-        self, labels: Sequence[int] | None = None, reduction: str | MetricReduction = MetricReduction.MEAN
+        self,
+        labels: Sequence[int] | None = None,
+        reduction: str | MetricReduction = MetricReduction.MEAN,
+        boundary: str | Boundary = Boundary.SURFEL,
     ) -> None:
         super().__init__(reduction)
         self.labels = labels
+        self.boundary = boundary
 
 
 class SurfaceDiceMetric(_SurfaceMetric):
@@ -143,6 +163,7 @@ class SurfaceDiceMetric(_SurfaceMetric):
         tolerance_mm: one tolerance or one per class.
         labels: label values when batches are label maps ``(B, *spatial)``; ``None`` for masks.
         reduction: see :class:`~medtransfer.metrics.reduction.MetricReduction`.
+        boundary: ``surfel`` (DeepMind, default) or ``voxel``, see :class:`Boundary`.
 
     Example:
         >>> import numpy as np
@@ -158,23 +179,24 @@ class SurfaceDiceMetric(_SurfaceMetric):
         tolerance_mm: float | Sequence[float] = 1.0,
         labels: Sequence[int] | None = None,
         reduction: str | MetricReduction = MetricReduction.MEAN,
+        boundary: str | Boundary = Boundary.SURFEL,
     ) -> None:
-        super().__init__(labels, reduction)
+        super().__init__(labels, reduction, boundary)
         self.tolerance_mm = tolerance_mm
 
     def compute(self, pred: Any, ref: Any, spacing: Any = None) -> np.ndarray:
-        return compute_surface_dice(pred, ref, spacing, self.tolerance_mm, self.labels)
+        return compute_surface_dice(pred, ref, spacing, self.tolerance_mm, self.labels, self.boundary)
 
 
 class HD95Metric(_SurfaceMetric):
-    """Accumulating HD95 (mm); call as ``metric(pred, ref, spacing=...)``. Arguments as :class:`DiceMetric`."""
+    """Accumulating HD95 (mm); call as ``metric(pred, ref, spacing=...)``; arguments ``labels, reduction, boundary``."""
 
     def compute(self, pred: Any, ref: Any, spacing: Any = None) -> np.ndarray:
-        return compute_hd95(pred, ref, spacing, self.labels)
+        return compute_hd95(pred, ref, spacing, self.labels, boundary=self.boundary)
 
 
 class ASSDMetric(_SurfaceMetric):
-    """Accumulating ASSD (mm); call as ``metric(pred, ref, spacing=...)``. Arguments as :class:`DiceMetric`."""
+    """Accumulating ASSD (mm); call as ``metric(pred, ref, spacing=...)``; arguments ``labels, reduction, boundary``."""
 
     def compute(self, pred: Any, ref: Any, spacing: Any = None) -> np.ndarray:
-        return compute_assd(pred, ref, spacing, self.labels)
+        return compute_assd(pred, ref, spacing, self.labels, self.boundary)

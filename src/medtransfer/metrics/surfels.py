@@ -166,3 +166,31 @@ def _crop_and_pad(mask: np.ndarray, box: tuple[slice, ...], margin: tuple[int, .
     inner = tuple(slice(1 + m, 1 + m + s.stop - s.start) for s, m in zip(box, margin, strict=True))
     out[inner] = mask[box]
     return out
+
+
+def extract_boundary_voxels(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], margin: Sequence[int] | None = None
+) -> SurfacePair | None:
+    """Boundary *voxels* (MONAI's default edges, nnU-Net-style): mask minus its 1-connectivity erosion.
+
+    Every boundary voxel centre is a surface point of weight 1, whatever its orientation or the spacing.  The
+    result shares :class:`SurfacePair`'s layout (the "corner grid" is then the cropped voxel grid).
+    """
+    spacing = tuple(float(s) for s in spacing)
+    margin = tuple(int(m) for m in margin) if margin is not None else (0,) * pred.ndim
+    box = _joint_bounding_box(pred, ref)
+    if box is None:
+        return None
+    borders, points = [], []
+    for mask in (pred, ref):
+        padded = _crop_and_pad(mask, box, margin)
+        inner = tuple(slice(1, -1) for _ in range(padded.ndim))
+        eroded = padded[inner].copy()
+        for axis in range(padded.ndim):
+            for step in (slice(None, -2), slice(2, None)):
+                eroded &= padded[inner[:axis] + (step,) + inner[axis + 1 :]]
+        border = padded[inner] & ~eroded
+        borders.append(border)
+        points.append(np.flatnonzero(border))
+    ones = [np.ones(p.size) for p in points]
+    return SurfacePair(borders[0], borders[1], points[0], points[1], ones[0], ones[1], margin, spacing)
