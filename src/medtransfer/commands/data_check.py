@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset
     from ..data.layouts import load_dataset
 
-    problems = check_dataset(args.dir, affine_tolerance=args.affine_tolerance)
+    problems = check_dataset(args.dir, affine_tolerance=args.affine_tolerance, progress=True)
     for problem in problems:
         print(f"{problem.file}: {problem.message}")
     if problems:

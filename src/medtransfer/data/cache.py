@@ -152,9 +152,9 @@ class PreprocessCache:
     def case_ids(self) -> list[str]:
         return list(self.read_index()["cases"])
 
-    def load(self, case_id: str, *, mmap: bool = True) -> CachedCase:
+    def load(self, case_id: str, *, mmap: bool = True, index: dict[str, Any] | None = None) -> CachedCase:
         """A cached case, memory-mapped read-only (``mmap=False`` reads it into memory)."""
-        entry = self.read_index()["cases"].get(case_id)
+        entry = (index or self.read_index())["cases"].get(case_id)
         if entry is None:
             raise DataError(f"{self.folder}: case {case_id!r} is not in the cache; build it first")
         mode = "r" if mmap else None
@@ -163,7 +163,10 @@ class PreprocessCache:
         return CachedCase(case_id, image, label, PreprocessInfo.from_dict(entry["info"]), entry.get("metadata", {}))
 
     def load_all(self, case_ids: Sequence[str] | None = None, *, mmap: bool = True) -> list[CachedCase]:
-        return [self.load(cid, mmap=mmap) for cid in (self.case_ids() if case_ids is None else case_ids)]
+        """Every cached case (or the given ids), reading the index once."""
+        index = self.read_index()
+        ids = list(index["cases"]) if case_ids is None else case_ids
+        return [self.load(cid, mmap=mmap, index=index) for cid in ids]
 
 
 def build_cache(

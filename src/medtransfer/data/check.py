@@ -26,12 +26,15 @@ logger = logging.getLogger(__name__)
 AFFINE_TOLERANCE = 1e-3  # mm (translation) and unitless (direction x spacing), as nnU-Net's geometry check
 
 
-def check_dataset(path: str | os.PathLike, *, affine_tolerance: float = AFFINE_TOLERANCE) -> list[Problem]:
+def check_dataset(
+    path: str | os.PathLike, *, affine_tolerance: float = AFFINE_TOLERANCE, progress: bool = False
+) -> list[Problem]:
     """Every problem of the dataset at ``path`` (empty list when clean).
 
     Args:
         path: dataset folder or datalist JSON file.
         affine_tolerance: largest allowed absolute difference between image and label affines.
+        progress: show a progress bar over the cases (stderr).
 
     Raises:
         DataError: ``path`` is not a dataset in any known layout (nothing to check).
@@ -45,7 +48,9 @@ def check_dataset(path: str | os.PathLike, *, affine_tolerance: float = AFFINE_T
     cases = dataset.cases + dataset.test_cases
     if not cases:
         problems.append(Problem(str(dataset.root), f"empty dataset: no cases found in the {dataset.layout} layout"))
-    for case in cases:
+    from tqdm.auto import tqdm
+
+    for case in tqdm(cases, desc="check", unit="case", disable=not progress):
         logger.debug("checking case %s", case.case_id)
         problems += check_case(case, dataset, affine_tolerance=affine_tolerance)
     return problems
