@@ -149,3 +149,14 @@ def test_metadata_csv_problems(tmp_path, caplog):
     (root / "metadata.csv").write_text("id,domain\ncase000,a\n")
     with pytest.raises(DataError, match="metadata.csv: needs a 'case' column"):
         load_dataset(root)
+
+
+def test_label_parsing_v1_v2_and_regions(tmp_path):
+    from medtransfer.data.layouts.nnunet import parse_labels
+
+    assert parse_labels({"0": "background", "2": "edema"}, tmp_path) == {0: "background", 2: "edema"}
+    assert parse_labels({"background": 0, "brain": 1}, tmp_path) == {0: "background", 1: "brain"}
+    regions = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}
+    assert parse_labels(regions, tmp_path) == {0: "background", 1: "whole", 2: "whole", 3: "enhancing"}
+    with pytest.raises(DataError, match="expected an integer"):
+        parse_labels({"background": 0, "brain": "one"}, tmp_path)

@@ -124,3 +124,11 @@ def test_apply_to_label_matches_joint_preprocessing():
     image, label = _lps_input()
     _, pre_label, info = preprocess_case([image], PreprocessConfig(target_spacing=(1.0, 1.0, 1.0)), label)
     np.testing.assert_array_equal(apply_to_label(label, info), pre_label)
+
+
+def test_boolean_prediction_restores():
+    image, label = _lps_input()
+    _, pre_label, info = preprocess_case([image], PreprocessConfig(target_spacing=(2.0, 2.0, 2.0)), label)
+    restored = restore_to_input(pre_label.astype(bool), info)
+    assert restored.shape == label.array.shape
+    assert restored.any()

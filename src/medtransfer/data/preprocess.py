@@ -254,7 +254,9 @@ def restore_to_input(array: np.ndarray, info: PreprocessInfo, *, order: int | No
     spatial = array.shape[-3:]
     if tuple(spatial) != tuple(info.shape):
         raise DataError(f"prediction has spatial shape {tuple(spatial)}, expected {info.shape} (preprocessed grid)")
-    order = (0 if np.issubdtype(array.dtype, np.integer) or array.dtype == bool else 1) if order is None else order
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    order = (0 if np.issubdtype(array.dtype, np.integer) else 1) if order is None else order
     if array.ndim == 4:
         return np.stack([_restore(ch, info, order, float(c == 0)) for c, ch in enumerate(array)])
     return _restore(array, info, order, 0)

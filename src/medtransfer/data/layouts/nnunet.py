@@ -83,7 +83,8 @@ def read_json(path: Path) -> dict[str, Any]:
 def parse_labels(raw: Any, source: Path) -> dict[int, str]:
     """nnU-Net v2 ``{name: value}`` or v1/MSD ``{"value": name}`` -> ``{value: name}``.
 
-    Region-based entries (``name: [1, 2]``) are skipped: they are unions of declared values.
+    Region-based entries (``name: [1, 2]``, nnU-Net's region training) declare the values they list; a value only
+    listed in regions is named after the first region listing it.
     """
     if raw is None:
         return {}
@@ -97,6 +98,11 @@ def parse_labels(raw: Any, source: Path) -> dict[int, str]:
             raise DataError(f"{source}: label {name!r} has value {value!r}; expected an integer")
         if isinstance(value, int):
             names[value] = str(name)
+    for name, value in raw.items():
+        for v in value if isinstance(value, list) else []:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise DataError(f"{source}: region {name!r} lists {v!r}; expected integers")
+            names.setdefault(v, str(name))
     return dict(sorted(names.items()))
 
 
