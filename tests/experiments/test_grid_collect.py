@@ -60,3 +60,10 @@ def test_write_csv_round_trip(results, tmp_path):
 def test_collect_missing_folder(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         collect_rows(tmp_path / "nope")
+
+
+def test_collect_ignores_other_summary_files(results):
+    nested = results / "shift/brain/a_to_b/none__full/n3/seed0/validation/summary.json"
+    nested.parent.mkdir()
+    nested.write_text('{"mean": {"dice": 0.5}}')  # e.g. a cell function's own nnU-Net-style summary
+    assert len(collect_cells(results)) == 4

@@ -195,3 +195,19 @@ def test_executor_factory_and_resources():
         cell_resources({"resources": {"num_gpu": 1}})
     with pytest.raises(ConfigError, match="num_cpus must be a number"):
         cell_resources({"resources": {"num_cpus": "two"}})
+
+
+def test_kind_can_differ_per_cell_through_overrides(tmp_path):
+    register_cell_kind("test_recording", recording_cell)
+    spec = _spec(overrides=[{"when": {"strategy": "b"}, "set": {"kind": "test_recording"}}])
+    run = run_grid(spec, results_root=tmp_path, progress=False)
+    assert run.counts["ran"] == 4
+    assert sorted(c for c, _ in CALLS) == ["t/none__b/nall/seed0", "t/none__b/nall/seed1"]
+    assert (tmp_path / "g/t/none__a/nall/seed0/attempts.log").is_file()  # the dummy kind ran the others
+
+
+def test_unknown_kind_in_an_override_stops_before_running(tmp_path):
+    spec = _spec(overrides=[{"when": {"strategy": "b"}, "set": {"kind": "finetun"}}])
+    with pytest.raises(ConfigError, match="did you mean 'finetune'"):
+        run_grid(spec, results_root=tmp_path, progress=False)
+    assert not tmp_path.joinpath("g").exists()

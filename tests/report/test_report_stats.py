@@ -11,6 +11,7 @@ from medtransfer.report.stats import (
     aggregate,
     align,
     benjamini_hochberg,
+    best_counts,
     bootstrap_ci,
     count_wins,
     gap_closed,
@@ -21,6 +22,7 @@ from medtransfer.report.stats import (
     pivot,
     sign_test,
     summarize,
+    win_matrix,
 )
 
 # --- summaries --------------------------------------------------------------------------------------------
@@ -230,3 +232,15 @@ def test_gap_closed_undefined_is_nan_never_inf():
     assert np.isnan(out).all()  # no gap, negative gap, NaN fine-tuned, NaN baseline
     assert not np.isinf(out).any()
     assert gap_closed([0.6, 0.8], 0.5, 0.9) == pytest.approx([0.25, 0.75])  # broadcasting
+
+
+def test_win_matrix_and_best_counts():
+    scores = {"first": [0.8, 0.7, 0.9, np.nan], "all": [0.7, 0.7, 0.6, 0.5], "last": [0.9, 0.6, 0.5, 0.4]}
+    m = win_matrix(scores)
+    assert len(m) == 6
+    assert (m["first", "all"].wins, m["first", "all"].losses, m["first", "all"].ties) == (2, 0, 1)
+    assert (m["all", "first"].wins, m["all", "first"].losses) == (0, 2)
+    assert m["first", "last"].pvalue == pytest.approx(sign_test(2, 1))
+    assert best_counts(scores) == {"first": 2, "all": 1, "last": 1}  # the NaN position is left out
+    assert best_counts(scores, tol=0.15) == {"first": 3, "all": 1, "last": 2}  # 0.8 and 0.6 now count
+    assert best_counts({"a": [np.nan]}) == {"a": 0}

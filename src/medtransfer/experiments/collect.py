@@ -39,6 +39,8 @@ def iter_summaries(results_dir: str | Path) -> Iterator[dict[str, Any]]:
         except (OSError, ValueError) as err:
             log.warning("skipping unreadable %s: %s", path, err)
             continue
+        if not isinstance(summary, dict) or "cell_id" not in summary or "result" not in summary:
+            continue  # a cell function's own summary.json in a sub-folder, not a runner's
         summary["run_dir"] = str(path.parent)
         yield summary
 

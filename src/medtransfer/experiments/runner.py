@@ -89,14 +89,18 @@ def _outcome_kind(outcome: CellOutcome) -> str:
     return "failed" if outcome.status is CellStatus.FAILED else "running"
 
 
-def execute_cell(cell: Cell, cell_fn: CellFunction, *, tracker: Any = None) -> CellOutcome:
+def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: Any = None) -> CellOutcome:
     """Run one cell in the current process: lock, call ``cell_fn``, record the error or write the summary.
 
-    Safe to call for a cell that is done (returns at once) or held by another live worker (returns RUNNING).
+    ``cell_fn`` defaults to the function registered for the cell's ``kind`` (config key).  Safe to call for a
+    cell that is done (returns at once) or held by another live worker (returns RUNNING).
     """
+    from .kinds import get_cell_function
+
     run_dir = cell.run_dir
     if (run_dir / SUMMARY).is_file():
         return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
+    cell_fn = cell_fn or get_cell_function(cell.config.get("kind"), where=f"cell {cell.id}")
     try:
         with cell_lock(run_dir) as broke_stale_lock:
             if (run_dir / SUMMARY).is_file():  # finished by another worker while we waited
@@ -186,8 +190,9 @@ def run_grid(
     Args:
         spec: the grid (:func:`~medtransfer.experiments.spec.load_grid`).
         executor: where cells run (:mod:`~medtransfer.experiments.executors`); default: one at a time here.
-        cell_fn: the cell function; default: the one registered for ``defaults.kind``
-            (:func:`~medtransfer.experiments.kinds.get_cell_function`).
+        cell_fn: the cell function for every cell; default: the one registered for each cell's ``kind``
+            (``defaults.kind``, which overrides may change; see
+            :func:`~medtransfer.experiments.kinds.get_cell_function`).
         results_root: the results folder; cells go to ``<results_root>/<grid name>/<cell id>``.
         only: run only the cells whose id matches this glob.
         tracker: optional experiment tracker with ``log_cell(cell, summary)`` (e.g. MLflow).
@@ -200,7 +205,9 @@ def run_grid(
     from .kinds import get_cell_function
 
     cells = select_cells(expand_grid(spec, results_root), only)
-    cell_fn = cell_fn or get_cell_function(spec.defaults.get("kind"), where=spec.path)
+    if cell_fn is None:  # check every kind before running anything
+        for kind in dict.fromkeys(c.config.get("kind") for c in cells):
+            get_cell_function(kind, where=spec.path)
     executor = executor or LocalExecutor()
     finished = {c.id for c in cells if (c.run_dir / SUMMARY).is_file()}
     todo = [c for c in cells if c.id not in finished]

@@ -101,6 +101,9 @@ class Cell:
     config: dict[str, Any] = field(repr=False)
     run_dir: Path
 
+    def __hash__(self) -> int:  # the config dict is not hashable; the id identifies a cell within its grid
+        return hash((self.grid, self.id))
+
 
 def load_grid(path: str | Path) -> GridSpec:
     """Read and validate a grid file (``yaml.safe_load``).

@@ -183,6 +183,35 @@ def count_wins(a: ArrayLike, b: ArrayLike, *, tol: float = 0.0) -> WinCount:
     return WinCount(wins, losses, int(d.size - wins - losses), sign_test(wins, losses))
 
 
+def win_matrix(scores: Mapping[str, ArrayLike], *, tol: float = 0.0) -> dict[tuple[str, str], WinCount]:
+    """:func:`count_wins` of every ordered pair of strategies over aligned values (e.g. the 30 domain pairs).
+
+    Example:
+        >>> m = win_matrix({"first": [0.8, 0.7, 0.9], "all": [0.7, 0.7, 0.6]})
+        >>> (m["first", "all"].wins, m["first", "all"].ties, m["all", "first"].losses)
+        (2, 1, 2)
+    """
+    return {(a, b): count_wins(scores[a], scores[b], tol=tol) for a, b in itertools.permutations(scores, 2)}
+
+
+def best_counts(scores: Mapping[str, ArrayLike], *, tol: float = 0.0) -> dict[str, int]:
+    """How many positions (cases, domain pairs) each strategy is best at, within ``tol`` of the best.
+
+    Tied strategies are all credited; positions where any strategy is NaN are left out.
+
+    Example:
+        >>> best_counts({"first": [0.8, 0.7, 0.9], "all": [0.7, 0.7, 0.6]})
+        {'first': 3, 'all': 1}
+    """
+    names = list(scores)
+    table = np.vstack([np.asarray(scores[n], dtype=float).ravel() for n in names])
+    table = table[:, np.isfinite(table).all(axis=0)]
+    if table.size == 0:
+        return dict.fromkeys(names, 0)
+    best = table >= table.max(axis=0, keepdims=True) - tol
+    return {n: int(c) for n, c in zip(names, best.sum(axis=1), strict=True)}
+
+
 def adjust_pvalues(pvalues: ArrayLike, method: str = Correction.HOLM) -> np.ndarray:
     """Adjusted p-values for a family of tests; NaNs stay NaN and do not count in the family size."""
     method = Correction(method)
