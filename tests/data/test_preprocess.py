@@ -132,3 +132,18 @@ def test_boolean_prediction_restores():
     restored = restore_to_input(pre_label.astype(bool), info)
     assert restored.shape == label.array.shape
     assert restored.any()
+
+
+def test_oblique_input_round_trip():
+    image, label = _lps_input()
+    theta = np.deg2rad(12)
+    rot = np.eye(4)
+    rot[:3, :3] = [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    oblique = rot @ image.affine
+    pre_image, pre_label, info = preprocess_case([Volume(image.array, oblique)], PreprocessConfig(), label)
+    np.testing.assert_array_equal(restore_to_input(pre_label, info), label.array)
+    _, pre_label, info = preprocess_case(
+        [Volume(image.array, oblique)], PreprocessConfig(target_spacing=(1.0, 1.0, 1.0)), Volume(label.array, oblique)
+    )
+    restored = restore_to_input(pre_label, info)
+    np.testing.assert_allclose(_world_centroid(restored, oblique), _world_centroid(label.array, oblique), atol=0.5)
