@@ -160,3 +160,19 @@ def test_label_parsing_v1_v2_and_regions(tmp_path):
     assert parse_labels(regions, tmp_path) == {0: "background", 1: "whole", 2: "whole", 3: "enhancing"}
     with pytest.raises(DataError, match="expected an integer"):
         parse_labels({"background": 0, "brain": "one"}, tmp_path)
+
+
+def test_labels_ts_subset_and_domains(tmp_path):
+    from data_builders import AFFINE, tiny_pair
+
+    from medtransfer.data.io import save_nifti
+
+    root = build_nnunet(tmp_path, n=2, test=2)
+    save_nifti(root / "labelsTs" / "test000.nii.gz", tiny_pair(0)[1], AFFINE)
+    ds = load_dataset(root, strict=False)
+    assert ds.test_cases[0].label == root / "labelsTs" / "test000.nii.gz"
+    assert [p.file.rsplit("/", 1)[-1] for p in ds.problems] == ["test001.nii.gz"]
+    (root / "metadata.csv").write_text("case,domain\ncase000,b\ncase001,a\n")
+    ds = load_dataset(root, strict=False)
+    assert ds.domains == ["a", "b"]
+    assert [c.case_id for c in ds.subset(["test001", "case000"])] == ["test001", "case000"]

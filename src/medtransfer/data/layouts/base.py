@@ -98,7 +98,7 @@ class CaseDataset:
         cases: labelled (training) cases, in a stable order.
         label_names: label value -> name (``{0: "background", 1: "brain"}``); empty when not declared.
         channel_names: one name per input channel.
-        test_cases: unlabelled cases (e.g. nnU-Net's ``imagesTs``).
+        test_cases: held-out cases (nnU-Net's ``imagesTs``, labelled only with ``labelsTs``; datalist ``test``).
         file_ending: image file suffix.
         channels_in_file: True when one file holds every channel as a 4th axis (MSD); False for one file per channel.
         problems: structural problems found while reading (see module docstring).
@@ -134,6 +134,15 @@ class CaseDataset:
             if case.case_id == case_id:
                 return case
         raise DataError(f"{self.root}: no case {case_id!r}; there are {len(self.cases)} cases")
+
+    @property
+    def domains(self) -> list[str]:
+        """Sorted distinct domains of the training cases (cases without one are left out)."""
+        return sorted({case.domain for case in self.cases if case.domain is not None})
+
+    def subset(self, case_ids: Sequence[str]) -> list[Case]:
+        """The cases with these ids, in the given order (e.g. ``dataset.subset(split.train)``)."""
+        return [self.get(case_id) for case_id in case_ids]
 
     def replace(self, **changes: Any) -> CaseDataset:
         return dataclasses.replace(self, **changes)

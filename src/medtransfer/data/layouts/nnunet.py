@@ -3,7 +3,7 @@
 Follows nnU-Net v2's ``documentation/reference/dataset-format.md``: one file per channel with a four-digit channel
 suffix, ``labels`` as ``{name: value}`` and ``channel_names`` as ``{"0": name}``.  The v1 spellings (``modality``,
 ``labels`` as ``{"0": name}``) and v2's explicit ``"dataset"`` mapping (``{case: {"images": [...], "label": ...}}``,
-paths relative to the root) are read too.
+paths relative to the root) are read too.  ``imagesTs`` cases are labelled when a ``labelsTs`` folder exists.
 """
 
 from __future__ import annotations
@@ -163,7 +163,10 @@ def read_nnunet(root: str | os.PathLike) -> CaseDataset:
         cases = _explicit_cases(root, meta["dataset"], source, problems)
     else:
         cases = _scan_cases(root, "imagesTr", "labelsTr", channels, ending, problems)
-    tests = _scan_cases(root, "imagesTs", None, channels, ending, problems) if (root / "imagesTs").is_dir() else []
+    tests = []
+    if (root / "imagesTs").is_dir():
+        test_labels = "labelsTs" if (root / "labelsTs").is_dir() else None
+        tests = _scan_cases(root, "imagesTs", test_labels, channels, ending, problems)
     problems += find_duplicates(cases, source)
     declared = meta.get("numTraining")
     if isinstance(declared, int) and declared != len(cases):
