@@ -109,3 +109,11 @@ def test_argument_errors(folders, capsys):
     assert main(["evaluate", "x", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
     assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--tolerance-mm", "-1"]) == 2
     assert "tolerance" in capsys.readouterr().err
+
+
+def test_non_integer_labels_are_rejected(folders, capsys):
+    pred_dir, ref_dir = folders
+    pred, _ = _case(0)
+    save_nifti(pred_dir / "case_a.nii.gz", pred.astype(np.float32) + 0.5, AFFINE)
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
+    assert "non-integer" in capsys.readouterr().err

@@ -129,6 +129,8 @@ def test_large_tolerance_uses_distances_and_still_agrees():
     offsets, _ = sd_module._tolerance_offsets(spacing, 3.0)
     assert len(offsets) > sd_module.MAX_TOLERANCE_OFFSETS  # exercises the k-d tree path
     np.testing.assert_allclose(_ours(pred, ref, spacing, 3.0), _deepmind(pred, ref, spacing, 3.0), atol=1e-6)
+    assert sd_module._tolerance_offsets(spacing, 50.0)[0] is None  # too many to enumerate
+    np.testing.assert_allclose(_ours(pred, ref, spacing, 50.0), _deepmind(pred, ref, spacing, 50.0), atol=1e-6)
 
 
 def test_masks_touching_the_border_agree_with_deepmind():

@@ -135,7 +135,32 @@ def _labels(array: np.ndarray, path: Path) -> np.ndarray:
         if not np.array_equal(rounded, array):
             raise DataError(f"{path}: label map has non-integer values; expected integer labels")
         array = rounded
-    return array.astype(np.int64, copy=False)
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path}: label map has data type {array.dtype}; expected integer labels")
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        raise DataError(f"{path}: label map has negative values (min {array.min()}); labels must be >= 0")
+    return array
+
+
+def _label_boxes(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> dict[int, tuple[slice, ...]]:
+    """Joint bounding box of each label in prediction and reference (an empty box when absent from both).
+
+    Every metric is unchanged by cropping to this box, and per-label work shrinks to the label's extent.
+    """
+    from scipy import ndimage
+
+    boxes = {}
+    found = [ndimage.find_objects(np.where(np.isin(a, labels), a, 0)) for a in (pred, ref)]
+    for label in labels:
+        parts = [objects[label - 1] for objects in found if label <= len(objects) and objects[label - 1]]
+        if not parts:
+            boxes[label] = tuple(slice(0, 0) for _ in pred.shape)
+            continue
+        boxes[label] = tuple(
+            slice(min(p[axis].start for p in parts), max(p[axis].stop for p in parts)) for axis in range(pred.ndim)
+        )
+    return boxes
 
 
 def evaluate_case(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], label: int, config: EvaluationConfig):
@@ -170,7 +195,10 @@ def evaluate_folders(
     for index, (case, pred_path, ref_path) in enumerate(cases, start=1):
         pred, ref, spacing = load_pair(pred_path, ref_path)
         labels = config.labels or tuple(int(v) for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0)
-        results[case] = {label: evaluate_case(pred, ref, spacing, label, config) for label in labels}
+        boxes = _label_boxes(pred, ref, labels)
+        results[case] = {
+            label: evaluate_case(pred[box], ref[box], spacing, label, config) for label, box in boxes.items()
+        }
         logger.info("evaluated %s (%d/%d)", case, index, len(cases))
     labels = config.labels or tuple(sorted({label for rows in results.values() for label in rows}))
     rows = _table(results, labels, config)

@@ -17,7 +17,6 @@ NaN (DeepMind gives ``inf`` for its robust Hausdorff there; we use NaN like nnU-
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from .surfels import SurfacePair, extract_boundary_voxels, extract_surfaces
 
 #: Above this many corner offsets within the tolerance, surface Dice falls back to nearest-neighbour distances.
 MAX_TOLERANCE_OFFSETS = 160
+#: Largest box of candidate offsets that is enumerated at all.
+MAX_OFFSET_BOX = 4096
 #: Nearest distances up to this many voxels (of the finest axis) are found by offset look-ups, beyond by k-d tree.
 LOCAL_SEARCH_VOXELS = 3.0
 
@@ -124,6 +125,7 @@ def compute_surface_distances(
 def _local_offsets(spacing: Sequence[float]) -> tuple[np.ndarray, tuple[int, ...]]:
     """Offsets (sorted by exact length) searched directly before the k-d tree, and their reach per axis."""
     offsets, reach = _tolerance_offsets(spacing, LOCAL_SEARCH_VOXELS * min(spacing))
+    assert offsets is not None  # reach <= LOCAL_SEARCH_VOXELS per axis, far below MAX_OFFSET_BOX
     return offsets, reach
 
 
@@ -172,7 +174,7 @@ def surface_overlap(
     """
     boundary = parse_boundary(boundary)
     offsets, margin = _tolerance_offsets(spacing, tolerance_mm)
-    if len(offsets) > MAX_TOLERANCE_OFFSETS or boundary is Boundary.VOXEL:
+    if offsets is None or len(offsets) > MAX_TOLERANCE_OFFSETS or boundary is Boundary.VOXEL:
         distances = compute_surface_distances(pred, ref, spacing, boundary)
         return (
             float(distances.areas_pred[distances.distances_pred_to_ref <= tolerance_mm].sum()),
@@ -194,10 +196,16 @@ def surface_overlap(
     )
 
 
-def _tolerance_offsets(spacing: Sequence[float], tolerance_mm: float) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Integer corner offsets whose exact length is at most ``tolerance_mm``, nearest first, and their reach."""
+def _tolerance_offsets(spacing: Sequence[float], tolerance_mm: float) -> tuple[np.ndarray | None, tuple[int, ...]]:
+    """Integer grid offsets whose exact length is at most ``tolerance_mm``, nearest first, and their reach.
+
+    Returns ``None`` offsets when the box of candidates is too large to enumerate (callers use a k-d tree).
+    """
     reach = tuple(int(math.floor(tolerance_mm / s + 1e-9)) for s in spacing)
-    grid = np.array(list(itertools.product(*(range(-r, r + 1) for r in reach))), dtype=np.int64)
+    if math.prod(2 * r + 1 for r in reach) > MAX_OFFSET_BOX:
+        return None, reach
+    grid = np.stack(np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij"), axis=-1)
+    grid = grid.reshape(-1, len(spacing)).astype(np.int64)
     length = exact_distances(grid, spacing)
     keep = length <= tolerance_mm
     order = np.argsort(length[keep], kind="stable")
