@@ -176,3 +176,9 @@ def test_labels_ts_subset_and_domains(tmp_path):
     ds = load_dataset(root, strict=False)
     assert ds.domains == ["a", "b"]
     assert [c.case_id for c in ds.subset(["test001", "case000"])] == ["test001", "case000"]
+
+
+def test_parent_of_datasets_names_them(tmp_path):
+    build_nnunet(tmp_path / "Dataset001_A", n=1)
+    with pytest.raises(DataError, match="contains dataset folder\\(s\\): Dataset001_A"):
+        load_dataset(tmp_path)

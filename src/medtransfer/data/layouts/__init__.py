@@ -69,7 +69,19 @@ def detect_layout(path: str | os.PathLike) -> Layout:
         except OSError as err:
             raise DataError(f"{path}: cannot be read ({err})") from err
     listing = "\n  - ".join(known_layouts())
-    raise DataError(f"{path}: not a dataset in any known layout. Known layouts:\n  - {listing}")
+    hint = _nested_datasets(path)
+    raise DataError(f"{path}: not a dataset in any known layout.{hint} Known layouts:\n  - {listing}")
+
+
+def _nested_datasets(path: Path) -> str:
+    """A hint naming dataset folders one level down (e.g. the benchmark root holding several datasets)."""
+    if not path.is_dir():
+        return ""
+    try:
+        found = [p.name for p in sorted(path.iterdir()) if p.is_dir() and any(m(p) for _, m, _, _ in _DETECTORS)]
+    except OSError:
+        return ""
+    return f" It contains dataset folder(s): {', '.join(found)}; pass one of them." if found else ""
 
 
 def load_dataset(path: str | os.PathLike, *, strict: bool = True) -> CaseDataset:
