@@ -163,7 +163,9 @@ def _label_boxes(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> di
     return boxes
 
 
-def evaluate_case(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], label: int, config: EvaluationConfig):
+def evaluate_case(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], label: int, config: EvaluationConfig
+) -> dict[str, Any]:
     """Every metric for one label of one case, as a flat dict (lesion counts prefixed ``lesion_``)."""
     p, r = pred == label, ref == label
     tp, n_pred, n_ref = np.count_nonzero(p & r), np.count_nonzero(p), np.count_nonzero(r)

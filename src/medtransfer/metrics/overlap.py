@@ -102,7 +102,15 @@ class DiceMetric(CumulativeMetric):
 
 
 class IoUMetric(DiceMetric):
-    """Accumulating IoU (Jaccard); same arguments as :class:`DiceMetric`."""
+    """Accumulating IoU (Jaccard); same arguments as :class:`DiceMetric`.
+
+    Example:
+        >>> import numpy as np
+        >>> metric = IoUMetric(labels=[1])
+        >>> _ = metric(np.array([[[1, 1], [0, 0]]]), np.array([[[1, 0], [1, 0]]]))
+        >>> metric.aggregate()
+        0.3333333333333333
+    """
 
     def compute(self, pred: Any, ref: Any) -> np.ndarray:
         return compute_iou(pred, ref, self.labels)

@@ -189,14 +189,32 @@ class SurfaceDiceMetric(_SurfaceMetric):
 
 
 class HD95Metric(_SurfaceMetric):
-    """Accumulating HD95 (mm); call as ``metric(pred, ref, spacing=...)``; arguments ``labels, reduction, boundary``."""
+    """Accumulating HD95 (mm); call as ``metric(pred, ref, spacing=...)``; arguments ``labels, reduction, boundary``.
+
+    Example:
+        >>> import numpy as np
+        >>> metric = HD95Metric(labels=[1])
+        >>> ref = np.zeros((1, 8, 8, 8), np.int64); ref[0, 2:5, 2:5, 2:5] = 1
+        >>> _ = metric(np.roll(ref, 1, axis=3), ref, spacing=(1.0, 1.0, 2.0))
+        >>> metric.aggregate()
+        2.0
+    """
 
     def compute(self, pred: Any, ref: Any, spacing: Any = None) -> np.ndarray:
         return compute_hd95(pred, ref, spacing, self.labels, boundary=self.boundary)
 
 
 class ASSDMetric(_SurfaceMetric):
-    """Accumulating ASSD (mm); call as ``metric(pred, ref, spacing=...)``; arguments ``labels, reduction, boundary``."""
+    """Accumulating ASSD (mm); call as ``metric(pred, ref, spacing=...)``; arguments ``labels, reduction, boundary``.
+
+    Example:
+        >>> import numpy as np
+        >>> metric = ASSDMetric(labels=[1])
+        >>> ref = np.zeros((1, 8, 8, 8), np.int64); ref[0, 2:5, 2:5, 2:5] = 1
+        >>> _ = metric(ref, ref, spacing=(1.0, 1.0, 2.0))
+        >>> metric.aggregate()
+        0.0
+    """
 
     def compute(self, pred: Any, ref: Any, spacing: Any = None) -> np.ndarray:
         return compute_assd(pred, ref, spacing, self.labels, self.boundary)
