@@ -23,6 +23,7 @@ from .registry import create_model, get_model_spec, list_models, register_model
 from .resnet_unet import ResNetUNet
 from .resunet import DartResUNet
 from .unet import UNet
+from .vgg_unet import VGG16UNet, hed_vgg16_state_dict, load_hed_vgg16
 
 register_model("unet", "plain U-Net (2D or 3D) with configurable width, depth and norm")(UNet)
 register_model("dart_resunet", "DART residual U-Net: 16 filters, 3 stages, BatchNorm, additive skips, 2.4M")(
@@ -32,6 +33,7 @@ register_model("resnet18_unet", "U-Net with a ResNet-18 encoder (torchvision/tim
     ResNetUNet
 )
 register_model("resnet34_unet", "U-Net with a ResNet-34 encoder (Wacker et al.)", depth_resnet=34)(ResNetUNet)
+register_model("vgg16_unet", "U-Net with a VGG16 encoder (HED/ImageNet trunk via load_hed_vgg16)")(VGG16UNet)
 
 __all__ = [
     "DartResUNet",
@@ -41,11 +43,14 @@ __all__ = [
     "ResNetUNet",
     "StagedModel",
     "UNet",
+    "VGG16UNet",
     "adapt_input_conv",
     "create_model",
     "get_model_spec",
+    "hed_vgg16_state_dict",
     "inflate_2d_to_3d",
     "list_models",
+    "load_hed_vgg16",
     "load_pretrained",
     "register_model",
 ]
