@@ -39,6 +39,12 @@ def test_multiclass_label_maps_and_empty_convention():
     assert reduce_metric(dice) == pytest.approx(np.mean([2 / 3, 0.5, 0.0]))  # NaN ignored
 
 
+def test_label_maps_with_a_channel_axis():
+    ref = np.zeros((2, 1, 3, 4, 4), dtype=np.int64)
+    ref[:, 0, 1, 1:3, 1:3] = 1
+    np.testing.assert_array_equal(compute_dice(ref, ref, labels=[1]), compute_dice(ref[:, 0], ref[:, 0], labels=[1]))
+
+
 def test_torch_tensors_are_accepted():
     torch = pytest.importorskip("torch")
     pred, ref = _two_squares()

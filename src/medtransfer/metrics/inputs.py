@@ -3,7 +3,8 @@
 Metrics take batch-first inputs like MONAI's, as NumPy arrays or torch tensors:
 
 * one-hot / binary masks ``(B, C, *spatial)`` (bool or 0/1), when ``labels`` is ``None``;
-* integer label maps ``(B, *spatial)`` with ``labels=[1, 2, ...]``: channel ``c`` is ``label_map == labels[c]``.
+* integer label maps ``(B, *spatial)`` (or ``(B, 1, D, H, W)``) with ``labels=[1, 2, ...]``: channel ``c`` is
+  ``label_map == labels[c]``.
 
 ``spatial`` is 2D or 3D.  Spacing (mm) is one value per spatial axis for the whole batch, or one such sequence per
 case; ``None`` means 1 mm.
@@ -41,6 +42,8 @@ def as_class_masks(pred: Any, ref: Any, labels: Sequence[int] | None = None) -> 
     if pred.shape != ref.shape:
         raise DataError(f"prediction and reference must have the same shape, got {pred.shape} and {ref.shape}")
     if labels is not None:
+        if pred.ndim == 5 and pred.shape[1] == 1:  # MONAI-style (B, 1, D, H, W) label maps
+            pred, ref = pred[:, 0], ref[:, 0]
         if pred.ndim not in (3, 4):
             raise DataError(f"label maps must be (B, *spatial) with 2 or 3 spatial dims, got shape {pred.shape}")
         values = list(labels)
