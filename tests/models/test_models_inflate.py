@@ -15,18 +15,23 @@ def _slicewise(model_2d: nn.Module, volume: torch.Tensor) -> torch.Tensor:
     return torch.stack([model_2d(volume[:, :, d]) for d in range(volume.shape[2])], dim=2)
 
 
-@pytest.mark.parametrize("name", ["unet", "dart_resunet", "resnet18_unet"])
-def test_wacker_inflation_equals_slice_by_slice(name):
+@pytest.mark.parametrize(
+    ("name", "mode"), [("unet", "wacker"), ("unet", "center"), ("dart_resunet", "wacker"), ("resnet18_unet", "wacker")]
+)
+def test_slicewise_inflation_equals_slice_by_slice(name, mode):
     config = {"features": 4, "depth": 2} if name == "unet" else {}
     model_2d = create_model(name, out_channels=2, **config)
     with torch.no_grad():  # non-trivial BatchNorm statistics, then evaluation mode
         model_2d.train()(torch.randn(4, 1, 32, 32) * 3 + 1)
     model_2d.eval()
-    model_3d = inflate_2d_to_3d(model_2d, "wacker").eval()
+    model_3d = inflate_2d_to_3d(model_2d, mode).eval()
     volume = torch.randn(2, 1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model_3d(volume), _slicewise(model_2d, volume), rtol=1e-4, atol=1e-4)
-    assert sum(p.numel() for p in model_3d.parameters()) == sum(p.numel() for p in model_2d.parameters())
+    if mode == "wacker":  # same parameter count; the checkpoint config rebuilds the same architecture
+        assert sum(p.numel() for p in model_3d.parameters()) == sum(p.numel() for p in model_2d.parameters())
+        rebuilt = create_model(model_3d.model_name, **model_3d.model_config)
+        rebuilt.load_state_dict(model_3d.state_dict())
 
 
 def test_i3d_conv_on_depth_constant_volume_equals_2d():

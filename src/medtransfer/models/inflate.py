@@ -80,6 +80,9 @@ def inflate_2d_to_3d(
 ) -> nn.Module | dict[str, torch.Tensor]:
     """Inflate a 2D network (returns a new 3D module, weights inflated) or a 2D state dict (returns a dict).
 
+    A registered model's ``model_config`` gains ``spatial_dims=3, inflate=mode`` so that
+    ``create_model(model.model_name, **model.model_config)`` rebuilds the same 3D architecture.
+
     Example:
         >>> net3d = inflate_2d_to_3d(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2)))
         >>> net3d(torch.zeros(1, 1, 4, 8, 8)).shape
@@ -88,10 +91,11 @@ def inflate_2d_to_3d(
     mode = InflateMode.parse(mode)
     if isinstance(source, Mapping):
         return inflate_state_dict(source, mode)
-    model = copy.deepcopy(source)
-    model = _convert_tree(model, mode)
+    model = _convert_tree(copy.deepcopy(source), mode)
     if getattr(model, "spatial_dims", None) == 2:
         model.spatial_dims = 3
+    if getattr(model, "model_name", None) is not None:  # rebuildable: create_model(name, **model_config)
+        model.model_config = {**model.model_config, "spatial_dims": 3, "inflate": mode.value}
     return model
 
 
