@@ -88,3 +88,13 @@ def test_2d_source_into_3d_model_is_inflated():
     assert not audit.skipped_shape
     w2 = src.encoder.stages["input"].conv1.conv.weight
     torch.testing.assert_close(dst.encoder.stages["input"].conv1.conv.weight.sum(2), w2)
+
+
+def test_whole_model_weights_into_bare_encoder_strip_the_prefix():
+    src = _unet()
+    encoder = _unet().encoder
+    audit = load_pretrained(encoder, src.state_dict())
+    assert audit.prefix == "-encoder."
+    assert not audit.missing
+    assert "head.conv.weight" in audit.unexpected
+    torch.testing.assert_close(encoder.stages["input"].conv1.conv.weight, src.encoder.stages["input"].conv1.conv.weight)

@@ -5,7 +5,8 @@ whose name and shape match are copied; the rest is reported.  On top of that:
 
 * ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (``torch.compile``) prefixes are stripped, as nnU-Net does;
 * if the source is a bare encoder (torchvision/timm ResNet: ``conv1.weight``, ``layer1.0.conv1.weight``, ...),
-  the ``encoder.`` prefix that matches most names is added automatically;
+  the ``encoder.`` prefix that matches most names is added automatically (and removed when a whole model's
+  weights are loaded into a bare encoder);
 * a different number of input channels in the model's first convolution is adapted (timm's
   ``adapt_input_conv``: RGB kernels summed for one channel, repeated and rescaled for more);
 * 2D kernels are inflated into a 3D model (see :mod:`medtransfer.models.inflate`);
@@ -31,7 +32,7 @@ from .inflate import InflateMode, inflate_weight
 log = logging.getLogger(__name__)
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-KEY_PREFIXES = ("", "encoder.")
+KEY_PREFIXES = ("", "encoder.", "-encoder.")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class LoadAudit:
         unexpected: source keys the model does not have (ignored).
         adapted: keys whose input channels were adapted (subset of ``loaded``).
         inflated: keys inflated from 2D to 3D (subset of ``loaded``).
-        prefix: prefix added to source keys to match the model (``""`` or ``"encoder."``).
+        prefix: prefix added to source keys to match the model (``""`` or ``"encoder."``); ``"-encoder."``
+            means it was removed from them.
         shapes: for each skipped key, ``"source (..) vs model (..)"``.
     """
 
@@ -126,8 +128,15 @@ def adapt_input_conv(in_channels: int, weight: torch.Tensor) -> torch.Tensor:
     return out.to(dtype)
 
 
+def _rename(key: str, prefix: str) -> str:
+    """Add ``prefix`` to ``key``, or remove it when written ``-prefix``."""
+    if prefix.startswith("-"):
+        return key[len(prefix) - 1 :] if key.startswith(prefix[1:]) else key
+    return prefix + key
+
+
 def _best_prefix(source_keys: set[str], model_keys: set[str]) -> str:
-    return max(KEY_PREFIXES, key=lambda p: (len({p + k for k in source_keys} & model_keys), p == ""))
+    return max(KEY_PREFIXES, key=lambda p: (len({_rename(k, p) for k in source_keys} & model_keys), p == ""))
 
 
 def _first_conv_key(state: Mapping[str, torch.Tensor]) -> str | None:
@@ -177,7 +186,8 @@ def load_pretrained(
         inflate_mode: how 2D kernels become 3D when loading a 2D source into a 3D model (``wacker``,
             ``center`` or ``i3d``; a depth-1 kernel always gets the 2D kernel unchanged; transposed convolutions
             are repeated along depth without rescaling).
-        prefix: prefix added to source keys; ``None`` picks the one (``""``/``"encoder."``) matching most keys.
+        prefix: prefix added to source keys (``"-encoder."`` removes it); ``None`` picks the one of ``""``,
+            ``"encoder."``, ``"-encoder."`` matching most keys.
 
     Raises:
         DataError: unreadable source, or ``strict_shapes`` and a shape mismatch.
@@ -193,7 +203,7 @@ def load_pretrained(
     state = resolve_state_dict(source)
     target = model.state_dict()
     prefix = _best_prefix(set(state), set(target)) if prefix is None else prefix
-    state = {prefix + k: v for k, v in state.items()}
+    state = {_rename(k, prefix): v for k, v in state.items()}
     first_conv, transposed = _first_conv_key(target), _transposed_keys(model)
     new, audit = {}, LoadAudit(prefix=prefix)
     for key, dst in target.items():
