@@ -116,10 +116,20 @@ def test_stale_lock_of_dead_process_is_broken(tmp_path):
     cell = expand_grid(_spec(), tmp_path)[0]
     cell.run_dir.mkdir(parents=True)
     (cell.run_dir / LOCK).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    (cell.run_dir / "epoch_3.pt").write_bytes(b"x")
     assert cell_status(cell.run_dir) is CellStatus.INTERRUPTED
     outcome = execute_cell(cell, recording_cell)
     assert outcome.status is CellStatus.DONE
     assert outcome.resumed
+
+
+def test_stale_lock_without_outputs_starts_fresh(tmp_path):
+    cell = expand_grid(_spec(), tmp_path)[0]
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / LOCK).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    outcome = execute_cell(cell, recording_cell)
+    assert outcome.status is CellStatus.DONE
+    assert not outcome.resumed  # died before the cell function wrote anything: nothing to resume
 
 
 def test_live_lock_leaves_the_cell_alone(tmp_path):
@@ -211,3 +221,21 @@ def test_unknown_kind_in_an_override_stops_before_running(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'finetune'"):
         run_grid(spec, results_root=tmp_path, progress=False)
     assert not tmp_path.joinpath("g").exists()
+
+
+def test_changed_config_starts_over_instead_of_resuming(tmp_path):
+    cell = expand_grid(_spec(), tmp_path)[0]
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / "checkpoint_latest.pt").write_bytes(b"x")
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump({**cell.config, "train": {"lr": 1.0}}))
+    outcome = execute_cell(cell, recording_cell)
+    assert not outcome.resumed
+    assert CALLS == [(cell.id, False)]
+
+
+def test_status_flags_done_cells_whose_config_changed(tmp_path):
+    run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+    edited = _spec(defaults={"kind": "dummy", "train": {"lr": 0.5}})
+    rows = grid_status(edited, tmp_path)
+    assert all(r["status"] == "done" and "config changed" in r["detail"] for r in rows)
+    assert not any("config changed" in r["detail"] for r in grid_status(_spec(), tmp_path))

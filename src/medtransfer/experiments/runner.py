@@ -8,8 +8,10 @@ The cell-function protocol (:class:`CellFunction`) is what plugs a real job into
   axis values are top-level keys (see :mod:`medtransfer.experiments.spec`).
 - ``run_dir`` exists; the function writes all its outputs there (checkpoints, per-case metrics, ...), each
   atomically, and must not write ``summary.json``, ``lock.json`` or ``error.json`` (the runner's files).
-- ``resume`` is True when an earlier attempt was interrupted and left files in ``run_dir``: the function
-  should continue from its last checkpoint (or start over if it cannot).
+- ``resume`` is True when an earlier attempt (interrupted or failed) left files in ``run_dir``: the function
+  should continue from its last checkpoint (or start over if it cannot).  It is False when the folder holds
+  only the runner's files, or when the config changed since that attempt (the function then starts over and
+  overwrites what is there).
 - It returns a JSON-serialisable mapping, stored as ``result`` in ``summary.json``.  By convention
   ``result["metrics"]`` holds the cell's aggregate metrics (name -> float) and ``result["per_case"]`` a list
   of per-case rows (``{"case": id, <metric>: value, ...}``), which :mod:`~medtransfer.experiments.collect`
@@ -37,7 +39,7 @@ from typing import Any, Protocol
 
 from ..utils import write_json_atomic, write_yaml_atomic
 from .spec import Cell, GridSpec, expand_grid, select_cells
-from .state import ERROR, SUMMARY, CellStatus, LockHeld, cell_lock, cell_status, has_partial_outputs
+from .state import CONFIG, ERROR, SUMMARY, CellStatus, LockHeld, cell_lock, cell_status, has_partial_outputs
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +107,34 @@ def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: An
         with cell_lock(run_dir) as broke_stale_lock:
             if (run_dir / SUMMARY).is_file():  # finished by another worker while we waited
                 return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
-            resume = broke_stale_lock or has_partial_outputs(run_dir)
+            if broke_stale_lock:
+                log.info("cell %s: took over the stale lock of an interrupted attempt", cell.id)
+            resume = has_partial_outputs(run_dir) and not _config_changed(cell)  # nothing to resume otherwise
             return _run_locked(cell, cell_fn, resume, tracker)
     except LockHeld as err:
         log.info("cell %s is running elsewhere (%s); leaving it", cell.id, err)
         return CellOutcome(cell.id, CellStatus.RUNNING, error=str(err))
 
 
+def _config_changed(cell: Cell, *, warn: bool = True) -> bool:
+    """Whether the run folder's ``config.yaml`` differs from the cell's config (the grid file was edited)."""
+    import yaml
+
+    path = cell.run_dir / CONFIG
+    if not path.is_file():
+        return False
+    try:
+        changed = yaml.safe_load(path.read_text()) != cell.config
+    except yaml.YAMLError:
+        changed = True
+    if changed and warn:
+        log.warning("cell %s: config changed since the interrupted attempt; starting over", cell.id)
+    return changed
+
+
 def _run_locked(cell: Cell, cell_fn: CellFunction, resume: bool, tracker: Any) -> CellOutcome:
     run_dir = cell.run_dir
-    write_yaml_atomic(run_dir / "config.yaml", cell.config)
+    write_yaml_atomic(run_dir / CONFIG, cell.config)
     log.info("cell %s: %s", cell.id, "resuming" if resume else "starting")
     started = time.time()
     try:
@@ -204,7 +224,7 @@ def run_grid(
     from .executors import LocalExecutor
     from .kinds import get_cell_function
 
-    cells = select_cells(expand_grid(spec, results_root), only)
+    cells = select_cells(expand_grid(spec, Path(results_root).absolute()), only)  # workers may have another cwd
     if cell_fn is None:  # check every kind before running anything
         for kind in dict.fromkeys(c.config.get("kind") for c in cells):
             get_cell_function(kind, where=spec.path)
@@ -234,7 +254,10 @@ def grid_status(spec: GridSpec, results_root: str | Path = "results", only: str 
     rows = []
     for cell in select_cells(expand_grid(spec, results_root), only):
         status = cell_status(cell.run_dir)
-        rows.append({"cell_id": cell.id, "status": status.value, "detail": _status_detail(cell.run_dir, status)})
+        detail = _status_detail(cell.run_dir, status)
+        if status is CellStatus.DONE and _config_changed(cell, warn=False):
+            detail += " (config changed since; delete the folder to rerun)"
+        rows.append({"cell_id": cell.id, "status": status.value, "detail": detail})
     return rows
 
 
