@@ -163,12 +163,14 @@ def test_scratch_ignores_source_and_is_seeded(source_state):
 @pytest.mark.parametrize("k", [0, 2, 4])
 def test_hybrid_keeps_exactly_the_lowest_k_stages(k, source_state):
     model = _tiny()
-    create_strategy(f"hybrid_k:{k}").prepare(model, source_state, seed=1)
+    plan = create_strategy(f"hybrid_k:{k}").prepare(model, source_state, seed=1)
     kept = set(STAGES[:k])
     for name, value in model.named_parameters():
         stage = model.parameter_stages()[name]
         same = torch.equal(value, source_state[name])
         assert same == (stage in kept), f"{name} ({stage}) same={same}"
+    rows = {row["stage"]: row["init"] for row in plan.description["stages"]}
+    assert rows == {s: "pretrained" if s in kept else "fresh" for s in STAGES}
     for layer in norm_layers(model.stage_modules()["bottleneck"]):
         if "bottleneck" not in kept:  # re-initialised stages get fresh statistics too
             assert torch.equal(layer.running_mean, torch.zeros_like(layer.running_mean))

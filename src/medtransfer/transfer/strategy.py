@@ -75,8 +75,9 @@ class StrategyPlan:
             ``{"params": [...], "lr_scale": float, "name": stage}``; multiply the base lr by ``lr_scale``
             (see :meth:`optimizer_groups`).  Frozen parameters have ``requires_grad=False`` and no gradient,
             so optimisers leave them untouched.
-        description: JSON-serialisable account of the strategy (stages trained/frozen/reinitialised, lr
-            scales, norm-layer mode, load audit) for the run folder.
+        description: JSON-serialisable account of the strategy for the run folder: per stage ``trainable``,
+            ``trainable_params``/``params``, ``init`` (``pretrained``/``fresh``/``mean_var``), ``lr_scale`` and
+            ``norm_stats`` (``train``, ``frozen`` or ``adapt``); plus the config and the load audit.
         audit: the :class:`LoadAudit` of the pretrained weights, if any were loaded.
     """
 
@@ -256,7 +257,7 @@ class Strategy:
                     "trainable": name in trainable,
                     "trainable_params": n_train,
                     "params": n_params,
-                    "reinitialised": cfg.init is Init.SCRATCH or name in fresh,
+                    "init": _stage_init(cfg.init, name in fresh),
                     "lr_scale": groups.get(name),
                     "norm_stats": "train" if name in trainable else cfg.bn_mode.value,
                 }
@@ -275,3 +276,10 @@ def _stages(model: nn.Module) -> dict[str, nn.Module]:
     if not hasattr(model, "stage_modules"):
         raise ConfigError(f"{type(model).__name__} has no named stages; use a medtransfer.models model")
     return model.stage_modules()
+
+
+def _stage_init(init: Init, fresh: bool) -> str:
+    """How a stage was initialised: ``pretrained``, ``fresh`` (random) or ``mean_var`` (Transfusion draws)."""
+    if init is Init.SCRATCH or fresh:
+        return "fresh"
+    return "mean_var" if init is Init.MEAN_VAR else "pretrained"
