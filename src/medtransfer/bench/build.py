@@ -59,7 +59,7 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         for target in self.targets:
             if target not in DATASETS:
-                raise ConfigError(did_you_mean(str(target), DATASETS, what="target"))
+                raise ConfigError(did_you_mean(str(target), [str(t) for t in DATASETS], what="target"))
         for domain in self.domains:
             get_profile(domain)
         if self.subjects_per_domain < 1:

@@ -63,15 +63,17 @@ def sampling_grid(shape: tuple[int, ...], matrix: np.ndarray, translation: np.nd
     """Source voxel coordinates for every output voxel, as a ``grid_sample`` grid ``(1, X, Y, Z, 3)``.
 
     Output voxel ``p`` (1 mm grid) samples the atlas at ``c + M (p - c) + t + u(p)`` with ``c`` the grid centre.
+    In normalised coordinates ``n = (p - c) / c`` this is ``C^-1 M C n + C^-1 t``, built by ``affine_grid``.
     """
-    centre = (np.asarray(shape, dtype=np.float64) - 1) / 2
-    axes = [torch.arange(n, dtype=torch.float32) - float(centre[i]) for i, n in enumerate(shape)]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3), relative to centre
-    m = torch.as_tensor(matrix, dtype=torch.float32)
-    src = grid @ m.T + torch.as_tensor(translation + centre, dtype=torch.float32) + displacement.permute(1, 2, 3, 0)
-    sizes = torch.as_tensor([n - 1 for n in shape], dtype=torch.float32)
-    normalised = src / sizes * 2 - 1
-    return normalised.flip(-1).unsqueeze(0)  # grid_sample wants (W, H, D) = (Z, Y, X) order last
+    half = (np.asarray(shape, dtype=np.float64) - 1) / 2
+    theta = np.zeros((3, 4))
+    theta[:, :3] = (matrix * half[None, :]) / half[:, None]
+    theta[:, 3] = translation / half
+    theta = theta[::-1][:, [2, 1, 0, 3]]  # grid_sample's coordinate order is (Z, Y, X)
+    theta_t = torch.as_tensor(theta.copy(), dtype=torch.float32)[None]
+    grid = F.affine_grid(theta_t, [1, 1, *shape], align_corners=True)
+    scale = torch.as_tensor(1 / half[::-1].copy(), dtype=torch.float32)
+    return grid + displacement.flip(0).permute(1, 2, 3, 0).unsqueeze(0) * scale
 
 
 def warp(volume: np.ndarray, grid: torch.Tensor, *, mode: str) -> np.ndarray:

@@ -94,13 +94,25 @@ def grow_blob(
     return out
 
 
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Bounding box of a non-empty ``mask`` grown by ``margin`` voxels."""
+    idx = np.nonzero(mask)
+    return tuple(slice(max(0, int(i.min()) - margin), int(i.max()) + margin + 1) for i in idx)
+
+
 def paint(image: np.ndarray, mask: np.ndarray, level: np.ndarray | float, sigma: float = 0.7) -> np.ndarray:
-    """Blend ``image`` towards ``level`` inside ``mask`` with soft (partial-volume) edges."""
+    """Blend ``image`` towards ``level`` inside ``mask`` with soft (partial-volume) edges, in place."""
     from scipy import ndimage
 
-    weight = np.clip(ndimage.gaussian_filter(mask.astype(np.float32), sigma) * 1.5, 0, 1)
-    weight = np.maximum(weight, mask)
-    return (image * (1 - weight) + level * weight).astype(np.float32)
+    if not mask.any():
+        return image
+    box = bounding_box(mask, int(4 * sigma) + 2)
+    local = mask[box]
+    weight = np.clip(ndimage.gaussian_filter(local.astype(np.float32), sigma) * 1.5, 0, 1)
+    weight = np.maximum(weight, local)
+    level = level[box] if isinstance(level, np.ndarray) else level
+    image[box] = image[box] * (1 - weight) + level * weight
+    return image
 
 
 def tissue_level(image: np.ndarray, tissue: np.ndarray, code: Tissue) -> float:
@@ -117,23 +129,34 @@ def random_voxel(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, ...] 
     return tuple(int(i) for i in np.unravel_index(int(idx[rng.integers(idx.size)]), mask.shape))
 
 
-def add_ms_lesions(image, tissue, rng: np.random.Generator, max_lesions: int = 20):
-    """Paint 0-``max_lesions`` MS-like lesions; returns ``(image, tissue, lesion_mask)``."""
+def periventricular(tissue: np.ndarray, voxel_mm: float = 1.0, depth_mm: float = 12, reach_mm: float = 6) -> np.ndarray:
+    """Voxels within ``reach_mm`` of deep CSF (CSF deeper than ``depth_mm`` in the brain), on a 2x coarser grid."""
+    from scipy import ndimage
+
+    coarse, step = tissue[::2, ::2, ::2], 2 * voxel_mm
+    ventricles = (coarse == Tissue.CSF) & (ndimage.distance_transform_edt(coarse >= Tissue.CSF) * step > depth_mm)
+    near = ndimage.distance_transform_edt(~ventricles) * step <= reach_mm
+    full = near.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    return full[: tissue.shape[0], : tissue.shape[1], : tissue.shape[2]]
+
+
+def add_ms_lesions(image, tissue, rng: np.random.Generator, max_lesions: int = 20, voxel_mm: float = 1.0):
+    """Paint 0-``max_lesions`` MS-like lesions; returns ``(image, tissue, lesion_mask)``.
+
+    ``voxel_mm`` is the (isotropic) voxel size of the grid, so that lesion volumes stay in mm3.
+    """
     from scipy import ndimage
 
     wm = (tissue == Tissue.WM) | (tissue == Tissue.CEREBELLUM_WM)
     deep_wm = ndimage.binary_erosion(wm, iterations=1)
-    csf = tissue == Tissue.CSF
-    brain = tissue >= Tissue.CSF
-    ventricles = csf & (ndimage.distance_transform_edt(brain) > 12)
-    near_ventricles = deep_wm & ndimage.binary_dilation(ventricles, iterations=6)
+    near_ventricles = deep_wm & periventricular(tissue, voxel_mm)
     csf_level, gm_level = tissue_level(image, tissue, Tissue.CSF), tissue_level(image, tissue, Tissue.GM)
     lesions = np.zeros(tissue.shape, dtype=bool)
     for _ in range(int(rng.integers(0, max_lesions + 1))):
         seed = random_voxel(near_ventricles if rng.random() < 0.5 else deep_wm, rng)
         if seed is None:
             break
-        blob = grow_blob(wm & ~lesions, seed, log_uniform(rng, *MS_VOLUME_MM3), rng)
+        blob = grow_blob(wm & ~lesions, seed, log_uniform(rng, *MS_VOLUME_MM3) / voxel_mm**3, rng)
         level = csf_level + rng.uniform(0.25, 0.85) * (gm_level - csf_level)
         image = paint(image, blob, level)
         lesions |= blob
@@ -153,13 +176,15 @@ def add_stroke_lesion(image, tissue, region, atlas: HeadAtlas, rng: np.random.Ge
     hemisphere = "L" if rng.random() < 0.5 else "R"
     parenchyma = np.isin(tissue, [Tissue.GM, Tissue.WM, Tissue.DEEP_GREY, Tissue.CSF])
     allowed = territory_mask(region, atlas, territory, hemisphere) & parenchyma
-    volume = log_uniform(rng, *STROKE_VOLUME_MM3)
+    voxel_mm = float(np.abs(np.linalg.det(atlas.affine[:3, :3]))) ** (1 / 3)
+    volume = log_uniform(rng, *STROKE_VOLUME_MM3) / voxel_mm**3
     seed = random_voxel(allowed & (tissue != Tissue.CSF), rng)
     if seed is None:
         return image, tissue, np.zeros(tissue.shape, bool), {"territory": territory, "hemisphere": hemisphere}
     lesion = grow_blob(allowed, seed, volume, rng, roughness=0.9)
     csf_level, gm_level = tissue_level(image, tissue, Tissue.CSF), tissue_level(image, tissue, Tissue.GM)
-    image = paint(image, lesion, _stroke_levels(lesion, csf_level, gm_level, rng), sigma=1.0)
+    if lesion.any():
+        image = paint(image, lesion, _stroke_levels(lesion, csf_level, gm_level, rng), sigma=1.0)
     tissue = np.where(lesion, np.uint8(Tissue.LESION), tissue)
     return image, tissue, lesion, {"territory": territory, "hemisphere": hemisphere}
 
@@ -168,7 +193,9 @@ def _stroke_levels(lesion: np.ndarray, csf_level: float, gm_level: float, rng: n
     """CSF-like core (cavitation) rising towards grey-matter-like values at the rim (gliosis)."""
     from scipy import ndimage
 
-    depth = ndimage.distance_transform_edt(lesion)
+    box = bounding_box(lesion, 1)
+    depth = np.zeros(lesion.shape, dtype=np.float32)
+    depth[box] = ndimage.distance_transform_edt(lesion[box])
     rim = np.exp(-depth / rng.uniform(1.5, 3.0))
     core = csf_level * rng.uniform(0.8, 1.1)
     return (core + rim * 0.6 * (gm_level - core)).astype(np.float32)

@@ -135,11 +135,12 @@ def simulate_case(
     info: dict = {}
     lesion = None
     if cohort == Cohort.MS:
-        image, tissue, lesion = add_ms_lesions(image, tissue, rngs[1])
+        voxel_mm = float(np.abs(np.linalg.det(atlas.affine[:3, :3]))) ** (1 / 3)
+        image, tissue, lesion = add_ms_lesions(image, tissue, rngs[1], voxel_mm=voxel_mm)
     elif cohort == Cohort.STROKE:
         image, tissue, lesion, info = add_stroke_lesion(image, tissue, region, atlas, rngs[1])
     if lesion is not None:
-        info["lesion_volume_mm3"] = int(lesion.sum())
+        info["lesion_volume_mm3"] = round(float(lesion.sum() * abs(np.linalg.det(atlas.affine[:3, :3]))), 1)
     subject_profile = jitter(profile, rngs[2])
     image = resolution_blur(apply_contrast(image, tissue, subject_profile), subject_profile)
     labels_1mm = target_labels(tissue, lesion, targets)
@@ -153,10 +154,11 @@ def simulate_case(
 def _to_working_grid(image, labels_1mm, region, affine_1mm, profile, spacing, rng, seed, info) -> SimulatedCase:
     from .geometry import scaled_affine
 
-    affine = scaled_affine(affine_1mm, spacing)
-    image = scanner_artefacts(downsample(image, spacing), affine, profile, seed)
+    factor = spacing / float(np.sqrt((affine_1mm[:3, :3] ** 2).sum(axis=0)).mean())  # 1 for the real atlas grid
+    affine = scaled_affine(affine_1mm, factor)
+    image = scanner_artefacts(downsample(image, factor), affine, profile, seed)
     image = rician_noise(image, profile.noise * WM_REFERENCE, rng) * profile.scale
-    labels = {k: downsample_labels(v, spacing, int(v.max()) + 1) for k, v in labels_1mm.items()}
+    labels = {k: downsample_labels(v, factor, int(v.max()) + 1) for k, v in labels_1mm.items()}
     axes, flips = random_orientation(rng)
     info["orientation"] = f"{axes}{flips}"
     image, affine = reorient(image, affine, axes, flips)

@@ -113,9 +113,14 @@ def centre_crop_or_pad(image: np.ndarray, size: int) -> np.ndarray:
 
 def classification_slices(case, atlas: HeadAtlas, min_brain_fraction: float = 0.02) -> dict:
     """Axial and coronal slices with their dominant-lobe label; images scaled by the case's 99.5th percentile."""
-    spacing = float(np.sqrt((case.affine[:3, :3] ** 2).sum(axis=0)).mean())
+
+    def voxel(affine: np.ndarray) -> float:
+        return float(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).mean())
+
+    spacing = voxel(case.affine)
+    factor = spacing / voxel(case.affine_1mm)
     image = to_ras(case.image, case.affine)
-    lobes = downsample_labels(lobe_lut(atlas)[to_ras(case.region_1mm, case.affine_1mm)], spacing, len(LOBES) + 1)
+    lobes = downsample_labels(lobe_lut(atlas)[to_ras(case.region_1mm, case.affine_1mm)], factor, len(LOBES) + 1)
     lobes = lobes[: image.shape[0], : image.shape[1], : image.shape[2]]
     image = np.clip(image / max(float(np.percentile(image, 99.5)), 1e-6), 0, 1.5).astype(np.float32)
     size = int(round(192 / spacing))

@@ -1,0 +1,208 @@
+"""Domain shift on brainshift: train brain extraction on one scanner, test on all six (DART-style 6x6 matrix).
+
+Prints JSON with the matrices of Dice and surface Dice at 1 mm tolerance (rows: training domain, columns: test
+domain).  Surface Dice is computed as DART did, on a 1 mm grid: each test case's exact 1 mm ground truth
+(``labelsTr_1mm``) is the reference, and the network's probabilities (working spacing) are resampled linearly
+onto that grid before thresholding.
+
+Usage:
+    python benchmarks/domain_shift.py [--data DIR] [--subjects-per-domain 6] [--test-per-domain 2]
+        [--steps 400] [--sources siemens_3t ge_15t ...]
+
+Without ``--data`` (or when it holds no Dataset001) a brain-extraction-only build is written to a temporary
+folder first.  Each training run is a plain 2D U-Net (``medtransfer.models``, 16 features, BatchNorm) trained on
+axial slices with Adam and BCE + soft Dice, no augmentation (as DART: the point is the shift, not robustness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medtransfer.bench import DATASETS, LABELS_1MM, BenchmarkConfig, Target, build_benchmark, list_profiles
+from medtransfer.data.io import load_nifti
+from medtransfer.data.orientation import to_canonical
+from medtransfer.data.resample import resample_to_grid
+from medtransfer.metrics import compute_dice, compute_surface_dice
+from medtransfer.models import create_model
+
+log = logging.getLogger("domain_shift")
+SLICE_MULTIPLE = 16
+
+
+@dataclass
+class Case:
+    """A test or training case in RAS at the working spacing, plus where its 1 mm ground truth lives."""
+
+    case_id: str
+    domain: str
+    image: np.ndarray
+    label: np.ndarray
+    affine: np.ndarray
+    truth_1mm: Path
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """DART's preprocessing: clip to the 1st-99th percentile, scale to [0, 1]."""
+    lo, hi = np.percentile(image, [1, 99])
+    return np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+
+
+def load_cases(root: Path) -> dict[str, list[Case]]:
+    """Every case of Dataset001 by domain, in metadata order."""
+    folder = root / DATASETS[Target.BRAIN_EXTRACTION].folder
+    by_domain: dict[str, list[Case]] = {}
+    with (folder / "metadata.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            volume = load_nifti(folder / "imagesTr" / f"{row['case']}_0000.nii.gz", dtype=np.float32)
+            image, affine, _ = to_canonical(volume.array, volume.affine)
+            label, _, _ = to_canonical(load_nifti(folder / "labelsTr" / f"{row['case']}.nii.gz").array, volume.affine)
+            truth = folder / LABELS_1MM / f"{row['case']}.nii.gz"
+            by_domain.setdefault(row["domain"], []).append(
+                Case(row["case"], row["domain"], normalise(image), label.astype(np.float32), affine, truth)
+            )
+    return by_domain
+
+
+def pad_slices(volume: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Axial slices ``(Z, H, W)`` zero-padded to ``size``."""
+    slices = np.moveaxis(volume, 2, 0)
+    out = np.zeros((slices.shape[0], *size), dtype=np.float32)
+    out[:, : slices.shape[1], : slices.shape[2]] = slices
+    return out
+
+
+def slice_size(cases: list[Case]) -> tuple[int, int]:
+    """Common padded in-plane size (a multiple of 16) for every case."""
+    h = max(c.image.shape[0] for c in cases)
+    w = max(c.image.shape[1] for c in cases)
+    return tuple(int(np.ceil(n / SLICE_MULTIPLE) * SLICE_MULTIPLE) for n in (h, w))
+
+
+def train(cases: list[Case], size: tuple[int, int], steps: int, batch: int, seed: int) -> torch.nn.Module:
+    """A 2D U-Net trained on every axial slice of ``cases``."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(np.concatenate([pad_slices(c.image, size) for c in cases]))[:, None]
+    labels = torch.from_numpy(np.concatenate([pad_slices(c.label, size) for c in cases]))[:, None]
+    model = create_model("unet", spatial_dims=2, in_channels=1, out_channels=1, features=16, depth=4)
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps)
+    model.train()
+    for step in range(steps):
+        pick = torch.from_numpy(rng.integers(0, len(images), batch))
+        logits = model(images[pick])
+        target = labels[pick]
+        prob = torch.sigmoid(logits)
+        dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+        loss = F.binary_cross_entropy_with_logits(logits, target) + dice
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps - 1:
+            log.info("step %d/%d loss %.4f", step + 1, steps, loss.item())
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, case: Case, size: tuple[int, int]) -> np.ndarray:
+    """Brain probability ``(X, Y, Z)`` of one case (RAS, working spacing)."""
+    slices = torch.from_numpy(pad_slices(case.image, size))[:, None]
+    prob = torch.cat([torch.sigmoid(model(chunk)) for chunk in slices.split(32)])[:, 0].numpy()
+    h, w = case.image.shape[:2]
+    return np.moveaxis(prob[:, :h, :w], 0, 2)
+
+
+def score(model: torch.nn.Module, case: Case, size: tuple[int, int]) -> tuple[float, float]:
+    """Dice and surface Dice (1 mm tolerance) on the 1 mm grid of the exact ground truth."""
+    truth_volume = load_nifti(case.truth_1mm)
+    truth, truth_affine, _ = to_canonical(truth_volume.array, truth_volume.affine)
+    prob = resample_to_grid(predict(model, case, size), case.affine, truth.shape, truth_affine, order=1)
+    pred, ref = (prob > 0.5)[None, None], (truth > 0)[None, None]
+    dice = float(compute_dice(pred, ref)[0, 0])
+    surface = float(compute_surface_dice(pred, ref, spacing=(1.0, 1.0, 1.0), tolerance_mm=1.0)[0, 0])
+    return dice, surface
+
+
+def run(args: argparse.Namespace) -> dict:
+    start = time.perf_counter()
+    root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="brainshift_"))
+    if not (root / DATASETS[Target.BRAIN_EXTRACTION].folder / "metadata.csv").is_file():
+        config = BenchmarkConfig(
+            out=root,
+            seed=args.seed,
+            subjects_per_domain=args.subjects_per_domain,
+            spacing=args.spacing,
+            targets=(Target.BRAIN_EXTRACTION,),
+            sources=False,
+            workers=args.workers,
+        )
+        build_benchmark(config)
+    built = time.perf_counter()
+    by_domain = load_cases(root)
+    domains = [d for d in list_profiles() if d in by_domain]
+    size = slice_size([c for cases in by_domain.values() for c in cases])
+    tests = {d: cases[-args.test_per_domain :] for d, cases in by_domain.items()}
+    dice = np.full((len(domains), len(domains)), np.nan)
+    surface = np.full_like(dice, np.nan)
+    sources = args.sources or domains
+    for source in sources:
+        i = domains.index(source)
+        log.info("training on %s", source)
+        model = train(by_domain[source][: -args.test_per_domain], size, args.steps, args.batch, args.seed)
+        for j, target in enumerate(domains):
+            scores = np.array([score(model, case, size) for case in tests[target]])
+            dice[i, j], surface[i, j] = scores.mean(axis=0)
+            log.info("%s -> %s: dice %.3f surface dice %.3f", source, target, dice[i, j], surface[i, j])
+    rows = [domains.index(s) for s in sources]
+    diag = [surface[i, i] for i in rows]
+    off = [surface[i, j] for i in rows for j in range(len(domains)) if j != i]
+    return {
+        "benchmark": "domain_shift",
+        "data": str(root),
+        "domains": domains,
+        "train_domains": sources,
+        "spacing_mm": float(np.sqrt((by_domain[domains[0]][0].affine[:3, :3] ** 2).sum(0)).mean()),
+        "train_cases_per_domain": len(by_domain[domains[0]]) - args.test_per_domain,
+        "test_cases_per_domain": args.test_per_domain,
+        "steps": args.steps,
+        "dice": np.round(dice, 3).tolist(),
+        "surface_dice_1mm": np.round(surface, 3).tolist(),
+        "diagonal_surface_dice_min": round(float(np.min(diag)), 3),
+        "off_diagonal_surface_dice_mean": round(float(np.mean(off)), 3),
+        "off_diagonal_surface_dice_min": round(float(np.min(off)), 3),
+        "off_diagonal_pairs_below_0.6": int(np.sum(np.array(off) < 0.6)),
+        "build_seconds": round(built - start, 1),
+        "total_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="brainshift folder (built when missing)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--subjects-per-domain", type=int, default=6)
+    parser.add_argument("--test-per-domain", type=int, default=2)
+    parser.add_argument("--spacing", type=float, default=2.0)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--sources", nargs="+", help="training domains (default: all six)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    print(json.dumps(run(args), indent=2))
+
+
+if __name__ == "__main__":
+    main()
