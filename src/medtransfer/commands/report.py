@@ -1,14 +1,31 @@
-"""``medtransfer report``: write the HTML/Markdown report of a results folder."""
+"""``medtransfer report RESULTS --out DIR``: write the HTML/Markdown report of a results folder."""
 
 from __future__ import annotations
 
-from ._pending import pending
+import argparse
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write the HTML/Markdown report of a results folder",
-        description="write the HTML/Markdown report of a results folder.",
+        description="Write DIR/report.html (one self-contained page: figures embedded, no external resources) and "
+        "DIR/report.md (figures in DIR/figures/) from the finished cells of a results folder.",
     )
-    parser.set_defaults(func=pending("'medtransfer report'", 8))
+    parser.add_argument("results", help="results folder (a results root or one grid's folder)")
+    parser.add_argument("--out", required=True, help="output folder of the report")
+    parser.add_argument("--metric", default=None, help="per-case metric that decides the winner (default: dice)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected; 0.05)")
+    parser.add_argument("--overlays", type=int, default=4, help="number of qualitative overlays (default 4)")
+    parser.add_argument("--title", default=None, help="page title")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..report.build import ReportOptions, build_report
+
+    options = ReportOptions(metric=args.metric, alpha=args.alpha, max_overlays=args.overlays, title=args.title)
+    files = build_report(args.results, args.out, options)
+    print(f"report: {files.html}")
+    print(f"markdown: {files.markdown} ({len(files.figures)} figures in {files.markdown.parent / 'figures'})")
+    return 0

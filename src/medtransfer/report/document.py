@@ -1,0 +1,62 @@
+"""The report as data: sections of paragraphs, tables and figures, rendered by :mod:`.html` and :mod:`.markdown`.
+
+Text is plain; ``**word**`` marks emphasis (kept as is in Markdown, ``<strong>`` in HTML).  Figures carry
+their PNG bytes: the HTML page embeds them, the Markdown version links files written next to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of already formatted cells.
+
+    Example:
+        >>> Table("Dice", ("strategy", "mean"), (("full", "0.81"),)).header
+        ('strategy', 'mean')
+    """
+
+    caption: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG image: ``name`` is its file stem (unique within a report), ``png`` the encoded bytes."""
+
+    name: str
+    png: bytes = field(repr=False)
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled part of the report.  ``note`` says why a section has no content (its data is absent)."""
+
+    title: str
+    paragraphs: tuple[str, ...] = ()
+    tables: tuple[Table, ...] = ()
+    figures: tuple[Figure, ...] = ()
+    note: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.paragraphs or self.tables or self.figures)
+
+
+@dataclass(frozen=True)
+class Report:
+    """The whole report: a title, the headline sentences, then the sections in order."""
+
+    title: str
+    headline: tuple[str, ...]
+    sections: tuple[Section, ...]
+    subtitle: str = ""
+
+    @property
+    def figures(self) -> list[Figure]:
+        return [figure for section in self.sections for figure in section.figures]

@@ -1,0 +1,114 @@
+"""How the report groups per-case rows: arms (what is compared), settings (target x budget), budget order.
+
+An *arm* is what the report compares: the strategy, or ``source / strategy`` when the results hold more
+than one source.  The reference arms ``baseline`` (the source model applied to the target without
+fine-tuning) and ``oracle`` (trained on the target with all its labels) are recognised by their strategy
+name; they anchor "gap closed" and are never declared winners.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+BASELINE = "baseline"
+ORACLE = "oracle"
+METRIC_NAMES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "surface_dice": "surface Dice",
+    "hd95": "HD95",
+    "assd": "ASSD",
+    "lesion_detection_rate": "lesion detection rate",
+    "detection_rate": "lesion detection rate",
+    "lesion_f1": "lesion F1",
+}
+_BUDGET = re.compile(r"^n(\d+|all)(?:_k(\d+))?$")
+
+
+def metric_name(metric: str) -> str:
+    """Display name of a metric column (``dice`` -> ``Dice``)."""
+    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
+def budget_order(label: Any) -> tuple[float, str]:
+    """Sort key of a budget label by the amount of labels: ``n1_k24`` < ``n1`` < ``n3`` < ``nall``.
+
+    Example:
+        >>> sorted(["nall", "n3", "n1", "n1_k24"], key=budget_order)
+        ['n1_k24', 'n1', 'n3', 'nall']
+    """
+    match = _BUDGET.match(str(label))
+    if not match:
+        return math.inf, str(label)
+    n = math.inf if match.group(1) == "all" else float(match.group(1))
+    return n / float(match.group(2) or 1), str(label)
+
+
+def sorted_values(rows: Iterable[Mapping[str, Any]], column: str) -> list[Any]:
+    """Distinct non-missing values of a column (budgets by amount of labels, others by name)."""
+    values = {row.get(column) for row in rows} - {None}
+    key = budget_order if column == "budget" else (lambda v: (str(type(v)), v))
+    return sorted(values, key=key)
+
+
+def add_arms(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``rows`` with an ``arm`` column: the strategy, prefixed by the source when sources vary."""
+    several_sources = len({row.get("source") for row in rows}) > 1
+    return [{**row, "arm": _arm(row, several_sources)} for row in rows]
+
+
+def _arm(row: Mapping[str, Any], several_sources: bool) -> str:
+    strategy = str(row.get("strategy"))
+    if strategy.lower() in (BASELINE, ORACLE) or not several_sources:
+        return strategy
+    return f"{row.get('source')} / {strategy}"
+
+
+def is_reference(arm: str) -> bool:
+    """Whether an arm is the baseline or the oracle (a reference, not a contender)."""
+    return arm.lower() in (BASELINE, ORACLE)
+
+
+def group_rows(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
+    """Rows grouped by the values of ``by``, groups in sorted order (budgets by amount of labels)."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in by), []).append(row)
+    return dict(sorted(groups.items(), key=lambda item: _group_key(item[0], by)))
+
+
+def _group_key(values: tuple, by: Sequence[str]) -> tuple:
+    return tuple(budget_order(v) if k == "budget" else (str(v),) for k, v in zip(by, values, strict=True))
+
+
+def unit_scores(
+    rows: Iterable[Mapping[str, Any]], metric: str, units: Sequence[str] = ("domain_pair", "case")
+) -> dict[str, dict[tuple, float]]:
+    """Per arm, the metric of each paired unit (default: domain pair x case), averaged over seeds.
+
+    Seeds are averaged because the case, not the (case, seed) pair, is the independent unit of a paired test.
+    NaN values are ignored in the average; a unit with only NaNs is NaN.
+    """
+    sums: dict[str, dict[tuple, list[float]]] = {}
+    for row in rows:
+        key = tuple(row.get(u) for u in units)
+        sums.setdefault(row["arm"], {}).setdefault(key, []).append(_as_float(row.get(metric)))
+    return {arm: {k: _nanmean(v) for k, v in cells.items()} for arm, cells in sums.items()}
+
+
+def _nanmean(values: list[float]) -> float:
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else math.nan
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,41 @@
+"""Render a :class:`~.document.Report` as Markdown (GitHub flavour) whose figures are PNG files beside it."""
+
+from __future__ import annotations
+
+from .document import Report, Section, Table
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def render_table(table: Table) -> str:
+    lines = [f"*{_cell(table.caption)}*", ""]
+    lines.append("| " + " | ".join(_cell(h) for h in table.header) + " |")
+    lines.append("|" + "---|" * len(table.header))
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows]
+    if table.note:
+        lines += ["", f"<sub>{_cell(table.note)}</sub>"]
+    return "\n".join(lines)
+
+
+def render_section(section: Section, figure_dir: str) -> str:
+    parts = [f"## {section.title}"]
+    if section.empty:
+        parts.append(f"_{section.note or 'No data for this section.'}_")
+    parts += list(section.paragraphs)
+    parts += [render_table(t) for t in section.tables]
+    parts += [f"![{f.caption or f.name}]({figure_dir}/{f.name}.png)" for f in section.figures]
+    if section.note and not section.empty:
+        parts.append(f"_{section.note}_")
+    return "\n\n".join(parts)
+
+
+def render_markdown(report: Report, figure_dir: str = "figures") -> str:
+    """The Markdown text; figure ``f`` is linked as ``<figure_dir>/<f.name>.png``."""
+    parts = [f"# {report.title}"]
+    if report.subtitle:
+        parts.append(f"_{report.subtitle}_")
+    parts += [f"> {line}" for line in report.headline]
+    parts += [render_section(s, figure_dir) for s in report.sections]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,203 @@
+"""Tables of the report: the Zoetmulder table, metric by budget, paired tests, gap closed, win counts.
+
+Values are shown as ``mean [low, high]``: the mean over per-case values (all seeds and domain pairs pooled)
+and its 95% bootstrap confidence interval (BCa, seeded, so a report is reproducible).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .comparisons import Verdict
+from .document import Table
+from .grouping import (
+    BASELINE,
+    ORACLE,
+    group_rows,
+    is_reference,
+    metric_name,
+    sorted_values,
+    unit_scores,
+)
+from .stats import adjust_pvalues, best_counts, bootstrap_ci, gap_closed, win_matrix
+
+ZOETMULDER_METRICS = ("dice", "iou", ("lesion_detection_rate", "detection_rate"))
+SOURCE_DOMAINS = {"mri": "MRI", "natural": "natural", "nat": "natural", "imagenet": "natural", "ct": "CT"}
+SOURCE_TASKS = {
+    "cls": "classification",
+    "classification": "classification",
+    "seg": "segmentation",
+    "segmentation": "segmentation",
+    "ssl": "self-supervised",
+    "selfsup": "self-supervised",
+    "restoration": "self-supervised",
+    "genesis": "self-supervised",
+}
+
+
+def mean_ci(values: Sequence[float], *, seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of the finite values with a 95% BCa bootstrap interval (NaNs when none)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    low, high = bootstrap_ci(x, np.mean, seed=seed)
+    return float(x.mean()), low, high
+
+
+def format_mean_ci(values: Sequence[float], digits: int = 3) -> str:
+    """``0.812 [0.781, 0.843]``; ``—`` without a finite value; the mean alone for a single value."""
+    mean, low, high = mean_ci(values)
+    if not math.isfinite(mean):
+        return "—"
+    if low == high:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def split_source(name: Any) -> tuple[str, str]:
+    """``(task, domain)`` of a source name such as ``mri_seg`` or ``natural-cls`` (``-`` when unknown).
+
+    Example:
+        >>> split_source("mri_seg"), split_source("none")
+        (('segmentation', 'MRI'), ('none (from scratch)', '-'))
+    """
+    text = str(name)
+    if text.lower() in ("none", "scratch", "null"):
+        return "none (from scratch)", "-"
+    tokens = [t.lower() for t in re.split(r"[_\-\s.]+", text) if t]
+    domain = next((SOURCE_DOMAINS[t] for t in tokens if t in SOURCE_DOMAINS), "-")
+    task = next((SOURCE_TASKS[t] for t in tokens if t in SOURCE_TASKS), text)
+    return task, domain
+
+
+def present_metrics(rows: Sequence[Mapping[str, Any]], wanted=ZOETMULDER_METRICS) -> list[str]:
+    """The columns of ``wanted`` present in ``rows`` (a tuple entry means: the first alias found)."""
+    found = []
+    for entry in wanted:
+        for name in (entry,) if isinstance(entry, str) else entry:
+            if any(row.get(name) is not None for row in rows):
+                found.append(name)
+                break
+    return found
+
+
+def zoetmulder_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+    """Source task x source domain (x strategy) rows, target x metric columns; one table per label budget."""
+    metrics = present_metrics(rows)
+    if not metrics:
+        return []
+    targets = sorted_values(rows, "target")
+    header = ("source task", "source domain", "strategy") + tuple(
+        f"{t}: {metric_name(m)}" if len(targets) > 1 else metric_name(m) for t in targets for m in metrics
+    )
+    tables = []
+    for (budget,), group in group_rows(rows, ("budget",)).items():
+        body = []
+        for (source, strategy), cells in group_rows(group, ("source", "strategy")).items():
+            by_target = group_rows(cells, ("target",))
+            values = [
+                format_mean_ci([r.get(m) for r in by_target.get((t,), [])]) if (t,) in by_target else "—"
+                for t in targets
+                for m in metrics
+            ]
+            body.append((*split_source(source), str(strategy), *values))
+        caption = f"Label budget {budget}" + (f", target {targets[0]}" if len(targets) == 1 else "")
+        tables.append(Table(caption, header, tuple(body), "mean [95% bootstrap CI] over cases, seeds pooled"))
+    return tables
+
+
+def budget_table(rows: Sequence[Mapping[str, Any]], metric: str, target: Any) -> Table:
+    """Arm x label budget: mean [CI] of ``metric`` for one target (the numbers behind the budget plot)."""
+    budgets = sorted_values(rows, "budget")
+    body = []
+    for (arm,), cells in group_rows(rows, ("arm",)).items():
+        by_budget = group_rows(cells, ("budget",))
+        body.append((str(arm), *(format_mean_ci([r.get(metric) for r in by_budget.get((b,), [])]) for b in budgets)))
+    header = ("strategy", *(str(b) for b in budgets))
+    return Table(f"{metric_name(metric)} by label budget, target {target}", header, tuple(body))
+
+
+def comparison_table(verdict: Verdict) -> Table:
+    """Every pair of arms of one setting: mean difference, Holm-corrected Wilcoxon and sign-test p-values."""
+    sign = {(c.a, c.b): c for c in verdict.sign}
+    body = tuple(
+        (
+            c.a,
+            c.b,
+            str(c.n),
+            f"{c.mean_diff:+.3f}" if math.isfinite(c.mean_diff) else "—",
+            _p(c.pvalue_adjusted),
+            _p(sign[c.a, c.b].pvalue_adjusted) if (c.a, c.b) in sign else "—",
+        )
+        for c in verdict.wilcoxon
+    )
+    header = ("A", "B", "n pairs", f"mean {metric_name(verdict.metric)} A - B", "Wilcoxon p (Holm)", "sign p (Holm)")
+    return Table(f"Paired tests, {verdict.label}", header, body)
+
+
+def gap_closed_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table | None:
+    """Gap closed ``(fine-tuned - baseline) / (oracle - baseline)`` per target, arm and budget (mean over pairs).
+
+    The baseline and oracle of a target (per domain pair when there are pairs) are the means of the
+    ``baseline`` / ``oracle`` strategies' rows; None when either is missing.
+    """
+    budgets = sorted_values([r for r in rows if not is_reference(r["arm"])], "budget")
+    body = []
+    for (target,), group in group_rows(rows, ("target",)).items():
+        refs = {n: _pair_means([r for r in group if r["arm"].lower() == n], metric) for n in (BASELINE, ORACLE)}
+        if not refs[BASELINE] or not refs[ORACLE]:
+            continue
+        for (arm,), cells in group_rows([r for r in group if not is_reference(r["arm"])], ("arm",)).items():
+            by_budget = group_rows(cells, ("budget",))
+            values = [_gap_cell(by_budget.get((b,), []), metric, refs) for b in budgets]
+            body.append((str(target), str(arm), *values))
+    if not body:
+        return None
+    note = "mean [95% bootstrap CI] over domain pairs; 0 = baseline, 1 = oracle"
+    return Table(f"Gap closed ({metric_name(metric)})", ("target", "strategy", *map(str, budgets)), tuple(body), note)
+
+
+def _pair_means(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[Any, float]:
+    scores = unit_scores(rows, metric, units=("domain_pair",))
+    return {k[0]: v for arm_scores in scores.values() for k, v in arm_scores.items()}
+
+
+def _gap_cell(rows, metric: str, refs: Mapping[str, Mapping[Any, float]]) -> str:
+    finetuned = _pair_means(rows, metric)
+    pairs = [p for p in finetuned if p in refs[BASELINE] and p in refs[ORACLE]]
+    gaps = [gap_closed(finetuned[p], refs[BASELINE][p], refs[ORACLE][p]) for p in pairs]
+    return format_mean_ci(gaps, digits=2)
+
+
+def win_count_table(rows: Sequence[Mapping[str, Any]], metric: str, setting: str) -> Table | None:
+    """Over domain pairs: how often each arm is best, and A-vs-B wins-losses with Holm-corrected sign tests."""
+    scores = {arm: s for arm, s in unit_scores(rows, metric, units=("domain_pair",)).items() if not is_reference(arm)}
+    pairs = sorted({k for s in scores.values() for k in s}, key=str)
+    if len(scores) < 2 or len(pairs) < 2:
+        return None
+    aligned = {arm: [s.get(p, math.nan) for p in pairs] for arm, s in scores.items()}
+    best = best_counts(aligned)
+    matrix = win_matrix(aligned)
+    unordered = [(a, b) for i, a in enumerate(aligned) for b in list(aligned)[i + 1 :]]
+    adjusted = dict(zip(unordered, adjust_pvalues([matrix[k].pvalue for k in unordered]), strict=True))
+    adjusted.update({(b, a): p for (a, b), p in list(adjusted.items())})
+    body = []
+    for a in aligned:
+        cells = [
+            "—" if a == b else f"{matrix[a, b].wins}-{matrix[a, b].losses} (p={_p(adjusted[a, b])})" for b in aligned
+        ]
+        body.append((a, f"{best[a]} / {len(pairs)}", *cells))
+    note = "row beats column: wins-losses over domain pairs (ties left out), two-sided sign test, Holm-corrected"
+    return Table(f"Win counts over domain pairs, {setting}", ("strategy", "best in", *aligned), tuple(body), note)
+
+
+def _p(p: float) -> str:
+    if not math.isfinite(p):
+        return "—"
+    return f"{p:.3g}" if p >= 1e-4 else "<0.0001"
