@@ -239,3 +239,19 @@ def test_status_flags_done_cells_whose_config_changed(tmp_path):
     rows = grid_status(edited, tmp_path)
     assert all(r["status"] == "done" and "config changed" in r["detail"] for r in rows)
     assert not any("config changed" in r["detail"] for r in grid_status(_spec(), tmp_path))
+
+
+@pytest.mark.slow
+def test_crashed_worker_fails_only_its_cell(tmp_path):
+    spec = _spec(
+        defaults={"kind": "dummy", "dummy": {"n_cases": 1}},
+        overrides=[{"when": {"strategy": "b", "seed": 1}, "set": {"dummy": {"crash": True, "sleep_s": 0.5}}}],
+    )
+    run = run_grid(spec, LocalExecutor(workers=2), results_root=tmp_path, progress=False)
+    assert run.counts == {"ran": 3, "skipped": 0, "failed": 1, "running": 0}
+    (failed,) = [o for o in run.outcomes if o.status is CellStatus.FAILED]
+    assert failed.cell_id == "t/none__b/nall/seed1"
+    assert "worker process died" in failed.error
+    crashed = tmp_path / "g" / failed.cell_id
+    assert (crashed / "attempts.log").read_text().split() == ["start", "resume", "resume"]  # one per pool
+    assert cell_status(crashed) is CellStatus.INTERRUPTED

@@ -47,9 +47,11 @@ def run_grid_command(args: argparse.Namespace) -> int:
         f"grid {spec.name}: {counts['ran']} ran, {counts['skipped']} already done, {counts['failed']} failed, "
         f"{counts['running']} running elsewhere  ({args.results}/{spec.name})"
     )
-    for outcome in result.outcomes:
-        if outcome.error and outcome.status == "failed":
-            print(f"  failed {outcome.cell_id}: {outcome.error}")
+    failed = [o for o in result.outcomes if o.status == "failed"]
+    for outcome in failed[:10]:
+        print(f"  failed {outcome.cell_id}: {outcome.error}")
+    if len(failed) > 10:
+        print(f"  ... and {len(failed) - 10} more: medtransfer grid status {args.grid} --results {args.results}")
     return 0 if result.ok else 1
 
 

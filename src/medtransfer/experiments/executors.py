@@ -13,6 +13,7 @@ import enum
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
@@ -46,26 +47,51 @@ class LocalExecutor:
         return f"LocalExecutor(workers={self.workers})"
 
     def run(self, cells: Sequence[Cell], task: Callable[[Cell], Any]) -> Iterator[Any]:
-        """Yield each cell's outcome as it completes."""
+        """Yield each cell's outcome as it completes.
+
+        When a worker process dies (a crash, the out-of-memory killer), the pool breaks: the cells it had not
+        finished go to a fresh pool, up to ``POOL_RESTARTS`` times; after that they are reported failed.
+        """
         if self.workers == 1 or len(cells) <= 1:
             yield from (task(cell) for cell in cells)
             return
+        remaining = list(cells)
+        for _ in range(POOL_RESTARTS + 1):
+            remaining = yield from self._run_pool(remaining, task)
+            if not remaining:
+                return
+            log.warning("a worker process died; %d unfinished cells go to a fresh pool", len(remaining))
+        yield from (_failed(cell, BROKEN_POOL_HINT) for cell in remaining)
+
+    def _run_pool(self, cells: Sequence[Cell], task: Callable[[Cell], Any]) -> Iterator[Any]:
+        """Yield outcomes; return the cells lost to a broken pool."""
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")  # no fork: safe with torch threads and CUDA
+        broken = []
         with ProcessPoolExecutor(max_workers=min(self.workers, len(cells)), mp_context=context) as pool:
             futures = {pool.submit(task, cell): cell for cell in cells}
             for future in as_completed(futures):
-                yield _result_or_failure(future, futures[future])
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    broken.append(futures[future])
+                except Exception as err:  # noqa: BLE001  (e.g. an outcome that cannot be unpickled)
+                    yield _failed(futures[future], f"{type(err).__name__}: {err}")
+        return broken
 
 
-def _result_or_failure(future, cell: Cell):
+POOL_RESTARTS = 2
+BROKEN_POOL_HINT = (
+    "worker process died (a crash, the out-of-memory killer, or a script that starts workers without an "
+    "`if __name__ == '__main__':` guard); its lock turns stale and the next run resumes the cell"
+)
+
+
+def _failed(cell: Cell, error: str):
     from .runner import CellOutcome
 
-    try:
-        return future.result()
-    except Exception as err:  # noqa: BLE001  (a dead worker process; the cell's lock turns stale and resumes)
-        return CellOutcome(cell.id, CellStatus.FAILED, error=f"worker died: {type(err).__name__}: {err}")
+    return CellOutcome(cell.id, CellStatus.FAILED, error=error)
 
 
 class RayExecutor:
@@ -107,12 +133,10 @@ def _call(task: Callable[[Cell], Any], cell: Cell) -> Any:
 
 
 def _ray_result(ray, ref, cell: Cell):
-    from .runner import CellOutcome
-
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as err:  # the worker or node died; the cell's lock turns stale
-        return CellOutcome(cell.id, CellStatus.FAILED, error=f"ray task failed: {type(err).__name__}: {err}")
+        return _failed(cell, f"ray task failed: {type(err).__name__}: {err}")
 
 
 def _import_ray():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 import zlib
 from collections.abc import Callable
@@ -64,7 +65,9 @@ def run_dummy_cell(config: dict[str, Any], run_dir: Path, *, resume: bool) -> di
     """The ``dummy`` TEST / DRY-RUN cell: made-up metrics, no training (see the module docstring).
 
     Options under ``config["dummy"]``: ``sleep_s`` (0), ``n_cases`` (4), ``fail`` (False: raise to test
-    failure handling).  It appends one line per attempt to ``attempts.log`` so tests can count attempts.
+    failure handling), ``crash`` (False: end the whole process at once with ``os._exit``, as a segfault or the
+    out-of-memory killer would; only for testing worker pools).  It appends one line per attempt to
+    ``attempts.log`` so tests can count attempts.
     """
     import numpy as np
 
@@ -72,6 +75,8 @@ def run_dummy_cell(config: dict[str, Any], run_dir: Path, *, resume: bool) -> di
     with open(run_dir / "attempts.log", "a") as f:  # a partial output: an interrupted cell resumes
         f.write(f"{'resume' if resume else 'start'}\n")
     time.sleep(float(options.get("sleep_s", 0.0)))
+    if options.get("crash"):
+        os._exit(70)
     if options.get("fail"):
         raise RuntimeError(f"dummy cell {config.get('grid', {}).get('cell_id')} asked to fail (dummy.fail)")
     key = f"{config.get('target')}|{config.get('strategy')}|{config.get('source', {}).get('name')}"

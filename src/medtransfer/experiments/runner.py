@@ -241,12 +241,20 @@ def run_grid(
 def _progress(outcomes, total: int, name: str, enabled: bool):
     from tqdm.auto import tqdm
 
+    failures = 0
     with tqdm(total=total, desc=f"grid {name}", unit="cell", disable=not enabled or total == 0) as bar:
         for outcome in outcomes:
             bar.update(1)
             if outcome.status is CellStatus.FAILED:
-                log.warning("cell %s failed: %s", outcome.cell_id, outcome.error)
+                failures += 1
+                if failures <= MAX_LOGGED_FAILURES:
+                    log.warning("cell %s failed: %s", outcome.cell_id, outcome.error)
             yield outcome
+    if failures > MAX_LOGGED_FAILURES:
+        log.warning("%d more cells failed; see 'medtransfer grid status'", failures - MAX_LOGGED_FAILURES)
+
+
+MAX_LOGGED_FAILURES = 10
 
 
 def grid_status(spec: GridSpec, results_root: str | Path = "results", only: str | None = None) -> list[dict]:
