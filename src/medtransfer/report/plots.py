@@ -83,7 +83,10 @@ def _heatmap(ax, grid: np.ndarray, domains: Sequence[str], title: str) -> None:
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
-    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0)
+    finite = grid[np.isfinite(grid)]
+    unit = finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1)  # overlap metrics: a fixed 0..1 scale
+    low, high = (0.0, 1.0) if unit else (float(finite.min()), float(finite.max()))
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=high)
     ticks = np.arange(len(domains))
     ax.set_xticks(ticks, domains, rotation=45, ha="right", fontsize="small")
     ax.set_yticks(ticks, domains, fontsize="small")
@@ -92,7 +95,7 @@ def _heatmap(ax, grid: np.ndarray, domains: Sequence[str], title: str) -> None:
     ax.set_title(title, fontsize="medium")
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            color = "w" if value < 0.6 else "k"
+            color = "w" if (value - low) < 0.6 * (high - low) else "k"
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="x-small", color=color)
 
 
