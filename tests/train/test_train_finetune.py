@@ -119,6 +119,8 @@ def test_finetune_from_scratch_with_slice_budget_and_domain(tmp_path):
         "3",
         "--config",
         str(tmp_path / "c.yaml"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
     ]
     assert main([*argv, *TRAIN]) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -130,6 +132,7 @@ def test_finetune_from_scratch_with_slice_budget_and_domain(tmp_path):
     config = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert config["train"]["optimizer"] == "adam"
     assert config["init"] is None
+    assert len(list((tmp_path / "cache").glob("*/index.json"))) == 1
 
 
 @pytest.mark.parametrize(

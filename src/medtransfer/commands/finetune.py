@@ -21,6 +21,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--n-labelled", type=int, default=None, help="labelled scans (default 3)")
     parser.add_argument("--every-kth-slice", type=int, default=None, help="label every k-th slice of one scan")
     parser.add_argument("--seed", type=int, default=None, help="seed of the budget and of training (default 0)")
+    parser.add_argument("--cache-dir", default=None, help="preprocessing cache shared by runs on the same data")
     parser.add_argument("--config", default=None, help="YAML with finetune keys (train:, preprocess:, ...)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--steps-per-epoch", type=int, default=None)
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         "n_labelled": args.n_labelled,
         "every_kth_slice": args.every_kth_slice,
         "seed": args.seed,
+        "cache_dir": args.cache_dir,
         "train": train or None,
     }
     if args.config:

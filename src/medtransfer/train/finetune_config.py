@@ -34,6 +34,7 @@ class FinetuneConfig:
         max_val_cases: validate on at most this many held-out cases (speed).
         slice_axis: slice axis of 2D models on RAS arrays (2 = axial).
         patch_size: training patch of 3D models.
+        cache_dir: preprocessing cache shared by runs (``None``: preprocess in memory each run).
         train: :class:`~medtransfer.train.config.TrainConfig` keys.
         preprocess: :class:`~medtransfer.data.preprocess.PreprocessConfig` keys.
     """
@@ -54,6 +55,7 @@ class FinetuneConfig:
     max_val_cases: int = 4
     slice_axis: int = 2
     patch_size: tuple[int, int, int] = (64, 64, 64)
+    cache_dir: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
 

@@ -1,10 +1,9 @@
 """Fine-tuning data in memory: preprocessed cases, 2D slice and 3D patch datasets.
 
-Cases are preprocessed once (:func:`medtransfer.data.preprocess.preprocess_case`) and sampled from memory.
-Raw label values are mapped to class indices (sorted label values; 0 = background).
-
-TODO(H1): switch to ``medtransfer.data.cache`` / ``medtransfer.data.samplers`` once they land; the datasets here
-yield the same items (``{"image", "label", "case"}``).
+Cases are preprocessed (:func:`medtransfer.data.preprocess.preprocess_case`, or read from a
+:class:`~medtransfer.data.cache.PreprocessCache` shared by every run of a grid) and sampled from memory.  Raw label
+values are mapped to class indices (sorted label values; 0 = background).  Items are ``{"image", "label", "case"}``
+as in :mod:`medtransfer.data.datasets`; sampling here is by index so that a resumed run sees the same batches.
 """
 
 from __future__ import annotations
@@ -50,17 +49,34 @@ def prepare_case(case: Case, config: PreprocessConfig, label_values: Sequence[in
     if label is None:
         raise DataError(f"case {case.case_id}: no label file, cannot train or validate on it")
     image, lab, info = preprocess_case(channels, config, label)
+    return PreparedCase(case.case_id, image, _classes(label_lookup(label_values), lab, case), info)
+
+
+def prepare_cases(
+    cases: Sequence[Case], config: PreprocessConfig, label_values: Sequence[int], cache_dir: str | None = None
+) -> list[PreparedCase]:
+    """Preprocess ``cases`` (progress bar), through the preprocessing cache in ``cache_dir`` when given."""
+    if cache_dir is None:
+        return [prepare_case(c, config, label_values) for c in tqdm(cases, desc="preprocess", unit="case", leave=False)]
+    from ..data.cache import build_cache
+
+    cache = build_cache(cases, cache_dir, config, image_dtype="float32")
     lut = label_lookup(label_values)
-    raw = lab.astype(np.int64)
-    if raw.max() >= len(lut) or (lut[raw] < 0).any():
+    prepared = []
+    for case, cached in zip(cases, cache.load_all([c.case_id for c in cases], mmap=False), strict=True):
+        if cached.label is None:
+            raise DataError(f"case {case.case_id}: no label file, cannot train or validate on it")
+        prepared.append(PreparedCase(case.case_id, cached.image, _classes(lut, cached.label, case), cached.info))
+    return prepared
+
+
+def _classes(lut: np.ndarray, label: np.ndarray, case: Case) -> np.ndarray:
+    raw = np.asarray(label).astype(np.int64)
+    if raw.max(initial=0) >= len(lut) or (lut[raw] < 0).any():
         found = sorted(int(v) for v in np.unique(raw))
-        raise DataError(f"{case.label}: label values {found} not all declared in the dataset ({list(label_values)})")
-    return PreparedCase(case.case_id, image, lut[raw], info)
-
-
-def prepare_cases(cases: Sequence[Case], config: PreprocessConfig, label_values: Sequence[int]) -> list[PreparedCase]:
-    """Preprocess ``cases`` (progress bar)."""
-    return [prepare_case(c, config, label_values) for c in tqdm(cases, desc="preprocess", unit="case", leave=False)]
+        declared = [int(v) for v in np.flatnonzero(lut >= 0)]
+        raise DataError(f"{case.label}: label values {found} not all declared in the dataset ({declared})")
+    return lut[raw]
 
 
 def _pad_to(array: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
