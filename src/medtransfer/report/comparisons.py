@@ -80,6 +80,12 @@ class Verdict:
             only = self.winner or "nothing"
             return f"**{self.label}**: only one strategy ({only}) has results here; there is nothing to compare."
         best, second = self.winner, self.runner_up
+        if self.n == 0:
+            return (
+                f"**{self.label}**: **{best}** has the highest mean {name} ({_fmt(self.means[best])} vs "
+                f"{_fmt(self.means[second])} for {second}), but no case has results for every strategy, so the "
+                "difference cannot be tested."
+            )
         head = (
             f"**{self.label}**: **{best}** has the highest mean {name} ({_fmt(self.means[best])} vs "
             f"{_fmt(self.means[second])} for {second}, the runner-up; n = {self.n} paired cases)"

@@ -1,0 +1,140 @@
+"""Report building blocks on tiny in-memory rows: ordering, source names, tables, verdicts, rendering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medtransfer.report.comparisons import compare_all, compare_setting, overall_sentence
+from medtransfer.report.document import Figure, Report, Section, Table
+from medtransfer.report.grouping import add_arms, budget_order, unit_scores
+from medtransfer.report.html import render_html, text
+from medtransfer.report.markdown import render_markdown
+from medtransfer.report.tables import gap_closed_table, split_source, win_count_table, zoetmulder_tables
+
+
+def rows(spec: dict[tuple, list[float]], **extra) -> list[dict]:
+    """``{(target, source, strategy, budget): [dice per case]}`` -> per-case rows with arms."""
+    out = []
+    for (target, source, strategy, budget), values in spec.items():
+        for i, value in enumerate(values):
+            row = {"target": target, "source": source, "strategy": strategy, "budget": budget, "seed": 0}
+            out.append({**row, "case": f"c{i}", "dice": value, **extra})
+    return add_arms(out)
+
+
+def test_budget_order_by_amount_of_labels():
+    labels = ["nall", "n10", "n2", "n1_k6", "n1", "n1_k24", "odd"]
+    assert sorted(labels, key=budget_order) == ["n1_k24", "n1_k6", "n1", "n2", "n10", "nall", "odd"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("mri_seg", ("segmentation", "MRI")),
+        ("natural-cls", ("classification", "natural")),
+        ("mri_ssl", ("self-supervised", "MRI")),
+        ("none", ("none (from scratch)", "-")),
+        ("med3d", ("med3d", "-")),
+    ],
+)
+def test_split_source(name, expected):
+    assert split_source(name) == expected
+
+
+def test_arms_carry_the_source_only_when_sources_vary():
+    one = add_arms([{"source": "none", "strategy": "full"}, {"source": "none", "strategy": "scratch"}])
+    assert [r["arm"] for r in one] == ["full", "scratch"]
+    two = add_arms([{"source": "mri_seg", "strategy": "full"}, {"source": "none", "strategy": "oracle"}])
+    assert [r["arm"] for r in two] == ["mri_seg / full", "oracle"]
+
+
+def test_unit_scores_average_seeds_per_case():
+    data = [
+        {"arm": "full", "domain_pair": None, "case": "c0", "seed": 0, "dice": 0.6},
+        {"arm": "full", "domain_pair": None, "case": "c0", "seed": 1, "dice": 0.8},
+        {"arm": "full", "domain_pair": None, "case": "c1", "seed": 0, "dice": float("nan")},
+    ]
+    scores = unit_scores(data, "dice")["full"]
+    assert scores[None, "c0"] == pytest.approx(0.7)
+    assert np.isnan(scores[None, "c1"])
+
+
+def test_zoetmulder_table_rows_and_missing_targets():
+    data = rows(
+        {
+            ("brain", "mri_seg", "full", "n3"): [0.9, 0.7],
+            ("brain", "none", "scratch", "n3"): [0.5, 0.3],
+            ("ms", "mri_seg", "full", "n3"): [0.2, 0.4, 0.6],
+        }
+    )
+    (table,) = zoetmulder_tables(data)
+    assert table.header == ("source task", "source domain", "strategy", "brain: Dice", "ms: Dice")
+    by_source = {row[0]: row for row in table.rows}
+    assert by_source["segmentation"][1:3] == ("MRI", "full")
+    assert by_source["segmentation"][3].startswith("0.800 [")
+    assert by_source["segmentation"][4].startswith("0.400 [")
+    assert by_source["none (from scratch)"][3].startswith("0.400 [")
+    assert by_source["none (from scratch)"][4] == "—"  # scratch was not run on ms
+
+
+def test_verdict_without_common_cases_is_not_tested():
+    data = rows({("brain", "none", "full", "n3"): [0.9], ("brain", "none", "scratch", "n3"): [0.5]})
+    data[1]["case"] = "other"
+    (verdict,) = compare_all(data, "dice")
+    assert verdict.n == 0
+    assert not verdict.significant
+    assert "cannot be tested" in verdict.sentence()
+
+
+def test_references_never_win_and_overall_sentence():
+    strong = [0.9 + 0.001 * i for i in range(8)]
+    weak = [0.5 + 0.002 * i for i in range(8)]
+    data = rows(
+        {
+            ("brain", "none", "oracle", "n3"): [1.0] * 8,
+            ("brain", "none", "full", "n3"): strong,
+            ("brain", "none", "scratch", "n3"): weak,
+            ("ms", "none", "full", "n3"): weak,
+            ("ms", "none", "scratch", "n3"): strong,
+        }
+    )
+    brain = compare_setting([r for r in data if r["target"] == "brain"], "dice", {"target": "brain"})
+    assert list(brain.means) == ["full", "scratch"]
+    assert brain.significant  # 8 positive differences: p = 2 / 2**8 < 0.05
+    verdicts = compare_all(data, "dice")
+    assert [v.winner for v in verdicts] == ["full", "scratch"]
+    assert overall_sentence(verdicts) == (
+        "Over 2 settings (target x label budget): **full** won 1 (1 significantly); "
+        "**scratch** won 1 (1 significantly)."
+    )
+
+
+def test_gap_closed_and_win_counts_need_their_data():
+    data = rows({("brain", "none", "full", "n3"): [0.8], ("brain", "none", "baseline", "n3"): [0.4]})
+    assert gap_closed_table(data, "dice") is None  # no oracle
+    one_pair = [{**r, "domain_pair": "a->b"} for r in data]
+    assert win_count_table(one_pair, "dice", "brain") is None  # one domain pair, one contender
+
+
+def test_rendering_escapes_text():
+    table = Table("a|b", ("x", "<y>"), (("1|2", "**bold**"),))
+    report = Report("<script>alert(1)</script>", ("**winner** & co",), (Section("S", tables=(table,)),))
+    page = render_html(report)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<strong>winner</strong> &amp; co" in page
+    assert "<th>&lt;y&gt;</th>" in page
+    markdown = render_markdown(report)
+    assert "| 1\\|2 | **bold** |" in markdown
+    assert text('"q"') == "&quot;q&quot;"
+
+
+def test_empty_section_shows_its_note_and_figures_link_files():
+    report = Report(
+        "t", (), (Section("Gap", note="Omitted: needs oracle."), Section("F", figures=(Figure("f1", b""),)))
+    )
+    assert "Omitted: needs oracle." in render_html(report)
+    markdown = render_markdown(report, "figs")
+    assert "_Omitted: needs oracle._" in markdown
+    assert "![f1](figs/f1.png)" in markdown
