@@ -144,3 +144,50 @@ def test_finetune_bad_options(tmp_path, capsys, extra, message):
     argv = ["finetune", "--init", "none", "--data", str(data), "--out", str(tmp_path / "r"), *extra, *TRAIN]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_first_k_keeps_frozen_stages_bit_identical(tmp_path):
+    data, source, out = _dataset(tmp_path / "ds"), _source(tmp_path / "src.pt"), tmp_path / "run"
+    argv = ["finetune", "--init", str(source), "--strategy", "first_k:1", "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--n-labelled", "2", *TRAIN]) == 0
+    trained = load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")
+    src = load_checkpoint(source)["state_dict"]
+    stages = create_model("unet", **MODEL_CFG).parameter_stages()
+    changed = {stages[k] for k in stages if k in src and not torch.equal(trained["state_dict"][k], src[k])}
+    assert changed == {"input", "head"}  # input trained; head re-initialised for 1 class (shape differs)
+    rows = {row["stage"]: row for row in trained["meta"]["strategy"]["stages"]}
+    assert rows["input"]["trainable"]
+    assert not rows["enc1"]["trainable"]
+
+
+def test_finetune_3d_patches(tmp_path):
+    data = _dataset(tmp_path / "ds")
+    (tmp_path / "c.yaml").write_text(
+        "model_config: {spatial_dims: 3, features: 4, depth: 2}\npatch_size: [16, 16, 8]\nmax_val_cases: 1\n"
+    )
+    out = tmp_path / "r3"
+    argv = ["finetune", "--init", "none", "--data", str(data), "--out", str(out), "--config", str(tmp_path / "c.yaml")]
+    assert main([*argv, "--n-labelled", "1", *TRAIN]) == 0
+    ckpt = load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")
+    assert ckpt["meta"]["inference"]["patch_size"] == [16, 16, 8]
+    assert ckpt["model"]["config"]["spatial_dims"] == 3
+    assert json.loads((out / "summary.json").read_text())["final_val_dice"] is not None
+
+
+@pytest.mark.slow
+def test_finetune_then_predict_segments_a_held_out_scan(tmp_path):
+    data = _dataset(tmp_path / "ds", n=8)
+    (tmp_path / "c.yaml").write_text("model_config: {features: 8, depth: 2}\ntrain: {optimizer: adam}\n")
+    out = tmp_path / "run"
+    train = ["--epochs", "6", "--steps-per-epoch", "8", "--batch-size", "8", "--lr", "0.01", "--device", "cpu"]
+    argv = ["finetune", "--init", "none", "--data", str(data), "--out", str(out), "--config", str(tmp_path / "c.yaml")]
+    assert main([*argv, "--n-labelled", "3", *train]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_val_dice"] > 0.8
+    case = summary["test_cases"][0]
+    pred_path = tmp_path / "pred.nii.gz"
+    src = data / "imagesTr" / f"{case}_0000.nii.gz"
+    assert main(["predict", "--model", str(out), "--input", str(src), "--output", str(pred_path)]) == 0
+    pred = np.asarray(nib.load(pred_path).dataobj) > 0
+    ref = np.asarray(nib.load(data / "labelsTr" / f"{case}.nii.gz").dataobj) > 0
+    assert 2 * (pred & ref).sum() / (pred.sum() + ref.sum()) > 0.8

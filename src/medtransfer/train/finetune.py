@@ -27,6 +27,7 @@ from ..utils import write_json_atomic, write_yaml_atomic
 from .batches import StepBatchSampler, TrainBatches
 from .checkpointing import CheckpointManager
 from .config import TrainConfig
+from .distributed import barrier, init_distributed
 from .finetune_config import FinetuneConfig
 from .finetune_data import PatchDataset, SliceDataset, common_slice_shape, prepare_cases
 from .finetune_strategy import apply_strategy
@@ -44,8 +45,9 @@ SUMMARY = "summary.json"
 def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = False) -> Path:
     """Fine-tune as ``config`` says and write the run folder; returns it.
 
-    With ``resume`` a finished run (``summary.json`` present) is returned as is and an interrupted one continues
-    from its last checkpoint.
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the run is data-parallel: every rank trains on its share of each
+    batch and rank 0 writes the run folder.  With ``resume`` a finished run (``summary.json`` present) is returned
+    as is and an interrupted one continues from its last checkpoint.
 
     Raises:
         ConfigError / DataError: bad options, dataset, checkpoint or budget (message names the problem).
@@ -59,16 +61,18 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     dataset = load_dataset(config.data)
     labels = _label_map(dataset)
     preprocess = PreprocessConfig.from_dict(config.preprocess)
+    ctx = init_distributed()  # a no-op unless started by torchrun with WORLD_SIZE > 1
     seed_everything(config.seed)
     model, spec, pretrained = build_model(config, dataset.num_channels, len(labels))
     spatial_dims = int(spec["config"].get("spatial_dims", 2))
     train_cfg = _train_config(config, len(labels))
     split, budget, train_cases, val_cases = _select(config, dataset, preprocess, labels)
     strategy = apply_strategy(config.strategy, model, pretrained, seed=config.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = {**config.to_dict(), "train": train_cfg.to_dict(), "preprocess": preprocess.to_dict()}
-    write_yaml_atomic(out / "config.yaml", resolved)
-    write_json_atomic(out / "env.json", environment(train_cfg.device, config.seed, str(train_cfg.precision)))
+    if ctx.is_main:
+        resolved = {**config.to_dict(), "train": train_cfg.to_dict(), "preprocess": preprocess.to_dict()}
+        write_yaml_atomic(out / "config.yaml", resolved)
+        env = environment(train_cfg.device, config.seed, str(train_cfg.precision)) | {"world_size": ctx.world_size}
+        write_json_atomic(out / "env.json", env)
     divisor = _divisor(spec)
     train_data, val_data = _datasets(config, train_cfg, spatial_dims, train_cases, val_cases, budget, divisor)
     meta = {
@@ -89,7 +93,9 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         train_cfg,
         TrainBatches(
             train_data,
-            StepBatchSampler(len(train_data), train_cfg.batch_size, train_cfg.steps_per_epoch, config.seed),
+            StepBatchSampler(
+                len(train_data), train_cfg.batch_size, train_cfg.steps_per_epoch, config.seed, ctx.rank, ctx.world_size
+            ),
             train_cfg.num_workers,
         ),
         param_groups=strategy.param_groups,
@@ -100,7 +106,9 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         spatial_dims=spatial_dims,
     )
     result = trainer.fit(resume=resume)
-    _write_summary(out, config, trainer, result, budget, split, time.perf_counter() - start)
+    if ctx.is_main:
+        _write_summary(out, config, trainer, result, budget, split, time.perf_counter() - start)
+    barrier(ctx)
     return out
 
 
