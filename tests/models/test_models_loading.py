@@ -98,3 +98,12 @@ def test_whole_model_weights_into_bare_encoder_strip_the_prefix():
     assert not audit.missing
     assert "head.conv.weight" in audit.unexpected
     torch.testing.assert_close(encoder.stages["input"].conv1.conv.weight, src.encoder.stages["input"].conv1.conv.weight)
+
+
+def test_classification_source_into_segmentation_target():
+    src = _unet(head="classification", num_classes=10)
+    dst = _unet(out_channels=2)
+    audit = load_pretrained(dst, src.state_dict())
+    assert audit.unexpected == ["head.fc.weight", "head.fc.bias"]
+    assert {k.split(".")[0] for k in audit.missing} == {"decoder", "head"}
+    assert all(k.startswith("encoder.") for k in audit.loaded)
