@@ -264,3 +264,20 @@ def test_mapping_spec_and_prepare_errors(source_state):
         create_strategy("first_k:9").prepare(_tiny(), source_state)
     with pytest.raises(ConfigError, match="give a checkpoint"):
         create_strategy("full").prepare(_tiny(), None)
+
+
+@pytest.mark.parametrize("spec", ["first_k:2", "last_k:2,bn_mode=adapt", "frozen_encoder"])
+def test_verify_strategy_confirms_and_catches_tampering(spec, source_state):
+    from medtransfer.transfer.verify import compare_with_source, verify_strategy
+
+    model = _tiny()
+    plan = create_strategy(spec).prepare(model, source_state, seed=0)
+    _train_steps(model, plan)
+    assert verify_strategy(model, source_state, plan.description) == []
+    frozen = next(row["stage"] for row in plan.description["stages"] if not row["trainable"])
+    with torch.no_grad():
+        next(model.stage_modules()[frozen].parameters()).add_(1.0)
+    assert verify_strategy(model, source_state, plan.description) == [
+        f"stage {frozen} was frozen but 1 parameter tensors changed"
+    ]
+    assert compare_with_source(model, source_state)[frozen]["max_abs_diff"] == pytest.approx(1.0)

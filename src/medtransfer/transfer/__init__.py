@@ -5,6 +5,9 @@
 ``lr_scale``, a JSON description for the run folder, the load audit).  Call
 ``strategy.on_epoch_start(model, epoch, optimizer)`` at every epoch (gradual unfreezing; no-op otherwise).
 
+After training, ``verify_strategy(model, source_state, plan.description)`` checks that frozen stages are still
+bit-identical to the source.
+
 Registered strategies (``list_strategies()``; ``medtransfer strategies`` prints them with their parameters):
 scratch, full, first_k, last_k, frozen_encoder, bn_only, discriminative, gradual_unfreeze, mean_var, hybrid_k,
 reinit_head.
@@ -15,6 +18,7 @@ from __future__ import annotations
 from .bn import BNMode, freeze_norm_stats, release_norm_stats
 from .registry import create_strategy, get_strategy_entry, list_strategies, parse_strategy_spec, register_strategy
 from .strategy import Init, Strategy, StrategyConfig, StrategyPlan, Train
+from .verify import compare_with_source, verify_strategy
 
 __all__ = [
     "BNMode",
@@ -23,6 +27,7 @@ __all__ = [
     "StrategyConfig",
     "StrategyPlan",
     "Train",
+    "compare_with_source",
     "create_strategy",
     "freeze_norm_stats",
     "get_strategy_entry",
@@ -30,4 +35,5 @@ __all__ = [
     "parse_strategy_spec",
     "register_strategy",
     "release_norm_stats",
+    "verify_strategy",
 ]
