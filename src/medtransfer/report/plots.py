@@ -70,8 +70,16 @@ def domain_heatmaps(rows: Sequence[Mapping[str, Any]], metric: str, title: str) 
             if src in index and tgt in index:
                 grid[index[src], index[tgt]] = value
         ax = fig.add_subplot(nrows, cols, k + 1)
-        _heatmap(ax, grid, domains, str(arm))
+        image = _heatmap(ax, grid, domains, str(arm))
+    if arms and _unit_scale(rows, metric):  # one shared 0..1 scale: one colour bar for every panel
+        fig.colorbar(image, ax=fig.axes, shrink=0.7, label=metric_name(metric))
     return to_png(fig)
+
+
+def _unit_scale(rows, metric: str) -> bool:
+    values = np.array([r.get(metric) for r in rows], dtype=float)
+    values = values[np.isfinite(values)]
+    return bool(values.size == 0 or (values.min() >= 0 and values.max() <= 1))
 
 
 def _pair_scores(rows, metric: str) -> dict[tuple, float]:
@@ -79,14 +87,14 @@ def _pair_scores(rows, metric: str) -> dict[tuple, float]:
     return {k: v for s in scores.values() for k, v in s.items()}
 
 
-def _heatmap(ax, grid: np.ndarray, domains: Sequence[str], title: str) -> None:
+def _heatmap(ax, grid: np.ndarray, domains: Sequence[str], title: str):
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
     finite = grid[np.isfinite(grid)]
     unit = finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1)  # overlap metrics: a fixed 0..1 scale
     low, high = (0.0, 1.0) if unit else (float(finite.min()), float(finite.max()))
-    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=high)
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=high)
     ticks = np.arange(len(domains))
     ax.set_xticks(ticks, domains, rotation=45, ha="right", fontsize="small")
     ax.set_yticks(ticks, domains, fontsize="small")
@@ -97,10 +105,13 @@ def _heatmap(ax, grid: np.ndarray, domains: Sequence[str], title: str) -> None:
         if np.isfinite(value):
             color = "w" if (value - low) < 0.6 * (high - low) else "k"
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="x-small", color=color)
+    return image
 
 
 def convergence_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], title: str) -> bytes:
     """Training loss and validation metric per epoch, one line per arm (mean over runs, band = min..max)."""
+    from matplotlib.ticker import MaxNLocator
+
     keys = _history_keys(histories)
     fig = _figure(4.2 * len(keys) + 0.6, 3.3)
     fig.suptitle(title)
@@ -117,6 +128,7 @@ def convergence_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, An
             if table.shape[0] > 1:
                 ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
