@@ -107,3 +107,10 @@ def test_classification_source_into_segmentation_target():
     assert audit.unexpected == ["head.fc.weight", "head.fc.bias"]
     assert {k.split(".")[0] for k in audit.missing} == {"decoder", "head"}
     assert all(k.startswith("encoder.") for k in audit.loaded)
+
+
+@pytest.mark.parametrize("wrapper", ["state_dict", "network_weights", "model_state_dict"])
+def test_weights_nested_in_common_checkpoint_dicts(wrapper):
+    src = _unet()
+    audit = load_pretrained(_unet(), {wrapper: src.state_dict(), "epoch": 3})
+    assert len(audit.loaded) == len(src.state_dict())

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 KEY_PREFIXES = ("", "encoder.", "-encoder.")
+STATE_DICT_KEYS = ("state_dict", "model", "network_weights", "model_state_dict")
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,20 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
 
 
 def resolve_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """A state dict from a checkpoint path, a medtransfer checkpoint dict or a plain state dict."""
+    """A state dict from a checkpoint path, a checkpoint dict or a plain state dict.
+
+    Checkpoint dicts hold the weights under ``state_dict`` (medtransfer, Lightning), ``model`` (timm/DeiT
+    training checkpoints), ``network_weights`` (nnU-Net) or ``model_state_dict``.
+    """
     if isinstance(source, str | os.PathLike):
         source = load_checkpoint(source)
     if not isinstance(source, Mapping):
         raise DataError(f"pretrained source must be a path or a state dict, got {type(source).__name__}")
-    if "state_dict" in source and isinstance(source["state_dict"], Mapping):
-        source = source["state_dict"]
+    for key in STATE_DICT_KEYS:  # medtransfer/Lightning/timm, timm/DeiT, nnU-Net, common training scripts
+        nested = source.get(key)
+        if isinstance(nested, Mapping) and any(isinstance(v, torch.Tensor) for v in nested.values()):
+            source = nested
+            break
     tensors = {k: v for k, v in source.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise DataError("pretrained source holds no tensors")
