@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
 from medtransfer.pretrain.sources import SourceData
 
@@ -75,3 +77,13 @@ def smooth_images(n: int = 120, size: int = 16, seed: int = 0) -> SourceData:
         disc = ((yy - cy) ** 2 + (xx - cx) ** 2) < (size * 0.15) ** 2
         images[i] = 0.2 + 0.5 * yy / size + 0.3 * disc
     return SourceData(np.clip(images, 0, 1), None, [], {"source": "smooth gradients with a disc near the top"})
+
+
+@pytest.fixture
+def one_thread():
+    """Run a training test on one intra-op thread: on a shared, busy machine OpenMP spinning over 2 threads made
+    these tiny models ~10x slower in CPU time."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

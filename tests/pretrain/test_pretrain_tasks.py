@@ -10,11 +10,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pretrain_helpers import blob_segmentation, quadrant_classes, smooth_images, tiny_config  # noqa: E402
+from pretrain_helpers import blob_segmentation, one_thread, quadrant_classes, smooth_images, tiny_config  # noqa: E402
 
 from medtransfer.checkpoint import load_checkpoint  # noqa: E402
 from medtransfer.models import create_model  # noqa: E402
 from medtransfer.pretrain.run import run_pretrain  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 def _train(task, source, tmp_path, **overrides):
