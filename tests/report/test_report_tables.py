@@ -45,8 +45,11 @@ def test_split_source(name, expected):
 def test_arms_carry_the_source_only_when_sources_vary():
     one = add_arms([{"source": "none", "strategy": "full"}, {"source": "none", "strategy": "scratch"}])
     assert [r["arm"] for r in one] == ["full", "scratch"]
-    two = add_arms([{"source": "mri_seg", "strategy": "full"}, {"source": "none", "strategy": "oracle"}])
-    assert [r["arm"] for r in two] == ["mri_seg / full", "oracle"]
+    two = [{"source": "mri_seg", "strategy": "full"}, {"source": "none", "strategy": "scratch"}]
+    assert [r["arm"] for r in add_arms(two)] == ["mri_seg / full", "none / scratch"]
+    # the references do not count: one contending source left
+    refs = add_arms([{"source": "mri_seg", "strategy": "full"}, {"source": "none", "strategy": "oracle"}])
+    assert [r["arm"] for r in refs] == ["full", "oracle"]
 
 
 def test_unit_scores_average_seeds_per_case():
@@ -138,3 +141,17 @@ def test_empty_section_shows_its_note_and_figures_link_files():
     markdown = render_markdown(report, "figs")
     assert "_Omitted: needs oracle._" in markdown
     assert "![f1](figs/f1.png)" in markdown
+
+
+def test_references_by_strategy_and_budget_pattern():
+    data = [
+        {"target": "t", "source": "mri_seg", "strategy": "frozen", "budget": "n0", "case": "c0", "dice": 0.2},
+        {"target": "t", "source": "none", "strategy": "scratch", "budget": "nall", "case": "c0", "dice": 0.8},
+        {"target": "t", "source": "none", "strategy": "scratch", "budget": "n3", "case": "c0", "dice": 0.4},
+        {"target": "t", "source": "mri_seg", "strategy": "full", "budget": "n3", "case": "c0", "dice": 0.65},
+    ]
+    labelled = add_arms(data, baseline="FROZEN", oracle="scratch@nall")
+    assert [r["arm"] for r in labelled] == ["baseline", "oracle", "none / scratch", "mri_seg / full"]
+    table = gap_closed_table(labelled, "dice")
+    assert table.header == ("target", "strategy", "n3")
+    assert {row[1]: row[2] for row in table.rows} == {"mri_seg / full": "0.75", "none / scratch": "0.33"}

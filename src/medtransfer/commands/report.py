@@ -16,6 +16,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder of the report")
     parser.add_argument("--metric", default=None, help="per-case metric that decides the winner (default: dice)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected; 0.05)")
+    parser.add_argument(
+        "--baseline", default="baseline", help="STRATEGY[@BUDGET] glob of the baseline cells (default: baseline)"
+    )
+    parser.add_argument(
+        "--oracle",
+        default="oracle",
+        help="STRATEGY[@BUDGET] glob of the oracle cells (default: oracle; e.g. scratch@nall)",
+    )
     parser.add_argument("--overlays", type=int, default=4, help="number of qualitative overlays (default 4)")
     parser.add_argument("--title", default=None, help="page title")
     parser.set_defaults(func=run)
@@ -24,7 +32,14 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..report.build import ReportOptions, build_report
 
-    options = ReportOptions(metric=args.metric, alpha=args.alpha, max_overlays=args.overlays, title=args.title)
+    options = ReportOptions(
+        metric=args.metric,
+        alpha=args.alpha,
+        baseline=args.baseline,
+        oracle=args.oracle,
+        max_overlays=args.overlays,
+        title=args.title,
+    )
     files = build_report(args.results, args.out, options)
     print(f"report: {files.html}")
     print(f"markdown: {files.markdown} ({len(files.figures)} figures in {files.markdown.parent / 'figures'})")

@@ -37,12 +37,16 @@ class ReportOptions:
     Attributes:
         metric: the per-case metric that decides the winner (default ``dice``, else the first one found).
         alpha: significance level of the Holm-corrected tests.
+        baseline: ``STRATEGY[@BUDGET]`` glob of the baseline cells (source model without fine-tuning).
+        oracle: ``STRATEGY[@BUDGET]`` glob of the oracle cells (e.g. ``scratch@nall``).
         max_overlays: how many qualitative overlays to show.
         title: page title (default names the grids).
     """
 
     metric: str | None = None
     alpha: float = 0.05
+    baseline: str = "baseline"
+    oracle: str = "oracle"
     max_overlays: int = 4
     title: str | None = None
 
@@ -75,7 +79,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, options: ReportOp
 
 def create_report(results: Results, options: ReportOptions) -> Report:
     """The report (sections in order) of loaded results."""
-    arms = _arms(results.cells)
+    arms = _arms(results.cells, options)
     rows = [{**row, "arm": arms[row["cell_id"]]} for row in results.rows]
     metric = _metric(results, options.metric)
     verdicts = compare_all(rows, metric, alpha=options.alpha) if metric else []
@@ -97,8 +101,8 @@ def create_report(results: Results, options: ReportOptions) -> Report:
     return Report(title, tuple(headline or ["No per-case metric to compare."]), tuple(sections), subtitle)
 
 
-def _arms(cells: Sequence[CellRecord]) -> dict[str, str]:
-    labelled = add_arms([c.columns for c in cells])
+def _arms(cells: Sequence[CellRecord], options: ReportOptions) -> dict[str, str]:
+    labelled = add_arms([c.columns for c in cells], baseline=options.baseline, oracle=options.oracle)
     return {row["cell_id"]: row["arm"] for row in labelled}
 
 
@@ -163,7 +167,7 @@ def _gap_section(rows, metric: str | None) -> Section:
     title = "Gap closed"
     table = tables.gap_closed_table(rows, metric) if metric else None
     if table is None:
-        return Section(title, note="Omitted: needs cells of both the 'baseline' and the 'oracle' strategy.")
+        return Section(title, note="Omitted: needs both baseline and oracle cells (see --baseline / --oracle).")
     text = "Share of the baseline-to-oracle gap closed by fine-tuning: (fine-tuned - baseline) / (oracle - baseline)."
     return Section(title, (text,), (table,))
 

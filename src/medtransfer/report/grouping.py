@@ -3,11 +3,13 @@
 An *arm* is what the report compares: the strategy, or ``source / strategy`` when the results hold more
 than one source.  The reference arms ``baseline`` (the source model applied to the target without
 fine-tuning) and ``oracle`` (trained on the target with all its labels) are recognised by their strategy
-name; they anchor "gap closed" and are never declared winners.
+name, or by ``STRATEGY[@BUDGET]`` patterns (:func:`add_arms`); they anchor "gap closed" and are never
+declared winners.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,17 +58,36 @@ def sorted_values(rows: Iterable[Mapping[str, Any]], column: str) -> list[Any]:
     return sorted(values, key=key)
 
 
-def add_arms(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Copies of ``rows`` with an ``arm`` column: the strategy, prefixed by the source when sources vary."""
-    several_sources = len({row.get("source") for row in rows}) > 1
-    return [{**row, "arm": _arm(row, several_sources)} for row in rows]
+def add_arms(
+    rows: Sequence[Mapping[str, Any]], *, baseline: str = BASELINE, oracle: str = ORACLE
+) -> list[dict[str, Any]]:
+    """Copies of ``rows`` with an ``arm`` column: the strategy, prefixed by the source when sources vary.
+
+    Rows matching ``baseline`` / ``oracle`` (``STRATEGY[@BUDGET]`` glob patterns, e.g. ``scratch@nall``: the
+    from-scratch cells with every label) become the reference arms ``baseline`` / ``oracle``.
+
+    Example:
+        >>> [r["arm"] for r in add_arms([{"strategy": "scratch", "budget": "nall"}], oracle="scratch@nall")]
+        ['oracle']
+    """
+    contenders = [row for row in rows if _reference(row, baseline, oracle) is None]
+    several_sources = len({row.get("source") for row in contenders}) > 1
+    return [{**row, "arm": _reference(row, baseline, oracle) or _arm(row, several_sources)} for row in rows]
+
+
+def _reference(row: Mapping[str, Any], baseline: str, oracle: str) -> str | None:
+    for name, pattern in ((BASELINE, baseline), (ORACLE, oracle)):
+        strategy, _, budget = pattern.lower().partition("@")
+        if fnmatch.fnmatchcase(str(row.get("strategy")).lower(), strategy) and (
+            not budget or fnmatch.fnmatchcase(str(row.get("budget")).lower(), budget)
+        ):
+            return name
+    return None
 
 
 def _arm(row: Mapping[str, Any], several_sources: bool) -> str:
     strategy = str(row.get("strategy"))
-    if strategy.lower() in (BASELINE, ORACLE) or not several_sources:
-        return strategy
-    return f"{row.get('source')} / {strategy}"
+    return f"{row.get('source')} / {strategy}" if several_sources else strategy
 
 
 def is_reference(arm: str) -> bool:
