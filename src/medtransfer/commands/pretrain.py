@@ -1,14 +1,110 @@
-"""``medtransfer pretrain``: pretrain source models (classification, segmentation, self-supervised)."""
+"""``medtransfer pretrain``: pretrain a source model (or the whole source zoo) and write its checkpoint."""
 
 from __future__ import annotations
 
-from ._pending import pending
+import argparse
+
+TASKS = ("classification", "segmentation", "restoration", "rotation", "multi", "import", "zoo")
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "pretrain",
-        help="pretrain source models (classification, segmentation, self-supervised)",
-        description="pretrain source models (classification, segmentation, self-supervised).",
+        help="pretrain source models (classification, segmentation, self-supervised, multi-dataset, ImageNet import)",
+        description="Pretrain one source model on the shared architecture and write a checkpoint with its metadata "
+        "(architecture, stage names, source task and domain, data, steps, source metrics); '--task zoo' writes the "
+        "six sources (3 tasks x natural/MRI) and scratch into the folder --out.  See docs/pretraining.md.",
     )
-    parser.set_defaults(func=pending("'medtransfer pretrain'", 7))
+    parser.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
+    parser.add_argument("--domain", default="natural", help="natural or mri (default natural)")
+    parser.add_argument("--data", default=None, help="brainshift folder (MRI sources) or an nnU-Net dataset folder")
+    parser.add_argument("--out", required=True, help="checkpoint to write (a folder for --task zoo)")
+    parser.add_argument("--model", default=None, help="architecture (default unet; import: resnet18_unet, ...)")
+    parser.add_argument("--features", type=int, default=None, help="base width of the architecture (default 16)")
+    parser.add_argument("--depth", type=int, default=None, help="down-samplings of the U-Net (default 4)")
+    parser.add_argument("--weights", default=None, help="import: ImageNet ResNet state dict / HED .weights.h5 file")
+    parser.add_argument("--size", type=int, default=None, help="square image size of every source (default 64)")
+    parser.add_argument("--count", type=int, default=None, help="at most this many source images (default 2000)")
+    parser.add_argument("--domains", nargs="+", default=None, help="MRI scanner profiles to use (default all)")
+    parser.add_argument("--datasets", nargs="+", default=None, help="multi: dataset folders (names under --data)")
+    parser.add_argument("--mixing", default=None, help="multi: balanced (round-robin) or proportional")
+    parser.add_argument("--restoration-loss", default=None, help="restoration: mse (default) or l1")
+    parser.add_argument("--epochs", type=int, default=None, help="default 5")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="default 100")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32")
+    parser.add_argument("--lr", type=float, default=None, help="default 1e-3 (Adam, cosine schedule)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.run/")
+    parser.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    from ..pretrain.config import DEFAULT_MODEL_CONFIG
+
+    model_config = dict(DEFAULT_MODEL_CONFIG)
+    if args.features is not None:
+        model_config["features"] = args.features
+    if args.depth is not None:
+        model_config["depth"] = args.depth
+    values = {
+        "model": args.model,
+        "weights": args.weights,
+        "size": args.size,
+        "count": args.count,
+        "domains": args.domains,
+        "datasets": args.datasets,
+        "mixing": args.mixing,
+        "restoration_loss": args.restoration_loss,
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "precision": args.precision,
+        "device": args.device,
+    }
+    options = {k: v for k, v in values.items() if v is not None}
+    options["model_config"] = model_config
+    if args.no_progress:
+        options["progress"] = False
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint
+    from ..errors import ConfigError, did_you_mean
+
+    if args.task not in TASKS:
+        raise ConfigError(did_you_mean(args.task, TASKS, what="pretraining task"))
+    options = _options(args)
+    if args.task == "zoo":
+        from ..pretrain.zoo import build_zoo
+
+        summary = build_zoo(args.out, args.data, **options)
+        for name, entry in summary.items():
+            print(f"{name:24s} {entry['steps']:6d} steps  {_metrics(entry['metrics'])}")
+        print(f"wrote {args.out}/zoo.json")
+        return 0
+    from ..pretrain.run import run_pretrain
+
+    path = run_pretrain(
+        {"task": args.task, "domain": args.domain, "out": args.out, "data": args.data, **options}, resume=args.resume
+    )
+    meta = load_checkpoint(path).get("meta") or {}
+    print(f"wrote {path}: {meta.get('source_task')} / {meta.get('source_domain')}, {meta.get('steps', 0)} steps")
+    if meta.get("metrics"):
+        print(f"source metrics: {_metrics(meta['metrics'])}")
+    if meta.get("load_audit"):
+        audit = meta["load_audit"]
+        print(
+            f"loaded {len(audit['loaded'])} tensors; adapted input: {len(audit['adapted'])}; ignored: "
+            f"{len(audit['unexpected'])}"
+        )
+    return 0
+
+
+def _metrics(metrics: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))

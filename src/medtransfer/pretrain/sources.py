@@ -126,7 +126,7 @@ def load_source(
     else:
         raise ConfigError(f"task {task.value!r} has no single source dataset")
     if domain is SourceDomain.NATURAL:
-        source = _natural(kind, data, count, seed)
+        source = _natural(kind, data, size, count, seed)
     else:
         if data is None:
             raise ConfigError(
@@ -148,7 +148,7 @@ def _subsample(source: SourceData, count: int, seed: int) -> SourceData:
     return source.take(np.sort(np.random.default_rng([seed, 11]).permutation(len(source))[:count]))
 
 
-def _natural(kind: str, data: Path | None, count: int, seed: int) -> SourceData:
+def _natural(kind: str, data: Path | None, size: int, count: int, seed: int) -> SourceData:
     from ..bench import natural
     from ..bench.sources import FASHION_MNIST_CLASSES
 
@@ -164,13 +164,13 @@ def _natural(kind: str, data: Path | None, count: int, seed: int) -> SourceData:
         return _subsample(SourceData(images, labels, names, desc), count, seed)
     if kind == "segmentation":
         if arrays is None:
-            images, labels = natural.pasted_segmentation(count, natural.NATURAL_SIZE, seed)
+            images, labels = natural.pasted_segmentation(count, size, seed)
             arrays = {"images": images, "labels": labels}
         names = [str(n) for n in arrays.get("class_names", natural.SEGMENTATION_CLASSES)]
         desc = {"source": "Fashion-MNIST items pasted on scikit-image photos (11 classes)", "origin": origin}
         source = SourceData(scale_unit(arrays["images"]), arrays["labels"].astype(np.int64), names, desc)
         return _subsample(source, count, seed)
-    images = arrays["images"] if arrays is not None else natural.photo_crops(count, natural.NATURAL_SIZE, seed)
+    images = arrays["images"] if arrays is not None else natural.photo_crops(count, size, seed)
     desc = {"source": "scikit-image photo crops", "origin": origin}
     return _subsample(SourceData(scale_unit(images), None, [], desc), count, seed)
 
