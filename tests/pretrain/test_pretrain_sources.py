@@ -1,0 +1,80 @@
+"""Source loading: npz sources of a brainshift folder, MRI slices of an nnU-Net dataset, resizing."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medtransfer.data.layouts import write_dataset_json
+from medtransfer.errors import DataError
+from medtransfer.pretrain.datasets import RotationDataset
+from medtransfer.pretrain.options import SourceDomain, SourceTask
+from medtransfer.pretrain.sources import SourceData, load_source, mri_slices, resize_stack
+
+
+def test_resize_stack_images_and_labels():
+    labels = np.zeros((1, 4, 4), dtype=np.int64)
+    labels[0, :2, :2] = 3
+    up = resize_stack(labels, 8, labels=True)
+    assert up.dtype == np.int64
+    assert up[0, :4, :4].tolist() == [[3] * 4] * 4
+    assert int(up.sum()) == 3 * 16
+    flat = resize_stack(np.full((2, 6, 6), 0.25, dtype=np.float32), 3)
+    np.testing.assert_allclose(flat, 0.25, atol=1e-6)
+
+
+def test_natural_sources_from_a_brainshift_folder(tmp_path):
+    (tmp_path / "sources").mkdir()
+    images = np.random.default_rng(0).integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "sources" / "natural_classification.npz", images=images, labels=np.arange(10) % 3)
+    source = load_source(SourceTask.CLASSIFICATION, SourceDomain.NATURAL, tmp_path, size=16, count=6)
+    assert source.images.shape == (6, 16, 16)
+    assert source.images.dtype == np.float32
+    assert 0 <= source.images.min() <= source.images.max() <= 1
+    assert source.labels.shape == (6,)
+    assert source.description["size"] == 16
+
+
+def test_mri_classification_without_its_file_names_the_fix(tmp_path):
+    with pytest.raises(DataError, match="mri_classification.npz"):
+        load_source(SourceTask.CLASSIFICATION, SourceDomain.MRI, tmp_path, size=16, count=6)
+
+
+def _write_case(root, case_id, label_value, rng):
+    image = rng.random((12, 10, 6)).astype(np.float32) * 0.2
+    label = np.zeros((12, 10, 6), dtype=np.uint8)
+    label[3:9, 2:8, 1:5] = label_value
+    image[label > 0] += 1.0
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"{case_id}_0000.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"{case_id}.nii.gz")
+
+
+def test_mri_slices_of_an_nnunet_dataset(tmp_path):
+    root = tmp_path / "Dataset002_Anatomy"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for i, value in enumerate((1, 2)):
+        _write_case(root, f"case_{i:03d}", value, rng)
+    write_dataset_json(root, {"background": 0, "a": 1, "b": 2}, ["T1"], 2)
+    source = mri_slices(root, size=16, count=100)
+    assert source.images.shape[1:] == (16, 16)
+    assert source.labels.shape == source.images.shape
+    assert source.class_names == ["background", "a", "b"]
+    assert set(np.unique(source.labels)) == {0, 1, 2}
+    assert source.description["cases"] == 2
+    # every kept slice holds at least 2% foreground
+    assert ((source.labels > 0).mean(axis=(1, 2)) >= 0.02).all()
+    unlabelled = load_source(SourceTask.RESTORATION, SourceDomain.MRI, root, size=16, count=3)
+    assert unlabelled.labels is None
+    assert len(unlabelled) == 3
+
+
+def test_rotation_dataset_validation_cycles_through_four_turns():
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4) / 16
+    dataset = RotationDataset(SourceData(image), fixed=True)
+    items = [dataset[i] for i in range(4)]
+    assert [int(it["label"]) for it in items] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(items[1]["image"][0].numpy(), np.rot90(image[0], 1))
