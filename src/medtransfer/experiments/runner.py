@@ -39,7 +39,18 @@ from typing import Any, Protocol
 
 from ..utils import write_json_atomic, write_yaml_atomic
 from .spec import Cell, GridSpec, expand_grid, select_cells
-from .state import CONFIG, ERROR, SUMMARY, CellStatus, LockHeld, cell_lock, cell_status, has_partial_outputs
+from .state import (
+    CONFIG,
+    ERROR,
+    LOCK,
+    SUMMARY,
+    CellStatus,
+    LockHeld,
+    cell_lock,
+    cell_status,
+    has_partial_outputs,
+    lock_is_stale,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +112,7 @@ def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: An
 
     run_dir = cell.run_dir
     if (run_dir / SUMMARY).is_file():
+        _drop_stale_lock(run_dir)  # killed between writing the summary and releasing the lock
         return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
     cell_fn = cell_fn or get_cell_function(cell.config.get("kind"), where=f"cell {cell.id}")
     try:
@@ -114,6 +126,12 @@ def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: An
     except LockHeld as err:
         log.info("cell %s is running elsewhere (%s); leaving it", cell.id, err)
         return CellOutcome(cell.id, CellStatus.RUNNING, error=str(err))
+
+
+def _drop_stale_lock(run_dir: Path) -> None:
+    lock = run_dir / LOCK
+    if lock.is_file() and lock_is_stale(lock):
+        lock.unlink(missing_ok=True)
 
 
 def _config_changed(cell: Cell, *, warn: bool = True) -> bool:
