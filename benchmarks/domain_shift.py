@@ -89,13 +89,15 @@ def slice_size(cases: list[Case]) -> tuple[int, int]:
     return tuple(int(np.ceil(n / SLICE_MULTIPLE) * SLICE_MULTIPLE) for n in (h, w))
 
 
-def train(cases: list[Case], size: tuple[int, int], steps: int, batch: int, seed: int) -> torch.nn.Module:
+def train(
+    cases: list[Case], size: tuple[int, int], steps: int, batch: int, seed: int, features: int = 16
+) -> torch.nn.Module:
     """A 2D U-Net trained on every axial slice of ``cases``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     images = torch.from_numpy(np.concatenate([pad_slices(c.image, size) for c in cases]))[:, None]
     labels = torch.from_numpy(np.concatenate([pad_slices(c.label, size) for c in cases]))[:, None]
-    model = create_model("unet", spatial_dims=2, in_channels=1, out_channels=1, features=16, depth=4)
+    model = create_model("unet", spatial_dims=2, in_channels=1, out_channels=1, features=features, depth=4)
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps)
     model.train()
@@ -110,7 +112,7 @@ def train(cases: list[Case], size: tuple[int, int], steps: int, batch: int, seed
         loss.backward()
         optimiser.step()
         schedule.step()
-        if step % 100 == 0 or step == steps - 1:
+        if step % 50 == 0 or step == steps - 1:
             log.info("step %d/%d loss %.4f", step + 1, steps, loss.item())
     return model.eval()
 
@@ -119,7 +121,7 @@ def train(cases: list[Case], size: tuple[int, int], steps: int, batch: int, seed
 def predict(model: torch.nn.Module, case: Case, size: tuple[int, int]) -> np.ndarray:
     """Brain probability ``(X, Y, Z)`` of one case (RAS, working spacing)."""
     slices = torch.from_numpy(pad_slices(case.image, size))[:, None]
-    prob = torch.cat([torch.sigmoid(model(chunk)) for chunk in slices.split(32)])[:, 0].numpy()
+    prob = torch.sigmoid(torch.cat([model(chunk) for chunk in slices.split(32)]))[:, 0].numpy()
     h, w = case.image.shape[:2]
     return np.moveaxis(prob[:, :h, :w], 0, 2)
 
@@ -137,6 +139,7 @@ def score(model: torch.nn.Module, case: Case, size: tuple[int, int]) -> tuple[fl
 
 def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
+    torch.set_num_threads(args.threads)
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="brainshift_"))
     if not (root / DATASETS[Target.BRAIN_EXTRACTION].folder / "metadata.csv").is_file():
         config = BenchmarkConfig(
@@ -160,7 +163,8 @@ def run(args: argparse.Namespace) -> dict:
     for source in sources:
         i = domains.index(source)
         log.info("training on %s", source)
-        model = train(by_domain[source][: -args.test_per_domain], size, args.steps, args.batch, args.seed)
+        train_cases = by_domain[source][: -args.test_per_domain]
+        model = train(train_cases, size, args.steps, args.batch, args.seed, args.features)
         for j, target in enumerate(domains):
             scores = np.array([score(model, case, size) for case in tests[target]])
             dice[i, j], surface[i, j] = scores.mean(axis=0)
@@ -177,6 +181,8 @@ def run(args: argparse.Namespace) -> dict:
         "train_cases_per_domain": len(by_domain[domains[0]]) - args.test_per_domain,
         "test_cases_per_domain": args.test_per_domain,
         "steps": args.steps,
+        "batch": args.batch,
+        "features": args.features,
         "dice": np.round(dice, 3).tolist(),
         "surface_dice_1mm": np.round(surface, 3).tolist(),
         "diagonal_surface_dice_min": round(float(np.min(diag)), 3),
@@ -196,7 +202,9 @@ def main() -> None:
     parser.add_argument("--test-per-domain", type=int, default=2)
     parser.add_argument("--spacing", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--features", type=int, default=8, help="U-Net base width")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--sources", nargs="+", help="training domains (default: all six)")
     args = parser.parse_args()

@@ -28,13 +28,14 @@ def add_parser(subparsers) -> None:
     build.add_argument(
         "--domains", nargs="+", default=None, metavar="PROFILE", help="scanner profiles (default: all six)"
     )
-    build.add_argument("--workers", type=int, default=1, help="worker processes")
+    build.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core, at most 4)")
     build.add_argument("--no-sources", action="store_true", help="skip the classification / natural-image sources")
     build.add_argument("--natural-count", type=int, default=2000, help="images per natural-image source")
     build.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from ..bench import BenchmarkConfig, build_benchmark, list_profiles
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         spacing=args.spacing,
         targets=tuple(args.targets),
         domains=tuple(args.domains or list_profiles()),
-        workers=args.workers,
+        workers=args.workers or min(4, os.cpu_count() or 1),
         sources=not args.no_sources,
         natural_count=args.natural_count,
     )
