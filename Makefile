@@ -8,7 +8,7 @@ STAMP := $(VENV)/.medtransfer-installed
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-quick test test-fast setup data-packages lint clean
+.PHONY: demo demo-quick test test-fast setup data-packages test-packages lint clean
 
 setup: $(STAMP) data-packages
 
@@ -20,13 +20,16 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 data-packages:
 	bash scripts/install-data-packages.sh
 
+test-packages:
+	bash scripts/install-test-packages.sh
+
 demo: setup
 	$(BIN)/medtransfer demo --out $(DEMO_OUT)
 
 demo-quick: setup
 	$(BIN)/medtransfer demo --quick --out $(DEMO_OUT)
 
-test: setup
+test: setup test-packages
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup

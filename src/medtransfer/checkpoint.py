@@ -26,6 +26,7 @@ from .errors import DataError
 from .utils import atomic_path
 
 FORMAT = "medtransfer.checkpoint/1"
+_NESTED_WEIGHT_KEYS = ("state_dict", "model", "network_weights", "model_state_dict")
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
@@ -57,8 +58,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise DataError(f"{path}: a checkpoint must hold a dict, found {type(obj).__name__}")
     if obj.get("format") == FORMAT:
         return obj
-    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        return {"format": None, **obj}
+    for key in _NESTED_WEIGHT_KEYS:  # timm/DeiT ("model"), nnU-Net ("network_weights"), Lightning, ...
+        if isinstance(obj.get(key), dict):
+            return {"format": None, **{k: v for k, v in obj.items() if k != key}, "state_dict": obj[key]}
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"format": None, "state_dict": obj}
     raise DataError(f"{path}: neither a medtransfer checkpoint nor a state dict (keys: {sorted(obj)[:8]})")
