@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -87,3 +90,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def write_tiny_nnunet(root: Path, labels: dict[str, int], cases: int = 2, seed: int = 0) -> Path:
+    """A tiny nnU-Net raw dataset: ``cases`` 12x10x6 volumes at 2 mm, one bright box per case labelled with the
+    labels' foreground values in turn."""
+    from medtransfer.data.layouts import write_dataset_json
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(seed)
+    values = [v for v in labels.values() if v > 0]
+    for i in range(cases):
+        image = rng.random((12, 10, 6)).astype(np.float32) * 0.2
+        label = np.zeros((12, 10, 6), dtype=np.uint8)
+        label[3:9, 2:8, 1:5] = values[i % len(values)]
+        image[label > 0] += 1.0
+        affine = np.diag([2.0, 2.0, 2.0, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"case_{i:03d}.nii.gz")
+    write_dataset_json(root, labels, ["T1"], cases)
+    return root

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import nibabel as nib
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from medtransfer.data.layouts import write_dataset_json
+sys.path.insert(0, str(Path(__file__).parent))
+from pretrain_helpers import write_tiny_nnunet  # noqa: E402
+
 from medtransfer.errors import DataError
 from medtransfer.pretrain.datasets import RotationDataset
 from medtransfer.pretrain.options import SourceDomain, SourceTask
@@ -41,24 +45,8 @@ def test_mri_classification_without_its_file_names_the_fix(tmp_path):
         load_source(SourceTask.CLASSIFICATION, SourceDomain.MRI, tmp_path, size=16, count=6)
 
 
-def _write_case(root, case_id, label_value, rng):
-    image = rng.random((12, 10, 6)).astype(np.float32) * 0.2
-    label = np.zeros((12, 10, 6), dtype=np.uint8)
-    label[3:9, 2:8, 1:5] = label_value
-    image[label > 0] += 1.0
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"{case_id}_0000.nii.gz")
-    nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"{case_id}.nii.gz")
-
-
 def test_mri_slices_of_an_nnunet_dataset(tmp_path):
-    root = tmp_path / "Dataset002_Anatomy"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    rng = np.random.default_rng(0)
-    for i, value in enumerate((1, 2)):
-        _write_case(root, f"case_{i:03d}", value, rng)
-    write_dataset_json(root, {"background": 0, "a": 1, "b": 2}, ["T1"], 2)
+    root = write_tiny_nnunet(tmp_path / "Dataset002_Anatomy", {"background": 0, "a": 1, "b": 2})
     source = mri_slices(root, size=16, count=100)
     assert source.images.shape[1:] == (16, 16)
     assert source.labels.shape == source.images.shape

@@ -26,9 +26,9 @@ def bezier_curve(points: np.ndarray, n: int = BEZIER_POINTS) -> tuple[np.ndarray
     """Sample the Bezier curve of control ``points`` ``(k, 2)`` at ``n`` parameters; returns ``(x, y)``.
 
     Example:
-        >>> x, y = bezier_curve(np.array([[0, 0], [0.3, 0.3], [0.6, 0.6], [1, 1]]), n=3)
+        >>> x, y = bezier_curve(np.array([[0, 0], [1 / 3, 0], [2 / 3, 1], [1, 1]]), n=3)
         >>> np.round(x, 3).tolist(), np.round(y, 3).tolist()
-        ([0.0, 0.475, 1.0], [0.0, 0.475, 1.0])
+        ([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
     """
     from scipy.special import comb
 
