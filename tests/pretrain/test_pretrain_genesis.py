@@ -79,3 +79,15 @@ def test_no_corruption_when_every_probability_is_zero():
     image = np.random.default_rng(5).random((16, 16)).astype(np.float32)
     out = GenesisCorruption(shuffle_prob=0, nonlinear_prob=0, paint_prob=0)(image, np.random.default_rng(0))
     np.testing.assert_array_equal(out, image)
+
+
+def test_segmentation_dice_from_a_hand_worked_confusion_matrix():
+    import torch
+
+    from medtransfer.pretrain.evaluation import dice_per_class, foreground_dice
+
+    # truth rows, prediction columns: class 1 has TP 2, FP 1 (from class 0), FN 1 (predicted as 2)
+    confusion = torch.tensor([[5, 1, 0], [0, 2, 1], [1, 0, 3]])
+    torch.testing.assert_close(dice_per_class(confusion), torch.tensor([10 / 12, 4 / 6, 6 / 8]))
+    assert foreground_dice(confusion) == pytest.approx(12 / 14)
+    assert torch.isnan(dice_per_class(torch.tensor([[4, 0], [0, 0]]))[1])

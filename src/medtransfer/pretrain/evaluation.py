@@ -2,7 +2,7 @@
 
 * classification / rotation: ``accuracy`` and ``chance`` (1 / classes);
 * segmentation: ``dice``: mean over foreground classes present in the held-out set of the global Dice
-  (hard argmax prediction);
+  (hard argmax prediction); ``dice_foreground``: Dice of "any foreground class" vs background;
 * restoration: ``mse`` of the restored image, ``mse_identity`` of the corrupted input (the do-nothing
   baseline) and their ratio ``mse_ratio`` (< 1: the model restores).
 
@@ -70,6 +70,18 @@ def dice_per_class(confusion: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), torch.nan)
 
 
+def foreground_dice(confusion: torch.Tensor) -> float:
+    """Dice of "any foreground class" vs background (class 0) from a confusion matrix.
+
+    Example:
+        >>> round(foreground_dice(torch.tensor([[5, 1, 0], [0, 2, 1], [1, 0, 3]])), 4)  # 2*6 / (2*6 + 1 + 1)
+        0.8571
+    """
+    tp = float(confusion[1:, 1:].sum())
+    denominator = 2 * tp + float(confusion[0, 1:].sum()) + float(confusion[1:, 0].sum())
+    return 2 * tp / denominator if denominator > 0 else float("nan")
+
+
 class SegmentationValidator:
     """Global Dice per foreground class over the held-out set; ``dice`` is their mean over classes in the truth."""
 
@@ -87,7 +99,7 @@ class SegmentationValidator:
         dice = dice_per_class(confusion)[1:]
         present = confusion.sum(1)[1:] > 0
         value = float(dice[present].mean()) if bool(present.any()) else float("nan")
-        return {"dice": value}
+        return {"dice": value, "dice_foreground": foreground_dice(confusion)}
 
 
 class RestorationValidator:
