@@ -1,0 +1,332 @@
+"""SpotTUnet (Zakazov et al., MICCAI 2021): a learned per-stage choice between a frozen and a fine-tuned copy.
+
+Every stage of a named-stage model (``model.stage_modules()``) is replaced by a :class:`GatedStage` holding a
+frozen pretrained copy and a trainable copy.  A global (input-independent) policy holds two logits per stage;
+in training a hard Gumbel-softmax sample (straight-through gradients) picks the copy, at evaluation the argmax
+does.  The stage output is ``g * finetuned(x) + (1 - g) * frozen(x)`` with ``g`` in {0, 1}, so skip connections
+and the models' own forward code are untouched (the gate sits at the stage boundary).  A regulariser
+``lam * sum(g)`` pushes toward freezing; :class:`SpotTuneLoss` adds it to the task loss.
+
+After training, :func:`collapse` returns a plain model of the original architecture that uses, per stage, the
+chosen copy, so ``predict`` and checkpoints work unchanged.
+
+Example:
+    >>> import torch
+    >>> from medtransfer.models import create_model
+    >>> source = create_model("unet", features=4, depth=2).state_dict()
+    >>> prepared = prepare_spottune("spottune:lam=0.01", create_model("unet", features=4, depth=2), source)
+    >>> sorted(prepared.model.policy())[:2]
+    ['bottleneck', 'dec1']
+    >>> plain = collapse(prepared.model)
+    >>> plain(torch.zeros(1, 1, 8, 8)).shape
+    torch.Size([1, 1, 8, 8])
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, did_you_mean
+from ..models.loading import load_pretrained
+
+log = logging.getLogger(__name__)
+
+FINETUNED, FROZEN = "finetuned", "frozen"
+POLICY_GROUP = "spottune_policy"
+
+
+@dataclass(frozen=True)
+class SpotTuneParams:
+    """Parameters of the ``spottune`` strategy (``spottune:lam=0.01,temperature=1``)."""
+
+    lam: float = field(default=0.01, metadata={"help": "penalty per fine-tuned stage (pushes toward freezing)"})
+    temperature: float = field(default=1.0, metadata={"help": "Gumbel-softmax temperature"})
+    policy_lr_scale: float = field(default=10.0, metadata={"help": "policy logits lr = base lr * this"})
+    head: str = field(default="finetune", metadata={"help": "'finetune' (always train the head) or 'gate'"})
+
+    def __post_init__(self) -> None:
+        if self.lam < 0 or self.temperature <= 0 or self.policy_lr_scale <= 0:
+            raise ConfigError(
+                f"spottune: need lam >= 0, temperature > 0 and policy_lr_scale > 0, got {dataclasses.asdict(self)}"
+            )
+        if self.head not in ("finetune", "gate"):
+            raise ConfigError(f"spottune: head must be 'finetune' or 'gate', got {self.head!r}")
+
+
+class _Gates:
+    """Shared gate values (one per gated stage), written by :class:`SpotTuneModel` before each forward."""
+
+    def __init__(self) -> None:
+        self.values: torch.Tensor | None = None
+
+
+class GatedStage(nn.Module):
+    """``g * finetuned(*args) + (1 - g) * frozen(*args)``; the frozen copy stays in eval mode and has no grads."""
+
+    def __init__(self, finetuned: nn.Module, frozen: nn.Module, index: int, gates: _Gates) -> None:
+        super().__init__()
+        self.finetuned, self.frozen, self.index = finetuned, frozen, index
+        self._gates = gates
+        for param in self.frozen.parameters():
+            param.requires_grad_(False)
+        self.frozen.eval()
+
+    def train(self, mode: bool = True) -> GatedStage:
+        super().train(mode)
+        self.frozen.eval()  # frozen norm statistics, whatever the trainer does
+        return self
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        gates = self._gates.values
+        if gates is None:
+            raise RuntimeError("GatedStage called outside SpotTuneModel.forward")
+        g = gates[self.index]
+        if not g.requires_grad:  # deterministic (evaluation): run the chosen copy only
+            return self.finetuned(*args, **kwargs) if bool(g > 0.5) else self.frozen(*args, **kwargs)
+        # both copies run: the straight-through gradient of g is finetuned(x) - frozen(x); gradients still flow
+        # through the frozen copy to the stages before it
+        return g * self.finetuned(*args, **kwargs) + (1 - g) * self.frozen(*args, **kwargs)
+
+
+class SpotTuneModel(nn.Module):
+    """A named-stage model whose stages are gated between a frozen and a fine-tuned copy.
+
+    Args:
+        model: the target model, already holding the pretrained weights (:func:`prepare_spottune` loads them).
+        temperature: Gumbel-softmax temperature.
+        lam: regulariser weight (penalty per fine-tuned stage).
+        always_finetune: stages not gated (trained directly), e.g. a freshly initialised ``head``.
+
+    The gated model is ``self.model`` (its stages are :class:`GatedStage` modules); ``policy_logits`` has one
+    row per gated stage: ``[frozen, finetuned]`` logits.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        temperature: float = 1.0,
+        lam: float = 0.01,
+        always_finetune: tuple[str, ...] = ("head",),
+    ) -> None:
+        super().__init__()
+        if not hasattr(model, "stage_modules"):
+            raise ConfigError(f"{type(model).__name__} has no named stages; use a medtransfer.models model")
+        stages = model.stage_modules()
+        unknown = [s for s in always_finetune if s not in stages]
+        if unknown:
+            raise ConfigError(did_you_mean(unknown[0], stages, what="stage"))
+        self.temperature, self.lam = float(temperature), float(lam)
+        self.gated_names = [s for s in stages if s not in always_finetune]
+        self.always_finetune = list(always_finetune)
+        self._gates = _Gates()
+        for index, name in enumerate(self.gated_names):
+            stage = stages[name]
+            _replace_module(model, stage, GatedStage(stage, copy.deepcopy(stage), index, self._gates))
+        self.model = model
+        self.policy_logits = nn.Parameter(torch.zeros(len(self.gated_names), 2))
+        self.spatial_dims = getattr(model, "spatial_dims", 2)
+        self._last_gates: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------------------------- policy
+    def sample_gates(self) -> torch.Tensor:
+        """Per gated stage ``g`` in {0, 1}: a hard Gumbel-softmax sample in training, the argmax otherwise."""
+        if self.training:
+            return F.gumbel_softmax(self.policy_logits, tau=self.temperature, hard=True)[:, 1]
+        return (self.policy_logits[:, 1] > self.policy_logits[:, 0]).to(self.policy_logits.dtype).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = self.sample_gates()
+        self._gates.values = gates.to(x.device)
+        self._last_gates = gates if self.training else None
+        try:
+            return self.model(x)
+        finally:
+            self._gates.values = None
+
+    def regularization(self) -> torch.Tensor:
+        """``lam * (number of fine-tuned stages)`` of the last training forward (straight-through gradient);
+        without one, ``lam`` times the expected number under the policy."""
+        gates = self._last_gates if self._last_gates is not None else self.probabilities()
+        return self.lam * gates.sum()
+
+    def probabilities(self) -> torch.Tensor:
+        """Per gated stage, the probability of using the fine-tuned copy."""
+        return torch.softmax(self.policy_logits, dim=-1)[:, 1]
+
+    def policy(self) -> dict[str, float]:
+        """``{stage: p_finetune}`` for every gated stage (input to output order)."""
+        probs = self.probabilities().detach().cpu().tolist()
+        return dict(zip(self.gated_names, (float(p) for p in probs), strict=True))
+
+    def choices(self) -> dict[str, str]:
+        """The deterministic choice per stage: ``finetuned`` or ``frozen`` (ungated stages: ``finetuned``)."""
+        logits = self.policy_logits.detach()
+        chosen = {n: FINETUNED if bool(logits[i, 1] > logits[i, 0]) else FROZEN for i, n in enumerate(self.gated_names)}
+        return {name: chosen.get(name, FINETUNED) for name in self.stage_names()}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable account (for the run folder and checkpoint meta)."""
+        return {
+            "strategy": "spottune",
+            "lam": self.lam,
+            "temperature": self.temperature,
+            "always_finetune": list(self.always_finetune),
+            "policy": self.policy(),
+            "choices": self.choices(),
+            "finetuned_stages": [s for s, c in self.choices().items() if c == FINETUNED],
+        }
+
+    # -------------------------------------------------------------------------------------------- stages
+    def stage_names(self) -> list[str]:
+        return list(self.model.stage_modules())
+
+    def stage_modules(self) -> dict[str, nn.Module]:
+        return self.model.stage_modules()
+
+    def finetuned_stage_modules(self) -> dict[str, nn.Module]:
+        """Stage -> trainable copy (the ungated stages themselves)."""
+        return {n: m.finetuned if isinstance(m, GatedStage) else m for n, m in self.stage_modules().items()}
+
+    def frozen_stage_modules(self) -> dict[str, nn.Module]:
+        """Gated stage -> frozen pretrained copy."""
+        return {n: m.frozen for n, m in self.stage_modules().items() if isinstance(m, GatedStage)}
+
+    def parameter_groups(self, policy_lr_scale: float = 10.0) -> list[dict[str, Any]]:
+        """Optimiser groups: one per stage (its trainable copy, ``lr_scale`` 1) and the policy logits
+        (``lr_scale=policy_lr_scale``, no weight decay)."""
+        groups = [
+            {"params": [p for p in m.parameters() if p.requires_grad], "lr_scale": 1.0, "name": n}
+            for n, m in self.finetuned_stage_modules().items()
+        ]
+        groups = [g for g in groups if g["params"]]
+        policy = {"params": [self.policy_logits], "lr_scale": float(policy_lr_scale), "name": POLICY_GROUP}
+        return [*groups, policy | {"weight_decay": 0.0}]
+
+
+class SpotTuneLoss(nn.Module):
+    """``base(logits, target) + model.regularization()`` (the SpotTUnet objective)."""
+
+    def __init__(self, base: nn.Module, model: SpotTuneModel) -> None:
+        super().__init__()
+        self.base = base
+        self._model = [model]  # not a submodule: the loss owns no parameters
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.base(logits, target) + self._model[0].regularization()
+
+
+def collapse(spot: SpotTuneModel) -> nn.Module:
+    """A plain model of the original architecture using, per stage, the chosen copy (deep copies)."""
+    plain = copy.deepcopy(spot.model)
+    choices = spot.choices()
+    for name, stage in list(plain.stage_modules().items()):
+        if isinstance(stage, GatedStage):
+            chosen = stage.finetuned if choices[name] == FINETUNED else stage.frozen
+            chosen.requires_grad_(True)
+            _replace_module(plain, stage, chosen)
+    plain.train(spot.training)
+    return plain
+
+
+def _replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Point every reference to ``old`` inside ``root`` (ModuleDict entries, attributes) at ``new``."""
+    found = False
+    for parent in list(root.modules()):
+        for key, child in list(parent._modules.items()):
+            if child is old and parent is not new:
+                parent._modules[key] = new
+                found = True
+    if not found:
+        raise ValueError(f"module {type(old).__name__} not found in {type(root).__name__}")
+
+
+# ---------------------------------------------------------------------------------------- strategy glue
+
+
+@dataclass
+class SpotTunePlan:
+    """What :func:`prepare_spottune` returns: the gated model to train and everything the trainer needs."""
+
+    model: SpotTuneModel
+    params: SpotTuneParams
+    param_groups: list[dict[str, Any]]
+    audit: dict[str, Any] | None
+    spec: str
+
+    def wrap_loss(self, base: nn.Module) -> SpotTuneLoss:
+        return SpotTuneLoss(base, self.model)
+
+    def description(self) -> dict[str, Any]:
+        return {"spec": self.spec, "params": dataclasses.asdict(self.params), **self.model.describe()}
+
+
+def is_spottune(spec: Any) -> bool:
+    """Whether a strategy spec (string or mapping) names ``spottune``."""
+    name = spec.get("name") if isinstance(spec, dict) else str(spec).partition(":")[0]
+    return str(name).strip() == "spottune"
+
+
+def parse_spottune_spec(spec: str | dict[str, Any]) -> SpotTuneParams:
+    """``"spottune:lam=0.01,temperature=0.5"`` (or a mapping) -> :class:`SpotTuneParams`."""
+    if isinstance(spec, dict):
+        raw = {k: v for k, v in spec.items() if k != "name"}
+        raw = {**raw.pop("params", {}), **raw}
+    else:
+        name, _, rest = str(spec).strip().partition(":")
+        if name.strip() != "spottune":
+            raise ConfigError(f"not a spottune spec: {spec!r}")
+        raw = {}
+        for token in filter(None, (t.strip() for t in rest.split(","))):
+            key, eq, value = token.partition("=")
+            if not eq:
+                raise ConfigError(f"spottune: give parameters as key=value, got {token!r}")
+            raw[key.strip()] = value.strip()
+    fields = {f.name: f for f in dataclasses.fields(SpotTuneParams)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(did_you_mean(key, fields, what="parameter of strategy 'spottune'"))
+        try:
+            values[key] = value if fields[key].type == "str" else float(value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"spottune: parameter {key} must be a number, got {value!r}") from err
+    return SpotTuneParams(**values)
+
+
+def prepare_spottune(
+    spec: str | dict[str, Any] | SpotTuneParams,
+    model: nn.Module,
+    pretrained_state: dict | str | None,
+    *,
+    seed: int | None = None,
+) -> SpotTunePlan:
+    """Load the pretrained weights into ``model`` and wrap it for SpotTune training.
+
+    Use: ``plan = prepare_spottune("spottune:lam=0.01", model, ckpt)``; train ``plan.model`` with
+    ``param_groups=plan.param_groups`` and ``loss=plan.wrap_loss(base_loss)``; store ``plan.description()`` in
+    the checkpoint meta; at the end ``collapse(plan.model)`` is the plain model to save for ``predict``.
+
+    Raises:
+        ConfigError: no pretrained weights (SpotTune needs a frozen source), or bad parameters.
+    """
+    params = spec if isinstance(spec, SpotTuneParams) else parse_spottune_spec(spec)
+    if pretrained_state is None:
+        raise ConfigError("strategy 'spottune' keeps frozen pretrained copies; give a source checkpoint (--init)")
+    audit = load_pretrained(model, pretrained_state)
+    if seed is not None:
+        torch.manual_seed(seed)
+    always = ("head",) if params.head == "finetune" else ()
+    spot = SpotTuneModel(model, temperature=params.temperature, lam=params.lam, always_finetune=always)
+    log.info("spottune: gating stages %s (lam=%g, temperature=%g)", spot.gated_names, params.lam, params.temperature)
+    spec_text = "spottune:" + ",".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items())
+    audit_dict = audit.to_dict() if hasattr(audit, "to_dict") else None
+    return SpotTunePlan(spot, params, spot.parameter_groups(params.policy_lr_scale), audit_dict, spec_text)
