@@ -97,6 +97,17 @@ class PretrainConfig:
         out["datasets"] = list(self.datasets)
         return out
 
+    def architecture_config(self) -> dict[str, Any]:
+        """``model_config`` for ``model``: for another model than the shared U-Net the U-Net defaults are dropped
+        (only ``spatial_dims``, ``in_channels`` and the keys the user changed are kept)."""
+        if self.model == DEFAULT_MODEL:
+            return dict(self.model_config)
+        return {
+            k: v
+            for k, v in self.model_config.items()
+            if k in ("spatial_dims", "in_channels") or DEFAULT_MODEL_CONFIG.get(k, object()) != v
+        }
+
     def train_values(self, loss: str) -> dict[str, Any]:
         """The ``TrainConfig`` fields of this run."""
         return {

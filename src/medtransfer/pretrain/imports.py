@@ -20,7 +20,7 @@ import torch
 from ..checkpoint import save_checkpoint
 from ..errors import ConfigError
 from ..models import create_model, hed_vgg16_state_dict, load_pretrained
-from .config import DEFAULT_MODEL, DEFAULT_MODEL_CONFIG, PretrainConfig
+from .config import DEFAULT_MODEL, PretrainConfig
 from .run import source_meta
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,7 @@ def import_weights(config: PretrainConfig) -> Path:
     name = config.model if config.model != DEFAULT_MODEL else "resnet18_unet"
     if name not in IMAGENET_MODELS:
         raise ConfigError(f"--task import takes --model {' | '.join(IMAGENET_MODELS)}, got {name!r}")
-    model_config = {  # the U-Net defaults are not this model's: keep only the keys the user changed
-        k: v
-        for k, v in config.model_config.items()
-        if k in ("spatial_dims", "in_channels") or DEFAULT_MODEL_CONFIG.get(k, object()) != v
-    }
+    model_config = config.__class__(**{**_plain(config), "model": name}).architecture_config()
     model = create_model(name, **model_config)
     if name == "vgg16_unet":
         state = hed_vgg16_state_dict(config.weights)

@@ -108,7 +108,7 @@ def run_multi(config: PretrainConfig, *, resume: bool = False, sources: dict[str
     sources = sources if sources is not None else load_multi_sources(config)
     splits = {name: src.split(config.val_fraction, config.seed) for name, src in sources.items()}
     classes = {name: max(len(src.class_names), int(src.labels.max()) + 1) for name, src in sources.items()}
-    model = MultiHeadModel(config.model, config.model_config, classes)
+    model = MultiHeadModel(config.model, config.architecture_config(), classes)
     train_set = MultiSourceDataset(
         {n: SegmentationDataset(tr, augment=True) for n, (tr, _) in splits.items()}, config.mixing
     )

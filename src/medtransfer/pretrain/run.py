@@ -135,7 +135,7 @@ def _num_classes(source: SourceData) -> int:
 
 def task_parts(config: PretrainConfig, train: SourceData, val: SourceData, num_classes: int) -> dict[str, Any]:
     """Model config, datasets, loss and validator of a single-dataset source task."""
-    base = {**config.model_config}
+    base = config.architecture_config()
     seed = config.seed
     if config.task is SourceTask.CLASSIFICATION:
         return {
