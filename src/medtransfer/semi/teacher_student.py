@@ -1,0 +1,226 @@
+"""Noisy-student rounds for segmentation (orchestration: the only module of ``semi`` that imports ``train``).
+
+Round 0 is an ordinary fine-tuning run (:func:`medtransfer.train.finetune.run_finetune`): the teacher.  Each
+round ``r = 1..N`` then pseudo-labels the unlabelled scans with the current teacher, trains a student from the
+same source and strategy on labelled + confident pseudo-labelled slices with strong augmentation and feature
+dropout, compares student and teacher on the validation cases (Dice), and makes the student the next teacher.
+
+Output folder::
+
+    OUT/round0/                 the teacher's fine-tuning run folder
+    OUT/round{r}/checkpoints/   the student's checkpoints (plain model, loadable by predict)
+    OUT/round{r}/history.jsonl  per-epoch records
+    OUT/round{r}/round.json     teacher and student validation Dice, pseudo-label statistics
+    OUT/summary.json            every round, written last
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import ConcatDataset
+
+from ..checkpoint import load_checkpoint
+from ..data.layouts import load_dataset
+from ..data.preprocess import PreprocessConfig
+from ..data.splits import LabelBudget
+from ..errors import ConfigError
+from ..utils import write_json_atomic
+from .augment import AugmentedDataset, StrongAugmentConfig, add_feature_dropout
+from .leak import check_no_leak, held_out_cases
+from .loss import MaskedSegLoss
+from .pseudo import PseudoLabelConfig, prepare_unlabelled, pseudo_label
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherStudentConfig:
+    """Noisy-student options.
+
+    Attributes:
+        finetune: the :class:`~medtransfer.train.finetune_config.FinetuneConfig` keys of the teacher run (its
+            ``out`` is replaced by ``OUT/round0``); students use the same source, strategy, split and training.
+        unlabelled: folder of unlabelled target scans (any dataset layout; labels, if present, are never read).
+        out: output folder.
+        rounds: student rounds (each student becomes the next teacher).
+        pseudo: :class:`PseudoLabelConfig` keys.
+        augment: :class:`StrongAugmentConfig` keys.
+        dropout: feature dropout on every stage output of the student (training only).
+        dice_loss: add soft Dice on confident voxels to the student's (masked) cross-entropy.
+    """
+
+    finetune: dict[str, Any]
+    unlabelled: str
+    out: str
+    rounds: int = 1
+    pseudo: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, Any] = field(default_factory=dict)
+    dropout: float = 0.1
+    dice_loss: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"teacher-student needs rounds >= 1, got {self.rounds}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
+    """Teacher fine-tuning, then ``rounds`` noisy-student rounds; returns the output folder (see module doc).
+
+    Raises:
+        DataError: an unlabelled scan shares a subject, id or file with a test or validation scan.
+        ConfigError: bad options, or a 3D model (pseudo-labelling is slice-wise here).
+    """
+    from ..train.finetune import run_finetune
+    from ..train.finetune_config import FinetuneConfig
+
+    config = config if isinstance(config, TeacherStudentConfig) else TeacherStudentConfig(**config)
+    out = Path(config.out)
+    ft = FinetuneConfig.from_dict({**config.finetune, "out": str(out / "round0")})
+    dataset, unlabelled_ds = load_dataset(ft.data), load_dataset(config.unlabelled, strict=False)
+    teacher_dir = run_finetune(ft, resume=True)
+    summary = json.loads((teacher_dir / "summary.json").read_text())
+    held = held_out_cases(dataset.cases, [*summary["test_cases"], *summary["val_cases"]])
+    check_no_leak(list(unlabelled_ds.cases), held, what="test/validation")
+    ctx = _Context.from_teacher_run(ft, teacher_dir, summary, dataset)
+    unlabelled = prepare_unlabelled(list(unlabelled_ds.cases), ctx.preprocess)
+    pseudo_cfg = PseudoLabelConfig(**config.pseudo)
+    teacher, rows = ctx.load_model(teacher_dir / summary["checkpoint"]), []
+    for r in range(1, config.rounds + 1):
+        pseudo = pseudo_label(teacher, unlabelled, pseudo_cfg, axis=ft.slice_axis, divisor=ctx.divisor)
+        student = ctx.train_student(config, pseudo, out / f"round{r}", seed=ft.seed + r)
+        row = {
+            "round": r,
+            "teacher_val_dice": ctx.evaluate(teacher),
+            "student_val_dice": ctx.evaluate(student),
+            "pseudo_cases": [p.case_id for p in pseudo],
+            "pseudo_kept_fraction": [p.kept_fraction for p in pseudo],
+        }
+        row["student_better"] = row["student_val_dice"] > row["teacher_val_dice"]
+        write_json_atomic(out / f"round{r}" / "round.json", row)
+        log.info("round %d: teacher Dice %.4f, student Dice %.4f", r, row["teacher_val_dice"], row["student_val_dice"])
+        rows.append(row)
+        teacher = student
+    write_json_atomic(
+        out / "summary.json",
+        {
+            "status": "done",
+            "teacher_run": str(teacher_dir),
+            "rounds": rows,
+            "test_cases": summary["test_cases"],
+            "val_cases": summary["val_cases"],
+            "labelled_cases": summary["labelled_cases"],
+            "unlabelled_cases": [c.case_id for c in unlabelled],
+            "options": asdict(config) | {"finetune": ft.to_dict()},
+        },
+    )
+    return out
+
+
+class _Context:
+    """Everything the rounds share: the teacher run's model spec, preprocessing, labelled and validation data."""
+
+    def __init__(self, ft, spec, meta, train_cfg, labelled, val_cases, budget, num_labels):
+        from ..train.finetune_data import SliceDataset, common_slice_shape
+
+        self.ft, self.spec, self.meta, self.train_cfg = ft, spec, meta, train_cfg
+        self.divisor = int(meta.get("inference", {}).get("divisor", 16))
+        self.preprocess = PreprocessConfig.from_dict(meta["preprocess"])
+        self.num_labels = num_labels
+        shape = common_slice_shape(labelled + val_cases, ft.slice_axis, self.divisor)
+        self.shape = shape
+        self.labelled = SliceDataset(labelled, ft.slice_axis, shape, budget.slices)
+        self.val = SliceDataset(val_cases, ft.slice_axis, shape) if val_cases else None
+
+    @classmethod
+    def from_teacher_run(cls, ft, run: Path, summary: dict[str, Any], dataset) -> _Context:
+        from ..train.config import TrainConfig
+        from ..train.finetune_data import prepare_cases
+
+        ckpt = load_checkpoint(run / summary["checkpoint"])
+        spec, meta = ckpt["model"], ckpt["meta"]
+        if int(spec["config"].get("spatial_dims", 2)) != 2:
+            raise ConfigError("teacher-student pseudo-labelling supports 2D (slice) models only")
+        resolved = yaml.safe_load((run / "config.yaml").read_text())
+        values = sorted(int(v) for v in meta["labels"].values())
+        preprocess = PreprocessConfig.from_dict(meta["preprocess"])
+        labelled = prepare_cases([dataset.get(c) for c in summary["labelled_cases"]], preprocess, values)
+        val = prepare_cases([dataset.get(c) for c in summary["val_cases"]], preprocess, values)
+        budget = LabelBudget.from_dict(meta["budget"])
+        return cls(ft, spec, meta, TrainConfig.from_dict(resolved["train"]), labelled, val, budget, len(values))
+
+    def load_model(self, path: Path) -> nn.Module:
+        from ..models import create_model
+
+        model = create_model(self.spec["name"], **self.spec["config"])
+        model.load_state_dict(load_checkpoint(path)["state_dict"])
+        return model.eval()
+
+    def evaluate(self, model: nn.Module) -> float:
+        """Mean validation Dice of ``model`` (NaN without validation cases)."""
+        from ..train.validation import DiceValidator
+
+        if self.val is None:
+            return float("nan")
+        model.eval()
+
+        @torch.no_grad()
+        def step(batch):
+            return model(batch["image"]).float()
+
+        return float(DiceValidator(self.val, num_classes=max(self.num_labels - 1, 1))(step)["dice"])
+
+    def train_student(self, config: TeacherStudentConfig, pseudo, folder: Path, seed: int) -> nn.Module:
+        """A student from the source weights and strategy, trained on labelled + pseudo-labelled slices."""
+        from ..train import CheckpointManager, MetricsHistory, StepBatchSampler, TrainBatches, Trainer
+        from ..train.finetune import build_model
+        from ..train.finetune_data import SliceDataset
+        from ..train.finetune_strategy import apply_strategy
+        from ..train.validation import DiceValidator
+
+        torch.manual_seed(seed)
+        model, spec, source = build_model(self.ft, int(self.spec["config"].get("in_channels", 1)), self.num_labels)
+        strategy = apply_strategy(self.ft.strategy, model, source, seed=seed)
+        handles = add_feature_dropout(model, config.dropout)
+        pseudo_ds = SliceDataset(pseudo, self.ft.slice_axis, self._shape_for(pseudo))
+        data = AugmentedDataset(ConcatDataset([self.labelled, pseudo_ds]), StrongAugmentConfig(**config.augment))
+        cfg = self.train_cfg
+        trainer = Trainer(
+            model,
+            cfg,
+            TrainBatches(data, StepBatchSampler(len(data), cfg.batch_size, cfg.steps_per_epoch, seed), cfg.num_workers),
+            loss=MaskedSegLoss(dice=config.dice_loss, ignore_index=PseudoLabelConfig(**config.pseudo).ignore_index),
+            param_groups=strategy.param_groups,
+            validator=DiceValidator(self.val, num_classes=max(self.num_labels - 1, 1)) if self.val else None,
+            checkpoints=CheckpointManager(folder / "checkpoints", spec, {**self.meta, "teacher_student": True}),
+            history=MetricsHistory(folder / "history.jsonl"),
+            epoch_start_hooks=strategy.hooks,
+        )
+        result = trainer.fit()
+        for handle in handles:
+            handle.remove()
+        best = result.best_checkpoint or result.last_checkpoint
+        if best is not None:
+            model.load_state_dict(load_checkpoint(best)["state_dict"])
+        return model.eval()
+
+    def _shape_for(self, pseudo) -> tuple[int, int]:
+        """The labelled slice shape, or larger if a pseudo-labelled scan is larger (both padded alike)."""
+        from ..train.finetune_data import common_slice_shape
+
+        shape = common_slice_shape(pseudo, self.ft.slice_axis, self.divisor)
+        if any(s > t for s, t in zip(shape, self.shape, strict=True)):
+            raise ConfigError(
+                f"unlabelled scans preprocess to slices {shape} larger than the labelled ones {self.shape}; "
+                "crop or resample them alike (preprocess.crop / spacing)"
+            )
+        return self.shape

@@ -1,0 +1,119 @@
+"""``run_teacher_student`` end to end on a tiny dataset: rounds are recorded, test scans never pseudo-labelled."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from medtransfer.checkpoint import load_checkpoint, save_checkpoint
+from medtransfer.data.io import save_nifti
+from medtransfer.data.layouts import write_dataset_json
+from medtransfer.errors import DataError
+from medtransfer.models import create_model
+from medtransfer.semi import run_teacher_student
+
+MODEL_CFG = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "features": 4, "depth": 2}
+
+
+def _blob(rng):
+    grid = np.indices((16, 16, 6)).astype(np.float32)
+    centre = np.array([8 + rng.integers(-3, 4), 8 + rng.integers(-3, 4), 3])[:, None, None, None]
+    label = (np.sqrt(((grid - centre) ** 2).sum(0)) < 4).astype(np.uint8)
+    return (label * 1.0 + rng.normal(0, 0.2, label.shape) + 0.2).astype(np.float32), label
+
+
+def _datasets(root, n=6, n_unlabelled=2):
+    rng = np.random.default_rng(0)
+    data = root / "ds"
+    (data / "imagesTr").mkdir(parents=True)
+    (data / "labelsTr").mkdir()
+    rows = ["case,subject"]
+    for i in range(n):
+        image, label = _blob(rng)
+        save_nifti(data / "imagesTr" / f"c{i}_0000.nii.gz", image, np.eye(4))
+        save_nifti(data / "labelsTr" / f"c{i}.nii.gz", label, np.eye(4))
+        rows.append(f"c{i},s{i}")
+    write_dataset_json(data, {"background": 0, "blob": 1}, ["T1"], n)
+    (data / "metadata.csv").write_text("\n".join(rows) + "\n")
+    unl = root / "unl"
+    (unl / "images").mkdir(parents=True)
+    for i in range(n_unlabelled):
+        save_nifti(unl / "images" / f"u{i}.nii.gz", _blob(rng)[0], np.eye(4))
+    return data, unl
+
+
+def _source(path):
+    torch.manual_seed(0)
+    save_checkpoint(
+        path,
+        {"model": {"name": "unet", "config": MODEL_CFG}, "state_dict": create_model("unet", **MODEL_CFG).state_dict()},
+    )
+    return str(path)
+
+
+def _config(tmp_path, data, unl, rounds=1):
+    finetune = {
+        "data": str(data),
+        "out": "ignored",
+        "init": _source(tmp_path / "src.pt"),
+        "strategy": "full",
+        "n_labelled": 2,
+        "train": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 4, "lr": 0.01, "device": "cpu", "progress": False},
+    }
+    return {
+        "finetune": finetune,
+        "unlabelled": str(unl),
+        "out": str(tmp_path / "ts"),
+        "rounds": rounds,
+        "pseudo": {"threshold": 0.6},
+    }
+
+
+@pytest.mark.slow
+def test_rounds_are_recorded_and_students_are_plain_models(tmp_path):
+    data, unl = _datasets(tmp_path)
+    out = run_teacher_student(_config(tmp_path, data, unl, rounds=2))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert summary["unlabelled_cases"] == ["u0", "u1"]
+    assert not set(summary["unlabelled_cases"]) & set(summary["test_cases"] + summary["val_cases"])
+    for row in summary["rounds"]:
+        assert 0.0 <= row["teacher_val_dice"] <= 1.0
+        assert 0.0 <= row["student_val_dice"] <= 1.0
+        assert row["student_better"] == (row["student_val_dice"] > row["teacher_val_dice"])
+        assert all(0.0 <= f <= 1.0 for f in row["pseudo_kept_fraction"])
+    # round 2's teacher is round 1's student
+    assert summary["rounds"][1]["teacher_val_dice"] == pytest.approx(summary["rounds"][0]["student_val_dice"])
+    ckpt = load_checkpoint(out / "round1" / "checkpoints" / "checkpoint_last.pt")
+    create_model(ckpt["model"]["name"], **ckpt["model"]["config"]).load_state_dict(ckpt["state_dict"])
+
+
+@pytest.mark.slow
+def test_a_test_scan_in_the_unlabelled_folder_is_refused(tmp_path):
+    data, unl = _datasets(tmp_path)
+    config = _config(tmp_path, data, unl)
+    split = json.loads(_teacher_split(tmp_path, config).read_text())  # the teacher run (reused by the call below)
+    test_id = split["test_cases"][0]
+    # the same file under another name (a symlink) is caught by its resolved path
+    planted = unl / "images" / "renamed.nii.gz"
+    planted.symlink_to(data / "imagesTr" / f"{test_id}_0000.nii.gz")
+    with pytest.raises(DataError, match=f"same image file as test/validation case {test_id}"):
+        run_teacher_student(config)
+    planted.unlink()
+    shutil.copy(data / "imagesTr" / f"{test_id}_0000.nii.gz", planted)  # a copy under another name: its bytes
+    with pytest.raises(DataError, match=f"byte-identical copy of test/validation case {test_id}"):
+        run_teacher_student(config)
+    planted.rename(unl / "images" / f"{test_id}.nii.gz")
+    with pytest.raises(DataError, match=f"{test_id} \\(same case id"):
+        run_teacher_student(config)
+    assert not (tmp_path / "ts" / "round1").exists()
+
+
+def _teacher_split(tmp_path, config):
+    from medtransfer.train.finetune import run_finetune
+
+    return run_finetune({**config["finetune"], "out": str(tmp_path / "ts" / "round0")}) / "summary.json"
