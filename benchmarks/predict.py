@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from medtransfer.models import create_model
 from medtransfer.train import resolve_precision
 from medtransfer.train.precision import model_to_plan
 
+logger = logging.getLogger("predict_benchmark")
 HEAD = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
 
@@ -55,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--skip-whole-slice", action="store_true", help="skip MONAI's whole-slice-window variant")
     args = parser.parse_args()
     from monai.inferers import SliceInferer
 
@@ -82,12 +85,18 @@ def main() -> None:
         with torch.no_grad():
             return lambda: inferer(batch, fp32_model)
 
-    times = {
-        f"medtransfer_predict_volume({plan.name})": best_time(ours, args.repeats),
-        f"medtransfer_full_pipeline({plan.name})": best_time(ours_full, args.repeats),
-        "monai_sliceinferer_roi128_overlap0.25": best_time(_no_grad(monai((128, 128))), args.repeats),
-        "monai_sliceinferer_whole_slice": best_time(_no_grad(monai(tuple(image.shape[1:3]))), args.repeats),
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    runs = {
+        f"medtransfer_predict_volume({plan.name})": ours,
+        f"medtransfer_full_pipeline({plan.name})": ours_full,
+        "monai_sliceinferer_roi128_overlap0.25": _no_grad(monai((128, 128))),
     }
+    if not args.skip_whole_slice:
+        runs["monai_sliceinferer_whole_slice"] = _no_grad(monai(tuple(image.shape[1:3])))
+    times = {}
+    for name, fn in runs.items():
+        logger.info("timing %s", name)
+        times[name] = best_time(fn, args.repeats)
     ref = times["monai_sliceinferer_roi128_overlap0.25"]
     report = {
         "volume_shape": list(volume.array.shape),

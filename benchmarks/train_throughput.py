@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 
 import torch
@@ -26,8 +27,10 @@ from medtransfer.models import create_model
 from medtransfer.train import TrainConfig, create_loss, resolve_precision
 from medtransfer.train.precision import cpu_has_fast_bf16, model_to_plan, to_memory_format
 
+logger = logging.getLogger("train_throughput")
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
     """Best-of-``repeats`` GFLOP/s of an ``n x n`` matrix multiply in ``dtype``."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)
@@ -92,17 +95,21 @@ def main() -> None:
     fp32 = resolve_precision("fp32", cpu)
     monai = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)
     monai_step = step_fn(monai, fp32, loss_fn, x, y)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.info("timing MONAI BasicUNet (fp32)")
     results["monai_basicunet_fp32"] = (measure(monai_step, args.steps), step_flops(monai_step))
     auto = TrainConfig(precision="auto", device="cpu")
     names = ["auto", "fp32"] + (["bf16"] if cpu_has_fast_bf16() or args.all_precisions else [])
     for name in names:
         plan = resolve_precision(name, cpu, auto.channels_last)
+        logger.info("timing medtransfer unet (%s -> %s, channels_last=%s)", name, plan.name, plan.channels_last)
         model = model_to_plan(create_model("unet", spatial_dims=2, in_channels=1, out_channels=2), plan)
         step = step_fn(model, plan, loss_fn, x, y)
         results[f"medtransfer_unet_{name}" + (f"({plan.name})" if name == "auto" else "")] = (
             measure(step, args.steps),
             step_flops(step),
         )
+    logger.info("measuring matmul peaks")
     peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
     monai_rate = args.batch / results["monai_basicunet_fp32"][0]
     report = {
