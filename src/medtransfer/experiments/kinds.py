@@ -3,7 +3,8 @@
 Each entry maps a kind to a ``"module:function"`` path imported on first use, so that a grid of one kind
 never imports the libraries of another and so that spawned workers find the function by reference.
 
-- ``finetune``: the real job (fine-tune + evaluate), ``medtransfer.train.finetune:run_finetune``.
+- ``finetune``: the real job (fine-tune on the target domain, predict and score its test cases; ``baseline``
+  and ``oracle`` strategies as references), ``medtransfer.experiments.cells:run_finetune_cell``.
 - ``dummy``: a TEST / DRY-RUN kind that trains nothing: it sleeps ``dummy.sleep_s`` seconds, then writes
   made-up per-case metrics derived from the cell's config (deterministic per cell).  Use it to try a grid
   file, an executor or a cluster before spending compute; never report its numbers.
@@ -26,7 +27,7 @@ from ..utils import write_json_atomic
 log = logging.getLogger(__name__)
 
 CELL_KINDS: dict[str, str | Callable] = {
-    "finetune": "medtransfer.train.finetune:run_finetune",
+    "finetune": "medtransfer.experiments.cells:run_finetune_cell",
     "dummy": "medtransfer.experiments.kinds:run_dummy_cell",
 }
 

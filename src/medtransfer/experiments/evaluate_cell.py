@@ -1,0 +1,96 @@
+"""Predict a cell's test cases with its model and score them (Dice, IoU, surface Dice, lesion detection)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+REFERENCE_1MM = "labelsTr_1mm"
+
+
+def evaluate_test_cases(
+    model: Path, dataset, case_ids: list[str], run_dir: Path, options: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One row per test case (and foreground label when there are several).
+
+    Options: ``tolerance_mm`` (1.0), ``surface_1mm`` (True: surface Dice on the dataset's ``labelsTr_1mm``
+    reference when present), ``lesions`` (``auto``: when a label name contains "lesion"), ``save_cases`` (2:
+    write ``predictions/``, ``reference/`` and ``images/`` of that many cases for the report's overlays).
+    """
+    from ..data.io import load_nifti, save_nifti
+    from ..infer import load_predictor
+
+    predictor = load_predictor(model)
+    labels = [v for v in predictor.label_values if v != 0]
+    lesions = options.get("lesions", "auto")
+    if lesions == "auto":
+        lesions = any("lesion" in str(n).lower() for n in (dataset.label_names or {}).values())
+    rows = []
+    for index, case_id in enumerate(case_ids):
+        case = dataset.get(case_id)
+        volumes = [load_nifti(p, dtype="float32") for p in case.images]
+        pred = predictor.predict(volumes[0] if len(volumes) == 1 else volumes, source=str(case.images[0]))
+        ref = load_nifti(case.label)
+        ref_labels = np.rint(ref.array).astype(np.int64)
+        ref_1mm = _reference_1mm(dataset.root, case_id) if options.get("surface_1mm", True) else None
+        for label in labels:
+            row = score(pred, ref_labels, ref.spacing[:3], label, options, bool(lesions))
+            if ref_1mm is not None:
+                row["surface_dice"] = _surface_dice_1mm(pred, ref.affine, ref_1mm, label, options)
+            rows.append({"case": case_id, **({"label": label} if len(labels) > 1 else {}), **row})
+        if index < int(options.get("save_cases", 2)):
+            save_nifti(run_dir / "predictions" / f"{case_id}.nii.gz", pred, ref.affine, dtype=np.uint8)
+            save_nifti(run_dir / "reference" / f"{case_id}.nii.gz", ref_labels, ref.affine, dtype=np.uint8)
+            (run_dir / "images").mkdir(exist_ok=True)
+            shutil.copyfile(case.images[0], run_dir / "images" / f"{case_id}_0000.nii.gz")
+        log.info("test case %s: dice %.3f", case_id, rows[-1]["dice"])
+    return rows
+
+
+def score(
+    pred: np.ndarray, ref: np.ndarray, spacing, label: int, options: dict[str, Any], lesions: bool
+) -> dict[str, Any]:
+    """Dice, IoU, surface Dice at ``tolerance_mm`` and (lesion targets) lesion-wise detection of one label."""
+    from ..metrics.evaluation import EvaluationConfig, evaluate_case
+
+    config = EvaluationConfig(tolerance_mm=float(options.get("tolerance_mm", 1.0)), lesions=lesions)
+    full = evaluate_case(np.asarray(pred, dtype=np.int64), ref, tuple(float(s) for s in spacing), label, config)
+    row = {k: _finite(full[k]) for k in ("dice", "iou", "surface_dice")}
+    if lesions:
+        n_ref, tp = full["lesion_n_ref"], full["lesion_tp"]
+        row.update(lesion_tp=tp, lesion_fp=full["lesion_fp"], lesion_n_ref=n_ref)
+        if n_ref:
+            row["lesion_detection_rate"] = tp / n_ref
+    return row
+
+
+def _reference_1mm(root: Path, case_id: str):
+    from ..data.io import load_nifti
+
+    path = Path(root) / REFERENCE_1MM / f"{case_id}.nii.gz"
+    return load_nifti(path) if path.is_file() else None
+
+
+def _surface_dice_1mm(pred: np.ndarray, affine: np.ndarray, ref_1mm, label: int, options: dict[str, Any]) -> float:
+    """Surface Dice of the prediction resampled (nearest neighbour) onto the 1 mm reference grid."""
+    from ..data.resample import resample_to_grid
+    from ..metrics.surface_distance import surface_dice_from_overlap, surface_overlap
+
+    mask = resample_to_grid(
+        (pred == label).astype(np.float32), affine, ref_1mm.array.shape[:3], ref_1mm.affine, order=0
+    )
+    ref = np.rint(ref_1mm.array[..., 0] if ref_1mm.array.ndim > 3 else ref_1mm.array) == label
+    tolerance = float(options.get("tolerance_mm", 1.0))
+    return _finite(surface_dice_from_overlap(*surface_overlap(mask > 0.5, ref, ref_1mm.spacing[:3], tolerance)))
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

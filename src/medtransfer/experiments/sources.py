@@ -1,0 +1,135 @@
+"""Resolve a cell's dataset folder and source model; train grid-level source models once and cache them.
+
+A grid lists the source models it needs under ``defaults.sources``; a ``source`` axis value naming one of them
+resolves to its checkpoint::
+
+    sources:
+      zoo_mri_seg: {checkpoint: zoo/mri_segmentation.pt}      # a ready checkpoint
+      source_domain:                                          # trained by the grid, once per domain
+        domain: "{source_domain}"                             # the cell's domain.source (or a fixed domain)
+        target: brain                                         # dataset to train on (default: the cell's)
+        finetune: {train: {epochs: 10}}                       # FinetuneConfig keys over the cell's `finetune`
+
+Trained sources live in ``<results>/<grid>/_sources/<name>[__<domain>]/`` (a run_finetune run folder, every
+label of the source domain's training subjects, from scratch).  An exclusive file lock makes concurrent cells
+wait for the one that trains it; a finished source (its ``summary.json``) is reused by every later cell and run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+NO_SOURCE = ("none", "scratch", "")
+SOURCES_DIR = "_sources"
+
+
+def resolve_dataset(config: dict[str, Any], target: str | None = None) -> str:
+    """The dataset folder of ``target`` (default: the cell's): ``data.datasets[target]`` under ``data.root``."""
+    data = config.get("data") or {}
+    if isinstance(data, str):
+        data = {"root": data}
+    root = data.get("root")
+    if not root:
+        raise ConfigError("defaults.data.root must name the folder holding the datasets (e.g. a brainshift build)")
+    target = str(target or config.get("target"))
+    datasets = data.get("datasets") or {}
+    folder = Path(str(root)).expanduser() / str(datasets.get(target, target))
+    if folder.is_dir():
+        return str(folder)
+    if not datasets and (Path(str(root)) / "dataset.json").is_file():
+        return str(root)  # data.root is itself the one dataset
+    known = sorted(datasets) or sorted(p.name for p in Path(str(root)).glob("*") if p.is_dir())
+    raise ConfigError(f"target {target!r}: no dataset folder {folder}; " + did_you_mean(target, known, what="target"))
+
+
+def grid_folder(run_dir: Path, config: dict[str, Any]) -> Path:
+    """``<results>/<grid>``: the cell's run folder without its cell id."""
+    cell_id = str((config.get("grid") or {}).get("cell_id") or "")
+    depth = len([p for p in cell_id.split("/") if p])
+    return Path(run_dir).parents[depth - 1] if depth else Path(run_dir)
+
+
+def resolve_source(config: dict[str, Any], run_dir: Path) -> str | None:
+    """The checkpoint the cell starts from, or ``None`` (scratch); trains a grid-level source when needed."""
+    source = config.get("source") or {"name": "none", "checkpoint": None}
+    if source.get("checkpoint"):
+        return _existing(str(source["checkpoint"]), config)
+    name = str(source.get("name") or "none")
+    if name.lower() in NO_SOURCE:
+        return None
+    sources = config.get("sources") or {}
+    if name not in sources:
+        raise ConfigError(f"source {name!r} has no checkpoint: " + did_you_mean(name, sources, what="source"))
+    entry = sources[name] or {}
+    if entry.get("checkpoint"):
+        return _existing(str(entry["checkpoint"]), config)
+    return train_source(config, name, entry, grid_folder(run_dir, config))
+
+
+def _existing(path: str, config: dict[str, Any]) -> str:
+    candidate = Path(path).expanduser()
+    if not candidate.exists():
+        root = Path(str((config.get("data") or {}).get("root", ".")))
+        if (root / candidate).exists():
+            candidate = root / candidate
+        else:
+            raise ConfigError(f"source checkpoint {path} does not exist (relative paths: cwd or data.root)")
+    return str(candidate)
+
+
+def _source_domain(entry: dict[str, Any], config: dict[str, Any]) -> str | None:
+    domain = entry.get("domain")
+    if domain is None:
+        return None
+    pair = config.get("domain") or {}
+    text = str(domain)
+    if "{source_domain}" in text or "{target_domain}" in text:
+        if not pair:
+            raise ConfigError(f"source domain {text!r} refers to the domain pair, but the grid has no domains axis")
+        text = text.replace("{source_domain}", str(pair["source"])).replace("{target_domain}", str(pair["target"]))
+    return text
+
+
+def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_dir: Path) -> str:
+    """Train (or reuse) the grid-level source ``name``; returns its checkpoint path."""
+    from ..data.layouts import load_dataset
+    from ..infer import find_checkpoint
+    from ..train.finetune import SUMMARY, run_finetune
+    from .cells import train_subjects
+
+    domain = _source_domain(entry, config)
+    target = entry.get("target") or config.get("target")
+    out = grid_dir / SOURCES_DIR / (f"{name}__{domain}" if domain else name)
+    data = resolve_dataset(config, target)
+    if not (out / SUMMARY).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        with _locked(out / "train.lock"):
+            if not (out / SUMMARY).is_file():
+                values = {**(config.get("finetune") or {}), **(entry.get("finetune") or {})}
+                dataset = load_dataset(data)
+                n = len(train_subjects({**config, "finetune": values}, dataset, domain))
+                values.update(data=data, out=str(out), init=None, strategy="scratch", target_domain=domain)
+                values.update(n_labelled=n, every_kth_slice=None, seed=int(entry.get("seed", 0)))
+                log.info("training source %s on %s (domain %s, %d subjects) -> %s", name, target, domain, n, out)
+                run_finetune(values, resume=True)
+    return str(find_checkpoint(out))
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock (``fcntl.flock``) held while the block runs; released if the process dies."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
