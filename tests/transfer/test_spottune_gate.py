@@ -194,3 +194,34 @@ def test_trains_through_the_trainer():
     for stage, module in plan.model.frozen_stage_modules().items():
         assert all(torch.equal(a, b) for a, b in zip(module.parameters(), frozen[stage], strict=True))
     assert any(g["name"] == POLICY_GROUP for g in trainer.optimizer.param_groups)
+
+
+def test_collapse_checkpoint_gives_a_plain_loadable_checkpoint(tmp_path):
+    from medtransfer.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = {"features": 4, "depth": 2}
+    _, plan = _prepared("unet", cfg)
+    _train(plan, steps=2)
+    with torch.no_grad():
+        plan.model.policy_logits[:, 1] = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0])
+    path = save_checkpoint(
+        tmp_path / "best.pt",
+        {
+            "model": {"name": "unet", "config": cfg},
+            "state_dict": plan.model.state_dict(),
+            "meta": {"strategy": plan.description()},
+        },
+    )
+    from medtransfer.transfer.spottune import collapse_checkpoint
+
+    collapse_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    plain = create_model("unet", **cfg)
+    plain.load_state_dict(ckpt["state_dict"])  # strict: exactly the architecture's keys
+    assert ckpt["meta"]["spottune"]["finetuned_stages"] == ["input", "bottleneck", "dec1", "head"]
+    x = torch.randn(1, 1, 16, 16)
+    plan.model.eval()
+    plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(x), plan.model(x), atol=1e-6)
+    assert collapse_checkpoint(path) == path  # already plain: unchanged

@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -330,3 +331,33 @@ def prepare_spottune(
     spec_text = "spottune:" + ",".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items())
     audit_dict = audit.to_dict() if hasattr(audit, "to_dict") else None
     return SpotTunePlan(spot, params, spot.parameter_groups(params.policy_lr_scale), audit_dict, spec_text)
+
+
+def collapse_checkpoint(path: str | Path, out: str | Path | None = None) -> Path:
+    """Rewrite a checkpoint of a trained :class:`SpotTuneModel` as a plain checkpoint of its architecture.
+
+    The checkpoint must hold ``model`` (``{"name", "config"}`` of the wrapped architecture), the gated
+    ``state_dict`` and ``meta["strategy"]`` from :meth:`SpotTunePlan.description`.  The result (written
+    atomically to ``out``, default in place) holds the collapsed weights, so ``predict`` loads it unchanged;
+    ``meta["spottune"]`` keeps the learned policy.  A checkpoint that is already plain is left as is.
+    """
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..models import create_model
+
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    if "policy_logits" not in ckpt["state_dict"]:
+        return path
+    strategy = (ckpt.get("meta") or {}).get("strategy") or {}
+    spot = SpotTuneModel(
+        create_model(ckpt["model"]["name"], **ckpt["model"]["config"]),
+        temperature=float(strategy.get("temperature", 1.0)),
+        lam=float(strategy.get("lam", 0.0)),
+        always_finetune=tuple(strategy.get("always_finetune", ("head",))),
+    )
+    spot.load_state_dict(ckpt["state_dict"])
+    spot.eval()
+    ckpt["state_dict"] = collapse(spot).state_dict()
+    ckpt["meta"] = {**(ckpt.get("meta") or {}), "spottune": spot.describe()}
+    ckpt.pop("trainer", None)  # a collapsed checkpoint cannot resume SpotTune training
+    return save_checkpoint(out or path, ckpt)
