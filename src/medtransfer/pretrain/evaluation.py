@@ -1,6 +1,7 @@
 """Source-task metrics on held-out source data, as trainer validators (``validator(step) -> metrics``).
 
-* classification / rotation: ``accuracy`` and ``chance`` (1 / classes);
+* classification / rotation: ``accuracy``, ``chance`` (1 / classes) and ``majority`` (the held-out share of
+  the most frequent class: the accuracy of always answering it);
 * segmentation: ``dice``: mean over foreground classes present in the held-out set of the global Dice
   (hard argmax prediction); ``dice_foreground``: Dice of "any foreground class" vs background;
 * restoration: ``mse`` of the restored image, ``mse_identity`` of the corrupted input (the do-nothing
@@ -50,11 +51,17 @@ class AccuracyValidator:
 
     def __call__(self, step: Step) -> dict[str, float]:
         correct = total = 0
+        counts = torch.zeros(self.num_classes, dtype=torch.int64)
         for batch in batches(self.dataset, self.batch_size):
             pred = step(batch).argmax(1).cpu()
             correct += int((pred == batch["label"]).sum())
             total += len(pred)
-        return {"accuracy": correct / max(total, 1), "chance": 1.0 / self.num_classes}
+            counts += torch.bincount(batch["label"].long(), minlength=self.num_classes)[: self.num_classes]
+        return {
+            "accuracy": correct / max(total, 1),
+            "chance": 1.0 / self.num_classes,
+            "majority": float(counts.max()) / max(total, 1),
+        }
 
 
 def dice_per_class(confusion: torch.Tensor) -> torch.Tensor:
