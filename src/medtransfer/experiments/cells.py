@@ -13,6 +13,7 @@ run plus an evaluation on the held-out test subjects of the target domain.  Cell
     finetune: {...}                    # FinetuneConfig keys: model, model_config, train, preprocess, split_seed, ...
     sources: {src: {domain: "{source_domain}", finetune: {...}}}   # source models trained once, cached
     eval: {max_test_cases: 8, tolerance_mm: 1.0, save_cases: 2, lesions: auto}
+    resources: {num_cpus: 1}           # also the cell's torch threads (or set `threads`)
 
 Two strategy names are references for the report rather than transfer strategies:
 
@@ -47,6 +48,7 @@ def run_finetune_cell(config: dict[str, Any], run_dir: Path, *, resume: bool) ->
     from ..data.layouts import load_dataset
 
     run_dir = Path(run_dir)
+    _set_threads(config)
     data = resolve_dataset(config)
     dataset = load_dataset(data)
     domain = (config.get("domain") or {}).get("target") or (config.get("finetune") or {}).get("target_domain")
@@ -147,6 +149,19 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _set_threads(config: dict[str, Any]) -> None:
+    """Intra-op threads of this cell: ``threads``, else ``resources.num_cpus`` (unset: torch's default).
+
+    Several cells sharing a machine must not each spin up every core's worth of threads: on an oversubscribed
+    CPU that makes a training step 10-100x slower.
+    """
+    threads = config.get("threads") or (config.get("resources") or {}).get("num_cpus")
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(int(threads), 1))
 
 
 def _cell_id(config: dict[str, Any]) -> str:

@@ -1,0 +1,49 @@
+"""Every grid file in configs/ parses, expands and names a registered cell kind, strategies and sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medtransfer.experiments.kinds import get_cell_function
+from medtransfer.experiments.spec import expand_grid, load_grid
+from medtransfer.transfer import create_strategy
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+REFERENCES = ("baseline", "oracle")
+
+
+def test_the_protocol_configs_exist():
+    assert {p.stem for p in CONFIGS} >= {"demo", "shirokikh2020", "zoetmulder2022", "transfusion"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_expands_to_runnable_cells(path, tmp_path):
+    spec = load_grid(path)
+    cells = expand_grid(spec, tmp_path)
+    assert cells
+    assert len({c.run_dir for c in cells}) == len(cells)
+    for cell in cells:
+        get_cell_function(cell.config["kind"], where=str(path))
+        strategy = cell.config["strategy"]
+        if strategy not in REFERENCES:
+            create_strategy(strategy)  # a registered strategy with valid parameters
+        source = cell.config["source"]
+        assert source["checkpoint"] or source["name"] in (*cell.config.get("sources", {}), "none")
+        datasets = cell.config["data"]["datasets"]
+        assert cell.config["target"] in datasets
+
+
+def test_shirokikh_grid_holds_the_references_once_per_pair(tmp_path):
+    cells = expand_grid(load_grid(next(p for p in CONFIGS if p.stem == "shirokikh2020")), tmp_path)
+    pairs = {c.axes["domain_pair"] for c in cells}
+    for reference in REFERENCES:
+        assert sorted(c.axes["domain_pair"] for c in cells if c.axes["strategy"] == reference) == sorted(pairs)
+    assert {c.axes["budget"] for c in cells} == {"n1_k24", "n1_k8", "n1", "n3", "nall"}
+
+
+def test_zoetmulder_grid_crosses_seven_sources_with_three_targets(tmp_path):
+    cells = expand_grid(load_grid(next(p for p in CONFIGS if p.stem == "zoetmulder2022")), tmp_path)
+    assert len({c.axes["source"] for c in cells}) == 7
+    assert {c.axes["target"] for c in cells} == {"anatomy", "ms_lesion", "stroke_lesion"}
