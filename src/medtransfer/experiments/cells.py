@@ -53,7 +53,8 @@ def run_finetune_cell(config: dict[str, Any], run_dir: Path, *, resume: bool) ->
     dataset = load_dataset(data)
     domain = (config.get("domain") or {}).get("target") or (config.get("finetune") or {}).get("target_domain")
     strategy = str(config.get("strategy") or "scratch")
-    checkpoint = resolve_source(config, run_dir)
+    needs_source = strategy not in ("scratch", "oracle")  # these never load the source weights
+    checkpoint = resolve_source(config, run_dir) if needs_source else None
     if strategy == "baseline":
         if checkpoint is None:
             raise ConfigError(f"cell {_cell_id(config)}: strategy 'baseline' needs a source model (source: none)")
