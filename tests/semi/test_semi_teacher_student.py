@@ -19,8 +19,8 @@ from medtransfer.semi import run_teacher_student
 MODEL_CFG = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "features": 4, "depth": 2}
 
 
-def _blob(rng):
-    grid = np.indices((16, 16, 6)).astype(np.float32)
+def _blob(rng, shape=(16, 16, 6)):
+    grid = np.indices(shape).astype(np.float32)
     centre = np.array([8 + rng.integers(-3, 4), 8 + rng.integers(-3, 4), 3])[:, None, None, None]
     label = (np.sqrt(((grid - centre) ** 2).sum(0)) < 4).astype(np.uint8)
     return (label * 1.0 + rng.normal(0, 0.2, label.shape) + 0.2).astype(np.float32), label
@@ -42,7 +42,8 @@ def _datasets(root, n=6, n_unlabelled=2):
     unl = root / "unl"
     (unl / "images").mkdir(parents=True)
     for i in range(n_unlabelled):
-        save_nifti(unl / "images" / f"u{i}.nii.gz", _blob(rng)[0], np.eye(4))
+        # larger than the labelled scans: every slice dataset is padded to one common shape
+        save_nifti(unl / "images" / f"u{i}.nii.gz", _blob(rng, (20, 16, 6))[0], np.eye(4))
     return data, unl
 
 

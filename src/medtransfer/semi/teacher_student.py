@@ -130,16 +130,22 @@ class _Context:
     """Everything the rounds share: the teacher run's model spec, preprocessing, labelled and validation data."""
 
     def __init__(self, ft, spec, meta, train_cfg, labelled, val_cases, budget, num_labels):
-        from ..train.finetune_data import SliceDataset, common_slice_shape
-
         self.ft, self.spec, self.meta, self.train_cfg = ft, spec, meta, train_cfg
         self.divisor = int(meta.get("inference", {}).get("divisor", 16))
         self.preprocess = PreprocessConfig.from_dict(meta["preprocess"])
         self.num_labels = num_labels
-        shape = common_slice_shape(labelled + val_cases, ft.slice_axis, self.divisor)
-        self.shape = shape
-        self.labelled = SliceDataset(labelled, ft.slice_axis, shape, budget.slices)
-        self.val = SliceDataset(val_cases, ft.slice_axis, shape) if val_cases else None
+        self.labelled_cases, self.val_cases, self.budget = labelled, val_cases, budget
+
+    def datasets(self, pseudo=()):
+        """Labelled, pseudo-labelled and validation slice datasets padded to one shape (that holds them all)."""
+        from ..train.finetune_data import SliceDataset, common_slice_shape
+
+        axis = self.ft.slice_axis
+        shape = common_slice_shape([*self.labelled_cases, *self.val_cases, *pseudo], axis, self.divisor)
+        labelled = SliceDataset(self.labelled_cases, axis, shape, self.budget.slices)
+        pseudo_ds = SliceDataset(pseudo, axis, shape) if pseudo else None
+        val = SliceDataset(self.val_cases, axis, shape) if self.val_cases else None
+        return labelled, pseudo_ds, val
 
     @classmethod
     def from_teacher_run(cls, ft, run: Path, summary: dict[str, Any], dataset) -> _Context:
@@ -169,7 +175,8 @@ class _Context:
         """Mean validation Dice of ``model`` (NaN without validation cases)."""
         from ..train.validation import DiceValidator
 
-        if self.val is None:
+        val = self.datasets()[2]
+        if val is None:
             return float("nan")
         model.eval()
 
@@ -177,13 +184,12 @@ class _Context:
         def step(batch):
             return model(batch["image"]).float()
 
-        return float(DiceValidator(self.val, num_classes=max(self.num_labels - 1, 1))(step)["dice"])
+        return float(DiceValidator(val, num_classes=max(self.num_labels - 1, 1))(step)["dice"])
 
     def train_student(self, config: TeacherStudentConfig, pseudo, folder: Path, seed: int) -> nn.Module:
         """A student from the source weights and strategy, trained on labelled + pseudo-labelled slices."""
         from ..train import CheckpointManager, MetricsHistory, StepBatchSampler, TrainBatches, Trainer
         from ..train.finetune import build_model
-        from ..train.finetune_data import SliceDataset
         from ..train.finetune_strategy import apply_strategy
         from ..train.validation import DiceValidator
 
@@ -191,8 +197,8 @@ class _Context:
         model, spec, source = build_model(self.ft, int(self.spec["config"].get("in_channels", 1)), self.num_labels)
         strategy = apply_strategy(self.ft.strategy, model, source, seed=seed)
         handles = add_feature_dropout(model, config.dropout)
-        pseudo_ds = SliceDataset(pseudo, self.ft.slice_axis, self._shape_for(pseudo))
-        data = AugmentedDataset(ConcatDataset([self.labelled, pseudo_ds]), StrongAugmentConfig(**config.augment))
+        labelled, pseudo_ds, val = self.datasets(pseudo)
+        data = AugmentedDataset(ConcatDataset([labelled, pseudo_ds]), StrongAugmentConfig(**config.augment))
         cfg = self.train_cfg
         trainer = Trainer(
             model,
@@ -200,7 +206,7 @@ class _Context:
             TrainBatches(data, StepBatchSampler(len(data), cfg.batch_size, cfg.steps_per_epoch, seed), cfg.num_workers),
             loss=MaskedSegLoss(dice=config.dice_loss, ignore_index=PseudoLabelConfig(**config.pseudo).ignore_index),
             param_groups=strategy.param_groups,
-            validator=DiceValidator(self.val, num_classes=max(self.num_labels - 1, 1)) if self.val else None,
+            validator=DiceValidator(val, num_classes=max(self.num_labels - 1, 1)) if val else None,
             checkpoints=CheckpointManager(folder / "checkpoints", spec, {**self.meta, "teacher_student": True}),
             history=MetricsHistory(folder / "history.jsonl"),
             epoch_start_hooks=strategy.hooks,
@@ -212,15 +218,3 @@ class _Context:
         if best is not None:
             model.load_state_dict(load_checkpoint(best)["state_dict"])
         return model.eval()
-
-    def _shape_for(self, pseudo) -> tuple[int, int]:
-        """The labelled slice shape, or larger if a pseudo-labelled scan is larger (both padded alike)."""
-        from ..train.finetune_data import common_slice_shape
-
-        shape = common_slice_shape(pseudo, self.ft.slice_axis, self.divisor)
-        if any(s > t for s, t in zip(shape, self.shape, strict=True)):
-            raise ConfigError(
-                f"unlabelled scans preprocess to slices {shape} larger than the labelled ones {self.shape}; "
-                "crop or resample them alike (preprocess.crop / spacing)"
-            )
-        return self.shape
