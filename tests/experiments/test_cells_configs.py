@@ -47,3 +47,15 @@ def test_zoetmulder_grid_crosses_seven_sources_with_three_targets(tmp_path):
     cells = expand_grid(load_grid(next(p for p in CONFIGS if p.stem == "zoetmulder2022")), tmp_path)
     assert len({c.axes["source"] for c in cells}) == 7
     assert {c.axes["target"] for c in cells} == {"anatomy", "ms_lesion", "stroke_lesion"}
+
+
+def test_demo_config_matches_the_demo_grid(tmp_path):
+    from medtransfer.experiments.demo import FULL, demo_grid
+    from medtransfer.experiments.spec import parse_grid
+
+    from_file = expand_grid(load_grid(next(p for p in CONFIGS if p.stem == "demo")), tmp_path)
+    from_code = expand_grid(parse_grid(demo_grid(Path("demo-output/brainshift"), FULL), "demo"), tmp_path)
+    assert [c.id for c in from_file] == [c.id for c in from_code]
+    for a, b in zip(from_file, from_code, strict=True):
+        assert a.config["finetune"]["train"] == b.config["finetune"]["train"], a.id
+        assert a.config["eval"] == b.config["eval"]
