@@ -225,3 +225,20 @@ def test_collapse_checkpoint_gives_a_plain_loadable_checkpoint(tmp_path):
     with torch.no_grad():
         assert torch.allclose(plain(x), plan.model(x), atol=1e-6)
     assert collapse_checkpoint(path) == path  # already plain: unchanged
+
+
+def test_warmup_trains_every_finetuned_copy_and_leaves_the_policy():
+    _, plan = _prepared("unet", {"features": 4, "depth": 2}, "spottune:lam=0.01,warmup=1")
+    model = plan.model
+    assert plan.on_epoch_start(model, 0) is True
+    model.eval()
+    assert model.sample_gates().tolist() == [1.0] * 5  # validation during warm-up uses the fine-tuned copies
+    before = {s: [p.clone() for p in m.parameters()] for s, m in model.finetuned_stage_modules().items()}
+    logits = model.policy_logits.detach().clone()
+    _train(plan, steps=2)
+    assert torch.equal(model.policy_logits.detach(), logits)
+    for stage, module in model.finetuned_stage_modules().items():
+        assert any(not torch.equal(a, b) for a, b in zip(module.parameters(), before[stage], strict=True)), stage
+    assert plan.on_epoch_start(model, 1) is True
+    _train(plan, steps=2)
+    assert not torch.equal(model.policy_logits.detach(), logits)

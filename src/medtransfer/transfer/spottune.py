@@ -52,11 +52,13 @@ class SpotTuneParams:
     temperature: float = field(default=1.0, metadata={"help": "Gumbel-softmax temperature"})
     policy_lr_scale: float = field(default=10.0, metadata={"help": "policy logits lr = base lr * this"})
     head: str = field(default="finetune", metadata={"help": "'finetune' (always train the head) or 'gate'"})
+    warmup: int = field(default=0, metadata={"help": "epochs training every fine-tuned copy (gates fixed to 1)"})
 
     def __post_init__(self) -> None:
-        if self.lam < 0 or self.temperature <= 0 or self.policy_lr_scale <= 0:
+        if self.lam < 0 or self.temperature <= 0 or self.policy_lr_scale <= 0 or self.warmup < 0:
             raise ConfigError(
-                f"spottune: need lam >= 0, temperature > 0 and policy_lr_scale > 0, got {dataclasses.asdict(self)}"
+                "spottune: need lam >= 0, temperature > 0, policy_lr_scale > 0 and warmup >= 0, "
+                f"got {dataclasses.asdict(self)}"
             )
         if self.head not in ("finetune", "gate"):
             raise ConfigError(f"spottune: head must be 'finetune' or 'gate', got {self.head!r}")
@@ -136,10 +138,14 @@ class SpotTuneModel(nn.Module):
         self.policy_logits = nn.Parameter(torch.zeros(len(self.gated_names), 2))
         self.spatial_dims = getattr(model, "spatial_dims", 2)
         self._last_gates: torch.Tensor | None = None
+        self.warmup = False  # while True every gate is 1: the fine-tuned copies train as in full fine-tuning
 
     # ------------------------------------------------------------------------------------------- policy
     def sample_gates(self) -> torch.Tensor:
-        """Per gated stage ``g`` in {0, 1}: a hard Gumbel-softmax sample in training, the argmax otherwise."""
+        """Per gated stage ``g`` in {0, 1}: a hard Gumbel-softmax sample in training, the argmax otherwise
+        (all ones during warm-up)."""
+        if self.warmup:
+            return torch.ones(len(self.gated_names), device=self.policy_logits.device)
         if self.training:
             return F.gumbel_softmax(self.policy_logits, tau=self.temperature, hard=True)[:, 1]
         return (self.policy_logits[:, 1] > self.policy_logits[:, 0]).to(self.policy_logits.dtype).detach()
@@ -265,6 +271,16 @@ class SpotTunePlan:
 
     def wrap_loss(self, base: nn.Module) -> SpotTuneLoss:
         return SpotTuneLoss(base, self.model)
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, optimizer: Any = None) -> bool:
+        """Epoch hook (``Trainer(epoch_start_hooks=[plan.on_epoch_start])``): warm-up for ``params.warmup`` epochs.
+
+        Stateless (depends only on ``epoch``), so a resumed run lands in the same state.
+        """
+        warm = epoch < self.params.warmup
+        changed = warm != self.model.warmup
+        self.model.warmup = warm
+        return changed
 
     def description(self) -> dict[str, Any]:
         return {"spec": self.spec, "params": dataclasses.asdict(self.params), **self.model.describe()}
