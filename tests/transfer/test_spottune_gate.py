@@ -164,6 +164,9 @@ def test_spec_parsing_and_errors():
     params = parse_spottune_spec("spottune:lam=0.1,temperature=0.5,policy_lr_scale=3")
     assert (params.lam, params.temperature, params.policy_lr_scale) == (0.1, 0.5, 3.0)
     assert parse_spottune_spec({"name": "spottune", "lam": 0.2}).lam == 0.2
+    assert parse_spottune_spec("spottune:warmup=3").warmup == 3
+    with pytest.raises(ConfigError, match="warmup must be int"):
+        parse_spottune_spec("spottune:warmup=2.5")
     with pytest.raises(ConfigError, match="did you mean 'lam'"):
         parse_spottune_spec("spottune:lamb=0.1")
     with pytest.raises(ConfigError, match="temperature > 0"):

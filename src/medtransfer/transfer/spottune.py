@@ -313,9 +313,10 @@ def parse_spottune_spec(spec: str | dict[str, Any]) -> SpotTuneParams:
         if key not in fields:
             raise ConfigError(did_you_mean(key, fields, what="parameter of strategy 'spottune'"))
         try:
-            values[key] = value if fields[key].type == "str" else float(value)
+            cast = {"str": str, "int": int, "float": float}[str(fields[key].type)]
+            values[key] = cast(value)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"spottune: parameter {key} must be a number, got {value!r}") from err
+            raise ConfigError(f"spottune: parameter {key} must be {fields[key].type}, got {value!r}") from err
     return SpotTuneParams(**values)
 
 
