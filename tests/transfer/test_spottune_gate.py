@@ -242,6 +242,12 @@ def test_warmup_trains_every_finetuned_copy_and_leaves_the_policy():
     assert torch.equal(model.policy_logits.detach(), logits)
     for stage, module in model.finetuned_stage_modules().items():
         assert any(not torch.equal(a, b) for a, b in zip(module.parameters(), before[stage], strict=True)), stage
+    # a checkpoint written during warm-up collapses to what was validated: every fine-tuned copy
+    assert set(model.choices().values()) == {FINETUNED}
+    assert set(collapse(model).state_dict()) == set(create_model("unet", features=4, depth=2).state_dict())
+    state = model.state_dict()
+    assert bool(state["warmup_flag"])
     assert plan.on_epoch_start(model, 1) is True
+    assert not bool(model.state_dict()["warmup_flag"])
     _train(plan, steps=2)
     assert not torch.equal(model.policy_logits.detach(), logits)

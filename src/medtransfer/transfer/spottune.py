@@ -138,7 +138,17 @@ class SpotTuneModel(nn.Module):
         self.policy_logits = nn.Parameter(torch.zeros(len(self.gated_names), 2))
         self.spatial_dims = getattr(model, "spatial_dims", 2)
         self._last_gates: torch.Tensor | None = None
-        self.warmup = False  # while True every gate is 1: the fine-tuned copies train as in full fine-tuning
+        # warm-up: every gate is 1 (full fine-tuning of the copies); a buffer, so checkpoints saved during warm-up
+        # collapse to the model that was validated
+        self.register_buffer("warmup_flag", torch.tensor(False))
+
+    @property
+    def warmup(self) -> bool:
+        return bool(self.warmup_flag)
+
+    @warmup.setter
+    def warmup(self, value: bool) -> None:
+        self.warmup_flag.fill_(bool(value))
 
     # ------------------------------------------------------------------------------------------- policy
     def sample_gates(self) -> torch.Tensor:
@@ -177,7 +187,8 @@ class SpotTuneModel(nn.Module):
     def choices(self) -> dict[str, str]:
         """The deterministic choice per stage: ``finetuned`` or ``frozen`` (ungated stages: ``finetuned``)."""
         logits = self.policy_logits.detach()
-        chosen = {n: FINETUNED if bool(logits[i, 1] > logits[i, 0]) else FROZEN for i, n in enumerate(self.gated_names)}
+        tuned = [self.warmup or bool(logits[i, 1] > logits[i, 0]) for i in range(len(self.gated_names))]
+        chosen = {n: FINETUNED if t else FROZEN for n, t in zip(self.gated_names, tuned, strict=True)}
         return {name: chosen.get(name, FINETUNED) for name in self.stage_names()}
 
     def describe(self) -> dict[str, Any]:
@@ -188,6 +199,7 @@ class SpotTuneModel(nn.Module):
             "temperature": self.temperature,
             "always_finetune": list(self.always_finetune),
             "policy": self.policy(),
+            "warmup": self.warmup,
             "choices": self.choices(),
             "finetuned_stages": [s for s, c in self.choices().items() if c == FINETUNED],
         }
@@ -372,7 +384,9 @@ def collapse_checkpoint(path: str | Path, out: str | Path | None = None) -> Path
         lam=float(strategy.get("lam", 0.0)),
         always_finetune=tuple(strategy.get("always_finetune", ("head",))),
     )
-    spot.load_state_dict(ckpt["state_dict"])
+    state = dict(ckpt["state_dict"])
+    state.setdefault("warmup_flag", torch.tensor(False))  # checkpoints written before warm-up existed
+    spot.load_state_dict(state)
     spot.eval()
     ckpt["state_dict"] = collapse(spot).state_dict()
     ckpt["meta"] = {**(ckpt.get("meta") or {}), "spottune": spot.describe()}
