@@ -1,12 +1,7 @@
-"""``medtransfer finetune --strategy spottune`` -> collapsed checkpoint -> ``medtransfer predict``.
-
-Needs the SpotTune wiring in ``train/finetune_strategy.py`` / ``train/finetune.py`` (docs/beyond.md, "Wiring");
-skipped until ``AppliedStrategy`` has the ``wrap_loss`` field it adds.
-"""
+"""``medtransfer finetune --strategy spottune`` -> collapsed checkpoint -> ``medtransfer predict``."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,15 +11,9 @@ import torch
 from medtransfer.checkpoint import load_checkpoint
 from medtransfer.cli import main
 from medtransfer.models import create_model
-from medtransfer.train.finetune_strategy import AppliedStrategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from test_train_finetune import MODEL_CFG, TRAIN, _dataset, _source  # noqa: E402
-
-pytestmark = pytest.mark.skipif(
-    "wrap_loss" not in {f.name for f in dataclasses.fields(AppliedStrategy)},
-    reason="SpotTune is not wired into run_finetune yet (docs/beyond.md)",
-)
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from .finetune_config import FinetuneConfig
 from .finetune_data import PatchDataset, SliceDataset, common_slice_shape, prepare_cases
 from .finetune_strategy import apply_strategy
 from .history import MetricsHistory
+from .losses import create_loss
 from .rng import seed_everything
 from .run_env import environment
 from .trainer import Trainer
@@ -68,6 +69,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     train_cfg = _train_config(config, len(labels))
     split, budget, train_cases, val_cases = _select(config, dataset, preprocess, labels)
     strategy = apply_strategy(config.strategy, model, pretrained, seed=config.seed)
+    model = strategy.model if strategy.model is not None else model
     if ctx.is_main:
         resolved = {**config.to_dict(), "train": train_cfg.to_dict(), "preprocess": preprocess.to_dict()}
         write_yaml_atomic(out / "config.yaml", resolved)
@@ -99,6 +101,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
             train_cfg.num_workers,
         ),
         param_groups=strategy.param_groups,
+        loss=strategy.wrap_loss(create_loss(train_cfg.loss)) if strategy.wrap_loss else None,
         validator=DiceValidator(val_data, num_classes=max(len(labels) - 1, 1)) if val_data is not None else None,
         checkpoints=CheckpointManager(out / "checkpoints", spec, meta),
         history=MetricsHistory(out / "history.jsonl"),
@@ -106,6 +109,10 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         spatial_dims=spatial_dims,
     )
     result = trainer.fit(resume=resume)
+    if strategy.finish is not None and ctx.is_main:
+        for path in (result.best_checkpoint, result.last_checkpoint):
+            if path is not None:
+                strategy.finish(path)
     if ctx.is_main:
         _write_summary(out, config, trainer, result, budget, split, time.perf_counter() - start)
     barrier(ctx)

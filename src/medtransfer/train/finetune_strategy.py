@@ -26,6 +26,9 @@ class AppliedStrategy:
     hooks: list = field(default_factory=list)
     description: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] | None = None
+    model: nn.Module | None = None  # a replacement model to train (SpotTune wraps the target model)
+    wrap_loss: Any = None  # loss -> loss (SpotTune adds its freezing penalty)
+    finish: Any = None  # checkpoint path -> None, after training (SpotTune collapses to a plain model)
 
 
 def plain_data(obj: Any) -> Any:
@@ -45,7 +48,19 @@ def apply_strategy(
         seed: seeds re-initialisation and mean-var draws.
     """
     from ..transfer import create_strategy
+    from ..transfer.spottune import collapse_checkpoint, is_spottune, prepare_spottune
 
+    if is_spottune(spec):
+        plan = prepare_spottune(spec, model, pretrained, seed=seed)
+        return AppliedStrategy(
+            param_groups=plan.param_groups,
+            hooks=[plan.on_epoch_start],
+            description=plain_data(plan.description()),
+            audit=plain_data(plan.audit),
+            model=plan.model,
+            wrap_loss=plan.wrap_loss,
+            finish=collapse_checkpoint,
+        )
     strategy = create_strategy(spec)
     plan = strategy.prepare(model, pretrained, seed=seed)
     audit = plan.audit.to_dict() if plan.audit is not None else None
