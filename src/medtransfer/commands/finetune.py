@@ -30,6 +30,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    semi = parser.add_argument_group(
+        "teacher-student", "noisy-student pseudo-labelling of unlabelled target scans (2D models; docs/beyond.md)"
+    )
+    semi.add_argument("--unlabelled", default=None, help="folder of unlabelled target scans (any dataset layout)")
+    semi.add_argument("--pseudo-rounds", type=int, default=None, help="student rounds with --unlabelled (default 1)")
+    semi.add_argument("--pseudo-threshold", type=float, default=None, help="min top-class probability kept (0.9)")
+    semi.add_argument("--pseudo-max-entropy", type=float, default=None, help="max normalised entropy kept (off)")
+    semi.add_argument("--student-dropout", type=float, default=None, help="student feature dropout (default 0.1)")
     parser.set_defaults(func=run)
 
 
@@ -66,6 +74,50 @@ def run(args: argparse.Namespace) -> int:
         config = FinetuneConfig.from_yaml(args.config, **overrides)
     else:
         config = FinetuneConfig.from_dict({}, **overrides)
-    out = run_finetune(config, resume=args.resume)
+    if args.unlabelled is None:
+        _refuse_semi_options(args)
+        out = run_finetune(config, resume=args.resume)
+        print(out)
+        return 0
+    return _run_teacher_student(args, config)
+
+
+SEMI_OPTIONS = ("pseudo_rounds", "pseudo_threshold", "pseudo_max_entropy", "student_dropout")
+
+
+def _refuse_semi_options(args: argparse.Namespace) -> None:
+    from ..errors import ConfigError
+
+    given = [f"--{name.replace('_', '-')}" for name in SEMI_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} only apply with --unlabelled DIR (teacher-student pseudo-labelling)")
+
+
+def _run_teacher_student(args: argparse.Namespace, config) -> int:
+    """Teacher (this fine-tuning run) + noisy-student rounds; prints teacher vs student validation Dice."""
+    import json
+    from pathlib import Path
+
+    from ..errors import DataError
+    from ..semi import run_teacher_student
+
+    if not Path(args.unlabelled).is_dir():
+        raise DataError(f"--unlabelled {args.unlabelled}: not a folder (give a folder of unlabelled target scans)")
+    pseudo = {"threshold": args.pseudo_threshold, "max_entropy": args.pseudo_max_entropy}
+    options = {
+        "finetune": config.to_dict(),
+        "unlabelled": args.unlabelled,
+        "out": args.out,
+        "rounds": 1 if args.pseudo_rounds is None else args.pseudo_rounds,
+        "pseudo": {k: v for k, v in pseudo.items() if v is not None},
+    }
+    if args.student_dropout is not None:
+        options["dropout"] = args.student_dropout
+    out = run_teacher_student(options)
+    summary = json.loads((Path(out) / "summary.json").read_text())
+    print(f"{'round':>5}  {'teacher Dice':>12}  {'student Dice':>12}  better")
+    for row in summary["rounds"]:
+        better = "yes" if row["student_better"] else "no"
+        print(f"{row['round']:>5}  {row['teacher_val_dice']:>12.4f}  {row['student_val_dice']:>12.4f}  {better}")
     print(out)
     return 0

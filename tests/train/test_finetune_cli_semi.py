@@ -1,0 +1,96 @@
+"""``medtransfer finetune --unlabelled DIR --pseudo-rounds N``: teacher-student through the CLI on tiny data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from medtransfer.cli import main
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "semi"))
+from test_semi_teacher_student import _datasets, _source  # noqa: E402
+
+TRAIN = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--lr", "0.01", "--device", "cpu"]
+
+
+def _args(tmp_path, data, unl, *extra):
+    return [
+        "finetune",
+        "--init",
+        _source(tmp_path / "src.pt"),
+        "--strategy",
+        "full",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "ts"),
+        "--n-labelled",
+        "2",
+        *TRAIN,
+        "--unlabelled",
+        str(unl),
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_pseudo_rounds_print_teacher_vs_student_dice(tmp_path, capsys):
+    data, unl = _datasets(tmp_path)
+    args = _args(tmp_path, data, unl, "--pseudo-rounds", "2", "--pseudo-threshold", "0.6", "--student-dropout", "0.2")
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "ts" / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert summary["options"]["pseudo"] == {"threshold": 0.6}
+    assert summary["options"]["dropout"] == 0.2
+    assert summary["options"]["finetune"]["n_labelled"] == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["round", "teacher", "Dice", "student", "Dice", "better"]
+    for line, row in zip(lines[1:3], summary["rounds"], strict=True):
+        r, teacher, student, better = line.split()
+        assert int(r) == row["round"]
+        assert float(teacher) == pytest.approx(row["teacher_val_dice"], abs=1e-4)
+        assert float(student) == pytest.approx(row["student_val_dice"], abs=1e-4)
+        assert better == ("yes" if row["student_better"] else "no")
+    assert (tmp_path / "ts" / "round2" / "checkpoints" / "checkpoint_last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_test_scan_in_unlabelled_is_refused_with_exit_2(tmp_path, capsys):
+    data, unl = _datasets(tmp_path)
+    from medtransfer.train.finetune import run_finetune
+
+    # the teacher run the command makes (same options; the command reuses it), to learn its test cases
+    teacher = run_finetune(
+        {
+            "data": str(data),
+            "out": str(tmp_path / "ts" / "round0"),
+            "init": _source(tmp_path / "src.pt"),
+            "strategy": "full",
+            "n_labelled": 2,
+            "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "lr": 0.01, "device": "cpu"},
+        }
+    )
+    test_id = json.loads((teacher / "summary.json").read_text())["test_cases"][0]
+    (unl / "images" / "innocent.nii.gz").symlink_to(data / "imagesTr" / f"{test_id}_0000.nii.gz")
+    assert main(_args(tmp_path, data, unl, "--pseudo-rounds", "1")) == 2
+    err = capsys.readouterr().err
+    assert "leak held-out scans" in err and f"innocent (same image file as test/validation case {test_id})" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "ts" / "round1").exists()
+
+
+def test_semi_options_without_unlabelled_are_refused(tmp_path, capsys):
+    data, unl = tmp_path / "nothing", tmp_path / "unl"
+    args = ["finetune", "--init", "none", "--data", str(data), "--out", str(tmp_path / "o"), "--pseudo-rounds", "2"]
+    assert main(args) == 2
+    assert "--pseudo-rounds only apply with --unlabelled" in capsys.readouterr().err
+
+
+def test_unlabelled_must_be_a_folder(tmp_path, capsys):
+    data, _ = _datasets(tmp_path)
+    args = ["finetune", "--init", "none", "--data", str(data), "--out", str(tmp_path / "o")]
+    assert main([*args, "--unlabelled", str(tmp_path / "missing")]) == 2
+    assert "--unlabelled" in capsys.readouterr().err
