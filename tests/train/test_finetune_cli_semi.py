@@ -77,13 +77,14 @@ def test_a_test_scan_in_unlabelled_is_refused_with_exit_2(tmp_path, capsys):
     (unl / "images" / "innocent.nii.gz").symlink_to(data / "imagesTr" / f"{test_id}_0000.nii.gz")
     assert main(_args(tmp_path, data, unl, "--pseudo-rounds", "1")) == 2
     err = capsys.readouterr().err
-    assert "leak held-out scans" in err and f"innocent (same image file as test/validation case {test_id})" in err
+    assert "leak held-out scans" in err
+    assert f"innocent (same image file as test/validation case {test_id})" in err
     assert "Traceback" not in err
     assert not (tmp_path / "ts" / "round1").exists()
 
 
 def test_semi_options_without_unlabelled_are_refused(tmp_path, capsys):
-    data, unl = tmp_path / "nothing", tmp_path / "unl"
+    data, _unl = tmp_path / "nothing", tmp_path / "unl"
     args = ["finetune", "--init", "none", "--data", str(data), "--out", str(tmp_path / "o"), "--pseudo-rounds", "2"]
     assert main(args) == 2
     assert "--pseudo-rounds only apply with --unlabelled" in capsys.readouterr().err
