@@ -5,6 +5,8 @@ never imports the libraries of another and so that spawned workers find the func
 
 - ``finetune``: the real job (fine-tune on the target domain, predict and score its test cases; ``baseline``
   and ``oracle`` strategies as references), ``medtransfer.experiments.cells:run_finetune_cell``.
+- ``teacher_student``: noisy-student rounds on the target's unlabelled cases after a finetune round
+  (``medtransfer.experiments.cells_semi:run_teacher_student_cell``).
 - ``dummy``: a TEST / DRY-RUN kind that trains nothing: it sleeps ``dummy.sleep_s`` seconds, then writes
   made-up per-case metrics derived from the cell's config (deterministic per cell).  Use it to try a grid
   file, an executor or a cluster before spending compute; never report its numbers.
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CELL_KINDS: dict[str, str | Callable] = {
     "finetune": "medtransfer.experiments.cells:run_finetune_cell",
+    "teacher_student": "medtransfer.experiments.cells_semi:run_teacher_student_cell",
     "dummy": "medtransfer.experiments.kinds:run_dummy_cell",
 }
 
