@@ -194,7 +194,7 @@ def _select(config: FinetuneConfig, dataset: CaseDataset, preprocess: Preprocess
 def _datasets(config, train_cfg: TrainConfig, spatial_dims: int, train_cases, val_cases, budget, divisor: int):
     if spatial_dims == 2:
         shape = common_slice_shape(train_cases + val_cases, config.slice_axis, divisor)
-        train = SliceDataset(train_cases, config.slice_axis, shape, budget.slices)
+        train = SliceDataset(train_cases, config.slice_axis, shape, budget.slices, config.foreground_fraction)
         val = SliceDataset(val_cases, config.slice_axis, shape) if val_cases else None
         return train, val
     length = train_cfg.batch_size * train_cfg.steps_per_epoch

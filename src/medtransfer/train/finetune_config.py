@@ -34,6 +34,8 @@ class FinetuneConfig:
         max_val_cases: validate on at most this many held-out cases (speed).
         slice_axis: slice axis of 2D models on RAS arrays (2 = axial).
         patch_size: training patch of 3D models.
+        foreground_fraction: 2D foreground oversampling: labelled slices containing foreground are repeated
+            until they are at least this share of the training slices (nnU-Net's 1/3; 0 turns it off).
         cache_dir: preprocessing cache shared by runs (``None``: preprocess in memory each run).
         train: :class:`~medtransfer.train.config.TrainConfig` keys.
         preprocess: :class:`~medtransfer.data.preprocess.PreprocessConfig` keys.
@@ -55,6 +57,7 @@ class FinetuneConfig:
     max_val_cases: int = 4
     slice_axis: int = 2
     patch_size: tuple[int, int, int] = (64, 64, 64)
+    foreground_fraction: float = 0.33
     cache_dir: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +74,8 @@ class FinetuneConfig:
             raise ConfigError(f"n_labelled must be >= 1, got {self.n_labelled}")
         if self.every_kth_slice is not None and (self.every_kth_slice < 1 or self.n_labelled != 1):
             raise ConfigError("every_kth_slice needs k >= 1 and n_labelled = 1 (one scan, every k-th slice)")
+        if not 0.0 <= self.foreground_fraction < 1.0:
+            raise ConfigError(f"foreground_fraction must be in [0, 1), got {self.foreground_fraction}")
         if self.slice_axis not in (0, 1, 2):
             raise ConfigError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
 

@@ -91,6 +91,24 @@ def common_slice_shape(cases: Sequence[PreparedCase], axis: int, divisor: int) -
     return tuple(int(max(col) + (-max(col)) % divisor) for col in zip(*sizes, strict=True))
 
 
+def oversample_foreground(index: list, has_foreground, fraction: float) -> list:
+    """Repeat the items with foreground until they are at least ``fraction`` of the index (order kept).
+
+    Example:
+        >>> oversample_foreground([0, 1, 2, 3], lambda i: i == 0, 0.5)
+        [0, 1, 2, 3, 0, 0, 0]
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"foreground fraction must be in [0, 1), got {fraction}")
+    fg = [item for item in index if has_foreground(item)]
+    if not fg or fraction == 0.0 or len(fg) >= fraction * len(index):
+        return index
+    # smallest r with (len(fg) * (1 + r)) / (len(index) + r * len(fg)) >= fraction
+    n, f = len(index), len(fg)
+    repeats = -(-(fraction * n - f) // (f * (1 - fraction)))
+    return index + fg * int(repeats)
+
+
 class SliceDataset(Dataset):
     """2D slices along ``axis`` of prepared cases, zero-padded to one in-plane ``shape``.
 
@@ -99,6 +117,9 @@ class SliceDataset(Dataset):
         axis: slice axis of the (RAS) arrays.
         shape: in-plane shape of every item.
         slices: optional case id -> slice indices (an every-k-th-slice budget); default all slices.
+        foreground_fraction: foreground oversampling (nnU-Net uses 1/3): slices that contain a foreground class
+            are repeated in the index until they make up at least this share of it, so that small targets
+            (lesions) are seen in most batches.  The index stays fixed, so sampling stays resumable.
     """
 
     def __init__(
@@ -107,6 +128,7 @@ class SliceDataset(Dataset):
         axis: int,
         shape: tuple[int, int],
         slices: dict[str, Sequence[int]] | None = None,
+        foreground_fraction: float = 0.0,
     ) -> None:
         self.cases, self.axis, self.shape = list(cases), axis, shape
         self.index = [
@@ -116,6 +138,11 @@ class SliceDataset(Dataset):
         ]
         if not self.index:
             raise DataError("no labelled slices to train on (check the label budget)")
+        self.index = oversample_foreground(self.index, self._has_foreground, foreground_fraction)
+
+    def _has_foreground(self, item: tuple[int, int]) -> bool:
+        ci, s = item
+        return bool((np.take(self.cases[ci].label, s, axis=self.axis) > 0).any())
 
     def __len__(self) -> int:
         return len(self.index)

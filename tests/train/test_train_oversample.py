@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medtransfer.train.finetune_data import PreparedCase, SliceDataset, oversample_foreground
+
+
+@pytest.mark.parametrize(("n", "n_fg", "fraction"), [(100, 3, 0.33), (10, 1, 0.5), (7, 2, 0.9), (50, 1, 0.1)])
+def test_oversampling_reaches_the_fraction_with_fewest_repeats(n, n_fg, fraction):
+    index = list(range(n))
+    out = oversample_foreground(index, lambda i: i < n_fg, fraction)
+    share = sum(i < n_fg for i in out) / len(out)
+    assert share >= fraction
+    assert out[:n] == index  # the original order is kept, copies are appended
+    fewer = len(out) - n_fg  # one repeat fewer must fall short
+    assert (sum(i < n_fg for i in out) - n_fg) / fewer < fraction or len(out) == n
+
+
+def test_no_foreground_or_enough_foreground_leaves_the_index_alone():
+    index = list(range(10))
+    assert oversample_foreground(index, lambda i: False, 0.33) == index
+    assert oversample_foreground(index, lambda i: i < 5, 0.33) == index
+    assert oversample_foreground(index, lambda i: i < 1, 0.0) == index
+    with pytest.raises(ValueError, match="fraction"):
+        oversample_foreground(index, lambda i: True, 1.0)
+
+
+def test_slice_dataset_repeats_lesion_slices():
+    label = np.zeros((4, 4, 12), dtype=np.int64)
+    label[1:3, 1:3, 5] = 1  # a lesion on one axial slice of twelve
+    case = PreparedCase("c", np.zeros((1, 4, 4, 12), np.float32), label, info=None)
+    plain = SliceDataset([case], axis=2, shape=(4, 4))
+    dense = SliceDataset([case], axis=2, shape=(4, 4), foreground_fraction=0.33)
+    assert len(plain) == 12
+    with_lesion = [i for i in range(len(dense)) if dense[i]["label"].any()]
+    assert len(with_lesion) / len(dense) >= 0.33
+    assert {dense.index[i] for i in with_lesion} == {(0, 5)}
