@@ -7,7 +7,7 @@ onto that grid before thresholding.
 
 Usage:
     python benchmarks/domain_shift.py [--data DIR] [--subjects-per-domain 6] [--test-per-domain 2]
-        [--steps 400] [--sources siemens_3t ge_15t ...]
+        [--steps 1500] [--sources siemens_3t ge_15t ...] [--merge a.json b.json]
 
 Without ``--data`` (or when it holds no Dataset001) a brain-extraction-only build is written to a temporary
 folder first.  Each training run is a plain 2D U-Net (``medtransfer.models``, 16 features, BatchNorm) trained on
@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--subjects-per-domain", type=int, default=6)
     parser.add_argument("--test-per-domain", type=int, default=2)
     parser.add_argument("--spacing", type=float, default=2.0)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per domain (500 is too few)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--features", type=int, default=8, help="U-Net base width")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
