@@ -69,7 +69,10 @@ def canonical_thumbnail(case, targets) -> Thumbnail:
     labels = {t: to_ras(case.labels[t], case.affine) for t in targets}
     focus = next((labels[t] for t in targets if "lesion" in str(t) and labels[t].any()), None)
     if focus is None:
-        focus = next(iter(labels.values())) > 0
+        # brain-centred slices: any non-empty label (an MS case may have no lesion), else the head itself
+        focus = next((v > 0 for v in labels.values() if v.any()), image > image.mean())
+        if not focus.any():
+            focus = np.ones(image.shape, dtype=bool)
         axial_index = int(np.mean(np.nonzero(focus.any(axis=(0, 1)))[0]) + 0.1 * focus.shape[2])
         coronal_index = int(np.mean(np.nonzero(focus.any(axis=(0, 2)))[0]))
     else:
