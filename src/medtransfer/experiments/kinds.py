@@ -7,6 +7,8 @@ never imports the libraries of another and so that spawned workers find the func
   and ``oracle`` strategies as references), ``medtransfer.experiments.cells:run_finetune_cell``.
 - ``teacher_student``: noisy-student rounds on the target's unlabelled cases after a finetune round
   (``medtransfer.experiments.cells_semi:run_teacher_student_cell``).
+- ``classification``: an image-level target (lesion present per slice, or a metadata class) under any init
+  strategy; accuracy, balanced accuracy, AUC (``medtransfer.experiments.cells_classify:run_classification_cell``).
 - ``dummy``: a TEST / DRY-RUN kind that trains nothing: it sleeps ``dummy.sleep_s`` seconds, then writes
   made-up per-case metrics derived from the cell's config (deterministic per cell).  Use it to try a grid
   file, an executor or a cluster before spending compute; never report its numbers.
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 CELL_KINDS: dict[str, str | Callable] = {
     "finetune": "medtransfer.experiments.cells:run_finetune_cell",
     "teacher_student": "medtransfer.experiments.cells_semi:run_teacher_student_cell",
+    "classification": "medtransfer.experiments.cells_classify:run_classification_cell",
     "dummy": "medtransfer.experiments.kinds:run_dummy_cell",
 }
 
