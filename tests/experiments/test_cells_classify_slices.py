@@ -13,7 +13,7 @@ import torch
 from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError, DataError
 from medtransfer.experiments.cells_classify import _case_classes, _classes, _options, _score_case
-from medtransfer.experiments.kinds import CELL_KINDS, register_cell_kind
+from medtransfer.experiments.kinds import get_cell_function
 from medtransfer.experiments.runner import run_grid
 from medtransfer.experiments.spec import expand_grid, parse_grid
 from medtransfer.metrics.classification import classification_metrics
@@ -21,19 +21,19 @@ from medtransfer.metrics.classification import classification_metrics
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cells_finetune import TRAIN, _dataset  # noqa: E402
 
-KIND = "medtransfer.experiments.cells_classify:run_classification_cell"
-
 
 @pytest.fixture(autouse=True)
-def _kind_and_one_thread():
-    before = dict(CELL_KINDS)
-    register_cell_kind("classification", KIND)  # until kinds.py lists it
+def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    CELL_KINDS.clear()
-    CELL_KINDS.update(before)
+
+
+def test_the_kind_is_registered():
+    from medtransfer.experiments.cells_classify import run_classification_cell
+
+    assert get_cell_function("classification") is run_classification_cell
 
 
 def test_options_are_validated():

@@ -13,7 +13,7 @@ from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError, DataError
 from medtransfer.experiments.cells import _split
 from medtransfer.experiments.cells_semi import base_strategy, link_unlabelled, unlabelled_pool
-from medtransfer.experiments.kinds import CELL_KINDS, register_cell_kind
+from medtransfer.experiments.kinds import get_cell_function
 from medtransfer.experiments.runner import run_grid
 from medtransfer.experiments.spec import expand_grid, parse_grid
 from medtransfer.semi import check_no_leak, held_out_cases
@@ -21,19 +21,19 @@ from medtransfer.semi import check_no_leak, held_out_cases
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cells_finetune import TRAIN, _dataset  # noqa: E402
 
-KIND = "medtransfer.experiments.cells_semi:run_teacher_student_cell"
-
 
 @pytest.fixture(autouse=True)
-def _kind_and_one_thread():
-    before = dict(CELL_KINDS)
-    register_cell_kind("teacher_student", KIND)  # until kinds.py lists it
+def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    CELL_KINDS.clear()
-    CELL_KINDS.update(before)
+
+
+def test_the_kind_is_registered():
+    from medtransfer.experiments.cells_semi import run_teacher_student_cell
+
+    assert get_cell_function("teacher_student") is run_teacher_student_cell
 
 
 def _config(data, **extra):
