@@ -38,6 +38,13 @@ def add_parser(subparsers) -> None:
     semi.add_argument("--pseudo-threshold", type=float, default=None, help="min top-class probability kept (0.9)")
     semi.add_argument("--pseudo-max-entropy", type=float, default=None, help="max normalised entropy kept (off)")
     semi.add_argument("--student-dropout", type=float, default=None, help="student feature dropout (default 0.1)")
+    parser.add_argument(
+        "--classify",
+        default=None,
+        metavar="TARGET",
+        help="an image-level classification target instead of segmentation: 'lesion' (per slice, lesion present) "
+        "or 'metadata:COLUMN' (a case-level class from metadata.csv); scores accuracy, balanced accuracy, AUC",
+    )
     parser.set_defaults(func=run)
 
 
@@ -74,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         config = FinetuneConfig.from_yaml(args.config, **overrides)
     else:
         config = FinetuneConfig.from_dict({}, **overrides)
+    if args.classify is not None:
+        from ._finetune_classify import run_classification
+
+        return run_classification(args, config)
     if args.unlabelled is None:
         _refuse_semi_options(args)
         out = run_finetune(config, resume=args.resume)
