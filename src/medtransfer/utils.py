@@ -55,6 +55,26 @@ def write_yaml_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, yaml.safe_dump(obj, sort_keys=False))
 
 
+def read_yaml_mapping(path: str | os.PathLike, *, what: str = "options") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (``yaml.safe_load``; an empty file is ``{}``).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or holds something other than a mapping.
+    """
+    import yaml
+
+    from .errors import ConfigError
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what}, found {type(data).__name__}")
+    return data
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)

@@ -22,14 +22,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_cells_finetune import TRAIN, _dataset  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_kind_is_registered():
     from medtransfer.experiments.cells_classify import run_classification_cell
 

@@ -22,14 +22,6 @@ from medtransfer.models import create_model
 TRAIN = {"epochs": 3, "steps_per_epoch": 6, "batch_size": 8, "lr": 0.01, "optimizer": "adam", "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dataset(root, per_domain=5):
     """Blobs in noise; domain ``b`` has inverted, rescaled contrast (a domain shift)."""
     rng = np.random.default_rng(0)

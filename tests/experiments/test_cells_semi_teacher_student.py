@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError, DataError
@@ -20,14 +19,6 @@ from medtransfer.semi import check_no_leak, held_out_cases
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cells_finetune import TRAIN, _dataset  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_kind_is_registered():

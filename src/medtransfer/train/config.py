@@ -6,10 +6,10 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..utils import read_yaml_mapping
 
 
 class Precision(StrEnum):
@@ -127,15 +127,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
         """Read a YAML mapping (the whole file, or its ``train:`` section)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: cannot read YAML ({err})") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of train options, found {type(data).__name__}")
+        data = read_yaml_mapping(path, what="train options")
         return cls.from_dict(data.get("train", data), **overrides)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..utils import read_yaml_mapping
 
 NO_INIT = ("none", "scratch", "")
 
@@ -99,15 +99,7 @@ class FinetuneConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> FinetuneConfig:
         """Read a YAML file of finetune keys (a small diff from the defaults); ``overrides`` win."""
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: cannot read YAML ({err})") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of finetune options, found {type(data).__name__}")
+        data = read_yaml_mapping(path, what="finetune options")
         return cls.from_dict(data, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
