@@ -174,3 +174,32 @@ def test_unknown_source_name_suggests_the_listed_ones(tmp_path):
     config = {"source": {"name": "srx", "checkpoint": None}, "sources": {"src": {}}, "grid": {"cell_id": "a/b"}}
     with pytest.raises(ConfigError, match="src"):
         resolve_source(config, tmp_path / "a" / "b")
+
+
+def test_a_grid_source_merges_its_train_settings_into_the_cells(tmp_path, monkeypatch):
+    """`sources.<name>.finetune.train: {epochs: N}` changes the epochs only, not the cell's other train keys."""
+    import medtransfer.train.finetune as finetune_module
+    from medtransfer.experiments import sources
+
+    data = _dataset(tmp_path / "blob")
+    seen = {}
+
+    def fake_run(values, resume=False):
+        seen.update(values)
+        out = tmp_path / "results" / "tiny" / "_sources" / "src__a"
+        model = create_model("unet", spatial_dims=2, features=4, depth=2)
+        save_checkpoint(out / "checkpoint_best.pt", {"state_dict": model.state_dict()})
+        (out / finetune_module.SUMMARY).write_text("{}")
+
+    monkeypatch.setattr(finetune_module, "run_finetune", fake_run)
+    config = {
+        "data": {"root": str(data.parent), "datasets": {"blob": data.name}},
+        "target": "blob",
+        "finetune": {"train": TRAIN, "test_fraction": 0.4},
+        "domain": {"source": "a", "target": "b"},
+    }
+    entry = {"domain": "{source_domain}", "finetune": {"train": {"epochs": 9}}}
+    sources.train_source(config, "src", entry, tmp_path / "results" / "tiny")
+    assert seen["train"] == {**TRAIN, "epochs": 9}
+    assert seen["target_domain"] == "a"
+    assert seen["strategy"] == "scratch"

@@ -103,6 +103,7 @@ def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_
     from ..infer import find_checkpoint
     from ..train.finetune import SUMMARY, run_finetune
     from .cells import train_subjects
+    from .spec import deep_merge
 
     domain = _source_domain(entry, config)
     target = entry.get("target") or config.get("target")
@@ -112,7 +113,7 @@ def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_
         out.mkdir(parents=True, exist_ok=True)
         with _locked(out / "train.lock"):
             if not (out / SUMMARY).is_file():
-                values = {**(config.get("finetune") or {}), **(entry.get("finetune") or {})}
+                values = deep_merge(config.get("finetune") or {}, entry.get("finetune") or {})
                 dataset = load_dataset(data)
                 n = len(train_subjects({**config, "finetune": values}, dataset, domain))
                 values.update(data=data, out=str(out), init=None, strategy="scratch", target_domain=domain)
