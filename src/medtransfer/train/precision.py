@@ -1,4 +1,10 @@
-"""Device and precision choice: the fast paths (bf16 autocast + channels_last on AMX CPUs, AMP on CUDA)."""
+"""Device and precision choice: the fast paths (bf16 autocast + channels_last on AMX CPUs, AMP on CUDA).
+
+On CPUs without native bf16 (AVX2-only x86, e.g. AMD EPYC before Zen 4) bf16 is emulated and several times slower
+than fp32, so ``auto`` trains in fp32 there; fp32 still gets channels_last when the model is BatchNorm-only,
+because oneDNN's NHWC convolutions are 1.1-1.5x faster than NCHW ones on such CPUs (measured by
+``benchmarks/train_throughput.py``), whereas InstanceNorm/GroupNorm layers are slower in channels_last.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import ConfigError
 from .config import Precision
@@ -35,6 +42,22 @@ def cpu_has_fast_bf16() -> bool:
     if "amx_bf16" in flags or "avx512_bf16" in flags:
         return True
     return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+
+
+_CHANNELS_LAST_UNFRIENDLY = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
+
+
+def prefers_channels_last(model: nn.Module | None) -> bool:
+    """True when ``model`` has convolutions and no norm layer that is slower in channels_last on CPU.
+
+    BatchNorm (and no norm) runs fastest in channels_last with oneDNN; instance, group and layer norms have
+    no fast NHWC training kernels on CPU (a 2D InstanceNorm U-Net steps ~1.3x slower in channels_last).
+    """
+    if model is None:
+        return False
+    modules = list(model.modules())
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in modules)
+    return has_conv and not any(isinstance(m, _CHANNELS_LAST_UNFRIENDLY) for m in modules)
 
 
 @dataclass(frozen=True)
@@ -66,12 +89,17 @@ class PrecisionPlan:
 
 
 def resolve_precision(
-    precision: Precision | str, device: torch.device, channels_last: bool | None = None
+    precision: Precision | str,
+    device: torch.device,
+    channels_last: bool | None = None,
+    model: nn.Module | None = None,
 ) -> PrecisionPlan:
     """Pick autocast dtype and memory format.
 
     ``auto``: bf16 + channels_last on CUDA with bf16 support (fp16 + scaler otherwise) and on CPUs with native
     bf16 units; fp32 elsewhere.  An explicit ``precision`` always wins; ``channels_last`` overrides the format.
+    Without an override, the reduced-precision paths use channels_last, and fp32 on CPU uses it when ``model``
+    is given and :func:`prefers_channels_last` (BatchNorm-only conv nets).
     """
     precision = Precision(precision)
     if precision == Precision.AUTO:
@@ -82,11 +110,12 @@ def resolve_precision(
     if precision == Precision.FP16 and device.type != "cuda":
         raise ConfigError("precision fp16 needs CUDA; use bf16 or fp32 on CPU")
     dtype = {Precision.FP32: None, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[precision]
-    fast = dtype is not None
+    if channels_last is None:
+        channels_last = dtype is not None or (device.type == "cpu" and prefers_channels_last(model))
     return PrecisionPlan(
         device=device,
         autocast_dtype=dtype,
-        channels_last=fast if channels_last is None else bool(channels_last),
+        channels_last=bool(channels_last),
         grad_scaling=precision == Precision.FP16,
     )
 

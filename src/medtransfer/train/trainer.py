@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .batches import TrainBatches
 from .checkpointing import CheckpointManager
+from .compile import compile_model
 from .config import TrainConfig
 from .distributed import DistributedContext, current_context, unwrap_model, wrap_model
 from .history import MetricsHistory, log_epoch
@@ -92,9 +93,11 @@ class Trainer:
         device = resolve_device(config.device)
         if device.type == "cuda" and self.ctx.enabled and device.index is None:
             device = torch.device("cuda", self.ctx.local_rank)
-        self.plan = resolve_precision(config.precision, device, config.channels_last)
+        self.plan = resolve_precision(config.precision, device, config.channels_last, model=model)
         self.model = model_to_plan(model, self.plan, spatial_dims)
         self.network = wrap_model(self.model, self.ctx, device)
+        if config.compile:  # only the training step runs compiled; checkpoints use the plain self.model
+            self.network = compile_model(self.network)
         self.loss_fn = loss if loss is not None else create_loss(config.loss)
         self.optimizer = create_optimizer(self.model, config, param_groups)
         self.scheduler = create_scheduler(self.optimizer, config)
