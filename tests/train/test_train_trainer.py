@@ -94,3 +94,15 @@ def test_ddp_single_process_gloo_matches_plain_training(tmp_path):
         assert torch.allclose(value.float(), ddp.model.state_dict()[key].float(), atol=1e-6), key
     saved = load_checkpoint(tmp_path / "checkpoint_last.pt")["state_dict"]
     assert not any(k.startswith("module.") for k in saved)
+
+
+def test_a_tied_validation_dice_keeps_the_later_model_as_best(tmp_path):
+    """Validation Dice stuck at 0 (a small lesion not found yet) must not pin "best" to the first epoch."""
+
+    def never_found(model):
+        return {"dice": 0.0}
+
+    config = toy_config(epochs=3, steps_per_epoch=2, lr=0.1)
+    manager = CheckpointManager(tmp_path, model_spec={"name": "toy", "config": {}})
+    result = Trainer(toy_net(), config, toy_batches(config), validator=never_found, checkpoints=manager).fit()
+    assert load_checkpoint(result.best_checkpoint)["meta"]["epoch"] == 2

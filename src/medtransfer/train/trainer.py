@@ -154,7 +154,9 @@ class Trainer:
             self.history.append(record)
             log_epoch(record, self.config.epochs)
         dice = record.get("val_dice", math.nan)
-        if not math.isnan(dice) and dice > self.best_metric:
+        # ties go to the later epoch: a validation Dice stuck at 0 (a small lesion not yet found) must not pin
+        # "best" to the first, least trained model
+        if not math.isnan(dice) and dice >= self.best_metric:
             self.best_metric = dice
             self.save_checkpoint("best", meta={"epoch": epoch, "val_dice": dice})
         self.save_checkpoint("last")
