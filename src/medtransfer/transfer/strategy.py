@@ -140,13 +140,9 @@ class Strategy:
         self._apply_trainable(model, stages, trainable)
         groups = self._param_groups(model, stages)
         description = self._describe(model, stages, trainable, audit)
-        log.info(
-            "strategy %s: trainable stages %s; frozen %s (norm statistics %s)",
-            self.spec,
-            trainable,
-            [s for s in stages if s not in trainable],
-            cfg.bn_mode.value,
-        )
+        frozen = [s for s in stages if s not in trainable]
+        norms = f" (their norm statistics {cfg.bn_mode.value})" if frozen else ""
+        log.info("strategy %s: trainable stages %s; frozen %s%s", self.spec, trainable, frozen or "none", norms)
         return StrategyPlan(groups, description, audit)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, optimizer: torch.optim.Optimizer | None = None) -> bool:
