@@ -203,3 +203,21 @@ def test_a_grid_source_merges_its_train_settings_into_the_cells(tmp_path, monkey
     assert seen["train"] == {**TRAIN, "epochs": 9}
     assert seen["target_domain"] == "a"
     assert seen["strategy"] == "scratch"
+
+
+def test_grid_evaluation_loads_the_final_weights_unless_told_otherwise(tmp_path, monkeypatch):
+    """`eval.checkpoint` defaults to last: best-by-validation on one or two validation cases is noise."""
+    import medtransfer.infer as infer
+
+    asked = []
+
+    def fake_load(model, checkpoint="best", **kwargs):
+        asked.append(checkpoint)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(infer, "load_predictor", fake_load)
+    dataset = load_dataset(_dataset(tmp_path / "blob"))
+    for options in ({}, {"checkpoint": "best"}):
+        with pytest.raises(RuntimeError, match="stop here"):
+            evaluate_test_cases(tmp_path / "run", dataset, ["a0"], tmp_path / "cell", options)
+    assert asked == ["last", "best"]

@@ -17,13 +17,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output", required=True, help="mask.nii.gz for one scan, a folder for a folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        choices=["best", "last"],
+        help="which checkpoint of a run folder: best validation Dice (default) or the final weights",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..infer import load_predictor, predict_path
 
-    predictor = load_predictor(args.model, device=args.device, precision=args.precision)
+    predictor = load_predictor(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint)
     written = predict_path(predictor, args.input, args.output)
     for path in written:
         print(path)

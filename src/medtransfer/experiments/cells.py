@@ -12,7 +12,7 @@ run plus an evaluation on the held-out test subjects of the target domain.  Cell
     data: {root: DIR, datasets: {brain: Dataset001_BrainExtraction}}
     finetune: {...}                    # FinetuneConfig keys: model, model_config, train, preprocess, split_seed, ...
     sources: {src: {domain: "{source_domain}", finetune: {...}}}   # source models trained once, cached
-    eval: {max_test_cases: 8, tolerance_mm: 1.0, save_cases: 2, lesions: auto}
+    eval: {max_test_cases: 8, tolerance_mm: 1.0, save_cases: 2, lesions: auto, checkpoint: last}
     resources: {num_cpus: 1}           # also the cell's torch threads (or set `threads`)
 
 Two strategy names are references for the report rather than transfer strategies:

@@ -176,9 +176,8 @@ def link_unlabelled(dataset, case_ids: list[str], folder: Path) -> Path:
 
 
 def _student_checkpoint(out: Path, rounds: int) -> Path:
-    folder = out / f"round{rounds}" / "checkpoints"
-    best = folder / "checkpoint_best.pt"
-    return best if best.is_file() else folder / "checkpoint_last.pt"
+    """The last student's run folder (``eval.checkpoint`` picks best or last inside it)."""
+    return out / f"round{rounds}"
 
 
 def _epoch_history(out: Path, rounds: int) -> list[dict[str, Any]]:

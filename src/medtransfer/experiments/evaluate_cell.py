@@ -22,12 +22,15 @@ def evaluate_test_cases(
 
     Options: ``tolerance_mm`` (1.0), ``surface_1mm`` (True: surface Dice on the dataset's ``labelsTr_1mm``
     reference when present), ``lesions`` (``auto``: when a label name contains "lesion"), ``save_cases`` (2:
-    write ``predictions/``, ``reference/`` and ``images/`` of that many cases for the report's overlays).
+    write ``predictions/``, ``reference/`` and ``images/`` of that many cases for the report's overlays),
+    ``checkpoint`` (``last``: the final weights of a run folder, as nnU-Net evaluates; ``best`` selects by
+    validation Dice, which on the one or two validation cases of a CPU-sized grid is mostly noise: a small lesion
+    missed at every epoch leaves the untrained first epoch as "best").
     """
     from ..data.io import load_nifti, save_nifti
     from ..infer import load_predictor
 
-    predictor = load_predictor(model)
+    predictor = load_predictor(model, checkpoint=str(options.get("checkpoint", "last")))
     labels = [v for v in predictor.label_values if v != 0]
     lesions = options.get("lesions", "auto")
     if lesions == "auto":

@@ -23,7 +23,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..data.io import Volume
 from ..data.preprocess import PreprocessConfig, preprocess_case, restore_to_input, split_channels
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..train.precision import PrecisionPlan, model_to_plan, resolve_device, resolve_precision
 from .sliding_window import predict_patches, predict_slices
 
@@ -116,23 +116,39 @@ def _as_channels(channels: list[Volume] | Volume, source: str) -> list[Volume]:
     return list(channels)
 
 
-def find_checkpoint(run: str | os.PathLike) -> Path:
-    """The checkpoint of a run folder (best, else last) or the file itself."""
+CHECKPOINT_CHOICES = ("best", "last")
+
+
+def find_checkpoint(run: str | os.PathLike, prefer: str = "best") -> Path:
+    """The checkpoint of a run folder or the file itself.
+
+    Args:
+        run: a run folder (its ``checkpoints/`` or the folder itself) or a checkpoint file.
+        prefer: ``best`` (highest validation Dice, else last) or ``last`` (the final weights, else best).
+    """
+    if prefer not in CHECKPOINT_CHOICES:
+        raise ConfigError(f"checkpoint choice {prefer!r}: allowed are {', '.join(CHECKPOINT_CHOICES)}")
     run = Path(run)
     if run.is_file():
         return run
+    names = CHECKPOINT_NAMES if prefer == "best" else (CHECKPOINT_NAMES[1], CHECKPOINT_NAMES[0], *CHECKPOINT_NAMES[2:])
     for folder in (run / "checkpoints", run):
-        for name in CHECKPOINT_NAMES:
+        for name in names:
             if (folder / name).is_file():
                 return folder / name
     raise DataError(f"{run}: no checkpoint found (looked for {', '.join(CHECKPOINT_NAMES)} in it and checkpoints/)")
 
 
-def load_predictor(run: str | os.PathLike, *, device: str = "auto", precision: str = "auto") -> Predictor:
-    """Rebuild the model of a run (or checkpoint file) with its preprocessing and label values."""
+def load_predictor(
+    run: str | os.PathLike, *, device: str = "auto", precision: str = "auto", checkpoint: str = "best"
+) -> Predictor:
+    """Rebuild the model of a run (or checkpoint file) with its preprocessing and label values.
+
+    ``checkpoint`` picks ``best`` or ``last`` in a run folder (see :func:`find_checkpoint`).
+    """
     from ..models import create_model
 
-    path = find_checkpoint(run)
+    path = find_checkpoint(run, checkpoint)
     ckpt = load_checkpoint(path)
     spec, meta = ckpt.get("model") or {}, ckpt.get("meta") or {}
     if not spec.get("name"):
