@@ -1,6 +1,6 @@
 """Device and precision choice: the fast paths (bf16 autocast + channels_last on AMX CPUs, AMP on CUDA).
 
-On CPUs without native bf16 (AVX2-only x86, e.g. AMD EPYC before Zen 4) bf16 is emulated and several times slower
+On CPUs without native bf16 (AVX2-only x86, e.g. AMD EPYC before Zen 4) bf16 is emulated and >10x slower
 than fp32, so ``auto`` trains in fp32 there; fp32 still gets channels_last when the model is BatchNorm-only,
 because oneDNN's NHWC convolutions are 1.1-1.5x faster than NCHW ones on such CPUs (measured by
 ``benchmarks/train_throughput.py``), whereas InstanceNorm/GroupNorm layers are slower in channels_last.
