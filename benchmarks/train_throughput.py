@@ -18,8 +18,13 @@ fp32 and bf16 matrix-multiply peaks measured in the same run; the bf16 peak is o
 with native bf16 (AMX / AVX512-BF16).  ``--profile`` adds where the time of the default step goes (torch.profiler,
 self time by operator class) and the speed-up that would remain if everything but the convolutions were free.
 
+On a machine shared with other busy processes, OpenMP's spin-waiting makes 2 threads several times *slower*
+than 1 (a thread spins at each barrier while its partner is descheduled); ``OMP_WAIT_POLICY=PASSIVE`` (set before
+the process starts; reported in the JSON) avoids that.
+
 Usage:
-    python benchmarks/train_throughput.py [--batch 32] [--rounds 5] [--size 128] [--threads 1 2] [--profile]
+    [OMP_WAIT_POLICY=PASSIVE] python benchmarks/train_throughput.py [--batch 32] [--rounds 5] [--size 128]
+        [--threads 1 2] [--profile] [--no-compile] [--all-precisions]
 
 Prints one JSON object.
 """
@@ -278,6 +283,7 @@ def main() -> None:
         "image_size": [args.size, args.size],
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_has_native_bf16": native_bf16,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins)"),
         "bf16_peak_target_meaningful": native_bf16,
         "note": "with native bf16 (AMX / AVX512-BF16) the trainer's auto precision is bf16 and the bf16 peak is the "
         "target; without it (as on AVX2-only CPUs) bf16 is emulated, slower than fp32, auto trains in fp32, and the "
