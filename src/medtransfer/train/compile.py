@@ -9,8 +9,8 @@ compiles nothing for modules whose ``forward`` lives in torch itself, such as ``
 
 Inductor fuses the elementwise work around the convolutions (BatchNorm statistics and normalisation, ReLU and
 their backward passes) into generated C++ loops; convolutions stay oneDNN calls.  On a 2-core AVX2 CPU this
-gains only a few per cent per step for the default 2D U-Net (convolutions are ~75% of the step) at a cost of
-tens of seconds of compilation per new input shape, which is why :class:`TrainConfig` leaves it off by
+gains only 4-9% per step for the default 2D U-Net (convolutions are ~80% of the step) at a cost of about a
+minute of compilation per new input shape, which is why :class:`TrainConfig` leaves it off by
 default (``compile: true`` turns it on); see ``benchmarks/train_throughput.py``.
 
 Example:
