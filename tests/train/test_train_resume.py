@@ -12,19 +12,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_toy_helpers import toy_batches, toy_config, toy_net
+from train_toy_helpers import SquaresDataset, toy_batches, toy_config, toy_net
 
 from medtransfer.checkpoint import load_checkpoint
 from medtransfer.train import CheckpointManager, MetricsHistory, Trainer
+from medtransfer.train.augment import SpatialAugment
 
 SCRIPT = Path(__file__).with_name("train_resume_script.py")
 
 
-def _trainer(out: Path, config) -> Trainer:
+def _trainer(out: Path, config, dataset=None) -> Trainer:
     return Trainer(
         toy_net(),
         config,
-        toy_batches(config),
+        toy_batches(config, dataset),
         checkpoints=CheckpointManager(out),
         history=MetricsHistory(out / "history.jsonl"),
     )
@@ -36,19 +37,29 @@ def _assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_resume_mid_epoch_in_process_is_bit_identical(tmp_path):
+class _Augmented(SquaresDataset):
+    """The toy squares through the spatial augmentation fine-tuning uses (``augment: spatial``)."""
+
+    augment = SpatialAugment(p_affine=1.0)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.augment(super().__getitem__(i))
+
+
+@pytest.mark.parametrize("dataset", [None, _Augmented], ids=["plain", "augmented"])
+def test_resume_mid_epoch_in_process_is_bit_identical(tmp_path, dataset):
     config = toy_config(epochs=3, steps_per_epoch=4, checkpoint_every_steps=3)
-    full = _trainer(tmp_path / "full", config)
+    full = _trainer(tmp_path / "full", config, dataset and dataset())
     full.fit()
 
     # The data stream dies at step 7; the last checkpoint is from step 6 (mid-epoch 2), as after a crash.
-    crash = _trainer(tmp_path / "crash", config)
+    crash = _trainer(tmp_path / "crash", config, dataset and dataset())
     crash.data.epoch = _stop_after(crash.data.epoch, total_steps=7)
     with pytest.raises(_Killed):
         crash.fit()
     assert load_checkpoint(tmp_path / "crash" / "checkpoint_last.pt")["trainer"]["global_step"] == 6
 
-    resumed = _trainer(tmp_path / "crash", config)
+    resumed = _trainer(tmp_path / "crash", config, dataset and dataset())
     resumed.fit(resume=True)
     assert resumed.global_step == full.global_step == 12
     _assert_same_weights(full.model.state_dict(), resumed.model.state_dict())

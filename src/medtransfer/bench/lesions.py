@@ -1,10 +1,10 @@
 """Lesions painted into a subject on its 1 mm grid; the lesion mask is the ground truth by construction.
 
 * MS-like: 0-20 small irregular white-matter lesions per subject (volumes log-uniform 10-1500 mm3, about half
-  of them periventricular), hypointense on T1 (between CSF and grey matter: "black holes").
+  of them periventricular), hypointense on T1 (between fluid and grey matter: "black holes").
 * stroke-like: one large irregular lesion inside one hemisphere's vascular territory (MCA, ACA or PCA, each
   the union of AAL regions it supplies), volumes log-uniform from 0.3 to 150 ml so that small strokes occur,
-  a CSF-like core fading to a less hypointense rim.
+  a fluid-dark core (cavitation, as dark as the ventricles) fading to a less hypointense rim (gliosis).
 
 A lesion is grown from a seed as a thresholded smooth random field with a radial fall-off, restricted to an
 allowed mask, keeping the connected component of the seed; the threshold is chosen to hit the drawn volume.
@@ -121,6 +121,16 @@ def tissue_level(image: np.ndarray, tissue: np.ndarray, code: Tissue) -> float:
     return float(np.median(values)) if values.size else 0.0
 
 
+def fluid_level(image: np.ndarray, tissue: np.ndarray) -> float:
+    """Intensity of pure CSF (ventricles): the 10th percentile of the CSF class.
+
+    The CSF class's median is mostly partial volume with grey matter (sulci); cavitated lesion cores and
+    "black holes" are fluid, as dark as the ventricles.
+    """
+    values = image[tissue == Tissue.CSF]
+    return float(np.percentile(values, 10)) if values.size else 0.0
+
+
 def random_voxel(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, ...] | None:
     """A uniformly drawn voxel of ``mask`` (``None`` when empty)."""
     idx = np.flatnonzero(mask)
@@ -150,7 +160,7 @@ def add_ms_lesions(image, tissue, rng: np.random.Generator, max_lesions: int = 2
     wm = (tissue == Tissue.WM) | (tissue == Tissue.CEREBELLUM_WM)
     deep_wm = ndimage.binary_erosion(wm, iterations=1)
     near_ventricles = deep_wm & periventricular(tissue, voxel_mm)
-    csf_level, gm_level = tissue_level(image, tissue, Tissue.CSF), tissue_level(image, tissue, Tissue.GM)
+    csf_level, gm_level = fluid_level(image, tissue), tissue_level(image, tissue, Tissue.GM)
     lesions = np.zeros(tissue.shape, dtype=bool)
     for _ in range(int(rng.integers(0, max_lesions + 1))):
         seed = random_voxel(near_ventricles if rng.random() < 0.5 else deep_wm, rng)
@@ -182,7 +192,7 @@ def add_stroke_lesion(image, tissue, region, atlas: HeadAtlas, rng: np.random.Ge
     if seed is None:
         return image, tissue, np.zeros(tissue.shape, bool), {"territory": territory, "hemisphere": hemisphere}
     lesion = grow_blob(allowed, seed, volume, rng, roughness=0.9)
-    csf_level, gm_level = tissue_level(image, tissue, Tissue.CSF), tissue_level(image, tissue, Tissue.GM)
+    csf_level, gm_level = fluid_level(image, tissue), tissue_level(image, tissue, Tissue.GM)
     if lesion.any():
         image = paint(image, lesion, _stroke_levels(lesion, csf_level, gm_level, rng), sigma=1.0)
     tissue = np.where(lesion, np.uint8(Tissue.LESION), tissue)

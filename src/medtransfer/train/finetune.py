@@ -24,6 +24,7 @@ from ..data.preprocess import PreprocessConfig
 from ..data.splits import Split, every_kth_slice_budget, n_scans_budget, split_by_subject
 from ..errors import ConfigError, DataError
 from ..utils import write_json_atomic, write_yaml_atomic
+from .augment import create_augment
 from .batches import StepBatchSampler, TrainBatches
 from .checkpointing import CheckpointManager
 from .config import TrainConfig
@@ -194,11 +195,12 @@ def _select(config: FinetuneConfig, dataset: CaseDataset, preprocess: Preprocess
 def _datasets(config, train_cfg: TrainConfig, spatial_dims: int, train_cases, val_cases, budget, divisor: int):
     if spatial_dims == 2:
         shape = common_slice_shape(train_cases + val_cases, config.slice_axis, divisor)
-        train = SliceDataset(train_cases, config.slice_axis, shape, budget.slices, config.foreground_fraction)
+        augment = create_augment(config.augment)
+        train = SliceDataset(train_cases, config.slice_axis, shape, budget.slices, config.foreground_fraction, augment)
         val = SliceDataset(val_cases, config.slice_axis, shape) if val_cases else None
         return train, val
     length = train_cfg.batch_size * train_cfg.steps_per_epoch
-    train = PatchDataset(train_cases, config.patch_size, length=length)
+    train = PatchDataset(train_cases, config.patch_size, length=length, augment=create_augment(config.augment))
     return train, (PatchDataset(val_cases, config.patch_size) if val_cases else None)
 
 

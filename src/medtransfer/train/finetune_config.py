@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from ..utils import read_yaml_mapping
+from .augment import AugmentMode
 
 NO_INIT = ("none", "scratch", "")
 
@@ -36,6 +37,8 @@ class FinetuneConfig:
         patch_size: training patch of 3D models.
         foreground_fraction: 2D foreground oversampling: labelled slices containing foreground are repeated
             until they are at least this share of the training slices (nnU-Net's 1/3; 0 turns it off).
+        augment: ``none`` (default: the papers' protocols) or ``spatial`` (random flips, rotation and scaling of
+            the training items; intensities untouched, see :mod:`medtransfer.train.augment`).
         cache_dir: preprocessing cache shared by runs (``None``: preprocess in memory each run).
         train: :class:`~medtransfer.train.config.TrainConfig` keys.
         preprocess: :class:`~medtransfer.data.preprocess.PreprocessConfig` keys.
@@ -58,6 +61,7 @@ class FinetuneConfig:
     slice_axis: int = 2
     patch_size: tuple[int, int, int] = (64, 64, 64)
     foreground_fraction: float = 0.33
+    augment: str = "none"
     cache_dir: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +80,7 @@ class FinetuneConfig:
             raise ConfigError("every_kth_slice needs k >= 1 and n_labelled = 1 (one scan, every k-th slice)")
         if not 0.0 <= self.foreground_fraction < 1.0:
             raise ConfigError(f"foreground_fraction must be in [0, 1), got {self.foreground_fraction}")
+        object.__setattr__(self, "augment", AugmentMode.parse(self.augment).value)
         if self.slice_axis not in (0, 1, 2):
             raise ConfigError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
 

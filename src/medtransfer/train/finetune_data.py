@@ -9,7 +9,7 @@ as in :mod:`medtransfer.data.datasets`; sampling here is by index so that a resu
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +120,7 @@ class SliceDataset(Dataset):
         foreground_fraction: foreground oversampling (nnU-Net uses 1/3): slices that contain a foreground class
             are repeated in the index until they make up at least this share of it, so that small targets
             (lesions) are seen in most batches.  The index stays fixed, so sampling stays resumable.
+        augment: optional callable applied to every item (:mod:`medtransfer.train.augment`).
     """
 
     def __init__(
@@ -129,8 +130,9 @@ class SliceDataset(Dataset):
         shape: tuple[int, int],
         slices: dict[str, Sequence[int]] | None = None,
         foreground_fraction: float = 0.0,
+        augment: Callable[[dict], dict] | None = None,
     ) -> None:
-        self.cases, self.axis, self.shape = list(cases), axis, shape
+        self.cases, self.axis, self.shape, self.augment = list(cases), axis, shape, augment
         self.index = [
             (ci, s)
             for ci, case in enumerate(self.cases)
@@ -152,7 +154,8 @@ class SliceDataset(Dataset):
         case = self.cases[ci]
         image = torch.from_numpy(np.take(case.image, s, axis=self.axis + 1))
         label = torch.from_numpy(np.take(case.label, s, axis=self.axis))[None]
-        return {"image": _pad_to(image, self.shape), "label": _pad_to(label, self.shape), "case": case.case_id}
+        item = {"image": _pad_to(image, self.shape), "label": _pad_to(label, self.shape), "case": case.case_id}
+        return self.augment(item) if self.augment else item
 
 
 class PatchDataset(Dataset):
@@ -162,9 +165,17 @@ class PatchDataset(Dataset):
         cases: prepared cases (padded to at least ``patch_size``).
         patch_size: ``(px, py, pz)``.
         length: number of items per epoch for random patches; ``None`` tiles every case without overlap.
+        augment: optional callable applied to every random patch (:mod:`medtransfer.train.augment`).
     """
 
-    def __init__(self, cases: Sequence[PreparedCase], patch_size: Sequence[int], length: int | None = None) -> None:
+    def __init__(
+        self,
+        cases: Sequence[PreparedCase],
+        patch_size: Sequence[int],
+        length: int | None = None,
+        augment: Callable[[dict], dict] | None = None,
+    ) -> None:
+        self.augment = augment
         self.patch = tuple(int(p) for p in patch_size)
         self.cases = [self._padded(c) for c in cases]
         self.length = length
@@ -190,4 +201,5 @@ class PatchDataset(Dataset):
             ci, start = self.tiles[i]
         case_id, image, label = self.cases[ci]
         box = tuple(slice(a, a + p) for a, p in zip(start, self.patch, strict=True))
-        return {"image": image[(slice(None), *box)], "label": label[box][None], "case": case_id}
+        item = {"image": image[(slice(None), *box)], "label": label[box][None], "case": case_id}
+        return self.augment(item) if self.augment and self.length else item

@@ -1,0 +1,104 @@
+"""Spatial data augmentation of training items (2D slices and 3D patches), drawn from torch's global RNG.
+
+``augment: spatial`` applies, per item, a random flip of each spatial axis (p = 0.5 each) and, with
+probability ``p_affine``, a rotation (about the slice normal in 2D, about each axis in 3D) and an isotropic
+scaling, resampled with bilinear interpolation for the image and nearest neighbour for the label (nnU-Net's
+spatial transforms, without elastic deformation).  Intensities are never touched, so a scanner's contrast,
+the very thing a domain-shift study measures, stays what it is.
+
+Parameters come from torch's global generator, which the trainer checkpoints and restores, so a resumed run
+draws the same augmentations as an uninterrupted one (the same rule as the random 3D patch positions).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, did_you_mean
+
+
+class AugmentMode(StrEnum):
+    """What augmentation the training items get."""
+
+    NONE = "none"
+    SPATIAL = "spatial"
+
+    @classmethod
+    def parse(cls, value: str | AugmentMode | None) -> AugmentMode:
+        if value is None or value is False:
+            return cls.NONE
+        try:
+            return cls(str(value).lower())
+        except ValueError as err:
+            raise ConfigError(did_you_mean(str(value), [m.value for m in cls], what="augment")) from err
+
+
+@dataclass(frozen=True)
+class SpatialAugment:
+    """Random flips, rotation and scaling of an ``{"image": (C, *S), "label": (1, *S)}`` item.
+
+    Attributes:
+        max_rotation_deg: rotations are drawn uniformly from ``[-max, max]`` degrees.
+        scale_range: isotropic zoom factor range.
+        p_affine: probability of rotating and scaling an item.
+        p_flip: probability of flipping each spatial axis.
+    """
+
+    max_rotation_deg: float = 15.0
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    p_affine: float = 0.5
+    p_flip: float = 0.5
+
+    def __call__(self, item: dict) -> dict:
+        image, label = item["image"], item["label"]
+        dims = image.ndim - 1
+        flips = [d + 1 for d in range(dims) if float(torch.rand(())) < self.p_flip]
+        if flips:
+            image, label = image.flip(flips), label.flip(flips)
+        if float(torch.rand(())) < self.p_affine:
+            theta = self._theta(dims)
+            image = _warp(image, theta, "bilinear")
+            label = _warp(label, theta, "nearest")
+        return {**item, "image": image.contiguous(), "label": label.contiguous()}
+
+    def _theta(self, dims: int) -> torch.Tensor:
+        low, high = self.scale_range
+        scale = low + (high - low) * float(torch.rand(()))
+        angles = (2 * torch.rand(1 if dims == 2 else 3) - 1) * math.radians(self.max_rotation_deg)
+        rotation = _rotation(angles, dims)
+        theta = torch.zeros(dims, dims + 1)
+        theta[:, :dims] = rotation / scale  # output -> input coordinates: a zoom in by `scale`
+        return theta
+
+
+def _rotation(angles: torch.Tensor, dims: int) -> torch.Tensor:
+    """Rotation matrix: one angle in 2D, rotations about the three axes (composed) in 3D."""
+    if dims == 2:
+        c, s = math.cos(float(angles[0])), math.sin(float(angles[0]))
+        return torch.tensor([[c, -s], [s, c]])
+    out = torch.eye(3)
+    for axis, angle in enumerate(angles.tolist()):
+        c, s = math.cos(angle), math.sin(angle)
+        i, j = [a for a in range(3) if a != axis]
+        r = torch.eye(3)
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+        out = r @ out
+    return out
+
+
+def _warp(array: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
+    """Resample ``array`` ``(C, *S)`` through the affine ``theta`` (normalised coordinates, zero padding)."""
+    x = array[None].float()
+    grid = F.affine_grid(theta[None].to(x.dtype), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
+    return out.to(array.dtype) if not array.dtype.is_floating_point else out
+
+
+def create_augment(mode: str | AugmentMode | None) -> SpatialAugment | None:
+    """The augmentation callable of ``mode`` (``None`` for ``none``)."""
+    return SpatialAugment() if AugmentMode.parse(mode) is AugmentMode.SPATIAL else None
