@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medtransfer`` console script; returns the process exit status."""
+    # OpenMP threads that spin while they wait make a training step 3-100x slower as soon as the cores are
+    # shared (grid workers, a second job); passive waiting costs little on a dedicated machine.  Set before
+    # torch loads (commands import it lazily); an explicit OMP_WAIT_POLICY wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
