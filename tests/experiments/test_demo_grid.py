@@ -18,14 +18,22 @@ def test_full_demo_grid_has_four_strategies_two_budgets_two_seeds_two_targets(tm
     contenders = [c for c in cells if c.axes["strategy"] not in ("baseline", "oracle")]
     assert {c.axes["strategy"] for c in contenders} == {"scratch", "full", "first_k:1", "last_k:1"}
     assert len(contenders) == 2 * 4 * 2 * 2  # targets x strategies x budgets x seeds
-    assert {c.axes["domain_pair"] for c in cells} == {"siemens_3t->philips_15t"}
-    # one baseline per target (it does not train), one oracle per target and budget
-    assert sum(c.axes["strategy"] == "baseline" for c in cells) == 2
-    assert sum(c.axes["strategy"] == "oracle" for c in cells) == 4
+    by_target = {t: {c.axes["budget"] for c in contenders if c.axes["target"] == t} for t in ("brain", "stroke_lesion")}
+    assert by_target == {"brain": {"n1_k4", "n1"}, "stroke_lesion": {"n3", "nall"}}
+    # a domain shift for brain extraction, a task shift (same scanner) for stroke lesions
+    pairs = {(c.axes["target"], c.axes["domain_pair"]) for c in cells}
+    assert pairs == {("brain", "siemens_3t->philips_15t"), ("stroke_lesion", "siemens_3t->siemens_3t")}
+    # one baseline (it does not train) and one oracle (every label) per target
+    assert sorted(c.axes["budget"] for c in cells if c.axes["strategy"] == "baseline") == ["n1_k4", "n3"]
+    assert sorted(c.axes["budget"] for c in cells if c.axes["strategy"] == "oracle") == ["n1", "nall"]
     for cell in cells:
-        expected = 3 * FULL.epochs if cell.axes["strategy"] == "oracle" else None
-        expected = expected or (2 * FULL.epochs if cell.axes["target"] == "stroke_lesion" else FULL.epochs)
-        assert cell.config["finetune"]["train"]["epochs"] == expected, cell.id
+        train, lesion = cell.config["finetune"]["train"], cell.axes["target"] == "stroke_lesion"
+        expected = FULL.lesion_epochs if lesion else 3 * FULL.epochs if cell.axes["strategy"] == "oracle" else None
+        assert train["epochs"] == (expected or FULL.epochs), cell.id
+        assert cell.config["finetune"].get("augment", "none") == ("spatial" if lesion else "none")
+    # eight test scans per target: a paired test over them can reach p < 0.05 after Holm correction
+    assert {c.config["eval"]["max_test_cases"] for c in cells} == {8}
+    assert {c.config["finetune"]["test_fraction"] for c in cells} == {0.5}
 
 
 def test_quick_demo_is_smaller(tmp_path):
