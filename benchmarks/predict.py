@@ -65,8 +65,9 @@ def main() -> None:
     image = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None]  # (1, X, Y, Z)
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    plan = resolve_precision("auto", cpu)
-    model = model_to_plan(create_model("unet", spatial_dims=2, in_channels=1, out_channels=2), plan).eval()
+    net = create_model("unet", spatial_dims=2, in_channels=1, out_channels=2)
+    plan = resolve_precision("auto", cpu, model=net)  # what the predictor picks: channels_last for BatchNorm nets
+    model = model_to_plan(net, plan).eval()
     fp32_model = create_model("unet", spatial_dims=2, in_channels=1, out_channels=2).eval()
     fp32_model.load_state_dict(model.state_dict())
 

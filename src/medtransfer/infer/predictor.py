@@ -156,7 +156,7 @@ def load_predictor(
     model = create_model(spec["name"], **spec.get("config", {}))
     model.load_state_dict(ckpt["state_dict"])
     config = dict(spec.get("config", {}))
-    plan = resolve_precision(precision, resolve_device(device), None)
+    plan = resolve_precision(precision, resolve_device(device), None, model=model)
     spatial_dims = int(config.get("spatial_dims", 2))
     model = model_to_plan(model, plan, spatial_dims).eval()
     labels = meta.get("labels") or {"background": 0, "foreground": 1}
