@@ -91,9 +91,18 @@ def slice_size(cases: list[Case]) -> tuple[int, int]:
 
 
 def train(
-    cases: list[Case], size: tuple[int, int], steps: int, batch: int, seed: int, features: int = 16
+    cases: list[Case],
+    size: tuple[int, int],
+    steps: int,
+    batch: int,
+    seed: int,
+    features: int = 16,
+    augment: bool = False,
 ) -> torch.nn.Module:
-    """A 2D U-Net trained on every axial slice of ``cases``."""
+    """A 2D U-Net trained on every axial slice of ``cases`` (``augment``: spatial only, intensities untouched)."""
+    from medtransfer.train.augment import SpatialAugment
+
+    spatial = SpatialAugment() if augment else None
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     images = torch.from_numpy(np.concatenate([pad_slices(c.image, size) for c in cases]))[:, None]
@@ -107,8 +116,11 @@ def train(
         # 90 % of the slices show brain: the boundary is what there is to learn; empty slices are easy
         pool = with_brain if rng.random() < 0.9 else np.arange(len(images))
         pick = torch.from_numpy(rng.choice(pool, batch))
-        logits = model(images[pick])
-        target = labels[pick]
+        x, target = images[pick], labels[pick]
+        if spatial is not None:
+            items = [spatial({"image": i, "label": t}) for i, t in zip(x, target, strict=True)]
+            x, target = torch.stack([i["image"] for i in items]), torch.stack([i["label"] for i in items])
+        logits = model(x)
         prob = torch.sigmoid(logits)
         dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
         loss = F.binary_cross_entropy_with_logits(logits, target) + dice
@@ -177,7 +189,7 @@ def run(args: argparse.Namespace) -> dict:
         i = domains.index(source)
         log.info("training on %s", source)
         train_cases = by_domain[source][: -args.test_per_domain]
-        model = train(train_cases, size, args.steps, args.batch, args.seed, args.features)
+        model = train(train_cases, size, args.steps, args.batch, args.seed, args.features, args.augment)
         for j, target in enumerate(domains):
             scores = np.array([score(model, case, size) for case in tests[target]])
             dice[i, j], surface[i, j] = scores.mean(axis=0)
@@ -193,6 +205,7 @@ def run(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "batch": args.batch,
         "features": args.features,
+        "augment": "spatial" if args.augment else "none",
         "dice": np.round(dice, 3).tolist(),
         "surface_dice_1mm": np.round(surface, 3).tolist(),
         "build_seconds": round(built - start, 1),
@@ -241,6 +254,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="training steps per domain (500 is too few)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--features", type=int, default=8, help="U-Net base width")
+    parser.add_argument("--augment", action="store_true", help="spatial augmentation (flips, rotation, scaling)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--sources", nargs="+", help="training domains (default: all six)")
