@@ -36,3 +36,42 @@ def test_slice_dataset_repeats_lesion_slices():
     with_lesion = [i for i in range(len(dense)) if dense[i]["label"].any()]
     assert len(with_lesion) / len(dense) >= 0.33
     assert {dense.index[i] for i in with_lesion} == {(0, 5)}
+
+
+def _blob_case():
+    """A 40^3 case whose only foreground is a 2^3 cube near one corner."""
+    label = np.zeros((40, 40, 40), dtype=np.int64)
+    label[3:5, 30:32, 6:8] = 1
+    image = label[None].astype(np.float32)
+    return PreparedCase("c", image, label, None)
+
+
+def test_patch_dataset_centres_the_requested_share_of_patches_on_foreground():
+    import torch
+
+    from medtransfer.train.finetune_data import PatchDataset
+
+    def hits(fraction, n=200):
+        torch.manual_seed(0)
+        dataset = PatchDataset([_blob_case()], (16, 16, 16), length=n, foreground_fraction=fraction)
+        return sum(bool(dataset[i]["label"].any()) for i in range(n)) / n
+
+    uniform = (16 / 40) ** 3  # even a uniform patch sometimes catches the cube: at most ~6 % of positions
+    assert hits(1.0) == 1.0
+    assert hits(0.0) < 3 * uniform
+    assert 0.25 < hits(0.33) < 0.33 + 3 * uniform
+    with pytest.raises(ValueError, match="fraction"):
+        PatchDataset([_blob_case()], (16, 16, 16), length=4, foreground_fraction=1.5)
+
+
+def test_patch_dataset_foreground_patches_stay_inside_the_volume():
+    import torch
+
+    from medtransfer.train.finetune_data import PatchDataset
+
+    torch.manual_seed(1)
+    dataset = PatchDataset([_blob_case()], (16, 16, 16), length=20, foreground_fraction=1.0)
+    for i in range(20):
+        item = dataset[i]
+        assert item["image"].shape == (1, 16, 16, 16)
+        assert item["label"].shape == (1, 16, 16, 16)

@@ -200,7 +200,8 @@ def _datasets(config, train_cfg: TrainConfig, spatial_dims: int, train_cases, va
         val = SliceDataset(val_cases, config.slice_axis, shape) if val_cases else None
         return train, val
     length = train_cfg.batch_size * train_cfg.steps_per_epoch
-    train = PatchDataset(train_cases, config.patch_size, length=length, augment=create_augment(config.augment))
+    augment = create_augment(config.augment)
+    train = PatchDataset(train_cases, config.patch_size, length, augment, config.foreground_fraction)
     return train, (PatchDataset(val_cases, config.patch_size) if val_cases else None)
 
 

@@ -35,8 +35,9 @@ class FinetuneConfig:
         max_val_cases: validate on at most this many held-out cases (speed).
         slice_axis: slice axis of 2D models on RAS arrays (2 = axial).
         patch_size: training patch of 3D models.
-        foreground_fraction: 2D foreground oversampling: labelled slices containing foreground are repeated
-            until they are at least this share of the training slices (nnU-Net's 1/3; 0 turns it off).
+        foreground_fraction: foreground oversampling (nnU-Net's 1/3; 0 turns it off).  2D: labelled slices
+            containing foreground are repeated until they are at least this share of the training slices;
+            3D: this share of the random patches is centred on a random foreground voxel.
         augment: ``none`` (default: the papers' protocols) or ``spatial`` (random flips, rotation and scaling of
             the training items; intensities untouched, see :mod:`medtransfer.train.augment`).
         cache_dir: preprocessing cache shared by runs (``None``: preprocess in memory each run).

@@ -166,6 +166,9 @@ class PatchDataset(Dataset):
         patch_size: ``(px, py, pz)``.
         length: number of items per epoch for random patches; ``None`` tiles every case without overlap.
         augment: optional callable applied to every random patch (:mod:`medtransfer.train.augment`).
+        foreground_fraction: share of random patches centred on a random foreground voxel of their case
+            (nnU-Net's 1/3), so that small targets are seen; the rest are uniform.  Cases without
+            foreground always get uniform patches.
     """
 
     def __init__(
@@ -174,12 +177,16 @@ class PatchDataset(Dataset):
         patch_size: Sequence[int],
         length: int | None = None,
         augment: Callable[[dict], dict] | None = None,
+        foreground_fraction: float = 0.0,
     ) -> None:
-        self.augment = augment
+        if not 0.0 <= foreground_fraction <= 1.0:
+            raise ValueError(f"foreground fraction must be in [0, 1], got {foreground_fraction}")
+        self.augment, self.foreground_fraction = augment, foreground_fraction
         self.patch = tuple(int(p) for p in patch_size)
         self.cases = [self._padded(c) for c in cases]
         self.length = length
         self.tiles = [] if length else [(ci, start) for ci, c in enumerate(self.cases) for start in self._grid(c)]
+        self.foreground = [torch.nonzero(c[2] > 0) for c in self.cases] if length and foreground_fraction else []
 
     def _padded(self, case: PreparedCase) -> tuple[str, torch.Tensor, torch.Tensor]:
         shape = [max(s, p) for s, p in zip(case.label.shape, self.patch, strict=True)]
@@ -192,11 +199,19 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length or len(self.tiles)
 
+    def _random_start(self, ci: int) -> list[int]:
+        """A uniform patch position, or (``foreground_fraction`` of the time) one centred on foreground."""
+        shape = self.cases[ci][2].shape
+        highest = [s - p for s, p in zip(shape, self.patch, strict=True)]
+        if self.foreground and float(torch.rand(())) < self.foreground_fraction and len(self.foreground[ci]):
+            voxel = self.foreground[ci][int(torch.randint(0, len(self.foreground[ci]), ()))]
+            return [min(max(int(v) - p // 2, 0), h) for v, p, h in zip(voxel, self.patch, highest, strict=True)]
+        return [int(torch.randint(0, h + 1, ())) for h in highest]
+
     def __getitem__(self, i: int) -> dict:
         if self.length:
             ci = i % len(self.cases)
-            shape = self.cases[ci][2].shape
-            start = [int(torch.randint(0, s - p + 1, ())) for s, p in zip(shape, self.patch, strict=True)]
+            start = self._random_start(ci)
         else:
             ci, start = self.tiles[i]
         case_id, image, label = self.cases[ci]
