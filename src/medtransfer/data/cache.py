@@ -170,11 +170,16 @@ class PreprocessCache:
 
 
 def build_cache(
-    cases: Iterable[Case], cache_dir: str | os.PathLike, config: PreprocessConfig, *, image_dtype: str = "float16"
+    cases: Iterable[Case],
+    cache_dir: str | os.PathLike,
+    config: PreprocessConfig,
+    *,
+    image_dtype: str = "float16",
+    progress: bool = True,
 ) -> PreprocessCache:
     """Build (or reuse) the cache of ``cases`` and return it."""
     cache = PreprocessCache(cache_dir, config, image_dtype=image_dtype)
-    cache.build(cases)
+    cache.build(cases, progress=progress)
     return cache
 
 

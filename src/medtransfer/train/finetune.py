@@ -178,16 +178,16 @@ def _select(config: FinetuneConfig, dataset: CaseDataset, preprocess: Preprocess
         raise DataError(f"{dataset.root}: no training subjects left after the split ({len(pool)} cases in the pool)")
     budget = n_scans_budget(train_pool, config.n_labelled, seed=config.seed)
     values = sorted(labels.values())
-    train_cases = prepare_cases([dataset.get(c) for c in budget.cases], preprocess, values, config.cache_dir)
+    progress = bool(config.train.get("progress", True))  # grid cells turn bars off: workers share a terminal
+    train_cases = prepare_cases([dataset.get(c) for c in budget.cases], preprocess, values, config.cache_dir, progress)
     if config.every_kth_slice:
         n_slices = train_cases[0].label.shape[config.slice_axis]
         budget = every_kth_slice_budget(
             budget.cases[0], n_slices, config.every_kth_slice, axis=config.slice_axis, seed=config.seed
         )
     val_ids = list(split.val)[: config.max_val_cases]
-    val_cases = (
-        prepare_cases([dataset.get(c) for c in val_ids], preprocess, values, config.cache_dir) if val_ids else []
-    )
+    val_cases = [dataset.get(c) for c in val_ids]
+    val_cases = prepare_cases(val_cases, preprocess, values, config.cache_dir, progress) if val_cases else []
     logger.info("labelled: %s; validation: %s", ", ".join(budget.cases), ", ".join(val_ids) or "none")
     return split, budget, train_cases, val_cases
 

@@ -53,14 +53,19 @@ def prepare_case(case: Case, config: PreprocessConfig, label_values: Sequence[in
 
 
 def prepare_cases(
-    cases: Sequence[Case], config: PreprocessConfig, label_values: Sequence[int], cache_dir: str | None = None
+    cases: Sequence[Case],
+    config: PreprocessConfig,
+    label_values: Sequence[int],
+    cache_dir: str | None = None,
+    progress: bool = True,
 ) -> list[PreparedCase]:
     """Preprocess ``cases`` (progress bar), through the preprocessing cache in ``cache_dir`` when given."""
     if cache_dir is None:
-        return [prepare_case(c, config, label_values) for c in tqdm(cases, desc="preprocess", unit="case", leave=False)]
+        bar = tqdm(cases, desc="preprocess", unit="case", leave=False, disable=not progress)
+        return [prepare_case(c, config, label_values) for c in bar]
     from ..data.cache import build_cache
 
-    cache = build_cache(cases, cache_dir, config, image_dtype="float32")
+    cache = build_cache(cases, cache_dir, config, image_dtype="float32", progress=progress)
     lut = label_lookup(label_values)
     prepared = []
     for case, cached in zip(cases, cache.load_all([c.case_id for c in cases], mmap=False), strict=True):
