@@ -155,3 +155,23 @@ def test_references_by_strategy_and_budget_pattern():
     table = gap_closed_table(labelled, "dice")
     assert table.header == ("target", "strategy", "n3")
     assert {row[1]: row[2] for row in table.rows} == {"mri_seg / full": "0.75", "none / scratch": "0.33"}
+
+
+def test_a_setting_where_every_strategy_ties_has_no_winner():
+    """All arms at Dice 0 (nothing learnt) is a tie, said as such, and not counted as anybody's win."""
+    data = rows(
+        {
+            ("brain", "none", "full", "n3"): [0.9, 0.8, 0.85],
+            ("brain", "none", "scratch", "n3"): [0.5, 0.6, 0.55],
+            ("lesion", "none", "full", "n3"): [0.0, 0.0, 0.0],
+            ("lesion", "none", "scratch", "n3"): [0.0, 0.0, 0.0],
+        }
+    )
+    verdicts = compare_all(data, "dice")
+    lesion = next(v for v in verdicts if v.setting["target"] == "lesion")
+    assert lesion.tied
+    assert not next(v for v in verdicts if v.setting["target"] == "brain").tied
+    assert "every strategy has the same mean Dice (0.000; n = 3 paired cases)" in lesion.sentence()
+    assert overall_sentence(verdicts) == (
+        "Over 2 settings (target x label budget): **full** won 1 (0 significantly); 1 tied (every strategy the same)."
+    )

@@ -47,6 +47,12 @@ class Verdict:
         return next(iter(self.means), None)
 
     @property
+    def tied(self) -> bool:
+        """Every arm has the same mean (e.g. all at Dice 0: nothing learnt): there is no winner."""
+        values = [v for v in self.means.values() if math.isfinite(v)]
+        return len(self.means) > 1 and len(values) == len(self.means) and max(values) - min(values) < 1e-9
+
+    @property
     def runner_up(self) -> str | None:
         return list(self.means)[1] if len(self.means) > 1 else None
 
@@ -80,6 +86,11 @@ class Verdict:
             only = self.winner or "nothing"
             return f"**{self.label}**: only one strategy ({only}) has results here; there is nothing to compare."
         best, second = self.winner, self.runner_up
+        if self.tied:
+            return (
+                f"**{self.label}**: every strategy has the same mean {name} ({_fmt(self.means[best])}; "
+                f"n = {self.n} paired cases): no strategy is better than another here."
+            )
         if self.n == 0:
             return (
                 f"**{self.label}**: **{best}** has the highest mean {name} ({_fmt(self.means[best])} vs "
@@ -145,11 +156,15 @@ def overall_sentence(verdicts: Sequence[Verdict]) -> str:
         return ""
     wins: dict[str, list[int]] = {}
     for v in contested:
+        if v.tied:
+            continue
         count = wins.setdefault(v.winner, [0, 0])
         count[0] += 1
         count[1] += int(v.significant)
     ranked = sorted(wins.items(), key=lambda kv: (-kv[1][0], kv[0]))
     parts = [f"**{arm}** won {w} ({s} significantly)" for arm, (w, s) in ranked]
+    ties = sum(v.tied for v in contested)
+    parts += [f"{ties} tied (every strategy the same)"] if ties else []
     return f"Over {len(contested)} settings (target x label budget): " + "; ".join(parts) + "."
 
 
