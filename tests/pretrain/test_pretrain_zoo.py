@@ -61,3 +61,8 @@ def test_zoo_writes_six_sources_and_scratch(tmp_path):
             assert entry["metrics"]
     assert len(architectures) == 1  # one architecture: only the source differs
     assert summary["mri_segmentation"]["data"] == "Dataset002_Anatomy axial slices with labels"
+    # a rerun reuses every finished source and keeps each one's own training time in zoo.json
+    again = build_zoo(tmp_path / "zoo", data, model_config=dict(TINY_MODEL), **options)
+    for name, entry in summary.items():
+        meta = load_checkpoint(tmp_path / "zoo" / entry["checkpoint"])["meta"]
+        assert again[name]["seconds"] == entry["seconds"] == round(meta.get("seconds", 0.0), 1), name

@@ -90,7 +90,7 @@ def _entry(path: Path, seconds: float) -> dict[str, Any]:
         "task": meta.get("source_task"),
         "domain": meta.get("source_domain"),
         "steps": meta.get("steps", 0),
-        "seconds": round(seconds, 1),
+        "seconds": round(float(meta.get("seconds", seconds)), 1),  # the training run's, also when reused
         "data": (meta.get("data") or {}).get("source"),
         "metrics": meta.get("metrics", {}),
     }
