@@ -56,3 +56,16 @@ def test_modes_and_their_errors():
     assert FinetuneConfig(data="d", out="o", augment="spatial").augment == "spatial"
     with pytest.raises(ConfigError, match="spatial"):
         FinetuneConfig(data="d", out="o", augment="spatail")
+
+
+def test_rotation_is_rigid_in_voxels_whatever_the_aspect_ratio():
+    """A disc in a very non-square slice stays a disc (same area, round) after rotation at zoom 1."""
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(120.0), indexing="ij")
+    disc = (((yy - 20) ** 2 + (xx - 60) ** 2) < 10**2).long()[None]
+    item = {"image": disc.float(), "label": disc, "case": "c"}
+    torch.manual_seed(0)
+    out = SpatialAugment(max_rotation_deg=15, scale_range=(1.0, 1.0), p_affine=1.0, p_flip=0.0)(item)["label"][0]
+    assert abs(int(out.sum()) - int(disc.sum())) <= 0.03 * int(disc.sum())
+    rows, cols = torch.nonzero(out, as_tuple=True)
+    height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+    assert abs(height - width) <= 1  # a sheared (normalised-coordinate) rotation would make an ellipse

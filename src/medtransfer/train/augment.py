@@ -61,18 +61,25 @@ class SpatialAugment:
         if flips:
             image, label = image.flip(flips), label.flip(flips)
         if float(torch.rand(())) < self.p_affine:
-            theta = self._theta(dims)
+            theta = self._theta(tuple(image.shape[1:]))
             image = _warp(image, theta, "bilinear")
             label = _warp(label, theta, "nearest")
         return {**item, "image": image.contiguous(), "label": label.contiguous()}
 
-    def _theta(self, dims: int) -> torch.Tensor:
+    def _theta(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The ``affine_grid`` matrix of a rotation + zoom in voxel space for an array of spatial ``shape``.
+
+        ``affine_grid`` works in coordinates normalised to [-1, 1] per axis (last axis first); conjugating with
+        the half-sizes makes the transform rigid in voxels, whatever the aspect ratio.
+        """
+        dims = len(shape)
         low, high = self.scale_range
         scale = low + (high - low) * float(torch.rand(()))
         angles = (2 * torch.rand(1 if dims == 2 else 3) - 1) * math.radians(self.max_rotation_deg)
-        rotation = _rotation(angles, dims)
+        half = torch.diag(torch.tensor([s / 2 for s in reversed(shape)], dtype=torch.float32))
+        linear = torch.linalg.inv(half) @ (_rotation(angles, dims) / scale) @ half  # output -> input: zoom in
         theta = torch.zeros(dims, dims + 1)
-        theta[:, :dims] = rotation / scale  # output -> input coordinates: a zoom in by `scale`
+        theta[:, :dims] = linear
         return theta
 
 
