@@ -175,3 +175,11 @@ def test_a_setting_where_every_strategy_ties_has_no_winner():
     assert overall_sentence(verdicts) == (
         "Over 2 settings (target x label budget): **full** won 1 (0 significantly); 1 tied (every strategy the same)."
     )
+
+
+def test_a_setting_with_only_references_says_so():
+    data = rows({("brain", "none", "oracle", "nall"): [0.9, 0.8]})
+    verdict = compare_setting(data, "dice", {"target": "brain", "budget": "nall"})
+    assert verdict.sentence() == (
+        "**brain, nall**: only the references (baseline / oracle) ran here; there is nothing to compare."
+    )

@@ -82,9 +82,10 @@ class Verdict:
     def sentence(self) -> str:
         """The plain-language verdict of this setting (``**`` marks emphasis)."""
         name = metric_name(self.metric)
+        if not self.means:
+            return f"**{self.label}**: only the references (baseline / oracle) ran here; there is nothing to compare."
         if len(self.means) < 2:
-            only = self.winner or "nothing"
-            return f"**{self.label}**: only one strategy ({only}) has results here; there is nothing to compare."
+            return f"**{self.label}**: only one strategy ({self.winner}) has results here; there is nothing to compare."
         best, second = self.winner, self.runner_up
         if self.tied:
             return (
