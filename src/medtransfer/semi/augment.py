@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..train.augment import SpatialAugment
+
 
 @dataclass(frozen=True)
 class StrongAugmentConfig:
@@ -22,7 +24,7 @@ class StrongAugmentConfig:
 
     Attributes:
         flip: random flips along every spatial axis.
-        rotate_deg: maximum in-plane rotation (degrees; 2D only, first two axes in 3D).
+        rotate_deg: maximum rotation (degrees; about each axis in 3D).
         scale: maximum relative zoom (0.1 = +-10%).
         gamma: maximum log-gamma (intensities ``sign(x)|x|^gamma`` with gamma in ``exp(+-gamma)``).
         noise_std: Gaussian noise standard deviation.
@@ -42,15 +44,20 @@ def _uniform(low: float, high: float) -> float:
 
 
 def augment_item(image: torch.Tensor, label: torch.Tensor, config: StrongAugmentConfig):
-    """Augment one ``(C, *spatial)`` image and its ``(1, *spatial)`` class-index label consistently."""
-    image, label = image.float(), label
+    """Augment one ``(C, *spatial)`` image and its ``(1, *spatial)`` class-index label consistently.
+
+    The spatial part is fine-tuning's :class:`~medtransfer.train.augment.SpatialAugment` (always applied here);
+    the intensity transforms (gamma, bias field, noise) are the student's own.
+    """
+    spatial = SpatialAugment(
+        max_rotation_deg=config.rotate_deg or 0.0,
+        scale_range=(1.0 - (config.scale or 0.0), 1.0 + (config.scale or 0.0)),
+        p_affine=1.0 if (config.rotate_deg or config.scale) else 0.0,
+        p_flip=0.5 if config.flip else 0.0,
+    )
+    moved = spatial({"image": image.float(), "label": label})
+    image, label = moved["image"], moved["label"]
     dims = image.ndim - 1
-    if config.flip:
-        axes = [d + 1 for d in range(dims) if bool(torch.rand(()) < 0.5)]
-        if axes:
-            image, label = image.flip(axes), label.flip(axes)
-    if config.rotate_deg or config.scale:
-        image, label = _affine(image, label, config, dims)
     if config.gamma:
         gamma = math.exp(_uniform(-config.gamma, config.gamma))
         image = image.sign() * image.abs().pow(gamma)
@@ -64,20 +71,6 @@ def augment_item(image: torch.Tensor, label: torch.Tensor, config: StrongAugment
     if config.noise_std:
         image = image + config.noise_std * torch.randn_like(image)
     return image, label
-
-
-def _affine(image: torch.Tensor, label: torch.Tensor, config: StrongAugmentConfig, dims: int):
-    angle = math.radians(_uniform(-config.rotate_deg, config.rotate_deg))
-    zoom = 1.0 + _uniform(-config.scale, config.scale)
-    matrix = torch.eye(dims, dims + 1)
-    c, s = math.cos(angle) / zoom, math.sin(angle) / zoom
-    matrix[:2, :2] = torch.tensor([[c, -s], [s, c]])
-    if dims == 3:
-        matrix[2, 2] = 1.0 / zoom
-    grid = F.affine_grid(matrix[None], [1, 1, *image.shape[1:]], align_corners=False)
-    image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    warped = F.grid_sample(label[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return image, warped[0].to(label.dtype)
 
 
 class AugmentedDataset(Dataset):
