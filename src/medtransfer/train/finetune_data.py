@@ -163,6 +163,13 @@ class SliceDataset(Dataset):
         return self.augment(item) if self.augment else item
 
 
+def _foreground_sample(label: torch.Tensor, at_most: int = 10_000) -> torch.Tensor:
+    """Up to ``at_most`` foreground voxel coordinates, evenly strided (nnU-Net keeps a 10k sample per class);
+    all of a large brain mask would cost tens of MB per case."""
+    voxels = torch.nonzero(label > 0)
+    return voxels[:: max(1, -(-len(voxels) // at_most))]
+
+
 class PatchDataset(Dataset):
     """3D patches: random positions (training, drawn from torch's global RNG) or a tiling (validation).
 
@@ -191,7 +198,7 @@ class PatchDataset(Dataset):
         self.cases = [self._padded(c) for c in cases]
         self.length = length
         self.tiles = [] if length else [(ci, start) for ci, c in enumerate(self.cases) for start in self._grid(c)]
-        self.foreground = [torch.nonzero(c[2] > 0) for c in self.cases] if length and foreground_fraction else []
+        self.foreground = [_foreground_sample(c[2]) for c in self.cases] if length and foreground_fraction else []
 
     def _padded(self, case: PreparedCase) -> tuple[str, torch.Tensor, torch.Tensor]:
         shape = [max(s, p) for s, p in zip(case.label.shape, self.patch, strict=True)]
