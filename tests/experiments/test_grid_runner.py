@@ -132,6 +132,26 @@ def test_stale_lock_without_outputs_starts_fresh(tmp_path):
     assert not outcome.resumed  # died before the cell function wrote anything: nothing to resume
 
 
+def test_finished_cell_with_a_stale_lock_loses_the_lock(tmp_path):
+    # killed between writing summary.json and releasing the lock: the next run skips the cell and drops the lock
+    cell = expand_grid(_spec(), tmp_path)[0]
+    execute_cell(cell, recording_cell)
+    (cell.run_dir / LOCK).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    CALLS.clear()
+    run = run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+    assert not (cell.run_dir / LOCK).exists()
+    assert all(cid != cell.id for cid, _ in CALLS)
+    assert next(o for o in run.outcomes if o.cell_id == cell.id).skipped
+
+
+def test_a_lock_is_published_whole(tmp_path):
+    with cell_lock(tmp_path):
+        info = json.loads((tmp_path / LOCK).read_text())
+        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+        assert [p.name for p in tmp_path.iterdir()] == [LOCK]  # the temporary file it was linked from is gone
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_live_lock_leaves_the_cell_alone(tmp_path):
     cell = expand_grid(_spec(), tmp_path)[0]
     with cell_lock(cell.run_dir):

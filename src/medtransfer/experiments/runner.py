@@ -248,6 +248,9 @@ def run_grid(
             get_cell_function(kind, where=spec.path)
     executor = executor or LocalExecutor()
     finished = {c.id for c in cells if (c.run_dir / SUMMARY).is_file()}
+    for cell in cells:
+        if cell.id in finished:
+            _drop_stale_lock(cell.run_dir)  # killed between writing the summary and releasing the lock
     todo = [c for c in cells if c.id not in finished]
     done = [CellOutcome(cell_id, CellStatus.DONE, skipped=True) for cell_id in sorted(finished)]
     log.info("grid %s: %d cells selected, %d done already, %d to run", spec.name, len(cells), len(done), len(todo))

@@ -3,8 +3,9 @@
 Files the runner keeps in a run folder (the cell function owns everything else in it):
 
 - ``summary.json``: written LAST and atomically; a cell is done exactly when it exists.
-- ``lock.json``: ``{pid, host, started}``, created with ``O_CREAT | O_EXCL`` so that only one worker runs a
-  cell; a background thread touches it every ``HEARTBEAT_S`` seconds.  A lock is *stale* when its process is
+- ``lock.json``: ``{pid, host, started}``, written to a private temporary file and published with ``link``
+  (which fails when the lock exists, like ``O_CREAT | O_EXCL``, but never shows an empty lock) so that only
+  one worker runs a cell; a background thread touches it every ``HEARTBEAT_S`` seconds.  A lock is *stale* when its process is
   gone (same host, pid not alive) or its heartbeat is older than ``STALE_AFTER_S`` (any host, e.g. a dead Ray
   node); a stale lock is broken by the next worker, which resumes the cell.
 - ``error.json``: ``{type, message, traceback, host, pid, time}`` of the last failed attempt.
@@ -131,17 +132,21 @@ def cell_lock(
 
 def _acquire(lock: Path, stale_after_s: float) -> bool:
     broke = False
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if not lock_is_stale(lock, stale_after_s=stale_after_s):
-                raise LockHeld(f"{lock} is held by {read_json(lock)}") from None
-            broke = _break(lock, stale_after_s) or broke
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, f)
-        return broke
+    content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    tmp = lock.with_name(f".{lock.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_text(content)
+    try:
+        for _ in range(3):
+            try:
+                os.link(tmp, lock)  # atomic and exclusive: a worker killed here leaves no half-written lock
+            except FileExistsError:
+                if not lock_is_stale(lock, stale_after_s=stale_after_s):
+                    raise LockHeld(f"{lock} is held by {read_json(lock)}") from None
+                broke = _break(lock, stale_after_s) or broke
+                continue
+            return broke
+    finally:
+        tmp.unlink(missing_ok=True)
     raise LockHeld(f"could not acquire {lock}: other workers keep taking it")
 
 
