@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medtransfer.bench import Cohort, Target, get_profile, list_profiles, simulate_case
-from medtransfer.bench.atlas import HeadAtlas, Tissue, load_head_atlas
+from medtransfer.bench.atlas import HeadAtlas, Tissue, brain_mask, load_head_atlas
 from medtransfer.bench.deform import random_subject
 from medtransfer.bench.lesions import STROKE_VOLUME_MM3, add_ms_lesions, add_stroke_lesion
 
@@ -32,6 +32,34 @@ def test_atlas_has_every_tissue_and_a_plausible_brain():
     # T1 contrast of the real scan: white matter brighter than grey matter brighter than CSF
     median = {t: np.median(full.image[full.tissue == t]) for t in (Tissue.CSF, Tissue.GM, Tissue.WM)}
     assert median[Tissue.CSF] < median[Tissue.GM] < median[Tissue.WM]
+
+
+def test_brain_mask_closes_one_voxel_cracks_but_keeps_the_outline():
+    # a skull-stripped "brain" (a 9-voxel cube) with a zero slit one voxel wide cut 4 voxels deep from the top,
+    # as ch2bet has in deep sulci, and a loose bright voxel (kept out: not the largest component)
+    image = np.zeros((15, 15, 15), dtype=np.float32)
+    image[3:12, 3:12, 3:12] = 1.0
+    image[7, 5:10, 8:12] = 0.0
+    image[0, 0, 0] = 1.0
+    mask = brain_mask(image)
+    expected = np.zeros_like(mask)
+    expected[3:12, 3:12, 3:12] = True
+    expected[7, 5:10, 11] = False  # a closing by one voxel leaves a notch one voxel deep at the crack's mouth
+    np.testing.assert_array_equal(mask, expected)
+    # so does one two voxels wide; a gap three voxels wide is anatomy, not a crack: it stays open
+    image[7:9, 5:10, 8:12] = 0.0
+    np.testing.assert_array_equal(brain_mask(image)[7:9, 5:10, 8:11], True)
+    image[6:9, 5:10, 8:12] = 0.0
+    assert not brain_mask(image)[7, 6:9, 9:12].any()  # (the closing only rounds its floor and ends)
+
+
+def test_atlas_brain_has_no_one_voxel_cracks():
+    from scipy import ndimage
+
+    full = load_head_atlas()
+    brain = np.isin(full.tissue, [int(t) for t in range(Tissue.CSF, Tissue.LESION)])
+    closed = ndimage.binary_closing(brain, ndimage.generate_binary_structure(3, 1), border_value=0)
+    assert (closed & ~brain).sum() == 0
 
 
 def test_ms_lesions_lie_in_white_matter_and_are_hypointense(atlas):
