@@ -147,7 +147,8 @@ def test_finished_cell_with_a_stale_lock_loses_the_lock(tmp_path):
 def test_a_lock_is_published_whole(tmp_path):
     with cell_lock(tmp_path):
         info = json.loads((tmp_path / LOCK).read_text())
-        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+        assert info["pid"] == os.getpid()
+        assert info["host"] == socket.gethostname()
         assert [p.name for p in tmp_path.iterdir()] == [LOCK]  # the temporary file it was linked from is gone
     assert list(tmp_path.iterdir()) == []
 

@@ -1,9 +1,9 @@
 """The head label map of brainshift, built from the real Colin27 scan and the AAL atlas (mricron-data).
 
-* brain mask: largest connected component of ``ch2bet > 0`` with holes filled (DESIGN.md), closed by one voxel
-  first: ``ch2bet`` is zero in the deepest sulci, and a raw threshold cuts cracks one or two voxels wide into the
-  mask whose walls are a fifth of its surface (a closing with the 6-neighbourhood fills gaps up to 2 mm); brain-extraction references (BET, CC359's silver standard) are closed
-  surfaces, and a network working at 1.5-3 mm cannot draw 1 mm cracks;
+* brain mask: largest connected component of ``ch2bet > 0`` with holes filled (DESIGN.md), closed with the
+  6-neighbourhood first: ``ch2bet`` is zero in the deepest sulci, and a raw threshold cuts cracks one or two
+  voxels wide into the mask whose walls are a fifth of its surface; brain-extraction references (BET, CC359's
+  silver standard) are closed surfaces, and a network working at 1.5-3 mm cannot draw 1 mm cracks;
 * inside the brain, CSF / grey / white matter by 3-class k-means on the (slightly smoothed) real intensities;
   deep grey (caudate, putamen, pallidum, thalamus) and cerebellum (grey and white) from AAL;
 * outside the brain but inside the head, extra-cerebral tissue split by intensity into dark (bone, dura, air

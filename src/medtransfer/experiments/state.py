@@ -5,9 +5,10 @@ Files the runner keeps in a run folder (the cell function owns everything else i
 - ``summary.json``: written LAST and atomically; a cell is done exactly when it exists.
 - ``lock.json``: ``{pid, host, started}``, written to a private temporary file and published with ``link``
   (which fails when the lock exists, like ``O_CREAT | O_EXCL``, but never shows an empty lock) so that only
-  one worker runs a cell; a background thread touches it every ``HEARTBEAT_S`` seconds.  A lock is *stale* when its process is
-  gone (same host, pid not alive) or its heartbeat is older than ``STALE_AFTER_S`` (any host, e.g. a dead Ray
-  node); a stale lock is broken by the next worker, which resumes the cell.
+  one worker runs a cell; a background thread touches it every ``HEARTBEAT_S`` seconds.  A lock is *stale*
+  when its process is gone (same host, pid not alive) or its heartbeat is older than ``STALE_AFTER_S`` (any
+  host, e.g. a dead Ray node); a stale lock is broken by the next worker, which resumes the cell.  The runner
+  also drops the stale lock of a finished cell (killed between writing the summary and releasing the lock).
 - ``error.json``: ``{type, message, traceback, host, pid, time}`` of the last failed attempt.
 """
 
