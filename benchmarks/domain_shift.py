@@ -106,7 +106,7 @@ def train(
     steps: int,
     batch: int,
     seed: int,
-    features: int = 16,
+    features: int = 8,
     augment: bool = False,
     context: int = 0,
 ) -> torch.nn.Module:
