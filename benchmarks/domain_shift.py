@@ -159,8 +159,8 @@ def predict(
     prob = torch.zeros(slices.shape[0], *size)
     for dims in flips:
         for start, chunk in zip(range(0, len(slices), 32), slices.split(32), strict=True):
-            out = torch.sigmoid(model(chunk.flip(dims) if dims else chunk))
-            prob[start : start + len(chunk)] += (out.flip(dims) if dims else out)[:, 0] / len(flips)
+            out = torch.sigmoid(model(chunk.flip(dims))).flip(dims)  # flip(()) is the identity
+            prob[start : start + len(chunk)] += out[:, 0] / len(flips)
     h, w = case.image.shape[:2]
     return np.moveaxis(prob[:, :h, :w].numpy(), 0, 2)
 
