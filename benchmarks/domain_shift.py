@@ -7,7 +7,7 @@ onto that grid before thresholding.
 
 Usage:
     python benchmarks/domain_shift.py [--data DIR] [--subjects-per-domain 6] [--test-per-domain 2]
-        [--spacing 1.5] [--steps 2500] [--sources siemens_3t ge_15t ...] [--merge a.json b.json]
+        [--spacing 1.5] [--steps 2500] [--domains ...] [--sources siemens_3t ge_15t ...] [--merge a.json b.json]
 
 Without ``--data`` (or when it holds no Dataset001) a brain-extraction-only build is written to a temporary
 folder first.  Each training run is a plain 2D U-Net (``medtransfer.models``, 8 base features, depth 4,
@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> dict:
             subjects_per_domain=args.subjects_per_domain,
             spacing=args.spacing,
             targets=(Target.BRAIN_EXTRACTION,),
+            domains=tuple(args.domains or list_profiles()),
             sources=False,
             workers=args.workers,
         )
@@ -293,7 +294,8 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--sources", nargs="+", help="training domains (default: all six)")
+    parser.add_argument("--domains", nargs="+", help="scanner profiles of a new build (default: all six)")
+    parser.add_argument("--sources", nargs="+", help="training domains (default: every domain of the data)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine the JSON outputs of partial runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -1,0 +1,173 @@
+"""benchmarks/domain_shift.py: 2.5D slicing, DART-style scoring on the 1 mm grid, the matrix summaries, and a
+small run that learns."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "domain_shift.py"
+
+
+@pytest.fixture(scope="module")
+def ds():
+    spec = importlib.util.spec_from_file_location("benchmarks_domain_shift", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_stack_neighbours_repeats_edge_slices(ds):
+    slices = np.arange(3, dtype=np.float32).reshape(3, 1, 1)
+    stacked = ds.stack_neighbours(slices, context=1)
+    assert stacked.shape == (3, 3, 1, 1)
+    assert stacked[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 2]]
+    assert ds.stack_neighbours(slices, context=0)[:, 0, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_pad_slices_puts_axial_slices_first_and_zero_pads(ds):
+    volume = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    padded = ds.pad_slices(volume, (16, 16))
+    assert padded.shape == (4, 16, 16)
+    np.testing.assert_array_equal(padded[1, :2, :3], volume[:, :, 1])
+    assert padded[:, 2:].sum() == 0
+    assert padded[:, :, 3:].sum() == 0
+
+
+def _sphere(shape, spacing, offset, centre=23.5, radius=15.0):
+    """A ball evaluated at the voxel centres ``offset + spacing * index`` (mm)."""
+    grid = np.meshgrid(*[offset + spacing * np.arange(n) for n in shape], indexing="ij")
+    return (sum((g - centre) ** 2 for g in grid) <= radius**2).astype(np.float32)
+
+
+class _Echo(torch.nn.Module):
+    """A stand-in network whose logits are its centre input channel (optionally moved ``shift`` voxels)."""
+
+    def __init__(self, context: int, shift: int = 0):
+        super().__init__()
+        self.context, self.shift = context, shift
+
+    def forward(self, x):
+        centre = x[:, self.context : self.context + 1]
+        return torch.roll((centre - 0.5) * 40, self.shift, dims=-2)
+
+
+def _case(ds, tmp_path, spacing: float):
+    truth = _sphere((48, 48, 48), 1.0, 0.0)
+    path = tmp_path / "truth.nii.gz"
+    nib.save(nib.Nifti1Image(truth.astype(np.uint8), np.eye(4)), path)
+    offset = (spacing - 1) / 2  # the working grid covers the same field of view as the 1 mm grid
+    label = _sphere((int(48 / spacing),) * 3, spacing, offset)
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = offset
+    return ds.Case("c", "d", label.copy(), label, affine, path)
+
+
+def test_a_perfect_prediction_at_1mm_scores_one(ds, tmp_path):
+    case = _case(ds, tmp_path, 1.0)
+    dice, surface = ds.score(_Echo(context=1), case, (48, 48), tta=True, context=1)
+    assert dice == pytest.approx(1.0)
+    assert surface == pytest.approx(1.0)
+
+
+def test_a_perfect_prediction_at_2mm_is_scored_on_the_1mm_truth(ds, tmp_path):
+    # probabilities resampled linearly to 1 mm recover the ball: the coarse grid costs little at 1 mm tolerance
+    case = _case(ds, tmp_path, 2.0)
+    dice, surface = ds.score(_Echo(context=0), case, (32, 32), context=0)
+    assert dice > 0.95
+    assert surface > 0.95
+
+
+def test_a_1mm_shift_is_within_tolerance_and_a_3mm_shift_scores_like_the_peer(ds, tmp_path):
+    case = _case(ds, tmp_path, 1.0)
+    dice, surface = ds.score(_Echo(context=0, shift=1), case, (48, 48), context=0)
+    assert surface == pytest.approx(1.0)  # every surface point moved by exactly the (inclusive) tolerance
+    assert dice < 0.96  # while the overlap already lost a slab one voxel thick on each side
+    surface_distance = pytest.importorskip("surface_distance")
+    _, surface = ds.score(_Echo(context=0, shift=3), case, (48, 48), context=0)
+    truth = _sphere((48, 48, 48), 1.0, 0.0) > 0
+    distances = surface_distance.compute_surface_distances(truth, np.roll(truth, 3, axis=0), (1.0, 1.0, 1.0))
+    assert surface == pytest.approx(surface_distance.compute_surface_dice_at_tolerance(distances, 1.0))
+    assert surface < 0.6
+
+
+def test_summarise_counts_the_trained_rows_only(ds):
+    result = {
+        "domains": ["a", "b", "c"],
+        "train_domains": ["a", "c"],
+        "surface_dice_1mm": [[0.9, 0.5, 0.7], [None, None, None], [0.2, 0.65, 0.95]],
+    }
+    out = ds.summarise(result)
+    assert out["diagonal_surface_dice_min"] == 0.9
+    assert out["diagonal_surface_dice_mean"] == 0.925
+    assert out["off_diagonal_surface_dice_min"] == 0.2
+    assert out["off_diagonal_surface_dice_mean"] == pytest.approx((0.5 + 0.7 + 0.2 + 0.65) / 4, abs=1e-3)
+    assert out["off_diagonal_pairs_below_0.6"] == 2
+
+
+def test_merge_takes_each_row_from_the_run_that_trained_it(ds, tmp_path):
+    nan = float("nan")
+    base = {"domains": ["a", "b"], "total_seconds": 10.0}
+    first = {
+        **base,
+        "train_domains": ["a"],
+        "dice": [[0.9, 0.4], [nan, nan]],
+        "surface_dice_1mm": [[0.8, 0.3], [nan, nan]],
+    }
+    second = {
+        **base,
+        "train_domains": ["b"],
+        "dice": [[nan, nan], [0.5, 0.95]],
+        "surface_dice_1mm": [[nan, nan], [0.2, 0.9]],
+    }
+    paths = []
+    for name, run in (("first", first), ("second", second)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(run))
+    merged = ds.merge([str(p) for p in paths])
+    assert merged["surface_dice_1mm"] == [[0.8, 0.3], [0.2, 0.9]]
+    assert merged["dice"] == [[0.9, 0.4], [0.5, 0.95]]
+    assert merged["train_domains"] == ["a", "b"]
+    assert merged["total_seconds"] == 20.0
+    assert merged["off_diagonal_pairs_below_0.6"] == 2
+
+
+@pytest.mark.slow
+def test_a_small_run_learns_brain_extraction(ds, tmp_path):
+    """Two domains at 4 mm, two subjects each (one to train, one to test), a short run: the in-domain model
+    must find the brain (Dice far above an empty or whole-head guess) and the matrix must be complete."""
+    args = argparse.Namespace(
+        data=str(tmp_path / "bs"),
+        seed=0,
+        subjects_per_domain=2,
+        test_per_domain=1,
+        spacing=4.0,
+        steps=300,
+        batch=8,
+        features=8,
+        augment=True,
+        context=1,
+        tta=True,
+        threads=1,
+        workers=1,
+        domains=["philips_15t", "siemens_3t"],
+        sources=["siemens_3t"],
+    )
+    result = ds.summarise(ds.run(args))
+    assert result["domains"] == ["siemens_3t", "philips_15t"]
+    assert result["train_cases_per_domain"] == 1
+    assert result["spacing_mm"] == pytest.approx(4.0)
+    dice = np.array(result["dice"], dtype=float)
+    assert dice[0, 0] > 0.85
+    assert np.isnan(dice[1]).all()  # philips_15t was not a training domain
+    assert 0 <= result["surface_dice_1mm"][0][1] <= 1
