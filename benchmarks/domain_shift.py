@@ -250,8 +250,8 @@ def summarise(result: dict) -> dict:
     off = [surface[i, j] for i in rows for j in range(len(domains)) if j != i]
     result["diagonal_surface_dice_min"] = round(float(np.min(diag)), 3)
     result["diagonal_surface_dice_mean"] = round(float(np.mean(diag)), 3)
-    result["off_diagonal_surface_dice_mean"] = round(float(np.mean(off)), 3)
-    result["off_diagonal_surface_dice_min"] = round(float(np.min(off)), 3)
+    result["off_diagonal_surface_dice_mean"] = round(float(np.mean(off)), 3) if off else None
+    result["off_diagonal_surface_dice_min"] = round(float(np.min(off)), 3) if off else None
     result["off_diagonal_pairs_below_0.6"] = int(np.sum(np.array(off) < 0.6))
     return result
 

@@ -117,12 +117,11 @@ PROFILES: dict[str, ScannerProfile] = {
             "philips_3t",
             "philips",
             3.0,
-            {T.FAT: 1.2, T.SOFT: 1.15, T.BONE: 1.6, T.CSF: 0.7, T.GM: 0.9, T.WM: 1.12},
+            {T.FAT: 1.2, T.SOFT: 1.15, T.BONE: 1.2, T.CSF: 0.7, T.GM: 0.9, T.WM: 1.12},
             gamma=1.3,
             scale=0.02,
             bias=0.4,
             noise=0.03,
-            blur_mm=0.5,
         ),
         ScannerProfile(
             "philips_15t",
@@ -135,6 +134,7 @@ PROFILES: dict[str, ScannerProfile] = {
             noise=0.055,
             slice_axis=1,
             slice_thickness=2.0,
+            blur_mm=0.5,
             motion=0.5,
         ),
     )
