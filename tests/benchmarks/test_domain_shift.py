@@ -115,6 +115,13 @@ def test_summarise_counts_the_trained_rows_only(ds):
     assert out["off_diagonal_pairs_below_0.6"] == 2
 
 
+def test_summarise_a_single_domain_run_has_no_off_diagonal(ds):
+    out = ds.summarise({"domains": ["a"], "train_domains": ["a"], "surface_dice_1mm": [[0.88]]})
+    assert out["diagonal_surface_dice_min"] == 0.88
+    assert out["off_diagonal_surface_dice_mean"] is None
+    assert out["off_diagonal_pairs_below_0.6"] == 0
+
+
 def test_merge_takes_each_row_from_the_run_that_trained_it(ds, tmp_path):
     nan = float("nan")
     base = {"domains": ["a", "b"], "total_seconds": 10.0}
