@@ -6,7 +6,7 @@ domain).  Surface Dice is computed as DART did, on a 1 mm grid: each test case's
 onto that grid before thresholding.
 
 Usage:
-    python benchmarks/domain_shift.py [--data DIR] [--subjects-per-domain 6] [--test-per-domain 2]
+    python benchmarks/domain_shift.py [--data DIR] [--subjects-per-domain 8] [--test-per-domain 4]
         [--spacing 1.5] [--steps 2500] [--domains ...] [--sources siemens_3t ge_15t ...] [--merge a.json b.json]
 
 Without ``--data`` (or when it holds no Dataset001) a brain-extraction-only build is written to a temporary
@@ -212,6 +212,14 @@ def run(args: argparse.Namespace) -> dict:
     surface = np.full_like(dice, np.nan)
     sources = args.sources or domains
     for source in sources:
+        if source not in by_domain:
+            raise SystemExit(f"{root}: no {source} cases to train on (domains in the data: {', '.join(domains)})")
+        if len(by_domain[source]) <= args.test_per_domain:
+            raise SystemExit(
+                f"{root}: {source} has {len(by_domain[source])} cases, not more than --test-per-domain "
+                f"{args.test_per_domain}; build more subjects or hold out fewer"
+            )
+    for source in sources:
         i = domains.index(source)
         log.info("training on %s", source)
         train_cases = by_domain[source][: -args.test_per_domain]
@@ -276,8 +284,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="brainshift folder (built when missing)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subjects-per-domain", type=int, default=6)
-    parser.add_argument("--test-per-domain", type=int, default=2)
+    parser.add_argument("--subjects-per-domain", type=int, default=8, help="subjects per domain of a new build")
+    parser.add_argument("--test-per-domain", type=int, default=4, help="held-out subjects per domain (the last ones)")
     parser.add_argument("--spacing", type=float, default=1.5, help="working spacing of a new build (mm)")
     parser.add_argument("--steps", type=int, default=2500, help="training steps per domain")
     parser.add_argument("--batch", type=int, default=8)

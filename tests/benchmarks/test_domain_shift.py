@@ -178,3 +178,9 @@ def test_a_small_run_learns_brain_extraction(ds, tmp_path):
     assert dice[0, 0] > 0.85
     assert np.isnan(dice[1]).all()  # philips_15t was not a training domain
     assert 0 <= result["surface_dice_1mm"][0][1] <= 1
+    args.test_per_domain = 2  # nothing left to train on
+    with pytest.raises(SystemExit, match="siemens_3t has 2 cases"):
+        ds.run(args)
+    args.test_per_domain, args.sources = 1, ["ge_3t"]
+    with pytest.raises(SystemExit, match="no ge_3t cases"):
+        ds.run(args)
