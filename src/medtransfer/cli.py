@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import MedTransferError
+from .errors import ConfigError, MedTransferError
 
 # Order is the order of the pipeline, which is the order ``--help`` lists them in.
 COMMAND_MODULES = (
@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_threads(threads: int | None) -> None:
+    """Apply a command's ``--threads`` (see :func:`medtransfer.commands.add_threads_option`)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medtransfer`` console script; returns the process exit status."""
     # OpenMP threads that spin while they wait make a training step 3-100x slower as soon as the cores are
@@ -65,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _set_threads(getattr(args, "threads", None))
         return int(args.func(args) or 0)
     except MedTransferError as err:
         print(f"error: {err}", file=sys.stderr)

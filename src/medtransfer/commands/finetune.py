@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_threads_option
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -30,6 +32,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    add_threads_option(parser)
     semi = parser.add_argument_group(
         "teacher-student", "noisy-student pseudo-labelling of unlabelled target scans (2D models; docs/beyond.md)"
     )

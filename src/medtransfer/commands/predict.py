@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_threads_option
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -17,6 +19,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output", required=True, help="mask.nii.gz for one scan, a folder for a folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    add_threads_option(parser)
     parser.add_argument(
         "--checkpoint",
         default="best",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_threads_option
+
 TASKS = ("classification", "segmentation", "restoration", "rotation", "multi", "import", "zoo")
 
 
@@ -38,6 +40,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.run/")
+    add_threads_option(parser)
     parser.set_defaults(func=run)
 
 
