@@ -14,7 +14,8 @@ from .layout import DatasetSpec
 from .thumbnails import Thumbnail
 
 MAX_COLUMNS = 6
-TILE = 128
+TILE = 160  # pixels
+MM_PER_PIXEL = 1.5  # every tile shows 240 mm at one scale, whatever the build's spacing and field of view
 COLOURS = (
     np.array(
         [[0, 0, 0], [255, 127, 14], [44, 160, 44], [31, 119, 180], [214, 39, 40], [148, 103, 189], [227, 119, 194]],
@@ -24,8 +25,23 @@ COLOURS = (
 )
 
 
-def _tile(image: np.ndarray, label: np.ndarray | None) -> np.ndarray:
-    """One ``TILE x TILE`` RGB tile: the slice (superior/anterior up), windowed, with an optional overlay."""
+def _to_display_grid(
+    image: np.ndarray, label: np.ndarray | None, spacing: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A 2D slice (and its label) resampled to ``MM_PER_PIXEL`` (linear for the image, nearest for the label)."""
+    from scipy import ndimage
+
+    factors = [s / MM_PER_PIXEL for s in spacing]
+    image = ndimage.zoom(image.astype(np.float32), factors, order=1)
+    if label is not None:
+        label = ndimage.zoom(label, factors, order=0)
+    return image, label
+
+
+def _tile(image: np.ndarray, label: np.ndarray | None, spacing: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """One ``TILE x TILE`` RGB tile of a RAS slice (superior/anterior up) with voxels of ``spacing`` mm: resampled
+    to the common display scale, windowed, centred on the head, with an optional label overlay."""
+    image, label = _to_display_grid(image, label, spacing)
     grey = image.T[::-1]
     grey = np.clip(grey / (np.percentile(grey, 99.5) or 1.0), 0, 1)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
@@ -34,18 +50,23 @@ def _tile(image: np.ndarray, label: np.ndarray | None) -> np.ndarray:
         colour = COLOURS[np.minimum(lab, len(COLOURS) - 1)]
         alpha = np.where(lab > 0, 0.45, 0.0)[..., None]
         rgb = rgb * (1 - alpha) + colour * alpha
+    # centre the head, not the stored field of view: the bounding box of the rows and columns that cross at
+    # least 3 clearly bright pixels (a stray noise pixel must not stretch it)
+    bright = grey > 0.2
+    centre = []
+    for axis in (1, 0):
+        hits = np.flatnonzero(bright.sum(axis=axis) >= 3)
+        n = grey.shape[1 - axis]
+        centre.append((hits[0] + hits[-1] + 1) // 2 if hits.size else n // 2)
     out = np.zeros((TILE, TILE, 3), dtype=np.float32)
-    h, w = min(TILE, rgb.shape[0]), min(TILE, rgb.shape[1])
-    y0, x0 = (TILE - h) // 2, (TILE - w) // 2
-    sy, sx = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
-    out[y0 : y0 + h, x0 : x0 + w] = rgb[sy : sy + h, sx : sx + w]
+    src, dst = [], []
+    for c, n in zip(centre, grey.shape, strict=True):
+        start = c - TILE // 2  # the tile's first row/column in slice coordinates
+        lo, hi = max(start, 0), min(start + TILE, n)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[dst[0], dst[1]] = rgb[src[0], src[1]]
     return out
-
-
-def _upsample(image: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour upsampling so that coarse builds (e.g. 4 mm) still give readable tiles."""
-    factor = max(1, TILE // max(image.shape))
-    return image.repeat(factor, 0).repeat(factor, 1)
 
 
 def _figure(path: Path, rows: list[list[np.ndarray]], titles: list[str], suptitle: str) -> None:
@@ -71,10 +92,10 @@ def montage_domain(path: Path, domain: str, target: str, thumbs: list[Thumbnail]
     """Rows: axial image, axial overlay, coronal image, coronal overlay; one column per case of the domain."""
     thumbs = thumbs[:MAX_COLUMNS]
     rows = [
-        [_tile(_upsample(t.axial), None) for t in thumbs],
-        [_tile(_upsample(t.axial), _upsample(t.labels_axial[target])) for t in thumbs],
-        [_tile(_upsample(t.coronal), None) for t in thumbs],
-        [_tile(_upsample(t.coronal), _upsample(t.labels_coronal[target])) for t in thumbs],
+        [_tile(t.axial, None, t.axial_spacing) for t in thumbs],
+        [_tile(t.axial, t.labels_axial[target], t.axial_spacing) for t in thumbs],
+        [_tile(t.coronal, None, t.coronal_spacing) for t in thumbs],
+        [_tile(t.coronal, t.labels_coronal[target], t.coronal_spacing) for t in thumbs],
     ]
     _figure(path, rows, names[:MAX_COLUMNS], f"{domain}: {target}")
 
@@ -85,8 +106,8 @@ def montage_task(path: Path, target: str, items: list[tuple[dict, Thumbnail]]) -
     for row, thumb in items:
         firsts.setdefault(row["domain"], thumb)
     rows = [
-        [_tile(_upsample(t.axial), None) for t in firsts.values()],
-        [_tile(_upsample(t.axial), _upsample(t.labels_axial[target])) for t in firsts.values()],
+        [_tile(t.axial, None, t.axial_spacing) for t in firsts.values()],
+        [_tile(t.axial, t.labels_axial[target], t.axial_spacing) for t in firsts.values()],
     ]
     _figure(path, rows, list(firsts), str(target))
 

@@ -47,6 +47,15 @@ class Thumbnail:
     coronal: np.ndarray
     labels_axial: dict[str, np.ndarray]
     labels_coronal: dict[str, np.ndarray]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # voxel size (mm) along R, A, S
+
+    @property
+    def axial_spacing(self) -> tuple[float, float]:
+        return self.spacing[0], self.spacing[1]
+
+    @property
+    def coronal_spacing(self) -> tuple[float, float]:
+        return self.spacing[0], self.spacing[2]
 
 
 def to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -55,6 +64,17 @@ def to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
     ornt = nib.orientations.io_orientation(affine)
     return np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
+
+
+def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel sizes (mm) along R, A, S of the array :func:`to_ras` makes."""
+    import nibabel as nib
+
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    out = [1.0, 1.0, 1.0]
+    for axis, (ras_axis, _) in enumerate(nib.orientations.io_orientation(affine)):
+        out[int(ras_axis)] = float(sizes[axis])
+    return out[0], out[1], out[2]
 
 
 def _pick_slice(mask: np.ndarray, axis: int) -> int:
@@ -83,6 +103,7 @@ def canonical_thumbnail(case, targets) -> Thumbnail:
         coronal=image[:, coronal_index, :],
         labels_axial={t: v[:, :, axial_index] for t, v in labels.items()},
         labels_coronal={t: v[:, coronal_index, :] for t, v in labels.items()},
+        spacing=ras_spacing(case.affine),
     )
 
 
