@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy import ndimage
 
 from medtransfer.checkpoint import load_checkpoint, save_checkpoint
 from medtransfer.cli import main
@@ -191,3 +192,33 @@ def test_finetune_then_predict_segments_a_held_out_scan(tmp_path):
     pred = np.asarray(nib.load(pred_path).dataobj) > 0
     ref = np.asarray(nib.load(data / "labelsTr" / f"{case}.nii.gz").dataobj) > 0
     assert 2 * (pred & ref).sum() / (pred.sum() + ref.sum()) > 0.8
+
+    # the checkpoint fixes the training spacing, so a scan stored at another resolution is predicted at the
+    # scale the network learnt, then written on the scan's own grid
+    meta = load_checkpoint(out / "checkpoints" / "checkpoint_best.pt")["meta"]
+    assert meta["preprocess"]["target_spacing"] == [1.0, 1.0, 2.0]
+    fine = ndimage.zoom(np.asarray(nib.load(src).dataobj, dtype=np.float32), 2, order=1)
+    fine_ref = ndimage.zoom(ref.astype(np.uint8), 2, order=0) > 0
+    save_nifti(tmp_path / "fine.nii.gz", fine, np.diag([0.5, 0.5, 1.0, 1.0]))
+    assert (
+        main(["predict", "--model", str(out), "--input", str(tmp_path / "fine.nii.gz"), "--output", str(pred_path)])
+        == 0
+    )
+    pred = np.asarray(nib.load(pred_path).dataobj) > 0
+    assert pred.shape == fine.shape
+    assert 2 * (pred & fine_ref).sum() / (pred.sum() + fine_ref.sum()) > 0.8
+
+
+def test_inference_preprocess_fixes_the_median_training_spacing():
+    from types import SimpleNamespace
+
+    from medtransfer.data.preprocess import PreprocessConfig
+    from medtransfer.train.finetune import inference_preprocess
+
+    def case(*spacing):
+        return SimpleNamespace(info=SimpleNamespace(grid_affine=np.diag([*spacing, 1.0])))
+
+    cases = [case(2.0, 2.0, 3.0), case(1.0, 1.0, 1.0), case(2.0, 2.0, 3.0)]
+    assert inference_preprocess(PreprocessConfig(), cases).target_spacing == (2.0, 2.0, 3.0)
+    fixed = PreprocessConfig(target_spacing=(1.0, 1.0, 1.0))
+    assert inference_preprocess(fixed, cases) is fixed  # a configured spacing is already what new scans get

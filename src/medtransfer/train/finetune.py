@@ -11,11 +11,13 @@ Run folder (DESIGN.md)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ..checkpoint import load_checkpoint
@@ -80,7 +82,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     train_data, val_data = _datasets(config, train_cfg, spatial_dims, train_cases, val_cases, budget, divisor)
     meta = {
         "labels": labels,
-        "preprocess": preprocess.to_dict(),
+        "preprocess": inference_preprocess(preprocess, train_cases).to_dict(),
         "inference": {"slice_axis": config.slice_axis, "divisor": divisor}
         | ({"patch_size": list(config.patch_size)} if spatial_dims == 3 else {}),
         "strategy": strategy.description,
@@ -118,6 +120,19 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         _write_summary(out, config, trainer, result, budget, split, time.perf_counter() - start)
     barrier(ctx)
     return out
+
+
+def inference_preprocess(preprocess: PreprocessConfig, cases: list) -> PreprocessConfig:
+    """The preprocessing that new scans get from the checkpoint: the training one, except that a run which kept
+    each scan's own spacing (``target_spacing: null``) fixes the median voxel size of its training scans, as
+    nnU-Net does.  A network trained on 3 mm voxels must see 3 mm voxels whatever the new scan's resolution; at
+    the scan's own 1 mm it would see a head three times too large."""
+    if preprocess.target_spacing is not None or not cases:
+        return preprocess
+    sizes = np.array([np.sqrt((c.info.grid_affine[:3, :3] ** 2).sum(axis=0)) for c in cases])
+    spacing = tuple(round(float(s), 4) for s in np.median(sizes, axis=0))
+    logger.info("new scans will be resampled to the training spacing %s mm", spacing)
+    return dataclasses.replace(preprocess, target_spacing=spacing)
 
 
 def _label_map(dataset: CaseDataset) -> dict[str, int]:
