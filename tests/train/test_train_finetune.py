@@ -216,7 +216,7 @@ def test_inference_preprocess_fixes_the_median_training_spacing():
     from medtransfer.train.finetune import inference_preprocess
 
     def case(*spacing):
-        return SimpleNamespace(info=SimpleNamespace(grid_affine=np.diag([*spacing, 1.0])))
+        return SimpleNamespace(info=SimpleNamespace(spacing=spacing))
 
     cases = [case(2.0, 2.0, 3.0), case(1.0, 1.0, 1.0), case(2.0, 2.0, 3.0)]
     assert inference_preprocess(PreprocessConfig(), cases).target_spacing == (2.0, 2.0, 3.0)

@@ -70,7 +70,9 @@ def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel sizes (mm) along R, A, S of the array :func:`to_ras` makes."""
     import nibabel as nib
 
-    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    from ..data.resample import spacing_of
+
+    sizes = spacing_of(affine)
     out = [1.0, 1.0, 1.0]
     for axis, (ras_axis, _) in enumerate(nib.orientations.io_orientation(affine)):
         out[int(ras_axis)] = float(sizes[axis])

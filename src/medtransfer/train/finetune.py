@@ -129,8 +129,7 @@ def inference_preprocess(preprocess: PreprocessConfig, cases: list) -> Preproces
     the scan's own 1 mm it would see a head three times too large."""
     if preprocess.target_spacing is not None or not cases:
         return preprocess
-    sizes = np.array([np.sqrt((c.info.grid_affine[:3, :3] ** 2).sum(axis=0)) for c in cases])
-    spacing = tuple(round(float(s), 4) for s in np.median(sizes, axis=0))
+    spacing = tuple(round(float(s), 4) for s in np.median([c.info.spacing for c in cases], axis=0))
     logger.info("new scans will be resampled to the training spacing %s mm", spacing)
     return dataclasses.replace(preprocess, target_spacing=spacing)
 
