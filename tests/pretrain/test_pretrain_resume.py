@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pretrain_helpers import one_thread, smooth_images, tiny_config  # noqa: E402
 
 from medtransfer.checkpoint import load_checkpoint  # noqa: E402
+from medtransfer.errors import ConfigError  # noqa: E402
 from medtransfer.pretrain.run import run_dir, run_pretrain  # noqa: E402
 from medtransfer.train import Trainer  # noqa: E402
 
@@ -58,3 +59,13 @@ def test_resume_of_a_finished_run_returns_it_untouched(tmp_path):
     stamp = out.stat().st_mtime_ns
     assert run_pretrain(tiny_config("rotation", out, epochs=1, steps_per_epoch=1), resume=True) == out
     assert out.stat().st_mtime_ns == stamp
+
+
+def test_resume_of_a_run_finished_with_other_options_is_refused(tmp_path):
+    # the zoo resumes every source: a re-run with more epochs must not hand back the old weights silently
+    out = run_pretrain(tiny_config("rotation", tmp_path / "r.pt", epochs=1, steps_per_epoch=1), source=smooth_images(8))
+    with pytest.raises(ConfigError, match=r"other options \(epochs: 1 -> 2\); delete it"):
+        run_pretrain(tiny_config("rotation", out, epochs=2, steps_per_epoch=1), resume=True)
+    # where it runs and how it reports do not change the weights
+    again = tiny_config("rotation", out, epochs=1, steps_per_epoch=1, device="cpu", progress=True)
+    assert run_pretrain(again, resume=True) == out

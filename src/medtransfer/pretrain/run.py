@@ -14,6 +14,7 @@ Files::
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def run_pretrain(
     """
     config = config if isinstance(config, PretrainConfig) else PretrainConfig.from_dict(config)
     out = Path(config.out)
-    if resume and _finished(out):
+    if resume and _finished(out, config):
         log.info("%s: already finished", out)
         return out
     if config.task is SourceTask.IMPORT:
@@ -122,11 +123,39 @@ def step_sampler(dataset: Dataset, train_cfg: TrainConfig) -> StepBatchSampler:
     return StepBatchSampler(len(dataset), train_cfg.batch_size, train_cfg.steps_per_epoch, train_cfg.seed)
 
 
-def _finished(out: Path) -> bool:
+RUN_ONLY_OPTIONS = ("out", "device", "progress", "checkpoint_every_steps")  # do not change what is learnt
+
+
+def _finished(out: Path, config: PretrainConfig) -> bool:
+    """Whether ``out`` is a finished source checkpoint of ``config``.
+
+    Raises:
+        ConfigError: ``out`` was pretrained with other options; returning it would hand back weights that do
+            not match what was asked for.
+    """
     if not out.is_file():
         return False
     meta = load_checkpoint(out).get("meta") or {}
-    return meta.get("kind") == CHECKPOINT_KIND and "metrics" in meta
+    if meta.get("kind") != CHECKPOINT_KIND or "metrics" not in meta:
+        return False
+    stored = _comparable(meta.get("pretrain_config") or {})
+    wanted = _comparable(config.to_dict())
+    changed = [k for k in sorted(wanted) if k in stored and k not in RUN_ONLY_OPTIONS and stored[k] != wanted[k]]
+    if changed:
+        what = "; ".join(f"{k}: {stored[k]!r} -> {wanted[k]!r}" for k in changed)
+        raise ConfigError(
+            f"{out} was pretrained with other options ({what}); delete it and {run_dir(out)} to pretrain again, "
+            "or choose another --out"
+        )
+    return True
+
+
+def _comparable(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as plain JSON values (tuples become lists), with the data folder resolved."""
+    plain = json.loads(json.dumps(options, default=str))
+    if plain.get("data"):
+        plain["data"] = str(Path(plain["data"]).resolve())
+    return plain
 
 
 def _num_classes(source: SourceData) -> int:
