@@ -10,8 +10,9 @@ from medtransfer.bench.thumbnails import ras_spacing
 
 
 def _disc(shape, spacing, centre_mm, radius_mm=40.0):
-    """A bright disc of ``radius_mm`` sampled at voxel centres ``spacing * index`` (mm)."""
-    grid = np.meshgrid(*[spacing * np.arange(n) for n in shape], indexing="ij")
+    """A bright disc of ``radius_mm`` sampled at voxel centres ``spacing * index`` (mm; one number or per axis)."""
+    steps = np.broadcast_to(np.asarray(spacing, dtype=float), (len(shape),))
+    grid = np.meshgrid(*[s * np.arange(n) for s, n in zip(steps, shape, strict=True)], indexing="ij")
     return (sum((g - c) ** 2 for g, c in zip(grid, centre_mm, strict=True)) <= radius_mm**2).astype(np.float32)
 
 
@@ -45,14 +46,9 @@ def test_tiles_share_one_scale_and_centre_the_head(shape, spacing, centre_mm):
     assert abs(col - TILE / 2) <= 2
 
 
-def _aniso_disc():
-    grid_x, grid_z = np.meshgrid(np.arange(200) * 1.0, np.arange(67) * 3.0, indexing="ij")
-    return (((grid_x - 100) ** 2 + (grid_z - 100) ** 2) <= 40.0**2).astype(np.float32)
-
-
 def test_anisotropic_voxels_keep_the_disc_round():
     # 1 mm x 3 mm voxels (thick slices along the second axis): the tile must show a disc, not an ellipse
-    tile = _tile(_aniso_disc(), None, (1.0, 3.0))
+    tile = _tile(_disc((200, 67), (1.0, 3.0), (100.0, 100.0)), None, (1.0, 3.0))
     height, width, _, _ = _extent(tile)
     assert abs(height - width) <= 3
 
