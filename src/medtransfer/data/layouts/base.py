@@ -36,10 +36,13 @@ class Problem:
     Attributes:
         file: the file (or folder) concerned.
         message: what is wrong, what was found and what is allowed.
+        outside_root: the file lies outside the dataset root (a ``..`` path, a symlink pointing out): its case is
+            left out, so a reader that tolerates other problems (``strict=False``) still refuses this one.
     """
 
     file: str
     message: str
+    outside_root: bool = False
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"
@@ -168,7 +171,7 @@ def resolve_inside(root: Path, relative: str | os.PathLike, *, source: Path) -> 
     candidate = Path(text)
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not resolved.is_relative_to(root.resolve()):
-        return None, Problem(str(source), f"path {text!r} {_ESCAPES.format(root=root)}")
+        return None, Problem(str(source), f"path {text!r} {_ESCAPES.format(root=root)}", outside_root=True)
     return resolved, None
 
 
@@ -180,9 +183,11 @@ def _inside_root(root: Path, cases: Sequence[Case], problems: list[Problem]) -> 
     inside = root.resolve()
     kept = []
     for case in cases:
-        outside = [(path, path.resolve()) for path in case.files if not path.resolve().is_relative_to(inside)]
+        resolved = [(path, path.resolve()) for path in case.files]
+        outside = [(path, target) for path, target in resolved if not target.is_relative_to(inside)]
         problems += [
-            Problem(str(path), f"links to {target}, which {_ESCAPES.format(root=root)}") for path, target in outside
+            Problem(str(path), f"links to {target}, which {_ESCAPES.format(root=root)}", outside_root=True)
+            for path, target in outside
         ]
         if not outside:
             kept.append(case)
