@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import ast
+import errno
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
+import medtransfer
 from medtransfer.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from medtransfer.errors import DataError
+from medtransfer.errors import DataError, OutputError
+from medtransfer.train.checkpointing import CheckpointManager
 
 
 def test_round_trip_adds_format(tmp_path):
@@ -45,3 +52,74 @@ def test_missing_and_non_dict(tmp_path):
     torch.save([torch.ones(1)], tmp_path / "list.pt")
     with pytest.raises(DataError, match="must hold a dict"):
         load_checkpoint(tmp_path / "list.pt")
+
+
+def test_load_errors_never_suggest_the_unsafe_loader(tmp_path):
+    torch.save({"obj": _Payload()}, tmp_path / "evil.pt")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "truncated.pt").write_bytes(_checkpoint_bytes(tmp_path)[:60])
+    expected = {
+        "evil.pt": "refused: the file holds pickled code (test_checkpoint._Payload), which medtransfer never runs",
+        "array.npy": "not a medtransfer or PyTorch weights file",
+        "truncated.pt": "not a complete PyTorch file (truncated or damaged, or another zip archive)",
+    }
+    for name, message in expected.items():
+        with pytest.raises(DataError) as info:
+            load_checkpoint(tmp_path / name)
+        assert str(info.value).startswith(f"{tmp_path / name}: {message}")
+        assert "state dict of tensors" in str(info.value)
+        assert "weights_only" not in str(info.value)
+
+
+def _checkpoint_bytes(tmp_path) -> bytes:
+    return save_checkpoint(tmp_path / "whole.pt", {"state_dict": {"w": torch.ones(4)}}).read_bytes()
+
+
+def test_checkpoint_is_the_only_place_that_calls_torch_load():
+    src = Path(medtransfer.__file__).parent
+    callers = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if _calls_torch_load(p))
+    assert callers == ["checkpoint.py"]
+
+
+def _calls_torch_load(path: Path) -> bool:
+    calls = (node.func for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call))
+    return any(
+        isinstance(f, ast.Attribute) and f.attr == "load" and isinstance(f.value, ast.Name) and f.value.id == "torch"
+        for f in calls
+    )
+
+
+def _fill_disk_after(n_bytes: int):
+    """A ``Path.write_bytes`` that writes ``n_bytes`` and then fails as a full disk does."""
+
+    def write_bytes(self, data):
+        with self.open("wb") as handle:
+            handle.write(bytes(data)[:n_bytes])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    return write_bytes
+
+
+def test_disk_full_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
+    manager = CheckpointManager(tmp_path / "run", {"name": "unet", "config": {}})
+    manager.save("last", {"w": torch.zeros(8)}, {"step": 1})
+    monkeypatch.setattr(Path, "write_bytes", _fill_disk_after(100))
+    with pytest.raises(OutputError) as info:
+        manager.save("last", {"w": torch.ones(8)}, {"step": 2})
+    message = str(info.value)
+    assert message.startswith(f"{manager.last_path}: cannot write the checkpoint: the disk is full (")
+    assert (
+        f"MiB free on the file system of {tmp_path / 'run'}); the existing checkpoint_last.pt is unchanged" in message
+    )
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint_last.pt"]
+    last = manager.load_last()
+    assert torch.equal(last["state_dict"]["w"], torch.zeros(8))
+    assert last["trainer"] == {"step": 1}
+
+
+def test_disk_full_on_a_first_checkpoint_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Path, "write_bytes", _fill_disk_after(0))
+    with pytest.raises(OutputError, match=r"the disk is full \(0\.0 MiB needed, .*; nothing was written; free some"):
+        save_checkpoint(tmp_path / "c.pt", {"state_dict": {"w": torch.ones(2)}})
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,11 @@ command line prints its message without a traceback and exits with status 2.  In
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class MedTransferError(Exception):
@@ -21,6 +25,33 @@ class DataError(MedTransferError):
 
 class ConfigError(MedTransferError):
     """An option, grid file or name that is not valid."""
+
+
+class OutputError(MedTransferError):
+    """An output file that cannot be written (disk full, read-only folder, ...); nothing of the user's changed."""
+
+    @classmethod
+    def from_os_error(
+        cls, path: str | os.PathLike, err: OSError, what: str, *, needed: int | None = None
+    ) -> OutputError:
+        """The error for a failed atomic write of ``what`` to ``path``; a full disk is named, with its free space.
+
+        Example:
+            >>> err = OSError(errno.EROFS, "Read-only file system")
+            >>> print(OutputError.from_os_error("/no/a.pt", err, "the checkpoint"))
+            /no/a.pt: cannot write the checkpoint (Read-only file system); nothing was written; choose a writable folder
+        """
+        path = Path(path)
+        kept = f"the existing {path.name} is unchanged" if path.exists() else "nothing was written"
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return cls(f"{path}: cannot write {what} ({err.strerror or err}); {kept}; choose a writable folder")
+        folder = next((p for p in path.parents if p.exists()), Path.cwd())
+        free = shutil.disk_usage(folder).free / 2**20
+        size = f"{needed / 2**20:.1f} MiB needed, " if needed is not None else ""
+        return cls(
+            f"{path}: cannot write {what}: the disk is full ({size}{free:.1f} MiB free on the file system of "
+            f"{folder}); {kept}; free some space or write to another disk"
+        )
 
 
 class MissingSourceError(MedTransferError):

@@ -66,3 +66,52 @@ def test_unknown_case_and_bad_labels(tmp_path):
     save_nifti(root / "labelsTr" / "case000.nii.gz", label.astype(np.int16) * 300, AFFINE)
     with pytest.raises(DataError, match="0..255"):
         cache.build(load_dataset(root).cases, progress=False)
+
+
+def _damage(path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:-40])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # a foreign file under the cache's name
+        np.save(path, np.zeros((2, 3), dtype=np.float64))
+
+
+@pytest.mark.parametrize(
+    ("name", "how"),
+    [
+        ("case001_image.npy", "truncated"),
+        ("case001_label.npy", "empty"),
+        ("case001_image.npy", "foreign"),
+        ("case001_label.npy", "foreign"),
+    ],
+)
+def test_damaged_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, name, how):
+    cases = load_dataset(build_nnunet(tmp_path / "ds", n=2)).cases
+    cache = PreprocessCache(tmp_path / "cache", PreprocessConfig())
+    cache.build(cases, progress=False)
+    expected = cache.load("case001", mmap=False)
+    _damage(cache.folder / name, how)
+    with caplog.at_level("WARNING", logger="medtransfer.data.cache"):
+        assert cache.build(cases, progress=False) == ["case001"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(cache.folder / name)]
+    assert "rebuilding case 'case001'" in caplog.text
+    rebuilt = cache.load("case001", mmap=False)
+    np.testing.assert_array_equal(rebuilt.image, expected.image)
+    np.testing.assert_array_equal(rebuilt.label, expected.label)
+
+
+def test_damaged_cache_file_at_load_names_it_and_how_to_clear(tmp_path):
+    cases = load_dataset(build_nnunet(tmp_path / "ds", n=1)).cases
+    cache = build_cache(cases, tmp_path / "cache", PreprocessConfig())
+    path = cache.folder / "case000_image.npy"
+    path.write_text("not an array")
+    with pytest.raises(DataError) as info:
+        cache.load("case000")
+    assert str(info.value) == (
+        f"{path}: damaged preprocessing cache file (not a .npy array); delete the folder {cache.folder} "
+        "to clear this cache (it is rebuilt from the dataset)"
+    )
+    _damage(path, "empty")
+    with pytest.raises(DataError, match=r"case000_image.npy: damaged preprocessing cache file \(not a .npy array\)"):
+        cache.load("case000", mmap=False)

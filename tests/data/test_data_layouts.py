@@ -182,3 +182,67 @@ def test_parent_of_datasets_names_them(tmp_path):
     build_nnunet(tmp_path / "Dataset001_A", n=1)
     with pytest.raises(DataError, match="contains dataset folder\\(s\\): Dataset001_A"):
         load_dataset(tmp_path)
+
+
+_LINKED = {  # layout -> (builder, the file of one case to replace by a link, how many cases remain)
+    "nnunet": (lambda root: build_nnunet(root, n=2), "imagesTr/case001_0000.nii.gz", 1),
+    "nnunet_label": (lambda root: build_nnunet(root, n=2), "labelsTr/case001.nii.gz", 1),
+    "datalist": (lambda root: build_datalist(root, n=2), "imagesTr/s1.nii.gz", 1),
+    "cc359": (build_cc359, "Original/CC0002_siemens_3_40_F.nii.gz", 2),
+    "folders": (lambda root: build_folders(root, n=2), "images/scan1.nii.gz", 1),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(_LINKED))
+def test_symlink_leaving_the_root_is_refused_in_every_layout(tmp_path, layout):
+    build, name, remaining = _LINKED[layout]
+    root = tmp_path / "ds"
+    path = build(root)
+    outside = tmp_path / "elsewhere.nii.gz"
+    (root / name).rename(outside)
+    (root / name).symlink_to(outside)
+    with pytest.raises(DataError, match="escapes the dataset root"):
+        load_dataset(path)
+    ds = load_dataset(path, strict=False)
+    assert len(ds) == remaining
+    assert all(outside not in case.files and (root / name) not in case.files for case in ds)
+    assert [p.message for p in ds.problems] == [
+        f"links to {outside}, which escapes the dataset root {root}; paths must stay inside it"
+        if layout != "datalist"
+        else f"path './{name}' escapes the dataset root {root}; paths must stay inside it"
+    ]
+
+
+def test_symlink_inside_the_root_is_kept(tmp_path):
+    root = build_nnunet(tmp_path / "ds", n=2)
+    (root / "imagesTr" / "case001_0000.nii.gz").rename(root / "case001_0000.nii.gz")
+    (root / "imagesTr" / "case001_0000.nii.gz").symlink_to(root / "case001_0000.nii.gz")
+    ds = load_dataset(root)
+    assert ds.case_ids == ["case000", "case001"]
+    assert ds.problems == ()
+
+
+@pytest.mark.parametrize("ending", [None, 5, "nii.gz", ".png", "", ".NII.GZ"])
+def test_file_ending_must_be_a_nifti_ending(tmp_path, ending):
+    root = build_nnunet(tmp_path / "ds", n=1)
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "file_ending": ending}))
+    expected = (
+        f"{root / 'dataset.json'}: 'file_ending' is {ending!r}; allowed: '.nii.gz' or '.nii' "
+        "(medtransfer reads NIfTI images)"
+    )
+    with pytest.raises(DataError) as info:
+        load_dataset(root, strict=False)
+    assert str(info.value) == expected
+    with pytest.raises(DataError, match="'file_ending' is"):
+        write_dataset_json(tmp_path / "out", {"background": 0}, ["T1"], 1, file_ending=ending)
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_ending_nii_is_read(tmp_path):
+    root = build_nnunet(tmp_path / "ds", n=1)
+    for path in sorted(root.rglob("*.nii.gz")):
+        path.rename(path.with_name(path.name.removesuffix(".gz")))
+    write_dataset_json(root, {"background": 0, "target": 1}, ["T1"], 1, file_ending=".nii")
+    ds = load_dataset(root)
+    assert [p.name for p in ds.cases[0].files] == ["case000_0000.nii", "case000.nii"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 
@@ -117,3 +118,45 @@ def test_non_integer_labels_are_rejected(folders, capsys):
     save_nifti(pred_dir / "case_a.nii.gz", pred.astype(np.float32) + 0.5, AFFINE)
     assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
     assert "non-integer" in capsys.readouterr().err
+
+
+def test_empty_prediction_and_reference_score_nan(tmp_path, capsys):
+    empty = np.zeros((4, 4, 4), dtype=np.uint8)
+    for folder in ("pred", "ref"):
+        save_nifti(tmp_path / folder / "case_e.nii.gz", empty, AFFINE)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "metrics_per_case.csv").open()))
+    assert [(r["case"], r["label"]) for r in rows] == [("case_e", "1")]
+    assert all(math.isnan(float(rows[0][key])) for key in ("dice", "iou", "surface_dice", "hd95", "assd"))
+    assert float(rows[0]["lesion_tp"]) == 0.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["labels"] == [1]
+    assert math.isnan(summary["mean"]["1"]["dice"])
+    assert "nan" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("failing", ["_write_csv", "write_json_atomic"])
+@pytest.mark.parametrize("existing", [False, True])
+def test_failed_write_publishes_nothing(folders, tmp_path, monkeypatch, capsys, failing, existing):
+    pred_dir, ref_dir = folders
+    out = tmp_path / "new" / "out"
+    if existing:
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text("old")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(f"medtransfer.metrics.evaluation.{failing}", disk_full)
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: cannot write metrics_per_case.csv and summary.json: the disk is full (")
+    assert err.count("\n") == 1
+    if existing:
+        assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+        assert (out / "summary.json").read_text() == "old"
+        assert "the existing out is unchanged" in err
+    else:
+        assert not (tmp_path / "new").exists()
+        assert "nothing was written" in err

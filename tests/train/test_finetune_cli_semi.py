@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,11 +75,11 @@ def test_a_test_scan_in_unlabelled_is_refused_with_exit_2(tmp_path, capsys):
         }
     )
     test_id = json.loads((teacher / "summary.json").read_text())["test_cases"][0]
-    (unl / "images" / "innocent.nii.gz").symlink_to(data / "imagesTr" / f"{test_id}_0000.nii.gz")
+    shutil.copy(data / "imagesTr" / f"{test_id}_0000.nii.gz", unl / "images" / "innocent.nii.gz")
     assert main(_args(tmp_path, data, unl, "--pseudo-rounds", "1")) == 2
     err = capsys.readouterr().err
     assert "leak held-out scans" in err
-    assert f"innocent (same image file as test/validation case {test_id})" in err
+    assert f"innocent (byte-identical copy of test/validation case {test_id})" in err
     assert "Traceback" not in err
     assert not (tmp_path / "ts" / "round1").exists()
 

@@ -33,7 +33,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("run", nargs="?", metavar="RUN_DIR", help="run folder with predictions/ (see above)")
     parser.add_argument("--pred", metavar="DIR", help="folder of predicted label maps (.nii.gz)")
     parser.add_argument("--ref", metavar="DIR", help="folder of reference label maps with the same file names")
-    parser.add_argument("--labels", type=int, nargs="+", metavar="L", help="labels to evaluate (default: all found)")
+    parser.add_argument(
+        "--labels", type=int, nargs="+", metavar="L", help="labels to evaluate (default: all found; 1 if none is)"
+    )
     parser.add_argument("--tolerance-mm", type=float, default=1.0, help="surface Dice tolerance in mm (default 1)")
     parser.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="lesion connectivity")
     parser.add_argument("--no-lesions", action="store_true", help="skip lesion-wise detection")

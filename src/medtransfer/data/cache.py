@@ -110,9 +110,32 @@ class PreprocessCache:
         if bool(entry.get("label")) != (case.label is not None):
             return False
         try:
-            return entry["source"] == _source_stats(case)
+            if entry["source"] != _source_stats(case):
+                return False
         except OSError:
             return False
+        damaged = self._damaged_array(entry)
+        if damaged:
+            logger.warning("%s; rebuilding case %r", damaged, case.case_id)
+        return damaged is None
+
+    def _damaged_array(self, entry: dict[str, Any]) -> str | None:
+        """What is wrong with an entry's ``.npy`` files (truncated, foreign, other shape or type), or ``None``.
+
+        Only the headers are read (memory-mapped), so checking a large cache stays cheap.
+        """
+        expected = [(entry["image"], tuple(entry.get("shape", ())), np.dtype(self.image_dtype))]
+        if entry.get("label"):
+            expected.append((entry["label"], tuple(entry.get("shape", ()))[1:], np.dtype(np.uint8)))
+        for name, shape, dtype in expected:
+            path = self.folder / name
+            try:
+                array = _read_npy(path, mmap=True)
+            except DataError as err:
+                return str(err)
+            if array.shape != shape or array.dtype != dtype:
+                return f"{path}: cache file holds {array.dtype} {array.shape}, expected {dtype} {shape}"
+        return None
 
     def build(self, cases: Iterable[Case], *, progress: bool = True) -> list[str]:
         """Preprocess the cases not cached yet (or stale); returns the ids that were (re)built."""
@@ -157,9 +180,13 @@ class PreprocessCache:
         entry = (index or self.read_index())["cases"].get(case_id)
         if entry is None:
             raise DataError(f"{self.folder}: case {case_id!r} is not in the cache; build it first")
-        mode = "r" if mmap else None
-        image = np.load(self.folder / entry["image"], mmap_mode=mode)
-        label = np.load(self.folder / entry["label"], mmap_mode=mode) if entry["label"] else None
+        try:
+            image = _read_npy(self.folder / entry["image"], mmap=mmap)
+            label = _read_npy(self.folder / entry["label"], mmap=mmap) if entry["label"] else None
+        except DataError as err:
+            raise DataError(
+                f"{err}; delete the folder {self.folder} to clear this cache (it is rebuilt from the dataset)"
+            ) from err
         return CachedCase(case_id, image, label, PreprocessInfo.from_dict(entry["info"]), entry.get("metadata", {}))
 
     def load_all(self, case_ids: Sequence[str] | None = None, *, mmap: bool = True) -> list[CachedCase]:
@@ -193,6 +220,32 @@ def _as_uint8_label(volume, path: Path):
     if array.size and (array.min() < 0 or array.max() > 255):
         raise DataError(f"{path}: label values must be in 0..255, got {array.min()}..{array.max()}")
     return type(volume)(array.astype(np.uint8), volume.affine)
+
+
+def _read_npy(path: Path, *, mmap: bool) -> np.ndarray:
+    """A cached array (read-only memory map, or in memory).
+
+    Raises:
+        DataError: the file is missing, truncated or not a ``.npy`` file (the message names it, not NumPy's advice
+            to allow pickles).
+    """
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: damaged preprocessing cache file ({_npy_problem(path)})") from err
+    if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
+        array.close()
+        raise DataError(f"{path}: damaged preprocessing cache file (not a .npy array)")
+    return array
+
+
+def _npy_problem(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(6)
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}"
+    return "truncated or damaged .npy array" if magic == b"\x93NUMPY" else "not a .npy array"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +170,18 @@ def link_unlabelled(dataset, case_ids: list[str], folder: Path) -> Path:
         link = images / f"{case_id}.nii.gz"
         if link.is_symlink() or link.exists():
             link.unlink()
-        os.symlink(Path(case.images[0]).resolve(), link)
+        _link_inside(Path(case.images[0]).resolve(), link)
         rows.append(f"{case_id},{case.subject},{case.domain or ''}")
     (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def _link_inside(source: Path, link: Path) -> None:
+    """A hard link (a copy across file systems): datasets refuse symlinks that point outside their folder."""
+    try:
+        os.link(source, link)
+    except OSError:
+        shutil.copy2(source, link)
 
 
 def _student_checkpoint(out: Path, rounds: int) -> Path:

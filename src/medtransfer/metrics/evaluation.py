@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, OutputError
 from ..utils import atomic_path, write_json_atomic
 from .lesions import LesionStats, compute_lesion_detection, reduce_lesion_stats
 from .reduction import nanmean
@@ -202,31 +203,69 @@ def evaluate_folders(
             label: evaluate_case(pred[box], ref[box], spacing, label, config) for label, box in boxes.items()
         }
         logger.info("evaluated %s (%d/%d)", case, index, len(cases))
-    labels = config.labels or tuple(sorted({label for rows in results.values() for label in rows}))
+    labels = config.labels or _found_labels(results)
     rows = _table(results, labels, config)
-    out_dir = Path(out_dir)
-    _write_csv(out_dir / PER_CASE_FILE, rows)
     summary = _summary(rows, labels, config, pred_dir, ref_dir)
-    write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    _publish(Path(out_dir), rows, summary, config)
     return summary
+
+
+def _found_labels(results: dict[str, dict[int, dict[str, Any]]]) -> tuple[int, ...]:
+    """Every label found in any case; label 1 (NaN everywhere: absent from both) when every mask is empty."""
+    found = tuple(sorted({label for rows in results.values() for label in rows}))
+    if not found:
+        logger.warning(
+            "no foreground label in any prediction or reference; evaluating label 1, which scores NaN "
+            "(absent from both masks); give --labels to choose the labels"
+        )
+    return found or (1,)
+
+
+def _publish(out_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], config: EvaluationConfig) -> None:
+    """Write the CSV, then the summary; on any error nothing is published and a folder made here is removed.
+
+    Raises:
+        OutputError: a file cannot be written (disk full, read-only folder, ...).
+    """
+    created = next((p for p in (out_dir, *out_dir.parents) if p.parent.exists()), out_dir)
+    created = None if created.exists() else created
+    try:
+        with atomic_path(out_dir / SUMMARY_FILE) as summary_tmp:
+            write_json_atomic(summary_tmp, summary)
+            _write_csv(out_dir / PER_CASE_FILE, rows, _columns(config))
+    except BaseException as err:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise OutputError.from_os_error(out_dir, err, f"{PER_CASE_FILE} and {SUMMARY_FILE}") from err
+        raise
 
 
 def _table(
     results: dict[str, dict[int, dict[str, Any]]], labels: Sequence[int], config: EvaluationConfig
 ) -> list[dict[str, Any]]:
     """One row per case and label; a label absent from a case gets the absent-class values (NaN, zero counts)."""
-    empty = np.zeros((1, 1, 1), dtype=np.int64)
     rows = []
     for case, per_label in results.items():
         for label in labels:
-            metrics = per_label.get(label) or evaluate_case(empty, empty, (1.0, 1.0, 1.0), label, config)
+            metrics = per_label.get(label) or _absent(label, config)
             rows.append({"case": case, "label": label, **metrics})
     return rows
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _absent(label: int, config: EvaluationConfig) -> dict[str, Any]:
+    """The metrics of a label absent from both masks (NaN, zero counts)."""
+    empty = np.zeros((1, 1, 1), dtype=np.int64)
+    return evaluate_case(empty, empty, (1.0, 1.0, 1.0), label, config)
+
+
+def _columns(config: EvaluationConfig) -> list[str]:
+    return ["case", "label", *_absent(1, config)]
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 

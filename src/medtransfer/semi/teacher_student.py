@@ -28,10 +28,10 @@ from torch import nn
 from torch.utils.data import ConcatDataset
 
 from ..checkpoint import load_checkpoint
-from ..data.layouts import load_dataset
+from ..data.layouts import CaseDataset, load_dataset
 from ..data.preprocess import PreprocessConfig
 from ..data.splits import LabelBudget
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..utils import write_json_atomic
 from .augment import AugmentedDataset, StrongAugmentConfig, add_feature_dropout
 from .leak import check_no_leak, held_out_cases
@@ -86,7 +86,7 @@ def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
     config = config if isinstance(config, TeacherStudentConfig) else TeacherStudentConfig(**config)
     out = Path(config.out)
     ft = FinetuneConfig.from_dict({**config.finetune, "out": str(out / "round0")})
-    dataset, unlabelled_ds = load_dataset(ft.data), load_dataset(config.unlabelled, strict=False)
+    dataset, unlabelled_ds = load_dataset(ft.data), _load_unlabelled(config.unlabelled)
     teacher_dir = run_finetune(ft, resume=True)
     summary = json.loads((teacher_dir / "summary.json").read_text())
     held = held_out_cases(dataset.cases, [*summary["test_cases"], *summary["val_cases"]])
@@ -218,3 +218,12 @@ class _Context:
         if best is not None:
             model.load_state_dict(load_checkpoint(best)["state_dict"])
         return model.eval()
+
+
+def _load_unlabelled(folder: str) -> CaseDataset:
+    """The unlabelled scans (label problems do not matter); a file outside the folder is refused, as everywhere."""
+    dataset = load_dataset(folder, strict=False)
+    outside = [str(problem) for problem in dataset.problems if problem.outside_root]
+    if outside:
+        raise DataError(f"{folder}: {len(outside)} unlabelled file(s) outside the folder: {'; '.join(outside[:5])}")
+    return dataset

@@ -36,10 +36,13 @@ class Problem:
     Attributes:
         file: the file (or folder) concerned.
         message: what is wrong, what was found and what is allowed.
+        outside_root: the file lies outside the dataset root (a ``..`` path, a symlink pointing out): its case is
+            left out, so a reader that tolerates other problems (``strict=False``) still refuses this one.
     """
 
     file: str
     message: str
+    outside_root: bool = False
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"
@@ -92,6 +95,10 @@ class Case:
 class CaseDataset:
     """A collection of cases read from one dataset root.
 
+    Every file stays inside ``root`` after resolving symlinks, whatever the layout: a case with a file elsewhere (a
+    symlink pointing out, a ``..`` path) is left out and each such file is recorded in :attr:`problems`, as the
+    datalist refuses paths that leave its folder.
+
     Attributes:
         root: dataset root folder; every path stays inside it.
         layout: which reader produced it.
@@ -113,6 +120,12 @@ class CaseDataset:
     file_ending: str = ".nii.gz"
     channels_in_file: bool = False
     problems: tuple[Problem, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = list(self.problems)
+        object.__setattr__(self, "cases", _inside_root(self.root, self.cases, problems))
+        object.__setattr__(self, "test_cases", _inside_root(self.root, self.test_cases, problems))
+        object.__setattr__(self, "problems", tuple(problems))
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -158,8 +171,27 @@ def resolve_inside(root: Path, relative: str | os.PathLike, *, source: Path) -> 
     candidate = Path(text)
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not resolved.is_relative_to(root.resolve()):
-        return None, Problem(str(source), f"path {text!r} escapes the dataset root {root}; paths must stay inside it")
+        return None, Problem(str(source), f"path {text!r} {_ESCAPES.format(root=root)}", outside_root=True)
     return resolved, None
+
+
+_ESCAPES = "escapes the dataset root {root}; paths must stay inside it"
+
+
+def _inside_root(root: Path, cases: Sequence[Case], problems: list[Problem]) -> tuple[Case, ...]:
+    """The cases whose files all resolve inside ``root``; one problem per file that does not (symlinks followed)."""
+    inside = root.resolve()
+    kept = []
+    for case in cases:
+        resolved = [(path, path.resolve()) for path in case.files]
+        outside = [(path, target) for path, target in resolved if not target.is_relative_to(inside)]
+        problems += [
+            Problem(str(path), f"links to {target}, which {_ESCAPES.format(root=root)}", outside_root=True)
+            for path, target in outside
+        ]
+        if not outside:
+            kept.append(case)
+    return tuple(kept)
 
 
 def find_duplicates(cases: Sequence[Case], source: Path) -> list[Problem]:

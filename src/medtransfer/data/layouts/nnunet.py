@@ -17,6 +17,7 @@ from typing import Any
 
 from ...errors import DataError
 from ...utils import write_json_atomic
+from ..io import NIFTI_SUFFIXES
 from .base import Case, CaseDataset, Layout, Problem, find_duplicates, resolve_inside
 
 DATASET_JSON = "dataset.json"
@@ -46,6 +47,7 @@ def write_dataset_json(
     Example:
         >>> write_dataset_json("/tmp/ds", {"background": 0, "brain": 1}, ["T1"], 10)  # doctest: +SKIP
     """
+    check_file_ending(file_ending, Path(root) / DATASET_JSON)
     labels = {str(name): int(value) for name, value in labels.items()}
     if labels.get("background") != 0:
         raise DataError(f"{root}: labels must map 'background' to 0 (nnU-Net convention), got {labels}")
@@ -106,6 +108,18 @@ def parse_labels(raw: Any, source: Path) -> dict[int, str]:
     return dict(sorted(names.items()))
 
 
+def check_file_ending(raw: Any, source: Path) -> str:
+    """nnU-Net's ``file_ending``, one of the NIfTI endings the readers support.
+
+    Raises:
+        DataError: anything else (``None``, a number, ``"nii.gz"`` without the dot, ``".png"``, ...).
+    """
+    if raw not in NIFTI_SUFFIXES:
+        allowed = " or ".join(repr(suffix) for suffix in NIFTI_SUFFIXES)
+        raise DataError(f"{source}: 'file_ending' is {raw!r}; allowed: {allowed} (medtransfer reads NIfTI images)")
+    return raw
+
+
 def parse_channels(raw: Any, source: Path) -> tuple[str, ...]:
     """``{"0": "T1", "1": "FLAIR"}`` -> ``("T1", "FLAIR")`` (ordered by channel index)."""
     if raw is None:
@@ -157,7 +171,7 @@ def read_nnunet(root: str | os.PathLike) -> CaseDataset:
     source = root / DATASET_JSON
     labels = parse_labels(meta.get("labels"), source)
     channels = parse_channels(meta.get("channel_names", meta.get("modality")), source)
-    ending = str(meta.get("file_ending", ".nii.gz"))
+    ending = check_file_ending(meta.get("file_ending", ".nii.gz"), source)
     problems: list[Problem] = []
     if "dataset" in meta:
         cases = _explicit_cases(root, meta["dataset"], source, problems)
