@@ -129,7 +129,7 @@ def test_cell_rows_hold_the_hand_worked_lesion_numbers(hand_cell, caplog):
         assert tuple(row[k] for k in COUNTS) == counts, case
         for key, expected in zip(RATIOS + ERRORS, ratios + errors, strict=True):
             assert row[key] == (None if expected is None else pytest.approx(expected)), (case, key)
-        assert row["lesion_match"] == "IoU >= 0.1"
+        assert row["lesion_match"] == "IoU >= 0.1, 26-connected"
     assert rows["both_empty"]["dice"] is None
     assert rows["empty_ref"]["dice"] == 0.0
 
@@ -165,12 +165,12 @@ def test_cell_summary_pools_the_lesion_counts(hand_cell):
 def test_any_overlap_rule_is_an_eval_option(hand_cell):
     """``lesion_iou: null`` is the >= 1 voxel rule; the split then counts both halves as matched, as before."""
     rows = _evaluate(hand_cell, {"lesion_iou": None})
-    assert rows["split"]["lesion_match"] == "overlap >= 1 voxel"
+    assert rows["split"]["lesion_match"] == "overlap >= 1 voxel, 26-connected"
     assert rows["split"]["lesion_tp"] == 1
     strict = _evaluate(hand_cell, {"lesion_iou": 0.5})  # each half has IoU 0.25, the bridge 0.4: nothing found
     assert (strict["split"]["lesion_tp"], strict["split"]["lesion_fp"]) == (0, 2)
     assert (strict["merged"]["lesion_tp"], strict["merged"]["lesion_fp"]) == (0, 1)
-    assert strict["split"]["lesion_match"] == "IoU >= 0.5"
+    assert strict["split"]["lesion_match"] == "IoU >= 0.5, 26-connected"
 
 
 @pytest.mark.parametrize("bad", [0, 1.5, -0.1, "0.1", True, float("nan")])

@@ -79,9 +79,9 @@ def lesion_iou(options: dict[str, Any]) -> float | None:
     return check_iou_threshold(options.get("lesion_iou", DEFAULT_LESION_IOU), "eval.lesion_iou")
 
 
-def lesion_match_rule(iou: float | None) -> str:
-    """The overlap rule in words, e.g. ``IoU >= 0.1`` or ``overlap >= 1 voxel``."""
-    return "overlap >= 1 voxel" if iou is None else f"IoU >= {iou:g}"
+def lesion_match_rule(iou: float | None, connectivity: int = 26) -> str:
+    """The overlap rule in words, e.g. ``IoU >= 0.1, 26-connected`` or ``overlap >= 1 voxel, 26-connected``."""
+    return f"{'overlap >= 1 voxel' if iou is None else f'IoU >= {iou:g}'}, {connectivity}-connected"
 
 
 def score(
@@ -98,7 +98,7 @@ def score(
     if lesions:
         counts = {f"lesion_{k}" for k in COUNT_FIELDS}
         row.update({k: int(v) if k in counts else _finite(v) for k, v in full.items() if k.startswith("lesion_")})
-        row["lesion_match"] = lesion_match_rule(iou)
+        row["lesion_match"] = lesion_match_rule(iou, config.connectivity)
     return row
 
 
