@@ -113,8 +113,8 @@ def _metric(results: Results, wanted: str | None) -> str | None:
     if wanted in tables.DETECTION_RATES:
         raise ConfigError(
             f"--metric: {wanted} alone rewards painting everything (a mask of the whole brain touches every lesion), "
-            f"so it cannot decide a winner; use lesion_f1 (the lesion table shows the detection rate beside "
-            f"precision and F1) or one of: {', '.join(sorted(available))}"
+            f"so it cannot decide a winner in {results.root}; use lesion_f1 (the lesion table shows the detection rate "
+            f"beside precision and F1) or one of: {', '.join(sorted(available))}"
         )
     if wanted is not None:
         if wanted not in available:
