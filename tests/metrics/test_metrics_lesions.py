@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from medtransfer.errors import ConfigError
-from medtransfer.metrics import LesionDetectionMetric, compute_lesion_detection, reduce_lesion_stats
+from medtransfer.errors import ConfigError, DataError
+from medtransfer.metrics import LesionDetectionMetric, LesionStats, compute_lesion_detection, reduce_lesion_stats
+from medtransfer.metrics.lesions import check_iou_threshold
 
 
 def _layout() -> tuple[np.ndarray, np.ndarray]:
@@ -107,3 +108,43 @@ def test_micro_and_macro_reduction_and_accumulator():
     metric.reset()
     metric(perfect, ref)
     assert metric.aggregate()["f1"][0] == 1.0
+
+
+def test_dice_of_detected_lesions():
+    stats = compute_lesion_detection(*_layout())
+    split = 2 * 8 / (16 + 8)  # A (16 voxels) against its two 4-voxel halves
+    merged = 2 * 8 / (8 + 20)  # B, and C, against the whole 20-voxel bridge
+    assert stats.detected_dice_sum[0, 0] == pytest.approx(split + 2 * merged)
+    assert stats.detected_dice[0, 0] == pytest.approx((split + 2 * merged) / 3)  # D is missed: not averaged
+    half = compute_lesion_detection(*_layout(), iou_threshold=0.25)
+    assert half.detected_dice[0, 0] == pytest.approx((split + 2 * merged) / 3)
+    assert math.isnan(compute_lesion_detection(*_layout(), iou_threshold=0.5).detected_dice[0, 0])
+
+
+def test_detected_dice_reduces_over_lesions_and_fp_per_case():
+    pred, ref = _layout()
+    stats = compute_lesion_detection(np.concatenate([pred, ref]), np.concatenate([ref, ref]))
+    micro = reduce_lesion_stats(stats, "micro")
+    split, merged = 2 * 8 / 24, 2 * 8 / 28
+    assert micro["detected_dice"][0] == pytest.approx((split + 2 * merged + 4 * 1.0) / 7)  # 3 + 4 detected lesions
+    assert reduce_lesion_stats(stats, "macro")["detected_dice"][0] == pytest.approx(((split + 2 * merged) / 3 + 1) / 2)
+    assert micro["fp_per_case"][0] == pytest.approx(0.5)
+
+
+def test_records_round_trip_and_name_a_missing_field():
+    stats = compute_lesion_detection(*_layout(), spacing=(1.0, 0.5, 2.0))
+    records = [{f"lesion_{k}": float(v[0, 0]) for k, v in stats.as_dict().items()}] * 2
+    back = LesionStats.from_records(records)
+    assert back.tp.dtype == np.int64
+    assert back.tp[:, 0].tolist() == [3, 3]
+    assert back.detected_dice_sum[1, 0] == pytest.approx(stats.detected_dice_sum[0, 0])
+    with pytest.raises(DataError, match="lesion_detected_dice_sum"):
+        LesionStats.from_records([{k: v for k, v in records[0].items() if k != "lesion_detected_dice_sum"}])
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, 1.01, -1, "0.5", True, math.nan, [0.1]])
+def test_iou_threshold_must_be_in_zero_one(bad):
+    with pytest.raises(ConfigError, match=r"iou_threshold must be a number in \(0, 1\] or null"):
+        compute_lesion_detection(*_layout(), iou_threshold=bad)
+    assert check_iou_threshold(None) is None
+    assert check_iou_threshold(1) == 1.0

@@ -131,8 +131,11 @@ def test_zoetmulder_table_hand_computed_means(clear_win):
     dice = 0.8 + np.array(OFFSETS)
     assert cells[3].startswith(f"{0.8 + mean_offsets:.3f} [")
     assert cells[4].startswith(f"{np.mean(dice / (2 - dice)):.3f} [")
+    assert len(cells) == 5  # no detection rate here: it appears only beside precision and F1, in the lesion table
+    lesions = table_cells(html.split("Lesion-wise metrics, label budget")[1], "none (from scratch)|-|full")
     detection = [1.0 if i % 2 == 0 else 0.5 for i in range(1, 12)]  # case 0 has no lesion (NaN)
-    assert cells[5].startswith(f"{np.mean(detection):.3f} [")
+    assert lesions[3].startswith(f"{np.mean(detection):.3f} [")
+    assert lesions[4:6] == ["—", "—"]  # precision and F1 were not recorded by this cell function
     low, high = (float(v) for v in re.search(r"\[(.*), (.*)\]", cells[3]).groups())
     assert low < 0.8 < high
 

@@ -1,4 +1,12 @@
-"""Predict a cell's test cases with its model and score them (Dice, IoU, surface Dice, lesion detection)."""
+"""Predict a cell's test cases with its model and score them (Dice, IoU, surface Dice, lesion-wise metrics).
+
+The scores come from :mod:`medtransfer.metrics` (:func:`~medtransfer.metrics.evaluation.evaluate_case`, the
+function ``medtransfer evaluate`` uses), so a cell's numbers and ``medtransfer evaluate``'s agree.  Lesion
+targets get every ``lesion_*`` column of that function (counts, volumes, detection rate = lesion recall,
+precision, F1, Dice of detected lesions, count and volume error) and ``lesion_match``, the overlap rule in words.
+Values that are undefined (NaN: e.g. F1 of a case without reference and predicted lesions) are ``None``, so
+the rows are strict JSON.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +29,9 @@ def evaluate_test_cases(
     """One row per test case (and foreground label when there are several).
 
     Options: ``tolerance_mm`` (1.0), ``surface_1mm`` (True: surface Dice on the dataset's ``labelsTr_1mm``
-    reference when present), ``lesions`` (``auto``: when a label name contains "lesion"), ``save_cases`` (2:
+    reference when present), ``lesions`` (``auto``: when a label name contains "lesion"), ``lesion_iou`` (0.1:
+    the IoU a single predicted component needs to detect a reference lesion; ``null``: any overlap of >= 1
+    voxel; see ``docs/metrics.md``), ``save_cases`` (2:
     write ``predictions/``, ``reference/`` and ``images/`` of that many cases for the report's overlays),
     ``checkpoint`` (``last``: the final weights of a run folder, as nnU-Net evaluates; ``best`` selects by
     validation Dice, which on the one or two validation cases of a CPU-sized grid is mostly noise: a small lesion
@@ -30,6 +40,7 @@ def evaluate_test_cases(
     from ..data.io import load_nifti, save_nifti
     from ..infer import load_predictor
 
+    lesion_iou(options)  # a bad option fails before the model is loaded
     predictor = load_predictor(model, checkpoint=str(options.get("checkpoint", "last")))
     labels = [v for v in predictor.label_values if v != 0]
     lesions = options.get("lesions", "auto")
@@ -53,25 +64,67 @@ def evaluate_test_cases(
             save_nifti(run_dir / "reference" / f"{case_id}.nii.gz", ref_labels, ref.affine, dtype=np.uint8)
             (run_dir / "images").mkdir(exist_ok=True)
             shutil.copyfile(case.images[0], run_dir / "images" / f"{case_id}_0000.nii.gz")
-        log.info("test case %s: dice %.3f", case_id, rows[-1]["dice"])
+        log.info("test case %s: dice %s", case_id, _fmt(rows[-1]["dice"]))
     return rows
+
+
+def lesion_iou(options: dict[str, Any]) -> float | None:
+    """The ``lesion_iou`` eval option (default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`).
+
+    Raises:
+        ConfigError: not a number in (0, 1] or null.
+    """
+    from ..metrics.lesions import DEFAULT_LESION_IOU, check_iou_threshold
+
+    return check_iou_threshold(options.get("lesion_iou", DEFAULT_LESION_IOU), "eval.lesion_iou")
+
+
+def lesion_match_rule(iou: float | None, connectivity: int = 26) -> str:
+    """The overlap rule in words, e.g. ``IoU >= 0.1, 26-connected`` or ``overlap >= 1 voxel, 26-connected``."""
+    return f"{'overlap >= 1 voxel' if iou is None else f'IoU >= {iou:g}'}, {connectivity}-connected"
 
 
 def score(
     pred: np.ndarray, ref: np.ndarray, spacing, label: int, options: dict[str, Any], lesions: bool
 ) -> dict[str, Any]:
-    """Dice, IoU, surface Dice at ``tolerance_mm`` and (lesion targets) lesion-wise detection of one label."""
+    """Dice, IoU, surface Dice at ``tolerance_mm`` and (lesion targets) the lesion-wise metrics of one label."""
     from ..metrics.evaluation import EvaluationConfig, evaluate_case
+    from ..metrics.lesions import COUNT_FIELDS
 
-    config = EvaluationConfig(tolerance_mm=float(options.get("tolerance_mm", 1.0)), lesions=lesions)
+    iou = lesion_iou(options)
+    config = EvaluationConfig(tolerance_mm=float(options.get("tolerance_mm", 1.0)), lesions=lesions, lesion_iou=iou)
     full = evaluate_case(np.asarray(pred, dtype=np.int64), ref, tuple(float(s) for s in spacing), label, config)
-    row = {k: _finite(full[k]) for k in ("dice", "iou", "surface_dice")}
+    row: dict[str, Any] = {k: _finite(full[k]) for k in ("dice", "iou", "surface_dice")}
     if lesions:
-        n_ref, tp = full["lesion_n_ref"], full["lesion_tp"]
-        row.update(lesion_tp=tp, lesion_fp=full["lesion_fp"], lesion_n_ref=n_ref)
-        if n_ref:
-            row["lesion_detection_rate"] = tp / n_ref
+        counts = {f"lesion_{k}" for k in COUNT_FIELDS}
+        row.update({k: int(v) if k in counts else _finite(v) for k, v in full.items() if k.startswith("lesion_")})
+        row["lesion_match"] = lesion_match_rule(iou, config.connectivity)
     return row
+
+
+def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """A cell's aggregate metrics: means of the finite per-case values; lesion metrics micro-averaged.
+
+    Lesion ratios are pooled over the cases (counts summed first, as ``medtransfer evaluate``'s summary does):
+    ``lesion_detection_rate``, ``lesion_precision``, ``lesion_f1``, ``lesion_detected_dice``; plus the per-case
+    means ``lesion_fp_per_case``, ``lesion_count_error`` and ``lesion_volume_error``.  Undefined values are left
+    out (strict JSON).
+    """
+    from ..metrics.lesions import LesionStats, reduce_lesion_stats
+
+    out = {}
+    for key in ("dice", "iou", "surface_dice"):
+        values = [float(r[key]) for r in rows if r.get(key) is not None and math.isfinite(float(r[key]))]
+        if values:
+            out[key] = sum(values) / len(values)
+    lesion_rows = [r for r in rows if "lesion_tp" in r]
+    if lesion_rows:
+        reduced = reduce_lesion_stats(LesionStats.from_records(lesion_rows), "micro")
+        for key in ("detection_rate", "precision", "f1", "detected_dice", "fp_per_case", "count_error", "volume_error"):
+            value = _finite(reduced[key][0])
+            if value is not None:
+                out[f"lesion_{key}"] = value
+    return out
 
 
 def _reference_1mm(root: Path, case_id: str):
@@ -92,6 +145,10 @@ def _surface_dice_1mm(pred: np.ndarray, affine: np.ndarray, ref_1mm, label: int,
     ref = np.rint(ref_1mm.array[..., 0] if ref_1mm.array.ndim > 3 else ref_1mm.array) == label
     tolerance = float(options.get("tolerance_mm", 1.0))
     return _finite(surface_dice_from_overlap(*surface_overlap(mask > 0.5, ref, ref_1mm.spacing[:3], tolerance)))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _finite(value: Any) -> float | None:

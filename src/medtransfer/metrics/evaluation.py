@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, OutputError
 from ..utils import atomic_path, write_json_atomic
-from .lesions import LesionStats, compute_lesion_detection, reduce_lesion_stats
+from .lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
 from .reduction import nanmean
 from .surface_distance import (
     average_symmetric_surface_distance,
@@ -36,7 +36,6 @@ PER_CASE_FILE = "metrics_per_case.csv"
 SUMMARY_FILE = "summary.json"
 AFFINE_ATOL_MM = 1e-3
 OVERLAP_KEYS = ("dice", "iou", "surface_dice", "hd95", "assd")
-LESION_KEYS = ("tp", "fn", "fp", "n_ref", "n_pred", "volume_ref", "volume_pred")
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,14 @@ class EvaluationConfig:
         tolerance_mm: surface Dice tolerance.
         connectivity: lesion connectivity (6, 18 or 26).
         lesions: also compute lesion-wise detection per label.
+        lesion_iou: IoU a single predicted component needs to detect a reference lesion; ``None``: any overlap.
     """
 
     labels: tuple[int, ...] | None = None
     tolerance_mm: float = 1.0
     connectivity: int = 26
     lesions: bool = True
+    lesion_iou: float | None = DEFAULT_LESION_IOU
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.tolerance_mm) or self.tolerance_mm < 0:
@@ -179,7 +180,9 @@ def evaluate_case(
         "assd": average_symmetric_surface_distance(distances),
     }
     if config.lesions:
-        stats = compute_lesion_detection(p[None, None], r[None, None], config.connectivity, spacing=spacing)
+        stats = compute_lesion_detection(
+            p[None, None], r[None, None], config.connectivity, config.lesion_iou, spacing=spacing
+        )
         row.update({f"lesion_{k}": float(v[0, 0]) for k, v in stats.as_dict().items()})
     return row
 
@@ -297,10 +300,7 @@ def _summary(
 
 
 def _lesion_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    columns = {key: np.array([[row[f"lesion_{key}"]] for row in rows]) for key in LESION_KEYS}
-    counts = {key: value.astype(np.int64) for key, value in columns.items() if not key.startswith("volume")}
-    stats = LesionStats(**counts, volume_ref=columns["volume_ref"], volume_pred=columns["volume_pred"])
-    reduced = reduce_lesion_stats(stats, "micro")
+    reduced = reduce_lesion_stats(LesionStats.from_records(rows), "micro")
     return {f"lesion_{key}": float(value[0]) for key, value in reduced.items()}
 
 

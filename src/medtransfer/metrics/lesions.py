@@ -4,6 +4,9 @@ A reference lesion is *detected* (true positive) when a predicted lesion overlap
 with ``iou_threshold``, when some single predicted component has IoU >= threshold with it.  A predicted lesion
 that detects no reference lesion is a false positive.  So a reference lesion split into two predicted
 components counts one TP and no FP; two reference lesions merged into one prediction count two TPs.
+medtransfer's evaluations (grid cells, ``medtransfer evaluate``) use ``DEFAULT_LESION_IOU``: with the any-overlap
+rule a mask of the whole brain is one component that touches every lesion, so it scores recall, precision and
+F1 near 1; with IoU >= 0.1 it scores 0.
 
 Counts come first, per case and class (SMP's ``get_stats``); ratios are derived from them per case or after
 summing over cases (:func:`reduce_lesion_stats`):
@@ -11,14 +14,17 @@ summing over cases (:func:`reduce_lesion_stats`):
 * detection rate (lesion recall) = TP / n_ref;
 * lesion precision = (n_pred - FP) / n_pred;
 * lesion F1 = harmonic mean of the two (0 when one side has lesions and the other none);
+* Dice of detected lesions = mean over the detected reference lesions of the Dice between the lesion and the
+  predicted components that detect it (the same matching rule; a merged prediction counts whole for each);
 * count error = n_pred - n_ref; volume error = predicted - reference total volume (mm³, voxels without spacing).
 
-A ratio whose denominator is zero (no reference lesions, no predicted lesions) is NaN.
+A ratio whose denominator is zero (no reference lesions, no predicted lesions, no detected lesion) is NaN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -30,6 +36,8 @@ from .inputs import as_class_masks, per_case_spacing
 from .reduction import nanmean
 
 CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
+DEFAULT_LESION_IOU = 0.1
+COUNT_FIELDS = ("tp", "fn", "fp", "n_ref", "n_pred")
 
 
 class LesionReduction(StrEnum):
@@ -41,7 +49,11 @@ class LesionReduction(StrEnum):
 
 @dataclass(frozen=True)
 class LesionStats:
-    """Lesion counts and volumes per case and class; every field is a ``(B, C)`` array."""
+    """Lesion counts and volumes per case and class; every field is a ``(B, C)`` array.
+
+    ``detected_dice_sum`` is the sum over detected reference lesions of their Dice with the predicted components
+    that detect them (sums, like the counts, reduce over cases by adding).
+    """
 
     tp: np.ndarray
     fn: np.ndarray
@@ -50,6 +62,7 @@ class LesionStats:
     n_pred: np.ndarray
     volume_ref: np.ndarray
     volume_pred: np.ndarray
+    detected_dice_sum: np.ndarray
 
     @property
     def detection_rate(self) -> np.ndarray:
@@ -68,6 +81,11 @@ class LesionStats:
         return np.where(one_sided, 0.0, np.where((self.n_ref == 0) & (self.n_pred == 0), np.nan, f1))
 
     @property
+    def detected_dice(self) -> np.ndarray:
+        """Mean Dice of the detected reference lesions (NaN without a detected lesion)."""
+        return _ratio(self.detected_dice_sum, self.tp)
+
+    @property
     def count_error(self) -> np.ndarray:
         return (self.n_pred - self.n_ref).astype(np.float64)
 
@@ -78,14 +96,34 @@ class LesionStats:
     def as_dict(self) -> dict[str, np.ndarray]:
         """Counts and derived ratios, each ``(B, C)``."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("detection_rate", "precision", "f1", "count_error", "volume_error"):
+        for name in DERIVED:
             out[name] = getattr(self, name)
         return out
+
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, Any]], prefix: str = "lesion_") -> LesionStats:
+        """``(N, 1)`` statistics of N flat records (e.g. per-case rows) holding ``{prefix}{field}`` values.
+
+        Raises:
+            DataError: a record lacks a field.
+        """
+        try:
+            columns = {f.name: np.array([[float(r[prefix + f.name])] for r in records]) for f in fields(cls)}
+        except (KeyError, TypeError) as err:
+            raise DataError(f"a lesion record lacks a count or volume ({err}); fields: {_field_names(prefix)}") from err
+        return cls(**{k: v.astype(np.int64) if k in COUNT_FIELDS else v for k, v in columns.items()})
 
     @classmethod
     def concatenate(cls, stats: Sequence[LesionStats]) -> LesionStats:
         """Stack several batches along the case axis."""
         return cls(**{f.name: np.concatenate([getattr(s, f.name) for s in stats]) for f in fields(cls)})
+
+
+DERIVED = ("detection_rate", "precision", "f1", "detected_dice", "count_error", "volume_error")
+
+
+def _field_names(prefix: str) -> list[str]:
+    return [prefix + f.name for f in fields(LesionStats)]
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -127,16 +165,33 @@ def compute_lesion_detection(
     batch, channels = pred.shape[:2]
     spatial_dims = pred.ndim - 2
     connectivity = _check_connectivity(connectivity, spatial_dims)
-    if iou_threshold is not None and not 0 < iou_threshold <= 1:
-        raise ConfigError(f"iou_threshold must be in (0, 1] or None, got {iou_threshold}")
+    iou_threshold = check_iou_threshold(iou_threshold)
     voxel_volumes = [float(np.prod(s)) for s in per_case_spacing(spacing, batch, spatial_dims)]
-    rows = np.zeros((7, batch, channels))
+    rows = np.zeros((8, batch, channels))
     for b, c in np.ndindex(batch, channels):
-        rows[:5, b, c] = _match_lesions(pred[b, c], ref[b, c], connectivity, iou_threshold)
+        matched = _match_lesions(pred[b, c], ref[b, c], connectivity, iou_threshold)
+        rows[:5, b, c], rows[7, b, c] = matched[:5], matched[5]
         rows[5, b, c] = np.count_nonzero(ref[b, c]) * voxel_volumes[b]
         rows[6, b, c] = np.count_nonzero(pred[b, c]) * voxel_volumes[b]
     counts = rows[:5].astype(np.int64)
-    return LesionStats(*counts, volume_ref=rows[5], volume_pred=rows[6])
+    return LesionStats(*counts, volume_ref=rows[5], volume_pred=rows[6], detected_dice_sum=rows[7])
+
+
+def check_iou_threshold(value: Any, name: str = "iou_threshold") -> float | None:
+    """``value`` as an IoU threshold: a number in (0, 1], or ``None`` for the any-overlap (>= 1 voxel) rule.
+
+    Raises:
+        ConfigError: anything else (booleans and strings included).
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool | str) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 < number <= 1:
+        raise ConfigError(f"{name} must be a number in (0, 1] or null (any overlap of >= 1 voxel), got {value!r}")
+    return number
 
 
 def _check_connectivity(connectivity: int, spatial_dims: int) -> int:
@@ -151,13 +206,13 @@ def _check_connectivity(connectivity: int, spatial_dims: int) -> int:
 
 def _match_lesions(
     pred: np.ndarray, ref: np.ndarray, connectivity: int, iou_threshold: float | None
-) -> tuple[int, int, int, int, int]:
-    """``(tp, fn, fp, n_ref, n_pred)`` for one binary pair."""
+) -> tuple[int, int, int, int, int, float]:
+    """``(tp, fn, fp, n_ref, n_pred, detected_dice_sum)`` for one binary pair."""
     import cc3d
 
     box = _bounding_box(pred | ref)
     if box is None:
-        return 0, 0, 0, 0, 0
+        return 0, 0, 0, 0, 0, 0.0
     ref_labels, n_ref = cc3d.connected_components(ref[box], connectivity=connectivity, return_N=True)
     pred_labels, n_pred = cc3d.connected_components(pred[box], connectivity=connectivity, return_N=True)
     both = (ref_labels > 0) & (pred_labels > 0)
@@ -165,15 +220,30 @@ def _match_lesions(
         ref_labels[both].astype(np.int64) * (n_pred + 1) + pred_labels[both], return_counts=True
     )
     ref_ids, pred_ids = np.divmod(pair_keys, n_pred + 1)
+    ref_sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)
+    pred_sizes = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)
     if iou_threshold is not None and pair_keys.size:
-        ref_sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)
-        pred_sizes = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)
-        iou = inter / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - inter)
-        keep = iou >= iou_threshold
-        ref_ids, pred_ids = ref_ids[keep], pred_ids[keep]
-    tp = np.unique(ref_ids).size
-    hit_pred = np.unique(pred_ids).size
-    return tp, n_ref - tp, n_pred - hit_pred, n_ref, n_pred
+        keep = inter / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - inter) >= iou_threshold
+        ref_ids, pred_ids, inter = ref_ids[keep], pred_ids[keep], inter[keep]
+    tp, hit_pred = np.unique(ref_ids).size, np.unique(pred_ids).size
+    dice_sum = _detected_dice_sum(ref_ids, pred_ids, inter, ref_sizes, pred_sizes)
+    return tp, n_ref - tp, n_pred - hit_pred, n_ref, n_pred, dice_sum
+
+
+def _detected_dice_sum(
+    ref_ids: np.ndarray, pred_ids: np.ndarray, inter: np.ndarray, ref_sizes: np.ndarray, pred_sizes: np.ndarray
+) -> float:
+    """Sum over detected reference lesions of Dice(lesion, union of the predicted components matched to it).
+
+    Predicted components are disjoint, so the intersection and the size of the union are sums over the pairs.
+    """
+    if ref_ids.size == 0:
+        return 0.0
+    n = ref_sizes.size
+    overlap = np.bincount(ref_ids, weights=inter, minlength=n)
+    matched = np.bincount(ref_ids, weights=pred_sizes[pred_ids], minlength=n)
+    detected = np.unique(ref_ids)
+    return float(np.sum(2 * overlap[detected] / (ref_sizes[detected] + matched[detected])))
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
@@ -196,8 +266,9 @@ def reduce_lesion_stats(
         reduction: ``micro`` (sum counts, then ratios) or ``macro`` (ratios per case, NaN-mean).
 
     Returns:
-        ``(C,)`` arrays: summed counts and volumes, and the reduced detection rate, precision, F1, count
-        error and volume error (the errors are per-case means in both modes).
+        ``(C,)`` arrays: summed counts and volumes, the reduced detection rate, precision, F1 and Dice of detected
+        lesions, and per-case means (in both modes) of the count error, volume error and false-positive
+        components (``fp_per_case``).
     """
     try:
         reduction = LesionReduction(reduction)
@@ -208,10 +279,11 @@ def reduce_lesion_stats(
     summed = LesionStats(**{f.name: getattr(stats, f.name).sum(axis=0, keepdims=True) for f in fields(stats)})
     out = {f.name: getattr(summed, f.name)[0] for f in fields(stats)}
     source = summed if reduction is LesionReduction.MICRO else stats
-    for name in ("detection_rate", "precision", "f1"):
+    for name in ("detection_rate", "precision", "f1", "detected_dice"):
         out[name] = nanmean(getattr(source, name), axis=0)
     out["count_error"] = stats.count_error.mean(axis=0)
     out["volume_error"] = stats.volume_error.mean(axis=0)
+    out["fp_per_case"] = stats.fp.mean(axis=0).astype(np.float64)
     return out
 
 

@@ -35,7 +35,8 @@ class ReportOptions:
     """What the report compares.
 
     Attributes:
-        metric: the per-case metric that decides the winner (default ``dice``, else the first one found).
+        metric: the per-case metric that decides the winner (default ``dice``, else ``lesion_f1``, else the first
+            one found); never a lesion detection rate, which alone rewards painting everything.
         alpha: significance level of the Holm-corrected tests.
         baseline: ``STRATEGY[@BUDGET]`` glob of the baseline cells (source model without fine-tuning).
         oracle: ``STRATEGY[@BUDGET]`` glob of the oracle cells (e.g. ``scratch@nall``).
@@ -87,6 +88,7 @@ def create_report(results: Results, options: ReportOptions) -> Report:
     sections = [
         _tests_section(verdicts),
         _zoetmulder_section(rows),
+        _lesion_section(rows),
         _budget_section(rows, metric),
         _heatmap_section(rows, metric),
         _gap_section(rows, metric),
@@ -107,12 +109,18 @@ def _arms(cells: Sequence[CellRecord], options: ReportOptions) -> dict[str, str]
 
 
 def _metric(results: Results, wanted: str | None) -> str | None:
-    available = results.metrics
+    available = [m for m in results.metrics if m not in tables.DETECTION_RATES]
+    if wanted in tables.DETECTION_RATES:
+        raise ConfigError(
+            f"--metric: {wanted} alone rewards painting everything (a mask of the whole brain touches every lesion), "
+            f"so it cannot decide a winner in {results.root}; use lesion_f1 (the lesion table shows the detection rate "
+            f"beside precision and F1) or one of: {', '.join(sorted(available))}"
+        )
     if wanted is not None:
         if wanted not in available:
             raise ConfigError(f"--metric: {did_you_mean(wanted, available, what='metric')} in {results.root}")
         return wanted
-    return "dice" if "dice" in available else next(iter(available), None)
+    return next((m for m in ("dice", "lesion_f1") if m in available), next(iter(available), None))
 
 
 def _tests_section(verdicts: Sequence[Verdict]) -> Section:
@@ -133,8 +141,21 @@ def _zoetmulder_section(rows) -> Section:
     title = "Sources and targets (Zoetmulder table)"
     found = tables.zoetmulder_tables(rows)
     if not found:
-        return Section(title, note="Omitted: the results hold no Dice, IoU or lesion detection rate per case.")
+        return Section(title, note="Omitted: the results hold no Dice, IoU or lesion F1 per case.")
     text = "Source task x source domain x target: mean over cases (seeds and domain pairs pooled) with 95% CI."
+    return Section(title, (text,), tuple(found))
+
+
+def _lesion_section(rows) -> Section:
+    title = "Lesion-wise detection"
+    found = tables.lesion_tables(rows)
+    if not found:
+        return Section(title, note="Omitted: no lesion target (the per-case rows hold no lesion_* metric).")
+    text = (
+        "Per lesion target and label budget: lesion recall (detection rate), precision and F1 side by side (a "
+        "detection rate alone rewards painting everything), false-positive components per scan, the Dice of the "
+        "detected lesions, and the count and volume errors (predicted - reference)."
+    )
     return Section(title, (text,), tuple(found))
 
 

@@ -25,9 +25,14 @@ METRIC_NAMES = {
     "surface_dice": "surface Dice",
     "hd95": "HD95",
     "assd": "ASSD",
-    "lesion_detection_rate": "lesion detection rate",
-    "detection_rate": "lesion detection rate",
+    "lesion_detection_rate": "lesion recall (detection rate)",
+    "detection_rate": "lesion recall (detection rate)",
+    "lesion_precision": "lesion precision",
     "lesion_f1": "lesion F1",
+    "lesion_fp": "false-positive lesions per scan",
+    "lesion_detected_dice": "Dice of detected lesions",
+    "lesion_count_error": "lesion count error",
+    "lesion_volume_error": "lesion volume error (mm³)",
 }
 _BUDGET = re.compile(r"^n(\d+|all)(?:_k(\d+))?$")
 

@@ -1,4 +1,4 @@
-"""Tables of the report: the Zoetmulder table, metric by budget, paired tests, gap closed, win counts.
+"""Tables of the report: the Zoetmulder table, lesion-wise metrics, metric by budget, paired tests, gap closed, wins.
 
 Values are shown as ``mean [low, high]``: the mean over per-case values (all seeds and domain pairs pooled)
 and its 95% bootstrap confidence interval (BCa, seeded, so a report is reproducible).
@@ -26,7 +26,21 @@ from .grouping import (
 )
 from .stats import adjust_pvalues, best_counts, bootstrap_ci, gap_closed, win_matrix
 
-ZOETMULDER_METRICS = ("dice", "iou", ("lesion_detection_rate", "detection_rate"))
+ZOETMULDER_METRICS = ("dice", "iou", "lesion_f1")
+# A detection rate alone rewards painting everything (a mask of the whole brain touches every lesion): the report
+# shows it only in the lesion table, always beside lesion precision and F1, and never decides a winner with it.
+DETECTION_RATES = ("lesion_detection_rate", "detection_rate")
+LESION_METRICS = (
+    DETECTION_RATES,
+    "lesion_precision",
+    "lesion_f1",
+    "lesion_fp",
+    "lesion_detected_dice",
+    "lesion_count_error",
+    "lesion_volume_error",
+)
+LESION_DIGITS = {"lesion_fp": 2, "lesion_count_error": 2, "lesion_volume_error": 0}
+LESION_MATCH = "lesion_match"
 SOURCE_DOMAINS = {"mri": "MRI", "natural": "natural", "nat": "natural", "imagenet": "natural", "ct": "CT"}
 SOURCE_TASKS = {
     "cls": "classification",
@@ -88,28 +102,71 @@ def present_metrics(rows: Sequence[Mapping[str, Any]], wanted=ZOETMULDER_METRICS
 
 
 def zoetmulder_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
-    """Source task x source domain (x strategy) rows, target x metric columns; one table per label budget."""
-    metrics = present_metrics(rows)
-    if not metrics:
-        return []
+    """Source task x source domain (x strategy) rows, target x metric columns; one table per label budget.
+
+    Each target shows the metrics its rows hold (Dice, IoU; lesion F1 for lesion targets).
+    """
     targets = sorted_values(rows, "target")
+    by_target = group_rows(rows, ("target",))
+    columns = [(t, m) for t in targets for m in present_metrics(by_target[(t,)], ZOETMULDER_METRICS)]
+    if not columns:
+        return []
     header = ("source task", "source domain", "strategy") + tuple(
-        f"{t}: {metric_name(m)}" if len(targets) > 1 else metric_name(m) for t in targets for m in metrics
+        f"{t}: {metric_name(m)}" if len(targets) > 1 else metric_name(m) for t, m in columns
     )
     tables = []
     for (budget,), group in group_rows(rows, ("budget",)).items():
         body = []
         for (source, strategy), cells in group_rows(group, ("source", "strategy")).items():
-            by_target = group_rows(cells, ("target",))
+            per_target = group_rows(cells, ("target",))
             values = [
-                format_mean_ci([r.get(m) for r in by_target.get((t,), [])]) if (t,) in by_target else "—"
-                for t in targets
-                for m in metrics
+                format_mean_ci([r.get(m) for r in per_target[(t,)]]) if (t,) in per_target else "—" for t, m in columns
             ]
             body.append((*split_source(source), str(strategy), *values))
         caption = f"Label budget {budget}" + (f", target {targets[0]}" if len(targets) == 1 else "")
         tables.append(Table(caption, header, tuple(body), "mean [95% bootstrap CI] over cases, seeds pooled"))
     return tables
+
+
+def lesion_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+    """Per label budget and lesion target: lesion recall (detection rate), precision and F1 side by side, false
+    positive components per scan, Dice of the detected lesions, count and volume error (predicted - reference).
+
+    A target is a lesion target when its rows hold any of these columns; the table then shows all of them
+    (``—`` where the results did not record one), so a detection rate never appears without precision and F1.
+    """
+    tables = []
+    for (budget, target), group in group_rows(rows, ("budget", "target")).items():
+        if not present_metrics(group, LESION_METRICS):
+            continue
+        columns = [_present_alias(group, entry) for entry in LESION_METRICS]
+        body = tuple(
+            (
+                *split_source(source),
+                str(strategy),
+                *(format_mean_ci([r.get(c) for r in cells], LESION_DIGITS.get(c, 3)) for c in columns),
+            )
+            for (source, strategy), cells in group_rows(group, ("source", "strategy")).items()
+        )
+        header = ("source task", "source domain", "strategy", *(metric_name(c) for c in columns))
+        tables.append(Table(f"Lesion-wise metrics, label budget {budget}, target {target}", header, body, _rule(group)))
+    return tables
+
+
+def _present_alias(rows: Sequence[Mapping[str, Any]], entry: str | tuple[str, ...]) -> str:
+    """The column of ``entry`` the rows hold (the first alias found), else its first name."""
+    names = (entry,) if isinstance(entry, str) else entry
+    return next((n for n in names if any(row.get(n) is not None for row in rows)), names[0])
+
+
+def _rule(rows: Sequence[Mapping[str, Any]]) -> str:
+    rules = sorted({str(row[LESION_MATCH]) for row in rows if row.get(LESION_MATCH) is not None})
+    rule = " or ".join(rules) if rules else "(rule not recorded)"
+    return (
+        f"mean [95% bootstrap CI] over cases, seeds pooled; a reference lesion is detected by a predicted "
+        f"component at {rule}; a case without a lesion on either side has no "
+        "recall, precision or F1 and is left out of those means; errors are predicted - reference, volumes in mm³"
+    )
 
 
 def budget_table(rows: Sequence[Mapping[str, Any]], metric: str, target: Any) -> Table:
