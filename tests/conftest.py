@@ -46,3 +46,54 @@ def sphere_volume() -> np.ndarray:
     grid = np.indices((16, 16, 16)).astype(np.float32)
     dist = np.sqrt(((grid - 7.5) ** 2).sum(axis=0))
     return (dist <= 5).astype(np.float32)
+
+
+@pytest.fixture
+def write_raw_affine():
+    """``write(path, array, affine)``: a NIfTI whose sform is ``affine`` as given, even a zero or singular one
+    (``save_nifti`` and nibabel's constructor refuse those, but such files exist in the wild)."""
+    import nibabel as nib
+
+    def write(path, array, affine):
+        header = nib.Nifti1Header()
+        header.set_data_shape(array.shape)
+        header.set_data_dtype(array.dtype)
+        header["sform_code"], header["qform_code"] = 1, 0
+        header["srow_x"], header["srow_y"], header["srow_z"] = np.asarray(affine, dtype=np.float64)[:3]
+        nib.save(nib.Nifti1Image(array, None, header), str(path))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def read_only_dir(tmp_path, monkeypatch):
+    """An existing folder in which no file can be created (mode 0o555).
+
+    Root ignores the mode; then the refusal is emulated where medtransfer creates every file it writes
+    (``medtransfer.utils._create_temporary``, used by the atomic writer and the writability check), with the
+    ``PermissionError`` the system would raise.
+    """
+    import errno
+
+    from medtransfer import utils
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        pass
+    else:  # privileged: the mode is not enforced
+        (folder / "probe").unlink()
+        create = utils._create_temporary
+
+        def refuse(path, suffix):
+            if folder in (path.parent, *path.parent.parents):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path.parent / f".{path.name}.x{suffix}"))
+            return create(path, suffix)
+
+        monkeypatch.setattr(utils, "_create_temporary", refuse)
+    yield folder
+    folder.chmod(0o755)

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import errno
+import importlib
+import re
+
+import numpy as np
 import pytest
 
 from medtransfer.cli import COMMAND_MODULES, main
@@ -45,3 +50,106 @@ def test_threads_option_sets_torch_threads_before_the_command_runs(command, monk
 def test_threads_below_one_is_a_clear_error(capsys):
     assert main(["predict", "--threads", "0", "--model", "m", "--input", "a", "--output", "b"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+def _raise(error):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/results/run/summary.json"),
+            "error: /results/run/summary.json: Permission denied; check the folder's permissions or choose another "
+            "output location",
+        ),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/results/run/ckpt.pt"),
+            "error: /results/run/ckpt.pt: No space left on device; the disk is full: free some space or choose "
+            "another output location",
+        ),
+        (
+            OSError(errno.EROFS, "Read-only file system", "/mnt/cdrom/mask.nii.gz"),
+            "error: /mnt/cdrom/mask.nii.gz: Read-only file system; the file system is read-only: choose another "
+            "output location",
+        ),
+    ],
+)
+def test_os_errors_caused_by_the_machine_are_one_error_line(monkeypatch, capsys, error, line):
+    import medtransfer.transfer
+
+    monkeypatch.setattr(medtransfer.transfer, "list_strategies", _raise(error))
+    assert main(["strategies"]) == 2
+    assert capsys.readouterr().err == line + "\n"
+
+
+@pytest.mark.parametrize(
+    "error", [FileNotFoundError(errno.ENOENT, "No such file or directory", "/bug/path"), ValueError("a bug")]
+)
+def test_other_exceptions_are_bugs_and_keep_their_traceback(monkeypatch, error):
+    import medtransfer.transfer
+
+    monkeypatch.setattr(medtransfer.transfer, "list_strategies", _raise(error))
+    with pytest.raises(type(error)):
+        main(["strategies"])
+
+
+WRITERS = {  # command line (OUT = the read-only location) -> library function that does the work
+    "finetune --init none --data DATA --out OUT/run": "medtransfer.train.finetune.run_finetune",
+    "pretrain --task segmentation --data DATA --out OUT/source.pt": "medtransfer.pretrain.run.run_pretrain",
+    "report DATA --out OUT/report": "medtransfer.report.build.build_report",
+    "evaluate --pred DATA --ref DATA --out OUT/eval": "medtransfer.metrics.evaluation.evaluate_folders",
+    "data build-benchmark --out OUT/bench": "medtransfer.bench.build_benchmark",
+    "demo --out OUT/demo": "medtransfer.experiments.demo.run_demo",
+    "grid run GRID --results OUT/results": "medtransfer.experiments.load_grid",
+}
+
+
+@pytest.mark.parametrize("command", WRITERS)
+def test_commands_refuse_a_read_only_output_before_any_work(command, read_only_dir, tmp_path, monkeypatch, capsys):
+    module, name = WRITERS[command].rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, _raise(AssertionError("the work started")))
+    argv = command.replace("OUT", str(read_only_dir)).replace("DATA", str(tmp_path)).replace("GRID", "g.yaml")
+    assert main(argv.split()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {read_only_dir}: cannot write here (Permission denied), so {read_only_dir}/")
+    assert err.count("\n") == 1
+    assert list(read_only_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("2d", "expected a 3D image (or 4D with channels last), got shape (8, 8)"),
+        ("zero_affine", "the voxel-to-world affine is zero"),
+        ("all_nan", "image has no finite voxel (all NaN or inf)"),
+    ],
+)
+def test_finetune_on_an_unusable_scan_is_one_error_line_naming_the_file(
+    tmp_path, capsys, write_raw_affine, bad, message
+):
+    from medtransfer.data.io import save_nifti
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(6):
+        label = np.zeros((8, 8, 8), np.uint8)
+        label[2:6, 2:6, 2:6] = 1
+        image = label * 100.0 + i
+        if bad == "zero_affine":
+            write_raw_affine(root / "images" / f"scan{i}.nii.gz", image.astype(np.float32), np.zeros((4, 4)))
+            write_raw_affine(root / "labels" / f"scan{i}.nii.gz", label, np.zeros((4, 4)))
+            continue
+        image = {"2d": image[..., 4], "all_nan": np.full_like(image, np.nan)}[bad]
+        save_nifti(root / "images" / f"scan{i}.nii.gz", image.astype(np.float32), np.eye(4))
+        save_nifti(root / "labels" / f"scan{i}.nii.gz", label if bad != "2d" else label[..., 4], np.eye(4))
+    argv = ["finetune", "--init", "none", "--data", str(root), "--out", str(tmp_path / "run"), "--n-labelled", "1"]
+    assert main([*argv, "--epochs", "1", "--steps-per-epoch", "1", "--device", "cpu", "--precision", "fp32"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(rf"error: {root}/images/scan\d\.nii\.gz: {re.escape(message)}", err), err

@@ -36,3 +36,38 @@ def test_volume_spacing_of_rotated_affine():
     affine = np.eye(4)
     affine[:3, :3] = rot @ np.diag([1.0, 2.0, 3.0])
     assert Volume(np.zeros((2, 2, 2)), affine).spacing == pytest.approx((1.0, 2.0, 3.0))
+
+
+SINGULAR_AFFINES = {
+    "zero": (np.zeros((4, 4)), "the voxel-to-world affine is zero"),
+    "singular": (
+        np.array([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]]),
+        "the voxel-to-world affine is singular",
+    ),
+    "nan": (np.diag([1.0, np.nan, 1.0, 1.0]), "the voxel-to-world affine has non-finite (NaN or inf) entries"),
+}
+
+
+@pytest.mark.parametrize("kind", SINGULAR_AFFINES)
+def test_zero_or_singular_affine_is_refused_naming_the_file(tmp_path, write_raw_affine, kind):
+    affine, message = SINGULAR_AFFINES[kind]
+    path = write_raw_affine(tmp_path / "scan.nii.gz", np.ones((4, 4, 4), np.float32), affine)
+    with pytest.raises(DataError) as err:
+        load_nifti(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+    assert str(err.value).endswith(
+        "a scan needs an invertible affine with non-zero voxel sizes "
+        "(fix the header's sform/qform, e.g. copy it from the original scan)"
+    )
+
+
+def test_loaded_volume_names_its_file_in_later_errors(tmp_path):
+    from medtransfer.data.preprocess import PreprocessConfig, preprocess_case, split_channels
+
+    flat = save_nifti(tmp_path / "flat.nii.gz", np.ones((4, 5), np.float32), np.eye(4))
+    with pytest.raises(DataError, match=f"^{flat}: expected a 3D image"):
+        split_channels(load_nifti(flat, dtype=np.float32))  # what finetune, the cache and pretraining do
+    empty = save_nifti(tmp_path / "nan.nii.gz", np.full((4, 4, 4), np.nan, np.float32), np.eye(4))
+    with pytest.raises(DataError, match=f"^{empty}: image has no finite voxel"):
+        preprocess_case(split_channels(load_nifti(empty, dtype=np.float32)), PreprocessConfig())
+    assert Volume(np.zeros((2, 2, 2)), np.eye(4)).where == ""

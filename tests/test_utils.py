@@ -1,11 +1,18 @@
 from __future__ import annotations
 
-import pytest
+import os
+import stat
 
-from medtransfer.errors import ConfigError
+import numpy as np
+import pytest
+import torch
+
+from medtransfer.checkpoint import save_checkpoint
+from medtransfer.data.io import save_nifti
+from medtransfer.errors import ConfigError, DataError
 from medtransfer.train.config import TrainConfig
 from medtransfer.train.finetune_config import FinetuneConfig
-from medtransfer.utils import atomic_path, read_yaml_mapping
+from medtransfer.utils import atomic_path, check_writable, read_yaml_mapping, write_json_atomic, write_text_atomic
 
 
 def test_read_yaml_mapping(tmp_path):
@@ -54,3 +61,51 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
         tmp.write_text("whole")
     assert target.read_text() == "whole"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_published_files_get_the_permissions_of_a_plain_open(tmp_path, umask, mode):
+    """Masks, summaries, reports and checkpoints are readable by whom the user's umask allows (not always 0o600)."""
+    old = os.umask(umask)
+    try:
+        (tmp_path / "existing.json").write_text("old")
+        (tmp_path / "existing.json").chmod(0o600)
+        write_json_atomic(tmp_path / "summary.json", {"dice": 0.9})
+        write_text_atomic(tmp_path / "existing.json", "new")
+        save_nifti(tmp_path / "mask.nii.gz", np.zeros((2, 2, 2), np.uint8), np.eye(4))
+        save_checkpoint(tmp_path / "ckpt.pt", {"state_dict": {"w": torch.zeros(1)}})
+        with open(tmp_path / "plain.txt", "w") as handle:  # the reference: what open() gives
+            handle.write("x")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["ckpt.pt", "existing.json", "mask.nii.gz", "plain.txt", "summary.json"], mode)
+
+
+def test_atomic_write_into_a_read_only_folder_names_the_target_not_the_temporary(read_only_dir):
+    target = read_only_dir / "summary.json"
+    with pytest.raises(PermissionError) as err:
+        write_text_atomic(target, "{}")
+    assert err.value.filename == str(target)
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_check_writable_accepts_new_and_existing_locations_and_leaves_nothing(tmp_path):
+    (tmp_path / "old.nii.gz").write_text("x")
+    assert check_writable(tmp_path / "new" / "deeper" / "run") == tmp_path
+    assert check_writable(tmp_path / "old.nii.gz") == tmp_path
+    assert check_writable(tmp_path) == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.nii.gz"]
+
+
+def test_check_writable_refuses_a_read_only_folder_and_a_file_in_the_way(read_only_dir, tmp_path):
+    with pytest.raises(DataError) as err:
+        check_writable(read_only_dir / "run" / "summary.json")
+    assert str(err.value) == (
+        f"{read_only_dir}: cannot write here (Permission denied), so {read_only_dir}/run/summary.json cannot be "
+        "written; give an output location in a folder you can write to"
+    )
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=f"{tmp_path}/file: is a file, so {tmp_path}/file/run cannot be written"):
+        check_writable(tmp_path / "file" / "run")
+    assert list(read_only_dir.iterdir()) == []

@@ -5,12 +5,14 @@ registers the sub-parser and sets ``func``.  Command modules import only ``argpa
 libraries (torch, nibabel, ...) are imported inside ``run`` so that ``--help`` is instant.
 
 User errors (:class:`medtransfer.errors.MedTransferError`) print ``error: <message>`` and exit with status 2,
-never a traceback.
+never a traceback.  So does an ``OSError`` that the machine, not the code, caused (permission denied, read-only
+file system, disk full, quota): one line naming the file.  Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -32,6 +34,15 @@ COMMAND_MODULES = (
     "grid",
     "report",
 )
+
+# OSErrors caused by where the user writes, not by the code: reported as one line, never a traceback.
+ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "check the folder's permissions or choose another output location",
+    errno.EPERM: "check the folder's permissions or choose another output location",
+    errno.EROFS: "the file system is read-only: choose another output location",
+    errno.ENOSPC: "the disk is full: free some space or choose another output location",
+    errno.EDQUOT: "the disk quota is exceeded: free some space or choose another output location",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedTransferError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"error: {_environment_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _environment_error(err: OSError) -> str:
+    """``<file>: <what the system said>; <what to do>`` for an :data:`ENVIRONMENT_ERRNOS` error."""
+    where = f"{err.filename}: " if err.filename is not None else ""
+    return f"{where}{err.strerror or err}; {ENVIRONMENT_ERRNOS[err.errno]}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
     Readers never see a half-written file: either the old file (or none) or the complete new one.  On error the
     temporary file is removed.  ``suffix`` defaults to the target's full suffix (``.nii.gz`` stays ``.nii.gz``)
-    so that libraries choosing the format by extension still work.
+    so that libraries choosing the format by extension still work.  The file gets the permissions a plain
+    ``open()`` gives (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.  An ``OSError`` about the
+    temporary file (permission denied, disk full) is re-raised naming ``path``, the file the user asked for.
 
     Example:
         >>> with atomic_path("/tmp/out.json") as tmp:  # doctest: +SKIP
@@ -26,15 +29,70 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    try:
+        tmp_path = _create_temporary(path, f".tmp{suffix}")
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if str(err.filename) != str(tmp_path):
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path, suffix: str) -> Path:
+    """Create a new empty file ``.<name>.<random><suffix>`` next to ``path`` (``O_EXCL``, mode 0o666 & ~umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(candidate, flags, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path))
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, an output ``path`` (file or folder, existing or not) that cannot be written.
+
+    The nearest existing folder on the way to ``path`` must accept a new file: this is tested by creating and
+    removing an empty file there, the one test that cannot disagree with the real write (permissions, ACLs,
+    read-only file systems; ``os.access`` asks for the real, not the effective, user).  Nothing is left behind and
+    no folder is created.  Disk space is not checked: a full disk is reported when it happens.
+
+    Returns:
+        The existing folder that was tested.
+
+    Raises:
+        DataError: a file stands where a folder is needed, or the folder does not accept new files.
+    """
+    from .errors import DataError
+
+    path = Path(path).absolute()
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder == path and not folder.is_dir():
+        folder = path.parent  # an existing file that will be replaced
+    if not folder.is_dir():
+        raise DataError(f"{folder}: is a file, so {path} cannot be written; give an output inside a folder")
+    try:
+        probe = _create_temporary(folder / "medtransfer-write-test", "")
+        probe.unlink()
+    except OSError as err:
+        target = "" if folder == path else f", so {path} cannot be written"
+        raise DataError(
+            f"{folder}: cannot write here ({err.strerror}){target}; give an output location in a folder you can "
+            "write to"
+        ) from err
+    return folder
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -182,3 +182,16 @@ def test_cli_exit_codes_and_output(tmp_path, capsys):
     assert "cc359" in captured.err
     assert main(["data", "check", str(tmp_path / "missing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_zero_or_singular_affine_is_a_problem_not_ok(tmp_path, write_raw_affine, capsys):
+    root = build_nnunet(tmp_path)
+    image, label = tiny_pair(1)
+    write_raw_affine(root / "imagesTr" / "case001_0000.nii.gz", image, np.zeros((4, 4)))
+    write_raw_affine(root / "labelsTr" / "case001.nii.gz", label, np.diag([1.0, 0.0, 1.0, 1.0]))
+    problems = check_dataset(root)
+    assert [p.file.rsplit("/", 1)[-1] for p in problems] == ["case001_0000.nii.gz", "case001.nii.gz"]
+    assert problems[0].message.startswith("the voxel-to-world affine is zero")
+    assert problems[1].message.startswith("the voxel-to-world affine is singular")
+    assert main(["data", "check", str(root)]) == 1
+    assert "OK" not in capsys.readouterr().out

@@ -6,6 +6,7 @@ import pytest
 
 from medtransfer.data.orientation import from_canonical, to_canonical
 from medtransfer.data.resample import resample_to_grid, resample_to_spacing, resampled_grid, spacing_of
+from medtransfer.errors import DataError
 
 
 def _affine(perm, flips, spacing, origin=(10.0, -20.0, 5.0)):
@@ -111,3 +112,10 @@ def test_oblique_grid_uses_general_path():
     rot[:3, 3] = (5, 0, 0)
     out = resample_to_grid(array, np.eye(4), (6, 6, 6), rot, order=1)
     np.testing.assert_allclose(out, array[::-1].transpose(1, 0, 2), atol=1e-9)  # out[a, b, c] = array[5 - b, a, c]
+
+
+def test_singular_affine_is_a_clear_error_not_nibabels():
+    with pytest.raises(DataError, match="affine is zero"):
+        to_canonical(np.zeros((2, 2, 2)), np.zeros((4, 4)))
+    with pytest.raises(DataError, match="affine is singular"):
+        to_canonical(np.zeros((2, 2, 2)), np.diag([1.0, 1e-9, 1.0, 1.0]))

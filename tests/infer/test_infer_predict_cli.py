@@ -126,3 +126,137 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
         assert name in err
     assert main(["predict", "--model", str(tmp_path), "--input", "x", "--output", "y.nii.gz"]) == 2
     assert "no checkpoint found" in capsys.readouterr().err
+
+
+def _predict(run, source, output, *extra):
+    return main(["predict", "--model", str(run), "--input", str(source), "--output", str(output), *extra])
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_predict_never_writes_over_its_input_scan(tmp_path, capsys):
+    run = _run(tmp_path)
+    array, affine, _ = _scan()
+    scan = save_nifti(tmp_path / "scans" / "scan.nii.gz", array, affine)
+    (tmp_path / "scans" / "symlink.nii.gz").symlink_to(scan)
+    (tmp_path / "scans" / "hardlink.nii.gz").hardlink_to(scan)
+    before = _snapshot(tmp_path / "scans")
+    expected = {
+        scan: f"{scan}: the output is the input scan; predict never writes over an input: give another --output file",
+        tmp_path / "scans" / "symlink.nii.gz": f"the output is the same file as the input scan {scan};",
+        tmp_path / "scans" / "hardlink.nii.gz": f"the output is the same file as the input scan {scan};",
+        tmp_path
+        / "scans"
+        / ".."
+        / "scans"
+        / "scan.nii.gz": "scans/../scans/scan.nii.gz: the output is the input scan;",
+    }
+    for output, message in expected.items():
+        assert _predict(run, scan, output) == 2
+        err = capsys.readouterr().err
+        assert message in err
+        assert err.count("\n") == 1
+    assert _snapshot(tmp_path / "scans") == before
+
+
+def test_predict_folder_refuses_an_output_folder_whose_names_collide_with_inputs(tmp_path, capsys):
+    run = _run(tmp_path)
+    array, affine, _ = _scan()
+    for name in ("a", "b_0000", "c"):  # a and c would be written as a.nii.gz and c.nii.gz: over the inputs
+        save_nifti(tmp_path / "in" / f"{name}.nii.gz", array, affine)
+    (tmp_path / "alias").symlink_to(tmp_path / "in")
+    before = _snapshot(tmp_path / "in")
+    for output in ("in", "alias"):
+        assert _predict(run, tmp_path / "in", tmp_path / output) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / output / 'a.nii.gz'}: the output " in err
+        assert (
+            "(and 1 more output(s) would overwrite inputs); predict never writes over an input: give an --output "
+            "folder other than the input folder" in err
+        )
+    assert _snapshot(tmp_path / "in") == before  # nothing predicted, not even b
+    (tmp_path / "in" / "a.nii.gz").unlink()
+    (tmp_path / "in" / "c.nii.gz").unlink()
+    assert _predict(run, tmp_path / "in", tmp_path / "in") == 0  # no collision: b_0000 -> b.nii.gz next to it
+    assert sorted(_snapshot(tmp_path / "in")) == ["b.nii.gz", "b_0000.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    ("affine", "message"),
+    [
+        (np.zeros((4, 4)), "the voxel-to-world affine is zero"),
+        (np.diag([1.0, 1.0, 0.0, 1.0]), "the voxel-to-world affine is singular"),
+    ],
+)
+def test_predict_on_a_zero_or_singular_affine_is_one_error_line(tmp_path, capsys, write_raw_affine, affine, message):
+    run = _run(tmp_path)
+    array, _, _ = _scan()
+    scan = write_raw_affine(tmp_path / "scan.nii.gz", array, affine)
+    assert _predict(run, scan, tmp_path / "mask.nii.gz") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {scan}: {message}")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "mask.nii.gz").exists()
+
+
+def test_predict_refuses_nan_voxels_unless_allowed_and_then_warns(tmp_path, capsys, caplog):
+    run = _run(tmp_path)
+    array, affine, box = _scan()
+    array[0, 0, :7] = np.nan
+    scan = save_nifti(tmp_path / "nan.nii.gz", array, affine)
+    mask = tmp_path / "mask.nii.gz"
+    assert _predict(run, scan, mask) == 2
+    assert capsys.readouterr().err == (
+        f"error: {scan}: 7 NaN voxel(s) of 7200; scans with missing intensities are refused: pass --allow-nan to "
+        "predict them with NaN read as background (the lowest clipped intensity)\n"
+    )
+    assert not mask.exists()
+    with caplog.at_level("WARNING", logger="medtransfer.infer.io"):
+        assert _predict(run, scan, mask, "--allow-nan") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{scan}: 7 NaN voxel(s) of 7200, predicted with NaN read as background (--allow-nan)"]
+    assert _dice(np.asarray(nib.load(mask).dataobj) == 3, box) > 0.9
+    empty = save_nifti(tmp_path / "empty.nii.gz", np.full_like(array, np.nan), affine)
+    assert _predict(run, empty, mask, "--allow-nan") == 2
+    assert f"error: {empty}: all 7200 voxels are NaN or infinite" in capsys.readouterr().err
+
+
+def test_predict_folder_predicts_every_readable_scan_then_lists_the_failures(tmp_path, capsys, write_raw_affine):
+    run = _run(tmp_path)
+    array, affine, box = _scan()
+    inputs = tmp_path / "in"
+    for name in ("a_0000", "c_0000", "e_0000"):
+        save_nifti(inputs / f"{name}.nii.gz", array, affine)
+    (inputs / "b_0000.nii.gz").write_bytes(b"not a nifti")
+    write_raw_affine(inputs / "d_0000.nii.gz", array, np.zeros((4, 4)))
+    assert _predict(run, inputs, tmp_path / "out") == 2
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "c.nii.gz", "e.nii.gz"]
+    for name in ("a", "c", "e"):
+        assert _dice(np.asarray(nib.load(tmp_path / "out" / f"{name}.nii.gz").dataobj) == 3, box) > 0.9
+    assert captured.out.split() == [str(tmp_path / "out" / f"{n}.nii.gz") for n in ("a", "c", "e")]
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3
+    assert errors[0].startswith(f"error: {inputs / 'b_0000.nii.gz'}: unreadable or corrupt NIfTI file")
+    assert errors[1].startswith(f"error: {inputs / 'd_0000.nii.gz'}: the voxel-to-world affine is zero")
+    assert errors[2] == (
+        f"error: {inputs}: 2 of 5 scan(s) could not be predicted (listed above); the other 3 were written to "
+        f"{tmp_path / 'out'}"
+    )
+
+
+def test_predict_into_a_read_only_folder_fails_before_any_work(tmp_path, capsys, read_only_dir, monkeypatch):
+    import medtransfer.infer as infer
+
+    run = _run(tmp_path)
+    array, affine, _ = _scan()
+    scan = save_nifti(tmp_path / "scan.nii.gz", array, affine)
+    monkeypatch.setattr(infer, "load_predictor", lambda *a, **k: pytest.fail("the model was loaded"))
+    for output in (read_only_dir / "mask.nii.gz", read_only_dir / "masks"):
+        assert _predict(run, scan if output.name.endswith(".gz") else tmp_path, output) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {read_only_dir}: cannot write here (Permission denied), so {output} cannot")
+        assert err.count("\n") == 1
+    assert list(read_only_dir.iterdir()) == []

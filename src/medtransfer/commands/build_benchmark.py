@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..bench import BenchmarkConfig, build_benchmark, list_profiles
+    from ..utils import check_writable
+
+    check_writable(args.out)
 
     config = BenchmarkConfig(
         out=Path(args.out),

@@ -23,6 +23,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from ..experiments.demo import run_demo
+    from ..utils import check_writable
+
+    check_writable(args.out)
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..metrics.evaluation import EvaluationConfig, evaluate_folders, resolve_run_folder
+    from ..utils import check_writable
 
     if args.run and (args.pred or args.ref):
         raise ConfigError("give either RUN_DIR or --pred and --ref, not both")
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(args.out) if args.out else pred_dir
     else:
         raise ConfigError("nothing to evaluate: give RUN_DIR, or both --pred DIR and --ref DIR")
+    check_writable(out_dir)
     config = EvaluationConfig(
         labels=tuple(args.labels) if args.labels else None,
         tolerance_mm=args.tolerance_mm,

@@ -54,6 +54,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..train.finetune import run_finetune
     from ..train.finetune_config import FinetuneConfig
+    from ..utils import check_writable
+
+    check_writable(args.out)
 
     train = {
         key: value

@@ -33,6 +33,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def run_grid_command(args: argparse.Namespace) -> int:
     from medtransfer.experiments import create_executor, load_grid, run_grid
+    from medtransfer.utils import check_writable
+
+    check_writable(args.results)
 
     spec = load_grid(args.grid)
     executor = create_executor(args.executor, workers=args.workers, address=args.address)

@@ -79,10 +79,12 @@ def _options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..errors import ConfigError, did_you_mean
+    from ..utils import check_writable
 
     if args.task not in TASKS:
         raise ConfigError(did_you_mean(args.task, TASKS, what="pretraining task"))
     options = _options(args)
+    check_writable(args.out)
     if args.task == "zoo":
         from ..pretrain.zoo import build_zoo
 

@@ -31,6 +31,9 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..report.build import ReportOptions, build_report
+    from ..utils import check_writable
+
+    check_writable(args.out)
 
     options = ReportOptions(
         metric=args.metric,

@@ -19,7 +19,7 @@ from ..errors import DataError
 from .io import Volume, load_nifti
 from .layouts import Case, CaseDataset, Problem, detect_layout, load_dataset
 
-__all__ = ["Problem", "check_dataset", "check_case"]
+__all__ = ["Problem", "check_case", "check_dataset", "count_nonfinite"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +105,22 @@ def _image_problems(path: Path, volume: Volume, dataset: CaseDataset) -> list[Pr
     return problems
 
 
-def _nonfinite(path: Path, array: np.ndarray) -> list[Problem]:
+def count_nonfinite(array: np.ndarray) -> tuple[int, int]:
+    """``(NaN voxels, infinite voxels)`` of an array (``(0, 0)`` for integer arrays)."""
     if array.dtype.kind not in "fc":
-        return []
+        return 0, 0
     bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-    if not bad:
+    nans = int(np.count_nonzero(np.isnan(array))) if bad else 0
+    return nans, bad - nans
+
+
+def _nonfinite(path: Path, array: np.ndarray) -> list[Problem]:
+    nans, infs = count_nonfinite(array)
+    if not nans + infs:
         return []
-    nans = int(np.count_nonzero(np.isnan(array)))
-    return [Problem(str(path), f"{bad} non-finite voxel(s) ({nans} NaN, {bad - nans} inf); all voxels must be finite")]
+    return [
+        Problem(str(path), f"{nans + infs} non-finite voxel(s) ({nans} NaN, {infs} inf); all voxels must be finite")
+    ]
 
 
 def _label_problems(path: Path, volume: Volume, dataset: CaseDataset) -> list[Problem]:

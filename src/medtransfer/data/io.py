@@ -7,13 +7,14 @@ RAS+ world, mm).  Writing is atomic (temporary file, then rename).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from ..utils import atomic_path
+from .orientation import check_affine
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -25,10 +26,17 @@ class Volume:
     Attributes:
         array: voxel data, shape ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
         affine: 4x4 voxel-to-world matrix (mm).
+        source: the file it was read from (set by :func:`load_nifti`), so that errors about it name the file.
     """
 
     array: np.ndarray
     affine: np.ndarray
+    source: str | None = field(default=None, compare=False)
+
+    @property
+    def where(self) -> str:
+        """``"<file>: "`` to start an error message about this volume (empty when not read from a file)."""
+        return f"{self.source}: " if self.source else ""
 
     @property
     def spacing(self) -> tuple[float, ...]:
@@ -58,7 +66,8 @@ def load_nifti(path: str | os.PathLike, *, dtype: np.dtype | type | None = None)
             (scaled data, i.e. with ``scl_slope``, comes back as float).
 
     Raises:
-        DataError: the file is missing, unreadable or corrupt.
+        DataError: the file is missing, unreadable or corrupt, or its affine is not a valid voxel-to-world
+            mapping (zero, singular or not finite; see :func:`~medtransfer.data.orientation.check_affine`).
     """
     import nibabel as nib
 
@@ -75,7 +84,8 @@ def load_nifti(path: str | os.PathLike, *, dtype: np.dtype | type | None = None)
         affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, OSError, ...)
         raise DataError(f"{path}: unreadable or corrupt NIfTI file ({type(err).__name__}: {err})") from err
-    return Volume(np.asarray(array), affine)
+    check_affine(affine, source=str(path))
+    return Volume(np.asarray(array), affine, source=str(path))
 
 
 def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *, dtype=None) -> Path:

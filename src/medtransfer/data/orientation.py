@@ -11,6 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DataError
+
+# Smallest allowed ratio of the affine's smallest to largest singular value: below it a voxel axis has (almost) no
+# extent in the world and no orientation can be read from the affine (nibabel: "Unable to find out axis ...").
+MIN_AFFINE_CONDITION = 1e-6
+
 
 @dataclass(frozen=True)
 class Reorientation:
@@ -47,9 +53,44 @@ def _ornt(transform: tuple[tuple[int, int], ...]) -> np.ndarray:
     return np.asarray(transform, dtype=float)
 
 
-def canonical_transform(affine: np.ndarray, shape: tuple[int, ...]) -> Reorientation:
-    """The :class:`Reorientation` that brings an array with ``affine`` to RAS+ voxel order."""
+def check_affine(affine: np.ndarray, *, source: str | None = None) -> None:
+    """Refuse an affine whose 3x3 part cannot map voxels to the world: not finite, zero or singular.
+
+    Args:
+        affine: 4x4 voxel-to-world matrix.
+        source: the file it belongs to, named in the message.
+
+    Raises:
+        DataError: what is wrong with the affine (with its 3x3 part) and what is allowed.
+    """
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    problem = None
+    if not np.isfinite(linear).all():
+        problem = "has non-finite (NaN or inf) entries"
+    else:
+        singular = np.linalg.svd(linear, compute_uv=False)
+        if singular[0] == 0:
+            problem = "is zero"
+        elif singular[-1] <= MIN_AFFINE_CONDITION * singular[0]:
+            problem = "is singular (a voxel axis has no extent or two axes point the same way)"
+    if problem is not None:
+        where = f"{source}: " if source else ""
+        matrix = np.array2string(linear, precision=3, separator=",", max_line_width=10_000).replace("\n", "")
+        raise DataError(
+            f"{where}the voxel-to-world affine {problem}: {matrix}; a scan needs an invertible affine with non-zero "
+            "voxel sizes (fix the header's sform/qform, e.g. copy it from the original scan)"
+        )
+
+
+def canonical_transform(affine: np.ndarray, shape: tuple[int, ...], *, source: str | None = None) -> Reorientation:
+    """The :class:`Reorientation` that brings an array with ``affine`` to RAS+ voxel order.
+
+    Raises:
+        DataError: the affine is zero, singular or not finite (:func:`check_affine`; ``source`` names the file).
+    """
     import nibabel.orientations as nio
+
+    check_affine(affine, source=source)
 
     transform = nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt("RAS"))
     rows = tuple((int(axis), int(flip)) for axis, flip in transform)

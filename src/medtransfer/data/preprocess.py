@@ -200,7 +200,11 @@ def preprocess_case(
     """
     first = channels[0]
     _check_same_grid(channels, label)
-    reorientation = canonical_transform(first.affine, first.array.shape) if config.canonical else _identity(first)
+    reorientation = (
+        canonical_transform(first.affine, first.array.shape, source=first.source)
+        if config.canonical
+        else _identity(first)
+    )
     grid_affine = reorient_affine(first.affine, reorientation)
     grid_shape = reorientation.output_shape
     if config.target_spacing is not None:
@@ -213,7 +217,7 @@ def preprocess_case(
         return resample_to_grid(ras, grid_affine, new_shape, new_affine, order=order)
 
     images = [to_grid(np.asarray(v.array, dtype=np.float32), 1) for v in channels]
-    clipped = [_clip(img, config.clip_percentiles) for img in images]
+    clipped = [_clip(img, config.clip_percentiles, v) for img, v in zip(images, channels, strict=True)]
     lab = None if label is None else to_grid(np.asarray(label.array).astype(np.uint8), 0)
     start, stop = _crop_box(clipped, lab, config, new_shape)
     box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
@@ -276,8 +280,8 @@ def split_channels(volume: Volume) -> list[Volume]:
     if volume.array.ndim == 3:
         return [volume]
     if volume.array.ndim == 4:
-        return [Volume(volume.array[..., c], volume.affine) for c in range(volume.array.shape[3])]
-    raise DataError(f"expected a 3D or 4D array, got shape {volume.array.shape}")
+        return [Volume(volume.array[..., c], volume.affine, volume.source) for c in range(volume.array.shape[3])]
+    raise DataError(f"{volume.where}expected a 3D image (or 4D with channels last), got shape {volume.array.shape}")
 
 
 def _identity(volume: Volume) -> Reorientation:
@@ -287,19 +291,23 @@ def _identity(volume: Volume) -> Reorientation:
 def _check_same_grid(channels: Sequence[Volume], label: Volume | None) -> None:
     if not channels:
         raise DataError("no image channels given")
-    shape = channels[0].array.shape
+    first = channels[0]
+    shape = first.array.shape
     if len(shape) != 3:
-        raise DataError(f"each channel must be 3D, got shape {shape} (split 4D files with split_channels)")
+        raise DataError(f"{first.where}each channel must be 3D, got shape {shape} (split 4D files with split_channels)")
     for i, v in enumerate([*channels[1:], *([label] if label is not None else [])]):
         if v.array.shape[:3] != shape:
             what = "label" if label is not None and i == len(channels) - 1 else f"channel {i + 1}"
-            raise DataError(f"{what} has shape {v.array.shape}, the first channel {shape}; they must match")
+            raise DataError(f"{v.where}{what} has shape {v.array.shape}, the first channel {shape}; they must match")
 
 
-def _clip(image: np.ndarray, percentiles: tuple[float, float] | None) -> tuple[np.ndarray, float, float]:
+def _clip(
+    image: np.ndarray, percentiles: tuple[float, float] | None, volume: Volume
+) -> tuple[np.ndarray, float, float]:
+    """Clip to the percentiles of the finite voxels; NaN becomes the low value, +-inf the high / low value."""
     finite = image[np.isfinite(image)]
     if finite.size == 0:
-        raise DataError("image has no finite voxel")
+        raise DataError(f"{volume.where}image has no finite voxel (all NaN or inf); a scan needs intensities")
     low, high = np.percentile(finite, percentiles) if percentiles else (finite.min(), finite.max())
     return np.clip(np.nan_to_num(image, nan=low), low, high), float(low), float(high)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data.io import is_nifti, load_nifti, save_nifti, strip_nifti_suffix
+from ..data.check import count_nonfinite
+from ..data.io import Volume, is_nifti, load_nifti, save_nifti, strip_nifti_suffix
 from ..errors import DataError
 from .predictor import Predictor
 
@@ -32,27 +34,127 @@ def group_scans(folder: Path, channels: int) -> dict[str, list[Path]]:
     return cases
 
 
-def predict_file(predictor: Predictor, inputs: list[Path], output: Path) -> Path:
-    """Predict one case (one file, or one file per channel) and write its label map with the input's affine."""
+def predict_file(predictor: Predictor, inputs: list[Path], output: Path, *, allow_nan: bool = False) -> Path:
+    """Predict one case (one file, or one file per channel) and write its label map with the input's affine.
+
+    Args:
+        predictor: the trained model.
+        inputs: the case's file(s), one per channel (or one 4D file).
+        output: the label map to write (atomically).
+        allow_nan: predict scans with some NaN / infinite voxels (with a warning) instead of refusing them.
+
+    Raises:
+        DataError: an input cannot be read or used (the message names the file).
+    """
     volumes = [load_nifti(p, dtype="float32") for p in inputs]
+    for volume in volumes:
+        _check_finite(volume, allow_nan)
     source = ", ".join(str(p) for p in inputs)
     labels = predictor.predict(volumes[0] if len(volumes) == 1 else volumes, source=source)
     return save_nifti(output, labels, volumes[0].affine)
 
 
-def predict_path(predictor: Predictor, source: str | os.PathLike, output: str | os.PathLike) -> list[Path]:
-    """Predict a file (``output`` is a file) or every case of a folder (``output`` is a folder)."""
-    source, output = Path(source), Path(output)
+def _check_finite(volume: Volume, allow_nan: bool) -> None:
+    """Refuse (or, with ``allow_nan``, warn about) NaN / infinite voxels; a scan with no finite voxel is refused."""
+    nans, infs = count_nonfinite(volume.array)
+    if not nans + infs:
+        return
+    size = volume.array.size
+    if nans + infs == size:
+        raise DataError(f"{volume.source}: all {size} voxels are NaN or infinite; a scan needs intensities to predict")
+    counts = f"{nans} NaN" + (f" and {infs} infinite" if infs else "") + f" voxel(s) of {size}"
+    if not allow_nan:
+        raise DataError(
+            f"{volume.source}: {counts}; scans with missing intensities are refused: pass --allow-nan to predict "
+            "them with NaN read as background (the lowest clipped intensity)"
+        )
+    logger.warning("%s: %s, predicted with NaN read as background (--allow-nan)", volume.source, counts)
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_path` did.
+
+    Attributes:
+        written: the label maps written.
+        failed: one ``"<file>: <what is wrong>"`` message per case that could not be predicted.
+    """
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def plan_predictions(source: Path, output: Path, channels: int) -> list[tuple[list[Path], Path]]:
+    """``(input files, output file)`` of each case to predict, checked before any work.
+
+    Raises:
+        DataError: the input is missing, the output kind does not match the input's (file / folder), or an output
+            would overwrite an input scan (:func:`refuse_overwriting_inputs`).
+    """
     if source.is_file():
         if not is_nifti(output):
             raise DataError(f"{output}: the output of a single scan must end in .nii or .nii.gz")
-        return [predict_file(predictor, [source], output)]
-    if not source.is_dir():
+        jobs, allowed = [([source], output)], "give another --output file"
+    elif source.is_dir():
+        if is_nifti(output):
+            raise DataError(f"{output}: for an input folder the output must be a folder, not a NIfTI file name")
+        jobs = [(files, output / f"{case}.nii.gz") for case, files in group_scans(source, channels).items()]
+        allowed = "give an --output folder other than the input folder"
+    else:
         raise DataError(f"{source}: input not found (give a .nii/.nii.gz file or a folder of them)")
-    if is_nifti(output):
-        raise DataError(f"{output}: for an input folder the output must be a folder, not a NIfTI file name")
-    written = []
-    for case, files in tqdm(group_scans(source, predictor.in_channels).items(), desc="predict", unit="scan"):
-        written.append(predict_file(predictor, files, output / f"{case}.nii.gz"))
-        logger.info("%s -> %s", case, written[-1])
-    return written
+    refuse_overwriting_inputs(jobs, allowed)
+    return jobs
+
+
+def refuse_overwriting_inputs(jobs: list[tuple[list[Path], Path]], allowed: str) -> None:
+    """Refuse outputs that are an input scan: the same path, a hard link or a symlink to it.
+
+    Args:
+        jobs: ``(input files, output file)`` per case.
+        allowed: what to do instead, the end of the message.
+
+    Raises:
+        DataError: naming the first colliding output, its input and how many outputs collide.
+    """
+    inputs = {_file_id(p): p for files, _ in jobs for p in files}
+    clashes = [(out, inputs[_file_id(out)]) for _, out in jobs if out.exists() and _file_id(out) in inputs]
+    if not clashes:
+        return
+    out, scan = clashes[0]
+    same = f"is the same file as the input scan {scan}"
+    if os.path.abspath(out) == os.path.abspath(scan):
+        same = "is the input scan"
+    more = f" (and {len(clashes) - 1} more output(s) would overwrite inputs)" if len(clashes) > 1 else ""
+    raise DataError(f"{out}: the output {same}{more}; predict never writes over an input: {allowed}")
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def predict_path(
+    predictor: Predictor, source: str | os.PathLike, output: str | os.PathLike, *, allow_nan: bool = False
+) -> PredictResult:
+    """Predict a file (``output`` is a file) or every case of a folder (``output`` is a folder).
+
+    Every output is checked against the inputs before the first prediction (nothing of the user's is overwritten).
+    A single scan that cannot be predicted raises; in a folder every readable case is predicted and the others are
+    listed in :attr:`PredictResult.failed`.
+
+    Raises:
+        DataError: bad input or output paths, an output that is an input, or the single scan cannot be predicted.
+    """
+    source, output = Path(source), Path(output)
+    jobs = plan_predictions(source, output, predictor.in_channels)
+    if source.is_file():
+        return PredictResult(written=[predict_file(predictor, *jobs[0], allow_nan=allow_nan)])
+    result = PredictResult()
+    for inputs, target in tqdm(jobs, desc="predict", unit="scan"):
+        try:
+            result.written.append(predict_file(predictor, inputs, target, allow_nan=allow_nan))
+        except DataError as err:
+            result.failed.append(str(err))
+            continue
+        logger.info("%s -> %s", inputs[0].name, target)
+    return result
