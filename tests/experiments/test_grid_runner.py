@@ -75,6 +75,26 @@ def test_run_grid_writes_summaries_and_rerun_skips(tmp_path):
     assert len(CALLS) == 4  # not called again
 
 
+def test_truncated_summary_is_not_done_and_the_cell_runs_again(tmp_path, caplog):
+    run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+    cell = expand_grid(_spec(), tmp_path)[1]
+    summary = cell.run_dir / "summary.json"
+    summary.write_text(summary.read_text()[:40])  # a full disk, a copy cut short
+    assert cell_status(cell.run_dir) is CellStatus.PENDING  # the cell wrote nothing else
+    row = next(r for r in grid_status(_spec(), tmp_path) if r["cell_id"] == cell.id)
+    assert row["status"] == "pending"
+    assert row["detail"].startswith(f"{summary} is not valid JSON (truncated?)")
+    assert row["detail"].endswith("; the next run reruns it")
+    CALLS.clear()
+    with caplog.at_level("WARNING", logger="medtransfer.experiments.runner"):
+        again = run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+    assert again.counts == {"ran": 1, "skipped": 3, "failed": 0, "running": 0}
+    assert CALLS == [(cell.id, False)]
+    assert f"cell {cell.id}: {summary} is not valid JSON (truncated?)" in caplog.text
+    assert "running it again" in caplog.text
+    assert json.loads(summary.read_text())["cell_id"] == cell.id
+
+
 def test_failing_cell_is_recorded_and_grid_continues(tmp_path):
     spec = _spec(overrides=[{"when": {"strategy": "a", "seed": 0}, "set": {"fail": True}}])
     run = run_grid(spec, cell_fn=recording_cell, results_root=tmp_path, progress=False)
