@@ -128,3 +128,65 @@ def test_killed_grid_resumes_without_lost_or_duplicated_cells(tmp_path, workers)
     assert len(rows) == 8 * 3
     assert len({(r["cell_id"], r["case"]) for r in rows}) == len(rows)
     assert not list(results.rglob("lock.json"))
+
+
+def _alive(pid: int) -> bool:
+    from medtransfer.experiments.state import _pid_alive
+
+    return _pid_alive(pid)
+
+
+def _wait_until(predicate, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_workers_die_with_a_killed_grid_run_and_the_rerun_resumes_their_cells(tmp_path):
+    """SIGKILL of `grid run --workers 2` alone (not its process group): its workers must not live on."""
+    grid = _write_grid(
+        tmp_path,
+        defaults={"kind": "dummy", "dummy": {"n_cases": 1, "sleep_s": 1.5}},
+        axes={"target": "brain", "strategy": ["full", "first_k:2"]},
+    )
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "medtransfer.cli", "grid", "run", str(grid), "--results", str(results)]
+    proc = subprocess.Popen([*cmd, "--workers", "2"], stderr=subprocess.DEVNULL)
+    locks = lambda: [json.loads(p.read_text()) for p in results.rglob("lock.json") if p.stat().st_size]  # noqa: E731
+    started = lambda: [p for p in results.rglob("attempts.log") if p.stat().st_size]  # noqa: E731
+    assert _wait_until(lambda: len(locks()) == 2 and len(started()) == 2, timeout=60), "both cells should run"
+    workers = [lock["pid"] for lock in locks()]
+    assert proc.pid not in workers
+    proc.kill()  # SIGKILL: no cleanup in the parent
+    proc.wait()
+    assert _wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=5), "workers outlived the run"
+    time.sleep(0.5)
+    assert not list(results.rglob("summary.json"))  # killed mid-cell: they did not finish unlogged
+
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 0
+    attempts = sorted(p.read_text().split() for p in results.rglob("attempts.log"))
+    assert attempts == [["start", "resume"], ["start", "resume"]]  # each cell ran once more, resumed
+    assert len(list(results.rglob("summary.json"))) == 2
+    assert not list(results.rglob("lock.json"))
+
+
+def test_worker_watchdog_ends_an_orphan_without_the_death_signal(tmp_path):
+    """The fallback where prctl is not there: a worker whose parent is SIGKILLed exits within a second."""
+    child = (
+        "import os, sys, time\n"
+        "import medtransfer.experiments.executors as ex\n"
+        "ex._set_parent_death_signal = lambda: None\n"
+        "ex.die_with_parent(os.getppid(), every_s=0.1)\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    parent = f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(30)\n"
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    assert _alive(pid)
+    proc.kill()
+    proc.wait()
+    assert _wait_until(lambda: not _alive(pid), timeout=5)

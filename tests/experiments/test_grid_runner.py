@@ -186,6 +186,36 @@ def test_live_lock_leaves_the_cell_alone(tmp_path):
     assert not (cell.run_dir / LOCK).exists()  # released
 
 
+def test_a_cell_held_by_a_live_worker_process_is_left_alone_until_that_process_is_killed(tmp_path):
+    """A surviving worker (another process) keeps its cell; once SIGKILLed, its stale lock is reclaimed."""
+    cell = expand_grid(_spec(), tmp_path)[0]
+    holder_code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from medtransfer.experiments.state import cell_lock\n"
+        "run_dir = Path(sys.argv[1])\n"
+        "with cell_lock(run_dir):\n"
+        "    (run_dir / 'epoch_1.pt').write_bytes(b'x')\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(cell.run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        run = run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+        assert run.counts == {"ran": 3, "skipped": 0, "failed": 0, "running": 1}
+        assert cell.id not in {cid for cid, _ in CALLS}
+        assert json.loads((cell.run_dir / LOCK).read_text())["pid"] == holder.pid
+    finally:
+        holder.kill()  # SIGKILL: the lock stays behind with a dead pid
+        holder.wait()
+    CALLS.clear()
+    again = run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+    assert again.counts == {"ran": 1, "skipped": 3, "failed": 0, "running": 0}
+    assert CALLS == [(cell.id, True)]  # the stale lock was broken and the cell resumed from its partial output
+    assert not (cell.run_dir / LOCK).exists()
+
+
 def test_lock_of_other_host_is_stale_only_without_heartbeat(tmp_path):
     lock = tmp_path / LOCK
     lock.write_text(json.dumps({"pid": 1, "host": "some-other-node"}))
