@@ -65,6 +65,39 @@ def test_grid_run_bad_kind_exits_2(tmp_path, capsys, defaults, message):
     assert str(grid) in err
 
 
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_a_typo_anywhere_in_the_grid_file_is_one_error_line_before_any_cell(tmp_path, capsys, command):
+    grid = _write_grid(tmp_path, defaults={"kind": "dummy", "dummy": {"n_cases": 1}, "eval": {"tolerence_mm": 5}})
+    results = tmp_path / "results"
+    assert main(["grid", command, str(grid), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {grid}: defaults.eval.tolerence_mm: unknown key 'tolerence_mm'; did you mean ")
+    assert "Allowed: checkpoint, lesions, max_test_cases, save_cases, surface_1mm, tolerance_mm" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not results.exists()
+
+
+def test_a_missing_data_root_is_named_before_any_cell_runs(tmp_path, capsys):
+    grid = _write_grid(tmp_path, defaults={"kind": "finetune", "data": {"root": str(tmp_path / "brainshift")}})
+    results = tmp_path / "results"
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {grid}: data.root: the folder {tmp_path / 'brainshift'} does not exist; ")
+    assert "medtransfer data build-benchmark --out" in err
+    assert "did you mean" not in err
+    assert not results.exists()
+    (tmp_path / "brainshift").mkdir()  # the root exists, the target's dataset folder does not
+    grid = _write_grid(
+        tmp_path,
+        defaults={"kind": "finetune", "data": {"root": str(tmp_path / "brainshift"), "datasets": {"brain": "D001"}}},
+    )
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    expected = f"{tmp_path / 'brainshift' / 'D001'} (data.datasets.brain) does not exist"
+    assert err.strip() == f"error: {grid}: target 'brain': its dataset folder {expected}"
+    assert not results.exists()
+
+
 def test_grid_missing_file_exits_2(tmp_path, capsys):
     assert main(["grid", "status", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err

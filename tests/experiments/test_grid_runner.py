@@ -35,7 +35,7 @@ def recording_cell(config, run_dir, *, resume):
     CALLS.append((config["grid"]["cell_id"], resume))
     assert not (run_dir / "summary.json").exists()
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == config
-    if config.get("fail"):
+    if (config.get("dummy") or {}).get("fail"):
         raise ValueError(f"bad value in {config['strategy']}")
     return {"metrics": {"dice": 0.5 + config["seed"]}, "per_case": [{"case": "c0", "dice": 0.5}]}
 
@@ -96,7 +96,7 @@ def test_truncated_summary_is_not_done_and_the_cell_runs_again(tmp_path, caplog)
 
 
 def test_failing_cell_is_recorded_and_grid_continues(tmp_path):
-    spec = _spec(overrides=[{"when": {"strategy": "a", "seed": 0}, "set": {"fail": True}}])
+    spec = _spec(overrides=[{"when": {"strategy": "a", "seed": 0}, "set": {"dummy": {"fail": True}}}])
     run = run_grid(spec, cell_fn=recording_cell, results_root=tmp_path, progress=False)
     assert run.counts == {"ran": 3, "skipped": 0, "failed": 1, "running": 0}
     assert not run.ok
@@ -234,7 +234,7 @@ def test_heartbeat_refreshes_the_lock(tmp_path):
 
 
 def test_grid_status_rows(tmp_path):
-    spec = _spec(overrides=[{"when": {"strategy": "b", "seed": 1}, "set": {"fail": True}}])
+    spec = _spec(overrides=[{"when": {"strategy": "b", "seed": 1}, "set": {"dummy": {"fail": True}}}])
     run_grid(spec, cell_fn=recording_cell, results_root=tmp_path, only="*seed1", progress=False)
     rows = {r["cell_id"]: r for r in grid_status(spec, tmp_path)}
     assert rows["t/none__a/nall/seed1"]["status"] == "done"
@@ -306,7 +306,7 @@ def test_changed_config_starts_over_instead_of_resuming(tmp_path):
 
 def test_status_flags_done_cells_whose_config_changed(tmp_path):
     run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
-    edited = _spec(defaults={"kind": "dummy", "train": {"lr": 0.5}})
+    edited = _spec(defaults={"kind": "dummy", "dummy": {"n_cases": 5}})
     rows = grid_status(edited, tmp_path)
     assert all(r["status"] == "done" and "config changed" in r["detail"] for r in rows)
     assert not any("config changed" in r["detail"] for r in grid_status(_spec(), tmp_path))

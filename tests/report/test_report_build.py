@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sps
 
 from medtransfer.cli import main
-from medtransfer.experiments import parse_grid, run_grid
+from medtransfer.experiments import parse_grid, register_cell_kind, run_grid
 from medtransfer.report.build import ReportOptions, build_report, create_report
 from medtransfer.report.results import load_results
 
@@ -50,6 +50,9 @@ def table_cell(config: dict, run_dir: Path, *, resume: bool) -> dict:
     return {"metrics": {"dice": float(np.mean([r["dice"] for r in per_case]))}, "per_case": per_case}
 
 
+register_cell_kind("report_table", table_cell, sections=("table",))  # its `table:` section is a known key
+
+
 def _write_history(run_dir: Path, level: float) -> None:
     lines = [
         {"epoch": e, "train_loss": 1.0 / (e + 1), "lr": 1e-3, "val_dice": level * (1 - 0.5**e), "seconds": 0.1}
@@ -72,7 +75,7 @@ def _write_predictions(run_dir: Path) -> None:
 def make_results(root: Path, axes: dict, **table) -> Path:
     """Run a grid of ``table_cell`` cells with the real runner; returns the grid's folder."""
     table.setdefault("n_cases", len(OFFSETS))
-    raw = {"name": "synthetic", "defaults": {"kind": "dummy", "table": table}, "axes": axes}
+    raw = {"name": "synthetic", "defaults": {"kind": "report_table", "table": table}, "axes": axes}
     run = run_grid(parse_grid(raw, "synthetic.yaml"), cell_fn=table_cell, results_root=root, progress=False)
     assert run.ok
     return root / "synthetic"

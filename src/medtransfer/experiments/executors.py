@@ -205,14 +205,17 @@ def _import_ray():
     return ray
 
 
+RESOURCE_KEYS = ("num_cpus", "num_gpus")
+
+
 def cell_resources(config: Mapping[str, Any]) -> dict[str, float]:
     """``{num_cpus, num_gpus}`` of a cell from its config's ``resources`` section (defaults 1 CPU, 0 GPU)."""
     resources = config.get("resources") or {}
     if not isinstance(resources, Mapping):
         raise ConfigError(f"resources must be a mapping with num_cpus/num_gpus, got {resources!r}")
     for key in resources:
-        if key not in ("num_cpus", "num_gpus"):
-            raise ConfigError(did_you_mean(str(key), ("num_cpus", "num_gpus"), what="key of resources"))
+        if key not in RESOURCE_KEYS:
+            raise ConfigError(did_you_mean(str(key), RESOURCE_KEYS, what="key of resources"))
     out = {"num_cpus": resources.get("num_cpus", 1), "num_gpus": resources.get("num_gpus", 0)}
     for key, value in out.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

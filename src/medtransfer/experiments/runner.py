@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import ConfigError
 from ..utils import write_json_atomic, write_yaml_atomic
 from .spec import Cell, GridSpec, expand_grid, select_cells
 from .state import (
@@ -258,11 +259,36 @@ def run_grid(
         elif problem := summary_problem(cell.run_dir):
             log.warning("cell %s: %s; running it again", cell.id, problem)
     todo = [c for c in cells if c.id not in finished]
+    check_datasets(todo, spec.path)
     done = [CellOutcome(cell_id, CellStatus.DONE, skipped=True) for cell_id in sorted(finished)]
     log.info("grid %s: %d cells selected, %d done already, %d to run", spec.name, len(cells), len(done), len(todo))
     task = functools.partial(execute_cell, cell_fn=cell_fn, tracker=tracker)
     outcomes = list(done) + list(_progress(executor.run(todo, task), len(todo), spec.name, progress))
     return GridRun(spec.name, tuple(outcomes))
+
+
+def check_datasets(cells: list[Cell], where: str) -> None:
+    """Check, before any cell runs, that the dataset folder of every cell (and of its grid-trained sources) exists.
+
+    Raises:
+        ConfigError: ``data.root`` or a target's dataset folder does not exist (named, with the grid file).
+    """
+    from .sources import resolve_dataset
+
+    seen = set()
+    for cell in cells:
+        if "data" not in cell.config:
+            continue  # a kind that reads no dataset (e.g. dummy)
+        sources = cell.config.get("sources") or {}
+        targets = {cell.config.get("target")} | {e.get("target") for e in sources.values() if isinstance(e, Mapping)}
+        for target in sorted(str(t) for t in targets if t):
+            key = (json.dumps(cell.config["data"], sort_keys=True, default=str), target)
+            if key not in seen:
+                seen.add(key)
+                try:
+                    resolve_dataset(cell.config, target)
+                except ConfigError as err:
+                    raise ConfigError(f"{where}: {err}") from err
 
 
 def _progress(outcomes, total: int, name: str, enabled: bool):
