@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,13 +55,14 @@ class Section:
 
     Attributes:
         keys: the allowed keys.
-        children: sub-sections checked in turn (a :class:`Section`, or :class:`Names` for user-chosen keys).
+        children: sub-sections checked in turn (a :class:`Section`, :class:`Names` for user-chosen keys, or a
+            function that builds one when it is needed).
         refused: keys that exist but may not be set here, with the reason.
         scalar: the section may also be a plain value (``data: DIR``).
     """
 
     keys: tuple[str, ...]
-    children: Mapping[str, Section | Names] = field(default_factory=dict)
+    children: Mapping[str, Section | Names | Callable[[], Section | Names]] = field(default_factory=dict)
     refused: Mapping[str, str] = field(default_factory=dict)
     scalar: bool = False
 
@@ -70,7 +71,7 @@ class Section:
 class Names:
     """A mapping of user-chosen names (source models, datasets) whose values follow ``section`` (None: any)."""
 
-    section: Section | None = None
+    section: Section | Callable[[], Section] | None = None
 
 
 def check_cell_config(values: Any, where: str, path: str) -> None:
@@ -82,9 +83,11 @@ def check_cell_config(values: Any, where: str, path: str) -> None:
     _check(values, cell_config_schema(), where, path)
 
 
-def _check(values: Any, section: Section | Names, where: str, path: str) -> None:
+def _check(values: Any, section: Section | Names | Callable, where: str, path: str) -> None:
     if values is None:
         return
+    if callable(section):
+        section = section()
     if isinstance(section, Names):
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}: {path} must be a mapping of names, got {values!r}")
@@ -109,41 +112,84 @@ def cell_config_schema() -> Section:
     """The schema of a cell's config (below the axes): built-in sections plus registered kinds' sections."""
     from .kinds import extra_sections
 
-    builtin = _builtin_sections()
-    extra = {name: Names() for name in extra_sections() if name not in builtin}
-    children = {**builtin, **extra}
+    children: dict[str, Section | Names | Callable[[], Section | Names]] = dict(BUILTIN_SECTIONS)
+    children.update({name: Names() for name in extra_sections() if name not in children})
     return Section(tuple(sorted(("kind", "threads", *children))), children)
 
 
+# Each section is built when a grid uses it: its consumers import torch, a grid of `dummy` cells needs none.
 @functools.cache
-def _builtin_sections() -> dict[str, Section | Names]:
+def _finetune() -> Section:
     from ..data.preprocess import PreprocessConfig
-    from ..semi.augment import StrongAugmentConfig
-    from ..semi.pseudo import PseudoLabelConfig
     from ..train.config import TrainConfig
     from ..train.finetune_config import FinetuneConfig
-    from . import cells_classify, cells_semi, evaluate_cell
-    from .executors import RESOURCE_KEYS
-    from .kinds import DUMMY_KEYS
-    from .sources import DATA_KEYS, SOURCE_KEYS
 
-    train = Section(_fields(TrainConfig), {"extra": Names()})
-    finetune = Section(
+    return Section(
         tuple(k for k in _fields(FinetuneConfig) if k not in SET_BY_THE_GRID),
-        {"train": train, "preprocess": Section(_fields(PreprocessConfig)), "model_config": Names()},
+        {
+            "train": Section(_fields(TrainConfig), {"extra": Names()}),
+            "preprocess": Section(_fields(PreprocessConfig)),
+            "model_config": Names(),
+        },
         refused=SET_BY_THE_GRID,
     )
-    teacher_student = {"pseudo": Section(_fields(PseudoLabelConfig)), "augment": Section(_fields(StrongAugmentConfig))}
-    return {
-        "data": Section(DATA_KEYS, {"datasets": Names()}, scalar=True),
-        "finetune": finetune,
-        "sources": Names(Section(SOURCE_KEYS, {"finetune": finetune})),
-        "eval": Section(evaluate_cell.OPTION_KEYS),
-        "resources": Section(RESOURCE_KEYS),
-        "teacher_student": Section(cells_semi.OPTION_KEYS, teacher_student),
-        "classification": Section(cells_classify.OPTION_KEYS),
-        "dummy": Section(DUMMY_KEYS),
-    }
+
+
+def _data() -> Section:
+    from .sources import DATA_KEYS
+
+    return Section(DATA_KEYS, {"datasets": Names()}, scalar=True)
+
+
+def _sources() -> Names:
+    from .sources import SOURCE_KEYS
+
+    return Names(Section(SOURCE_KEYS, {"finetune": _finetune}))
+
+
+def _eval() -> Section:
+    from .evaluate_cell import OPTION_KEYS
+
+    return Section(OPTION_KEYS)
+
+
+def _resources() -> Section:
+    from .executors import RESOURCE_KEYS
+
+    return Section(RESOURCE_KEYS)
+
+
+def _teacher_student() -> Section:
+    from ..semi.augment import StrongAugmentConfig
+    from ..semi.pseudo import PseudoLabelConfig
+    from .cells_semi import OPTION_KEYS
+
+    children = {"pseudo": Section(_fields(PseudoLabelConfig)), "augment": Section(_fields(StrongAugmentConfig))}
+    return Section(OPTION_KEYS, children)
+
+
+def _classification() -> Section:
+    from .cells_classify import OPTION_KEYS
+
+    return Section(OPTION_KEYS)
+
+
+def _dummy() -> Section:
+    from .kinds import DUMMY_KEYS
+
+    return Section(DUMMY_KEYS)
+
+
+BUILTIN_SECTIONS = {
+    "data": _data,
+    "finetune": _finetune,
+    "sources": _sources,
+    "eval": _eval,
+    "resources": _resources,
+    "teacher_student": _teacher_student,
+    "classification": _classification,
+    "dummy": _dummy,
+}
 
 
 def _fields(cls: type) -> tuple[str, ...]:
