@@ -109,3 +109,31 @@ def test_check_writable_refuses_a_read_only_folder_and_a_file_in_the_way(read_on
     with pytest.raises(DataError, match=f"{tmp_path}/file: is a file, so {tmp_path}/file/run cannot be written"):
         check_writable(tmp_path / "file" / "run")
     assert list(read_only_dir.iterdir()) == []
+
+
+def test_json_writer_writes_strict_json(tmp_path):
+    """NaN and +-infinity (also inside numpy values) become null: strict JSON parsers reject NaN / Infinity."""
+    import json
+    import math
+
+    import numpy as np
+
+    from medtransfer.train.history import MetricsHistory
+    from medtransfer.utils import write_json_atomic
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+
+    obj = {"hd95": math.inf, "rows": [{"dice": math.nan}, (1.5, -math.inf)], "a": np.array([0.5, np.nan])}
+    write_json_atomic(tmp_path / "s.json", {**obj, "n": np.int64(3), "x": np.float32(0.25), "p": tmp_path})
+    assert strict((tmp_path / "s.json").read_text()) == {
+        "hd95": None,
+        "rows": [{"dice": None}, [1.5, None]],
+        "a": [0.5, None],
+        "n": 3,
+        "x": 0.25,
+        "p": str(tmp_path),
+    }
+    history = MetricsHistory(tmp_path / "history.jsonl")
+    history.append({"epoch": 0, "train_loss": math.nan})  # a diverged run
+    assert strict((tmp_path / "history.jsonl").read_text()) == {"epoch": 0, "train_loss": None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import secrets
 from collections.abc import Iterator
@@ -102,8 +103,33 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> None:
-    """Write ``obj`` as JSON atomically (NaN is written as ``NaN``, which Python's json reads back)."""
-    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as strict JSON atomically: NaN and +-infinity become ``null`` (see :func:`to_json`)."""
+    write_text_atomic(path, to_json(obj, indent=indent) + "\n")
+
+
+def to_json(obj: Any, *, indent: int | None = None) -> str:
+    """``obj`` as strict JSON (RFC 8259), which every parser reads: non-finite floats are written as ``null``.
+
+    Paths become strings and numpy values plain numbers or lists.  Where a ``null`` needs a reason (an HD95 of
+    an empty mask, ...), the writer of that value adds it in a sibling field.
+
+    Example:
+        >>> to_json({"dice": 0.5, "hd95": float("inf")})
+        '{"dice": 0.5, "hd95": null}'
+    """
+    return json.dumps(_finite_or_none(obj), indent=indent, allow_nan=False, default=_json_default)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(value) for value in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):  # numpy scalars and arrays
+        return _finite_or_none(obj.tolist())
+    return obj
 
 
 def write_yaml_atomic(path: str | os.PathLike, obj: Any) -> None:

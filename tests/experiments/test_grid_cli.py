@@ -65,6 +65,39 @@ def test_grid_run_bad_kind_exits_2(tmp_path, capsys, defaults, message):
     assert str(grid) in err
 
 
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_a_typo_anywhere_in_the_grid_file_is_one_error_line_before_any_cell(tmp_path, capsys, command):
+    grid = _write_grid(tmp_path, defaults={"kind": "dummy", "dummy": {"n_cases": 1}, "eval": {"tolerence_mm": 5}})
+    results = tmp_path / "results"
+    assert main(["grid", command, str(grid), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {grid}: defaults.eval.tolerence_mm: unknown key 'tolerence_mm'; did you mean ")
+    assert "Allowed: checkpoint, lesion_iou, lesions, max_test_cases, save_cases, surface_1mm, tolerance_mm" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not results.exists()
+
+
+def test_a_missing_data_root_is_named_before_any_cell_runs(tmp_path, capsys):
+    grid = _write_grid(tmp_path, defaults={"kind": "finetune", "data": {"root": str(tmp_path / "brainshift")}})
+    results = tmp_path / "results"
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {grid}: data.root: the folder {tmp_path / 'brainshift'} does not exist; ")
+    assert "medtransfer data build-benchmark --out" in err
+    assert "did you mean" not in err
+    assert not results.exists()
+    (tmp_path / "brainshift").mkdir()  # the root exists, the target's dataset folder does not
+    grid = _write_grid(
+        tmp_path,
+        defaults={"kind": "finetune", "data": {"root": str(tmp_path / "brainshift"), "datasets": {"brain": "D001"}}},
+    )
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    expected = f"{tmp_path / 'brainshift' / 'D001'} (data.datasets.brain) does not exist"
+    assert err.strip() == f"error: {grid}: target 'brain': its dataset folder {expected}"
+    assert not results.exists()
+
+
 def test_grid_missing_file_exits_2(tmp_path, capsys):
     assert main(["grid", "status", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -128,3 +161,65 @@ def test_killed_grid_resumes_without_lost_or_duplicated_cells(tmp_path, workers)
     assert len(rows) == 8 * 3
     assert len({(r["cell_id"], r["case"]) for r in rows}) == len(rows)
     assert not list(results.rglob("lock.json"))
+
+
+def _alive(pid: int) -> bool:
+    from medtransfer.experiments.state import _pid_alive
+
+    return _pid_alive(pid)
+
+
+def _wait_until(predicate, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_workers_die_with_a_killed_grid_run_and_the_rerun_resumes_their_cells(tmp_path):
+    """SIGKILL of `grid run --workers 2` alone (not its process group): its workers must not live on."""
+    grid = _write_grid(
+        tmp_path,
+        defaults={"kind": "dummy", "dummy": {"n_cases": 1, "sleep_s": 1.5}},
+        axes={"target": "brain", "strategy": ["full", "first_k:2"]},
+    )
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "medtransfer.cli", "grid", "run", str(grid), "--results", str(results)]
+    proc = subprocess.Popen([*cmd, "--workers", "2"], stderr=subprocess.DEVNULL)
+    locks = lambda: [json.loads(p.read_text()) for p in results.rglob("lock.json") if p.stat().st_size]  # noqa: E731
+    started = lambda: [p for p in results.rglob("attempts.log") if p.stat().st_size]  # noqa: E731
+    assert _wait_until(lambda: len(locks()) == 2 and len(started()) == 2, timeout=60), "both cells should run"
+    workers = [lock["pid"] for lock in locks()]
+    assert proc.pid not in workers
+    proc.kill()  # SIGKILL: no cleanup in the parent
+    proc.wait()
+    assert _wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=5), "workers outlived the run"
+    time.sleep(0.5)
+    assert not list(results.rglob("summary.json"))  # killed mid-cell: they did not finish unlogged
+
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 0
+    attempts = sorted(p.read_text().split() for p in results.rglob("attempts.log"))
+    assert attempts == [["start", "resume"], ["start", "resume"]]  # each cell ran once more, resumed
+    assert len(list(results.rglob("summary.json"))) == 2
+    assert not list(results.rglob("lock.json"))
+
+
+def test_worker_watchdog_ends_an_orphan_without_the_death_signal(tmp_path):
+    """The fallback where prctl is not there: a worker whose parent is SIGKILLed exits within a second."""
+    child = (
+        "import os, sys, time\n"
+        "import medtransfer.experiments.executors as ex\n"
+        "ex._set_parent_death_signal = lambda: None\n"
+        "ex.die_with_parent(os.getppid(), every_s=0.1)\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    parent = f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(30)\n"
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    assert _alive(pid)
+    proc.kill()
+    proc.wait()
+    assert _wait_until(lambda: not _alive(pid), timeout=5)

@@ -7,6 +7,7 @@ import pytest
 
 from medtransfer.errors import DataError
 from medtransfer.experiments import collect_cells, collect_rows, parse_grid, run_grid, write_csv
+from medtransfer.experiments.collect import scan_cells
 
 RAW = {
     "name": "shift",
@@ -67,3 +68,28 @@ def test_collect_ignores_other_summary_files(results):
     nested.parent.mkdir()
     nested.write_text('{"mean": {"dice": 0.5}}')  # e.g. a cell function's own nnU-Net-style summary
     assert len(collect_cells(results)) == 4
+
+
+def _truncate(path):
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+
+
+def test_scan_names_skipped_and_failed_cells(results):
+    grid = results / "shift"
+    _truncate(grid / "brain/a_to_b/none__full/n3/seed0/summary.json")
+    failed = grid / "brain/b_to_a/none__full/n3/seed0"
+    (failed / "summary.json").unlink()
+    (failed / "error.json").write_text(json.dumps({"type": "RuntimeError", "message": "out of memory"}))
+    running = grid / "brain/b_to_a/none__first_k-2/n3/seed0"
+    (running / "summary.json").unlink()  # started (attempts.log, config.yaml), not finished, no lock: interrupted
+    scan = scan_cells(grid)
+    assert [s["cell_id"] for s in scan.summaries] == ["brain/a_to_b/none__first_k-2/n3/seed0"]
+    assert [cell for cell, _ in scan.skipped] == [
+        "brain/a_to_b/none__full/n3/seed0",
+        "brain/b_to_a/none__first_k-2/n3/seed0",
+    ]
+    assert "summary.json is not valid JSON (truncated?)" in scan.skipped[0][1]
+    assert scan.skipped[1][1] == "not finished (interrupted)"
+    assert scan.failed == (("brain/b_to_a/none__full/n3/seed0", "RuntimeError: out of memory"),)
+    assert len(collect_cells(results)) == 1

@@ -35,7 +35,7 @@ def recording_cell(config, run_dir, *, resume):
     CALLS.append((config["grid"]["cell_id"], resume))
     assert not (run_dir / "summary.json").exists()
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == config
-    if config.get("fail"):
+    if (config.get("dummy") or {}).get("fail"):
         raise ValueError(f"bad value in {config['strategy']}")
     return {"metrics": {"dice": 0.5 + config["seed"]}, "per_case": [{"case": "c0", "dice": 0.5}]}
 
@@ -75,8 +75,28 @@ def test_run_grid_writes_summaries_and_rerun_skips(tmp_path):
     assert len(CALLS) == 4  # not called again
 
 
+def test_truncated_summary_is_not_done_and_the_cell_runs_again(tmp_path, caplog):
+    run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+    cell = expand_grid(_spec(), tmp_path)[1]
+    summary = cell.run_dir / "summary.json"
+    summary.write_text(summary.read_text()[:40])  # a full disk, a copy cut short
+    assert cell_status(cell.run_dir) is CellStatus.PENDING  # the cell wrote nothing else
+    row = next(r for r in grid_status(_spec(), tmp_path) if r["cell_id"] == cell.id)
+    assert row["status"] == "pending"
+    assert row["detail"].startswith(f"{summary} is not valid JSON (truncated?)")
+    assert row["detail"].endswith("; the next run reruns it")
+    CALLS.clear()
+    with caplog.at_level("WARNING", logger="medtransfer.experiments.runner"):
+        again = run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+    assert again.counts == {"ran": 1, "skipped": 3, "failed": 0, "running": 0}
+    assert CALLS == [(cell.id, False)]
+    assert f"cell {cell.id}: {summary} is not valid JSON (truncated?)" in caplog.text
+    assert "running it again" in caplog.text
+    assert json.loads(summary.read_text())["cell_id"] == cell.id
+
+
 def test_failing_cell_is_recorded_and_grid_continues(tmp_path):
-    spec = _spec(overrides=[{"when": {"strategy": "a", "seed": 0}, "set": {"fail": True}}])
+    spec = _spec(overrides=[{"when": {"strategy": "a", "seed": 0}, "set": {"dummy": {"fail": True}}}])
     run = run_grid(spec, cell_fn=recording_cell, results_root=tmp_path, progress=False)
     assert run.counts == {"ran": 3, "skipped": 0, "failed": 1, "running": 0}
     assert not run.ok
@@ -166,6 +186,36 @@ def test_live_lock_leaves_the_cell_alone(tmp_path):
     assert not (cell.run_dir / LOCK).exists()  # released
 
 
+def test_a_cell_held_by_a_live_worker_process_is_left_alone_until_that_process_is_killed(tmp_path):
+    """A surviving worker (another process) keeps its cell; once SIGKILLed, its stale lock is reclaimed."""
+    cell = expand_grid(_spec(), tmp_path)[0]
+    holder_code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from medtransfer.experiments.state import cell_lock\n"
+        "run_dir = Path(sys.argv[1])\n"
+        "with cell_lock(run_dir):\n"
+        "    (run_dir / 'epoch_1.pt').write_bytes(b'x')\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(cell.run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        run = run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+        assert run.counts == {"ran": 3, "skipped": 0, "failed": 0, "running": 1}
+        assert cell.id not in {cid for cid, _ in CALLS}
+        assert json.loads((cell.run_dir / LOCK).read_text())["pid"] == holder.pid
+    finally:
+        holder.kill()  # SIGKILL: the lock stays behind with a dead pid
+        holder.wait()
+    CALLS.clear()
+    again = run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
+    assert again.counts == {"ran": 1, "skipped": 3, "failed": 0, "running": 0}
+    assert CALLS == [(cell.id, True)]  # the stale lock was broken and the cell resumed from its partial output
+    assert not (cell.run_dir / LOCK).exists()
+
+
 def test_lock_of_other_host_is_stale_only_without_heartbeat(tmp_path):
     lock = tmp_path / LOCK
     lock.write_text(json.dumps({"pid": 1, "host": "some-other-node"}))
@@ -184,7 +234,7 @@ def test_heartbeat_refreshes_the_lock(tmp_path):
 
 
 def test_grid_status_rows(tmp_path):
-    spec = _spec(overrides=[{"when": {"strategy": "b", "seed": 1}, "set": {"fail": True}}])
+    spec = _spec(overrides=[{"when": {"strategy": "b", "seed": 1}, "set": {"dummy": {"fail": True}}}])
     run_grid(spec, cell_fn=recording_cell, results_root=tmp_path, only="*seed1", progress=False)
     rows = {r["cell_id"]: r for r in grid_status(spec, tmp_path)}
     assert rows["t/none__a/nall/seed1"]["status"] == "done"
@@ -256,7 +306,7 @@ def test_changed_config_starts_over_instead_of_resuming(tmp_path):
 
 def test_status_flags_done_cells_whose_config_changed(tmp_path):
     run_grid(_spec(), cell_fn=recording_cell, results_root=tmp_path, progress=False)
-    edited = _spec(defaults={"kind": "dummy", "train": {"lr": 0.5}})
+    edited = _spec(defaults={"kind": "dummy", "dummy": {"n_cases": 5}})
     rows = grid_status(edited, tmp_path)
     assert all(r["status"] == "done" and "config changed" in r["detail"] for r in rows)
     assert not any("config changed" in r["detail"] for r in grid_status(_spec(), tmp_path))

@@ -9,7 +9,7 @@ from medtransfer.experiments.spec import budget_label, deep_merge, expand_grid, 
 
 BASE = {
     "name": "g",
-    "defaults": {"kind": "dummy", "train": {"lr": 0.001, "epochs": 2}},
+    "defaults": {"kind": "dummy", "finetune": {"train": {"lr": 0.001, "epochs": 2}}},
     "axes": {"target": "brain", "strategy": ["scratch", "first_k:2"]},
 }
 
@@ -37,7 +37,7 @@ def test_resolved_config_holds_axes_and_defaults(tmp_path):
     assert cfg["source"] == {"name": "mri", "checkpoint": "ckpt/mri.pt"}
     assert cfg["budget"] == {"n_labelled": "all", "every_kth_slice": 12}
     assert cfg["seed"] == 0
-    assert cfg["train"] == {"lr": 0.001, "epochs": 2}
+    assert cfg["finetune"] == {"train": {"lr": 0.001, "epochs": 2}}
     assert cfg["grid"] == {"name": "g", "cell_id": "brain/mri__first_k-2/nall_k12/seed0"}
     assert "domain" not in cfg
 
@@ -67,12 +67,12 @@ def test_overrides_apply_in_order_to_matching_cells(tmp_path):
     raw = {
         **BASE,
         "overrides": [
-            {"when": {"strategy": "first_k:*"}, "set": {"train": {"lr": 0.01}}},
-            {"when": {"strategy": "first_k:*", "seed": [1]}, "set": {"train": {"epochs": 5}}},
+            {"when": {"strategy": "first_k:*"}, "set": {"finetune": {"train": {"lr": 0.01}}}},
+            {"when": {"strategy": "first_k:*", "seed": [1]}, "set": {"finetune": {"train": {"epochs": 5}}}},
         ],
     }
     raw["axes"] = {**BASE["axes"], "seed": [0, 1]}
-    by_id = {c.id: c.config["train"] for c in expand_grid(parse_grid(raw, "g.yaml"), tmp_path)}
+    by_id = {c.id: c.config["finetune"]["train"] for c in expand_grid(parse_grid(raw, "g.yaml"), tmp_path)}
     assert by_id["brain/none__scratch/nall/seed1"] == {"lr": 0.001, "epochs": 2}
     assert by_id["brain/none__first_k-2/nall/seed0"] == {"lr": 0.01, "epochs": 2}
     assert by_id["brain/none__first_k-2/nall/seed1"] == {"lr": 0.01, "epochs": 5}
@@ -160,3 +160,126 @@ def test_load_grid_from_file(tmp_path):
         load_grid(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_grid(Path(tmp_path / "missing.yaml"))
+
+
+AXES = {"target": "t", "strategy": "s"}
+
+
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        ({"finetun": {"train": {"epochs": 1}}}, "defaults.finetun: unknown key 'finetun'; did you mean 'finetune'?"),
+        (
+            {"eval": {"tolerence_mm": 5}},
+            "defaults.eval.tolerence_mm: unknown key 'tolerence_mm'; did you mean 'tolerance_mm'?",
+        ),
+        ({"resources": {"num_cpu": 1}}, "defaults.resources.num_cpu: unknown key 'num_cpu'; did you mean 'num_cpus'?"),
+        (
+            {"finetune": {"train": {"epoch": 1}}},
+            "defaults.finetune.train.epoch: unknown key 'epoch'; did you mean 'epochs'?",
+        ),
+        (
+            {"finetune": {"max_val_case": 1}},
+            "defaults.finetune.max_val_case: unknown key 'max_val_case'; did you mean 'max_val_cases'?",
+        ),
+        (
+            {"finetune": {"preprocess": {"target_spacng": [2, 2, 2]}}},
+            "defaults.finetune.preprocess.target_spacng: unknown key",
+        ),
+        ({"finetune": {"seed": 3}}, r"defaults.finetune.seed: set by the grid for each cell \(the seed is axes.seed\)"),
+        (
+            {"finetune": {"n_labelled": 3}},
+            r"defaults.finetune.n_labelled: set by the grid for each cell \(the label budget",
+        ),
+        ({"finetune": 3}, "defaults.finetune must be a mapping with keys init|defaults.finetune must be a mapping"),
+        ({"data": {"roots": "bs"}}, "defaults.data.roots: unknown key 'roots'; did you mean 'root'?"),
+        (
+            {"sources": {"src": {"domian": "a"}}},
+            "defaults.sources.src.domian: unknown key 'domian'; did you mean 'domain'?",
+        ),
+        (
+            {"sources": {"src": {"finetune": {"train": {"lr_": 1}}}}},
+            "defaults.sources.src.finetune.train.lr_: unknown key",
+        ),
+        (
+            {"teacher_student": {"pseudo": {"treshold": 0.9}}},
+            "defaults.teacher_student.pseudo.treshold: unknown key 'treshold'; did you mean 'threshold'?",
+        ),
+        (
+            {"classification": {"traget": "lesion"}},
+            "defaults.classification.traget: unknown key 'traget'; did you mean 'target'?",
+        ),
+        ({"dummy": {"sleep": 1}}, "defaults.dummy.sleep: unknown key 'sleep'; did you mean 'sleep_s'?"),
+        ({"train": {"lr": 1}}, "defaults.train: unknown key 'train'"),
+    ],
+)
+def test_every_key_of_defaults_is_checked_at_every_level(defaults, message):
+    with pytest.raises(ConfigError, match=message) as exc:
+        parse_grid({"axes": AXES, "defaults": defaults}, "grid.yaml")
+    assert str(exc.value).startswith("grid.yaml: defaults.")
+    assert "Allowed: " in str(exc.value) or "set by the grid" in str(exc.value) or "must be a mapping" in str(exc.value)
+
+
+def test_override_values_are_checked_like_defaults():
+    raw = {"axes": AXES, "overrides": [{"when": {"strategy": "s"}, "set": {"finetune": {"trian": {"lr": 1}}}}]}
+    with pytest.raises(
+        ConfigError, match=r"^g.yaml: overrides\[0\].set.finetune.trian: unknown key 'trian'; did you mean 'train'\?"
+    ):
+        parse_grid(raw, "g.yaml")
+
+
+def test_allowed_keys_come_from_the_configs_that_read_them():
+    """Every field of the dataclasses a cell builds is accepted, so the grid's list cannot drift from them."""
+    import dataclasses
+
+    from medtransfer.data.preprocess import PreprocessConfig
+    from medtransfer.experiments.config_keys import SET_BY_THE_GRID
+    from medtransfer.train.config import TrainConfig
+    from medtransfer.train.finetune_config import FinetuneConfig
+
+    finetune = {f.name: None for f in dataclasses.fields(FinetuneConfig) if f.name not in SET_BY_THE_GRID}
+    finetune["train"] = {f.name: None for f in dataclasses.fields(TrainConfig)}
+    finetune["preprocess"] = {f.name: None for f in dataclasses.fields(PreprocessConfig)}
+    defaults = {
+        "kind": "finetune",
+        "threads": 1,
+        "data": "bs",  # a plain folder is accepted too
+        "finetune": finetune,
+        "sources": {"any_name": {"checkpoint": "x.pt", "domain": "a", "target": "t", "seed": 0, "finetune": finetune}},
+        "eval": dict.fromkeys(("max_test_cases", "tolerance_mm", "surface_1mm", "lesions", "save_cases", "checkpoint")),
+        "resources": {"num_cpus": 1, "num_gpus": 0},
+        "teacher_student": {"rounds": 1, "pseudo": {"threshold": 0.9}, "augment": {"flip": True}, "dropout": 0.1},
+        "classification": {"target": "lesion"},
+        "dummy": {"sleep_s": 0, "n_cases": 1, "fail": False, "crash": False},
+    }
+    spec = parse_grid({"axes": AXES, "defaults": defaults}, "g.yaml")
+    assert set(spec.defaults["finetune"]["train"]) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(SET_BY_THE_GRID) < {f.name for f in dataclasses.fields(FinetuneConfig)}
+
+
+@pytest.mark.parametrize(
+    ("module", "keys", "variable"),
+    [
+        ("medtransfer.experiments.evaluate_cell", "OPTION_KEYS", "options"),
+        ("medtransfer.experiments.kinds", "DUMMY_KEYS", "options"),
+    ],
+)
+def test_option_lists_name_every_option_their_module_reads(module, keys, variable):
+    """The `eval` / `dummy` options a module reads (``options.get("x")``, ``options["x"]``) are all listed."""
+    import ast
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(module)
+    read = set()
+    for node in ast.walk(ast.parse(inspect.getsource(mod))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            target, key = node.func.value, node.args[0] if node.args else None
+        elif isinstance(node, ast.Subscript):
+            target, key = node.value, node.slice
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id == variable and isinstance(key, ast.Constant):
+            read.add(key.value)
+    assert read
+    assert read <= set(getattr(mod, keys))

@@ -11,7 +11,7 @@ from medtransfer.experiments.tracking import MlflowTracker, flatten, numeric
 
 RAW = {
     "name": "tracked",
-    "defaults": {"kind": "dummy", "dummy": {"n_cases": 2}, "train": {"lr": 0.01}},
+    "defaults": {"kind": "dummy", "dummy": {"n_cases": 2, "sleep_s": 0.01}},
     "axes": {"target": "brain", "strategy": ["full", "first_k:2"]},
 }
 
@@ -47,7 +47,7 @@ def test_mlflow_file_store_gets_one_run_per_finished_cell(tmp_path, monkeypatch)
     ]
     run = next(r for r in runs if r.data.tags["medtransfer.cell_id"].endswith("first_k-2/nall/seed0"))
     assert run.data.params["axis.strategy"] == "first_k:2"
-    assert run.data.params["train.lr"] == "0.01"
+    assert run.data.params["dummy.sleep_s"] == "0.01"
     assert 0.0 <= run.data.metrics["dice"] <= 1.0
 
 

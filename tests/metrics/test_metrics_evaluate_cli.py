@@ -63,9 +63,38 @@ def test_labels_option_and_absent_label_is_nan(folders, tmp_path):
     assert main([*argv, "--tolerance-mm", "2", "--no-lesions"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["mean"]) == ["2", "5"]
-    assert math.isnan(summary["mean"]["5"]["dice"])
+    assert summary["mean"]["5"]["dice"] is None  # NaN: strict JSON writes null, with the reason beside it
+    assert summary["mean"]["5"]["dice_null_reason"].startswith("undefined: the label is absent")
+    assert "dice_null_reason" not in summary["mean"]["2"]
     assert summary["config"]["tolerance_mm"] == 2.0
     assert "lesion_tp" not in summary["mean"]["2"]
+
+
+def _strict_json(text: str):
+    """Parse like a strict (RFC 8259) parser: NaN, Infinity and -Infinity are not JSON."""
+
+    def refuse(constant: str):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_summary_of_an_empty_prediction_is_strict_json_with_the_reason(folders, tmp_path):
+    """HD95 / ASSD of an empty prediction are infinite: written as null with the reason, not as Infinity."""
+    pred_dir, _ = folders
+    pred, _ = _case(0)
+    save_nifti(pred_dir / "case_a.nii.gz", np.where(pred == 2, 0, pred), AFFINE)  # label 2 missed in case_a
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(folders[1]), "--out", str(out)]) == 0
+    summary = _strict_json((out / "summary.json").read_text())
+    label2 = summary["mean"]["2"]
+    assert label2["hd95"] is None
+    assert label2["assd"] is None
+    assert label2["hd95_null_reason"] == "infinite: a case has an empty prediction or an empty reference"
+    assert label2["dice"] == pytest.approx(0.25)  # 0 in case_a, 0.5 in case_b (shifted by half its size)
+    assert summary["mean"]["1"]["hd95"] == pytest.approx(0.5)  # 0 in case_a, 1 mm in case_b
+    assert "hd95_null_reason" not in summary["mean"]["1"]
+    assert summary["foreground_mean"]["hd95"] is None
 
 
 def test_run_folder_with_config(folders, tmp_path):
@@ -132,7 +161,8 @@ def test_empty_prediction_and_reference_score_nan(tmp_path, capsys):
     assert float(rows[0]["lesion_tp"]) == 0.0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["labels"] == [1]
-    assert math.isnan(summary["mean"]["1"]["dice"])
+    assert summary["mean"]["1"]["dice"] is None  # strict JSON: NaN is written as null, with the reason beside it
+    assert "dice_null_reason" in summary["mean"]["1"]
     assert "nan" in capsys.readouterr().out
 
 

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sps
 
 from medtransfer.cli import main
-from medtransfer.experiments import parse_grid, run_grid
+from medtransfer.experiments import parse_grid, register_cell_kind, run_grid
 from medtransfer.report.build import ReportOptions, build_report, create_report
 from medtransfer.report.results import load_results
 
@@ -50,6 +50,9 @@ def table_cell(config: dict, run_dir: Path, *, resume: bool) -> dict:
     return {"metrics": {"dice": float(np.mean([r["dice"] for r in per_case]))}, "per_case": per_case}
 
 
+register_cell_kind("report_table", table_cell, sections=("table",))  # its `table:` section is a known key
+
+
 def _write_history(run_dir: Path, level: float) -> None:
     lines = [
         {"epoch": e, "train_loss": 1.0 / (e + 1), "lr": 1e-3, "val_dice": level * (1 - 0.5**e), "seconds": 0.1}
@@ -72,7 +75,7 @@ def _write_predictions(run_dir: Path) -> None:
 def make_results(root: Path, axes: dict, **table) -> Path:
     """Run a grid of ``table_cell`` cells with the real runner; returns the grid's folder."""
     table.setdefault("n_cases", len(OFFSETS))
-    raw = {"name": "synthetic", "defaults": {"kind": "dummy", "table": table}, "axes": axes}
+    raw = {"name": "synthetic", "defaults": {"kind": "report_table", "table": table}, "axes": axes}
     run = run_grid(parse_grid(raw, "synthetic.yaml"), cell_fn=table_cell, results_root=root, progress=False)
     assert run.ok
     return root / "synthetic"
@@ -272,3 +275,31 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["report", str(results), "--out", str(tmp_path / "out"), "--metric", "dise"]) == 2
     assert "did you mean 'dice'" in capsys.readouterr().err.lower()
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_says_which_cells_it_read_skipped_and_failed(tmp_path, capsys):
+    axes = {"target": "ms", "strategy": ["full", "first_k:2"], "seed": [0, 1]}
+    results = make_results(tmp_path, axes, levels={"full": 0.5, "first_k:2": 0.6}, n_cases=2)
+    truncated = results / "ms/none__full/nall/seed1/summary.json"
+    truncated.write_text(truncated.read_text()[:100])
+    failed = results / "ms/none__first_k-2/nall/seed1"
+    (failed / "summary.json").unlink()
+    (failed / "error.json").write_text(json.dumps({"type": "RuntimeError", "message": "diverged"}))
+    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "cells: 2 read, 1 skipped, 1 failed" in out
+    assert f"  skipped ms/none__full/nall/seed1: {truncated} is not valid JSON (truncated?)" in out
+    assert "  failed ms/none__first_k-2/nall/seed1: RuntimeError: diverged" in out
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "not included: 1 skipped (unfinished or unreadable), 1 failed (ms/none__first_k-2/nall/seed1)" in html
+
+
+def test_null_metrics_are_strict_json_and_read_back_as_nan(tmp_path):
+    """table_cell's lesion_detection_rate of case00 is NaN: null in summary.json, NaN again in the report's rows."""
+    results = make_results(tmp_path, {"target": "ms", "strategy": "full"}, levels={"full": 0.5}, n_cases=2)
+    text = (results / "ms/none__full/nall/seed0/summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert summary["result"]["per_case"][0]["lesion_detection_rate"] is None
+    rows = load_results(results).rows
+    assert math.isnan(rows[0]["lesion_detection_rate"])
+    assert rows[1]["lesion_detection_rate"] == 0.5

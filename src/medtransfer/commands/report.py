@@ -30,7 +30,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report.build import ReportOptions, build_report
+    from ..report.build import ReportOptions, create_report, write_report
+    from ..report.results import load_results
     from ..utils import check_writable
 
     check_writable(args.out)
@@ -43,7 +44,17 @@ def run(args: argparse.Namespace) -> int:
         max_overlays=args.overlays,
         title=args.title,
     )
-    files = build_report(args.results, args.out, options)
+    results = load_results(args.results)
+    files = write_report(create_report(results, options), args.out)
     print(f"report: {files.html}")
     print(f"markdown: {files.markdown} ({len(files.figures)} figures in {files.markdown.parent / 'figures'})")
+    print(f"cells: {len(results.cells)} read, {len(results.skipped)} skipped, {len(results.failed)} failed")
+    for what, cells in (("skipped", results.skipped), ("failed", results.failed)):
+        for cell, why in cells[:MAX_LISTED]:
+            print(f"  {what} {cell}: {why}")
+        if len(cells) > MAX_LISTED:
+            print(f"  ... and {len(cells) - MAX_LISTED} more {what} (medtransfer grid status GRID.yaml lists them)")
     return 0
+
+
+MAX_LISTED = 10

@@ -2,6 +2,8 @@
 
 Only finished cells count: a cell is read from its ``summary.json`` (see
 :mod:`medtransfer.experiments.runner`), which holds the cell's axis labels and the cell function's result.
+:func:`scan_cells` also says which cells it skipped and why (not finished, a summary that does not parse) and
+which failed, so that nothing is dropped without a word.
 
 Columns of both tables start with ``grid, cell_id, target, source, strategy, budget, seed`` and, for grids
 with a domain axis, ``domain_pair, source_domain, target_domain``.
@@ -11,21 +13,40 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 from ..utils import write_text_atomic
-from .state import SUMMARY
+from .state import CONFIG, ERROR, SUMMARY, CellStatus, cell_status, read_json, read_summary, summary_problem
 
 log = logging.getLogger(__name__)
 
 
-def iter_summaries(results_dir: str | Path) -> Iterator[dict[str, Any]]:
-    """Every ``summary.json`` under ``results_dir`` (a results root or one grid's folder), in path order.
+@dataclass(frozen=True)
+class CellScan:
+    """The cells of a results folder.
+
+    Attributes:
+        summaries: the runner summaries of the finished cells (with ``run_dir`` added), in path order.
+        skipped: ``(run folder, why)`` of the cells that are not read: not finished (running, interrupted,
+            pending) or with a ``summary.json`` that does not parse; run folders relative to the scanned one.
+        failed: ``(run folder, error)`` of the cells whose last attempt failed (their ``error.json``).
+    """
+
+    summaries: tuple[dict[str, Any], ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+
+
+def scan_cells(results_dir: str | Path) -> CellScan:
+    """Every cell under ``results_dir`` (a results root or one grid's folder): read, skipped or failed.
+
+    A cell's run folder is one with a runner ``summary.json`` or a runner ``config.yaml`` (it names the cell
+    under ``grid.cell_id``); the run folders that cell functions nest inside (``train/``, ...) are not cells.
 
     Raises:
         DataError: ``results_dir`` is not a folder.
@@ -33,16 +54,53 @@ def iter_summaries(results_dir: str | Path) -> Iterator[dict[str, Any]]:
     root = Path(results_dir)
     if not root.is_dir():
         raise DataError(f"results folder {root} does not exist")
-    for path in sorted(root.rglob(SUMMARY)):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            log.warning("skipping unreadable %s: %s", path, err)
-            continue
-        if not isinstance(summary, dict) or "cell_id" not in summary or "result" not in summary:
-            continue  # a cell function's own summary.json in a sub-folder, not a runner's
-        summary["run_dir"] = str(path.parent)
-        yield summary
+    summaries, skipped, failed = [], [], []
+    folders = sorted({p.parent for name in (SUMMARY, CONFIG) for p in root.rglob(name)})
+    for run_dir in folders:
+        summary = read_summary(run_dir)
+        if summary is not None:
+            summaries.append({**summary, "run_dir": str(run_dir)})
+        elif _is_cell_folder(run_dir):
+            _sort_unfinished(run_dir, run_dir.relative_to(root).as_posix(), skipped, failed)
+    for cell, why in skipped:
+        log.warning("skipped cell %s: %s", cell, why)
+    return CellScan(tuple(summaries), tuple(skipped), tuple(failed))
+
+
+def _is_cell_folder(run_dir: Path) -> bool:
+    config = _read_yaml(run_dir / CONFIG)
+    return isinstance(config, dict) and isinstance(config.get("grid"), dict) and "cell_id" in config["grid"]
+
+
+def _sort_unfinished(run_dir: Path, name: str, skipped: list, failed: list) -> None:
+    problem = summary_problem(run_dir)
+    if problem:
+        skipped.append((name, problem))
+        return
+    status = cell_status(run_dir)
+    if status is CellStatus.FAILED:
+        error = read_json(run_dir / ERROR) or {}
+        failed.append((name, f"{error.get('type', '?')}: {error.get('message', '')}"))
+    else:
+        skipped.append((name, f"not finished ({status.value})"))
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def iter_summaries(results_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """Every finished cell's ``summary.json`` under ``results_dir``, in path order (see :func:`scan_cells`).
+
+    Raises:
+        DataError: ``results_dir`` is not a folder.
+    """
+    yield from scan_cells(results_dir).summaries
 
 
 def cell_columns(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 REFERENCE_1MM = "labelsTr_1mm"
+# A cell's `eval:` keys (grid files are checked against them): the options below, and max_test_cases (the cell caps
+# its test cases with it before calling evaluate_test_cases).
+OPTION_KEYS = ("max_test_cases", "tolerance_mm", "surface_1mm", "lesions", "lesion_iou", "save_cases", "checkpoint")
 
 
 def evaluate_test_cases(

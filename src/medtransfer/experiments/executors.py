@@ -5,12 +5,21 @@ An executor has one method, ``run(cells, task) -> iterator of CellOutcome`` (in 
 results into the run folders themselves, each file atomically, so executors only schedule; no result
 travels through the scheduler except the small outcome record.  No home-made scheduler: a process pool or
 Ray.
+
+Local worker processes die with the process that started them (``grid run``): on Linux the kernel kills them
+when it dies (``PR_SET_PDEATHSIG``), and everywhere a watchdog thread in each worker exits when its parent is
+gone.  A worker killed that way leaves its cell's lock behind with a dead pid: the next run breaks that stale
+lock and resumes the cell, while a lock whose process still lives is always respected (see
+:mod:`~medtransfer.experiments.state`).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import os
+import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -69,7 +78,12 @@ class LocalExecutor:
 
         context = multiprocessing.get_context("spawn")  # no fork: safe with torch threads and CUDA
         broken = []
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(cells)), mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(self.workers, len(cells)),
+            mp_context=context,
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {pool.submit(task, cell): cell for cell in cells}
             for future in as_completed(futures):
                 try:
@@ -82,6 +96,48 @@ class LocalExecutor:
 
 
 POOL_RESTARTS = 2
+PARENT_GONE_EXIT = 75
+WATCHDOG_S = 1.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int, *, every_s: float = WATCHDOG_S) -> None:
+    """Make this (worker) process end as soon as ``parent_pid``, the process that started it, ends.
+
+    Linux: the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``).  Everywhere: a daemon
+    thread checks every ``every_s`` seconds that the parent is still the same (an orphan is re-parented) and
+    ends the process otherwise.  Worker processes of a pool call it first (the pool's initializer).
+    """
+    _set_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(PARENT_GONE_EXIT)
+    watchdog = threading.Thread(target=_watch_parent, args=(parent_pid, every_s), name="parent-watchdog", daemon=True)
+    watchdog.start()
+
+
+def _set_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d; the watchdog remains", ctypes.get_errno())
+    except (OSError, AttributeError) as err:  # no libc symbol (e.g. musl without prctl): the watchdog remains
+        log.debug("prctl(PR_SET_PDEATHSIG) is not available: %s", err)
+
+
+def _watch_parent(parent_pid: int, every_s: float) -> None:
+    import time
+
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent_pid:
+            os._exit(PARENT_GONE_EXIT)  # no cleanup: the cell's lock turns stale and the next run resumes it
+
+
 BROKEN_POOL_HINT = (
     "worker process died (a crash, the out-of-memory killer, or a script that starts workers without an "
     "`if __name__ == '__main__':` guard); its lock turns stale and the next run resumes the cell"
@@ -149,14 +205,17 @@ def _import_ray():
     return ray
 
 
+RESOURCE_KEYS = ("num_cpus", "num_gpus")
+
+
 def cell_resources(config: Mapping[str, Any]) -> dict[str, float]:
     """``{num_cpus, num_gpus}`` of a cell from its config's ``resources`` section (defaults 1 CPU, 0 GPU)."""
     resources = config.get("resources") or {}
     if not isinstance(resources, Mapping):
         raise ConfigError(f"resources must be a mapping with num_cpus/num_gpus, got {resources!r}")
     for key in resources:
-        if key not in ("num_cpus", "num_gpus"):
-            raise ConfigError(did_you_mean(str(key), ("num_cpus", "num_gpus"), what="key of resources"))
+        if key not in RESOURCE_KEYS:
+            raise ConfigError(did_you_mean(str(key), RESOURCE_KEYS, what="key of resources"))
     out = {"num_cpus": resources.get("num_cpus", 1), "num_gpus": resources.get("num_gpus", 0)}
     for key, value in out.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

@@ -38,9 +38,23 @@ CELL_KINDS: dict[str, str | Callable] = {
 }
 
 
-def register_cell_kind(name: str, function: str | Callable) -> None:
-    """Register a cell function (a module-level callable or its ``"module:function"`` path) as ``name``."""
+DUMMY_KEYS = ("sleep_s", "n_cases", "fail", "crash")  # the options of run_dummy_cell
+_EXTRA_SECTIONS: dict[str, tuple[str, ...]] = {}
+
+
+def register_cell_kind(name: str, function: str | Callable, *, sections: tuple[str, ...] = ()) -> None:
+    """Register a cell function (a module-level callable or its ``"module:function"`` path) as ``name``.
+
+    ``sections`` are the top-level config keys the function reads besides the built-in ones (grid files are
+    checked against every key they may hold, see :mod:`medtransfer.experiments.config_keys`).
+    """
     CELL_KINDS[name] = function
+    _EXTRA_SECTIONS[name] = tuple(sections)
+
+
+def extra_sections() -> list[str]:
+    """The top-level config keys that registered (non built-in) cell kinds read."""
+    return sorted({key for keys in _EXTRA_SECTIONS.values() for key in keys})
 
 
 def list_cell_kinds() -> list[str]:

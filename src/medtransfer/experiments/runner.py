@@ -1,4 +1,4 @@
-"""Run a grid's cells, resumably: a cell is done exactly when its ``summary.json`` exists.
+"""Run a grid's cells, resumably: a cell is done exactly when its ``summary.json`` exists and parses.
 
 The cell-function protocol (:class:`CellFunction`) is what plugs a real job into a grid::
 
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import ConfigError
 from ..utils import write_json_atomic, write_yaml_atomic
 from .spec import Cell, GridSpec, expand_grid, select_cells
 from .state import (
@@ -50,6 +51,8 @@ from .state import (
     cell_status,
     has_partial_outputs,
     lock_is_stale,
+    read_summary,
+    summary_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -111,16 +114,18 @@ def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: An
     from .kinds import get_cell_function
 
     run_dir = cell.run_dir
-    if (run_dir / SUMMARY).is_file():
+    if read_summary(run_dir) is not None:
         _drop_stale_lock(run_dir)  # killed between writing the summary and releasing the lock
         return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
     cell_fn = cell_fn or get_cell_function(cell.config.get("kind"), where=f"cell {cell.id}")
     try:
         with cell_lock(run_dir) as broke_stale_lock:
-            if (run_dir / SUMMARY).is_file():  # finished by another worker while we waited
+            if read_summary(run_dir) is not None:  # finished by another worker while we waited
                 return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
             if broke_stale_lock:
                 log.info("cell %s: took over the stale lock of an interrupted attempt", cell.id)
+            if summary_problem(run_dir):  # e.g. truncated: the cell is not done, and its function sees no summary
+                (run_dir / SUMMARY).unlink(missing_ok=True)
             resume = has_partial_outputs(run_dir) and not _config_changed(cell)  # nothing to resume otherwise
             return _run_locked(cell, cell_fn, resume, tracker)
     except LockHeld as err:
@@ -247,16 +252,43 @@ def run_grid(
         for kind in dict.fromkeys(c.config.get("kind") for c in cells):
             get_cell_function(kind, where=spec.path)
     executor = executor or LocalExecutor()
-    finished = {c.id for c in cells if (c.run_dir / SUMMARY).is_file()}
+    finished = {c.id for c in cells if read_summary(c.run_dir) is not None}
     for cell in cells:
         if cell.id in finished:
             _drop_stale_lock(cell.run_dir)  # killed between writing the summary and releasing the lock
+        elif problem := summary_problem(cell.run_dir):
+            log.warning("cell %s: %s; running it again", cell.id, problem)
     todo = [c for c in cells if c.id not in finished]
+    check_datasets(todo, spec.path)
     done = [CellOutcome(cell_id, CellStatus.DONE, skipped=True) for cell_id in sorted(finished)]
     log.info("grid %s: %d cells selected, %d done already, %d to run", spec.name, len(cells), len(done), len(todo))
     task = functools.partial(execute_cell, cell_fn=cell_fn, tracker=tracker)
     outcomes = list(done) + list(_progress(executor.run(todo, task), len(todo), spec.name, progress))
     return GridRun(spec.name, tuple(outcomes))
+
+
+def check_datasets(cells: list[Cell], where: str) -> None:
+    """Check, before any cell runs, that the dataset folder of every cell (and of its grid-trained sources) exists.
+
+    Raises:
+        ConfigError: ``data.root`` or a target's dataset folder does not exist (named, with the grid file).
+    """
+    from .sources import resolve_dataset
+
+    seen = set()
+    for cell in cells:
+        if "data" not in cell.config:
+            continue  # a kind that reads no dataset (e.g. dummy)
+        sources = cell.config.get("sources") or {}
+        targets = {cell.config.get("target")} | {e.get("target") for e in sources.values() if isinstance(e, Mapping)}
+        for target in sorted(str(t) for t in targets if t):
+            key = (json.dumps(cell.config["data"], sort_keys=True, default=str), target)
+            if key not in seen:
+                seen.add(key)
+                try:
+                    resolve_dataset(cell.config, target)
+                except ConfigError as err:
+                    raise ConfigError(f"{where}: {err}") from err
 
 
 def _progress(outcomes, total: int, name: str, enabled: bool):
@@ -296,6 +328,8 @@ def _status_detail(run_dir: Path, status: CellStatus) -> str:
     if status is CellStatus.DONE:
         summary = read_json(run_dir / SUMMARY) or {}
         return f"{summary.get('duration_s', '?')} s"
+    if problem := summary_problem(run_dir):
+        return f"{problem}; the next run reruns it"
     if status is CellStatus.FAILED:
         error = read_json(run_dir / ERROR) or {}
         return f"{error.get('type', '?')}: {str(error.get('message', ''))[:80]}"

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 NO_SOURCE = ("none", "scratch", "")
 SOURCES_DIR = "_sources"
+DATA_KEYS = ("root", "datasets")  # the keys of a cell's `data:` read below
+SOURCE_KEYS = ("checkpoint", "domain", "target", "finetune", "seed")  # the keys of a `sources:` entry
 
 
 def resolve_dataset(config: dict[str, Any], target: str | None = None) -> str:
@@ -38,14 +40,23 @@ def resolve_dataset(config: dict[str, Any], target: str | None = None) -> str:
     root = data.get("root")
     if not root:
         raise ConfigError("defaults.data.root must name the folder holding the datasets (e.g. a brainshift build)")
+    root_dir = Path(str(root)).expanduser()
+    if not root_dir.is_dir():
+        where = "" if root_dir.is_absolute() else f" (relative to the folder you run from, {Path.cwd()})"
+        raise ConfigError(
+            f"data.root: the folder {root} does not exist{where}; build the datasets there "
+            f"(e.g. medtransfer data build-benchmark --out {root}) or point data.root at the folder holding them"
+        )
     target = str(target or config.get("target"))
     datasets = data.get("datasets") or {}
-    folder = Path(str(root)).expanduser() / str(datasets.get(target, target))
+    folder = root_dir / str(datasets.get(target, target))
     if folder.is_dir():
         return str(folder)
-    if not datasets and (Path(str(root)) / "dataset.json").is_file():
+    if not datasets and (root_dir / "dataset.json").is_file():
         return str(root)  # data.root is itself the one dataset
-    known = sorted(datasets) or sorted(p.name for p in Path(str(root)).glob("*") if p.is_dir())
+    if target in datasets:
+        raise ConfigError(f"target {target!r}: its dataset folder {folder} (data.datasets.{target}) does not exist")
+    known = sorted(datasets) or sorted(p.name for p in root_dir.glob("*") if p.is_dir())
     raise ConfigError(f"target {target!r}: no dataset folder {folder}; " + did_you_mean(target, known, what="target"))
 
 

@@ -7,7 +7,7 @@ deterministic run folders)::
     defaults:                         # nested dict copied into every cell's config
       kind: finetune                  # which cell function runs the cell (see medtransfer.experiments.kinds)
       data: {root: brainshift}
-      train: {epochs: 20, lr: 1.0e-3}
+      finetune: {train: {epochs: 20, lr: 1.0e-3}}
       resources: {num_cpus: 1, num_gpus: 0}
     axes:
       target: [brain]                 # required: target task(s)
@@ -18,9 +18,13 @@ deterministic run folders)::
       domains: [siemens_15, ge_3]     # all ordered pairs a->b, a != b  (or: domain_pairs: ["a->b", ...])
     overrides:                        # applied in order to every cell whose axis values match (globs)
       - when: {strategy: "first_k:*"}
-        set: {train: {lr: 1.0e-2}}
+        set: {finetune: {train: {lr: 1.0e-2}}}
     exclude:                          # cells to drop, same matching rule
       - {source: none, strategy: "!scratch"}
+
+Every key of ``defaults`` and of each override's ``set``, at every level, is checked when the file loads against
+the keys the cell functions read (:mod:`medtransfer.experiments.config_keys`): a typo is an error naming the file,
+the key path and the allowed keys, before any cell runs.
 
 Axis values become top-level keys of each cell's config: ``target`` (str), ``source`` ({name, checkpoint}),
 ``strategy`` (the string as written, e.g. ``"first_k:2"``), ``budget`` (a mapping with ``n_labelled`` and/or
@@ -49,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from .config_keys import check_cell_config
 
 TOP_KEYS = ("name", "description", "defaults", "axes", "overrides", "exclude")
 AXIS_KEYS = ("target", "source", "strategy", "budget", "seed", "domain_pairs", "domains")
@@ -134,6 +139,7 @@ def parse_grid(raw: Any, where: str, *, default_name: str = "grid") -> GridSpec:
     clash = sorted(set(defaults) & set(RESERVED_CONFIG_KEYS))
     if clash:
         raise ConfigError(f"{where}: defaults.{clash[0]} is set by the grid's axes; put it under 'axes' instead")
+    check_cell_config(defaults, where, "defaults")
     name = _label(str(raw.get("name") or default_name))
     axes = _parse_axes(raw.get("axes"), where)
     overrides = tuple(_parse_override(o, where, i) for i, o in enumerate(_as_list(raw.get("overrides"))))
@@ -286,6 +292,7 @@ def _parse_override(raw: Any, where: str, i: int) -> tuple[dict, dict]:
     clash = sorted(set(raw["set"]) & set(RESERVED_CONFIG_KEYS))
     if clash:
         raise ConfigError(f"{where}: {key}.set.{clash[0]} is an axis; overrides may not change axis values")
+    check_cell_config(raw["set"], where, f"{key}.set")
     return _parse_match(raw.get("when") or {}, where, f"{key}.when"), copy.deepcopy(dict(raw["set"]))
 
 

@@ -2,7 +2,9 @@
 
 Files the runner keeps in a run folder (the cell function owns everything else in it):
 
-- ``summary.json``: written LAST and atomically; a cell is done exactly when it exists.
+- ``summary.json``: written LAST and atomically; a cell is done exactly when it exists and parses (a runner
+  summary: a JSON object with ``cell_id`` and ``result``).  One that does not (truncated by a full disk, a copy
+  cut short, an edit) does not count: the cell runs again and the new summary replaces it.
 - ``lock.json``: ``{pid, host, started}``, written to a private temporary file and published with ``link``
   (which fails when the lock exists, like ``O_CREAT | O_EXCL``, but never shows an empty lock) so that only
   one worker runs a cell; a background thread touches it every ``HEARTBEAT_S`` seconds.  A lock is *stale*
@@ -46,7 +48,7 @@ class CellStatus(enum.StrEnum):
 
 def cell_status(run_dir: Path, *, stale_after_s: float = STALE_AFTER_S) -> CellStatus:
     """The status of one run folder, read from its files (see the module docstring)."""
-    if (run_dir / SUMMARY).is_file():
+    if read_summary(run_dir) is not None:
         return CellStatus.DONE
     lock = run_dir / LOCK
     if lock.is_file():
@@ -54,6 +56,35 @@ def cell_status(run_dir: Path, *, stale_after_s: float = STALE_AFTER_S) -> CellS
     if (run_dir / ERROR).is_file():
         return CellStatus.FAILED
     return CellStatus.INTERRUPTED if has_partial_outputs(run_dir) else CellStatus.PENDING
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The cell's runner summary, or None when there is none or it does not parse (see :func:`summary_problem`)."""
+    summary = read_json(run_dir / SUMMARY)
+    return summary if is_runner_summary(summary) else None
+
+
+def is_runner_summary(summary: Any) -> bool:
+    """Whether parsed JSON is a runner's ``summary.json`` (cell functions may nest summaries of their own)."""
+    return isinstance(summary, dict) and "cell_id" in summary and "result" in summary
+
+
+def summary_problem(run_dir: Path) -> str | None:
+    """Why a run folder's ``summary.json`` does not count, or None when it is missing or valid."""
+    path = run_dir / SUMMARY
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"{path} cannot be read ({err.strerror or err})"
+    try:
+        summary = json.loads(text)
+    except ValueError as err:
+        return f"{path} is not valid JSON (truncated?): {err}"
+    if not is_runner_summary(summary):
+        return f"{path} is not a runner summary (no cell_id / result)"
+    return None
 
 
 def has_partial_outputs(run_dir: Path) -> bool:

@@ -287,16 +287,29 @@ def _summary(
         key: float(nanmean(np.array([per_label[str(label)][key] for label in labels], dtype=float)))
         for key in OVERLAP_KEYS
     }
+    for means in [*per_label.values(), foreground]:
+        _add_null_reasons(means)
     return {
         "pred_dir": str(pred_dir),
         "ref_dir": str(ref_dir),
         "n_cases": len({row["case"] for row in rows}),
         "config": {**asdict(config), "labels": list(labels)},
         "conventions": "means ignore NaN (label absent from prediction and reference); inf (one mask empty) is kept; "
+        "a mean that is not finite is written as null with the reason in <metric>_null_reason; "
         "lesion ratios are micro-averaged (counts summed over cases first)",
         "mean": per_label,
         "foreground_mean": foreground,
     }
+
+
+def _add_null_reasons(means: dict[str, Any]) -> None:
+    """Say why a mean is not a number: JSON writes it as ``null`` (strict JSON has no NaN or infinity)."""
+    for key in OVERLAP_KEYS:  # lesion ratios have their own convention (``lesion_*``)
+        value = means.get(key)
+        if isinstance(value, float) and math.isinf(value):
+            means[f"{key}_null_reason"] = "infinite: a case has an empty prediction or an empty reference"
+        elif isinstance(value, float) and math.isnan(value):
+            means[f"{key}_null_reason"] = "undefined: the label is absent from every prediction and reference"
 
 
 def _lesion_summary(rows: list[dict[str, Any]]) -> dict[str, float]:

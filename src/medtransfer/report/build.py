@@ -100,7 +100,18 @@ def create_report(results: Results, options: ReportOptions) -> Report:
     grids = sorted({c.grid for c in results.cells})
     title = options.title or f"medtransfer report: {', '.join(grids)}"
     subtitle = f"{len(results.cells)} finished cells, {len(rows)} per-case rows, from {results.root}"
-    return Report(title, tuple(headline or ["No per-case metric to compare."]), tuple(sections), subtitle)
+    return Report(
+        title, tuple(headline or ["No per-case metric to compare."]), tuple(sections), subtitle + _left_out(results)
+    )
+
+
+def _left_out(results: Results) -> str:
+    """The cells the report does not include, said in the subtitle (never dropped without a word)."""
+    if not results.skipped and not results.failed:
+        return ""
+    failed = [cell for cell, _ in results.failed]
+    listed = f" ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})" if failed else ""
+    return f"; not included: {len(results.skipped)} skipped (unfinished or unreadable), {len(failed)} failed{listed}"
 
 
 def _arms(cells: Sequence[CellRecord], options: ReportOptions) -> dict[str, str]:

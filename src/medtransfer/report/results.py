@@ -1,6 +1,7 @@
 """Read a results folder (as :mod:`medtransfer.experiments` writes it) into what the report needs.
 
-A finished cell is a run folder with the runner's ``summary.json``.  From it the report takes the per-case
+A finished cell is a run folder with the runner's ``summary.json`` (one that parses; the cells skipped and failed
+are listed in :attr:`Results.skipped` and :attr:`Results.failed`).  From it the report takes the per-case
 metric rows (``result["per_case"]``; a cell without them contributes one row of its aggregate
 ``result["metrics"]``), and, anywhere under the run folder, the trainer's ``history.jsonl`` (one JSON record
 per epoch), the ``env.json`` provenance file, ``predictions/`` + ``reference/`` NIfTI folders (with optional
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..experiments.collect import cell_columns, iter_summaries
+from ..experiments.collect import cell_columns, scan_cells
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +58,18 @@ class CellRecord:
 
 @dataclass(frozen=True)
 class Results:
-    """The finished cells of a results folder and their per-case rows (one row per cell x case)."""
+    """The finished cells of a results folder and their per-case rows (one row per cell x case).
+
+    ``skipped`` and ``failed`` hold ``(cell folder, why)`` of the cells that are not in ``cells``: not finished
+    or with an unreadable summary, and failed (see :func:`~medtransfer.experiments.collect.scan_cells`).  A metric
+    written as ``null`` (strict JSON has no NaN or infinity) is NaN in ``rows``.
+    """
 
     root: Path
     cells: tuple[CellRecord, ...]
     rows: tuple[dict[str, Any], ...] = field(repr=False)
+    skipped: tuple[tuple[str, str], ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
 
     @property
     def metrics(self) -> list[str]:
@@ -84,7 +93,8 @@ def load_results(results_dir: str | Path) -> Results:
     """
     root = Path(results_dir)
     cells, rows = [], []
-    for summary in iter_summaries(root):
+    scan = scan_cells(root)
+    for summary in scan.summaries:
         columns = cell_columns(summary)
         run_dir = Path(summary["run_dir"])
         cells.append(
@@ -100,8 +110,15 @@ def load_results(results_dir: str | Path) -> Results:
         )
         rows.extend({**columns, **case, "run_dir": str(run_dir)} for case in _case_rows(summary.get("result") or {}))
     if not cells:
-        raise DataError(f"{root}: no finished cell (no runner summary.json) to report; run the grid first")
-    return Results(root, tuple(cells), tuple(rows))
+        unfinished = f" ({len(scan.skipped)} skipped, {len(scan.failed)} failed)" if scan.skipped or scan.failed else ""
+        raise DataError(f"{root}: no finished cell (no runner summary.json) to report{unfinished}; run the grid first")
+    return Results(root, tuple(cells), tuple(_nan_for_null(rows)), scan.skipped, scan.failed)
+
+
+def _nan_for_null(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``null`` metric values (NaN or infinity in the cell, see :func:`medtransfer.utils.to_json`) as NaN."""
+    metrics = {k for row in rows for k, v in row.items() if k not in ID_COLUMNS and _is_number(v)}
+    return [{k: math.nan if v is None and k in metrics else v for k, v in row.items()} for row in rows]
 
 
 def _case_rows(result: dict[str, Any]) -> list[dict[str, Any]]:

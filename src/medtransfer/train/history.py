@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from ..utils import write_text_atomic
+from ..utils import to_json, write_text_atomic
 
 logger = logging.getLogger("medtransfer.train")
 
@@ -30,7 +29,7 @@ class MetricsHistory:
 
     def flush(self) -> None:
         if self.path is not None:
-            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+            write_text_atomic(self.path, "".join(to_json(r) + "\n" for r in self.records))
 
     def state_dict(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.records]

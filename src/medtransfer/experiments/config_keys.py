@@ -1,0 +1,196 @@
+"""The keys a grid cell's config may hold, taken from the code that reads them; checked when a grid file loads.
+
+A typo in a grid file (``finetun:``, ``tolerence_mm``, ``num_cpu``) must not be dropped without a word, nor fail
+every cell at run time: :func:`check_cell_config` checks ``defaults`` and every ``overrides[i].set`` key by key,
+at every level, and names the file, the key path and the allowed keys::
+
+    grid.yaml: defaults.finetun: unknown key 'finetun'; did you mean 'finetune'? Allowed: classification, ...
+
+The allowed keys are not a second hand-written list: each section comes from what consumes it.
+
+==================================  ================================================================
+``finetune`` (also under a source)  :class:`~medtransfer.train.finetune_config.FinetuneConfig` fields, minus
+                                    those the grid sets per cell (:data:`SET_BY_THE_GRID`)
+``finetune.train``                  :class:`~medtransfer.train.config.TrainConfig` fields
+``finetune.preprocess``             :class:`~medtransfer.data.preprocess.PreprocessConfig` fields
+``eval``                            :data:`medtransfer.experiments.evaluate_cell.OPTION_KEYS`
+``resources``                       :data:`medtransfer.experiments.executors.RESOURCE_KEYS`
+``data``, ``sources.<name>``        :data:`~medtransfer.experiments.sources.DATA_KEYS`, ``SOURCE_KEYS``
+``teacher_student``                 ``cells_semi.OPTION_KEYS``; ``pseudo`` / ``augment``: the fields of
+                                    :class:`~medtransfer.semi.PseudoLabelConfig` / ``StrongAugmentConfig``
+``classification``, ``dummy``       ``cells_classify.OPTION_KEYS``, :data:`~medtransfer.experiments.kinds.DUMMY_KEYS`
+==================================  ================================================================
+
+``finetune.model_config`` depends on the model (the source checkpoint's architecture, or ``finetune.model``),
+so ``create_model`` checks it when the cell builds it.  A cell kind registered with
+``register_cell_kind(name, function, sections=(...))`` adds its own top-level sections (not checked inside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+
+# FinetuneConfig fields that experiments.cells.finetune_config sets for every cell (and sources.train_source for
+# every grid-trained source), whatever the grid file says: a value given there would be ignored.
+SET_BY_THE_GRID = {
+    "data": "the dataset is data.root / data.datasets[<target>]",
+    "out": "the run folder is chosen by the grid",
+    "init": "the source model is axes.source",
+    "strategy": "the strategy is axes.strategy",
+    "n_labelled": "the label budget is axes.budget",
+    "every_kth_slice": "the label budget is axes.budget",
+    "seed": "the seed is axes.seed",
+}
+
+
+@dataclass(frozen=True)
+class Section:
+    """The allowed keys of one mapping of a cell's config.
+
+    Attributes:
+        keys: the allowed keys.
+        children: sub-sections checked in turn (a :class:`Section`, :class:`Names` for user-chosen keys, or a
+            function that builds one when it is needed).
+        refused: keys that exist but may not be set here, with the reason.
+        scalar: the section may also be a plain value (``data: DIR``).
+    """
+
+    keys: tuple[str, ...]
+    children: Mapping[str, Section | Names | Callable[[], Section | Names]] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
+    scalar: bool = False
+
+
+@dataclass(frozen=True)
+class Names:
+    """A mapping of user-chosen names (source models, datasets) whose values follow ``section`` (None: any)."""
+
+    section: Section | Callable[[], Section] | None = None
+
+
+def check_cell_config(values: Any, where: str, path: str) -> None:
+    """Check a (partial) cell config, e.g. a grid's ``defaults`` or an override's ``set``, against the schema.
+
+    Raises:
+        ConfigError: a key that no consumer reads, or a section that is not a mapping, named by its path.
+    """
+    _check(values, cell_config_schema(), where, path)
+
+
+def _check(values: Any, section: Section | Names | Callable, where: str, path: str) -> None:
+    if values is None:
+        return
+    if callable(section):
+        section = section()
+    if isinstance(section, Names):
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: {path} must be a mapping of names, got {values!r}")
+        if section.section is not None:
+            for name, value in values.items():
+                _check(value, section.section, where, f"{path}.{name}")
+        return
+    if not isinstance(values, Mapping):
+        if section.scalar:
+            return
+        raise ConfigError(f"{where}: {path} must be a mapping with keys {', '.join(section.keys)}; got {values!r}")
+    for key, value in values.items():
+        if key in section.refused:
+            raise ConfigError(f"{where}: {path}.{key}: set by the grid for each cell ({section.refused[key]})")
+        if key not in section.keys:
+            raise ConfigError(f"{where}: {path}.{key}: {did_you_mean(str(key), section.keys, what='key')}")
+        if key in section.children:
+            _check(value, section.children[key], where, f"{path}.{key}")
+
+
+def cell_config_schema() -> Section:
+    """The schema of a cell's config (below the axes): built-in sections plus registered kinds' sections."""
+    from .kinds import extra_sections
+
+    children: dict[str, Section | Names | Callable[[], Section | Names]] = dict(BUILTIN_SECTIONS)
+    children.update({name: Names() for name in extra_sections() if name not in children})
+    return Section(tuple(sorted(("kind", "threads", *children))), children)
+
+
+# Each section is built when a grid uses it: its consumers import torch, a grid of `dummy` cells needs none.
+@functools.cache
+def _finetune() -> Section:
+    from ..data.preprocess import PreprocessConfig
+    from ..train.config import TrainConfig
+    from ..train.finetune_config import FinetuneConfig
+
+    return Section(
+        tuple(k for k in _fields(FinetuneConfig) if k not in SET_BY_THE_GRID),
+        {
+            "train": Section(_fields(TrainConfig), {"extra": Names()}),
+            "preprocess": Section(_fields(PreprocessConfig)),
+            "model_config": Names(),
+        },
+        refused=SET_BY_THE_GRID,
+    )
+
+
+def _data() -> Section:
+    from .sources import DATA_KEYS
+
+    return Section(DATA_KEYS, {"datasets": Names()}, scalar=True)
+
+
+def _sources() -> Names:
+    from .sources import SOURCE_KEYS
+
+    return Names(Section(SOURCE_KEYS, {"finetune": _finetune}))
+
+
+def _eval() -> Section:
+    from .evaluate_cell import OPTION_KEYS
+
+    return Section(OPTION_KEYS)
+
+
+def _resources() -> Section:
+    from .executors import RESOURCE_KEYS
+
+    return Section(RESOURCE_KEYS)
+
+
+def _teacher_student() -> Section:
+    from ..semi.augment import StrongAugmentConfig
+    from ..semi.pseudo import PseudoLabelConfig
+    from .cells_semi import OPTION_KEYS
+
+    children = {"pseudo": Section(_fields(PseudoLabelConfig)), "augment": Section(_fields(StrongAugmentConfig))}
+    return Section(OPTION_KEYS, children)
+
+
+def _classification() -> Section:
+    from .cells_classify import OPTION_KEYS
+
+    return Section(OPTION_KEYS)
+
+
+def _dummy() -> Section:
+    from .kinds import DUMMY_KEYS
+
+    return Section(DUMMY_KEYS)
+
+
+BUILTIN_SECTIONS = {
+    "data": _data,
+    "finetune": _finetune,
+    "sources": _sources,
+    "eval": _eval,
+    "resources": _resources,
+    "teacher_student": _teacher_student,
+    "classification": _classification,
+    "dummy": _dummy,
+}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
