@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from .stats import ArrayLike, _paired_differences
 
@@ -130,10 +130,10 @@ def paired_ttost(a: ArrayLike, b: ArrayLike, margin: float = DEFAULT_MARGIN, *, 
     mean, se, df = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n), n - 1
     if se == 0:
         p_lower, p_upper = float(mean <= -margin), float(mean >= margin)
-    else:
-        p_lower = float(stats.t.sf((mean + margin) / se, df))
-        p_upper = float(stats.t.cdf((mean - margin) / se, df))
-    half = float(stats.t.ppf(1 - alpha, df)) * se
+    else:  # special.stdtr is the t CDF (what stats.t.cdf calls), without the distribution-object overhead
+        p_lower = float(special.stdtr(df, -(mean + margin) / se))
+        p_upper = float(special.stdtr(df, (mean - margin) / se))
+    half = float(special.stdtrit(df, 1 - alpha)) * se
     return TostResult(max(p_lower, p_upper), p_lower, p_upper, mean, (mean - half, mean + half), n, margin, "t")
 
 
