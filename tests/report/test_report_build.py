@@ -189,7 +189,12 @@ def test_headline_says_no_significant_difference(tmp_path):
     assert "**full** has the highest mean Dice (0.701 vs 0.700" in line
     assert "**the difference is not significant** against first_k:2" in line
     assert f"Wilcoxon p = {p:.2g}" in line
-    assert "do not single out a winner" in line
+    # never the whole sentence: what would decide follows (paired t power from the per-case SD of NOISE)
+    power = pytest.importorskip("statsmodels.stats.power")
+    d = np.asarray(NOISE)
+    needed = math.ceil(power.TTestPower().solve_power(d.mean() / d.std(ddof=1), alpha=0.05, power=0.8))
+    assert f"the data do not single out a winner yet. **Undecided**: about {needed - 12} more paired cases" in line
+    assert f"(n ≈ {needed} in all) would detect the observed difference of +0.001 Dice against first_k:2" in line
 
 
 # --- domain shift: heatmaps, gap closed, win counts; convergence, overlays, provenance ----------------------
@@ -274,6 +279,10 @@ def test_cli_errors(tmp_path, capsys):
     results = make_results(tmp_path, {"target": "ms", "strategy": "full"}, levels={"full": 0.5}, n_cases=2)
     assert main(["report", str(results), "--out", str(tmp_path / "out"), "--metric", "dise"]) == 2
     assert "did you mean 'dice'" in capsys.readouterr().err.lower()
+    assert main(["report", str(results), "--out", str(tmp_path / "out"), "--margin", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --margin: the equivalence margin must be > 0 (in the metric's units, e.g. 0.01 Dice), got 0.0\n"
+    )
     assert not (tmp_path / "out").exists()
 
 

@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--metric", default=None, help="per-case metric that decides the winner (default: dice)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected; 0.05)")
     parser.add_argument(
+        "--margin", type=float, default=0.01, help="equivalence margin in the metric's units (default 0.01 Dice)"
+    )
+    parser.add_argument(
         "--baseline", default="baseline", help="STRATEGY[@BUDGET] glob of the baseline cells (default: baseline)"
     )
     parser.add_argument(
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     options = ReportOptions(
         metric=args.metric,
         alpha=args.alpha,
+        margin=args.margin,
         baseline=args.baseline,
         oracle=args.oracle,
         max_overlays=args.overlays,

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ from typing import Any
 from ..errors import ConfigError, did_you_mean
 from ..utils import atomic_path
 from . import plots, tables
-from .comparisons import Verdict, compare_all, overall_sentence
+from .comparisons import Verdict, compare_all, equivalence_table, overall_sentence
 from .document import Figure, Report, Section
+from .equivalence import DEFAULT_MARGIN
 from .grouping import add_arms, group_rows, metric_name, sorted_values
 from .overlays import OverlaySource, collect_overlays
 from .provenance import provenance_table
@@ -37,7 +39,8 @@ class ReportOptions:
     Attributes:
         metric: the per-case metric that decides the winner (default ``dice``, else ``lesion_f1``, else the first
             one found); never a lesion detection rate, which alone rewards painting everything.
-        alpha: significance level of the Holm-corrected tests.
+        alpha: significance level of the Holm-corrected tests (and of the equivalence tests).
+        margin: equivalence margin in the metric's units (0.01 = one Dice point).
         baseline: ``STRATEGY[@BUDGET]`` glob of the baseline cells (source model without fine-tuning).
         oracle: ``STRATEGY[@BUDGET]`` glob of the oracle cells (e.g. ``scratch@nall``).
         max_overlays: how many qualitative overlays to show.
@@ -46,6 +49,7 @@ class ReportOptions:
 
     metric: str | None = None
     alpha: float = 0.05
+    margin: float = DEFAULT_MARGIN
     baseline: str = "baseline"
     oracle: str = "oracle"
     max_overlays: int = 4
@@ -54,6 +58,11 @@ class ReportOptions:
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if not (math.isfinite(self.margin) and self.margin > 0):
+            raise ConfigError(
+                "--margin: the equivalence margin must be > 0 (in the metric's units, e.g. 0.01 Dice), "
+                f"got {self.margin}"
+            )
         if self.max_overlays < 0:
             raise ConfigError(f"max_overlays must be >= 0, got {self.max_overlays}")
 
@@ -83,7 +92,7 @@ def create_report(results: Results, options: ReportOptions) -> Report:
     arms = _arms(results.cells, options)
     rows = [{**row, "arm": arms[row["cell_id"]]} for row in results.rows]
     metric = _metric(results, options.metric)
-    verdicts = compare_all(rows, metric, alpha=options.alpha) if metric else []
+    verdicts = compare_all(rows, metric, alpha=options.alpha, margin=options.margin) if metric else []
     headline = [line for line in [overall_sentence(verdicts), *(v.sentence() for v in verdicts)] if line]
     sections = [
         _tests_section(verdicts),
@@ -143,9 +152,13 @@ def _tests_section(verdicts: Sequence[Verdict]) -> Section:
         f"Per setting (target x label budget) the strategies are compared on the same cases (domain pair x case, "
         f"seeds averaged) with the paired Wilcoxon signed-rank test and the sign test; each family of pairwise "
         f"tests is Holm-corrected. A win is significant when the best strategy beats every other one with a "
-        f"corrected Wilcoxon p < {contested[0].alpha:g}."
+        f"corrected Wilcoxon p < {contested[0].alpha:g}. Otherwise the best strategy and every one it does not "
+        f"beat are called equivalent when a paired t and a Wilcoxon two one-sided test (TOST) both show the "
+        f"difference inside ±{contested[0].margin:g}; else the setting is undecided, and the report says how many "
+        "paired cases would decide (paired t approximation, 80% power)."
     )
-    return Section(title, (method,), tuple(tables.comparison_table(v) for v in contested))
+    found = [table for v in contested for table in (tables.comparison_table(v), equivalence_table(v))]
+    return Section(title, (method,), tuple(found))
 
 
 def _zoetmulder_section(rows) -> Section:

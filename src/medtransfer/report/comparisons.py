@@ -5,17 +5,26 @@ The arms of a setting are compared on paired units (domain pair x case, seeds av
 units.  Every pair of arms is tested with the paired Wilcoxon signed-rank test and with the sign test, each
 family Holm-corrected (:func:`~.stats.pairwise_comparisons`).  The win is *significant* when the winner beats
 every other arm with a corrected Wilcoxon p-value below ``alpha``.
+
+Otherwise the verdict says which of the two other answers the data give (:func:`verdict_sentence`):
+*equivalence* when every arm the winner does not beat is equivalent to it within ``margin`` (paired t and
+Wilcoxon TOSTs both below ``alpha``; :func:`~.equivalence.paired_equivalence`), else *undecided*, with how
+many more paired cases would detect the observed difference at 80 % power (paired t approximation at the
+Bonferroni share of ``alpha`` over the Holm family, which Holm never needs more than) and how many would show
+equivalence.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .document import Table
+from .equivalence import DEFAULT_MARGIN, Contrast, paired_equivalence
 from .grouping import group_rows, is_reference, metric_name, unit_scores
 from .stats import Comparison, Correction, PairedTest, align, pairwise_comparisons
 
@@ -32,6 +41,8 @@ class Verdict:
         wilcoxon: every pair of arms, Holm-corrected paired Wilcoxon tests.
         sign: the same pairs, Holm-corrected sign tests.
         alpha: significance level.
+        margin: equivalence margin in the metric's units.
+        contrasts: the winner against each other arm (difference with CI, TOSTs, effect sizes, sample sizes).
     """
 
     setting: dict[str, Any]
@@ -41,6 +52,8 @@ class Verdict:
     wilcoxon: tuple[Comparison, ...]
     sign: tuple[Comparison, ...]
     alpha: float = 0.05
+    margin: float = DEFAULT_MARGIN
+    contrasts: dict[str, Contrast] = field(default_factory=dict)
 
     @property
     def winner(self) -> str | None:
@@ -79,55 +92,194 @@ class Verdict:
     def label(self) -> str:
         return ", ".join(str(v) for v in self.setting.values())
 
-    def sentence(self) -> str:
-        """The plain-language verdict of this setting (``**`` marks emphasis)."""
-        name = metric_name(self.metric)
-        if not self.means:
-            return f"**{self.label}**: only the references (baseline / oracle) ran here; there is nothing to compare."
-        if len(self.means) < 2:
-            return f"**{self.label}**: only one strategy ({self.winner}) has results here; there is nothing to compare."
-        best, second = self.winner, self.runner_up
-        if self.tied:
-            return (
-                f"**{self.label}**: every strategy has the same mean {name} ({_fmt(self.means[best])}; "
-                f"n = {self.n} paired cases): no strategy is better than another here."
-            )
-        if self.n == 0:
-            return (
-                f"**{self.label}**: **{best}** has the highest mean {name} ({_fmt(self.means[best])} vs "
-                f"{_fmt(self.means[second])} for {second}), but no case has results for every strategy, so the "
-                "difference cannot be tested."
-            )
-        head = (
-            f"**{self.label}**: **{best}** has the highest mean {name} ({_fmt(self.means[best])} vs "
-            f"{_fmt(self.means[second])} for {second}, the runner-up; n = {self.n} paired cases)"
-        )
-        if self.significant:
-            p_w = max(self.versus(arm)[1] for arm in self.means if arm != best)
-            p_s = max(self.versus(arm, PairedTest.SIGN)[1] for arm in self.means if arm != best)
-            return (
-                f"{head} and **the win is significant**: it beats every other strategy with Holm-corrected paired "
-                f"Wilcoxon {_p_bound(p_w)} (sign test {_p_bound(p_s)})."
-            )
+    @property
+    def equivalent(self) -> bool:
+        """No significant winner, but every arm the winner does not beat is equivalent to it at ``margin``."""
         rivals = self.not_beaten
-        tests = "; ".join(
-            f"vs {arm}: Wilcoxon p = {_fmt_p(self.versus(arm)[1])}, sign test p = "
-            f"{_fmt_p(self.versus(arm, PairedTest.SIGN)[1])}"
-            for arm in rivals
-        )
         return (
-            f"{head}, but **the difference is not significant** against {', '.join(rivals)} "
-            f"(Holm-corrected, α = {self.alpha:g}; {tests}): the data do not single out a winner."
+            len(self.means) > 1
+            and not self.significant
+            and bool(rivals)
+            and all(arm in self.contrasts and self.contrasts[arm].equivalent for arm in rivals)
         )
+
+    @property
+    def family_size(self) -> int:
+        """Number of pairwise tests in the Holm family (every pair of arms)."""
+        return len(self.means) * (len(self.means) - 1) // 2
+
+    def sentence(self) -> str:
+        """The plain-language verdict of this setting (``**`` marks emphasis); see :func:`verdict_sentence`."""
+        return verdict_sentence(self)
+
+
+def verdict_sentence(verdict: Verdict) -> str:
+    """The plain-language verdict of one setting (``**`` marks emphasis).
+
+    One of: a significant winner (with its margin over the runner-up, CI and p-value), an equivalence at the
+    margin, or *undecided* with the number of paired cases that would decide.  "The data do not single out a
+    winner" is never the whole sentence: it is followed by what the data do say (equivalence, or how far
+    they are from a decision).
+    """
+    v, name = verdict, metric_name(verdict.metric)
+    if not v.means:
+        return f"**{v.label}**: only the references (baseline / oracle) ran here; there is nothing to compare."
+    if len(v.means) < 2:
+        return f"**{v.label}**: only one strategy ({v.winner}) has results here; there is nothing to compare."
+    best, second = v.winner, v.runner_up
+    if v.tied:
+        return (
+            f"**{v.label}**: every strategy has the same mean {name} ({_fmt(v.means[best])}; "
+            f"n = {v.n} paired cases): no strategy is better than another here."
+        )
+    if v.n == 0:
+        return (
+            f"**{v.label}**: **{best}** has the highest mean {name} ({_fmt(v.means[best])} vs "
+            f"{_fmt(v.means[second])} for {second}), but no case has results for every strategy, so the "
+            "difference cannot be tested."
+        )
+    head = (
+        f"**{v.label}**: **{best}** has the highest mean {name} ({_fmt(v.means[best])} vs "
+        f"{_fmt(v.means[second])} for {second}, the runner-up; n = {v.n} paired cases)"
+    )
+    if v.significant:
+        p_w = max(v.versus(arm)[1] for arm in v.means if arm != best)
+        p_s = max(v.versus(arm, PairedTest.SIGN)[1] for arm in v.means if arm != best)
+        return (
+            f"{head} and **the win is significant**: it beats every other strategy with Holm-corrected paired "
+            f"Wilcoxon {_p_bound(p_w)} (sign test {_p_bound(p_s)}){_margin_clause(v, second, name)}."
+        )
+    rivals = v.not_beaten
+    tests = "; ".join(
+        f"vs {arm}: Wilcoxon p = {_fmt_p(v.versus(arm)[1])}, sign test p = {_fmt_p(v.versus(arm, PairedTest.SIGN)[1])}"
+        for arm in rivals
+    )
+    not_sig = (
+        f"{head}, but **the difference is not significant** against {', '.join(rivals)} "
+        f"(Holm-corrected, α = {v.alpha:g}; {tests})"
+    )
+    if v.equivalent:
+        return f"{not_sig}; **they are equivalent** within ±{v.margin:g} {name}: {_equivalence_clause(v, rivals)}."
+    return f"{not_sig}: the data do not single out a winner yet. {_undecided_clause(v, rivals, name)}"
+
+
+def _margin_clause(v: Verdict, arm: str, name: str) -> str:
+    c = v.contrasts.get(arm)
+    if c is None or not math.isfinite(c.ci[0]):
+        return ""
+    return (
+        f"; its margin over {arm} is {_signed(c.mean_diff)} {name} (95% CI {_signed(c.ci[0])} to "
+        f"{_signed(c.ci[1])}; d_z = {c.d_z:.2f})"
+    )
+
+
+def _equivalence_clause(v: Verdict, rivals: Sequence[str]) -> str:
+    parts = []
+    for arm in rivals:
+        c = v.contrasts[arm]
+        low, high = c.tost_t.ci
+        parts.append(
+            f"vs {arm} difference {_signed(c.mean_diff)} ({1 - 2 * v.alpha:.0%} CI {_signed(low)} to {_signed(high)}), "
+            f"TOST {_p_is(c.tost_pvalue)} (paired t and Wilcoxon)"
+        )
+    return "; ".join(parts)
+
+
+def _undecided_clause(v: Verdict, rivals: Sequence[str], name: str) -> str:
+    """How far from a decision: the rival needing the most cases, and what equivalence would need."""
+    contrasts = {arm: v.contrasts[arm] for arm in rivals if arm in v.contrasts}
+    if not contrasts or all(c.n < 2 for c in contrasts.values()):
+        return f"**Undecided**: with n = {v.n} paired case(s) the per-case spread cannot be estimated; add cases."
+    arm, c = max(contrasts.items(), key=lambda kv: _need(kv[1].n_detect))
+    if c.n_detect is None:
+        detect = (
+            f"**Undecided**: against {arm} the mean difference is {_signed(c.mean_diff)} {name}, so no number of "
+            "cases would show a difference"
+        )
+    elif c.n_detect > c.n:
+        detect = (
+            f"**Undecided**: about {c.n_detect - c.n} more paired cases (n ≈ {c.n_detect} in all) would detect the "
+            f"observed difference of {_signed(c.mean_diff)} {name} against {arm} at {c.power:.0%} power (paired t "
+            f"approximation, per-case SD {c.sd_diff:.3f}, α = {c.alpha_detect:.2g})"
+        )
+    else:
+        detect = (
+            f"**Undecided**: by the paired t approximation (per-case SD {c.sd_diff:.3f}) n = {c.n_detect} paired "
+            f"cases give {c.power:.0%} power for the observed difference of {_signed(c.mean_diff)} {name} against "
+            f"{arm}, and there are {c.n}: the rank tests, not the mean, leave it open (skewed or outlying "
+            "differences); more cases would settle it"
+        )
+    return f"{detect}; {_equivalence_need(v, contrasts)}."
+
+
+def _equivalence_need(v: Verdict, contrasts: Mapping[str, Contrast]) -> str:
+    outside = [arm for arm, c in contrasts.items() if c.n_equivalent is None]
+    if outside:
+        return (
+            f"against {', '.join(outside)} the observed difference is at least the margin, so if it is the true "
+            f"one no number of cases would show equivalence within ±{v.margin:g}"
+        )
+    arm, c = max(contrasts.items(), key=lambda kv: _need(kv[1].n_equivalent))
+    more = max(c.n_equivalent - c.n, 0)
+    return (
+        f"showing equivalence within ±{v.margin:g} (against {arm}) would take about {more} more "
+        f"(n ≈ {c.n_equivalent}; TOST {_p_is(c.tost_pvalue)} now)"
+    )
+
+
+def equivalence_table(verdict: Verdict) -> Table:
+    """The winner against every other arm: difference with CI, effect sizes, TOSTs and the cases a decision needs."""
+    name = metric_name(verdict.metric)
+    body = tuple(
+        (
+            str(verdict.winner),
+            arm,
+            str(c.n),
+            f"{_signed(c.mean_diff)} [{_signed(c.ci[0])}, {_signed(c.ci[1])}]",
+            _fmt_num(c.d_z),
+            _signed(c.hodges_lehmann),
+            _fmt_num(c.rank_biserial),
+            _fmt_p(c.tost_t.pvalue),
+            _fmt_p(c.tost_wilcoxon.pvalue),
+            "yes" if c.equivalent else "no",
+            "—" if c.n_detect is None else str(c.n_detect),
+            "—" if c.n_equivalent is None else str(c.n_equivalent),
+        )
+        for arm, c in verdict.contrasts.items()
+    )
+    header = (
+        "best",
+        "other",
+        "n pairs",
+        f"{name} difference [95% CI]",
+        "d_z",
+        "Hodges-Lehmann",
+        "rank-biserial r",
+        "TOST p (t)",
+        "TOST p (Wilcoxon)",
+        f"equivalent (±{verdict.margin:g})",
+        "n for 80% power",
+        "n for equivalence",
+    )
+    note = (
+        f"TOST at α = {verdict.alpha:g}: equivalent when both the paired t and the Wilcoxon TOST reject. Sample "
+        "sizes: paired t approximation from the per-case SD of the differences (— where no size would do)."
+    )
+    return Table(f"Equivalence and power, {verdict.label}", header, body, note)
 
 
 def compare_setting(
-    rows: Sequence[Mapping[str, Any]], metric: str, setting: Mapping[str, Any], *, alpha: float = 0.05
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    setting: Mapping[str, Any],
+    *,
+    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
 ) -> Verdict:
     """The :class:`Verdict` of one setting's rows (with an ``arm`` column; reference arms are left out)."""
     scores = {arm: s for arm, s in unit_scores(rows, metric).items() if not is_reference(arm)}
     if not scores:
-        return Verdict(dict(setting), metric, {}, 0, (), (), alpha)
+        return Verdict(dict(setting), metric, {}, 0, (), (), alpha, margin)
     _, aligned = align(scores)
     complete = np.all([np.isfinite(v) for v in aligned.values()], axis=0) if aligned else np.array([])
     aligned = {arm: v[complete] for arm, v in aligned.items()}
@@ -136,22 +288,34 @@ def compare_setting(
     means = dict(sorted(means.items(), key=lambda kv: (-_finite_or(kv[1], -math.inf), kv[0])))
     wil = pairwise_comparisons(aligned, test=PairedTest.WILCOXON, correction=Correction.HOLM) if n else []
     sig = pairwise_comparisons(aligned, test=PairedTest.SIGN, correction=Correction.HOLM) if n else []
-    return Verdict(dict(setting), metric, means, n, tuple(wil), tuple(sig), alpha)
+    best, family = next(iter(means)), max(len(means) * (len(means) - 1) // 2, 1)
+    contrasts = {
+        arm: paired_equivalence(aligned[best], aligned[arm], margin, alpha=alpha, alpha_detect=alpha / family)
+        for arm in list(means)[1:]
+        if n
+    }
+    return Verdict(dict(setting), metric, means, n, tuple(wil), tuple(sig), alpha, margin, contrasts)
 
 
 def compare_all(
-    rows: Sequence[Mapping[str, Any]], metric: str, by: Sequence[str] = ("target", "budget"), *, alpha: float = 0.05
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    by: Sequence[str] = ("target", "budget"),
+    *,
+    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
 ) -> list[Verdict]:
     """One :class:`Verdict` per setting (distinct values of ``by``) that has the metric."""
     verdicts = []
     for key, group in group_rows(rows, by).items():
         if any(row.get(metric) is not None for row in group):
-            verdicts.append(compare_setting(group, metric, dict(zip(by, key, strict=True)), alpha=alpha))
+            setting = dict(zip(by, key, strict=True))
+            verdicts.append(compare_setting(group, metric, setting, alpha=alpha, margin=margin))
     return verdicts
 
 
 def overall_sentence(verdicts: Sequence[Verdict]) -> str:
-    """One line over all settings: how many each strategy won, and how many of those significantly."""
+    """One line over all settings: wins per strategy (how many significantly) and settings ending in equivalence."""
     contested = [v for v in verdicts if len(v.means) > 1]
     if len(contested) < 2:
         return ""
@@ -166,6 +330,8 @@ def overall_sentence(verdicts: Sequence[Verdict]) -> str:
     parts = [f"**{arm}** won {w} ({s} significantly)" for arm, (w, s) in ranked]
     ties = sum(v.tied for v in contested)
     parts += [f"{ties} tied (every strategy the same)"] if ties else []
+    equivalent = sum(v.equivalent for v in contested)
+    parts += [f"{equivalent} with the best arms equivalent (within the margin)"] if equivalent else []
     return f"Over {len(contested)} settings (target x label budget): " + "; ".join(parts) + "."
 
 
@@ -191,3 +357,19 @@ def _fmt_p(p: float) -> str:
     if not math.isfinite(p):
         return "n/a"
     return f"{p:.2g}" if p >= 1e-4 else "< 0.0001"
+
+
+def _p_is(p: float) -> str:
+    return "p < 0.0001" if math.isfinite(p) and p < 1e-4 else f"p = {_fmt_p(p)}"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}" if math.isfinite(value) else "n/a"
+
+
+def _fmt_num(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "—"
+
+
+def _need(n: int | None) -> float:
+    return math.inf if n is None else float(n)

@@ -1,0 +1,115 @@
+"""The verdict sentence of a setting: a significant winner, an equivalence, or undecided with what would decide."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from medtransfer.report.comparisons import compare_all, compare_setting, equivalence_table, overall_sentence
+from medtransfer.report.equivalence import sample_size_equivalence
+
+power_module = pytest.importorskip("statsmodels.stats.power")
+SETTING = {"target": "brain", "budget": "n3"}
+
+
+def arm_rows(values: dict[str, np.ndarray], **setting) -> list[dict]:
+    return [
+        {**setting, "arm": arm, "case": f"c{i:02d}", "dice": float(v)}
+        for arm, xs in values.items()
+        for i, v in enumerate(xs)
+    ]
+
+
+def test_significant_win_states_its_margin_with_ci():
+    base = np.linspace(0.6, 0.8, 10)
+    diffs = np.array([0.05, 0.06, 0.04, 0.05, 0.07, 0.03, 0.05, 0.06, 0.04, 0.05])
+    v = compare_setting(arm_rows({"full": base + diffs, "scratch": base}), "dice", SETTING)
+    half = stats.t.ppf(0.975, 9) * diffs.std(ddof=1) / math.sqrt(10)
+    sentence = v.sentence()
+    assert "**the win is significant**" in sentence
+    assert f"its margin over scratch is +{diffs.mean():.3f} Dice (95% CI +{diffs.mean() - half:.3f} to " in sentence
+    assert f"d_z = {diffs.mean() / diffs.std(ddof=1):.2f})" in sentence
+
+
+def test_equivalent_arms_are_said_to_be_equivalent():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.7, 0.9, 40)
+    values = {"full": base + rng.normal(0, 0.004, 40), "first_k:1": base}
+    v = compare_setting(arm_rows(values), "dice", SETTING, margin=0.01)
+    assert not v.significant
+    assert v.equivalent
+    sentence = v.sentence()
+    assert "**the difference is not significant** against first_k:1" in sentence
+    assert "**they are equivalent** within ±0.01 Dice: vs first_k:1 difference" in sentence
+    assert "do not single out" not in sentence
+    # at a margin of 0.001 the same data are undecided
+    tight = compare_setting(arm_rows(values), "dice", SETTING, margin=0.001)
+    assert not tight.equivalent
+    assert "**Undecided**" in tight.sentence()
+
+
+def test_undecided_says_how_many_more_cases_would_decide():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.7, 0.9, 10)
+    values = {"full": base + 0.01 + rng.normal(0, 0.04, 10), "first_k:1": base, "last_k:1": base - 0.002}
+    v = compare_setting(arm_rows(values), "dice", SETTING)
+    assert not v.significant
+    assert not v.equivalent
+    assert v.family_size == 3
+    d = values["full"] - values["first_k:1"]
+    expected = math.ceil(power_module.TTestPower().solve_power(d.mean() / d.std(ddof=1), alpha=0.05 / 3, power=0.8))
+    sentence = v.sentence()
+    assert ": the data do not single out a winner yet. **Undecided**: about " in sentence
+    assert f"about {expected - 10} more paired cases (n ≈ {expected} in all) would detect the observed difference" in (
+        sentence
+    )
+    assert f"of +{d.mean():.3f} Dice against first_k:1 at 80% power" in sentence
+    assert sentence.endswith(".")
+
+
+def test_undecided_equivalence_clause_counts_cases():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.7, 0.9, 12)
+    noise = rng.normal(0, 0.03, 12)
+    noise -= noise.mean() - 0.001  # mean difference 0.001: inside the margin, not yet shown equivalent
+    v = compare_setting(arm_rows({"a": base + noise, "b": base}), "dice", SETTING)
+    c = v.contrasts["b"]
+    assert not v.equivalent
+    expected = sample_size_equivalence(0.001, noise.std(ddof=1), 0.01)
+    assert c.n_equivalent == expected
+    assert (
+        f"showing equivalence within ±0.01 (against b) would take about {expected - 12} more (n ≈ {expected};"
+        in v.sentence()
+    )
+
+
+def test_no_difference_at_all_is_still_a_full_sentence():
+    base = np.linspace(0.6, 0.8, 6)
+    flip = np.array([0.01, -0.01, 0.02, -0.02, 0.03, -0.03])
+    v = compare_setting(arm_rows({"a": base + flip, "b": base, "c": base - flip / 2 - 0.005}), "dice", SETTING)
+    sentence = v.sentence()
+    assert "**a** has the highest mean Dice (0.700 vs 0.700 for b" in sentence
+    assert "against b the mean difference is +0.000 Dice, so no number of cases would show a difference" in sentence
+    assert "showing equivalence within ±0.01 (against c) would take about" in sentence
+
+
+def test_equivalence_table_and_overall_sentence():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.7, 0.9, 40)
+    near = {"full": base + rng.normal(0, 0.004, 40), "first_k:1": base}
+    far = {"full": base + 0.1, "first_k:1": base}
+    rows = arm_rows(near, target="brain", budget="n1") + arm_rows(far, target="brain", budget="n3")
+    verdicts = compare_all(rows, "dice")
+    assert [v.equivalent for v in verdicts] == [True, False]
+    assert overall_sentence(verdicts) == (
+        "Over 2 settings (target x label budget): **full** won 2 (1 significantly); "
+        "1 with the best arms equivalent (within the margin)."
+    )
+    table = equivalence_table(verdicts[0])
+    assert table.header[:4] == ("best", "other", "n pairs", "Dice difference [95% CI]")
+    ((best, other, n, *_, equivalent, n_power, n_equivalence),) = table.rows
+    assert (best, other, n, equivalent) == ("full", "first_k:1", "40", "yes")
+    assert n_equivalence == str(verdicts[0].contrasts["first_k:1"].n_equivalent)
