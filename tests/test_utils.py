@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from medtransfer.errors import ConfigError
+from medtransfer.finetune import FinetuneConfig
 from medtransfer.train.config import TrainConfig
-from medtransfer.train.finetune_config import FinetuneConfig
 from medtransfer.utils import atomic_path, read_yaml_mapping
 
 
