@@ -6,11 +6,11 @@ import json
 
 import pytest
 import yaml
-from testkit import FINETUNE_ARGS, blob_dataset, source_checkpoint
 
 from medtransfer.checkpoint import load_checkpoint
 from medtransfer.cli import main
 from medtransfer.train import Trainer
+from testkit import FINETUNE_ARGS, blob_dataset, source_checkpoint
 
 
 class Killed(Exception):
@@ -27,7 +27,7 @@ def test_resume_with_other_options_is_refused_naming_each_and_leaves_the_run_alo
     original = Trainer.on_epoch_end
 
     def end_then_die(self, epoch, seconds):
-        record = original(self, epoch, seconds)
+        original(self, epoch, seconds)
         raise Killed
 
     monkeypatch.setattr(Trainer, "on_epoch_end", end_then_die)
@@ -72,4 +72,5 @@ def test_init_takes_a_run_folder_like_predict(tmp_path):
     meta = load_checkpoint(second / "checkpoints" / "checkpoint_best.pt")["meta"]
     assert meta["init"] == str(first)
     audit = meta["load_audit"]
-    assert audit["loaded"] and not audit["skipped_shape"]  # the first run's 1-channel head fits the target
+    assert audit["loaded"]
+    assert not audit["skipped_shape"]  # the first run's 1-channel head fits the target

@@ -37,7 +37,7 @@ from ..errors import ConfigError, DataError
 from ..train.batches import StepBatchSampler, TrainBatches
 from ..train.config import TrainConfig
 from ..train.history import write_jsonl
-from ..transfer.apply import apply_strategy
+from ..transfer.apply import apply_strategy, check_strategy_task
 from ..transfer.registry import Task
 from ..utils import write_json_atomic, write_yaml_atomic
 from .build import build_model, load_source
@@ -109,6 +109,7 @@ def run_classification(
 
     if config.every_kth_slice is not None:
         raise ConfigError("classification takes whole labelled scans (n_labelled), not every_kth_slice")
+    check_strategy_task(config.strategy, Task.CLASSIFICATION)
     out = Path(config.out)
     dataset = load_dataset(config.data)
     selection = select_cases(config, dataset)

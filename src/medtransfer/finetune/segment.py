@@ -33,7 +33,8 @@ from ..train.resume import check_same_options
 from ..train.rng import seed_everything
 from ..train.run_env import environment
 from ..train.validation import DiceValidator
-from ..transfer.apply import apply_strategy
+from ..transfer.apply import apply_strategy, check_strategy_task
+from ..transfer.registry import Task
 from ..utils import write_json_atomic, write_yaml_atomic
 from .build import build_model, load_source, size_divisor
 from .config import FinetuneConfig
@@ -60,6 +61,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
             resume with options other than the run's.
     """
     config = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
+    check_strategy_task(config.strategy, Task.SEGMENTATION)
     out = Path(config.out)
     start = time.perf_counter()
     dataset = load_dataset(config.data)

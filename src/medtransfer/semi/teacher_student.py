@@ -83,12 +83,12 @@ def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
         ConfigError: bad options, or a 3D model (pseudo-labelling is slice-wise here).
     """
     from ..finetune import FinetuneConfig, run_finetune
-    from ..transfer import Task, get_strategy_entry, parse_strategy_spec
+    from ..transfer import Task, check_strategy_task
 
     config = config if isinstance(config, TeacherStudentConfig) else TeacherStudentConfig(**config)
     out = Path(config.out)
     ft = FinetuneConfig.from_dict({**config.finetune, "out": str(out / "round0")})
-    get_strategy_entry(parse_strategy_spec(ft.strategy)[0]).check_task(Task.TEACHER_STUDENT)
+    check_strategy_task(ft.strategy, Task.TEACHER_STUDENT)
     dataset, unlabelled_ds = load_dataset(ft.data), load_dataset(config.unlabelled, strict=False)
     teacher_dir = run_finetune(ft, resume=True)
     summary = json.loads((teacher_dir / "summary.json").read_text())

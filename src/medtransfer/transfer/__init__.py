@@ -15,7 +15,7 @@ reinit_head, spottune.  :func:`apply_strategy` applies any of them for a fine-tu
 
 from __future__ import annotations
 
-from .apply import AppliedStrategy, apply_strategy
+from .apply import AppliedStrategy, apply_strategy, check_strategy_task
 from .bn import BNMode, freeze_norm_stats, release_norm_stats
 from .registry import (
     Task,
@@ -38,6 +38,7 @@ __all__ = [
     "Task",
     "Train",
     "apply_strategy",
+    "check_strategy_task",
     "compare_with_source",
     "create_strategy",
     "freeze_norm_stats",

@@ -49,6 +49,13 @@ def plain_data(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+def check_strategy_task(spec: str, task: Task | str) -> None:
+    """Refuse (:class:`ConfigError`) a strategy spec that is unknown, badly parametrised or cannot serve ``task``;
+    call it before any expensive work."""
+    entry, _ = create_params(spec)
+    entry.check_task(task)
+
+
 def apply_strategy(
     spec: str,
     model: nn.Module,
