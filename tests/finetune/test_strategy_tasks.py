@@ -113,3 +113,17 @@ def test_strategies_lists_and_explains_spottune(capsys):
     assert main(["strategies", "spottune", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["tasks"] == ["segmentation", "classification", "teacher_student"]
+
+
+def test_classification_weights_do_not_depend_on_what_ran_before(data, tmp_path):
+    """The classification head is drawn after seeding from config.seed, as segmentation models are."""
+    import torch
+
+    states = []
+    for before, out in ((1, tmp_path / "a"), (2, tmp_path / "b")):
+        torch.manual_seed(before)  # another process start, another cell before this one
+        run = run_classification(_config(data, out, "full"), ClassificationOptions("lesion"))
+        states.append(load_checkpoint(run / "model.pt")["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key

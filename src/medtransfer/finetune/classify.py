@@ -37,6 +37,7 @@ from ..errors import ConfigError, DataError
 from ..train.batches import StepBatchSampler, TrainBatches
 from ..train.config import TrainConfig
 from ..train.history import write_jsonl
+from ..train.rng import seed_everything
 from ..transfer.apply import apply_strategy, check_strategy_task
 from ..transfer.registry import Task
 from ..utils import write_json_atomic, write_yaml_atomic
@@ -132,6 +133,7 @@ def run_classification(
         slice_dataset([prepared[c] for c in part], options, case_class, config.slice_axis)
         for part in (selection.labelled_ids, val_ids)
     )
+    seed_everything(config.seed)  # the head (and any fresh stage) starts the same whatever ran before
     model, spec = build_model(config, source, dataset.num_channels, num_classes=max(len(classes), 2))
     train_cfg = TrainConfig.from_dict({**config.train, "progress": False, "val_every": 1, "seed": config.seed})
     applied = apply_strategy(config.strategy, model, source, seed=config.seed, task=Task.CLASSIFICATION)
