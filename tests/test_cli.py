@@ -99,9 +99,9 @@ def test_other_exceptions_are_bugs_and_keep_their_traceback(monkeypatch, error):
 
 
 WRITERS = {  # command line (OUT = the read-only location) -> library function that does the work
-    "finetune --init none --data DATA --out OUT/run": "medtransfer.train.finetune.run_finetune",
+    "finetune --init none --data DATA --out OUT/run": "medtransfer.finetune.run_finetune",
     "pretrain --task segmentation --data DATA --out OUT/source.pt": "medtransfer.pretrain.run.run_pretrain",
-    "report DATA --out OUT/report": "medtransfer.report.build.build_report",
+    "report DATA --out OUT/report": "medtransfer.report.build.create_report",
     "evaluate --pred DATA --ref DATA --out OUT/eval": "medtransfer.metrics.evaluation.evaluate_folders",
     "data build-benchmark --out OUT/bench": "medtransfer.bench.build_benchmark",
     "demo --out OUT/demo": "medtransfer.experiments.demo.run_demo",

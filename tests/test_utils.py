@@ -10,8 +10,8 @@ import torch
 from medtransfer.checkpoint import save_checkpoint
 from medtransfer.data.io import save_nifti
 from medtransfer.errors import ConfigError, DataError
+from medtransfer.finetune import FinetuneConfig
 from medtransfer.train.config import TrainConfig
-from medtransfer.train.finetune_config import FinetuneConfig
 from medtransfer.utils import atomic_path, check_writable, read_yaml_mapping, write_json_atomic, write_text_atomic
 
 

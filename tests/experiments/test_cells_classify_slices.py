@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +10,13 @@ import torch
 
 from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError, DataError
-from medtransfer.experiments.cells_classify import _case_classes, _classes, _options, _score_case
 from medtransfer.experiments.kinds import get_cell_function
 from medtransfer.experiments.runner import run_grid
 from medtransfer.experiments.spec import expand_grid, parse_grid
+from medtransfer.finetune.classify import ClassificationOptions, case_classes, score_case, target_classes
 from medtransfer.metrics.classification import classification_metrics
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cells_finetune import TRAIN, _dataset  # noqa: E402
+from testkit import GRID_TRAIN as TRAIN
+from testkit import two_domain_blobs as _dataset
 
 
 def test_the_kind_is_registered():
@@ -29,22 +26,23 @@ def test_the_kind_is_registered():
 
 
 def test_options_are_validated():
-    assert _options({})["target"] == "lesion"
-    assert _options({"classification": {"target": "metadata:cohort"}})["target"] == "metadata:cohort"
-    with pytest.raises(ConfigError, match="unknown classification option"):
-        _options({"classification": {"treshold": 1}})
+    assert ClassificationOptions.from_dict({}, where="cell x").target == "lesion"
+    assert ClassificationOptions.from_dict({"target": "metadata:cohort"}, where="cell x").column == "cohort"
+    with pytest.raises(ConfigError, match="cell x: unknown classification option"):
+        ClassificationOptions.from_dict({"treshold": 1}, where="cell x")
     with pytest.raises(ConfigError, match="'lesion' or 'metadata:COLUMN'"):
-        _options({"classification": {"target": "metadata:"}})
+        ClassificationOptions.from_dict({"target": "metadata:"}, where="cell x")
 
 
 def test_metadata_classes(tmp_path):
     dataset = load_dataset(_dataset(tmp_path / "blobs", per_domain=2))
-    classes = _classes("metadata:domain", dataset)
+    by_domain = ClassificationOptions("metadata:domain")
+    classes = target_classes(by_domain, dataset)
     assert classes == ["a", "b"]
-    assert _case_classes("metadata:domain", dataset, classes) == {"a0": 0, "a1": 0, "b0": 1, "b1": 1}
-    assert _case_classes("lesion", dataset, ["absent", "present"]) is None
+    assert case_classes(by_domain, dataset, classes) == {"a0": 0, "a1": 0, "b0": 1, "b1": 1}
+    assert case_classes(ClassificationOptions("lesion"), dataset, ["absent", "present"]) is None
     with pytest.raises(DataError, match="at least two classes"):
-        _classes("metadata:nothing", dataset)
+        target_classes(ClassificationOptions("metadata:nothing"), dataset)
 
 
 def test_score_case_matches_the_metrics_on_the_case_slices():
@@ -62,7 +60,7 @@ def test_score_case_matches_the_metrics_on_the_case_slices():
             m = x.mean(dim=(1, 2, 3))
             return torch.stack([-m, m], 1) * 20
 
-    row = _score_case(MeanModel(), case, {"target": "lesion", "min_voxels": 1}, ["absent", "present"], {})
+    row = score_case(MeanModel(), case, ClassificationOptions("lesion", min_voxels=1), None, 2)
     means = image[0].mean(axis=(0, 1)) * 64 / 256  # zero padding to 16 x 16 divides the mean
     probs = torch.softmax(torch.tensor(np.stack([-means, means], 1) * 20), 1).numpy()
     expected = classification_metrics(np.array([0, 1, 1, 1, 0, 0]), probs)
@@ -113,7 +111,7 @@ def test_grid_compares_inits_on_lesion_present_and_the_report_uses_balanced_accu
         assert [r["epoch"] for r in result["history"]] == [0, 1, 2]
         assert all({"val_accuracy", "val_balanced_accuracy", "val_auc"} <= set(r) for r in result["history"])
         assert 0 <= result["metrics"]["val_balanced_accuracy_auc"] <= 1
-        assert (cell.run_dir / "history.jsonl").read_text().count("\n") == 3
+        assert (cell.run_dir / "train" / "history.jsonl").read_text().count("\n") == 3
 
     from medtransfer.cli import main
 

@@ -8,8 +8,7 @@ import pytest
 
 from medtransfer.experiments.kinds import get_cell_function
 from medtransfer.experiments.spec import expand_grid, load_grid
-from medtransfer.transfer import create_strategy
-from medtransfer.transfer.spottune import is_spottune, parse_spottune_spec
+from medtransfer.transfer.registry import create_params
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 REFERENCES = ("baseline", "oracle")
@@ -30,10 +29,8 @@ def test_config_expands_to_runnable_cells(path, tmp_path):
         strategy = cell.config["strategy"]
         if cell.config["kind"] != "finetune" or strategy in REFERENCES:
             pass  # other cell kinds read their own strategy names
-        elif is_spottune(strategy):
-            parse_spottune_spec(strategy)
         else:
-            create_strategy(strategy)  # a registered strategy with valid parameters
+            create_params(strategy)  # a registered strategy with valid parameters
         source = cell.config["source"]
         assert source["checkpoint"] or source["name"] in (*cell.config.get("sources", {}), "none")
         datasets = cell.config["data"]["datasets"]

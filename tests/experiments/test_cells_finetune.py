@@ -9,41 +9,17 @@ import pytest
 import torch
 
 from medtransfer.checkpoint import load_checkpoint, save_checkpoint
-from medtransfer.data.io import save_nifti
-from medtransfer.data.layouts import load_dataset, write_dataset_json
+from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError
-from medtransfer.experiments.cells import finetune_config, held_out_case_ids
+from medtransfer.experiments.cells import finetune_config
 from medtransfer.experiments.evaluate_cell import evaluate_test_cases, score
 from medtransfer.experiments.kinds import get_cell_function
 from medtransfer.experiments.runner import run_grid
 from medtransfer.experiments.spec import parse_grid
+from medtransfer.finetune import select_cases
 from medtransfer.models import create_model
-
-TRAIN = {"epochs": 3, "steps_per_epoch": 6, "batch_size": 8, "lr": 0.01, "optimizer": "adam", "device": "cpu"}
-
-
-def _dataset(root, per_domain=5):
-    """Blobs in noise; domain ``b`` has inverted, rescaled contrast (a domain shift)."""
-    rng = np.random.default_rng(0)
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    rows = ["case,subject,domain"]
-    grid = np.indices((24, 24, 8)).astype(np.float32)
-    for domain in ("a", "b"):
-        for i in range(per_domain):
-            centre = np.array([12 + rng.integers(-4, 5), 12 + rng.integers(-4, 5), 4])[:, None, None, None]
-            scale = np.array([1, 1, 2])[:, None, None, None]
-            label = (np.sqrt((((grid - centre) * scale) ** 2).sum(0)) < 6).astype(np.uint8)
-            image = label * 1.0 + rng.normal(0, 0.25, label.shape)
-            image = image if domain == "a" else 2.0 - 3.0 * image
-            case = f"{domain}{i}"
-            affine = np.diag([1.0, 1.0, 2.0, 1.0])
-            save_nifti(root / "imagesTr" / f"{case}_0000.nii.gz", image.astype(np.float32), affine)
-            save_nifti(root / "labelsTr" / f"{case}.nii.gz", label, affine)
-            rows.append(f"{case},{case},{domain}")
-    write_dataset_json(root, {"background": 0, "blob": 1}, ["T1"], 2 * per_domain)
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    return root
+from testkit import GRID_TRAIN as TRAIN
+from testkit import two_domain_blobs as _dataset
 
 
 def _grid(data, strategies, budgets=(1,)):
@@ -82,8 +58,8 @@ def _fresh_dice(run_dir, data, tmp_path):
     fresh = tmp_path / "fresh.pt"
     save_checkpoint(fresh, {**ckpt, "state_dict": model.state_dict()})
     dataset = load_dataset(data)
-    config = {"finetune": {"test_fraction": 0.4, "val_fraction": 0.2}}
-    rows = evaluate_test_cases(fresh, dataset, held_out_case_ids(config, dataset, "b"), tmp_path / "fresh", {})
+    held_out = json.loads((run_dir / "train" / "summary.json").read_text())["test_cases"]
+    rows = evaluate_test_cases(fresh, dataset, held_out, tmp_path / "fresh", {})
     return float(np.mean([r["dice"] for r in rows]))
 
 
@@ -96,8 +72,7 @@ def test_finetune_cells_learn_and_write_what_the_report_reads(tmp_path):
     cells = {p.parents[2].name.split("__")[1]: p.parent for p in grid_dir.rglob("seed0/summary.json")}
     assert set(cells) == {"baseline", "full", "oracle"}
     results = {k: json.loads((v / "summary.json").read_text())["result"] for k, v in cells.items()}
-    dataset = load_dataset(data)
-    tests = held_out_case_ids({"finetune": {"test_fraction": 0.4, "val_fraction": 0.2}}, dataset, "b")
+    tests = json.loads((cells["full"] / "train" / "summary.json").read_text())["test_cases"]
     for _name, result in results.items():  # every arm is scored on the same held-out cases of the target domain
         assert [r["case"] for r in result["per_case"]] == tests
         assert all(r["case"].startswith("b") for r in result["per_case"])
@@ -130,11 +105,12 @@ def test_oracle_and_scratch_configs_ignore_the_source(tmp_path):
     data = _dataset(tmp_path / "data" / "blobs", per_domain=5)
     dataset = load_dataset(data)
     base = {"strategy": "oracle", "budget": {"n_labelled": 1, "every_kth_slice": 2}, "seed": 3, "finetune": {}}
-    oracle = finetune_config(base, str(data), "b", "src.pt", tmp_path / "o", dataset)
-    assert (oracle["init"], oracle["strategy"], oracle["every_kth_slice"], oracle["seed"]) == (None, "scratch", None, 3)
-    assert oracle["n_labelled"] == 3  # 5 subjects: 1 test, 1 validation, 3 training
-    first = finetune_config({**base, "strategy": "first_k:1"}, str(data), "b", "src.pt", tmp_path / "f", dataset)
-    assert (first["init"], first["n_labelled"], first["every_kth_slice"]) == ("src.pt", 1, 2)
+    oracle = finetune_config(base, str(data), "b", "src.pt", tmp_path / "o")
+    assert (oracle.init, oracle.strategy, oracle.every_kth_slice, oracle.seed) == (None, "scratch", None, 3)
+    assert oracle.n_labelled == "all"
+    assert select_cases(oracle, dataset).n_labelled == 3  # 5 subjects: 1 test, 1 validation, 3 training
+    first = finetune_config({**base, "strategy": "first_k:1"}, str(data), "b", "src.pt", tmp_path / "f")
+    assert (first.init, first.n_labelled, first.every_kth_slice) == ("src.pt", 1, 2)
 
 
 def test_baseline_without_a_source_is_a_config_error(tmp_path):
@@ -178,7 +154,7 @@ def test_unknown_source_name_suggests_the_listed_ones(tmp_path):
 
 def test_a_grid_source_merges_its_train_settings_into_the_cells(tmp_path, monkeypatch):
     """`sources.<name>.finetune.train: {epochs: N}` changes the epochs only, not the cell's other train keys."""
-    import medtransfer.train.finetune as finetune_module
+    import medtransfer.finetune as finetune_module
     from medtransfer.experiments import sources
 
     data = _dataset(tmp_path / "blob")

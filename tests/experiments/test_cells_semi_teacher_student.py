@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError, DataError
-from medtransfer.experiments.cells import _split
+from medtransfer.experiments.cells import finetune_config
 from medtransfer.experiments.cells_semi import base_strategy, link_unlabelled, unlabelled_pool
 from medtransfer.experiments.kinds import get_cell_function
 from medtransfer.experiments.runner import run_grid
 from medtransfer.experiments.spec import expand_grid, parse_grid
+from medtransfer.finetune import select_cases
 from medtransfer.semi import check_no_leak, held_out_cases
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cells_finetune import TRAIN, _dataset  # noqa: E402
+from testkit import GRID_TRAIN as TRAIN
+from testkit import two_domain_blobs as _dataset
 
 
 def test_the_kind_is_registered():
@@ -50,23 +48,24 @@ def test_base_strategy():
 def test_pool_is_the_unlabelled_training_cases_never_validation_or_test(tmp_path, seed):
     data = _dataset(tmp_path / "blobs", per_domain=8)
     dataset = load_dataset(data)
-    config = _config(data, seed=seed)
-    _, split = _split(config, dataset, "b")
-    from medtransfer.data.splits import n_scans_budget
-
-    labelled = n_scans_budget([dataset.get(c) for c in split.train], 1, seed=seed).cases
-    pool = unlabelled_pool(config, dataset, "b", {"n_labelled": 1, "seed": seed})
+    config = _config(data, seed=seed, budget={"n_labelled": 1})
+    ft = finetune_config(config, str(data), "b", None, tmp_path / "run")
+    selection = select_cases(ft, dataset)
+    split, labelled = selection.split, selection.labelled_ids
+    pool = unlabelled_pool(config, dataset, ft)
+    assert len(labelled) == 1
     assert set(pool) == set(split.train) - set(labelled)
     assert not set(pool) & {*split.test, *split.val}
     assert all(dataset.get(c).domain == "b" for c in pool)
+    every = finetune_config({**config, "budget": {"n_labelled": "all"}}, str(data), "b", None, tmp_path / "run")
     with pytest.raises(ConfigError, match="no unlabelled training case left"):
-        unlabelled_pool(config, dataset, "b", {"n_labelled": len(split.train), "seed": seed})
+        unlabelled_pool(config, dataset, every)
 
 
 def test_linked_pool_keeps_subjects_and_a_planted_test_scan_is_caught(tmp_path):
     data = _dataset(tmp_path / "blobs")
     dataset = load_dataset(data)
-    _, split = _split(_config(data), dataset, "b")
+    split = select_cases(finetune_config(_config(data), str(data), "b", None, tmp_path / "run"), dataset).split
     folder = link_unlabelled(dataset, list(split.train), tmp_path / "unl")
     linked = load_dataset(folder, strict=False)
     assert sorted(c.case_id for c in linked.cases) == sorted(split.train)

@@ -234,8 +234,8 @@ def test_allowed_keys_come_from_the_configs_that_read_them():
 
     from medtransfer.data.preprocess import PreprocessConfig
     from medtransfer.experiments.config_keys import SET_BY_THE_GRID
+    from medtransfer.finetune import FinetuneConfig
     from medtransfer.train.config import TrainConfig
-    from medtransfer.train.finetune_config import FinetuneConfig
 
     finetune = {f.name: None for f in dataclasses.fields(FinetuneConfig) if f.name not in SET_BY_THE_GRID}
     finetune["train"] = {f.name: None for f in dataclasses.fields(TrainConfig)}

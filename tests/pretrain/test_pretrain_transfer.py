@@ -13,17 +13,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pretrain_helpers import one_thread, quadrant_classes, smooth_images, tiny_config  # noqa: E402
 
 from medtransfer.checkpoint import load_checkpoint  # noqa: E402
+from medtransfer.finetune import FinetuneConfig, build_model, load_source  # noqa: E402
 from medtransfer.pretrain.run import run_pretrain  # noqa: E402
-from medtransfer.train.finetune import build_model  # noqa: E402
-from medtransfer.train.finetune_config import FinetuneConfig  # noqa: E402
-from medtransfer.train.finetune_strategy import apply_strategy  # noqa: E402
+from medtransfer.transfer import apply_strategy  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 def _target(ckpt_path: Path, tmp_path: Path, num_labels: int = 3):
     config = FinetuneConfig.from_dict({"init": str(ckpt_path), "data": str(tmp_path), "out": str(tmp_path / "run")})
-    model, spec, pretrained = build_model(config, in_channels=1, num_labels=num_labels)
+    pretrained = load_source(config)
+    model, spec = build_model(config, pretrained, 1, num_labels=num_labels)
     return model, spec, apply_strategy("full", model, pretrained, seed=0)
 
 

@@ -5,55 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
-import torch
 
-from medtransfer.checkpoint import load_checkpoint, save_checkpoint
-from medtransfer.data.io import save_nifti
-from medtransfer.data.layouts import write_dataset_json
+from medtransfer.checkpoint import load_checkpoint
 from medtransfer.errors import DataError
 from medtransfer.models import create_model
 from medtransfer.semi import run_teacher_student
-
-MODEL_CFG = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "features": 4, "depth": 2}
-
-
-def _blob(rng, shape=(16, 16, 6)):
-    grid = np.indices(shape).astype(np.float32)
-    centre = np.array([8 + rng.integers(-3, 4), 8 + rng.integers(-3, 4), 3])[:, None, None, None]
-    label = (np.sqrt(((grid - centre) ** 2).sum(0)) < 4).astype(np.uint8)
-    return (label * 1.0 + rng.normal(0, 0.2, label.shape) + 0.2).astype(np.float32), label
-
-
-def _datasets(root, n=6, n_unlabelled=2):
-    rng = np.random.default_rng(0)
-    data = root / "ds"
-    (data / "imagesTr").mkdir(parents=True)
-    (data / "labelsTr").mkdir()
-    rows = ["case,subject"]
-    for i in range(n):
-        image, label = _blob(rng)
-        save_nifti(data / "imagesTr" / f"c{i}_0000.nii.gz", image, np.eye(4))
-        save_nifti(data / "labelsTr" / f"c{i}.nii.gz", label, np.eye(4))
-        rows.append(f"c{i},s{i}")
-    write_dataset_json(data, {"background": 0, "blob": 1}, ["T1"], n)
-    (data / "metadata.csv").write_text("\n".join(rows) + "\n")
-    unl = root / "unl"
-    (unl / "images").mkdir(parents=True)
-    for i in range(n_unlabelled):
-        # larger than the labelled scans: every slice dataset is padded to one common shape
-        save_nifti(unl / "images" / f"u{i}.nii.gz", _blob(rng, (20, 16, 6))[0], np.eye(4))
-    return data, unl
+from testkit import SEMI_MODEL, source_checkpoint
+from testkit import semi_datasets as _datasets
 
 
 def _source(path):
-    torch.manual_seed(0)
-    save_checkpoint(
-        path,
-        {"model": {"name": "unet", "config": MODEL_CFG}, "state_dict": create_model("unet", **MODEL_CFG).state_dict()},
-    )
-    return str(path)
+    return str(source_checkpoint(path, SEMI_MODEL))
 
 
 def _config(tmp_path, data, unl, rounds=1):
@@ -115,6 +78,6 @@ def test_a_test_scan_in_the_unlabelled_folder_is_refused(tmp_path):
 
 
 def _teacher_split(tmp_path, config):
-    from medtransfer.train.finetune import run_finetune
+    from medtransfer.finetune import run_finetune
 
     return run_finetune({**config["finetune"], "out": str(tmp_path / "ts" / "round0")}) / "summary.json"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from medtransfer.errors import ConfigError
+from medtransfer.finetune import FinetuneConfig
 from medtransfer.train.augment import SpatialAugment, create_augment
-from medtransfer.train.finetune_config import FinetuneConfig
 
 
 def _item(shape):

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from medtransfer.metrics.classification import accuracy, balanced_accuracy, classification_metrics, roc_auc
-from medtransfer.models import create_model
-from medtransfer.train import TrainConfig
-from medtransfer.train.classification import (
+from medtransfer.finetune.classification import (
     ClassificationLoss,
+    ClassificationValidator,
     SliceClassificationDataset,
     area_under_curve,
     epochs_to_reach,
     slice_targets,
-    train_classification,
 )
+from medtransfer.metrics.classification import accuracy, balanced_accuracy, classification_metrics, roc_auc
+from medtransfer.models import create_model
+from medtransfer.train import TrainConfig
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -89,6 +89,19 @@ def _blob_cases(n, rng):
     return cases
 
 
+def _train(model, strategy, source, train, val, config):
+    """Train a classification model as run_classification does: the strategy through finetune.fit."""
+    from medtransfer.finetune import fit
+    from medtransfer.train import StepBatchSampler, TrainBatches
+    from medtransfer.transfer import apply_strategy
+
+    applied = apply_strategy(strategy, model, source, seed=0, task="classification")
+    config = TrainConfig.from_dict({**config.to_dict(), "val_every": 1, "seed": 0})
+    batches = TrainBatches(train, StepBatchSampler(len(train), config.batch_size, config.steps_per_epoch, 0))
+    loss, validator = ClassificationLoss(), ClassificationValidator(val)
+    return fit(applied, model, config, batches, loss=loss, validator=validator).result.history
+
+
 @pytest.mark.slow
 def test_mean_var_and_hybrid_train_above_chance_with_a_per_epoch_curve():
     torch.manual_seed(0)
@@ -100,16 +113,16 @@ def test_mean_var_and_hybrid_train_above_chance_with_a_per_epoch_curve():
     config = TrainConfig(
         epochs=4, steps_per_epoch=8, batch_size=8, lr=0.01, optimizer="adam", progress=False, device="cpu"
     )
-    curves = {}
+    histories = {}
     for strategy in ("mean_var", "hybrid_k:2", "full"):
-        run = train_classification(create_model("unet", **cfg), strategy, source, train, val, config, seed=0)
-        assert [r["epoch"] for r in run.history] == [0, 1, 2, 3]
-        assert all({"val_accuracy", "val_balanced_accuracy", "val_auc"} <= set(r) for r in run.history)
-        curves[strategy] = run
-    best = max(max(r.curve("val_balanced_accuracy")) for r in curves.values())
+        history = _train(create_model("unet", **cfg), strategy, source, train, val, config)
+        assert [r["epoch"] for r in history] == [0, 1, 2, 3]
+        assert all({"val_accuracy", "val_balanced_accuracy", "val_auc"} <= set(r) for r in history)
+        histories[strategy] = history
+    best = max(r["val_balanced_accuracy"] for history in histories.values() for r in history)
     assert best > 0.75  # chance is 0.5
-    for run in curves.values():
-        assert 0.0 <= area_under_curve(run.history) <= 1.0
+    for history in histories.values():
+        assert 0.0 <= area_under_curve(history) <= 1.0
     history = [{"val_accuracy": 0.5}, {"val_accuracy": 0.8}, {"val_accuracy": 0.95}]
     assert epochs_to_reach(history, target=0.9) == 3
     assert epochs_to_reach(history, target=0.99) is None

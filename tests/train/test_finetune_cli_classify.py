@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from medtransfer.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from test_cells_finetune import _dataset  # noqa: E402
+from testkit import two_domain_blobs as _dataset
 
 TRAIN = ["--epochs", "6", "--steps-per-epoch", "10", "--batch-size", "8", "--lr", "0.01", "--device", "cpu"]
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
 from medtransfer.cli import main
+from testkit import SEMI_MODEL, source_checkpoint
+from testkit import semi_datasets as _datasets
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "semi"))
-from test_semi_teacher_student import _datasets, _source  # noqa: E402
+
+def _source(path):
+    return str(source_checkpoint(path, SEMI_MODEL))
+
 
 TRAIN = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--lr", "0.01", "--device", "cpu"]
 
@@ -61,7 +63,7 @@ def test_pseudo_rounds_print_teacher_vs_student_dice(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_test_scan_in_unlabelled_is_refused_with_exit_2(tmp_path, capsys):
     data, unl = _datasets(tmp_path)
-    from medtransfer.train.finetune import run_finetune
+    from medtransfer.finetune import run_finetune
 
     # the teacher run the command makes (same options; the command reuses it), to learn its test cases
     teacher = run_finetune(

@@ -11,44 +11,14 @@ import torch
 import yaml
 from scipy import ndimage
 
-from medtransfer.checkpoint import load_checkpoint, save_checkpoint
+from medtransfer.checkpoint import load_checkpoint
 from medtransfer.cli import main
 from medtransfer.data.io import save_nifti
-from medtransfer.data.layouts import write_dataset_json
 from medtransfer.models import create_model
-
-MODEL_CFG = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "features": 4, "depth": 2}
-
-
-def _dataset(root, n=6):
-    rng = np.random.default_rng(0)
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    rows = ["case,subject,domain"]
-    grid = np.indices((20, 20, 8)).astype(np.float32)
-    for i in range(n):
-        centre = np.array([10 + rng.integers(-3, 4), 10 + rng.integers(-3, 4), 4])[:, None, None, None]
-        label = (np.sqrt((((grid - centre) * np.array([1, 1, 2])[:, None, None, None]) ** 2).sum(0)) < 5).astype(
-            np.uint8
-        )
-        image = label * 1.0 + rng.normal(0, 0.2, label.shape) + 0.2
-        affine = np.diag([1.0, 1.0, 2.0, 1.0])
-        save_nifti(root / "imagesTr" / f"c{i}_0000.nii.gz", image.astype(np.float32), affine)
-        save_nifti(root / "labelsTr" / f"c{i}.nii.gz", label, affine)
-        rows.append(f"c{i},s{i},{'a' if i % 2 else 'b'}")
-    write_dataset_json(root, {"background": 0, "blob": 1}, ["T1"], n)
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
-def _source(path):
-    torch.manual_seed(0)
-    model = create_model("unet", **MODEL_CFG)
-    save_checkpoint(path, {"model": {"name": "unet", "config": MODEL_CFG}, "state_dict": model.state_dict()})
-    return path
-
-
-TRAIN = ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--lr", "0.01", "--device", "cpu"]
+from testkit import FINETUNE_ARGS as TRAIN
+from testkit import FINETUNE_MODEL as MODEL_CFG
+from testkit import blob_dataset as _dataset
+from testkit import source_checkpoint as _source
 
 
 def test_finetune_writes_a_complete_run_folder(tmp_path):
@@ -93,7 +63,7 @@ def test_finetune_writes_a_complete_run_folder(tmp_path):
 
     # A finished run is skipped on --resume (the grid relies on it).
     mtime = (out / "summary.json").stat().st_mtime_ns
-    assert main([*argv, "--resume", *TRAIN]) == 0
+    assert main([*argv, "--n-labelled", "2", "--seed", "1", "--resume", *TRAIN]) == 0
     assert (out / "summary.json").stat().st_mtime_ns == mtime
 
 
@@ -213,7 +183,7 @@ def test_inference_preprocess_fixes_the_median_training_spacing():
     from types import SimpleNamespace
 
     from medtransfer.data.preprocess import PreprocessConfig
-    from medtransfer.train.finetune import inference_preprocess
+    from medtransfer.finetune.segment import inference_preprocess
 
     def case(*spacing):
         return SimpleNamespace(info=SimpleNamespace(spacing=spacing))

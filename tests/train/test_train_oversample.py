@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medtransfer.train.finetune_data import PreparedCase, SliceDataset, oversample_foreground
+from medtransfer.finetune.data import PreparedCase, SliceDataset, oversample_foreground
 
 
 @pytest.mark.parametrize(("n", "n_fg", "fraction"), [(100, 3, 0.33), (10, 1, 0.5), (7, 2, 0.9), (50, 1, 0.1)])
@@ -49,7 +49,7 @@ def _blob_case():
 def test_patch_dataset_centres_the_requested_share_of_patches_on_foreground():
     import torch
 
-    from medtransfer.train.finetune_data import PatchDataset
+    from medtransfer.finetune.data import PatchDataset
 
     def hits(fraction, n=200):
         torch.manual_seed(0)
@@ -67,7 +67,7 @@ def test_patch_dataset_centres_the_requested_share_of_patches_on_foreground():
 def test_patch_dataset_foreground_patches_stay_inside_the_volume():
     import torch
 
-    from medtransfer.train.finetune_data import PatchDataset
+    from medtransfer.finetune.data import PatchDataset
 
     torch.manual_seed(1)
     dataset = PatchDataset([_blob_case()], (16, 16, 16), length=20, foreground_fraction=1.0)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from medtransfer.checkpoint import load_checkpoint
 from medtransfer.cli import main
 from medtransfer.models import create_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from test_train_finetune import MODEL_CFG, TRAIN, _dataset, _source  # noqa: E402
+from testkit import FINETUNE_ARGS as TRAIN
+from testkit import FINETUNE_MODEL as MODEL_CFG
+from testkit import blob_dataset as _dataset
+from testkit import source_checkpoint as _source
 
 
 @pytest.mark.slow

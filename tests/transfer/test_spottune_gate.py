@@ -16,7 +16,6 @@ from medtransfer.transfer.spottune import (
     GatedStage,
     SpotTuneLoss,
     collapse,
-    parse_spottune_spec,
     prepare_spottune,
 )
 
@@ -160,17 +159,23 @@ def test_regulariser_pushes_toward_freezing():
     assert max(model.policy().values()) < 0.2
 
 
+def _params(spec):
+    from medtransfer.transfer.registry import create_params
+
+    return create_params(spec)[1]
+
+
 def test_spec_parsing_and_errors():
-    params = parse_spottune_spec("spottune:lam=0.1,temperature=0.5,policy_lr_scale=3")
+    params = _params("spottune:lam=0.1,temperature=0.5,policy_lr_scale=3")
     assert (params.lam, params.temperature, params.policy_lr_scale) == (0.1, 0.5, 3.0)
-    assert parse_spottune_spec({"name": "spottune", "lam": 0.2}).lam == 0.2
-    assert parse_spottune_spec("spottune:warmup=3").warmup == 3
+    assert _params({"name": "spottune", "lam": 0.2}).lam == 0.2
+    assert _params("spottune:warmup=3").warmup == 3
     with pytest.raises(ConfigError, match="warmup must be int"):
-        parse_spottune_spec("spottune:warmup=2.5")
+        _params("spottune:warmup=2.5")
     with pytest.raises(ConfigError, match="did you mean 'lam'"):
-        parse_spottune_spec("spottune:lamb=0.1")
+        _params("spottune:lamb=0.1")
     with pytest.raises(ConfigError, match="temperature > 0"):
-        parse_spottune_spec("spottune:temperature=0")
+        _params("spottune:temperature=0")
     with pytest.raises(ConfigError, match="--init"):
         prepare_spottune("spottune", create_model("unet", features=4, depth=2), None)
 

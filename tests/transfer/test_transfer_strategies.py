@@ -71,7 +71,10 @@ def _snapshot(model):
 
 
 def test_every_registered_strategy_is_covered():
-    assert {e.name for e in list_strategies()} == {s.split(":")[0] for s in EXPECTED_TRAINABLE}
+    data_strategies = {e.name for e in list_strategies() if e.prepare is None}
+    assert data_strategies == {s.split(":")[0] for s in EXPECTED_TRAINABLE}
+    # the rest change the model itself (tests/transfer/test_spottune_gate.py)
+    assert {e.name for e in list_strategies() if e.prepare is not None} == {"spottune"}
 
 
 @pytest.mark.parametrize("spec", list(EXPECTED_TRAINABLE))

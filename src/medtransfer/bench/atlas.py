@@ -1,6 +1,6 @@
 """The head label map of brainshift, built from the real Colin27 scan and the AAL atlas (mricron-data).
 
-* brain mask: largest connected component of ``ch2bet > 0`` with holes filled (DESIGN.md), closed with the
+* brain mask: largest connected component of ``ch2bet > 0`` with holes filled (docs/brainshift.md), closed with the
   6-neighbourhood first: ``ch2bet`` is zero in the deepest sulci, and a raw threshold cuts cracks one or two
   voxels wide into the mask whose walls are a fifth of its surface; brain-extraction references (BET, CC359's
   silver standard) are closed surfaces, and a network working at 1.5-3 mm cannot draw 1 mm cracks;

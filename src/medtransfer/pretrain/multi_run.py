@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..checkpoint import save_checkpoint
 from ..errors import ConfigError, DataError
@@ -38,7 +37,8 @@ log = logging.getLogger(__name__)
 class MultiSourceTrainer(Trainer):
     """A :class:`Trainer` whose steps route each item to its dataset's branch (single process; no DDP)."""
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The item-weighted mean of the per-dataset losses; the shared encoder runs once on the whole batch."""
         model: MultiHeadModel = self.model
         image = to_memory_format(batch["image"].to(self.plan.device), self.plan.channels_last)
         label, which = batch["label"].to(self.plan.device), batch["dataset"].to(self.plan.device)
@@ -50,15 +50,7 @@ class MultiSourceTrainer(Trainer):
             with self.plan.autocast():
                 logits = model.forward_features([f[mask] for f in features], model.names[index])
             loss = loss + self.loss_fn(logits, label[mask]) * (mask.sum() / len(mask))
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.config.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        return {"loss": loss.detach()}
+        return loss
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any]) -> torch.Tensor:

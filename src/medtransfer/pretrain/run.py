@@ -14,7 +14,6 @@ Files::
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..errors import ConfigError
 from ..models import create_model
 from ..train import CheckpointManager, MetricsHistory, StepBatchSampler, TrainBatches, TrainConfig, Trainer
 from ..train.losses import create_loss
+from ..train.resume import check_same_options
 from ..train.rng import seed_everything
 from .config import PretrainConfig
 from .datasets import ClassificationDataset, RestorationDataset, RotationDataset, SegmentationDataset
@@ -123,9 +123,6 @@ def step_sampler(dataset: Dataset, train_cfg: TrainConfig) -> StepBatchSampler:
     return StepBatchSampler(len(dataset), train_cfg.batch_size, train_cfg.steps_per_epoch, train_cfg.seed)
 
 
-RUN_ONLY_OPTIONS = ("out", "device", "progress", "checkpoint_every_steps")  # do not change what is learnt
-
-
 def _finished(out: Path, config: PretrainConfig) -> bool:
     """Whether ``out`` is a finished source checkpoint of ``config``.
 
@@ -138,24 +135,13 @@ def _finished(out: Path, config: PretrainConfig) -> bool:
     meta = load_checkpoint(out).get("meta") or {}
     if meta.get("kind") != CHECKPOINT_KIND or "metrics" not in meta:
         return False
-    stored = _comparable(meta.get("pretrain_config") or {})
-    wanted = _comparable(config.to_dict())
-    changed = [k for k in sorted(wanted) if k in stored and k not in RUN_ONLY_OPTIONS and stored[k] != wanted[k]]
-    if changed:
-        what = "; ".join(f"{k}: {stored[k]!r} -> {wanted[k]!r}" for k in changed)
-        raise ConfigError(
-            f"{out} was pretrained with other options ({what}); delete it and {run_dir(out)} to pretrain again, "
-            "or choose another --out"
-        )
+    check_same_options(
+        f"{out} was pretrained",
+        meta.get("pretrain_config") or {},
+        config.to_dict(),
+        f"delete it and {run_dir(out)} to pretrain again, or choose another --out",
+    )
     return True
-
-
-def _comparable(options: dict[str, Any]) -> dict[str, Any]:
-    """Options as plain JSON values (tuples become lists), with the data folder resolved."""
-    plain = json.loads(json.dumps(options, default=str))
-    if plain.get("data"):
-        plain["data"] = str(Path(plain["data"]).resolve())
-    return plain
 
 
 def _num_classes(source: SourceData) -> int:

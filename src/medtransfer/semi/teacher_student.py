@@ -1,9 +1,11 @@
 """Noisy-student rounds for segmentation (orchestration: the only module of ``semi`` that imports ``train``).
 
-Round 0 is an ordinary fine-tuning run (:func:`medtransfer.train.finetune.run_finetune`): the teacher.  Each
+Round 0 is an ordinary fine-tuning run (:func:`medtransfer.finetune.run_finetune`): the teacher.  Each
 round ``r = 1..N`` then pseudo-labels the unlabelled scans with the current teacher, trains a student from the
 same source and strategy on labelled + confident pseudo-labelled slices with strong augmentation and feature
 dropout, compares student and teacher on the validation cases (Dice), and makes the student the next teacher.
+Students are built and trained by the same parts as every fine-tuning run (:mod:`medtransfer.finetune`), so
+any strategy that serves the ``teacher_student`` task trains them (docs/beyond.md).
 
 Output folder::
 
@@ -46,7 +48,7 @@ class TeacherStudentConfig:
     """Noisy-student options.
 
     Attributes:
-        finetune: the :class:`~medtransfer.train.finetune_config.FinetuneConfig` keys of the teacher run (its
+        finetune: the :class:`~medtransfer.finetune.FinetuneConfig` keys of the teacher run (its
             ``out`` is replaced by ``OUT/round0``); students use the same source, strategy, split and training.
         unlabelled: folder of unlabelled target scans (any dataset layout; labels, if present, are never read).
         out: output folder.
@@ -80,12 +82,13 @@ def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
         DataError: an unlabelled scan shares a subject, id or file with a test or validation scan.
         ConfigError: bad options, or a 3D model (pseudo-labelling is slice-wise here).
     """
-    from ..train.finetune import run_finetune
-    from ..train.finetune_config import FinetuneConfig
+    from ..finetune import FinetuneConfig, run_finetune
+    from ..transfer import Task, check_strategy_task
 
     config = config if isinstance(config, TeacherStudentConfig) else TeacherStudentConfig(**config)
     out = Path(config.out)
     ft = FinetuneConfig.from_dict({**config.finetune, "out": str(out / "round0")})
+    check_strategy_task(ft.strategy, Task.TEACHER_STUDENT)
     dataset, unlabelled_ds = load_dataset(ft.data), _load_unlabelled(config.unlabelled)
     teacher_dir = run_finetune(ft, resume=True)
     summary = json.loads((teacher_dir / "summary.json").read_text())
@@ -138,7 +141,7 @@ class _Context:
 
     def datasets(self, pseudo=()):
         """Labelled, pseudo-labelled and validation slice datasets padded to one shape (that holds them all)."""
-        from ..train.finetune_data import SliceDataset, common_slice_shape
+        from ..finetune.data import SliceDataset, common_slice_shape
 
         axis = self.ft.slice_axis
         shape = common_slice_shape([*self.labelled_cases, *self.val_cases, *pseudo], axis, self.divisor)
@@ -149,8 +152,8 @@ class _Context:
 
     @classmethod
     def from_teacher_run(cls, ft, run: Path, summary: dict[str, Any], dataset) -> _Context:
+        from ..finetune.data import prepare_cases
         from ..train.config import TrainConfig
-        from ..train.finetune_data import prepare_cases
 
         ckpt = load_checkpoint(run / summary["checkpoint"])
         spec, meta = ckpt["model"], ckpt["meta"]
@@ -188,32 +191,34 @@ class _Context:
 
     def train_student(self, config: TeacherStudentConfig, pseudo, folder: Path, seed: int) -> nn.Module:
         """A student from the source weights and strategy, trained on labelled + pseudo-labelled slices."""
-        from ..train import CheckpointManager, MetricsHistory, StepBatchSampler, TrainBatches, Trainer
-        from ..train.finetune import build_model
-        from ..train.finetune_strategy import apply_strategy
+        from ..finetune import build_model, fit, load_source
+        from ..finetune.fit import training_model
+        from ..train import CheckpointManager, MetricsHistory, StepBatchSampler, TrainBatches
         from ..train.validation import DiceValidator
+        from ..transfer import Task, apply_strategy
 
         torch.manual_seed(seed)
-        model, spec, source = build_model(self.ft, int(self.spec["config"].get("in_channels", 1)), self.num_labels)
-        strategy = apply_strategy(self.ft.strategy, model, source, seed=seed)
-        handles = add_feature_dropout(model, config.dropout)
+        in_channels = int(self.spec["config"].get("in_channels", 1))
+        source = load_source(self.ft)
+        model, spec = build_model(self.ft, source, in_channels, num_labels=self.num_labels)
+        strategy = apply_strategy(self.ft.strategy, model, source, seed=seed, task=Task.TEACHER_STUDENT)
+        handles = add_feature_dropout(training_model(strategy, model), config.dropout)
         labelled, pseudo_ds, val = self.datasets(pseudo)
         data = AugmentedDataset(ConcatDataset([labelled, pseudo_ds]), StrongAugmentConfig(**config.augment))
         cfg = self.train_cfg
-        trainer = Trainer(
+        fitted = fit(
+            strategy,
             model,
             cfg,
             TrainBatches(data, StepBatchSampler(len(data), cfg.batch_size, cfg.steps_per_epoch, seed), cfg.num_workers),
             loss=MaskedSegLoss(dice=config.dice_loss, ignore_index=PseudoLabelConfig(**config.pseudo).ignore_index),
-            param_groups=strategy.param_groups,
             validator=DiceValidator(val, num_classes=max(self.num_labels - 1, 1)) if val else None,
             checkpoints=CheckpointManager(folder / "checkpoints", spec, {**self.meta, "teacher_student": True}),
             history=MetricsHistory(folder / "history.jsonl"),
-            epoch_start_hooks=strategy.hooks,
         )
-        result = trainer.fit()
         for handle in handles:
             handle.remove()
+        model, result = fitted.model, fitted.result
         best = result.best_checkpoint or result.last_checkpoint
         if best is not None:
             model.load_state_dict(load_checkpoint(best)["state_dict"])

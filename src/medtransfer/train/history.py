@@ -29,7 +29,7 @@ class MetricsHistory:
 
     def flush(self) -> None:
         if self.path is not None:
-            write_text_atomic(self.path, "".join(to_json(r) + "\n" for r in self.records))
+            write_jsonl(self.path, self.records)
 
     def state_dict(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.records]
@@ -37,6 +37,11 @@ class MetricsHistory:
     def load_state_dict(self, records: list[dict[str, Any]]) -> None:
         self.records = [dict(r) for r in records]
         self.flush()
+
+
+def write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as JSON lines, atomically."""
+    write_text_atomic(path, "".join(to_json(r) + "\n" for r in records))
 
 
 def format_epoch_line(record: dict[str, Any], epochs: int) -> str:

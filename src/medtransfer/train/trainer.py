@@ -108,13 +108,19 @@ class Trainer:
         logger.info("training on %s, precision %s, channels_last=%s", device, self.plan.name, self.plan.channels_last)
 
     # ----------------------------------------------------------------------------------------------- steps
-    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One optimiser step on ``batch``; returns ``{"loss": ...}`` (detached)."""
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The loss of ``batch`` (the forward half of :meth:`train_step`); override to route items differently
+        (multi-dataset pretraining sends each dataset's items through its own head)."""
         image = to_memory_format(batch["image"].to(self.plan.device, non_blocking=True), self.plan.channels_last)
         label = batch["label"].to(self.plan.device, non_blocking=True)
         with self.plan.autocast():
             logits = self.network(image)
-        loss = self.loss_fn(logits, label)
+        return self.loss_fn(logits, label)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One optimiser step on ``batch``: :meth:`compute_loss`, backward, clipping, step; returns
+        ``{"loss": ...}`` (detached)."""
+        loss = self.compute_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:

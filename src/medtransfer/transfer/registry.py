@@ -3,6 +3,11 @@
 ``create_strategy("first_k:2")``, ``create_strategy("discriminative:decay=0.5")``,
 ``create_strategy("gradual_unfreeze:every=2,bn_mode=adapt")`` or ``create_strategy({"name": "first_k", "k": 2})``.
 Positional arguments fill the parameters in declaration order.
+
+Most strategies are data (a :class:`StrategyConfig` built from their parameters).  A strategy that changes the
+model itself (``spottune`` wraps it) registers a ``prepare`` hook instead; :func:`medtransfer.transfer.apply_strategy`
+calls either kind.  An entry lists the fine-tuning tasks it serves (:class:`Task`); asking it for another is a
+clear error (:meth:`StrategyEntry.check_task`).
 """
 
 from __future__ import annotations
@@ -10,20 +15,53 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from .strategy import Strategy, StrategyConfig
 
 
+class Task(StrEnum):
+    """The fine-tuning tasks a strategy may serve."""
+
+    SEGMENTATION = "segmentation"
+    CLASSIFICATION = "classification"
+    TEACHER_STUDENT = "teacher_student"
+
+
+ALL_TASKS = tuple(Task)
+
+
 @dataclass(frozen=True)
 class StrategyEntry:
-    """A registered strategy: its parameter dataclass and the rule building its :class:`StrategyConfig`."""
+    """A registered strategy.
+
+    Attributes:
+        name: registry key.
+        params_cls: its parameter dataclass (fields with ``metadata["help"]``).
+        build: ``params -> StrategyConfig`` for strategies that are data; ``None`` with ``prepare``.
+        description: one line for ``medtransfer strategies``.
+        prepare: ``(params, model, pretrained, seed) -> AppliedStrategy`` for strategies that replace the model
+            or the loss (see :func:`medtransfer.transfer.apply_strategy`); ``None`` for data strategies.
+        tasks: the fine-tuning tasks it serves.
+        details: a longer explanation, shown by ``medtransfer strategies NAME``.
+    """
 
     name: str
     params_cls: type
-    build: Callable[[Any], StrategyConfig]
+    build: Callable[[Any], StrategyConfig] | None
     description: str
+    prepare: Callable[..., Any] | None = None
+    tasks: tuple[Task, ...] = ALL_TASKS
+    details: str = ""
+
+    def check_task(self, task: Task | str) -> None:
+        """Raise a :class:`ConfigError` when this strategy cannot serve ``task``."""
+        task = Task(task)
+        if task not in self.tasks:
+            served = ", ".join(t.value for t in self.tasks)
+            raise ConfigError(f"strategy {self.name!r} cannot be used for {task.value} (it serves: {served})")
 
     def parameters(self) -> list[dict[str, Any]]:
         """``[{"name", "type", "default", "help"}, ...]`` in declaration order."""
@@ -37,15 +75,23 @@ _REGISTRY: dict[str, StrategyEntry] = {}
 _CASTS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 
-def register_strategy(name: str, params_cls: type, description: str) -> Callable:
-    """Decorator registering ``build(params) -> StrategyConfig`` under ``name``."""
+def register_strategy(name: str, params_cls: type, description: str, **options: Any) -> Callable:
+    """Decorator registering ``build(params) -> StrategyConfig`` under ``name``.
+
+    ``options`` are the other :class:`StrategyEntry` fields (``tasks``, ``details``).
+    """
 
     def wrap(build: Callable[[Any], StrategyConfig]) -> Callable[[Any], StrategyConfig]:
-        assert name not in _REGISTRY, f"strategy {name!r} registered twice"
-        _REGISTRY[name] = StrategyEntry(name, params_cls, build, description)
+        add_strategy(StrategyEntry(name, params_cls, build, description, **options))
         return build
 
     return wrap
+
+
+def add_strategy(entry: StrategyEntry) -> None:
+    """Register ``entry`` (e.g. a strategy with a ``prepare`` hook)."""
+    assert entry.name not in _REGISTRY, f"strategy {entry.name!r} registered twice"
+    _REGISTRY[entry.name] = entry
 
 
 def list_strategies() -> list[StrategyEntry]:
@@ -125,8 +171,19 @@ def create_strategy(spec: str | Mapping[str, Any] | Strategy) -> Strategy:
         return spec
     name, args = parse_strategy_spec(spec)
     entry = _REGISTRY[name]
+    if entry.build is None:
+        raise ConfigError(
+            f"strategy {name!r} changes the model itself; apply it with medtransfer.transfer.apply_strategy"
+        )
     params = entry.params_cls(**args)
     return Strategy(name=name, params=params, config=entry.build(params))
+
+
+def create_params(spec: str | Mapping[str, Any]) -> tuple[StrategyEntry, Any]:
+    """The entry named by ``spec`` and its bound parameter dataclass."""
+    name, args = parse_strategy_spec(spec)
+    entry = _REGISTRY[name]
+    return entry, entry.params_cls(**args)
 
 
 def _load_builtins() -> None:

@@ -298,40 +298,6 @@ class SpotTunePlan:
         return {"spec": self.spec, "params": dataclasses.asdict(self.params), **self.model.describe()}
 
 
-def is_spottune(spec: Any) -> bool:
-    """Whether a strategy spec (string or mapping) names ``spottune``."""
-    name = spec.get("name") if isinstance(spec, dict) else str(spec).partition(":")[0]
-    return str(name).strip() == "spottune"
-
-
-def parse_spottune_spec(spec: str | dict[str, Any]) -> SpotTuneParams:
-    """``"spottune:lam=0.01,temperature=0.5"`` (or a mapping) -> :class:`SpotTuneParams`."""
-    if isinstance(spec, dict):
-        raw = {k: v for k, v in spec.items() if k != "name"}
-        raw = {**raw.pop("params", {}), **raw}
-    else:
-        name, _, rest = str(spec).strip().partition(":")
-        if name.strip() != "spottune":
-            raise ConfigError(f"not a spottune spec: {spec!r}")
-        raw = {}
-        for token in filter(None, (t.strip() for t in rest.split(","))):
-            key, eq, value = token.partition("=")
-            if not eq:
-                raise ConfigError(f"spottune: give parameters as key=value, got {token!r}")
-            raw[key.strip()] = value.strip()
-    fields = {f.name: f for f in dataclasses.fields(SpotTuneParams)}
-    values = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise ConfigError(did_you_mean(key, fields, what="parameter of strategy 'spottune'"))
-        try:
-            cast = {"str": str, "int": int, "float": float}[str(fields[key].type)]
-            values[key] = cast(value)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"spottune: parameter {key} must be {fields[key].type}, got {value!r}") from err
-    return SpotTuneParams(**values)
-
-
 def prepare_spottune(
     spec: str | dict[str, Any] | SpotTuneParams,
     model: nn.Module,
@@ -348,7 +314,14 @@ def prepare_spottune(
     Raises:
         ConfigError: no pretrained weights (SpotTune needs a frozen source), or bad parameters.
     """
-    params = spec if isinstance(spec, SpotTuneParams) else parse_spottune_spec(spec)
+    if isinstance(spec, SpotTuneParams):
+        params = spec
+    else:
+        from .registry import create_params
+
+        entry, params = create_params(spec)
+        if entry.name != "spottune":
+            raise ConfigError(f"not a spottune spec: {spec!r}")
     if pretrained_state is None:
         raise ConfigError("strategy 'spottune' keeps frozen pretrained copies; give a source checkpoint (--init)")
     audit = load_pretrained(model, pretrained_state)
@@ -360,6 +333,33 @@ def prepare_spottune(
     spec_text = "spottune:" + ",".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items())
     audit_dict = audit.to_dict() if hasattr(audit, "to_dict") else None
     return SpotTunePlan(spot, params, spot.parameter_groups(params.policy_lr_scale), audit_dict, spec_text)
+
+
+def applied_spottune(params: SpotTuneParams, model: nn.Module, pretrained: Any, seed: int | None):
+    """The registry's ``prepare`` hook: :func:`prepare_spottune` as an
+    :class:`~medtransfer.transfer.apply.AppliedStrategy` (train the gated model, add the penalty to the loss,
+    collapse checkpoints and the trained model to plain ones)."""
+    from .apply import AppliedStrategy, plain_data
+
+    plan = prepare_spottune(params, model, pretrained, seed=seed)
+    return AppliedStrategy(
+        param_groups=plan.param_groups,
+        hooks=[plan.on_epoch_start],
+        description=plain_data(plan.description()),
+        audit=plain_data(plan.audit),
+        model=plan.model,
+        wrap_loss=plan.wrap_loss,
+        finish=collapse_checkpoint,
+        plain_model=collapse,
+    )
+
+
+DETAILS = """SpotTUnet (Zakazov et al., MICCAI 2021): every stage of the model gets a frozen pretrained copy and a
+trainable copy; a learned per-stage policy (two logits per stage, hard Gumbel-softmax in training, argmax at
+evaluation) picks which copy runs.  'lam' penalises each fine-tuned stage (pushes toward freezing); 'warmup'
+epochs first train every fine-tuned copy.  After training the checkpoints are collapsed to a plain model of
+the original architecture (the chosen copy per stage), so predict loads them unchanged; the learned policy is
+kept in the checkpoint's meta (meta.spottune).  Needs a source checkpoint (--init).  See docs/beyond.md."""
 
 
 def collapse_checkpoint(path: str | Path, out: str | Path | None = None) -> Path:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .bn import BNMode
-from .registry import register_strategy
+from .registry import StrategyEntry, add_strategy, register_strategy
+from .spottune import DETAILS as SPOTTUNE_DETAILS
+from .spottune import SpotTuneParams, applied_spottune
 from .strategy import Init, StrategyConfig, Train
 
 BN_HELP = "norm layers of frozen stages: 'frozen' (eval mode, statistics fixed) or 'adapt' (statistics update)"
@@ -131,3 +133,15 @@ def _hybrid_k(p: HybridParams) -> StrategyConfig:
 @register_strategy("reinit_head", NoParams, "pretrained; re-initialise the head, fine-tune every stage")
 def _reinit_head(p: NoParams) -> StrategyConfig:
     return StrategyConfig(reinit=("head",))
+
+
+add_strategy(
+    StrategyEntry(
+        "spottune",
+        SpotTuneParams,
+        None,
+        "SpotTUnet: a learned per-stage choice between a frozen and a fine-tuned copy of the pretrained stage",
+        prepare=applied_spottune,
+        details=SPOTTUNE_DETAILS,
+    )
+)

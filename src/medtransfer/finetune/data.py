@@ -1,9 +1,10 @@
-"""Fine-tuning data in memory: preprocessed cases, 2D slice and 3D patch datasets.
+"""Fine-tuning data in memory: preprocessed cases, 2D slice and 3D patch datasets (the one implementation).
 
 Cases are preprocessed (:func:`medtransfer.data.preprocess.preprocess_case`, or read from a
 :class:`~medtransfer.data.cache.PreprocessCache` shared by every run of a grid) and sampled from memory.  Raw label
 values are mapped to class indices (sorted label values; 0 = background).  Items are ``{"image", "label", "case"}``
-as in :mod:`medtransfer.data.datasets`; sampling here is by index so that a resumed run sees the same batches.
+dicts; sampling is by index (:class:`~medtransfer.train.batches.StepBatchSampler`) so that a resumed run sees the
+same batches.  Image-level (classification) items: :mod:`.classification`.
 """
 
 from __future__ import annotations

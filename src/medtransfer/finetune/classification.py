@@ -1,9 +1,10 @@
-"""Image-level classification targets: per-slice "lesion present" labels, a classification loss and validator,
-and a small training loop that records per-epoch accuracy, balanced accuracy and AUC (convergence speed).
+"""Image-level classification targets: per-slice "lesion present" labels, a classification loss and validator
+recording per-epoch accuracy, balanced accuracy and AUC, and the convergence-speed summaries of that curve.
 
 Transfusion (Raghu et al. 2019) measured mean-var and hybrid initialisation on classification targets;
-:func:`train_classification` trains a classification-head model under any registered strategy so those inits
-can be compared on the same slices, and :func:`epochs_to_reach` turns the history into a convergence speed.
+:func:`medtransfer.finetune.classify.run_classification` trains a classification-head model under any registered
+strategy with these parts, and :func:`epochs_to_reach` turns the history into a convergence speed
+(docs/beyond.md).
 
 Example:
     >>> import numpy as np
@@ -14,10 +15,8 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,12 +27,6 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..metrics.classification import classification_metrics
-from .batches import StepBatchSampler, TrainBatches
-from .config import TrainConfig
-from .finetune_strategy import apply_strategy
-from .trainer import Trainer
-
-log = logging.getLogger(__name__)
 
 
 def slice_targets(label: np.ndarray, axis: int = 2, min_voxels: int = 1) -> np.ndarray:
@@ -121,59 +114,6 @@ class ClassificationValidator:
             scores.append(class_scores(step(batch)).cpu())
             targets.extend(int(it["label"]) for it in items)
         return classification_metrics(np.asarray(targets), torch.cat(scores).numpy())
-
-
-@dataclass
-class ClassificationRun:
-    """What :func:`train_classification` returns: the trained model, the strategy plan and per-epoch records."""
-
-    model: nn.Module
-    history: list[dict[str, Any]] = field(default_factory=list)
-    strategy: dict[str, Any] = field(default_factory=dict)
-
-    def curve(self, key: str = "val_accuracy") -> list[float]:
-        return [float(r.get(key, math.nan)) for r in self.history]
-
-
-def train_classification(
-    model: nn.Module,
-    strategy: str,
-    pretrained: dict[str, Any] | None,
-    train_data: Dataset,
-    val_data: Dataset,
-    config: TrainConfig,
-    *,
-    seed: int = 0,
-) -> ClassificationRun:
-    """Prepare ``model`` (a classification-head model) with ``strategy`` and train it, validating every epoch.
-
-    Args:
-        model: e.g. ``create_model("unet", head="classification", num_classes=2, ...)``.
-        strategy: ``NAME[:ARGS]`` of a registered strategy (``mean_var``, ``hybrid_k:2``, ``full``, ...).
-        pretrained: source checkpoint or state dict (``None`` for ``scratch``).
-        train_data, val_data: datasets of ``{"image", "label"}`` items (label: class index).
-        config: training options (``val_every`` is forced to 1 for a per-epoch curve).
-
-    Returns:
-        the run with ``history`` records ``epoch``, ``train_loss``, ``val_accuracy``, ``val_balanced_accuracy``,
-        ``val_auc``.
-    """
-    applied = apply_strategy(strategy, model, pretrained, seed=seed)
-    config = TrainConfig.from_dict({**config.to_dict(), "val_every": 1, "seed": seed})
-    batches = TrainBatches(
-        train_data, StepBatchSampler(len(train_data), config.batch_size, config.steps_per_epoch, seed), 0
-    )
-    trainer = Trainer(
-        model,
-        config,
-        batches,
-        loss=ClassificationLoss(),
-        param_groups=applied.param_groups,
-        validator=ClassificationValidator(val_data),
-        epoch_start_hooks=applied.hooks,
-    )
-    result = trainer.fit()
-    return ClassificationRun(trainer.model, list(result.history), applied.description)
 
 
 def epochs_to_reach(history: Sequence[dict[str, Any]], key: str = "val_accuracy", target: float = 0.9) -> int | None:

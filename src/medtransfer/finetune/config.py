@@ -1,4 +1,9 @@
-"""The configuration of one fine-tuning run (a grid cell): what to load, how to adapt it, on which labels."""
+"""The configuration of one fine-tuning run: what to load, how to adapt it, on which labels.
+
+The CLI builds it from its options (``medtransfer finetune``), a grid cell from the cell's keys
+(:meth:`FinetuneConfig.from_cell`); every fine-tuning variant (segmentation, classification, teacher-student)
+runs from it.  Options of the run folder: docs/guide.md.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..train.augment import AugmentMode
 from ..utils import read_yaml_mapping
-from .augment import AugmentMode
 
 NO_INIT = ("none", "scratch", "")
+ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,8 @@ class FinetuneConfig:
         model: registry name used when ``init`` is ``None`` (or holds a bare state dict).
         model_config: extra ``create_model`` keys (``features``, ``depth``, ``norm``, ...).
         target_domain: train and validate only on cases of this domain.
-        n_labelled: labelled scans (from different subjects of the training pool).
+        n_labelled: labelled scans (from different subjects of the training pool), or ``"all"`` (one scan of every
+            training subject); the run records the number it resolved to.
         every_kth_slice: label only every k-th slice of one scan (DART budgets; needs ``n_labelled=1``).
         seed: seed of the labelled subset and of training.
         split_seed: seed of the subject split (shared by the runs that are compared).
@@ -52,7 +59,7 @@ class FinetuneConfig:
     model: str = "unet"
     model_config: dict[str, Any] = field(default_factory=dict)
     target_domain: str | None = None
-    n_labelled: int = 3
+    n_labelled: int | str = 3
     every_kth_slice: int | None = None
     seed: int = 0
     split_seed: int = 0
@@ -75,8 +82,11 @@ class FinetuneConfig:
         object.__setattr__(self, "data", str(self.data))
         object.__setattr__(self, "out", str(self.out))
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
-        if self.n_labelled < 1:
-            raise ConfigError(f"n_labelled must be >= 1, got {self.n_labelled}")
+        if isinstance(self.n_labelled, str) and self.n_labelled.strip().isdigit():
+            object.__setattr__(self, "n_labelled", int(self.n_labelled))
+        if self.n_labelled != ALL:
+            if isinstance(self.n_labelled, bool) or not isinstance(self.n_labelled, int) or self.n_labelled < 1:
+                raise ConfigError(f"n_labelled must be an integer >= 1 or 'all', got {self.n_labelled!r}")
         if self.every_kth_slice is not None and (self.every_kth_slice < 1 or self.n_labelled != 1):
             raise ConfigError("every_kth_slice needs k >= 1 and n_labelled = 1 (one scan, every k-th slice)")
         if not 0.0 <= self.foreground_fraction < 1.0:
@@ -101,6 +111,29 @@ class FinetuneConfig:
             if key not in names:
                 raise ConfigError(did_you_mean(key, names, what="finetune config key"))
         return cls(**values)
+
+    @classmethod
+    def from_cell(
+        cls, cell: dict[str, Any], *, data: str, domain: str | None, init: str | None, out: str | os.PathLike
+    ):
+        """The run of a grid cell: its ``finetune`` keys plus its strategy, budget and seed.
+
+        ``budget`` is ``{n_labelled: N | all, every_kth_slice: K}`` (default every training subject).
+        """
+        budget = dict(cell.get("budget") or {"n_labelled": ALL})
+        strategy = str(cell.get("strategy") or "scratch")
+        values = {
+            **(cell.get("finetune") or {}),
+            "data": data,
+            "out": str(out),
+            "init": init if strategy != "scratch" else None,
+            "strategy": strategy,
+            "target_domain": domain,
+            "n_labelled": budget.get("n_labelled", ALL),
+            "every_kth_slice": budget.get("every_kth_slice"),
+            "seed": int(cell.get("seed", 0)),
+        }
+        return cls.from_dict(values)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> FinetuneConfig:

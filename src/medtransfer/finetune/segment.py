@@ -1,0 +1,235 @@
+"""``run_finetune``: one segmentation fine-tuning run from a source checkpoint, a strategy and a label budget.
+
+Run folder (docs/guide.md)::
+
+    RUN/config.yaml          resolved FinetuneConfig (train and preprocess sections fully resolved)
+    RUN/env.json             versions, git commit, device, seed
+    RUN/checkpoints/         checkpoint_best.pt, checkpoint_last.pt (meta: strategy plan, load audit, ...)
+    RUN/history.jsonl        one line per epoch
+    RUN/summary.json         written last, atomically: the run is done exactly when it exists; it names the
+                             labelled, validation and test cases (the grid scores exactly these test cases)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..data.layouts import CaseDataset, load_dataset
+from ..data.preprocess import PreprocessConfig
+from ..train.augment import create_augment
+from ..train.batches import StepBatchSampler, TrainBatches
+from ..train.checkpointing import CheckpointManager
+from ..train.config import TrainConfig
+from ..train.distributed import barrier, init_distributed
+from ..train.history import MetricsHistory
+from ..train.resume import check_same_options
+from ..train.rng import seed_everything
+from ..train.run_env import environment
+from ..train.validation import DiceValidator
+from ..transfer.apply import apply_strategy, check_strategy_task
+from ..transfer.registry import Task
+from ..utils import write_json_atomic, write_yaml_atomic
+from .build import build_model, load_source, size_divisor
+from .config import FinetuneConfig
+from .data import PatchDataset, PreparedCase, SliceDataset, common_slice_shape, prepare_cases
+from .fit import fit
+from .select import Selection, label_map, select_cases
+
+logger = logging.getLogger(__name__)
+
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+
+
+def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = False) -> Path:
+    """Fine-tune as ``config`` says and write the run folder; returns it.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the run is data-parallel: every rank trains on its share of each
+    batch and rank 0 writes the run folder.  With ``resume`` a finished run (``summary.json`` present) is returned
+    as is and an interrupted one continues from its last checkpoint, provided it was made with the same options
+    (:func:`check_resumable`).
+
+    Raises:
+        ConfigError / DataError: bad options, dataset, checkpoint or budget (message names the problem), or a
+            resume with options other than the run's.
+    """
+    config = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
+    check_strategy_task(config.strategy, Task.SEGMENTATION)
+    out = Path(config.out)
+    start = time.perf_counter()
+    dataset = load_dataset(config.data)
+    labels = label_map(dataset)
+    preprocess = PreprocessConfig.from_dict(config.preprocess)
+    ctx = init_distributed()  # a no-op unless started by torchrun with WORLD_SIZE > 1
+    train_cfg = train_config(config, len(labels))
+    selection = select_cases(config, dataset)
+    resolved = resolved_config(config, selection, train_cfg, preprocess)
+    if resume and check_resumable(out, resolved):
+        logger.info("%s: already finished", out)
+        return out
+    seed_everything(config.seed)
+    source = load_source(config)
+    model, spec = build_model(config, source, dataset.num_channels, num_labels=len(labels))
+    spatial_dims = int(spec["config"].get("spatial_dims", 2))
+    train_cases, val_cases = _prepare(config, dataset, selection, preprocess, labels)
+    if train_cases:
+        selection = selection.with_slices(config, train_cases[0].label.shape[config.slice_axis])
+    logger.info(
+        "labelled: %s; validation: %s", ", ".join(selection.labelled_ids), ", ".join(selection.val_ids) or "none"
+    )
+    strategy = apply_strategy(config.strategy, model, source, seed=config.seed)
+    if ctx.is_main:
+        write_yaml_atomic(out / CONFIG, resolved)
+        env = environment(train_cfg.device, config.seed, str(train_cfg.precision)) | {"world_size": ctx.world_size}
+        write_json_atomic(out / "env.json", env)
+    divisor = size_divisor(spec)
+    train_data, val_data = _datasets(config, train_cfg, spatial_dims, train_cases, val_cases, selection, divisor)
+    meta = {
+        "labels": labels,
+        "preprocess": inference_preprocess(preprocess, train_cases).to_dict(),
+        "inference": {"slice_axis": config.slice_axis, "divisor": divisor}
+        | ({"patch_size": list(config.patch_size)} if spatial_dims == 3 else {}),
+        "strategy": strategy.description,
+        "load_audit": strategy.audit,
+        "init": config.init,
+        "target_domain": config.target_domain,
+        "split": selection.split.to_dict(),
+        "budget": selection.budget.to_dict(),
+        "seed": config.seed,
+    }
+    sampler = StepBatchSampler(
+        len(train_data), train_cfg.batch_size, train_cfg.steps_per_epoch, config.seed, ctx.rank, ctx.world_size
+    )
+    fitted = fit(
+        strategy,
+        model,
+        train_cfg,
+        TrainBatches(train_data, sampler, train_cfg.num_workers),
+        validator=DiceValidator(val_data, num_classes=max(len(labels) - 1, 1)) if val_data is not None else None,
+        checkpoints=CheckpointManager(out / "checkpoints", spec, meta),
+        history=MetricsHistory(out / "history.jsonl"),
+        spatial_dims=spatial_dims,
+        resume=resume,
+        finish=ctx.is_main,
+    )
+    if ctx.is_main:
+        _write_summary(out, config, fitted, selection, time.perf_counter() - start)
+    barrier(ctx)
+    return out
+
+
+def resolved_config(
+    config: FinetuneConfig, selection: Selection, train_cfg: TrainConfig, preprocess: PreprocessConfig
+) -> dict[str, Any]:
+    """What ``config.yaml`` records: every option resolved (budget size, train and preprocess sections)."""
+    return {
+        **config.to_dict(),
+        "n_labelled": selection.n_labelled,
+        "train": train_cfg.to_dict(),
+        "preprocess": preprocess.to_dict(),
+    }
+
+
+def check_resumable(out: Path, resolved: dict[str, Any]) -> bool:
+    """Whether ``out`` holds a finished run; an earlier run there must have been made with ``resolved``.
+
+    Raises:
+        ConfigError: ``out`` holds a run made with other options (each named with its old and new value).
+    """
+    path = out / CONFIG
+    if path.is_file():
+        stored = yaml.safe_load(path.read_text()) or {}
+        check_same_options(
+            f"{out} was fine-tuned",
+            stored,
+            resolved,
+            "resume it with the same options, or choose another --out (delete the folder to start it again)",
+        )
+    return (out / SUMMARY).is_file()
+
+
+def inference_preprocess(preprocess: PreprocessConfig, cases: list) -> PreprocessConfig:
+    """The preprocessing that new scans get from the checkpoint: the training one, except that a run which kept
+    each scan's own spacing (``target_spacing: null``) fixes the median voxel size of its training scans, as
+    nnU-Net does.  A network trained on 3 mm voxels must see 3 mm voxels whatever the new scan's resolution; at
+    the scan's own 1 mm it would see a head three times too large."""
+    if preprocess.target_spacing is not None or not cases:
+        return preprocess
+    spacing = tuple(round(float(s), 4) for s in np.median([c.info.spacing for c in cases], axis=0))
+    logger.info("new scans will be resampled to the training spacing %s mm", spacing)
+    return dataclasses.replace(preprocess, target_spacing=spacing)
+
+
+def train_config(config: FinetuneConfig, num_labels: int) -> TrainConfig:
+    """The run's TrainConfig: binary problems default to BCE (DART), multi-class to Dice + CE."""
+    values = dict(config.train)
+    values.setdefault("loss", "bce" if num_labels == 2 else "dice_ce")
+    values.setdefault("seed", config.seed)
+    return TrainConfig.from_dict(values)
+
+
+def _prepare(
+    config: FinetuneConfig,
+    dataset: CaseDataset,
+    selection: Selection,
+    preprocess: PreprocessConfig,
+    labels: dict[str, int],
+) -> tuple[list[PreparedCase], list[PreparedCase]]:
+    """The labelled and validation cases, preprocessed (through the cache when the run has one)."""
+    values = sorted(labels.values())
+    progress = bool(config.train.get("progress", True))  # grid cells turn bars off: workers share a terminal
+    train = prepare_cases(
+        [dataset.get(c) for c in selection.labelled_ids], preprocess, values, config.cache_dir, progress
+    )
+    val_cases = [dataset.get(c) for c in selection.val_ids]
+    val = prepare_cases(val_cases, preprocess, values, config.cache_dir, progress) if val_cases else []
+    return train, val
+
+
+def _datasets(config, train_cfg: TrainConfig, spatial_dims: int, train_cases, val_cases, selection, divisor: int):
+    if spatial_dims == 2:
+        shape = common_slice_shape(train_cases + val_cases, config.slice_axis, divisor)
+        augment = create_augment(config.augment)
+        slices = selection.budget.slices
+        train = SliceDataset(train_cases, config.slice_axis, shape, slices, config.foreground_fraction, augment)
+        val = SliceDataset(val_cases, config.slice_axis, shape) if val_cases else None
+        return train, val
+    length = train_cfg.batch_size * train_cfg.steps_per_epoch
+    augment = create_augment(config.augment)
+    train = PatchDataset(train_cases, config.patch_size, length, augment, config.foreground_fraction)
+    return train, (PatchDataset(val_cases, config.patch_size) if val_cases else None)
+
+
+def _write_summary(out: Path, config: FinetuneConfig, fitted, selection: Selection, seconds: float) -> None:
+    result, plan = fitted.result, fitted.trainer.plan
+    history = result.history
+    last = history[-1] if history else {}
+    checkpoint = result.best_checkpoint or result.last_checkpoint
+    summary = {
+        "status": "done",
+        "init": config.init,
+        "strategy": config.strategy,
+        "target_domain": config.target_domain,
+        "n_labelled": selection.n_labelled,
+        "every_kth_slice": config.every_kth_slice,
+        "seed": config.seed,
+        **selection.to_dict(),
+        "labelled_slices": selection.budget.num_slices,
+        "best_val_dice": result.best_metric if history and result.best_metric > float("-inf") else None,
+        "final_val_dice": last.get("val_dice"),
+        "final_train_loss": last.get("train_loss"),
+        "epochs": len(history),
+        "global_step": result.global_step,
+        "precision": plan.name,
+        "device": str(plan.device),
+        "seconds": seconds,
+        "checkpoint": str(checkpoint.relative_to(out)) if checkpoint else None,
+    }
+    write_json_atomic(out / SUMMARY, summary)
