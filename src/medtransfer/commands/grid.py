@@ -57,7 +57,7 @@ def run_grid_command(args: argparse.Namespace) -> int:
         f"{counts['running']} running elsewhere  ({args.results}/{spec.name})"
     )
     if args.race:
-        _print_race(result, spec)
+        _print_race(result, spec, args)
     failed = [o for o in result.outcomes if o.status == "failed"]
     for outcome in failed[:10]:
         print(f"  failed {outcome.cell_id}: {outcome.error}")
@@ -66,19 +66,18 @@ def run_grid_command(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _print_race(result, spec) -> None:
+def _print_race(result, spec, args: argparse.Namespace) -> None:
     from collections import Counter
 
+    from medtransfer.experiments import expand_grid, select_cells
     from medtransfer.experiments.racing import race_lines
 
-    total = len(result.outcomes) + len(result.not_run)
+    total = len(select_cells(expand_grid(spec, args.results), args.only))
     done = sum(o.status == "done" for o in result.outcomes)
     kinds = Counter(status for _, (status, _) in result.not_run)
     not_run = ", ".join(f"{n} {status}" for status, n in sorted(kinds.items())) or "none"
-    share = f" ({done / total:.0%})" if total else ""
-    print(f"race: {done} of {total} cells of the full grid done{share}; not run: {not_run}")
-    metric = spec.race.metric if spec.race else "dice"
-    for line in race_lines(result.races, metric):
+    print(f"race: {done} of the {total} cells of the full grid done ({done / max(total, 1):.0%}); not run: {not_run}")
+    for line in race_lines(result.races, spec.race.metric if spec.race else "dice"):
         print(f"  {line}")
 
 

@@ -277,7 +277,11 @@ def run_grid(
     plan = plan_race(spec, cells, root)
     check_datasets([c for c in cells if read_summary(c.run_dir) is None], spec.path)
     outcomes = race_grid(spec, plan, run_batch)
-    not_run = {cell_id: why for r in plan.races for cell_id, why in r.not_run().items()}
+    seen = {o.cell_id for o in outcomes}
+    earlier = [c for c in cells if c.id not in seen and read_summary(c.run_dir) is not None]  # earlier runs' rounds
+    outcomes += [CellOutcome(c.id, CellStatus.DONE, skipped=True) for c in earlier]
+    seen |= {c.id for c in earlier}
+    not_run = {cell_id: why for r in plan.races for cell_id, why in r.not_run().items() if cell_id not in seen}
     return GridRun(spec.name, tuple(outcomes), plan.races, tuple(sorted(not_run.items())))
 
 
