@@ -305,3 +305,18 @@ def test_a_race_killed_with_sigkill_resumes_with_the_same_decisions_without_reru
     resumed, reference = load_state(results / STATE), load_state(straight / STATE)
     assert resumed.to_dict() == reference.to_dict()
     assert not list(results.rglob("lock.json"))
+
+
+def test_a_case_with_several_labels_counts_once_with_the_mean_over_its_labels():
+    from medtransfer.experiments import expand_grid
+    from medtransfer.experiments.racing import _case_values
+
+    cell = expand_grid(parse_grid(GRID, "grid.yaml"), "results")[1]
+    rows = [
+        {"case": "c1", "label": "wm", "dice": 0.8},
+        {"case": "c1", "label": "gm", "dice": 0.6},
+        {"case": "c2", "label": "wm", "dice": None},  # undefined for one label: the other counts
+        {"case": "c2", "label": "gm", "dice": 0.5},
+    ]
+    values = _case_values(cell, {"result": {"per_case": rows}}, "dice", "grid.yaml")
+    assert values == pytest.approx({"c1/seed0": 0.7, "c2/seed0": 0.5})

@@ -294,6 +294,7 @@ def advance(spec: GridSpec, race: SettingRace) -> None:
 
 
 def _case_values(cell: Cell, summary: Mapping[str, Any], metric: str, where: str) -> dict[str, float]:
+    """``case/seed<k> -> value`` of a finished cell (mean over a case's labels, as the report pairs cases)."""
     rows = [row for row in (summary.get("result") or {}).get("per_case") or [] if isinstance(row, Mapping)]
     if not rows or not any(metric in row for row in rows):
         found = sorted({k for row in rows for k, v in row.items() if k != "case" and _is_number(v)})
@@ -301,8 +302,10 @@ def _case_values(cell: Cell, summary: Mapping[str, Any], metric: str, where: str
             f"{where}: race.metric: {metric!r} is not a per-case metric of cell {cell.id} (its per-case rows have: "
             f"{', '.join(found) or 'none'}); set race.metric to one of them"
         )
-    seed = cell.axes["seed"]
-    return {f"{row.get('case')}/seed{seed}": _float(row.get(metric)) for row in rows}
+    values: dict[str, list[float]] = {}  # a case has one row per label in multi-class targets: their mean
+    for row in rows:
+        values.setdefault(f"{row.get('case')}/seed{cell.axes['seed']}", []).append(_float(row.get(metric)))
+    return {case: _nanmean(v) for case, v in values.items()}
 
 
 def _common_cases(results: dict[str, dict[str, float]], label: str) -> dict[str, dict[str, float]]:
@@ -376,6 +379,11 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def _is_number(value: Any) -> bool:
