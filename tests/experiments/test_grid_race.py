@@ -100,6 +100,10 @@ def test_grid_status_shows_the_cells_a_race_did_not_run(tmp_path, capsys):
     assert rows["brain/none__full/nall/seed2"] == ["skipped", "race over at round 2: full won"]
     assert rows["brain/none__first_k-1/nall/seed1"][0] == "done"
     assert out.strip().endswith("13 cells: 6 done, 5 dropped, 2 skipped")
+    assert main(["grid", "status", str(grid), "--results", str(results), "--only", "*seed3"]) == 0
+    out = capsys.readouterr().out
+    assert _status_rows(out)["brain/none__last_k-1/nall/seed3"] == ["dropped", "dropped by race at round 1 (p = 0.016)"]
+    assert out.strip().endswith("\n3 cells: 2 dropped, 1 skipped")
 
 
 def test_the_report_has_the_race_table_and_says_who_won_first(tmp_path):

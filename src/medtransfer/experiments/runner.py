@@ -351,9 +351,9 @@ def grid_status(spec: GridSpec, results_root: str | Path = "results", only: str 
     from .racing import race_annotations
 
     rows = []
-    cells = select_cells(expand_grid(spec, results_root), only)
+    cells = expand_grid(spec, results_root)
     raced = race_annotations(spec, cells, results_root)  # cells a race decided not to run: dropped / skipped
-    for cell in cells:
+    for cell in select_cells(cells, only):
         status = cell_status(cell.run_dir)
         detail = _status_detail(cell.run_dir, status)
         if status is CellStatus.DONE and _config_changed(cell, warn=False):
