@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, did_you_mean
 
 if TYPE_CHECKING:
     from .race import RaceState
@@ -93,8 +93,6 @@ def parse_race_section(raw: Any, where: str, seeds: Sequence[int]) -> RaceSpec:
         )
     axis = raw.get("round_axis", "seed")
     if axis not in ROUND_AXES:
-        from ..errors import did_you_mean
-
         raise ConfigError(f"{where}: race.round_axis: {did_you_mean(str(axis), ROUND_AXES, what='round axis')}")
     return RaceSpec(metric, None if margin is None else float(margin), float(alpha), rounds, axis)
 
@@ -112,7 +110,7 @@ class SettingRace:
         setting: axis name -> label (target, domain_pair, budget).
         cells: arm -> one cell per round (the round's seed).
         path: the state file.
-        state: the race (None until :meth:`open`).
+        state: the race (None until :func:`open_race`).
         blocked: why the race could not go on in this run (a cell of its round did not finish).
         outside: ``cell id -> reason`` of the setting's cells whose seed is past ``race.max_rounds``.
     """

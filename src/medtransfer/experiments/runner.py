@@ -20,6 +20,9 @@ The cell-function protocol (:class:`CellFunction`) is what plugs a real job into
 
 The function runs in a worker (a process of the local pool or a Ray task), so it must be importable by
 reference: a module-level function, not a lambda or closure.
+
+``run_grid(..., race=True)`` (``grid run --race``) runs the cells in rounds instead and skips the later cells of
+the arms a race drops (:mod:`~medtransfer.experiments.racing`); each round goes through the same executor.
 """
 
 from __future__ import annotations
