@@ -19,6 +19,12 @@ def add_parser(subparsers) -> None:
     run.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: one at a time)")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     run.add_argument("--mlflow", metavar="URI", default=None, help="also log each finished cell to this MLflow URI")
+    run.add_argument(
+        "--race",
+        action="store_true",
+        help="race each setting's arms seed by seed and skip the later cells of arms that are significantly worse "
+        "(options: the grid file's race section; resumable)",
+    )
     run.set_defaults(func=run_grid_command)
     status = sub.add_parser("status", help="show each cell's status", description="show each cell's status.")
     _common(status)
@@ -44,18 +50,35 @@ def run_grid_command(args: argparse.Namespace) -> int:
         from medtransfer.experiments.tracking import MlflowTracker
 
         tracker = MlflowTracker(args.mlflow, experiment=spec.name)
-    result = run_grid(spec, executor, results_root=args.results, only=args.only, tracker=tracker)
+    result = run_grid(spec, executor, results_root=args.results, only=args.only, tracker=tracker, race=args.race)
     counts = result.counts
     print(
         f"grid {spec.name}: {counts['ran']} ran, {counts['skipped']} already done, {counts['failed']} failed, "
         f"{counts['running']} running elsewhere  ({args.results}/{spec.name})"
     )
+    if args.race:
+        _print_race(result, spec, args)
     failed = [o for o in result.outcomes if o.status == "failed"]
     for outcome in failed[:10]:
         print(f"  failed {outcome.cell_id}: {outcome.error}")
     if len(failed) > 10:
         print(f"  ... and {len(failed) - 10} more: medtransfer grid status {args.grid} --results {args.results}")
     return 0 if result.ok else 1
+
+
+def _print_race(result, spec, args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from medtransfer.experiments import expand_grid, select_cells
+    from medtransfer.experiments.racing import race_lines
+
+    total = len(select_cells(expand_grid(spec, args.results), args.only))
+    done = sum(o.status == "done" for o in result.outcomes)
+    kinds = Counter(status for _, (status, _) in result.not_run)
+    not_run = ", ".join(f"{n} {status}" for status, n in sorted(kinds.items())) or "none"
+    print(f"race: {done} of the {total} cells of the full grid done ({done / max(total, 1):.0%}); not run: {not_run}")
+    for line in race_lines(result.races, spec.race.metric if spec.race else "dice"):
+        print(f"  {line}")
 
 
 def status_command(args: argparse.Namespace) -> int:

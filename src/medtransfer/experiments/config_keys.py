@@ -20,6 +20,7 @@ The allowed keys are not a second hand-written list: each section comes from wha
                                     :class:`~medtransfer.semi.PseudoLabelConfig` / ``StrongAugmentConfig``
 ``classification``                  the fields of :class:`~medtransfer.finetune.ClassificationOptions`
 ``dummy``                           :data:`~medtransfer.experiments.kinds.DUMMY_KEYS`
+``race`` (top level, not a cell's)  :data:`medtransfer.experiments.racing.RACE_KEYS` (:func:`check_race_section`)
 ==================================  ================================================================
 
 ``finetune.model_config`` depends on the model (the source checkpoint's architecture, or ``finetune.model``),
@@ -82,6 +83,17 @@ def check_cell_config(values: Any, where: str, path: str) -> None:
         ConfigError: a key that no consumer reads, or a section that is not a mapping, named by its path.
     """
     _check(values, cell_config_schema(), where, path)
+
+
+def check_race_section(values: Any, where: str) -> None:
+    """Check the keys of a grid file's ``race`` section (:data:`~medtransfer.experiments.racing.RACE_KEYS`).
+
+    Raises:
+        ConfigError: the section is not a mapping or has an unknown key, named by its path (``race.<key>``).
+    """
+    from .racing import RACE_KEYS
+
+    _check(values, Section(RACE_KEYS), where, "race")
 
 
 def _check(values: Any, section: Section | Names | Callable, where: str, path: str) -> None:

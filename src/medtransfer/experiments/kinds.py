@@ -38,7 +38,7 @@ CELL_KINDS: dict[str, str | Callable] = {
 }
 
 
-DUMMY_KEYS = ("sleep_s", "n_cases", "fail", "crash")  # the options of run_dummy_cell
+DUMMY_KEYS = ("sleep_s", "n_cases", "fail", "crash", "level", "noise", "case_sd")  # the options of run_dummy_cell
 _EXTRA_SECTIONS: dict[str, tuple[str, ...]] = {}
 
 
@@ -87,8 +87,11 @@ def run_dummy_cell(config: dict[str, Any], run_dir: Path, *, resume: bool) -> di
 
     Options under ``config["dummy"]``: ``sleep_s`` (0), ``n_cases`` (4), ``fail`` (False: raise to test
     failure handling), ``crash`` (False: end the whole process at once with ``os._exit``, as a segfault or the
-    out-of-memory killer would; only for testing worker pools).  It appends one line per attempt to
-    ``attempts.log`` so tests can count attempts.
+    out-of-memory killer would; only for testing worker pools), ``level`` (the cell's mean Dice; default a
+    value in [0.5, 0.8) derived from the strategy; set it per arm with an override to plant an effect),
+    ``noise`` (0.05: per-case standard deviation of the arm's own noise) and ``case_sd`` (0: standard deviation
+    of a per-case difficulty shared by every arm of the same target and seed, so arms pair on cases).  It
+    appends one line per attempt to ``attempts.log`` so tests can count attempts.
     """
     import numpy as np
 
@@ -101,9 +104,13 @@ def run_dummy_cell(config: dict[str, Any], run_dir: Path, *, resume: bool) -> di
     if options.get("fail"):
         raise RuntimeError(f"dummy cell {config.get('grid', {}).get('cell_id')} asked to fail (dummy.fail)")
     key = f"{config.get('target')}|{config.get('strategy')}|{config.get('source', {}).get('name')}"
-    rng = np.random.default_rng([zlib.crc32(key.encode()), int(config.get("seed", 0))])
-    level = 0.5 + 0.3 * (zlib.crc32(str(config.get("strategy")).encode()) % 100) / 100
-    dice = np.clip(level + 0.05 * rng.standard_normal(int(options.get("n_cases", 4))), 0.0, 1.0)
+    n_cases, seed = int(options.get("n_cases", 4)), int(config.get("seed", 0))
+    rng = np.random.default_rng([zlib.crc32(key.encode()), seed])
+    level = float(options.get("level", 0.5 + 0.3 * (zlib.crc32(str(config.get("strategy")).encode()) % 100) / 100))
+    shared = np.random.default_rng([zlib.crc32(str(config.get("target")).encode()), seed, 1])
+    difficulty = float(options.get("case_sd", 0.0)) * shared.standard_normal(n_cases)
+    noise = float(options.get("noise", 0.05)) * rng.standard_normal(n_cases)
+    dice = np.clip(level + difficulty + noise, 0.0, 1.0)
     per_case = [{"case": f"case{i:03d}", "dice": float(d)} for i, d in enumerate(dice)]
     write_json_atomic(run_dir / "metrics.json", {"per_case": per_case})
     return {"metrics": {"dice": float(dice.mean())}, "per_case": per_case, "dummy": True}

@@ -156,6 +156,8 @@ class RaceState:
     """A race as plain data: arms, every case's scores so far, the rounds' decisions (JSON via :meth:`to_dict`).
 
     ``scores[arm][i]`` is the arm's value on ``cases[i]``; a dropped arm's list stops at its last round.
+    ``meta`` is the caller's JSON-ready description of the race (e.g. the grid setting and its rounds' seeds),
+    saved with it.
     """
 
     arms: list[str]
@@ -166,6 +168,7 @@ class RaceState:
     rounds: list[RoundDecision] = field(default_factory=list)
     status: RaceStatus = RaceStatus.RUNNING
     cells_spent: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rounds_done(self) -> int:
@@ -188,6 +191,7 @@ class RaceState:
             "rounds": [_decision_dict(d) for d in self.rounds],
             "status": str(self.status),
             "cells_spent": self.cells_spent,
+            "meta": self.meta,
         }
 
     @classmethod
@@ -204,6 +208,7 @@ class RaceState:
             rounds=[_decision_from_dict(d) for d in data["rounds"]],
             status=RaceStatus(data["status"]),
             cells_spent=int(data["cells_spent"]),
+            meta=dict(data.get("meta") or {}),
         )
 
 

@@ -20,6 +20,9 @@ The cell-function protocol (:class:`CellFunction`) is what plugs a real job into
 
 The function runs in a worker (a process of the local pool or a Ray task), so it must be importable by
 reference: a module-level function, not a lambda or closure.
+
+``run_grid(..., race=True)`` (``grid run --race``) runs the cells in rounds instead and skips the later cells of
+the arms a race drops (:mod:`~medtransfer.experiments.racing`); each round goes through the same executor.
 """
 
 from __future__ import annotations
@@ -82,10 +85,17 @@ class CellOutcome:
 
 @dataclass(frozen=True)
 class GridRun:
-    """The outcomes of one ``run_grid`` call, in completion order."""
+    """The outcomes of one ``run_grid`` call, in completion order.
+
+    With ``race=True``: ``races`` holds each raced setting (:class:`~medtransfer.experiments.racing.SettingRace`)
+    and ``not_run`` the ``(cell id, (status, why))`` of the cells the races decided not to run (``dropped`` or
+    ``skipped``), which are neither outcomes nor failures.
+    """
 
     grid: str
     outcomes: tuple[CellOutcome, ...] = field(default_factory=tuple)
+    races: tuple[Any, ...] = ()
+    not_run: tuple[tuple[str, tuple[str, str]], ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -227,6 +237,7 @@ def run_grid(
     only: str | None = None,
     tracker: Any = None,
     progress: bool = True,
+    race: bool = False,
 ) -> GridRun:
     """Run every cell of ``spec`` that is not done yet; finished cells are skipped, interrupted ones resumed.
 
@@ -240,18 +251,45 @@ def run_grid(
         only: run only the cells whose id matches this glob.
         tracker: optional experiment tracker with ``log_cell(cell, summary)`` (e.g. MLflow).
         progress: show a progress bar.
+        race: run each setting's arms in rounds (seeds) and skip the later cells of the arms that lose
+            (:mod:`~medtransfer.experiments.racing`; options in the grid file's ``race`` section).
 
     Returns:
-        The outcome of every selected cell.  Failed cells are recorded in their ``error.json``.
+        The outcome of every cell run or skipped as done (failed cells are recorded in their ``error.json``) and,
+        when racing, each setting's race and the cells it did not run.
     """
     from .executors import LocalExecutor
     from .kinds import get_cell_function
 
-    cells = select_cells(expand_grid(spec, Path(results_root).absolute()), only)  # workers may have another cwd
+    root = Path(results_root).absolute()  # workers may have another cwd
+    cells = select_cells(expand_grid(spec, root), only)
     if cell_fn is None:  # check every kind before running anything
         for kind in dict.fromkeys(c.config.get("kind") for c in cells):
             get_cell_function(kind, where=spec.path)
     executor = executor or LocalExecutor()
+    task = functools.partial(execute_cell, cell_fn=cell_fn, tracker=tracker)
+
+    def run_batch(batch: list[Cell], description: str) -> list[CellOutcome]:
+        return _run_cells(batch, executor, task, description, progress)
+
+    if not race:
+        check_datasets([c for c in cells if read_summary(c.run_dir) is None], spec.path)
+        return GridRun(spec.name, tuple(run_batch(cells, f"grid {spec.name}")))
+    from .racing import plan_race, race_grid
+
+    plan = plan_race(spec, cells, root)
+    check_datasets([c for c in cells if read_summary(c.run_dir) is None], spec.path)
+    outcomes = race_grid(spec, plan, run_batch)
+    seen = {o.cell_id for o in outcomes}
+    earlier = [c for c in cells if c.id not in seen and read_summary(c.run_dir) is not None]  # earlier runs' rounds
+    outcomes += [CellOutcome(c.id, CellStatus.DONE, skipped=True) for c in earlier]
+    seen |= {c.id for c in earlier}
+    not_run = {cell_id: why for r in plan.races for cell_id, why in r.not_run().items() if cell_id not in seen}
+    return GridRun(spec.name, tuple(outcomes), plan.races, tuple(sorted(not_run.items())))
+
+
+def _run_cells(cells: list[Cell], executor: Any, task: CellTask, name: str, progress: bool) -> list[CellOutcome]:
+    """Run the cells that are not done (through ``executor``); the done ones are outcomes ``skipped``."""
     finished = {c.id for c in cells if read_summary(c.run_dir) is not None}
     for cell in cells:
         if cell.id in finished:
@@ -259,12 +297,9 @@ def run_grid(
         elif problem := summary_problem(cell.run_dir):
             log.warning("cell %s: %s; running it again", cell.id, problem)
     todo = [c for c in cells if c.id not in finished]
-    check_datasets(todo, spec.path)
     done = [CellOutcome(cell_id, CellStatus.DONE, skipped=True) for cell_id in sorted(finished)]
-    log.info("grid %s: %d cells selected, %d done already, %d to run", spec.name, len(cells), len(done), len(todo))
-    task = functools.partial(execute_cell, cell_fn=cell_fn, tracker=tracker)
-    outcomes = list(done) + list(_progress(executor.run(todo, task), len(todo), spec.name, progress))
-    return GridRun(spec.name, tuple(outcomes))
+    log.info("%s: %d cells selected, %d done already, %d to run", name, len(cells), len(done), len(todo))
+    return list(done) + list(_progress(executor.run(todo, task), len(todo), name, progress))
 
 
 def check_datasets(cells: list[Cell], where: str) -> None:
@@ -295,7 +330,7 @@ def _progress(outcomes, total: int, name: str, enabled: bool):
     from tqdm.auto import tqdm
 
     failures = 0
-    with tqdm(total=total, desc=f"grid {name}", unit="cell", disable=not enabled or total == 0) as bar:
+    with tqdm(total=total, desc=name, unit="cell", disable=not enabled or total == 0) as bar:
         for outcome in outcomes:
             bar.update(1)
             if outcome.status is CellStatus.FAILED:
@@ -311,14 +346,25 @@ MAX_LOGGED_FAILURES = 10
 
 
 def grid_status(spec: GridSpec, results_root: str | Path = "results", only: str | None = None) -> list[dict]:
-    """One row per cell: ``{cell_id, status, detail}`` (detail: duration, error message or lock owner)."""
+    """One row per cell: ``{cell_id, status, detail}`` (detail: duration, error message or lock owner).
+
+    After ``grid run --race``, a pending cell that the race decided not to run has the status ``dropped`` (its arm
+    lost: ``dropped by race at round r``) or ``skipped`` (the race was decided before its round).
+    """
+    from .racing import race_annotations
+
     rows = []
-    for cell in select_cells(expand_grid(spec, results_root), only):
+    cells = expand_grid(spec, results_root)
+    raced = race_annotations(spec, cells, results_root)  # cells a race decided not to run: dropped / skipped
+    for cell in select_cells(cells, only):
         status = cell_status(cell.run_dir)
         detail = _status_detail(cell.run_dir, status)
         if status is CellStatus.DONE and _config_changed(cell, warn=False):
             detail += " (config changed since; delete the folder to rerun)"
-        rows.append({"cell_id": cell.id, "status": status.value, "detail": detail})
+        label = status.value
+        if status is CellStatus.PENDING and cell.id in raced:
+            label, detail = raced[cell.id]
+        rows.append({"cell_id": cell.id, "status": label, "detail": detail})
     return rows
 
 

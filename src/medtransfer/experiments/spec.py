@@ -21,6 +21,8 @@ deterministic run folders)::
         set: {finetune: {train: {lr: 1.0e-2}}}
     exclude:                          # cells to drop, same matching rule
       - {source: none, strategy: "!scratch"}
+    race: {metric: dice, margin: 0.01, alpha: 0.05}   # optional: how `grid run --race` races the arms
+                                                      # (see medtransfer.experiments.racing)
 
 Every key of ``defaults`` and of each override's ``set``, at every level, is checked when the file loads against
 the keys the cell functions read (:mod:`medtransfer.experiments.config_keys`): a typo is an error naming the file,
@@ -55,7 +57,7 @@ from typing import Any
 from ..errors import ConfigError, did_you_mean
 from .config_keys import check_cell_config
 
-TOP_KEYS = ("name", "description", "defaults", "axes", "overrides", "exclude")
+TOP_KEYS = ("name", "description", "defaults", "axes", "overrides", "exclude", "race")
 AXIS_KEYS = ("target", "source", "strategy", "budget", "seed", "domain_pairs", "domains")
 MATCH_KEYS = ("target", "source", "strategy", "budget", "seed", "domain_pair")
 BUDGET_KEYS = ("n_labelled", "every_kth_slice")
@@ -73,6 +75,7 @@ class GridSpec:
         axes: axis name -> tuple of normalised values (``domain_pair`` replaces ``domains``/``domain_pairs``).
         overrides: ``(when, set)`` pairs applied in order.
         exclude: match mappings of cells to drop.
+        race: the ``race`` section (:class:`~medtransfer.experiments.racing.RaceSpec`), None when absent.
     """
 
     name: str
@@ -81,6 +84,7 @@ class GridSpec:
     axes: dict[str, tuple]
     overrides: tuple[tuple[dict, dict], ...] = ()
     exclude: tuple[dict, ...] = ()
+    race: Any = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,14 @@ def parse_grid(raw: Any, where: str, *, default_name: str = "grid") -> GridSpec:
     axes = _parse_axes(raw.get("axes"), where)
     overrides = tuple(_parse_override(o, where, i) for i, o in enumerate(_as_list(raw.get("overrides"))))
     exclude = tuple(_parse_match(m, where, f"exclude[{i}]") for i, m in enumerate(_as_list(raw.get("exclude"))))
-    return GridSpec(name, where, copy.deepcopy(dict(defaults)), axes, overrides, exclude)
+    race = _parse_race(raw.get("race"), where, axes["seed"]) if raw.get("race") is not None else None
+    return GridSpec(name, where, copy.deepcopy(dict(defaults)), axes, overrides, exclude, race)
+
+
+def _parse_race(raw: Any, where: str, seeds: tuple[int, ...]) -> Any:
+    from .racing import parse_race_section
+
+    return parse_race_section(raw, where, seeds)
 
 
 def expand_grid(spec: GridSpec, results_root: str | Path) -> list[Cell]:

@@ -93,8 +93,10 @@ def create_report(results: Results, options: ReportOptions) -> Report:
     rows = [{**row, "arm": arms[row["cell_id"]]} for row in results.rows]
     metric = _metric(results, options.metric)
     verdicts = compare_all(rows, metric, alpha=options.alpha, margin=options.margin) if metric else []
-    headline = [line for line in [overall_sentence(verdicts), *(v.sentence() for v in verdicts)] if line]
+    races, race_section = _race_section(results.root)
+    headline = [line for line in [*races, overall_sentence(verdicts), *(v.sentence() for v in verdicts)] if line]
     sections = [
+        *race_section,
         _tests_section(verdicts),
         _zoetmulder_section(rows),
         _lesion_section(rows),
@@ -141,6 +143,26 @@ def _metric(results: Results, wanted: str | None) -> str | None:
             raise ConfigError(f"--metric: {did_you_mean(wanted, available, what='metric')} in {results.root}")
         return wanted
     return next((m for m in ("dice", "lesion_f1") if m in available), next(iter(available), None))
+
+
+def _race_section(root: Path) -> tuple[list[str], list[Section]]:
+    """The races' headline sentences and the "Race" section, when the results hold saved races (else nothing)."""
+    from .races import not_run_sentence, race_headlines, race_table, read_races
+
+    records, problems = read_races(root)
+    if not records and not problems:
+        return [], []
+    method = (
+        "`grid run --race` ran each setting's arms (source x strategy) seed by seed. After each round, F-race "
+        "compared the arms on the paired per-case results so far (Friedman test, then the best against each other "
+        "arm with Holm-corrected paired Wilcoxon tests, each round at alpha / rounds) and dropped the arms "
+        "significantly worse than the best; a race stopped when one arm was left, the arms left were equivalent "
+        "within the margin (paired t and Wilcoxon TOSTs), or its seeds were spent."
+    )
+    paragraphs = [method] + ([not_run_sentence(records)] if records else [])
+    paragraphs += [f"Unreadable race state: {problem}" for problem in problems]
+    found = (race_table(records),) if records else ()
+    return race_headlines(records), [Section("Race", tuple(paragraphs), found)]
 
 
 def _tests_section(verdicts: Sequence[Verdict]) -> Section:
