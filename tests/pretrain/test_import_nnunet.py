@@ -5,8 +5,10 @@ channels and classes.  The reference network comes from ``dynamic_network_archit
 
 from __future__ import annotations
 
+import io
 import json
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -18,6 +20,8 @@ from medtransfer.cli import main
 from medtransfer.data.io import save_nifti
 from medtransfer.data.layouts import write_dataset_json
 from medtransfer.models import create_model
+from medtransfer.models.nnunet_unet import config_from_plans
+from medtransfer.pretrain.import_nnunet import architecture, load_nnunet_checkpoint
 from medtransfer.train.finetune import run_finetune
 from medtransfer.transfer import list_strategies
 
@@ -355,3 +359,37 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
     err = _error(capsys, folder / "fold_0" / "x.pth")
     assert err.startswith(f"error: {folder / 'fold_0' / 'x.pth'}: refused: the file holds pickled code")
     assert "Trainer" in err
+
+
+def test_checkpoint_numpy_values_load_in_both_numpy_spellings(tmp_path):
+    """nnU-Net's logger stores numpy scalars and arrays: numpy 2 pickles them from ``numpy._core``, numpy 1 from
+    ``numpy.core``; both are plain data that the weights-only loader accepts."""
+    buffer = io.BytesIO()
+    state = {"network_weights": {"decoder.x": torch.ones(2)}, "logging": {"ema": [np.float64(0.5), np.arange(3)]}}
+    torch.save(state, buffer, _use_new_zipfile_serialization=False)
+    for spelling in (b"numpy._core.multiarray", b"numpy.core.multiarray"):
+        path = tmp_path / "checkpoint_final.pth"
+        path.write_bytes(buffer.getvalue().replace(b"numpy._core.multiarray", spelling))
+        ckpt = load_nnunet_checkpoint(path)
+        assert ckpt["logging"]["ema"][0] == np.float64(0.5)
+        assert ckpt["logging"]["ema"][1].tolist() == [0, 1, 2]
+        assert torch.equal(ckpt["state_dict"]["decoder.x"], torch.ones(2))
+
+
+def test_plans_before_nnunet_2_4_describe_the_same_network():
+    legacy = {
+        "UNet_class_name": "PlainConvUNet",
+        "UNet_base_num_features": 4,
+        "unet_max_num_features": 12,
+        "n_conv_per_stage_encoder": [2, 2, 2],
+        "n_conv_per_stage_decoder": [2, 2],
+        "conv_kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+        "pool_op_kernel_sizes": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+        "patch_size": [8, 16, 12],
+    }
+    arch = architecture(legacy, Path("plans.json"), "3d_fullres")
+    assert arch["arch_kwargs"]["features_per_stage"] == [4, 8, 12]
+    config = config_from_plans(arch["network_class_name"], arch["arch_kwargs"])
+    expected = _arch("PlainConvUNet", 3)
+    expected["arch_kwargs"]["features_per_stage"] = [4, 8, 12]
+    assert config == config_from_plans(expected["network_class_name"], expected["arch_kwargs"])

@@ -58,7 +58,7 @@ def import_nnunet(config: PretrainConfig) -> Path:
             that cannot be rebuilt, weights that do not fit it (each message names the file).
     """
     if not config.weights:
-        raise ConfigError(f"--task import --model nnunet needs --weights MODEL_FOLDER ({FOLDER_HELP})")
+        raise ConfigError(f"--task import --model nnunet needs --weights MODEL_FOLDER: {FOLDER_HELP}")
     folder, path = locate_checkpoint(config.weights, config.fold)
     plans, dataset = read_json(_required(folder / PLANS)), read_json(_required(folder / DATASET))
     ckpt = load_nnunet_checkpoint(path)
@@ -113,7 +113,7 @@ def locate_checkpoint(weights: str, fold: str | None) -> tuple[Path, Path]:
     if fold is None:
         fold = "0" if "fold_0" in folds or len(folds) != 1 else folds[0][len("fold_") :]
     if not (str(fold).isdigit() or fold == "all"):
-        raise ConfigError(f"--fold {fold!r}: allowed: a fold number (0, 1, ...) or 'all'")
+        raise ConfigError(f"--fold {fold!r} names no nnU-Net fold; allowed: a fold number (0, 1, ...) or 'all'")
     path = given / f"fold_{fold}" / CHECKPOINT
     if not path.is_file():
         others = sorted(p.name for p in path.parent.glob("*.pth")) if path.parent.is_dir() else []
