@@ -21,7 +21,7 @@ from medtransfer.data.io import save_nifti
 from medtransfer.data.layouts import write_dataset_json
 from medtransfer.models import create_model
 from medtransfer.models.nnunet_unet import config_from_plans
-from medtransfer.pretrain.import_nnunet import architecture, load_nnunet_checkpoint
+from medtransfer.pretrain.import_nnunet import architecture, load_nnunet_checkpoint, ras_axes
 from medtransfer.train.finetune import run_finetune
 from medtransfer.transfer import list_strategies
 
@@ -393,3 +393,13 @@ def test_plans_before_nnunet_2_4_describe_the_same_network():
     expected = _arch("PlainConvUNet", 3)
     expected["arch_kwargs"]["features_per_stage"] = [4, 8, 12]
     assert config == config_from_plans(expected["network_class_name"], expected["arch_kwargs"])
+
+
+@pytest.mark.parametrize("transpose_forward", [[0, 1, 2], [2, 0, 1], [1, 2, 0]])
+def test_ras_axes_undo_nnunets_array_order(transpose_forward):
+    volume = np.arange(4 * 5 * 6).reshape(4, 5, 6)  # medtransfer's (x, y, z)
+    network = volume.transpose(2, 1, 0).transpose(transpose_forward)  # nnU-Net: the file's (z, y, x), transposed
+    axes, _ = ras_axes(transpose_forward, 3, Path("plans.json"))
+    assert np.array_equal(network.transpose(axes), volume)
+    axes_2d, slice_axis = ras_axes(transpose_forward, 2, Path("plans.json"))
+    assert np.array_equal(network[1].transpose(axes_2d), np.take(volume, 1, axis=slice_axis))  # nnU-Net's slice 1
