@@ -10,7 +10,7 @@ import torch
 from medtransfer.errors import ConfigError
 from medtransfer.models import create_model
 from medtransfer.models.loading import _first_conv_key
-from medtransfer.models.nnunet_unet import config_from_plans, convert_nnunet_state_dict
+from medtransfer.models.nnunet_plans import config_from_plans, convert_nnunet_state_dict
 
 PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 RESENC = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"

@@ -32,7 +32,7 @@ from ..data.preprocess import PreprocessConfig
 from ..errors import ConfigError, DataError, did_you_mean
 from ..models import create_model, load_pretrained
 from ..models.loading import strip_wrapper_prefixes
-from ..models.nnunet_unet import config_from_plans, convert_nnunet_state_dict
+from ..models.nnunet_plans import config_from_plans, convert_nnunet_state_dict
 from .config import PretrainConfig
 from .run import source_meta
 
