@@ -403,3 +403,14 @@ def test_ras_axes_undo_nnunets_array_order(transpose_forward):
     assert np.array_equal(network.transpose(axes), volume)
     axes_2d, slice_axis = ras_axes(transpose_forward, 2, Path("plans.json"))
     assert np.array_equal(network[1].transpose(axes_2d), np.take(volume, 1, axis=slice_axis))  # nnU-Net's slice 1
+
+
+def test_dataset_json_of_another_model_is_one_clear_error(tmp_path, capsys):
+    folder, _ = model_folder(tmp_path)
+    dataset = {"channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0, "a": 1, "b": 2}}
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    assert _error(capsys, folder) == (
+        f"error: {folder / 'dataset.json'}: names 2 channel(s) and 3 output(s), but "
+        f"{folder / 'fold_0' / 'checkpoint_final.pth'} takes 1 channel(s) and predicts 2; plans, dataset.json and "
+        "fold must come from the same model folder"
+    )
