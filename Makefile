@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 data-packages:
 	bash scripts/install-data-packages.sh
 
-test-packages:
+# dynamic-network-architectures: the nnU-Net reference that the nnunet model is checked against (tests only);
+# --no-deps, as its timm/torchvision dependencies are not needed by its U-Net modules.
+test-packages: $(STAMP)
 	bash scripts/install-test-packages.sh
+	$(BIN)/pip install -q --no-deps dynamic-network-architectures==0.4.4
 
 demo: setup
 	$(BIN)/medtransfer demo --out $(DEMO_OUT)

@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--features", type=int, default=None, help="base width of the architecture (default 16)")
     parser.add_argument("--depth", type=int, default=None, help="down-samplings of the U-Net (default 4)")
     parser.add_argument("--weights", default=None, help="import: ImageNet ResNet state dict / HED .weights.h5 file")
+    parser.add_argument("--fold", default=None, help="import --model nnunet: fold_N of the model folder (default 0)")
     parser.add_argument("--size", type=int, default=None, help="square image size of every source (default 64)")
     parser.add_argument("--count", type=int, default=None, help="at most this many source images (default 2000)")
     parser.add_argument("--domains", nargs="+", default=None, help="MRI scanner profiles to use (default all)")
@@ -55,6 +56,7 @@ def _options(args: argparse.Namespace) -> dict:
     values = {
         "model": args.model,
         "weights": args.weights,
+        "fold": args.fold,
         "size": args.size,
         "count": args.count,
         "domains": args.domains,

