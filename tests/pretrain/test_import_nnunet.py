@@ -19,10 +19,10 @@ from medtransfer.checkpoint import load_checkpoint
 from medtransfer.cli import main
 from medtransfer.data.io import save_nifti
 from medtransfer.data.layouts import write_dataset_json
+from medtransfer.finetune import run_finetune
 from medtransfer.models import create_model
 from medtransfer.models.nnunet_plans import config_from_plans
 from medtransfer.pretrain.import_nnunet import architecture, load_nnunet_checkpoint, ras_axes
-from medtransfer.train.finetune import run_finetune
 from medtransfer.transfer import list_strategies
 
 DNA = "dynamic_network_architectures.architectures.unet"
