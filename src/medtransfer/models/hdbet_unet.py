@@ -230,3 +230,29 @@ def hdbet_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
 def reverse_spatial_axes(tensor: torch.Tensor) -> torch.Tensor:
     """A conv kernel ``(O, I, a, b, c)`` as ``(O, I, c, b, a)``; other tensors unchanged."""
     return tensor.permute(0, 1, 4, 3, 2).contiguous() if tensor.ndim == 5 else tensor
+
+
+def original_hdbet_network(package_dir: str | os.PathLike) -> nn.Module:
+    """HD-BET's own ``Network`` (from ``network_architecture.py`` in ``package_dir``) as HD-BET runs it: the
+    reference the import is checked against (tests, ``benchmarks/import_check.py``); outputs logits.
+
+    The package's ``__init__`` is not imported (it needs ``appdirs`` and creates a folder for downloads); only the
+    architecture file is executed, with its softmax helper stubbed (the final nonlinearity is left out anyway).
+    """
+    import importlib.util
+    import sys
+    import types
+
+    package = types.ModuleType("_hdbet_original")
+    package.__path__ = []
+    utils = types.ModuleType("_hdbet_original.utils")
+    utils.softmax_helper = lambda x: x.softmax(1)
+    sys.modules.setdefault("_hdbet_original", package)
+    sys.modules.setdefault("_hdbet_original.utils", utils)
+    file = os.path.join(package_dir, "network_architecture.py")
+    spec = importlib.util.spec_from_file_location("_hdbet_original.network_architecture", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # HD_BET_Config.get_network: 2 classes, 1 channel, 21 filters, no dropout, slope 0.1; no deep supervision
+    net = module.Network(2, 1, BASE, 0.0, lambda x: x, OUTER_SLOPE, True, True, True, False)
+    return net.train(True)  # HD-BET's inference mode: norms use each volume's statistics; dropout p = 0

