@@ -34,6 +34,14 @@ _STORAGE_DTYPES = {
     "BoolStorage": torch.bool,
 }
 _SKIPPED_ATTRIBUTES = ("training", "_is_full_backward_hook")
+# torch.jit._pickle's typed-container builders return their argument unchanged: data, not code
+_JIT_BUILDERS = {
+    "build_intlist": lambda data: data,
+    "build_doublelist": lambda data: data,
+    "build_boollist": lambda data: data,
+    "build_tensorlist": lambda data: data,
+    "restore_type_tag": lambda value, _type: value,
+}
 
 
 class _ScriptObject:
@@ -55,11 +63,15 @@ class _DataUnpickler(pickle.Unpickler):
             return type(name, (_ScriptObject,), {})
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
             return torch._utils._rebuild_tensor_v2
+        if module == "torch.jit._pickle" and name in _JIT_BUILDERS:
+            return _JIT_BUILDERS[name]
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
-        raise pickle.UnpicklingError(f"refused global {module}.{name} (only module trees of tensors are read)")
+        raise pickle.UnpicklingError(
+            f"refused: the file references {module}.{name}; only module trees of tensors are read (no code runs)"
+        )
 
     def persistent_load(self, pid):
         kind, storage_type, key, _location, _numel = pid
@@ -86,7 +98,7 @@ def read_torchscript_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]
     except (OSError, zipfile.BadZipFile, KeyError) as err:
         raise DataError(f"{path}: not a readable TorchScript archive ({err})") from err
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as err:
-        raise DataError(f"{path}: refused: {err}") from err
+        raise DataError(f"{path}: {err}") from err
     weights = dict(_tensors(tree, ""))
     if not weights:
         raise DataError(f"{path}: the TorchScript archive holds no tensors")
