@@ -136,7 +136,16 @@ def test_bad_weight_files_and_architecture_options_are_refused(tmp_path, capsys)
     text = tmp_path / "notes.pb"
     text.write_text("not a graph\n")
     assert _import("deepbrain_unet", out, "--weights", str(text)) == 2
-    assert f"error: {text}: not a TensorFlow frozen graph" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {text}: not a TensorFlow frozen graph")
+    assert err.endswith(
+        "; --model deepbrain_unet takes deepbrain's TensorFlow frozen graph (deepbrain/models/graph.pb)\n"
+    )
+    assert _import("deepbet_linknet", out, "--weights", str(tmp_path / "nope.pt")) == 2
+    assert (
+        f"error: {tmp_path / 'nope.pt'}: weights file not found; --model deepbet_linknet takes"
+        in capsys.readouterr().err
+    )
     archive = tmp_path / "other.pt"
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("x/y.txt", "no module inside")

@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..models import create_model, hed_vgg16_state_dict, load_pretrained
 from .config import DEFAULT_MODEL, PretrainConfig
 from .packaged import PACKAGED_SOURCES, import_packaged
@@ -43,8 +43,7 @@ def import_weights(config: PretrainConfig) -> Path:
     if name in PACKAGED_SOURCES:
         return import_packaged(config, PACKAGED_SOURCES[name])
     if name not in IMAGENET_MODELS:
-        allowed = " | ".join([*IMAGENET_MODELS, *PACKAGED_SOURCES])
-        raise ConfigError(f"--task import takes --model {allowed}, got {name!r}")
+        raise ConfigError(did_you_mean(name, [*IMAGENET_MODELS, *PACKAGED_SOURCES], what="--task import model"))
     config = dataclasses.replace(config, model=name)
     model = create_model(name, **config.architecture_config())
     if name == "vgg16_unet":

