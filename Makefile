@@ -8,7 +8,7 @@ STAMP := $(VENV)/.medtransfer-installed
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-quick test test-fast setup data-packages test-packages lint clean
+.PHONY: demo demo-quick test test-fast setup data-packages test-packages real-sources lint clean
 
 setup: $(STAMP) data-packages
 
@@ -20,11 +20,16 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 data-packages:
 	bash scripts/install-data-packages.sh
 
-# dynamic-network-architectures: the nnU-Net reference that the nnunet model is checked against (tests only);
-# --no-deps, as its timm/torchvision dependencies are not needed by its U-Net modules.
+# test-packages: small pretrained networks from PyPI (deepbrain, deepbet; --no-deps) and the nnU-Net reference
+# that the nnunet model is checked against (dynamic-network-architectures, --no-deps: its U-Net modules need no
+# timm/torchvision).  Tests only.
 test-packages: $(STAMP)
-	bash scripts/install-test-packages.sh
+	MEDTRANSFER_PYTHON=$(BIN)/python bash scripts/install-test-packages.sh
 	$(BIN)/pip install -q --no-deps dynamic-network-architectures==0.4.4
+
+# The large pretrained real-MRI sources (HD-BET, 294 MB): an explicit step, never part of `make test`.
+real-sources: setup
+	MEDTRANSFER_PYTHON=$(BIN)/python bash scripts/install-real-sources.sh
 
 demo: setup
 	$(BIN)/medtransfer demo --out $(DEMO_OUT)

