@@ -144,17 +144,18 @@ if [ -z "$PY" ]; then
   log "no Python with a CUDA build of PyTorch: pip install torch into $SITE"
   "$PY" -m pip install -q --target "$SITE" torch || die "pip install torch failed; set PYTHON to a Python with CUDA PyTorch"
 fi
-"$PY" -c 'import torch' 2>/dev/null || die "$PY cannot import torch; set PYTHON to a Python with (CUDA) PyTorch"
-if [ "$DEVICE" = cuda ]; then
-  "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null ||
-    no_gpu "$PY's PyTorch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null) sees no CUDA device"
-fi
-log "python: $PY ($("$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)'))"
+probe=$("$PY" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, int(torch.cuda.is_available()))' \
+  2>/dev/null) || die "$PY cannot import torch; set PYTHON to a Python with (CUDA) PyTorch"
+read -r py_version torch_version cuda_ok <<<"$probe"
+[ "$DEVICE" = cpu ] || [ "$cuda_ok" = 1 ] || no_gpu "$PY's PyTorch $torch_version sees no CUDA device"
+log "python: $PY ($py_version, torch $torch_version)"
 
 # ------------------------------------------------------------------------------------------- packages
+absent=" $("$PY" -c 'import importlib.util as u, sys; print(*(m for m in sys.argv[1:] if not u.find_spec(m)))' \
+  "${MODULES[@]}") "
 missing=()
 for i in "${!MODULES[@]}"; do
-  "$PY" -c "import ${MODULES[$i]}" >/dev/null 2>&1 || missing+=("${PIP_NAMES[$i]}")
+  [[ "$absent" == *" ${MODULES[$i]} "* ]] && missing+=("${PIP_NAMES[$i]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   source_args=()
