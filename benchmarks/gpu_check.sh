@@ -144,10 +144,15 @@ if [ -z "$PY" ]; then
   log "no Python with a CUDA build of PyTorch: pip install torch into $SITE"
   "$PY" -m pip install -q --target "$SITE" torch || die "pip install torch failed; set PYTHON to a Python with CUDA PyTorch"
 fi
-probe=$("$PY" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, int(torch.cuda.is_available()))' \
-  2>/dev/null) || die "$PY cannot import torch; set PYTHON to a Python with (CUDA) PyTorch"
-read -r py_version torch_version cuda_ok <<<"$probe"
-[ "$DEVICE" = cpu ] || [ "$cuda_ok" = 1 ] || no_gpu "$PY's PyTorch $torch_version sees no CUDA device"
+probe=$("$PY" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda,
+  int(torch.cuda.is_available()))' 2>/dev/null) || die "$PY cannot import torch; set PYTHON to a Python with (CUDA) PyTorch"
+read -r py_version torch_version torch_cuda cuda_ok <<<"$probe"
+if [ "$DEVICE" = cuda ] && [ "$cuda_ok" != 1 ]; then
+  if [ "$torch_cuda" = None ] && gpu_listed; then
+    die "nvidia-smi lists a GPU but $PY's PyTorch $torch_version is a CPU build; set PYTHON to one with CUDA PyTorch"
+  fi
+  no_gpu "$PY's PyTorch $torch_version sees no CUDA device"
+fi
 log "python: $PY ($py_version, torch $torch_version)"
 
 # ------------------------------------------------------------------------------------------- packages
