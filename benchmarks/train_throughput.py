@@ -12,6 +12,10 @@ Variants:
     medtransfer_trainer_default     ``Trainer.train_step`` with the default TrainConfig (``precision: auto``,
                                     ``channels_last: null``, ``compile: false``): what a user gets.
     medtransfer_unet_bf16_channels_last   bf16 autocast; only timed with native bf16 or ``--all-precisions``.
+    monai_basicunet_bf16            MONAI under the same bf16 autocast (NCHW): the fair reduced-precision peer.
+
+``--device cuda`` times the same steps on the GPU (bf16 autocast is then always timed, MONAI in bf16 too; matmul
+peaks are measured on the GPU with 8192-sized matrices; no profile).
 
 The achieved GFLOP/s (FLOPs of convolutions and matmuls counted by ``torch.utils.flop_counter``) is compared with
 fp32 and bf16 matrix-multiply peaks measured in the same run; the bf16 peak is only a meaningful target on CPUs
@@ -24,7 +28,7 @@ the process starts; reported in the JSON) avoids that.
 
 Usage:
     [OMP_WAIT_POLICY=PASSIVE] python benchmarks/train_throughput.py [--batch 32] [--rounds 5] [--size 128]
-        [--threads 1 2] [--profile] [--no-compile] [--all-precisions]
+        [--threads 1 2] [--profile] [--no-compile] [--all-precisions] [--device cpu|cuda]
 
 Prints one JSON object.
 """
@@ -78,16 +82,25 @@ OP_CLASSES = {  # operator-name fragment -> class, first match wins (self time, 
 }
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
-    """Best-of-``repeats`` GFLOP/s of an ``n x n`` matrix multiply in ``dtype``."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of an ``n x n`` matrix multiply in ``dtype`` (n = 1024 on CPU, 8192 on GPU)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         torch.mm(a, b)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (timings on CUDA); nothing on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def plain_step(model: nn.Module, plan: PrecisionPlan, x: torch.Tensor, y: torch.Tensor, compiled: bool) -> Step:
@@ -96,7 +109,7 @@ def plain_step(model: nn.Module, plan: PrecisionPlan, x: torch.Tensor, y: torch.
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     network = compile_model(model) if compiled else model
     loss_fn = create_loss("ce")
-    x = to_memory_format(x, plan.channels_last)
+    x, y = to_memory_format(x.to(plan.device), plan.channels_last), y.to(plan.device)
 
     def step() -> float:
         with plan.autocast():
@@ -111,9 +124,9 @@ def plain_step(model: nn.Module, plan: PrecisionPlan, x: torch.Tensor, y: torch.
     return step
 
 
-def trainer_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[Step, Trainer]:
+def trainer_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[Step, Trainer]:
     """``Trainer.train_step`` with the default TrainConfig (CE loss) on the fixed batch."""
-    config = TrainConfig(device="cpu", loss="ce", batch_size=len(x), progress=False, lr=1e-3)
+    config = TrainConfig(device=str(device), loss="ce", batch_size=len(x), progress=False, lr=1e-3)
     items = [{"image": image, "label": label} for image, label in zip(x, y, strict=True)]
     trainer = Trainer(model, config, TrainBatches(items, StepBatchSampler(len(items), len(items), 1, seed=0)))
     batch = {"image": x, "label": y}
@@ -129,8 +142,10 @@ def trainer_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[St
 def step_flops(step: Step, x: torch.Tensor, y: torch.Tensor) -> int:
     """FLOPs of one eager forward + backward of the step's model (torch.compile hides ops from the counter)."""
     model, loss_fn = step.model, create_loss("ce")
+    device = next(model.parameters()).device
+    x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
     with FlopCounterMode(display=False) as counter:
-        loss_fn(model(x.contiguous(memory_format=torch.channels_last)), y).backward()
+        loss_fn(model(x), y).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -139,9 +154,10 @@ def build_variants(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -
     """Name -> step function of every variant, plus facts about the trainer's default plan."""
     from monai.networks.nets import BasicUNet
 
-    cpu = torch.device("cpu")
-    fp32_nchw = resolve_precision("fp32", cpu, channels_last=False)
-    fp32_cl = resolve_precision("fp32", cpu, channels_last=True)
+    device = torch.device(args.device)
+    fp32_nchw = resolve_precision("fp32", device, channels_last=False)
+    fp32_cl = resolve_precision("fp32", device, channels_last=True)
+    bf16_cl = resolve_precision("bf16", device)
 
     def unet() -> nn.Module:
         torch.manual_seed(0)
@@ -157,12 +173,15 @@ def build_variants(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -
     }
     if not args.no_compile:
         variants["medtransfer_unet_fp32_channels_last_compiled"] = plain_step(unet(), fp32_cl, x, y, True)
-    default_step, trainer = trainer_step(unet(), x, y)
+    default_step, trainer = trainer_step(unet(), x, y, device)
     variants["medtransfer_trainer_default"] = default_step
-    if cpu_has_fast_bf16() or args.all_precisions:
-        variants["medtransfer_unet_bf16_channels_last"] = plain_step(
-            unet(), resolve_precision("bf16", cpu), x, y, False
-        )
+    if device.type == "cuda" or cpu_has_fast_bf16() or args.all_precisions:
+        variants["medtransfer_unet_bf16_channels_last"] = plain_step(unet(), bf16_cl, x, y, False)
+    if device.type == "cuda":
+        torch.manual_seed(0)
+        bf16_nchw = resolve_precision("bf16", device, channels_last=False)
+        monai_bf16 = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)
+        variants["monai_basicunet_bf16"] = plain_step(monai_bf16, bf16_nchw, x, y, False)
     default = {
         "precision": trainer.plan.name,
         "channels_last": trainer.plan.channels_last,
@@ -218,7 +237,8 @@ def run(args: argparse.Namespace, threads: int) -> dict:
     load_before = os.getloadavg()
     times = time_interleaved(variants, args.rounds)
     load_after = os.getloadavg()
-    peak_fp32, peak_bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    device = torch.device(args.device)
+    peak_fp32, peak_bf16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device)
     flops = {name: step_flops(step, x, y) for name, step in variants.items()}
     monai = times["monai_basicunet_fp32"]
     runs = {}
@@ -235,8 +255,12 @@ def run(args: argparse.Namespace, threads: int) -> dict:
             "fraction_of_bf16_peak": round(gflops / peak_bf16, 3),
             "speedup_vs_monai": round(statistics.median(m / s for m, s in zip(monai, seconds, strict=True)), 2),
         }
-    best = max((n for n in runs if n.startswith("medtransfer")), key=lambda n: runs[n]["speedup_vs_monai"])
+        if "monai_basicunet_bf16" in times:  # on CUDA: against MONAI under the same bf16 autocast too
+            ratios = (m / s for m, s in zip(times["monai_basicunet_bf16"], seconds, strict=True))
+            runs[name]["speedup_vs_monai_bf16"] = round(statistics.median(ratios), 2)
     default_run = runs["medtransfer_trainer_default"]
+    best = max((n for n in runs if n.startswith("medtransfer")), key=lambda n: runs[n]["speedup_vs_monai"])
+    vs_bf16 = {"speedup_vs_monai_bf16_trainer_default": default_run.get("speedup_vs_monai_bf16")}
     needed = 4.0 * flops["medtransfer_trainer_default"] / statistics.median(monai) / 1e9
     report = {
         "threads": threads,
@@ -248,6 +272,7 @@ def run(args: argparse.Namespace, threads: int) -> dict:
         "targets": {
             "speedup_vs_monai_trainer_default": default_run["speedup_vs_monai"],
             "speedup_vs_monai_best_variant": [best, runs[best]["speedup_vs_monai"]],
+            **({} if vs_bf16["speedup_vs_monai_bf16_trainer_default"] is None else vs_bf16),
             "speedup_target": 4.0,
             "fraction_of_bf16_peak_trainer_default": default_run["fraction_of_bf16_peak"],
             "fraction_of_fp32_peak_trainer_default": default_run["fraction_of_fp32_peak"],
@@ -269,6 +294,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed steps per variant")
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the steps run")
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler breakdown of the default step")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
@@ -276,11 +302,16 @@ def main() -> None:
         "--all-precisions", action="store_true", help="also time bf16 on CPUs without native bf16 (emulated: slow)"
     )
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
+    if args.device == "cuda" and args.profile:
+        parser.error("--profile times CPU operators only; leave it out with --device cuda")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     native_bf16 = cpu_has_fast_bf16()
     report = {
         "batch": args.batch,
         "image_size": [args.size, args.size],
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_has_native_bf16": native_bf16,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins)"),

@@ -8,6 +8,11 @@ import os
 # Set before torch is imported so that subprocesses started by tests inherit it too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Tests that check learning must give the same numbers on every x86 CPU: `precision: auto` would train in bf16 on
+# CPUs with avx512_bf16/AMX and in fp32 on AVX2-only ones, so the suite pins `auto` to fp32 (subprocesses and grid
+# workers inherit it).  Explicit precisions still win (the bf16 tests ask for bf16); `MEDTRANSFER_PRECISION=bf16
+# make test` runs the learning tests in bf16 to check that their margins hold there too.
+os.environ.setdefault("MEDTRANSFER_PRECISION", "fp32")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -31,8 +36,32 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def unpinned_precision(monkeypatch):
+    """``auto`` as users get it: the suite's fp32 pin lifted and the CPU probe re-read (and re-read after)."""
+    from medtransfer.train.config import PRECISION_ENV
+    from medtransfer.train.precision import cpu_has_fast_bf16
+
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    cpu_has_fast_bf16.cache_clear()
+    yield
+    cpu_has_fast_bf16.cache_clear()
+
+
+def _test_device() -> str:
+    """Where the ``gpu``-marked tests run: ``cuda``, or the CPU when ``MEDTRANSFER_TEST_DEVICE=cpu`` (a dry run)."""
+    return os.environ.get("MEDTRANSFER_TEST_DEVICE", "cuda")
+
+
+@pytest.fixture
+def test_device() -> torch.device:
+    """The device of the ``gpu``-marked tests (see :func:`_test_device`)."""
+    return torch.device(_test_device())
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or _test_device() == "cpu":
         return
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     for item in items:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_toy_helpers import SquaresDataset, toy_batches, toy_config, toy_net
+from train_toy_helpers import Killed, SquaresDataset, stop_after, toy_batches, toy_config, toy_net
 
 from medtransfer.checkpoint import load_checkpoint
 from medtransfer.train import CheckpointManager, MetricsHistory, Trainer
@@ -54,8 +54,8 @@ def test_resume_mid_epoch_in_process_is_bit_identical(tmp_path, dataset):
 
     # The data stream dies at step 7; the last checkpoint is from step 6 (mid-epoch 2), as after a crash.
     crash = _trainer(tmp_path / "crash", config, dataset and dataset())
-    crash.data.epoch = _stop_after(crash.data.epoch, total_steps=7)
-    with pytest.raises(_Killed):
+    crash.data.epoch = stop_after(crash.data.epoch, total_steps=7)
+    with pytest.raises(Killed):
         crash.fit()
     assert load_checkpoint(tmp_path / "crash" / "checkpoint_last.pt")["trainer"]["global_step"] == 6
 
@@ -66,23 +66,6 @@ def test_resume_mid_epoch_in_process_is_bit_identical(tmp_path, dataset):
     assert [r["train_loss"] for r in resumed.history.records] == [r["train_loss"] for r in full.history.records]
     lines = (tmp_path / "crash" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
-
-
-class _Killed(Exception):
-    pass
-
-
-def _stop_after(epoch_fn, total_steps: int):
-    seen = [0]
-
-    def epoch(e, start=0):
-        for batch in epoch_fn(e, start):
-            if seen[0] == total_steps:
-                raise _Killed
-            seen[0] += 1
-            yield batch
-
-    return epoch
 
 
 def test_checkpoint_is_weights_only_data(tmp_path):

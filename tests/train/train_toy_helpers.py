@@ -69,3 +69,50 @@ def toy_config(**changes) -> TrainConfig:
         "progress": False,
     }
     return TrainConfig.from_dict({**values, **changes})
+
+
+def toy_unet() -> nn.Module:
+    """A small 2D U-Net of the model registry (BatchNorm, two down-samplings), the same weights every call."""
+    from medtransfer.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("unet", spatial_dims=2, in_channels=1, out_channels=1, features=4, depth=2)
+
+
+def write_cube_dataset(root, n: int = 3, size: int = 12):
+    """An nnU-Net raw dataset of ``n`` noisy (size, size, 4) scans, each with a bright box as its label."""
+    import numpy as np
+
+    from medtransfer.data.io import save_nifti
+    from medtransfer.data.layouts import write_dataset_json
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        label = np.zeros((size, size, 4), dtype=np.uint8)
+        corner = rng.integers(1, size // 2, 2)
+        label[corner[0] : corner[0] + size // 2, corner[1] : corner[1] + size // 2] = 1
+        image = (label + rng.normal(0, 0.2, label.shape)).astype(np.float32)
+        save_nifti(root / "imagesTr" / f"c{i}_0000.nii.gz", image, np.eye(4))
+        save_nifti(root / "labelsTr" / f"c{i}.nii.gz", label, np.eye(4))
+    write_dataset_json(root, {"background": 0, "box": 1}, ["T1"], n)
+    return root
+
+
+class Killed(Exception):
+    """Raised by :func:`stop_after`'s data stream: the training process "dies" there."""
+
+
+def stop_after(epoch_fn, total_steps: int):
+    """Wrap ``TrainBatches.epoch`` so that the stream raises :class:`Killed` after ``total_steps`` batches."""
+    seen = [0]
+
+    def epoch(e, start=0):
+        for batch in epoch_fn(e, start):
+            if seen[0] == total_steps:
+                raise Killed
+            seen[0] += 1
+            yield batch
+
+    return epoch

@@ -21,6 +21,28 @@ class Precision(StrEnum):
     FP16 = "fp16"
 
 
+PRECISION_ENV = "MEDTRANSFER_PRECISION"
+
+
+def pinned_precision() -> Precision | None:
+    """The precision ``auto`` stands for when ``MEDTRANSFER_PRECISION`` is set (``None`` when unset or ``auto``).
+
+    The variable pins what ``auto`` means on every device (e.g. ``fp32`` for the same numbers on every CPU; the
+    test suite sets it); an explicit precision in a config or on the command line still wins.
+
+    Raises:
+        ConfigError: the variable holds something other than a precision.
+    """
+    value = os.environ.get(PRECISION_ENV, "").strip().lower()
+    if value in ("", Precision.AUTO):
+        return None
+    try:
+        return Precision(value)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Precision)
+        raise ConfigError(f"{PRECISION_ENV}: {value!r} is not a precision; allowed: {allowed} (or unset)") from None
+
+
 class OptimizerName(StrEnum):
     """Optimisers: SGD with Nesterov momentum 0.9 (DART, nnU-Net), Adam, AdamW."""
 
@@ -105,6 +127,8 @@ class TrainConfig:
         object.__setattr__(self, "optimizer", parse_option(OptimizerName, self.optimizer, "optimizer"))
         object.__setattr__(self, "schedule", parse_option(ScheduleName, self.schedule, "schedule"))
         object.__setattr__(self, "precision", parse_option(Precision, self.precision, "precision"))
+        if self.precision == Precision.AUTO:
+            pinned_precision()  # a bad MEDTRANSFER_PRECISION fails here, before a run folder is written
         for name in ("epochs", "steps_per_epoch", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"train config: {name} must be >= 1, got {getattr(self, name)!r}")
