@@ -252,6 +252,18 @@ def score_file(mask_path: Path, head: Head, tolerance_mm: float) -> dict:
     return score_mask(pred, head.mask, head.spacing, tolerance_mm)
 
 
+def agreement(masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Dice between each pair of methods' masks (``"a~b"``): whether the methods agree where the reference differs."""
+    names = list(masks)
+    pairs = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = 2.0 * np.logical_and(masks[a], masks[b]).sum()
+            total = masks[a].sum() + masks[b].sum()
+            pairs[f"{a}~{b}"] = round(float(both / total), 4) if total else None
+    return pairs
+
+
 def summarise(rows: list[dict]) -> dict:
     """Per method: mean Dice, surface Dice and seconds over the heads it ran on, and the counts."""
     summary = {}
@@ -276,8 +288,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def assemble_report(rows: list[dict], heads: dict[str, dict], args: dict, started: float) -> dict:
-    """The JSON document: how it was run, the heads, one row per head x variant x method, and the summary."""
+def assemble_report(
+    rows: list[dict], heads: dict[str, dict], args: dict, started: float, agreements: dict | None = None
+) -> dict:
+    """The JSON document: how it was run, the heads, one row per head x variant x method, the summary, and the
+    methods' agreement with each other per head and variant."""
     return {
         "benchmark": "real_heads",
         "command": args.get("command"),
@@ -293,6 +308,7 @@ def assemble_report(rows: list[dict], heads: dict[str, dict], args: dict, starte
         "heads": heads,
         "results": rows,
         "summary": summarise(rows),
+        "agreement": agreements or {},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -364,6 +380,7 @@ def run_method(method: str, head: Head, scan: Path, folder: Path, options: argpa
     out = folder / f"{head.name}_{head.variant}_{method}.nii.gz"
     row = {"head": head.name, "variant": head.variant, "method": method, "error": None}
     try:
+        out.unlink(missing_ok=True)  # a mask left by an earlier run must not be scored as this one's
         if method == "medtransfer":
             row.update(run_medtransfer(options.model, scan, out, options.threads))
         else:
@@ -372,6 +389,7 @@ def run_method(method: str, head: Head, scan: Path, folder: Path, options: argpa
     except Exception as err:  # a method that fails is a result, not the end of the benchmark
         row["error"] = f"{type(err).__name__}: {err}"
         log.warning("%s on %s %s failed: %s", method, head.name, head.variant, row["error"])
+    log.info("%s", json.dumps(row))
     return row
 
 
@@ -463,7 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     load = [round(x, 2) for x in os.getloadavg()]
-    rows, heads = [], {}
+    rows, heads, agreements = [], {}, {}
     for name in args.heads:
         try:
             stored = load_head(HEADS[name], args.peer_python)
@@ -476,12 +494,14 @@ def main(argv: list[str] | None = None) -> dict:
         for variant in args.variants:
             head = versions[variant]
             scan, _ = write_head(head, args.work)
-            for method in args.methods:
-                rows.append(run_method(method, head, scan, args.work, args))
-                log.info("%s", json.dumps(rows[-1]))
+            done = [run_method(method, head, scan, args.work, args) for method in args.methods]
+            rows.extend(done)
+            ok = [r["method"] for r in done if r["error"] is None]
+            masks = {m: nib.load(args.work / f"{name}_{variant}_{m}.nii.gz").get_fdata() > 0 for m in ok}
+            agreements[f"{name} {variant}"] = agreement(masks)
     command = "python benchmarks/real_heads.py " + " ".join(argv)
     meta = {**vars(args), "command": command, "load_average": load, "model": args.model}
-    report = assemble_report(rows, heads, meta, started)
+    report = assemble_report(rows, heads, meta, started, agreements)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")

@@ -141,6 +141,26 @@ def test_a_failing_peer_is_a_row_with_its_error(rh, tmp_path):
     assert "no timing line" in rh.run_method("deepbet", head, scan, tmp_path, silent)["error"]
 
 
+def test_a_peer_that_writes_no_mask_is_an_error_even_with_an_old_mask_there(rh, tmp_path):
+    head = _head(rh)
+    scan, reference = rh.write_head(head, tmp_path)
+    (tmp_path / "ball_stored_deepbet.nii.gz").write_bytes(reference.read_bytes())  # left by an earlier run
+    fake = _fake_python(tmp_path, 'echo "UserWarning: Skipped file"; echo \'{"seconds": 2}\'')
+    row = rh.run_method("deepbet", head, scan, tmp_path, rh.parse_args(["--methods", "deepbet", "--peer-python", fake]))
+    assert row["error"].startswith("FileNotFoundError")
+    assert "dice" not in row
+
+
+def test_agreement_is_pairwise_dice(rh):
+    a = np.zeros((4, 4, 4), bool)
+    a[:2] = True
+    b = np.zeros_like(a)
+    b[:1] = True
+    assert rh.agreement({"x": a, "y": b, "z": a}) == {"x~y": round(2 * 16 / 48, 4), "x~z": 1.0, "y~z": 0.6667}
+    assert rh.agreement({"x": a}) == {}
+    assert rh.agreement({"x": a & False, "y": b & False}) == {"x~y": None}
+
+
 def test_report_summary_and_table(rh):
     rows = [
         {
