@@ -439,22 +439,38 @@ def peer_main(argv: list[str]) -> None:
 # ---- the benchmark -----------------------------------------------------------------------------------------------
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be a whole number >= 1")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The benchmark's options; a ``--model`` without a checkpoint is refused with one ``error:`` line (exit 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="medtransfer run folder (or checkpoint); needed for the medtransfer method")
     parser.add_argument("--peer-python", default="/work/heads-venv/bin/python", help="interpreter with the peers")
     parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per method (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads per method (default 1)")
     parser.add_argument("--tolerance-mm", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a peer run is abandoned")
-    parser.add_argument("--work", type=Path, default=Path("real_heads_work"), help="scans and masks are written here")
+    parser.add_argument("--work", type=Path, help="scans and masks are written here (default: a new temporary folder)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real_heads.json"))
     parser.add_argument("--markdown", action="store_true", help="also print the Markdown table")
     args = parser.parse_args(argv)
     if "medtransfer" in args.methods and not args.model:
         parser.error("--model RUN is needed for the medtransfer method (or leave it out of --methods)")
+    if "medtransfer" in args.methods:
+        from medtransfer.errors import MedTransferError
+        from medtransfer.infer.predictor import find_checkpoint
+
+        try:
+            find_checkpoint(args.model)
+        except MedTransferError as err:
+            parser.exit(2, f"error: {err}\n")
     return args
 
 
@@ -479,13 +495,20 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.work is None:
+        import tempfile
+
+        args.work = Path(tempfile.mkdtemp(prefix="real_heads_"))
+    log.info("scans and masks go to %s", args.work)
     started = time.perf_counter()
     load = [round(x, 2) for x in os.getloadavg()]
+    from medtransfer.errors import MedTransferError
+
     rows, heads, agreements = [], {}, {}
     for name in args.heads:
         try:
             stored = load_head(HEADS[name], args.peer_python)
-        except (FileNotFoundError, OSError) as err:
+        except (OSError, MedTransferError) as err:  # the head's package is not installed
             heads[name] = {"error": str(err)}
             log.warning("%s", err)
             continue

