@@ -4,27 +4,12 @@ small run that learns."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "domain_shift.py"
-
-
-@pytest.fixture(scope="module")
-def ds():
-    spec = importlib.util.spec_from_file_location("benchmarks_domain_shift", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 def test_stack_neighbours_repeats_edge_slices(ds):
