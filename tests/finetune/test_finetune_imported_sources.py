@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,50 @@ def test_a_grid_cell_with_an_imported_source_runs_and_is_scored(tmp_path, source
         result = json.loads(path.read_text())["result"]
         assert len(result["per_case"]) == 2  # the two held-out heads, predicted at 2 mm and scored
         assert 0.0 <= result["metrics"]["dice"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["full", "bn_only"])
+def test_hdbet_fine_tunes_on_cpu(tmp_path, strategy):
+    """The 16 M-parameter HD-BET: one step on a 32^3 patch at its 1.5 mm, then predict a head (CPU smoke run)."""
+    try:
+        packaged_file(PACKAGED_SOURCES["hdbet_unet"])
+    except MissingSourceError as err:
+        pytest.skip(str(err))
+    checkpoint = tmp_path / "hdbet.pt"
+    _import("hdbet_unet", checkpoint)
+    data = tiny_heads(tmp_path / "data", (1.5, 1.5, 1.5), (32, 32, 32), n=4)
+    run = _run(tmp_path, checkpoint, data, strategy, patch_size=[32, 32, 32])
+    ckpt = load_checkpoint(run / "checkpoints" / "checkpoint_last.pt")
+    assert ckpt["meta"]["preprocess"]["target_spacing"] == [1.5, 1.5, 1.5]
+    assert ckpt["meta"]["preprocess"]["scaling"] == "zscore"
+    assert ckpt["meta"]["inference"]["divisor"] == 16
+    assert not ckpt["meta"]["load_audit"]["skipped_shape"]
+    scan = sorted((data / "imagesTr").iterdir())[0]
+    argv = ["predict", "--model", str(run), "--input", str(scan), "--output", str(tmp_path / "mask.nii.gz")]
+    assert main([*argv, "--device", "cpu", "--precision", "fp32"]) == 0
+    assert (tmp_path / "mask.nii.gz").is_file()
+
+
+def test_a_slice_of_the_zoetmulder_grid_runs_a_real_scan_arm(tmp_path, sources, capsys):
+    """configs/zoetmulder2022.yaml loads (``grid status``), and its deepbrain arm, with the file's own overrides,
+    runs on a tiny target standing in for brainshift's MS lesions."""
+    path = Path(__file__).resolve().parents[2] / "configs" / "zoetmulder2022.yaml"
+    assert main(["grid", "status", str(path), "--results", str(tmp_path / "status")]) == 0
+    status = capsys.readouterr().out
+    assert "180 cells: 180 pending" in status  # (7 + 3 real) sources x 3 targets x 2 budgets x 3 seeds
+    assert "stroke_lesion/real_mri_seg_hdbet__full/nall/seed2" in status
+    checkpoint, data = _source(sources, "deepbrain_unet")
+    raw = yaml.safe_load(path.read_text())
+    raw["defaults"]["data"] = {"root": str(data.parent), "datasets": {"ms_lesion": data.name}}
+    raw["defaults"]["finetune"].update(test_fraction=0.4, val_fraction=0.2, train={**TRAIN, "steps_per_epoch": 2})
+    real = next(s for s in raw["axes"]["source"] if s["name"] == "real_mri_seg_deepbrain")
+    raw["axes"].update(target=["ms_lesion"], source=[{**real, "checkpoint": str(checkpoint)}], budget=[2], seed=[0])
+    raw["overrides"][0]["set"]["finetune"]["patch_size"] = [16, 16, 16]  # the tiny heads are 16^3
+    outcome = run_grid(parse_grid(raw, str(path)), results_root=tmp_path / "results", progress=False)
+    assert outcome.counts["failed"] == 0, outcome
+    (summary,) = (tmp_path / "results" / "zoetmulder2022").rglob("seed0/summary.json")
+    assert summary.parts[-5:-1] == ("ms_lesion", "real_mri_seg_deepbrain__full", "n2", "seed0")
+    result = json.loads(summary.read_text())["result"]
+    assert len(result["per_case"]) == 2
+    assert 0.0 <= result["metrics"]["dice"] <= 1.0
