@@ -21,7 +21,7 @@ from medtransfer.data.layouts import write_dataset_json
 from medtransfer.errors import ConfigError, MissingSourceError
 from medtransfer.experiments.runner import run_grid
 from medtransfer.experiments.spec import parse_grid
-from medtransfer.finetune import run_finetune
+from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.models import create_model
 from medtransfer.pretrain.packaged import PACKAGED_SOURCES, packaged_file
 from medtransfer.transfer import list_strategies
@@ -249,3 +249,19 @@ def test_a_slice_of_the_zoetmulder_grid_runs_a_real_scan_arm(tmp_path, sources, 
     result = json.loads(summary.read_text())["result"]
     assert len(result["per_case"]) == 2
     assert 0.0 <= result["metrics"]["dice"] <= 1.0
+
+
+def test_the_brain_extraction_recipe_is_a_complete_finetune_config():
+    path = Path(__file__).resolve().parents[2] / "configs" / "brain_extraction.yaml"
+    config = FinetuneConfig.from_yaml(path, data="bs/Dataset001_BrainExtraction", out="RUN")
+    assert (config.init, config.strategy, config.n_labelled) == ("deepbrain_unet.pt", "full", "all")
+    assert config.patch_size == (64, 64, 64)  # a multiple of deepbrain's divisor (8)
+    assert config.preprocess == {"clip_percentiles": [0.5, 99.5], "scaling": "unit"}  # the rest from the source
+    assert {"epochs", "steps_per_epoch", "batch_size", "lr"} <= set(config.train)
+
+
+def test_finetune_without_init_or_config_is_one_clear_error(tmp_path, capsys):
+    assert main(["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --init is required (a source checkpoint or run folder, or 'none'), or a --config with init:\n"
+    )
