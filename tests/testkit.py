@@ -6,7 +6,11 @@ Importable from any test module as ``testkit`` (pytest puts ``tests/``, the fold
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
+import pytest
 import torch
 
 from medtransfer.checkpoint import save_checkpoint
@@ -110,3 +114,136 @@ def semi_datasets(root, n=6, n_unlabelled=2):
         # larger than the labelled scans: every slice dataset is padded to one common shape
         save_nifti(unl / "images" / f"u{i}.nii.gz", semi_blob(rng, (20, 16, 6))[0], np.eye(4))
     return data, unl
+
+
+# ---------------------------------------------------------------- nnU-Net v2 trained model folders
+
+NNUNET_DNA = "dynamic_network_architectures.architectures.unet"
+NNUNET_LABELS = {"background": 0, "liver": 1}
+
+
+def nnunet_arch(class_name: str, dims: int) -> dict:
+    """A plans ``architecture`` entry (nnU-Net >= 2.4 format) of a 3-stage network."""
+    if dims == 3:
+        kernels, strides = [[1, 3, 3], [3, 3, 3], [3, 3, 3]], [[1, 1, 1], [1, 2, 2], [2, 2, 2]]
+    else:
+        kernels, strides = [[3, 3]] * 3, [[1, 1], [2, 2], [2, 2]]
+    per_stage = "n_conv_per_stage" if class_name == "PlainConvUNet" else "n_blocks_per_stage"
+    return {
+        "network_class_name": f"{NNUNET_DNA}.{class_name}",
+        "arch_kwargs": {
+            "n_stages": 3,
+            "features_per_stage": [4, 8, 16],
+            "conv_op": f"torch.nn.modules.conv.Conv{dims}d",
+            "kernel_sizes": kernels,
+            "strides": strides,
+            per_stage: [2, 2, 2],
+            "n_conv_per_stage_decoder": [2, 2],
+            "conv_bias": True,
+            "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dims}d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+
+def nnunet_plans(class_name: str) -> dict:
+    """plans.json with 2d, 3d_fullres and 3d_lowres (inheriting); spacings and patches differ per axis."""
+    common = {"normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False], "batch_dice": True}
+    return {
+        "dataset_name": "Dataset042_Tiny",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [2.0, 0.8, 0.9],
+        "original_median_shape_after_transp": [8, 16, 12],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {
+            "2d": {**common, "patch_size": [16, 12], "spacing": [0.8, 0.9], "architecture": nnunet_arch(class_name, 2)},
+            "3d_fullres": {
+                **common,
+                "patch_size": [8, 16, 12],
+                "spacing": [2.0, 0.8, 0.9],
+                "architecture": nnunet_arch(class_name, 3),
+            },
+            "3d_lowres": {"inherits_from": "3d_fullres", "spacing": [4.0, 1.6, 1.8]},
+        },
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {
+            "0": {"max": 900.0, "mean": 120.5, "median": 118.0, "min": -80.0, "percentile_00_5": -20.0,
+                  "percentile_99_5": 400.0, "std": 60.25}
+        },
+    }  # fmt: skip
+
+
+def _nnunet_reference(arch: dict, in_channels: int, classes: int) -> torch.nn.Module:
+    """The trained network as nnU-Net builds it (``get_network_from_plans``, deep supervision on)."""
+    import pydoc
+
+    unet = pytest.importorskip(NNUNET_DNA)
+    kwargs = {
+        k: pydoc.locate(v) if k in arch["_kw_requires_import"] and v else v for k, v in arch["arch_kwargs"].items()
+    }
+    cls = getattr(unet, arch["network_class_name"].rsplit(".", 1)[-1])
+    net = cls(input_channels=in_channels, num_classes=classes, deep_supervision=True, **kwargs)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    return net
+
+
+def _save_like_nnunet(path, net, plans, dataset, configuration) -> None:
+    """``nnUNetTrainer.save_checkpoint``: weights, SGD state, the logger's numpy values, init args."""
+    optimizer = torch.optim.SGD(net.parameters(), 1e-3, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    dims = len(plans["configurations"][configuration]["patch_size"])
+    sum(o.mean() for o in net(torch.randn(2, 1, *[8] * dims))).backward()  # one step: momentum buffers exist
+    optimizer.step()
+    now = time.time()
+    checkpoint = {
+        "network_weights": net.state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "grad_scaler_state": None,
+        "logging": {
+            "mean_fg_dice": [np.float64(0.61)],
+            "ema_fg_dice": [np.float64(0.61)],
+            "dice_per_class_or_region": [[np.float64(0.61)]],
+            "train_losses": [np.mean(np.array([-0.4, -0.5], dtype=np.float32))],
+            "val_losses": [np.float32(-0.45)],
+            "lrs": [0.01],
+            "epoch_start_timestamps": [now - 60],
+            "epoch_end_timestamps": [now],
+        },
+        "_best_ema": np.float64(0.61),
+        "current_epoch": 1,
+        "init_args": {
+            "plans": plans,
+            "configuration": configuration,
+            "fold": 0,
+            "dataset_json": dataset,
+            "device": torch.device("cpu"),
+        },
+        "trainer_name": "nnUNetTrainer",
+        "inference_allowed_mirroring_axes": (0, 1, 2),
+    }
+    path.parent.mkdir(parents=True)
+    torch.save(checkpoint, path)
+
+
+def nnunet_model_folder(root, class_name="PlainConvUNet", configuration="3d_fullres"):
+    """``root/Dataset042_Tiny/nnUNetTrainer__nnUNetPlans__<configuration>/`` and its reference network."""
+    plans = nnunet_plans(class_name)
+    folder = root / "Dataset042_Tiny" / f"nnUNetTrainer__nnUNetPlans__{configuration}"
+    folder.mkdir(parents=True)
+    dataset = {"channel_names": {"0": "T1"}, "labels": NNUNET_LABELS, "numTraining": 4, "file_ending": ".nii.gz"}
+    (folder / "plans.json").write_text(json.dumps(plans, indent=4))
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=4))
+    arch = plans["configurations"][configuration]["architecture"]
+    net = _nnunet_reference(arch, in_channels=1, classes=len(NNUNET_LABELS))
+    _save_like_nnunet(folder / "fold_0" / "checkpoint_final.pth", net, plans, dataset, configuration)
+    net.decoder.deep_supervision = False
+    return folder, net.eval()

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medtransfer.experiments.kinds import get_cell_function
 from medtransfer.experiments.spec import expand_grid, load_grid
 from medtransfer.transfer.registry import create_params
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+# the grid files (a finetune recipe such as brain_extraction.yaml has no axes)
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "axes" in yaml.safe_load(p.read_text()))
 REFERENCES = ("baseline", "oracle")
 
 
@@ -45,10 +48,15 @@ def test_shirokikh_grid_holds_the_references_once_per_pair(tmp_path):
     assert {c.axes["budget"] for c in cells} == {"n1_k24", "n1_k8", "n1", "n3", "nall"}
 
 
-def test_zoetmulder_grid_crosses_seven_sources_with_three_targets(tmp_path):
+def test_zoetmulder_grid_crosses_ten_sources_with_three_targets(tmp_path):
     cells = expand_grid(load_grid(next(p for p in CONFIGS if p.stem == "zoetmulder2022")), tmp_path)
-    assert len({c.axes["source"] for c in cells}) == 7
+    assert len({c.axes["source"] for c in cells}) == 10  # six pretrained + scratch + three real-scan networks
     assert {c.axes["target"] for c in cells} == {"anatomy", "ms_lesion", "stroke_lesion"}
+    real = [c for c in cells if c.axes["source"].startswith("real_mri_seg_")]
+    assert {c.axes["source"] for c in real} == {f"real_mri_seg_{n}" for n in ("deepbrain", "deepbet", "hdbet")}
+    assert {c.axes["target"] for c in real} == {"anatomy", "ms_lesion", "stroke_lesion"}
+    assert all(c.config["finetune"]["patch_size"] == [64, 64, 64] for c in real)  # 3D patches
+    assert all("patch_size" not in c.config["finetune"] for c in cells if c not in real)
 
 
 def test_demo_config_matches_the_demo_grid(tmp_path):

@@ -17,7 +17,10 @@ def add_parser(subparsers) -> None:
         "with a transfer strategy; writes a run folder (config.yaml, env.json, checkpoints, history, summary.json).",
     )
     parser.add_argument(
-        "--init", required=True, help="source checkpoint or run folder, or 'none' / 'scratch' for random init"
+        "--init",
+        default=None,
+        help="source checkpoint or run folder, or 'none' / 'scratch' for random init (required unless --config "
+        "gives init:)",
     )
     parser.add_argument("--strategy", default=None, help="NAME[:ARGS], e.g. first_k:2 (see 'medtransfer strategies')")
     parser.add_argument("--data", required=True, help="target dataset folder (nnU-Net raw, MSD, CC359, folders)")
@@ -56,10 +59,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..finetune import FinetuneConfig, run_finetune
     from ..utils import check_writable
 
     check_writable(args.out)
+    if args.init is None and not args.config:
+        raise ConfigError("--init is required (a source checkpoint or run folder, or 'none'), or a --config with init:")
 
     train = {
         key: value

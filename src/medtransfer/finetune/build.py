@@ -60,7 +60,7 @@ def build_model(
     if num_classes is not None:
         model_cfg.update(in_channels=in_channels, head="classification", num_classes=num_classes)
     else:
-        model_cfg.update(in_channels=in_channels, out_channels=1 if num_labels == 2 else num_labels)
+        model_cfg.update(in_channels=in_channels, out_channels=segmentation_outputs(source_spec, num_labels))
     model = create_model(name, **model_cfg)
     return model, {
         "name": getattr(model, "model_name", name),
@@ -68,7 +68,32 @@ def build_model(
     }
 
 
-def size_divisor(spec: dict[str, Any]) -> int:
-    """In-plane sizes are padded to a multiple of this (the model's total downsampling, times two)."""
+def segmentation_outputs(source_spec: dict[str, Any], num_labels: int | None) -> int | None:
+    """Output channels of a segmentation target: one sigmoid channel for a binary target, one per label otherwise;
+    but a binary target keeps a source's two softmax channels (deepbet, HD-BET, nnU-Net: background and
+    foreground), so that its head transfers instead of being re-initialised."""
+    if num_labels == 2 and (source_spec.get("config") or {}).get("out_channels") == 2:
+        return 2
+    return 1 if num_labels == 2 else num_labels
+
+
+def size_divisor(spec: dict[str, Any], source: dict[str, Any] | None = None) -> int:
+    """Sizes are padded to a multiple of this: the source network's own divisor when its checkpoint records one
+    (``meta["inference"]["divisor"]`` of an imported network: deepbrain 8, HD-BET 16, deepbet 32, an nnU-Net
+    model's total stride) and the model is the source's architecture; else the U-Net's total downsampling, times
+    two."""
+    inference = ((source or {}).get("meta") or {}).get("inference") or {}
+    if inference.get("divisor") and _same_architecture(spec, (source or {}).get("model") or {}):
+        return int(inference["divisor"])
     depth = int(spec["config"].get("depth", 5))
     return max(2 ** max(depth - 1, 0), 1) * 2
+
+
+def _same_architecture(spec: dict[str, Any], source_spec: dict[str, Any]) -> bool:
+    """Same network up to its input channels and outputs (what :func:`build_model` adapts to the target)."""
+    ignore = {*TASK_KEYS, "in_channels"}
+
+    def body(s: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in (s.get("config") or {}).items() if k not in ignore}
+
+    return spec.get("name") == source_spec.get("name") and body(spec) == body(source_spec)

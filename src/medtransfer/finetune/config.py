@@ -41,7 +41,7 @@ class FinetuneConfig:
         val_fraction: share of subjects held out for validation; ``test_fraction`` for the final test.
         max_val_cases: validate on at most this many held-out cases (speed).
         slice_axis: slice axis of 2D models on RAS arrays (2 = axial).
-        patch_size: training patch of 3D models.
+        patch_size: training patch of 3D models (default: the source's, else 64^3; see :mod:`.source_prep`).
         foreground_fraction: foreground oversampling (nnU-Net's 1/3; 0 turns it off).  2D: labelled slices
             containing foreground are repeated until they are at least this share of the training slices;
             3D: this share of the random patches is centred on a random foreground voxel.
@@ -67,7 +67,7 @@ class FinetuneConfig:
     test_fraction: float = 0.2
     max_val_cases: int = 4
     slice_axis: int = 2
-    patch_size: tuple[int, int, int] = (64, 64, 64)
+    patch_size: tuple[int, int, int] | None = None
     foreground_fraction: float = 0.33
     augment: str = "none"
     cache_dir: str | None = None
@@ -81,7 +81,7 @@ class FinetuneConfig:
             object.__setattr__(self, "strategy", "full" if init else "scratch")
         object.__setattr__(self, "data", str(self.data))
         object.__setattr__(self, "out", str(self.out))
-        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        object.__setattr__(self, "patch_size", self.patch_size and tuple(int(p) for p in self.patch_size))
         if isinstance(self.n_labelled, str) and self.n_labelled.strip().isdigit():
             object.__setattr__(self, "n_labelled", int(self.n_labelled))
         if self.n_labelled != ALL:
@@ -143,5 +143,5 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["patch_size"] = list(self.patch_size)
+        out["patch_size"] = self.patch_size and list(self.patch_size)
         return out

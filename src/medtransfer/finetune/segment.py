@@ -41,6 +41,7 @@ from .config import FinetuneConfig
 from .data import PatchDataset, PreparedCase, SliceDataset, common_slice_shape, prepare_cases
 from .fit import fit
 from .select import Selection, label_map, select_cases
+from .source_prep import adopt_source
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
             resume with options other than the run's.
     """
     config = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
+    config = adopt_source(config)  # the source's preprocessing and patch size, where the run sets none
     check_strategy_task(config.strategy, Task.SEGMENTATION)
     out = Path(config.out)
     start = time.perf_counter()
@@ -89,7 +91,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         write_yaml_atomic(out / CONFIG, resolved)
         env = environment(train_cfg.device, config.seed, str(train_cfg.precision)) | {"world_size": ctx.world_size}
         write_json_atomic(out / "env.json", env)
-    divisor = size_divisor(spec)
+    divisor = size_divisor(spec, source)
     train_data, val_data = _datasets(config, train_cfg, spatial_dims, train_cases, val_cases, selection, divisor)
     meta = {
         "labels": labels,

@@ -6,7 +6,9 @@ stem and 3x3x3 max pooling, four residual encoder levels (16-32-64-128 filters, 
 decoder blocks (1x1 conv, 3x3x3 stride-2 transposed conv, 1x1 conv) whose outputs are *added* to the encoder
 features, and a two-step up-sampling tail; instance norm without affine parameters, ReLU, softmax over two
 classes.  :func:`deepbet_state_dict` reads the TorchScript archive as data
-(:mod:`.torchscript_weights`): the parameter names inside each stage are deepbet's own.
+(:mod:`.torchscript_weights`): the parameter names inside each stage are deepbet's own.  Here the instance norms
+carry affine parameters, loaded as weight 1 and bias 0 (the same function as deepbet's), so that norm-only
+strategies (``bn_only``) have parameters to adapt.
 
 Stages: ``input`` (stem + pooling, 1/4 resolution), ``enc1`` (1/4), ``enc2`` (1/8), ``enc3`` (1/16),
 ``bottleneck`` (1/32), ``dec4`` ... ``dec1`` (each adds the encoder features of its level; ``dec1`` stays at
@@ -45,7 +47,8 @@ DEEPBET_PREFIXES = {
 
 
 def _norm(channels: int) -> nn.InstanceNorm3d:
-    return nn.InstanceNorm3d(channels)  # no affine parameters, no running statistics (as deepbet)
+    # no running statistics (as deepbet); affine parameters that deepbet lacks, loaded as identity
+    return nn.InstanceNorm3d(channels, affine=True)
 
 
 class Block(nn.Module):
@@ -195,4 +198,8 @@ def deepbet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if prefix is None:
             raise DataError(f"{path}: not a deepbet LinkNet: unexpected tensor {name!r}")
         state[DEEPBET_PREFIXES[prefix] + name[len(prefix) :]] = tensor
+    for name, module in DeepbetLinkNet().named_modules():
+        if isinstance(module, nn.InstanceNorm3d):  # deepbet's norms have no affine parameters: identity
+            state.setdefault(f"{name}.weight", torch.ones(module.num_features))
+            state.setdefault(f"{name}.bias", torch.zeros(module.num_features))
     return state

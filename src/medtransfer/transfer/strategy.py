@@ -137,6 +137,12 @@ class Strategy:
         self._check_k(stages)
         audit = self._initialise(model, pretrained_state, stages, seed, generator)
         trainable = self.trainable_stages(model, epoch=0)
+        if cfg.train is Train.NORM and not trainable:
+            name = getattr(model, "model_name", None) or type(model).__name__
+            raise ConfigError(
+                f"strategy {self.spec}: {name} has no normalisation layer with affine parameters, so there is nothing "
+                "to train; choose a strategy that trains weights (e.g. last_k, frozen_encoder, full)"
+            )
         self._apply_trainable(model, stages, trainable)
         groups = self._param_groups(model, stages)
         description = self._describe(model, stages, trainable, audit)
@@ -175,8 +181,8 @@ class Strategy:
         if cfg.train is Train.DECODER:
             encoder = set(model.encoder.stage_modules())
             return [n for n in names if n not in encoder]
-        if cfg.train is Train.NORM:
-            return [n for n in names if norm_layers(stages[n])]
+        if cfg.train is Train.NORM:  # stages whose norm layers have affine parameters (InstanceNorm may have none)
+            return [n for n in names if any(p.numel() for layer in norm_layers(stages[n]) for p in layer.parameters())]
         return names
 
     # -- steps of prepare -------------------------------------------------------------------------------
