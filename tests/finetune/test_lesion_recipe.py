@@ -13,6 +13,7 @@ from medtransfer.checkpoint import load_checkpoint, save_checkpoint
 from medtransfer.data.io import load_nifti, save_nifti
 from medtransfer.data.layouts import load_dataset, write_dataset_json
 from medtransfer.errors import ConfigError
+from medtransfer.experiments.evaluate_cell import evaluate_test_cases
 from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.finetune.data import ForegroundBatchSampler
 from medtransfer.infer import load_predictor
@@ -106,7 +107,7 @@ def test_lesion_recipe_learns_and_its_checkpoint_carries_the_options(tmp_path):
     assert trained > untrained + 0.3, (trained, untrained)
 
 
-def test_predict_applies_the_stored_min_component_size(tmp_path):
+def test_predict_and_the_grid_cell_apply_the_stored_min_component_size(tmp_path):
     data = lesion_dataset(tmp_path / "lesions", n=4)
     tiny = {**RECIPE, "min_component_mm3": None, "train": {**RECIPE["train"], "epochs": 1, "steps_per_epoch": 2}}
     out = run_finetune(FinetuneConfig.from_dict({**tiny, "data": str(data), "out": str(tmp_path / "run")}))
@@ -115,11 +116,16 @@ def test_predict_applies_the_stored_min_component_size(tmp_path):
     assert "postprocess" not in ckpt["meta"]
     image = load_nifti(data / "imagesTr" / "c0_0000.nii.gz", dtype="float32")
     raw = load_predictor(path, device="cpu", precision="fp32").predict(image)
-    # an untrained model's mask: stored sizes below and above its largest component keep it or empty it
+    options = {"surface_1mm": False, "save_cases": 0}
+    cell = evaluate_test_cases(path, load_dataset(data), ["c0"], tmp_path / "cell", options)
+    assert raw.any()
+    assert cell[0]["lesion_n_pred"] > 0
+    # a stored size above the untrained model's largest component empties its mask, in predict and in the cell
     ckpt["meta"]["postprocess"] = {"min_component_mm3": 1e9}
     save_checkpoint(path, ckpt)
-    assert raw.any()
     assert not load_predictor(path, device="cpu", precision="fp32").predict(image).any()
+    cell = evaluate_test_cases(path, load_dataset(data), ["c0"], tmp_path / "cell", options)
+    assert cell[0]["lesion_n_pred"] == 0
 
 
 def test_foreground_batch_sampler_fills_every_batch_and_is_resumable():
