@@ -1,4 +1,4 @@
-"""Lesion recipe benchmark: train configs/lesion_recipe.yaml from scratch on a brainshift build, print JSON.
+"""Lesion recipe benchmark: train configs/recipes/lesion_recipe.yaml from scratch on a brainshift build, print JSON.
 
 Builds (or reuses) a 16-subject siemens_3t brainshift build of stroke and MS lesions, trains the recipe on the
 non-test scans of the demo's split (test_fraction 0.5, split_seed 0: 8 test scans; 6 training + 2 validation),
@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True, help="seed of the brainshift build")
     parser.add_argument("--spacing", type=float, default=2.0, help="working spacing of the build in mm")
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=["stroke", "ms"])
-    parser.add_argument("--recipe", type=Path, default=REPO / "configs" / "lesion_recipe.yaml")
+    parser.add_argument("--recipe", type=Path, default=REPO / "configs" / "recipes" / "lesion_recipe.yaml")
     parser.add_argument("--work", type=Path, default=Path("lesion-benchmark"), help="builds and run folders")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick checks)")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")

@@ -47,7 +47,7 @@ def evaluate_test_cases(
 
     lesion_iou(options)  # a bad option fails before the model is loaded
     predictor = load_predictor(model, checkpoint=str(options.get("checkpoint", "last")))
-    if predictor.postprocess:  # applied by predictor.predict, as `medtransfer predict` applies it
+    if getattr(predictor, "postprocess", None):  # applied by predictor.predict, as `medtransfer predict` does
         log.info("post-processing from the checkpoint: %s", predictor.postprocess)
     labels = [v for v in predictor.label_values if v != 0]
     lesions = options.get("lesions", "auto")
