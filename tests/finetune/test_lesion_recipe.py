@@ -149,3 +149,10 @@ def test_foreground_batch_sampler_fills_every_batch_and_is_resumable():
 def test_recipe_options_are_checked(key, value, message):
     with pytest.raises(ConfigError, match=message):
         FinetuneConfig.from_dict({"data": "d", "out": "o", key: value})
+
+
+def test_a_bad_option_in_a_recipe_file_names_the_file(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("context_slices: -1\n")
+    with pytest.raises(ConfigError, match=r"recipe\.yaml: context_slices must be an integer >= 0, got -1"):
+        FinetuneConfig.from_yaml(path, data="d", out="o")

@@ -173,6 +173,10 @@ class FinetuneConfig:
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> FinetuneConfig:
         """Read a YAML file of finetune keys (a small diff from the defaults); ``overrides`` win."""
         data = read_yaml_mapping(path, what="finetune options")
+        try:  # the file's own values first, so that an error names the file
+            cls.from_dict({"data": ".", "out": ".", **data})
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
         return cls.from_dict(data, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
