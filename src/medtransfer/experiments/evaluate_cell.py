@@ -5,7 +5,9 @@ function ``medtransfer evaluate`` uses), so a cell's numbers and ``medtransfer e
 targets get every ``lesion_*`` column of that function (counts, volumes, detection rate = lesion recall,
 precision, F1, Dice of detected lesions, count and volume error) and ``lesion_match``, the overlap rule in words.
 Values that are undefined (NaN: e.g. F1 of a case without reference and predicted lesions) are ``None``, so
-the rows are strict JSON.
+the rows are strict JSON.  Predictions are the run's as ``medtransfer predict`` makes them: 2.5D stacking,
+test-time mirroring and the small-component removal tuned on validation, when the checkpoint records them
+(:class:`~medtransfer.infer.predictor.Predictor`, :mod:`medtransfer.infer.postprocess`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def evaluate_test_cases(
 
     lesion_iou(options)  # a bad option fails before the model is loaded
     predictor = load_predictor(model, checkpoint=str(options.get("checkpoint", "last")))
+    if getattr(predictor, "postprocess", None):  # applied by predictor.predict, as `medtransfer predict` does
+        log.info("post-processing from the checkpoint: %s", predictor.postprocess)
     labels = [v for v in predictor.label_values if v != 0]
     lesions = options.get("lesions", "auto")
     if lesions == "auto":

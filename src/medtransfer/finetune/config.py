@@ -10,14 +10,30 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..infer.postprocess import check_min_component
 from ..train.augment import AugmentMode
 from ..utils import read_yaml_mapping
 
 NO_INIT = ("none", "scratch", "")
 ALL = "all"
+
+
+class ForegroundSampling(StrEnum):
+    """How 2D training oversamples slices with foreground (``foreground_fraction`` of them)."""
+
+    INDEX = "index"  # foreground slices repeated in the dataset's index: the share holds on average
+    BATCH = "batch"  # every batch holds round(fraction * batch_size) foreground slices (nnU-Net-like)
+
+    @classmethod
+    def parse(cls, value: str | ForegroundSampling) -> ForegroundSampling:
+        try:
+            return cls(str(value).lower())
+        except ValueError as err:
+            raise ConfigError(did_you_mean(str(value), [m.value for m in cls], what="foreground_sampling")) from err
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,16 @@ class FinetuneConfig:
         foreground_fraction: foreground oversampling (nnU-Net's 1/3; 0 turns it off).  2D: labelled slices
             containing foreground are repeated until they are at least this share of the training slices;
             3D: this share of the random patches is centred on a random foreground voxel.
-        augment: ``none`` (default: the papers' protocols) or ``spatial`` (random flips, rotation and scaling of
-            the training items; intensities untouched, see :mod:`medtransfer.train.augment`).
+        foreground_sampling: 2D: ``index`` (foreground slices repeated in the index) or ``batch`` (each batch
+            holds ``round(foreground_fraction * batch_size)`` foreground slices).
+        augment: ``none`` (default: the papers' protocols), ``spatial`` (random flips, rotation and scaling of
+            the training items; intensities untouched) or ``spatial_intensity`` (plus gamma and brightness, which
+            keep the order of intensities and so a lesion's contrast), see :mod:`medtransfer.train.augment`.
+        context_slices: 2D models: neighbouring slices on each side given as extra input channels (2.5D; the
+            checkpoint records it and prediction stacks the same way).
+        tta_mirror: prediction averages over every mirroring of the spatial axes (recorded in the checkpoint).
+        min_component_mm3: post-processing of predictions: connected components smaller than this (mm³) are
+            removed; ``auto`` tunes it on the validation cases (highest lesion F1), ``null`` turns it off.
         cache_dir: preprocessing cache shared by runs (``None``: preprocess in memory each run).
         train: :class:`~medtransfer.train.config.TrainConfig` keys.
         preprocess: :class:`~medtransfer.data.preprocess.PreprocessConfig` keys.
@@ -69,7 +93,11 @@ class FinetuneConfig:
     slice_axis: int = 2
     patch_size: tuple[int, int, int] | None = None
     foreground_fraction: float = 0.33
+    foreground_sampling: str = "index"
     augment: str = "none"
+    context_slices: int = 0
+    tta_mirror: bool = False
+    min_component_mm3: float | str | None = None
     cache_dir: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +120,12 @@ class FinetuneConfig:
         if not 0.0 <= self.foreground_fraction < 1.0:
             raise ConfigError(f"foreground_fraction must be in [0, 1), got {self.foreground_fraction}")
         object.__setattr__(self, "augment", AugmentMode.parse(self.augment).value)
+        object.__setattr__(self, "foreground_sampling", ForegroundSampling.parse(self.foreground_sampling).value)
+        object.__setattr__(self, "min_component_mm3", check_min_component(self.min_component_mm3))
+        if isinstance(self.context_slices, bool) or not isinstance(self.context_slices, int) or self.context_slices < 0:
+            raise ConfigError(f"context_slices must be an integer >= 0, got {self.context_slices!r}")
+        if not isinstance(self.tta_mirror, bool):
+            raise ConfigError(f"tta_mirror must be true or false, got {self.tta_mirror!r}")
         if self.slice_axis not in (0, 1, 2):
             raise ConfigError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
 
@@ -139,6 +173,10 @@ class FinetuneConfig:
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> FinetuneConfig:
         """Read a YAML file of finetune keys (a small diff from the defaults); ``overrides`` win."""
         data = read_yaml_mapping(path, what="finetune options")
+        try:  # the file's own values first, so that an error names the file
+            cls.from_dict({"data": ".", "out": ".", **data})
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
         return cls.from_dict(data, **overrides)
 
     def to_dict(self) -> dict[str, Any]:

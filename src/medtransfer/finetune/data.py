@@ -22,6 +22,8 @@ from ..data.io import load_nifti
 from ..data.layouts import Case
 from ..data.preprocess import PreprocessConfig, PreprocessInfo, preprocess_case, split_channels
 from ..errors import DataError
+from ..infer.sliding_window import context_indices
+from ..train.batches import StepBatchSampler
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def oversample_foreground(index: list, has_foreground, fraction: float) -> list:
 
     Example:
         >>> oversample_foreground([0, 1, 2, 3], lambda i: i == 0, 0.5)
-        [0, 1, 2, 3, 0, 0, 0]
+        [0, 1, 2, 3, 0, 0]
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"foreground fraction must be in [0, 1), got {fraction}")
@@ -127,6 +129,8 @@ class SliceDataset(Dataset):
             are repeated in the index until they make up at least this share of it, so that small targets
             (lesions) are seen in most batches.  The index stays fixed, so sampling stays resumable.
         augment: optional callable applied to every item (:mod:`medtransfer.train.augment`).
+        context: 2.5D: the ``context`` neighbouring slices on each side become extra channels, ordered as
+            :func:`medtransfer.infer.sliding_window.context_stack` orders them at prediction (edges repeat).
     """
 
     def __init__(
@@ -137,8 +141,9 @@ class SliceDataset(Dataset):
         slices: dict[str, Sequence[int]] | None = None,
         foreground_fraction: float = 0.0,
         augment: Callable[[dict], dict] | None = None,
+        context: int = 0,
     ) -> None:
-        self.cases, self.axis, self.shape, self.augment = list(cases), axis, shape, augment
+        self.cases, self.axis, self.shape, self.augment, self.context = list(cases), axis, shape, augment, context
         self.index = [
             (ci, s)
             for ci, case in enumerate(self.cases)
@@ -152,16 +157,56 @@ class SliceDataset(Dataset):
         ci, s = item
         return bool((np.take(self.cases[ci].label, s, axis=self.axis) > 0).any())
 
+    def foreground_items(self) -> list[int]:
+        """Positions in the index of the slices that contain foreground."""
+        return [i for i, item in enumerate(self.index) if self._has_foreground(item)]
+
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict:
         ci, s = self.index[i]
         case = self.cases[ci]
-        image = torch.from_numpy(np.take(case.image, s, axis=self.axis + 1))
+        slices = context_indices(s, case.image.shape[self.axis + 1], self.context)
+        image = torch.from_numpy(np.moveaxis(np.take(case.image, slices, axis=self.axis + 1), self.axis + 1, 0))
+        image = image.flatten(0, 1)  # (offsets, C, a, b) -> (offsets * C, a, b)
         label = torch.from_numpy(np.take(case.label, s, axis=self.axis))[None]
         item = {"image": _pad_to(image, self.shape), "label": _pad_to(label, self.shape), "case": case.case_id}
         return self.augment(item) if self.augment else item
+
+
+class ForegroundBatchSampler(StepBatchSampler):
+    """Batches of which ``round(fraction * batch_size)`` items are drawn from ``foreground`` and the rest from all
+    items, with replacement; the items of step ``s`` of epoch ``e`` are a pure function of ``(seed, e, s)``, so a
+    resumed run sees the same batches (the rule of :class:`~medtransfer.train.batches.StepBatchSampler`).
+
+    Example:
+        >>> sampler = ForegroundBatchSampler(100, [3, 7], 0.5, batch_size=4, steps_per_epoch=2, seed=0)
+        >>> sum(i in (3, 7) for i in sampler.global_indices(0, 1)) >= 2
+        True
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        foreground: Sequence[int],
+        fraction: float,
+        batch_size: int,
+        steps_per_epoch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(num_items, batch_size, steps_per_epoch, seed, rank, world_size)
+        self.foreground = torch.as_tensor(list(foreground), dtype=torch.long)
+        self.n_foreground = round(fraction * batch_size) if len(self.foreground) else 0
+
+    def global_indices(self, epoch: int, step: int) -> list[int]:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step)
+        fg = self.foreground[torch.randint(0, max(len(self.foreground), 1), (self.n_foreground,), generator=generator)]
+        rest = torch.randint(0, self.num_items, (self.batch_size - self.n_foreground,), generator=generator)
+        batch = torch.cat([fg, rest])
+        return batch[torch.randperm(len(batch), generator=generator)].tolist()
 
 
 def _foreground_sample(label: torch.Tensor, at_most: int = 10_000) -> torch.Tensor:

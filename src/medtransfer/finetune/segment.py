@@ -23,6 +23,8 @@ import yaml
 
 from ..data.layouts import CaseDataset, load_dataset
 from ..data.preprocess import PreprocessConfig
+from ..errors import ConfigError
+from ..infer.postprocess import MIN_COMPONENT_KEY, tune_min_component
 from ..train.augment import create_augment
 from ..train.batches import StepBatchSampler, TrainBatches
 from ..train.checkpointing import CheckpointManager
@@ -38,7 +40,14 @@ from ..transfer.registry import Task
 from ..utils import write_json_atomic, write_yaml_atomic
 from .build import build_model, load_source, size_divisor
 from .config import FinetuneConfig
-from .data import PatchDataset, PreparedCase, SliceDataset, common_slice_shape, prepare_cases
+from .data import (
+    ForegroundBatchSampler,
+    PatchDataset,
+    PreparedCase,
+    SliceDataset,
+    common_slice_shape,
+    prepare_cases,
+)
 from .fit import fit
 from .select import Selection, label_map, select_cases
 from .source_prep import adopt_source
@@ -78,8 +87,11 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         return out
     seed_everything(config.seed)
     source = load_source(config)
-    model, spec = build_model(config, source, dataset.num_channels, num_labels=len(labels))
+    channels = dataset.num_channels * (2 * config.context_slices + 1)
+    model, spec = build_model(config, source, channels, num_labels=len(labels))
     spatial_dims = int(spec["config"].get("spatial_dims", 2))
+    if config.context_slices and spatial_dims != 2:
+        raise ConfigError(f"context_slices needs a 2D model, got a {spatial_dims}D {spec['name']}")
     train_cases, val_cases = _prepare(config, dataset, selection, preprocess, labels)
     if train_cases:
         selection = selection.with_slices(config, train_cases[0].label.shape[config.slice_axis])
@@ -96,8 +108,8 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     meta = {
         "labels": labels,
         "preprocess": inference_preprocess(preprocess, train_cases).to_dict(),
-        "inference": {"slice_axis": config.slice_axis, "divisor": divisor}
-        | ({"patch_size": list(config.patch_size)} if spatial_dims == 3 else {}),
+        "inference": {"slice_axis": config.slice_axis, "divisor": divisor, "mirror": config.tta_mirror}
+        | ({"patch_size": list(config.patch_size)} if spatial_dims == 3 else {"context": config.context_slices}),
         "strategy": strategy.description,
         "load_audit": strategy.audit,
         "init": config.init,
@@ -106,9 +118,9 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         "budget": selection.budget.to_dict(),
         "seed": config.seed,
     }
-    sampler = StepBatchSampler(
-        len(train_data), train_cfg.batch_size, train_cfg.steps_per_epoch, config.seed, ctx.rank, ctx.world_size
-    )
+    if isinstance(config.min_component_mm3, float):
+        meta["postprocess"] = {MIN_COMPONENT_KEY: config.min_component_mm3}
+    sampler = _sampler(config, train_cfg, train_data, ctx)
     fitted = fit(
         strategy,
         model,
@@ -121,10 +133,49 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         resume=resume,
         finish=ctx.is_main,
     )
+    if ctx.is_main and config.min_component_mm3 == "auto":
+        tune_postprocess(fitted.result, dataset, selection.val_ids)
     if ctx.is_main:
         _write_summary(out, config, fitted, selection, time.perf_counter() - start)
     barrier(ctx)
     return out
+
+
+def _sampler(config: FinetuneConfig, train_cfg: TrainConfig, train_data, ctx) -> StepBatchSampler:
+    args = (train_cfg.batch_size, train_cfg.steps_per_epoch, config.seed, ctx.rank, ctx.world_size)
+    if config.foreground_sampling == "batch" and isinstance(train_data, SliceDataset):
+        fg = train_data.foreground_items()
+        return ForegroundBatchSampler(len(train_data), fg, config.foreground_fraction, *args)
+    return StepBatchSampler(len(train_data), *args)
+
+
+def tune_postprocess(result, dataset: CaseDataset, val_ids) -> None:
+    """Tune the minimum component size on the validation cases and store it in the run's checkpoints.
+
+    Each checkpoint (best, last) predicts the validation scans as ``medtransfer predict`` would (its mirroring and
+    2.5D stacking), and :func:`~medtransfer.infer.postprocess.tune_min_component` picks the size with the highest
+    lesion F1; ``meta["postprocess"]`` then records it, the candidates' F1 and the cases, and every later prediction
+    from that checkpoint applies it.  Without validation cases nothing is removed.
+    """
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..data.io import load_nifti
+    from ..infer import load_predictor
+
+    if not val_ids:
+        logger.warning("min_component_mm3: auto needs validation cases; no post-processing")
+        return
+    cases = [dataset.get(c) for c in val_ids]
+    refs = [load_nifti(c.label) for c in cases]
+    images = [[load_nifti(p, dtype="float32") for p in c.images] for c in cases]
+    for path in dict.fromkeys(p for p in (result.best_checkpoint, result.last_checkpoint) if p is not None):
+        predictor = load_predictor(path, device="cpu", precision="fp32")
+        preds = [predictor.predict(v if len(v) > 1 else v[0]) > 0 for v in images]
+        volume = float(np.prod(refs[0].spacing[:3]))
+        size, scores = tune_min_component(preds, [np.rint(r.array) > 0 for r in refs], volume)
+        ckpt = load_checkpoint(path)
+        ckpt["meta"]["postprocess"] = {MIN_COMPONENT_KEY: size, "tuned_on": list(val_ids), "val_lesion_f1": scores}
+        save_checkpoint(path, ckpt)
+        logger.info("%s: min component %g mm³ (validation lesion F1 %s)", path.name, size, scores)
 
 
 def resolved_config(
@@ -200,8 +251,10 @@ def _datasets(config, train_cfg: TrainConfig, spatial_dims: int, train_cases, va
         shape = common_slice_shape(train_cases + val_cases, config.slice_axis, divisor)
         augment = create_augment(config.augment)
         slices = selection.budget.slices
-        train = SliceDataset(train_cases, config.slice_axis, shape, slices, config.foreground_fraction, augment)
-        val = SliceDataset(val_cases, config.slice_axis, shape) if val_cases else None
+        fraction = config.foreground_fraction if config.foreground_sampling == "index" else 0.0
+        k = config.context_slices
+        train = SliceDataset(train_cases, config.slice_axis, shape, slices, fraction, augment, context=k)
+        val = SliceDataset(val_cases, config.slice_axis, shape, context=k) if val_cases else None
         return train, val
     length = train_cfg.batch_size * train_cfg.steps_per_epoch
     augment = create_augment(config.augment)

@@ -5,7 +5,9 @@ A run's checkpoint carries everything needed (written by :func:`medtransfer.fine
     ckpt["model"]              {"name": ..., "config": {...}}        -> create_model(name, **config)
     ckpt["meta"]["preprocess"] PreprocessConfig.to_dict()
     ckpt["meta"]["labels"]     {"background": 0, "brain": 1, ...}    (nnU-Net dataset.json spelling)
-    ckpt["meta"]["inference"]  {"slice_axis": 2, "patch_size": [...], "overlap": 0.5, "divisor": 32}
+    ckpt["meta"]["inference"]  {"slice_axis": 2, "patch_size": [...], "overlap": 0.5, "divisor": 32,
+                                "context": 1, "mirror": true}     (2.5D neighbours, test-time mirroring)
+    ckpt["meta"]["postprocess"] {"min_component_mm3": 40.0, ...}   (:mod:`.postprocess`)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..data.io import Volume
 from ..data.preprocess import PreprocessConfig, preprocess_case, restore_to_input, split_channels
 from ..errors import ConfigError, DataError
 from ..train.precision import PrecisionPlan, model_to_plan, resolve_device, resolve_precision
+from .postprocess import apply_postprocess
 from .sliding_window import predict_patches, predict_slices
 
 logger = logging.getLogger(__name__)
@@ -43,19 +46,33 @@ def predict_volume(
     divisor: int = 32,
     batch_size: int | None = None,
     plan: PrecisionPlan | None = None,
+    context: int = 0,
+    mirror: bool = False,
 ) -> torch.Tensor:
     """Probabilities ``(K, X, Y, Z)`` of a preprocessed image ``(C, X, Y, Z)`` (2D: slice-wise; 3D: patches).
 
-    A 3D model without ``patch_size`` sees the whole (padded) volume at once.
+    A 3D model without ``patch_size`` sees the whole (padded) volume at once.  ``context``: neighbouring slices
+    stacked as channels (2.5D models); ``mirror``: test-time mirroring (see :mod:`.sliding_window`).
     """
     image = torch.as_tensor(np.asarray(image, dtype=np.float32) if isinstance(image, np.ndarray) else image)
     if image.ndim != 4:
         raise DataError(f"expected a preprocessed image (C, X, Y, Z), got shape {tuple(image.shape)}")
     if spatial_dims == 2:
-        return predict_slices(model, image, axis=slice_axis, batch_size=batch_size or 16, divisor=divisor, plan=plan)
+        return predict_slices(
+            model,
+            image,
+            axis=slice_axis,
+            batch_size=batch_size or 16,
+            divisor=divisor,
+            plan=plan,
+            context=int(context),
+            mirror=bool(mirror),
+        )
     if patch_size is None:
         patch_size = tuple(s + (-s) % divisor for s in image.shape[1:])
-    return predict_patches(model, image, patch_size, overlap=overlap, batch_size=batch_size or 2, plan=plan)
+    return predict_patches(
+        model, image, patch_size, overlap=overlap, batch_size=batch_size or 2, plan=plan, mirror=bool(mirror)
+    )
 
 
 @dataclass
@@ -66,11 +83,12 @@ class Predictor:
         model: the network in eval mode on ``plan.device``.
         preprocess: the training preprocessing.
         label_values: output label value of each class index (class 0 = background).
-        in_channels: channels the model expects.
+        in_channels: image channels the run was trained on (a 2.5D model takes ``2 * context + 1`` times as many).
         spatial_dims: 2 (slice-wise) or 3 (patches).
-        inference: ``slice_axis``, ``patch_size``, ``overlap``, ``divisor``, ``batch_size`` for
-            :func:`predict_volume`.
+        inference: ``slice_axis``, ``patch_size``, ``overlap``, ``divisor``, ``batch_size``, ``context``,
+            ``mirror`` for :func:`predict_volume`.
         plan: device and precision.
+        postprocess: applied to every label map (:func:`~medtransfer.infer.postprocess.apply_postprocess`).
     """
 
     model: nn.Module
@@ -80,6 +98,7 @@ class Predictor:
     spatial_dims: int
     plan: PrecisionPlan
     inference: dict[str, Any] = field(default_factory=dict)
+    postprocess: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, channels: list[Volume] | Volume, source: str = "input") -> np.ndarray:
         """Label map with exactly the input's shape (save it with the input's affine).
@@ -97,7 +116,7 @@ class Predictor:
         image, _, info = preprocess_case(channels, self.preprocess)
         probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **self.inference)
         restored = restore_to_input(probs.numpy(), info, order=1)
-        classes = restored.argmax(0)
+        classes = apply_postprocess(restored.argmax(0), channels[0].spacing[:3], self.postprocess)
         values = np.asarray(self.label_values)
         dtype = np.uint8 if values.max(initial=0) < 256 and values.min(initial=0) >= 0 else np.int16
         return values[classes].astype(dtype)
@@ -159,14 +178,17 @@ def load_predictor(
     plan = resolve_precision(precision, resolve_device(device), None, model=model)
     spatial_dims = int(config.get("spatial_dims", 2))
     model = model_to_plan(model, plan, spatial_dims).eval()
+    inference = dict(meta.get("inference", {}))
+    context_channels = 2 * int(inference.get("context", 0)) + 1
     labels = meta.get("labels") or {"background": 0, "foreground": 1}
     values = sorted(int(v) for v in (labels.values() if isinstance(labels, dict) else range(len(labels))))
     return Predictor(
         model=model,
         preprocess=PreprocessConfig.from_dict(meta.get("preprocess", {})),
         label_values=values,
-        in_channels=int(config.get("in_channels", 1)),
+        in_channels=int(config.get("in_channels", 1)) // context_channels,
         spatial_dims=spatial_dims,
         plan=plan,
-        inference=dict(meta.get("inference", {})),
+        inference=inference,
+        postprocess=dict(meta.get("postprocess") or {}),
     )

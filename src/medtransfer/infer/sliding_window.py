@@ -36,7 +36,7 @@ def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(1)
 
 
-def _forward(model: nn.Module, plan: PrecisionPlan | None) -> Forward:
+def _forward(model: nn.Module, plan: PrecisionPlan | None, mirror: bool = False) -> Forward:
     def run(x: torch.Tensor) -> torch.Tensor:
         if plan is None:
             return logits_to_probs(model(x))
@@ -44,7 +44,49 @@ def _forward(model: nn.Module, plan: PrecisionPlan | None) -> Forward:
         with plan.autocast():
             return logits_to_probs(model(x))
 
-    return run
+    return functools.partial(mirrored, run) if mirror else run
+
+
+def mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes of a ``(B, C, *spatial)`` batch: the flips of test-time mirroring
+    (``()`` first: the unflipped input; 4 in 2D, 8 in 3D, as nnU-Net mirrors)."""
+    axes = range(2, 2 + spatial_dims)
+    return [combo for r in range(spatial_dims + 1) for combo in itertools.combinations(axes, r)]
+
+
+def mirrored(forward: Forward, x: torch.Tensor) -> torch.Tensor:
+    """Test-time mirroring: the mean of ``forward`` over every flip of the spatial axes of ``x``, each prediction
+    flipped back."""
+    flips = mirror_axes(x.ndim - 2)
+    total = None
+    for dims in flips:
+        probs = forward(x.flip(dims) if dims else x)
+        probs = probs.flip(dims) if dims else probs
+        total = probs if total is None else total + probs
+    return total / len(flips)
+
+
+def context_indices(position: int, count: int, context: int) -> list[int]:
+    """Slice indices of a 2.5D input: ``position - context .. position + context``, clamped to ``[0, count)``
+    (the edge slice repeats)."""
+    return [min(max(position + o, 0), count - 1) for o in range(-context, context + 1)]
+
+
+def context_stack(slices: torch.Tensor, context: int) -> torch.Tensor:
+    """2.5D input: every slice of ``slices`` ``(S, C, H, W)`` with its ``context`` neighbours on each side as
+    channels, ``(S, C * (2 * context + 1), H, W)`` ordered by offset ``-context .. +context`` (all channels of one
+    offset together; :func:`context_indices`).  Training (:class:`medtransfer.finetune.data.SliceDataset`) and
+    prediction (:func:`predict_slices`) both stack this way.
+
+    Example:
+        >>> context_stack(torch.arange(3.0).reshape(3, 1, 1, 1), 1)[:, :, 0, 0].tolist()
+        [[0.0, 0.0, 1.0], [0.0, 1.0, 2.0], [1.0, 2.0, 2.0]]
+    """
+    if context <= 0:
+        return slices
+    n = slices.shape[0]
+    index = torch.tensor([context_indices(s, n, context) for s in range(n)])
+    return slices[index].flatten(1, 2)
 
 
 def _pad_to_multiple(x: torch.Tensor, divisor: int, dims: int) -> tuple[torch.Tensor, list[int]]:
@@ -65,6 +107,8 @@ def predict_slices(
     batch_size: int = 16,
     divisor: int = 32,
     plan: PrecisionPlan | None = None,
+    context: int = 0,
+    mirror: bool = False,
 ) -> torch.Tensor:
     """Apply a 2D model to every slice of ``image`` along spatial ``axis``.
 
@@ -75,12 +119,14 @@ def predict_slices(
         batch_size: slices per forward pass.
         divisor: slices are padded (replicate) to multiples of this (the network's total down-sampling).
         plan: device/precision plan; ``None`` runs on the image's device in fp32.
+        context: 2.5D models: neighbouring slices on each side stacked as channels (:func:`context_stack`).
+        mirror: test-time mirroring (:func:`mirrored`, 4 passes per slice).
 
     Returns:
         Probabilities ``(K', X, Y, Z)`` on the CPU (``K' = 2`` for a one-channel model).
     """
-    slices = image.movedim(axis + 1, 0)  # (S, C, a, b)
-    forward = _forward(model, plan)
+    slices = context_stack(image.movedim(axis + 1, 0), context)  # (S, C', a, b)
+    forward = _forward(model, plan, mirror)
     out = []
     for start in range(0, slices.shape[0], batch_size):
         batch, sizes = _pad_to_multiple(slices[start : start + batch_size], divisor, 2)
@@ -122,6 +168,7 @@ def predict_patches(
     blend: Blend | str = Blend.GAUSSIAN,
     batch_size: int = 2,
     plan: PrecisionPlan | None = None,
+    mirror: bool = False,
 ) -> torch.Tensor:
     """Apply a 3D model to overlapping patches of ``image`` and blend the probabilities.
 
@@ -133,6 +180,7 @@ def predict_patches(
         blend: ``gaussian`` or ``constant`` weights.
         batch_size: patches per forward pass.
         plan: device/precision plan; ``None`` runs on the image's device in fp32.
+        mirror: test-time mirroring (:func:`mirrored`, 8 passes per patch).
 
     Returns:
         Probabilities ``(K', X, Y, Z)`` on the CPU.
@@ -147,7 +195,7 @@ def predict_patches(
         itertools.product(*(window_starts(s, p, overlap) for s, p in zip(padded.shape[1:], patch, strict=True)))
     )
     weight = importance_map(patch, Blend(blend))
-    forward = _forward(model, plan)
+    forward = _forward(model, plan, mirror)
     total = norm = None
     for i in range(0, len(starts), batch_size):
         group = starts[i : i + batch_size]

@@ -4,7 +4,8 @@
 probability ``p_affine``, a rotation (about the slice normal in 2D, about each axis in 3D) and an isotropic
 scaling, resampled with bilinear interpolation for the image and nearest neighbour for the label (nnU-Net's
 spatial transforms, without elastic deformation).  Intensities are never touched, so a scanner's contrast,
-the very thing a domain-shift study measures, stays what it is.
+the very thing a domain-shift study measures, stays what it is.  ``augment: spatial_intensity`` adds a random
+gamma and brightness (:class:`IntensityAugment`, monotone, for lesion recipes within one scanner).
 
 Parameters come from torch's global generator, which the trainer checkpoints and restores, so a resumed run
 draws the same augmentations as an uninterrupted one (the same rule as the random 3D patch positions).
@@ -27,6 +28,7 @@ class AugmentMode(StrEnum):
 
     NONE = "none"
     SPATIAL = "spatial"
+    SPATIAL_INTENSITY = "spatial_intensity"
 
     @classmethod
     def parse(cls, value: str | AugmentMode | None) -> AugmentMode:
@@ -106,6 +108,53 @@ def _warp(array: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
     return out.to(array.dtype) if not array.dtype.is_floating_point else out
 
 
-def create_augment(mode: str | AugmentMode | None) -> SpatialAugment | None:
+@dataclass(frozen=True)
+class IntensityAugment:
+    """Random gamma and brightness of an item's image, both monotone: a lesion darker than its surroundings stays
+    darker, by a similar margin (no noise or blur, which would hide a lesion of a few voxels).
+
+    Attributes:
+        gamma_range: ``log`` of the gamma drawn uniformly from ``[-r, r]``; applied to the image rescaled to
+            ``[0, 1]`` and mapped back to its range (nnU-Net's gamma transform).
+        brightness_range: multiplicative factor range.
+        p_gamma: probability of the gamma transform; ``p_brightness`` of the brightness factor.
+    """
+
+    gamma_range: float = 0.3
+    brightness_range: tuple[float, float] = (0.85, 1.15)
+    p_gamma: float = 0.5
+    p_brightness: float = 0.5
+
+    def __call__(self, item: dict) -> dict:
+        image = item["image"].float()
+        if float(torch.rand(())) < self.p_gamma:
+            low, high = image.min(), image.max()
+            span = (high - low).clamp_min(1e-6)
+            gamma = math.exp((2 * float(torch.rand(())) - 1) * self.gamma_range)
+            image = ((image - low) / span) ** gamma * span + low
+        if float(torch.rand(())) < self.p_brightness:
+            low, high = self.brightness_range
+            image = image * (low + (high - low) * float(torch.rand(())))
+        return {**item, "image": image}
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Apply ``transforms`` in order."""
+
+    transforms: tuple
+
+    def __call__(self, item: dict) -> dict:
+        for transform in self.transforms:
+            item = transform(item)
+        return item
+
+
+def create_augment(mode: str | AugmentMode | None) -> SpatialAugment | Compose | None:
     """The augmentation callable of ``mode`` (``None`` for ``none``)."""
-    return SpatialAugment() if AugmentMode.parse(mode) is AugmentMode.SPATIAL else None
+    mode = AugmentMode.parse(mode)
+    if mode is AugmentMode.SPATIAL:
+        return SpatialAugment()
+    if mode is AugmentMode.SPATIAL_INTENSITY:
+        return Compose((SpatialAugment(), IntensityAugment()))
+    return None

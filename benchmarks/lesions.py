@@ -1,0 +1,158 @@
+"""Lesion recipe benchmark: train configs/recipes/lesion_recipe.yaml from scratch on a brainshift build, print JSON.
+
+Builds (or reuses) a 16-subject siemens_3t brainshift build of stroke and MS lesions, trains the recipe on the
+non-test scans of the demo's split (test_fraction 0.5, split_seed 0: 8 test scans; 6 training + 2 validation),
+predicts the 8 test scans as ``medtransfer predict`` does and scores them with the grid cell's scoring
+(:func:`medtransfer.experiments.evaluate_cell.score`, lesions matched at IoU >= 0.1, 26-connected).  Prints Dice,
+lesion recall / precision / F1, false positives per scan, per-lesion recall by reference volume, seconds and
+pass/fail against issue 16's targets.
+
+    OMP_NUM_THREADS=1 python benchmarks/lesions.py --seed 11 [--spacing 2] [--targets stroke ms] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medtransfer.bench.build import BenchmarkConfig, build_benchmark
+from medtransfer.data.io import load_nifti
+from medtransfer.data.layouts import load_dataset
+from medtransfer.experiments.evaluate_cell import lesion_match_rule, score, summarize_rows
+from medtransfer.finetune import FinetuneConfig, run_finetune
+from medtransfer.infer import load_predictor
+from medtransfer.infer.postprocess import component_sizes
+from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, compute_lesion_detection
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {
+    "stroke": ("stroke_lesion", "Dataset004_StrokeLesion", {"dice": 0.45, "lesion_f1": 0.55}),
+    "ms": ("ms_lesion", "Dataset003_MSLesion", {"lesion_f1": 0.45}),
+}
+DOMAIN = "siemens_3t"
+VOLUME_BINS_CC = (0.0, 0.03, 0.1, 0.3, 1.0, 10.0, float("inf"))
+
+
+def build(work: Path, seed: int, spacing: float, targets: list[str]) -> Path:
+    """The build folder (reused when it already holds every dataset)."""
+    root = work / f"brainshift_seed{seed}_{spacing:g}mm"
+    if all((root / TARGETS[t][1] / "dataset.json").is_file() for t in targets):
+        return root
+    config = BenchmarkConfig(
+        out=root,
+        seed=seed,
+        subjects_per_domain=16,
+        spacing=spacing,
+        targets=tuple(TARGETS[t][0] for t in targets),
+        domains=(DOMAIN,),
+        sources=False,
+    )
+    return build_benchmark(config)
+
+
+def recall_by_volume(preds: list[np.ndarray], refs: list[np.ndarray], voxel_cc: float) -> list[dict]:
+    """Per-lesion recall in reference-volume bins: each bin's lesions alone are matched against the whole prediction
+    (a lesion's detection depends only on it and the predicted components: the rule of ``metrics/lesions.py``)."""
+    detected = np.zeros(len(VOLUME_BINS_CC) - 1, dtype=int)
+    total = np.zeros_like(detected)
+    for pred, ref in zip(preds, refs, strict=True):
+        labels, sizes = component_sizes(ref)
+        bins = np.digitize(sizes * voxel_cc, VOLUME_BINS_CC) - 1
+        for b in np.unique(bins):
+            keep = np.concatenate([[False], bins == b])[labels]
+            stats = compute_lesion_detection(pred[None, None], keep[None, None], iou_threshold=DEFAULT_LESION_IOU)
+            detected[b] += int(stats.tp.sum())
+            total[b] += int(stats.n_ref.sum())
+    return [
+        {"volume_cc": f"{lo:g}-{hi:g}", "lesions": int(n), "detected": int(d), "recall": (d / n if n else None)}
+        for lo, hi, n, d in zip(VOLUME_BINS_CC[:-1], VOLUME_BINS_CC[1:], total, detected, strict=True)
+    ]
+
+
+def run_target(name: str, root: Path, work: Path, recipe: Path, seed: int, overrides: dict) -> dict:
+    target, folder, thresholds = TARGETS[name]
+    data = root / folder
+    out = work / f"run_{name}_seed{seed}"
+    start = time.perf_counter()
+    config = FinetuneConfig.from_yaml(
+        recipe, data=str(data), out=str(out), init=None, target_domain=DOMAIN, n_labelled="all", seed=0, **overrides
+    )
+    run_finetune(config, resume=True)
+    train_s = time.perf_counter() - start
+    summary = json.loads((out / "summary.json").read_text())
+    predictor = load_predictor(out, checkpoint="last", device="cpu", precision="fp32")
+    dataset = load_dataset(data)
+    rows, preds, refs = [], [], []
+    start = time.perf_counter()
+    for case_id in summary["test_cases"]:
+        case = dataset.get(case_id)
+        pred = predictor.predict(load_nifti(case.images[0], dtype="float32"), source=case_id)
+        ref = load_nifti(case.label)
+        ref_labels = np.rint(ref.array).astype(np.int64)
+        rows.append(score(pred, ref_labels, ref.spacing[:3], 1, {"surface_dice": False}, True))
+        preds.append(pred > 0)
+        refs.append(ref_labels > 0)
+    predict_s = time.perf_counter() - start
+    metrics = summarize_rows(rows)
+    result = {
+        "target": target,
+        "dice": metrics.get("dice"),
+        "per_case_dice": [round(float(r["dice"] or 0.0), 3) for r in rows],
+        **{k: metrics.get(f"lesion_{k}") for k in ("detection_rate", "precision", "f1", "fp_per_case")},
+        "lesions": int(sum(r["lesion_n_ref"] for r in rows)),
+        "recall_by_volume": recall_by_volume(preds, refs, float(np.prod(ref.spacing[:3])) / 1000.0),
+        "min_component_mm3": predictor.postprocess.get("min_component_mm3"),
+        "val_lesion_f1_by_min_mm3": predictor.postprocess.get("val_lesion_f1"),
+        "history": _history(out),
+        "train_cases": summary["labelled_cases"],
+        "val_cases": summary["val_cases"],
+        "train_seconds": round(train_s, 1),
+        "predict_seconds": round(predict_s, 1),
+        "targets": thresholds,
+    }
+    values = {"dice": result["dice"], "lesion_f1": result["f1"]}
+    result["pass"] = all(values[k] is not None and values[k] >= v for k, v in thresholds.items())
+    return result
+
+
+def _history(out: Path) -> list[dict]:
+    lines = (out / "history.jsonl").read_text().splitlines() if (out / "history.jsonl").is_file() else []
+    keep = ("epoch", "train_loss", "val_dice")
+    return [{k: v for k, v in json.loads(line).items() if k in keep} for line in lines if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, required=True, help="seed of the brainshift build")
+    parser.add_argument("--spacing", type=float, default=2.0, help="working spacing of the build in mm")
+    parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=["stroke", "ms"])
+    parser.add_argument("--recipe", type=Path, default=REPO / "configs" / "recipes" / "lesion_recipe.yaml")
+    parser.add_argument("--work", type=Path, default=Path("lesion-benchmark"), help="builds and run folders")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick checks)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    root = build(args.work, args.seed, args.spacing, args.targets)
+    overrides = {"train": {"epochs": args.epochs}} if args.epochs else {}
+    results = {t: run_target(t, root, args.work, args.recipe, args.seed, overrides) for t in args.targets}
+    report = {
+        "build": {"seed": args.seed, "spacing_mm": args.spacing, "subjects": 16, "domain": DOMAIN, "path": str(root)},
+        "recipe": str(args.recipe),
+        "lesion_match": lesion_match_rule(DEFAULT_LESION_IOU),
+        "results": results,
+        "pass": all(r["pass"] for r in results.values()),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Post-processing of predicted label maps: small-component removal, and tuning its size on validation cases.
+
+A run trained with ``min_component_mm3: auto`` (:mod:`medtransfer.finetune`) tunes the minimum component volume
+on its validation cases (:func:`tune_min_component`: the candidate with the highest pooled lesion F1) and stores it
+in its checkpoints' meta::
+
+    ckpt["meta"]["postprocess"] = {"min_component_mm3": 40.0, "tuned_on": [...], "val_lesion_f1": {...}}
+
+:class:`~medtransfer.infer.predictor.Predictor` applies it to every prediction (``medtransfer predict``, the grid's
+cell evaluation), on the input's grid, so a size in mm³ means the same whatever the scan's voxel size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import ConfigError
+
+CONNECTIVITY = 26  # the lesion metrics' default (metrics/lesions.py): a component is what they count as a lesion
+MIN_COMPONENT_KEY = "min_component_mm3"
+# Candidate minimum sizes, in voxels of the validation scans (converted to mm³ with their voxel volume).
+CANDIDATE_VOXELS = (0, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120)
+
+
+def _structure(spatial_dims: int) -> np.ndarray:
+    return np.ones((3,) * spatial_dims, dtype=bool)
+
+
+def component_sizes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """26-connected (8 in 2D) components of ``mask``: ``(labels, sizes)``; ``sizes[i]`` is component ``i + 1``'s
+    voxel count."""
+    labels, count = ndimage.label(np.asarray(mask, dtype=bool), _structure(np.ndim(mask)))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return labels, sizes
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
+    """``mask`` without its connected components of fewer than ``min_voxels`` voxels.
+
+    Example:
+        >>> m = np.zeros((6, 6), bool); m[0, 0] = True; m[3:5, 3:5] = True
+        >>> remove_small_components(m, 2).sum()
+        4
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if min_voxels <= 1 or not mask.any():
+        return mask
+    labels, sizes = component_sizes(mask)
+    keep = np.concatenate([[False], sizes >= min_voxels])
+    return keep[labels]
+
+
+def min_voxels(min_mm3: float, spacing: Sequence[float]) -> float:
+    """A volume in mm³ as a voxel count at ``spacing`` (mm)."""
+    return float(min_mm3) / float(np.prod([float(s) for s in spacing]))
+
+
+def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], postprocess: dict[str, Any] | None) -> np.ndarray:
+    """A label map after the stored post-processing: each foreground label loses its components smaller than
+    ``postprocess["min_component_mm3"]`` (they become background).  ``None`` or a size of 0 changes nothing."""
+    size = float((postprocess or {}).get(MIN_COMPONENT_KEY) or 0.0)
+    if size <= 0:
+        return labels
+    threshold = min_voxels(size, spacing)
+    out = labels.copy()
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        mask = labels == value
+        out[mask & ~remove_small_components(mask, threshold)] = 0
+    return out
+
+
+def _case(mask: np.ndarray) -> np.ndarray:
+    return np.asarray(mask, dtype=bool)[None, None]
+
+
+def check_min_component(value: Any, name: str = "min_component_mm3") -> float | str | None:
+    """The option: ``None`` (off), ``"auto"`` (tuned on validation) or a volume in mm³ >= 0.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value is None or (isinstance(value, str) and value.lower() == "auto"):
+        return None if value is None else "auto"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{name} must be 'auto', null or a volume in mm³ >= 0, got {value!r}")
+    return number
+
+
+def tune_min_component(
+    preds: Sequence[np.ndarray],
+    refs: Sequence[np.ndarray],
+    voxel_volume_mm3: float,
+    candidates: Sequence[int] = CANDIDATE_VOXELS,
+    iou_threshold: float | None = None,
+) -> tuple[float, dict[str, float]]:
+    """The minimum component volume (mm³) that maximises the pooled lesion F1 of ``preds`` against ``refs``.
+
+    Args:
+        preds, refs: binary masks of the validation cases (one array per case).
+        voxel_volume_mm3: the volume of one voxel of these masks.
+        candidates: minimum sizes to try, in voxels.
+        iou_threshold: the lesion-matching rule (:func:`medtransfer.metrics.lesions.compute_lesion_detection`;
+            default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`).
+
+    Returns:
+        ``(min_mm3, f1_by_candidate)``: the smallest candidate with the highest F1 (lesion counts summed over the
+        cases before the ratio), and the F1 of every candidate keyed by its volume in mm³.
+    """
+    from ..metrics.lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
+
+    iou = DEFAULT_LESION_IOU if iou_threshold is None else iou_threshold
+    scores: dict[str, float] = {}
+    best, best_f1 = 0.0, -1.0
+    for voxels in sorted(candidates):
+        stats = LesionStats.concatenate(
+            [
+                compute_lesion_detection(_case(remove_small_components(p, voxels)), _case(r), iou_threshold=iou)
+                for p, r in zip(preds, refs, strict=True)
+            ]
+        )
+        f1 = float(reduce_lesion_stats(stats, "micro")["f1"][0])
+        f1 = 0.0 if not math.isfinite(f1) else f1
+        volume = round(voxels * voxel_volume_mm3, 3)
+        scores[f"{volume:g}"] = f1
+        if f1 > best_f1:
+            best, best_f1 = volume, f1
+    return best, scores

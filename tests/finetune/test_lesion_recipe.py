@@ -1,0 +1,158 @@
+"""The lesion recipe's options end to end: a small lesion run learns, its checkpoint carries 2.5D context, mirroring
+and the tuned post-processing, and prediction applies them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medtransfer.checkpoint import load_checkpoint, save_checkpoint
+from medtransfer.data.io import load_nifti, save_nifti
+from medtransfer.data.layouts import load_dataset, write_dataset_json
+from medtransfer.errors import ConfigError
+from medtransfer.experiments.evaluate_cell import evaluate_test_cases
+from medtransfer.finetune import FinetuneConfig, run_finetune
+from medtransfer.finetune.data import ForegroundBatchSampler
+from medtransfer.infer import load_predictor
+from medtransfer.metrics import compute_dice
+from medtransfer.models import create_model
+
+RECIPE = {
+    "model_config": {"spatial_dims": 2, "features": 8, "depth": 2},
+    "n_labelled": "all",
+    "context_slices": 1,
+    "foreground_fraction": 0.5,
+    "foreground_sampling": "batch",
+    "augment": "spatial_intensity",
+    "tta_mirror": True,
+    "min_component_mm3": "auto",
+    "test_fraction": 0.25,
+    "val_fraction": 0.25,
+    "train": {
+        "epochs": 4,
+        "steps_per_epoch": 15,
+        "batch_size": 8,
+        "lr": 0.01,
+        "optimizer": "adam",
+        "loss": "dice_ce",
+        "device": "cpu",
+        "precision": "fp32",
+        "progress": False,
+    },
+}
+
+
+def lesion_dataset(root, n=8):
+    """Small dark lesions (radius 1.5-2.5 voxels, 2-3 per scan) in a bright noisy disc."""
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    grid = np.indices((32, 32, 10)).astype(np.float32)
+    brain = ((grid[0] - 16) ** 2 + (grid[1] - 16) ** 2) < 13**2
+    rows = ["case,subject,domain"]
+    for i in range(n):
+        label = np.zeros(brain.shape, np.uint8)
+        for _ in range(int(rng.integers(2, 4))):
+            centre = np.array([rng.integers(8, 24), rng.integers(8, 24), rng.integers(3, 7)])[:, None, None, None]
+            label[np.sqrt((((grid - centre) * np.array([1, 1, 1.5])[:, None, None, None]) ** 2).sum(0)) < 2.2] = 1
+        image = brain * 1.0 - 0.6 * label + rng.normal(0, 0.12, brain.shape)
+        affine = np.diag([1.0, 1.0, 1.5, 1.0])
+        save_nifti(root / "imagesTr" / f"c{i}_0000.nii.gz", image.astype(np.float32), affine)
+        save_nifti(root / "labelsTr" / f"c{i}.nii.gz", label, affine)
+        rows.append(f"c{i},s{i},a")
+    write_dataset_json(root, {"background": 0, "lesion": 1}, ["T1"], n)
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _test_dice(predictor, dataset, case_ids) -> float:
+    dices = []
+    for case_id in case_ids:
+        case = dataset.get(case_id)
+        pred = predictor.predict(load_nifti(case.images[0], dtype="float32"))
+        ref = np.rint(load_nifti(case.label).array) > 0
+        dices.append(float(compute_dice((pred > 0)[None, None], ref[None, None])[0, 0]))
+    return float(np.mean(dices))
+
+
+def test_lesion_recipe_learns_and_its_checkpoint_carries_the_options(tmp_path):
+    data = lesion_dataset(tmp_path / "lesions")
+    out = run_finetune(FinetuneConfig.from_dict({**RECIPE, "data": str(data), "out": str(tmp_path / "run")}))
+    summary = json.loads((out / "summary.json").read_text())
+    meta = load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["meta"]
+    assert meta["inference"]["context"] == 1
+    assert meta["inference"]["mirror"] is True
+    assert meta["postprocess"]["tuned_on"] == summary["val_cases"]
+    assert len(summary["val_cases"]) == 2
+    assert meta["postprocess"]["min_component_mm3"] in [float(k) for k in meta["postprocess"]["val_lesion_f1"]]
+
+    dataset = load_dataset(data)
+    predictor = load_predictor(out, checkpoint="last", device="cpu", precision="fp32")
+    assert predictor.in_channels == 1
+    assert load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["model"]["config"]["in_channels"] == 3
+    assert predictor.inference["context"] == 1
+    assert predictor.postprocess == meta["postprocess"]
+    trained = _test_dice(predictor, dataset, summary["test_cases"])
+    torch.manual_seed(0)
+    predictor.model.load_state_dict(
+        create_model(
+            "unet", **load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["model"]["config"]
+        ).state_dict()
+    )
+    untrained = _test_dice(predictor, dataset, summary["test_cases"])
+    assert trained > 0.5, (trained, untrained)
+    assert trained > untrained + 0.3, (trained, untrained)
+
+
+def test_predict_and_the_grid_cell_apply_the_stored_min_component_size(tmp_path):
+    data = lesion_dataset(tmp_path / "lesions", n=4)
+    tiny = {**RECIPE, "min_component_mm3": None, "train": {**RECIPE["train"], "epochs": 1, "steps_per_epoch": 2}}
+    out = run_finetune(FinetuneConfig.from_dict({**tiny, "data": str(data), "out": str(tmp_path / "run")}))
+    path = out / "checkpoints" / "checkpoint_last.pt"
+    ckpt = load_checkpoint(path)
+    assert "postprocess" not in ckpt["meta"]
+    image = load_nifti(data / "imagesTr" / "c0_0000.nii.gz", dtype="float32")
+    raw = load_predictor(path, device="cpu", precision="fp32").predict(image)
+    options = {"surface_1mm": False, "save_cases": 0}
+    cell = evaluate_test_cases(path, load_dataset(data), ["c0"], tmp_path / "cell", options)
+    assert raw.any()
+    assert cell[0]["lesion_n_pred"] > 0
+    # a stored size above the untrained model's largest component empties its mask, in predict and in the cell
+    ckpt["meta"]["postprocess"] = {"min_component_mm3": 1e9}
+    save_checkpoint(path, ckpt)
+    assert not load_predictor(path, device="cpu", precision="fp32").predict(image).any()
+    cell = evaluate_test_cases(path, load_dataset(data), ["c0"], tmp_path / "cell", options)
+    assert cell[0]["lesion_n_pred"] == 0
+
+
+def test_foreground_batch_sampler_fills_every_batch_and_is_resumable():
+    sampler = ForegroundBatchSampler(50, [4, 9, 11], 0.5, batch_size=6, steps_per_epoch=5, seed=3)
+    for step in range(5):
+        batch = sampler.global_indices(2, step)
+        assert len(batch) == 6
+        assert sum(i in (4, 9, 11) for i in batch) >= 3
+        assert batch == ForegroundBatchSampler(50, [4, 9, 11], 0.5, 6, 5, seed=3).global_indices(2, step)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("context_slices", -1, "context_slices must be an integer >= 0"),
+        ("foreground_sampling", "batches", "foreground_sampling"),
+        ("min_component_mm3", "tiny", "min_component_mm3 must be 'auto', null or a volume"),
+        ("tta_mirror", "yes", "tta_mirror must be true or false"),
+    ],
+)
+def test_recipe_options_are_checked(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        FinetuneConfig.from_dict({"data": "d", "out": "o", key: value})
+
+
+def test_a_bad_option_in_a_recipe_file_names_the_file(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("context_slices: -1\n")
+    with pytest.raises(ConfigError, match=r"recipe\.yaml: context_slices must be an integer >= 0, got -1"):
+        FinetuneConfig.from_yaml(path, data="d", out="o")

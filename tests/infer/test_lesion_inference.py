@@ -1,0 +1,107 @@
+"""Lesion inference options: 2.5D stacking, test-time mirroring, small-component removal and its tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medtransfer.errors import ConfigError
+from medtransfer.finetune.data import PreparedCase, SliceDataset
+from medtransfer.infer.postprocess import (
+    apply_postprocess,
+    check_min_component,
+    remove_small_components,
+    tune_min_component,
+)
+from medtransfer.infer.sliding_window import context_stack, mirror_axes, predict_slices
+
+
+def _case(image: np.ndarray) -> PreparedCase:
+    return PreparedCase("c", image, np.zeros(image.shape[1:], dtype=np.int64), info=None)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_train_and_predict_stacking_agree_and_edges_repeat(axis):
+    image = np.random.default_rng(0).normal(size=(2, 4, 5, 6)).astype(np.float32)
+    shape = tuple(s for i, s in enumerate(image.shape[1:]) if i != axis)
+    data = SliceDataset([_case(image)], axis, shape, context=1)
+    stacked = context_stack(torch.from_numpy(image).movedim(axis + 1, 0), 1)  # what predict_slices feeds
+    n = image.shape[axis + 1]
+    assert len(data) == n
+    for s in range(n):
+        assert torch.equal(data[s]["image"], stacked[s])
+    # channel order: offset -1 (both channels), 0, +1; the first slice's "previous" slice is itself
+    first = data[0]["image"]
+    assert first.shape[0] == 6
+    assert torch.equal(first[0:2], first[2:4])
+    assert torch.equal(first[4:6], torch.from_numpy(np.take(image, 1, axis=axis + 1)))
+    last = data[n - 1]["image"]
+    assert torch.equal(last[4:6], last[2:4])
+
+
+class _Ramp(nn.Module):
+    """A deterministic, position-dependent 2D "model" (so that flips change its output)."""
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        ramp = torch.arange(h * w, dtype=x.dtype).reshape(h, w) / (h * w)
+        return x[:, :1] * 3 + ramp - 0.4
+
+
+def test_mirroring_is_the_mean_of_the_flipped_predictions():
+    image = torch.randn(1, 4, 4, 3)
+    model = _Ramp()
+    got = predict_slices(model, image, axis=2, divisor=1, mirror=True)
+    slices = image.movedim(3, 0)
+    expected = torch.zeros(slices.shape[0], 2, 4, 4)
+    for dims in [(), (2,), (3,), (2, 3)]:
+        x = slices.flip(dims) if dims else slices
+        p = torch.sigmoid(model(x))
+        p = p.flip(dims) if dims else p
+        expected += torch.cat([1 - p, p], 1) / 4
+    torch.testing.assert_close(got, expected.movedim(0, 3))
+    plain = predict_slices(model, image, axis=2, divisor=1)
+    assert not torch.allclose(plain, got)  # the ramp is not symmetric: mirroring does change the result
+    assert len(mirror_axes(3)) == 8
+
+
+def test_component_filter_by_size_hand_worked():
+    mask = np.zeros((8, 8, 3), bool)
+    mask[0, 0, 0] = True  # 1 voxel
+    mask[3:5, 3:5, 1] = True  # 4 voxels
+    mask[6, 6, 0] = mask[7, 7, 1] = True  # 2 voxels, diagonal neighbours: one 26-connected component
+    assert remove_small_components(mask, 2).sum() == 6
+    assert remove_small_components(mask, 3).sum() == 4
+    assert remove_small_components(mask, 5).sum() == 0
+    assert remove_small_components(mask, 0).sum() == 7
+    labels = mask.astype(np.int64)
+    # 2 x 2 x 4 mm voxels = 16 mm³: 40 mm³ is 2.5 voxels, so only the 4-voxel component stays
+    assert apply_postprocess(labels, (2.0, 2.0, 4.0), {"min_component_mm3": 40.0}).sum() == 4
+    assert apply_postprocess(labels, (2.0, 2.0, 4.0), {}).sum() == 7
+
+
+def test_tuning_picks_the_size_with_the_best_validation_f1():
+    ref = np.zeros((10, 10, 4), bool)
+    ref[1:4, 1:4, 1:3] = True  # one 18-voxel lesion
+    ref[6:8, 6:8, 1] = True  # one 4-voxel lesion
+    pred = ref.copy()
+    pred[0, 9, 0] = pred[9, 0, 3] = True  # two 1-voxel false positives
+    pred[5, 0:2, 3] = True  # a 2-voxel false positive
+    # min 0: 5 components, tp 2, fp 3 -> precision 0.4, recall 1, F1 4/7; min 2: the 1-voxel FPs go -> precision
+    # 2/3, F1 0.8; min 3: every FP goes -> F1 1; min 5: the 4-voxel lesion goes too -> recall 0.5, F1 2/3;
+    # min 20: nothing left -> F1 0
+    best, scores = tune_min_component([pred], [ref], voxel_volume_mm3=8.0, candidates=(0, 2, 3, 5, 20))
+    assert best == 24.0  # 3 voxels of 8 mm³
+    assert scores == pytest.approx({"0": 4 / 7, "16": 0.8, "24": 1.0, "40": 2 / 3, "160": 0.0})
+
+
+def test_min_component_option_is_checked():
+    assert check_min_component("AUTO") == "auto"
+    assert check_min_component(None) is None
+    assert check_min_component(12) == 12.0
+    with pytest.raises(ConfigError, match="min_component_mm3 must be 'auto', null or a volume"):
+        check_min_component("big")
+    with pytest.raises(ConfigError):
+        check_min_component(-1)
