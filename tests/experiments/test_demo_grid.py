@@ -18,22 +18,23 @@ def test_full_demo_grid_has_four_strategies_two_budgets_two_seeds_two_targets(tm
     contenders = [c for c in cells if c.axes["strategy"] not in ("baseline", "oracle")]
     assert {c.axes["strategy"] for c in contenders} == {"scratch", "full", "first_k:1", "last_k:1"}
     assert len(contenders) == 2 * 4 * 2 * 2  # targets x strategies x budgets x seeds
-    by_target = {t: {c.axes["budget"] for c in contenders if c.axes["target"] == t} for t in ("brain", "stroke_lesion")}
-    assert by_target == {"brain": {"n1_k4", "n1"}, "stroke_lesion": {"n3", "nall"}}
-    # a domain shift for brain extraction, a task shift (same scanner) for stroke lesions
+    by_target = {t: {c.axes["budget"] for c in contenders if c.axes["target"] == t} for t in ("brain", "anatomy")}
+    assert by_target == {"brain": {"n1_k4", "n1"}, "anatomy": {"n1", "n3"}}
+    # a domain shift for brain extraction, a task shift (same scanner) for anatomy; no lesion target (see LESIONS_NOTE)
     pairs = {(c.axes["target"], c.axes["domain_pair"]) for c in cells}
-    assert pairs == {("brain", "siemens_3t->philips_15t"), ("stroke_lesion", "siemens_3t->siemens_3t")}
-    # one baseline (it does not train) and one oracle (every label) per target
-    assert sorted(c.axes["budget"] for c in cells if c.axes["strategy"] == "baseline") == ["n1_k4", "n3"]
-    assert sorted(c.axes["budget"] for c in cells if c.axes["strategy"] == "oracle") == ["n1", "nall"]
+    assert pairs == {("brain", "siemens_3t->philips_15t"), ("anatomy", "siemens_3t->siemens_3t")}
+    # one baseline for brain (the brain source has no anatomy classes) and one oracle (every label) per target
+    assert [c.id.split("/")[0] for c in cells if c.axes["strategy"] == "baseline"] == ["brain"]
+    assert sorted(c.axes["budget"] for c in cells if c.axes["strategy"] == "oracle") == ["n1", "n3"]
     for cell in cells:
-        train, lesion = cell.config["finetune"]["train"], cell.axes["target"] == "stroke_lesion"
-        expected = FULL.lesion_epochs if lesion else 3 * FULL.epochs if cell.axes["strategy"] == "oracle" else None
-        assert train["epochs"] == (expected or FULL.epochs), cell.id
-        assert cell.config["finetune"].get("augment", "none") == ("spatial" if lesion else "none")
-    # eight test scans per target: a paired test over them can reach p < 0.05 after Holm correction
-    assert {c.config["eval"]["max_test_cases"] for c in cells} == {8}
-    assert {c.config["finetune"]["test_fraction"] for c in cells} == {0.5}
+        train, task = cell.config["finetune"]["train"], cell.axes["target"] == "anatomy"
+        epochs = FULL.task_epochs if task else FULL.epochs
+        assert train["epochs"] == (3 * epochs if cell.axes["strategy"] == "oracle" else epochs), cell.id
+    # every held-out scan is scored (24 per target), so that the paired tests can decide
+    assert all("max_test_cases" not in c.config["eval"] for c in cells)
+    assert {c.config["finetune"]["test_fraction"] for c in cells} == {0.75}
+    assert round(FULL.subjects_per_domain * FULL.test_fraction) == 24
+    assert "lesion targets are not in the demo" in demo_grid(Path("bench"), FULL)["description"]
 
 
 def test_quick_demo_is_smaller(tmp_path):
