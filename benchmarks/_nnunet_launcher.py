@@ -14,9 +14,10 @@ live here and nowhere else (never in medtransfer itself):
 * **``nnUNetTrainer_TimeBudget``**: nnU-Net's default trainer (its network, loss, augmentation, poly learning rate,
   250 training and 50 validation iterations per epoch) trained for a wall-clock budget instead of 1000 epochs.
   The budget (seconds, environment variable ``MEDTRANSFER_NNUNET_SECONDS``) counts from the start of
-  ``run_training`` (data loaders, unpacking, every epoch, the final checkpoint).  After a few iterations the trainer
+  ``run_training`` (data loaders, unpacking, every epoch, the final checkpoint).  After 20 iterations the trainer
   measures its speed and plans the number of epochs that fit (the poly schedule then ends with the budget); after
-  every epoch it plans again from the measured epoch time.  When not even one epoch fits, the one epoch is
+  every epoch it plans again from the measured epoch time, and an epoch's training stops early when the rest of
+  it (its validation included) would end past the budget.  When not even one epoch fits, the one epoch is
   shortened (training and validation iterations alike).  It skips nnU-Net's final validation: with fold ``all``
   that would predict the training cases; the benchmark scores its held-out test scans instead.  It writes
   ``time_budget.json`` (budget, seconds, epochs, iterations) into the fold folder.  It is registered in the module
@@ -35,7 +36,9 @@ BUDGET_ENV = "MEDTRANSFER_NNUNET_SECONDS"
 TRAINER_NAME = "nnUNetTrainer_TimeBudget"
 REPORT_FILE = "time_budget.json"
 PRIMUS_MODULE = "nnunetv2.training.nnUNetTrainer.primus.primus_trainers"
-PROBE_ITERATIONS = 5  # iterations timed before the first plan (the first one also waits for the data loaders)
+# the first plan times iterations 11-20: the first ones are served from batches the loader processes prepared while
+# the trainer started (6 of them), so they look faster than the augmentation can keep up with
+PROBE_ITERATIONS = (10, 20)
 VALIDATION_COST = 0.5  # a validation iteration (forward only, no augmentation) relative to a training iteration
 PLANNING = "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints"
 ENTRY_POINTS = {
@@ -85,7 +88,8 @@ def make_time_budget_trainer():
 
         def run_training(self):
             self.budget_s = float(os.environ[BUDGET_ENV])
-            self.budget_start, self.first_iteration_end, self.iterations_done = time.perf_counter(), None, 0
+            self.budget_start, self.probe_start, self.iterations_done = time.perf_counter(), None, 0
+            self.reserve_s = 0.0  # the validation that still follows the training iterations of an epoch
             self.on_train_start()
             while self.current_epoch < self.num_epochs:
                 epoch_start = time.perf_counter()
@@ -116,21 +120,23 @@ def make_time_budget_trainer():
             return time.perf_counter() - self.budget_start
 
         def _out_of_time(self) -> bool:
-            return self._elapsed() >= self.budget_s
+            return self._elapsed() + self.reserve_s >= self.budget_s
 
         def _after_iteration(self, done_in_epoch: int, epoch_start: float) -> None:
             self.iterations_done += 1
-            if self.iterations_done == 1:
-                self.first_iteration_end = time.perf_counter()
-            if self.iterations_done != PROBE_ITERATIONS or self.current_epoch:
+            first, last = PROBE_ITERATIONS
+            if self.iterations_done == first:
+                self.probe_start = time.perf_counter()
+            if self.iterations_done != last or self.current_epoch:
                 return
-            per_iteration = (time.perf_counter() - self.first_iteration_end) / (PROBE_ITERATIONS - 1)
+            per_iteration = (time.perf_counter() - self.probe_start) / (last - first)
             budget_left = self.budget_s - (epoch_start - self.budget_start)
             epochs, iterations, val_iterations = plan_first_epochs(
                 budget_left, per_iteration, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch
             )
             self.num_iterations_per_epoch = max(iterations, done_in_epoch)
             self.num_val_iterations_per_epoch = val_iterations
+            self.reserve_s = per_iteration * VALIDATION_COST * val_iterations
             self._set_epochs(epochs)
             self.print_to_log_file(
                 f"time budget {self.budget_s:.0f} s: {per_iteration:.2f} s per iteration -> {epochs} epoch(s) of "
