@@ -16,8 +16,9 @@ Data: a brainshift build (``--data``, or built into the work folder with ``medtr
 * **medtransfer** runs through its command line, as a user would: ``medtransfer finetune --init none`` with the
   recipe (``--medtransfer-config``; default: the stroke-lesion settings of ``configs/demo.yaml``) on every training
   subject of the recipe's split, then ``medtransfer predict`` on the run's test scans and ``medtransfer evaluate``.
-  A short probe run first measures the speed; the real run keeps the recipe's epochs and lengthens (or shortens)
-  each epoch so that the run takes ``--minutes``.  The probe's ``summary.json`` names the test cases.
+  A short probe run (two epochs of 15 steps) first measures the speed; the real run keeps the recipe's epochs and
+  lengthens (or shortens) each one so that the run takes ``--minutes``.  The probe's ``summary.json`` names the
+  test cases.
 * **nnU-Net** gets exactly those test cases as ``imagesTs`` and every other case of the domain as ``imagesTr``
   (nnU-Net trains fold ``all`` on them), all reoriented to RAS first (nnU-Net expects one orientation; brainshift
   varies it per case), then ``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train ... all -tr
@@ -58,7 +59,7 @@ LAUNCHER = Path(__file__).resolve().with_name("_nnunet_launcher.py")
 TRAINER = "nnUNetTrainer_TimeBudget"
 LESION_TARGETS = ("stroke_lesion", "ms_lesion")
 TARGETS = (*LESION_TARGETS, "anatomy")
-PROBE_STEPS = 20
+PROBE_STEPS = 15  # per epoch of the two-epoch probe
 SCORES = ("dice", "lesion_recall", "lesion_precision", "lesion_f1")
 BUILT_MARKER = ".vs-nnunet-built"
 
@@ -233,12 +234,12 @@ def run_medtransfer(dataset: Path, domain: str, recipe: Path, budget_s: float, w
     common += ["--n-labelled", n_train, "--cache-dir", work / "cache"]
     work.mkdir(parents=True)
     probe_s = run_step(
-        medtransfer("finetune", *common, "--epochs", 1, "--steps-per-epoch", PROBE_STEPS, "--out", work / "probe"),
+        medtransfer("finetune", *common, "--epochs", 2, "--steps-per-epoch", PROBE_STEPS, "--out", work / "probe"),
         work / "probe.log",
     )
     probe = json.loads((work / "probe" / "summary.json").read_text())
-    step_s = _epoch_seconds(work / "probe") / PROBE_STEPS
-    fixed_s = probe["seconds"] - step_s * PROBE_STEPS
+    epoch_s = _epoch_seconds(work / "probe")
+    step_s, fixed_s = epoch_s[-1] / PROBE_STEPS, probe["seconds"] - sum(epoch_s)  # the 2nd epoch runs warm
     epochs, steps = plan_medtransfer(budget_s, step_s, fixed_s, TrainConfig.from_dict(config.train).epochs)
     run_step(
         medtransfer("finetune", *common, "--epochs", epochs, "--steps-per-epoch", steps, "--out", work / "run"),
@@ -265,9 +266,10 @@ def run_medtransfer(dataset: Path, domain: str, recipe: Path, budget_s: float, w
     }
 
 
-def _epoch_seconds(run: Path) -> float:
+def _epoch_seconds(run: Path) -> list[float]:
+    """Seconds of each epoch's training steps (validation excluded), from the run's ``history.jsonl``."""
     records = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
-    return sum(float(r["seconds"]) for r in records)
+    return [float(r["seconds"]) for r in records]
 
 
 def nnunet_env(work: Path, budget_s: float, workers: int) -> dict[str, str]:
