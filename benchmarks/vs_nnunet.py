@@ -4,9 +4,9 @@ Prints JSON: test Dice, lesion recall / precision / F1 and seconds for both, and
 
 Usage (nnU-Net is an optional extra: install it into a separate environment, never the development one)::
 
-    python3 -m venv /work/vsnn-venv && /work/vsnn-venv/bin/pip install torch==2.13.0
-    /work/vsnn-venv/bin/pip install -e '.[bench-nnunet]'
-    /work/vsnn-venv/bin/python benchmarks/vs_nnunet.py --minutes 20 [--targets stroke_lesion ms_lesion]
+    python3 -m venv ~/nnunet-venv && ~/nnunet-venv/bin/pip install torch==2.13.0
+    ~/nnunet-venv/bin/pip install -e '.[bench-nnunet]'
+    ~/nnunet-venv/bin/python benchmarks/vs_nnunet.py --minutes 20 [--targets stroke_lesion ms_lesion]
         [--seed 0] [--spacing 3] [--data BRAINSHIFT] [--work DIR] [--nnunet-configuration 2d|3d_fullres]
         [--medtransfer-config FINETUNE.yaml]
 
