@@ -241,7 +241,12 @@ def test_a_slice_of_the_zoetmulder_grid_runs_a_real_scan_arm(tmp_path, sources, 
     raw["defaults"]["finetune"].update(test_fraction=0.4, val_fraction=0.2, train={**TRAIN, "steps_per_epoch": 2})
     real = next(s for s in raw["axes"]["source"] if s["name"] == "real_mri_seg_deepbrain")
     raw["axes"].update(target=["ms_lesion"], source=[{**real, "checkpoint": str(checkpoint)}], budget=[2], seed=[0])
-    raw["overrides"][0]["set"]["finetune"]["patch_size"] = [16, 16, 16]  # the tiny heads are 16^3
+    for override in raw["overrides"]:  # the file's own overrides, at the tiny data's size and length
+        finetune = override["set"]["finetune"]
+        if "patch_size" in finetune:
+            finetune["patch_size"] = [16, 16, 16]  # the tiny heads are 16^3
+        if "train" in finetune:
+            finetune["train"] = {**finetune["train"], **TRAIN, "steps_per_epoch": 2, "val_every": 1}
     outcome = run_grid(parse_grid(raw, str(path)), results_root=tmp_path / "results", progress=False)
     assert outcome.counts["failed"] == 0, outcome
     (summary,) = (tmp_path / "results" / "zoetmulder2022").rglob("seed0/summary.json")
