@@ -6,6 +6,9 @@ A run's checkpoint carries everything needed (written by :func:`medtransfer.fine
     ckpt["meta"]["preprocess"] PreprocessConfig.to_dict()
     ckpt["meta"]["labels"]     {"background": 0, "brain": 1, ...}    (nnU-Net dataset.json spelling)
     ckpt["meta"]["inference"]  {"slice_axis": 2, "patch_size": [...], "overlap": 0.5, "divisor": 32}
+
+A brain mask (labels exactly ``{"background": 0, "brain": 1}``) is post-processed as brain-extraction tools do
+(HD-BET, deepbet): its largest connected component, holes filled (:func:`brain_mask_postprocess`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,18 @@ from .sliding_window import predict_patches, predict_slices
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAMES = ("checkpoint_best.pt", "checkpoint_last.pt", "checkpoint.pt")
+BRAIN_MASK_LABELS = {"background": 0, "brain": 1}
+
+
+def brain_mask_postprocess(mask: np.ndarray) -> np.ndarray:
+    """The largest 6-connected component of a binary mask, its holes filled (same shape, boolean)."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(mask > 0)
+    if count == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    sizes = np.bincount(components.ravel())[1:]
+    return ndimage.binary_fill_holes(components == 1 + int(sizes.argmax()))
 
 
 def predict_volume(
@@ -71,6 +86,7 @@ class Predictor:
         inference: ``slice_axis``, ``patch_size``, ``overlap``, ``divisor``, ``batch_size`` for
             :func:`predict_volume`.
         plan: device and precision.
+        brain_mask: keep the largest component of the foreground and fill its holes (brain extraction).
     """
 
     model: nn.Module
@@ -80,6 +96,7 @@ class Predictor:
     spatial_dims: int
     plan: PrecisionPlan
     inference: dict[str, Any] = field(default_factory=dict)
+    brain_mask: bool = False
 
     def predict(self, channels: list[Volume] | Volume, source: str = "input") -> np.ndarray:
         """Label map with exactly the input's shape (save it with the input's affine).
@@ -98,6 +115,8 @@ class Predictor:
         probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **self.inference)
         restored = restore_to_input(probs.numpy(), info, order=1)
         classes = restored.argmax(0)
+        if self.brain_mask:
+            classes = brain_mask_postprocess(classes).astype(classes.dtype)
         values = np.asarray(self.label_values)
         dtype = np.uint8 if values.max(initial=0) < 256 and values.min(initial=0) >= 0 else np.int16
         return values[classes].astype(dtype)
@@ -169,4 +188,5 @@ def load_predictor(
         spatial_dims=spatial_dims,
         plan=plan,
         inference=dict(meta.get("inference", {})),
+        brain_mask=labels == BRAIN_MASK_LABELS,
     )
