@@ -259,9 +259,9 @@ def test_a_slice_of_the_zoetmulder_grid_runs_a_real_scan_arm(tmp_path, sources, 
 def test_the_brain_extraction_recipe_is_a_complete_finetune_config():
     path = Path(__file__).resolve().parents[2] / "configs" / "brain_extraction.yaml"
     config = FinetuneConfig.from_yaml(path, data="bs/Dataset001_BrainExtraction", out="RUN")
-    assert (config.init, config.strategy, config.n_labelled) == ("deepbrain_unet.pt", "full", "all")
-    assert config.patch_size == (64, 64, 64)  # a multiple of deepbrain's divisor (8)
-    assert config.preprocess == {"clip_percentiles": [0.5, 99.5], "scaling": "unit"}  # the rest from the source
+    assert (config.init, config.strategy, config.n_labelled) == ("hdbet_unet.pt", "bn_only", "all")
+    assert config.patch_size == (128, 128, 128)  # a multiple of HD-BET's divisor (16), a whole brain at 1.5 mm
+    assert config.preprocess == {}  # all from the source: 1.5 mm, z-score
     assert {"epochs", "steps_per_epoch", "batch_size", "lr"} <= set(config.train)
 
 

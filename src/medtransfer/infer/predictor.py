@@ -8,6 +8,9 @@ A run's checkpoint carries everything needed (written by :func:`medtransfer.fine
     ckpt["meta"]["inference"]  {"slice_axis": 2, "patch_size": [...], "overlap": 0.5, "divisor": 32,
                                 "context": 1, "mirror": true}     (2.5D neighbours, test-time mirroring)
     ckpt["meta"]["postprocess"] {"min_component_mm3": 40.0, ...}   (:mod:`.postprocess`)
+
+A brain mask (labels exactly ``{"background": 0, "brain": 1}``) is post-processed as brain-extraction tools do
+(HD-BET, deepbet): its largest connected component, holes filled (:func:`brain_mask_postprocess`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,18 @@ from .sliding_window import predict_patches, predict_slices
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAMES = ("checkpoint_best.pt", "checkpoint_last.pt", "checkpoint.pt")
+BRAIN_MASK_LABELS = {"background": 0, "brain": 1}
+
+
+def brain_mask_postprocess(mask: np.ndarray) -> np.ndarray:
+    """The largest 6-connected component of a binary mask, its holes filled (same shape, boolean)."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(mask > 0)
+    if count == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    sizes = np.bincount(components.ravel())[1:]
+    return ndimage.binary_fill_holes(components == 1 + int(sizes.argmax()))
 
 
 def predict_volume(
@@ -89,6 +104,7 @@ class Predictor:
             ``mirror`` for :func:`predict_volume`.
         plan: device and precision.
         postprocess: applied to every label map (:func:`~medtransfer.infer.postprocess.apply_postprocess`).
+        brain_mask: keep the largest component of the foreground and fill its holes (brain extraction).
     """
 
     model: nn.Module
@@ -99,6 +115,7 @@ class Predictor:
     plan: PrecisionPlan
     inference: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] = field(default_factory=dict)
+    brain_mask: bool = False
 
     def predict(self, channels: list[Volume] | Volume, source: str = "input") -> np.ndarray:
         """Label map with exactly the input's shape (save it with the input's affine).
@@ -117,6 +134,8 @@ class Predictor:
         probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **self.inference)
         restored = restore_to_input(probs.numpy(), info, order=1)
         classes = apply_postprocess(restored.argmax(0), channels[0].spacing[:3], self.postprocess)
+        if self.brain_mask:
+            classes = brain_mask_postprocess(classes).astype(classes.dtype)
         values = np.asarray(self.label_values)
         dtype = np.uint8 if values.max(initial=0) < 256 and values.min(initial=0) >= 0 else np.int16
         return values[classes].astype(dtype)
@@ -191,4 +210,5 @@ def load_predictor(
         plan=plan,
         inference=inference,
         postprocess=dict(meta.get("postprocess") or {}),
+        brain_mask=labels == BRAIN_MASK_LABELS,
     )
