@@ -44,6 +44,16 @@ class Decoder(nn.Module):
         return dict(self.stages.items()) if hasattr(self, "stages") else {}
 
 
+class SkipDecoder(Decoder):
+    """A U-Net decoder: ``stages`` (deepest first) each up-sample and merge the encoder skip of their level."""
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for skip, stage in zip(reversed(features[:-1]), self.stages.values(), strict=True):
+            x = stage(x, skip)
+        return x
+
+
 class NoDecoder(Decoder):
     """Decoder of encoder-only models (classification): passes on the deepest feature map."""
 

@@ -17,14 +17,13 @@ Sides must be multiples of 8 (as in the original, which always runs at 128^3).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from .base import Decoder, Encoder, StagedModel
+from .base import Encoder, SkipDecoder, StagedModel
 from .heads import SegmentationHead
 from .tf_graph import graph_constants, read_graph
 
@@ -127,7 +126,7 @@ class DeepBrainEncoder(Encoder):
         self.out_channels = (w[0], w[1], w[2], w[2])
 
 
-class DeepBrainDecoder(Decoder):
+class DeepBrainDecoder(SkipDecoder):
     def __init__(self):
         super().__init__()
         w = WIDTHS
@@ -139,12 +138,6 @@ class DeepBrainDecoder(Decoder):
             }
         )
         self.out_channels = w[0]
-
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = features[-1]
-        for skip, stage in zip(reversed(features[:-1]), self.stages.values(), strict=True):
-            x = stage(x, skip)
-        return x
 
 
 class DeepBrainUNet(StagedModel):

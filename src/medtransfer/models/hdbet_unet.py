@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from .base import Decoder, Encoder, StagedModel
+from .base import Encoder, SkipDecoder, StagedModel
 from .heads import SegmentationHead
 from .loading import resolve_state_dict
 
@@ -163,7 +163,7 @@ class HDBetEncoder(Encoder):
         self.out_channels = tuple(w)
 
 
-class HDBetDecoder(Decoder):
+class HDBetDecoder(SkipDecoder):
     def __init__(self):
         super().__init__()
         w = [BASE * 2**i for i in range(5)]
@@ -173,12 +173,6 @@ class HDBetDecoder(Decoder):
         levels["dec1"] = DecoderLevel(UpModule(w[1], w[0]), LocalizationModule(w[1], w[1], 3, OUTER_SLOPE))
         self.stages = nn.ModuleDict(levels)
         self.out_channels = w[1]
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        x = features[-1]
-        for skip, stage in zip(reversed(features[:-1]), self.stages.values(), strict=True):
-            x = stage(x, skip)
-        return x
 
 
 class HDBetUNet(StagedModel):

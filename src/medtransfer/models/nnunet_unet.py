@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, did_you_mean
-from .base import Decoder, Encoder, NoDecoder, StagedModel
+from .base import Decoder, Encoder, NoDecoder, SkipDecoder, StagedModel
 from .blocks import check_spatial_dims, pad_to
 from .heads import HeadKind, build_head, parse_head, resolve_out_channels
 from .unet import encoder_stage_names
@@ -204,7 +204,7 @@ class UpStage(nn.Module):
         return self.convs(torch.cat((pad_to(self.transpconv(x), skip), skip), 1))
 
 
-class NnUNetDecoder(Decoder):
+class NnUNetDecoder(SkipDecoder):
     """``dec{n-1}`` (from the bottleneck) ... ``dec1`` (to full resolution): nnU-Net's ``UNetDecoder``."""
 
     def __init__(self, layers: Layers, widths, kernels, strides, n_per_stage):
@@ -219,12 +219,6 @@ class NnUNetDecoder(Decoder):
             }
         )
         self.out_channels = widths[0]
-
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = features[-1]
-        for skip, stage in zip(reversed(features[:-1]), self.stages.values(), strict=True):
-            x = stage(x, skip)
-        return x
 
 
 class NnUNet(StagedModel):

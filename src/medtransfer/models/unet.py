@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Decoder, Encoder, NoDecoder, StagedModel
+from .base import Decoder, Encoder, NoDecoder, SkipDecoder, StagedModel
 from .blocks import DoubleConv, Norm, check_spatial_dims, conv_transpose, max_pool, pad_to, parse_norm
 from .heads import HeadKind, build_head, parse_head, resolve_out_channels
 
@@ -65,7 +65,7 @@ class UpBlock(nn.Module):
         return self.block(torch.cat([x, skip], dim=1))
 
 
-class UNetDecoder(Decoder):
+class UNetDecoder(SkipDecoder):
     """``dec{L}`` ... ``dec1``: each up-samples one level and merges the encoder skip of that level."""
 
     def __init__(self, spatial_dims: int, widths: Sequence[int], norm: Norm):
@@ -75,12 +75,6 @@ class UNetDecoder(Decoder):
             {f"dec{i}": UpBlock(spatial_dims, widths[i], widths[i - 1], widths[i - 1], norm) for i in levels}
         )
         self.out_channels = widths[0]
-
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = features[-1]
-        for skip, stage in zip(reversed(features[:-1]), self.stages.values(), strict=True):
-            x = stage(x, skip)
-        return x
 
 
 class UNet(StagedModel):
