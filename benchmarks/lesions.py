@@ -25,7 +25,7 @@ from medtransfer.data.layouts import load_dataset
 from medtransfer.experiments.evaluate_cell import lesion_match_rule, score, summarize_rows
 from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.infer import load_predictor
-from medtransfer.infer.postprocess import component_sizes
+from medtransfer.infer.postprocess import MIN_COMPONENT_KEY, apply_postprocess, component_sizes, tune_min_component
 from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, compute_lesion_detection
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,13 +85,18 @@ def run_target(name: str, root: Path, work: Path, recipe: Path, seed: int, overr
     train_s = time.perf_counter() - start
     summary = json.loads((out / "summary.json").read_text())
     predictor = load_predictor(out, checkpoint="last", device="cpu", precision="fp32")
+    chosen = predictor.postprocess.get(MIN_COMPONENT_KEY) or 0.0
+    val_f1 = predictor.postprocess.get("val_lesion_f1")
+    predictor.postprocess = {}  # raw predictions first: the test F1 of every candidate size is a diagnostic
     dataset = load_dataset(data)
-    rows, preds, refs = [], [], []
+    rows, preds, refs, raws = [], [], [], []
     start = time.perf_counter()
     for case_id in summary["test_cases"]:
         case = dataset.get(case_id)
-        pred = predictor.predict(load_nifti(case.images[0], dtype="float32"), source=case_id)
+        raw = predictor.predict(load_nifti(case.images[0], dtype="float32"), source=case_id)
         ref = load_nifti(case.label)
+        pred = apply_postprocess(raw, ref.spacing[:3], {MIN_COMPONENT_KEY: chosen})
+        raws.append(raw > 0)
         ref_labels = np.rint(ref.array).astype(np.int64)
         rows.append(score(pred, ref_labels, ref.spacing[:3], 1, {"surface_dice": False}, True))
         preds.append(pred > 0)
@@ -105,8 +110,11 @@ def run_target(name: str, root: Path, work: Path, recipe: Path, seed: int, overr
         **{k: metrics.get(f"lesion_{k}") for k in ("detection_rate", "precision", "f1", "fp_per_case")},
         "lesions": int(sum(r["lesion_n_ref"] for r in rows)),
         "recall_by_volume": recall_by_volume(preds, refs, float(np.prod(ref.spacing[:3])) / 1000.0),
-        "min_component_mm3": predictor.postprocess.get("min_component_mm3"),
-        "val_lesion_f1_by_min_mm3": predictor.postprocess.get("val_lesion_f1"),
+        "min_component_mm3": chosen,
+        "val_lesion_f1_by_min_mm3": val_f1,
+        "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": tune_min_component(
+            raws, refs, float(np.prod(ref.spacing[:3]))
+        )[1],
         "history": _history(out),
         "train_cases": summary["labelled_cases"],
         "val_cases": summary["val_cases"],

@@ -12,6 +12,7 @@ from medtransfer.finetune.data import PreparedCase, SliceDataset
 from medtransfer.infer.postprocess import (
     apply_postprocess,
     check_min_component,
+    lesion_size_cap,
     remove_small_components,
     tune_min_component,
 )
@@ -95,6 +96,39 @@ def test_tuning_picks_the_size_with_the_best_validation_f1():
     best, scores = tune_min_component([pred], [ref], voxel_volume_mm3=8.0, candidates=(0, 2, 3, 5, 20))
     assert best == 24.0  # 3 voxels of 8 mm³
     assert scores == pytest.approx({"0": 4 / 7, "16": 0.8, "24": 1.0, "40": 2 / 3, "160": 0.0})
+
+
+def test_tuning_never_chooses_a_size_above_the_training_lesion_cap():
+    ref = np.zeros((10, 10, 4), bool)
+    ref[1:4, 1:4, 1:3] = True  # 18 voxels
+    ref[6:8, 6:8, 1] = True  # 4 voxels
+    pred = ref.copy()
+    pred[0, 9, 0] = pred[9, 0, 3] = True
+    pred[5, 0:2, 3] = True
+    # same case as above: the best F1 (1.0) is at 3 voxels = 24 mm³; a cap of 20 mm³ allows 0 and 16 only
+    best, scores = tune_min_component([pred], [ref], 8.0, candidates=(0, 2, 3, 5, 20), max_mm3=20.0)
+    assert best == 16.0
+    assert scores["24"] == 1.0  # still reported
+    # a validation set that cannot tell the sizes apart (nothing found: F1 0 everywhere) -> the largest allowed
+    empty = np.zeros_like(pred)
+    best, scores = tune_min_component([empty], [ref], 8.0, candidates=(0, 2, 3, 5, 20), max_mm3=30.0)
+    assert set(scores.values()) == {0.0}
+    assert best == 24.0
+    # without a cap the smallest of the tied sizes is kept (the old rule)
+    assert tune_min_component([empty], [ref], 8.0, candidates=(0, 2, 3, 5, 20))[0] == 0.0
+
+
+def test_lesion_size_cap_is_half_the_5th_percentile_of_training_lesion_volumes():
+    a = np.zeros((12, 12, 12), bool)
+    a[0:2, 0:2, 0:2] = True  # 8 voxels
+    a[5:8, 5:8, 5:8] = True  # 27 voxels
+    b = np.zeros((6, 6, 6), bool)
+    b[0, 0, 0:4] = True  # 4 voxels
+    # volumes in mm³: a at 1 mm³/voxel -> 8, 27; b at 8 mm³/voxel -> 32; sorted 8, 27, 32
+    # 5th percentile (linear): 8 + 0.05 * 2 * (27 - 8) = 9.9; half: 4.95
+    assert lesion_size_cap([a, b], [1.0, 8.0]) == pytest.approx(4.95)
+    assert lesion_size_cap([np.zeros((3, 3, 3), bool)], [1.0]) is None
+    assert lesion_size_cap([], []) is None
 
 
 def test_min_component_option_is_checked():

@@ -24,7 +24,7 @@ import yaml
 from ..data.layouts import CaseDataset, load_dataset
 from ..data.preprocess import PreprocessConfig
 from ..errors import ConfigError
-from ..infer.postprocess import MIN_COMPONENT_KEY, tune_min_component
+from ..infer.postprocess import MIN_COMPONENT_KEY, lesion_size_cap, tune_min_component
 from ..train.augment import create_augment
 from ..train.batches import StepBatchSampler, TrainBatches
 from ..train.checkpointing import CheckpointManager
@@ -134,7 +134,9 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         finish=ctx.is_main,
     )
     if ctx.is_main and config.min_component_mm3 == "auto":
-        tune_postprocess(fitted.result, dataset, selection.val_ids)
+        # the training labels bound the size (whole labelled scans only: a slice budget's user has no 3D lesions)
+        train_ids = [] if config.every_kth_slice else selection.labelled_ids
+        tune_postprocess(fitted.result, dataset, selection.val_ids, train_ids)
     if ctx.is_main:
         _write_summary(out, config, fitted, selection, time.perf_counter() - start)
     barrier(ctx)
@@ -149,13 +151,16 @@ def _sampler(config: FinetuneConfig, train_cfg: TrainConfig, train_data, ctx) ->
     return StepBatchSampler(len(train_data), *args)
 
 
-def tune_postprocess(result, dataset: CaseDataset, val_ids) -> None:
+def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=()) -> None:
     """Tune the minimum component size on the validation cases and store it in the run's checkpoints.
 
     Each checkpoint (best, last) predicts the validation scans as ``medtransfer predict`` would (its mirroring and
     2.5D stacking), and :func:`~medtransfer.infer.postprocess.tune_min_component` picks the size with the highest
-    lesion F1; ``meta["postprocess"]`` then records it, the candidates' F1 and the cases, and every later prediction
-    from that checkpoint applies it.  Without validation cases nothing is removed.
+    lesion F1, never above :func:`~medtransfer.infer.postprocess.lesion_size_cap` of the training labels
+    (``train_ids``: half the 5th percentile of their lesion volumes; a handful of validation scans holds a few
+    lesions, too few to be trusted to say that components of a size the training lesions have are noise).
+    ``meta["postprocess"]`` then records the size, the cap, the candidates' F1 and the cases, and every later
+    prediction from that checkpoint applies it.  Without validation cases nothing is removed.
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..data.io import load_nifti
@@ -164,6 +169,8 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids) -> None:
     if not val_ids:
         logger.warning("min_component_mm3: auto needs validation cases; no post-processing")
         return
+    train_labels = [load_nifti(dataset.get(c).label) for c in train_ids]
+    cap = lesion_size_cap([np.rint(t.array) > 0 for t in train_labels], [np.prod(t.spacing[:3]) for t in train_labels])
     cases = [dataset.get(c) for c in val_ids]
     refs = [load_nifti(c.label) for c in cases]
     images = [[load_nifti(p, dtype="float32") for p in c.images] for c in cases]
@@ -171,11 +178,22 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids) -> None:
         predictor = load_predictor(path, device="cpu", precision="fp32")
         preds = [predictor.predict(v if len(v) > 1 else v[0]) > 0 for v in images]
         volume = float(np.prod(refs[0].spacing[:3]))
-        size, scores = tune_min_component(preds, [np.rint(r.array) > 0 for r in refs], volume)
+        size, scores = tune_min_component(preds, [np.rint(r.array) > 0 for r in refs], volume, max_mm3=cap)
         ckpt = load_checkpoint(path)
-        ckpt["meta"]["postprocess"] = {MIN_COMPONENT_KEY: size, "tuned_on": list(val_ids), "val_lesion_f1": scores}
+        ckpt["meta"]["postprocess"] = {
+            MIN_COMPONENT_KEY: size,
+            "tuned_on": list(val_ids),
+            "val_lesion_f1": scores,
+            "max_mm3_from_training_lesions": None if cap is None else round(cap, 3),
+        }
         save_checkpoint(path, ckpt)
-        logger.info("%s: min component %g mm³ (validation lesion F1 %s)", path.name, size, scores)
+        logger.info(
+            "%s: min component %g mm³ (at most %s from the training lesions; validation lesion F1 %s)",
+            path.name,
+            size,
+            "-" if cap is None else f"{cap:g}",
+            scores,
+        )
 
 
 def resolved_config(

@@ -97,12 +97,28 @@ def check_min_component(value: Any, name: str = "min_component_mm3") -> float | 
     return number
 
 
+def lesion_size_cap(labels: Sequence[np.ndarray], voxel_volumes_mm3: Sequence[float]) -> float | None:
+    """The largest minimum component size (mm³) the training labels allow: half the 5th percentile of their lesion
+    volumes (26-connected components of the foreground, each measured in its own scan's voxels).
+
+    Removing components that a twentieth of the training lesions are smaller than, with a factor two for
+    under-segmented lesions, would delete true lesions; below this size, removal can only trade noise.  ``None``
+    when the labels hold no lesion.
+    """
+    volumes = [component_sizes(mask)[1] * float(v) for mask, v in zip(labels, voxel_volumes_mm3, strict=True)]
+    pooled = np.concatenate(volumes) if volumes else np.zeros(0)
+    if pooled.size == 0:
+        return None
+    return 0.5 * float(np.percentile(pooled, 5))
+
+
 def tune_min_component(
     preds: Sequence[np.ndarray],
     refs: Sequence[np.ndarray],
     voxel_volume_mm3: float,
     candidates: Sequence[int] = CANDIDATE_VOXELS,
     iou_threshold: float | None = None,
+    max_mm3: float | None = None,
 ) -> tuple[float, dict[str, float]]:
     """The minimum component volume (mm³) that maximises the pooled lesion F1 of ``preds`` against ``refs``.
 
@@ -112,16 +128,21 @@ def tune_min_component(
         candidates: minimum sizes to try, in voxels.
         iou_threshold: the lesion-matching rule (:func:`medtransfer.metrics.lesions.compute_lesion_detection`;
             default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`).
+        max_mm3: the largest size allowed (:func:`lesion_size_cap` of the training labels); larger candidates are
+            scored (reported) but never chosen.  When every allowed candidate scores the same F1 (a validation set
+            that cannot tell them apart, e.g. no lesion found at all), the largest allowed one is chosen: the
+            training labels' prior is then the only evidence.
 
     Returns:
-        ``(min_mm3, f1_by_candidate)``: the smallest candidate with the highest F1 (lesion counts summed over the
-        cases before the ratio), and the F1 of every candidate keyed by its volume in mm³.
+        ``(min_mm3, f1_by_candidate)``: the smallest allowed candidate with the highest F1 (lesion counts summed
+        over the cases before the ratio), and the F1 of every candidate keyed by its volume in mm³.
     """
     from ..metrics.lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
 
     iou = DEFAULT_LESION_IOU if iou_threshold is None else iou_threshold
     scores: dict[str, float] = {}
     best, best_f1 = 0.0, -1.0
+    allowed: list[float] = []
     for voxels in sorted(candidates):
         stats = LesionStats.concatenate(
             [
@@ -133,6 +154,11 @@ def tune_min_component(
         f1 = 0.0 if not math.isfinite(f1) else f1
         volume = round(voxels * voxel_volume_mm3, 3)
         scores[f"{volume:g}"] = f1
+        if max_mm3 is not None and volume > max_mm3:
+            continue
+        allowed.append(volume)
         if f1 > best_f1:
             best, best_f1 = volume, f1
+    if max_mm3 is not None and allowed and len({scores[f"{v:g}"] for v in allowed}) == 1:
+        best = allowed[-1]
     return best, scores
