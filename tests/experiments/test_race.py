@@ -142,7 +142,7 @@ def test_summary_of_a_two_arm_race():
     assert summary.pvalue == pytest.approx(min(1.0, stats.wilcoxon(d).pvalue * 3))  # exact 2 / 2**8, times 3 rounds
     assert (summary.cells_spent, summary.cells_full) == (2, 6)
     assert race_sentence(summary) == (
-        f"**full** won the race after 1 rounds: +0.040 Dice over scratch (95% CI {d.mean() - half:+.3f} to "
+        f"**full** won the race after 1 round: +0.040 Dice over scratch (95% CI {d.mean() - half:+.3f} to "
         f"{d.mean() + half:+.3f}; n = 8), race-adjusted p = 0.023; 2 of 6 cells (33% of the full grid). "
         "Dropped: scratch in round 1 (p = 0.023)."
     )
@@ -155,7 +155,7 @@ def test_budget_spent_is_undecided_and_nan_cases_are_left_out():
     assert state.rounds[-1].n_cases == 2  # c1 has no value for a
     summary = summarize_race(state)
     assert (summary.leader, summary.winner, summary.n) == ("a", None, 2)
-    assert "undecided after all 1 rounds" in race_sentence(summary)
+    assert "undecided after 1 round (no rounds left)" in race_sentence(summary)
     assert json.loads(json.dumps(state.to_dict(), allow_nan=False))["scores"]["a"][1] is None  # strict JSON
 
 

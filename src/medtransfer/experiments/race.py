@@ -423,14 +423,15 @@ def race_sentence(summary: RaceSummary, metric: str = "Dice") -> str:
         if summary.runner_up
         else "no other arm"
     )
+    rounds = f"{summary.rounds} round{'' if summary.rounds == 1 else 's'}"
     head = {
-        RaceStatus.WINNER: f"**{summary.leader}** won the race after {summary.rounds} rounds: {margin}, "
+        RaceStatus.WINNER: f"**{summary.leader}** won the race after {rounds}: {margin}, "
         f"race-adjusted p = {summary.pvalue:.2g}",
-        RaceStatus.EQUIVALENT: f"the arms left are equivalent after {summary.rounds} rounds (TOST, race-adjusted "
+        RaceStatus.EQUIVALENT: f"the arms left are equivalent after {rounds} (TOST, race-adjusted "
         f"p = {summary.pvalue:.2g}); **{summary.leader}** leads by {margin}",
-        RaceStatus.BUDGET_SPENT: f"undecided after all {summary.rounds} rounds: **{summary.leader}** leads by "
+        RaceStatus.BUDGET_SPENT: f"undecided after {rounds} (no rounds left): **{summary.leader}** leads by "
         f"{margin}, race-adjusted p = {summary.pvalue:.2g}",
-        RaceStatus.RUNNING: f"running after {summary.rounds} rounds: **{summary.leader}** leads by {margin}",
+        RaceStatus.RUNNING: f"running after {rounds}: **{summary.leader}** leads by {margin}",
     }[summary.status]
     return f"{head}; {compute}.{dropped}"
 
