@@ -223,15 +223,13 @@ def link_cases(cases: Sequence[str], source: Path, suffix: str, out: Path) -> Pa
 # ---------------------------------------------------------------------------------------------- the arms
 def run_medtransfer(dataset: Path, domain: str, recipe: Path, budget_s: float, work: Path) -> dict[str, Any]:
     """Probe, train for the budget, predict the test scans and evaluate; returns scores, seconds and the split."""
-    from medtransfer.data.layouts import load_dataset
-    from medtransfer.experiments.cells import train_subjects
     from medtransfer.finetune import FinetuneConfig
     from medtransfer.train.config import TrainConfig
 
     config = FinetuneConfig.from_yaml(recipe, data=str(dataset), out=str(work / "run"))
-    n_train = len(train_subjects({"finetune": config.to_dict()}, load_dataset(dataset), domain))
+    # every training subject of the split is labelled: the recipe file says n_labelled: all (see run())
     common = ["--init", "none", "--config", recipe, "--data", dataset, "--target-domain", domain]
-    common += ["--n-labelled", n_train, "--cache-dir", work / "cache"]
+    common += ["--cache-dir", work / "cache"]
     work.mkdir(parents=True)
     probe_s = run_step(
         medtransfer("finetune", *common, "--epochs", 2, "--steps-per-epoch", PROBE_STEPS, "--out", work / "probe"),
@@ -473,7 +471,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         work.mkdir(parents=True, exist_ok=True)
         root = root or build_data(args, work)
-        (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        # the medtransfer arm labels every training subject, as nnU-Net does
+        (work / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "n_labelled": "all"}, sort_keys=False))
         start = time.perf_counter()
         results = {target: run_target(args, root, target, work / "recipe.yaml", work) for target in args.targets}
         return report(args, recipe, results, time.perf_counter() - start)

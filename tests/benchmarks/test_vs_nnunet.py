@@ -206,3 +206,37 @@ def test_launcher_registers_the_time_budget_trainer_where_nnunet_finds_it(launch
     assert issubclass(trainer, nnUNetTrainer)
     # nnU-Net records its constructor's arguments through the subclass's signature: it must be the base's
     assert "__init__" not in vars(trainer)
+
+
+def test_the_medtransfer_arm_trains_every_training_subject_and_predicts_the_test_scans(vs, tmp_path):
+    # the arm end to end through medtransfer's CLI (probe, budgeted run, predict), on a tiny dataset and budget
+    import yaml
+    from testkit import blob_dataset
+
+    data = blob_dataset(tmp_path / "blobs", n=10)
+    recipe = {
+        "model": "unet",
+        "model_config": {"spatial_dims": 2, "features": 4, "depth": 2},
+        "n_labelled": "all",
+        "test_fraction": 0.4,
+        "val_fraction": 0.2,
+        "max_val_cases": 1,
+        "train": {
+            "epochs": 2,
+            "steps_per_epoch": 3,
+            "batch_size": 4,
+            "lr": 0.01,
+            "optimizer": "adam",
+            "precision": "fp32",
+            "progress": False,
+        },
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    ours = vs.run_medtransfer(data, "a", tmp_path / "recipe.yaml", 2.0, tmp_path / "arm")
+    cases_a = {f"c{i}" for i in range(1, 10, 2)}  # domain a: the odd cases
+    assert set(ours["test_cases"]) | set(ours["labelled_cases"]) | set(ours["val_cases"]) == cases_a
+    assert len(ours["test_cases"]) == 2 and len(ours["val_cases"]) == 1
+    assert len(ours["labelled_cases"]) == 2  # n_labelled: all = every subject not held out
+    assert sorted(p.name for p in (tmp_path / "arm" / "predictions").iterdir()) == sorted(
+        f"{c}.nii.gz" for c in ours["test_cases"]
+    )
