@@ -211,6 +211,7 @@ def test_launcher_registers_the_time_budget_trainer_where_nnunet_finds_it(launch
 def test_the_medtransfer_arm_trains_every_training_subject_and_predicts_the_test_scans(vs, tmp_path):
     # the arm end to end through medtransfer's CLI (probe, budgeted run, predict), on a tiny dataset and budget
     import yaml
+
     from testkit import blob_dataset
 
     data = blob_dataset(tmp_path / "blobs", n=10)
