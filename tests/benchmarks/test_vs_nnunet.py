@@ -236,7 +236,8 @@ def test_the_medtransfer_arm_trains_every_training_subject_and_predicts_the_test
     ours = vs.run_medtransfer(data, "a", tmp_path / "recipe.yaml", 2.0, tmp_path / "arm")
     cases_a = {f"c{i}" for i in range(1, 10, 2)}  # domain a: the odd cases
     assert set(ours["test_cases"]) | set(ours["labelled_cases"]) | set(ours["val_cases"]) == cases_a
-    assert len(ours["test_cases"]) == 2 and len(ours["val_cases"]) == 1
+    assert len(ours["test_cases"]) == 2
+    assert len(ours["val_cases"]) == 1
     assert len(ours["labelled_cases"]) == 2  # n_labelled: all = every subject not held out
     assert sorted(p.name for p in (tmp_path / "arm" / "predictions").iterdir()) == sorted(
         f"{c}.nii.gz" for c in ours["test_cases"]
