@@ -13,11 +13,12 @@ def _cells(size, tmp_path):
     return expand_grid(parse_grid(demo_grid(Path("bench"), size), "demo"), tmp_path)
 
 
-def test_full_demo_grid_has_four_strategies_two_budgets_two_seeds_two_targets(tmp_path):
+def test_full_demo_grid_has_four_strategies_two_budgets_four_seeds_two_targets(tmp_path):
     cells = _cells(FULL, tmp_path)
     contenders = [c for c in cells if c.axes["strategy"] not in ("baseline", "oracle")]
     assert {c.axes["strategy"] for c in contenders} == {"scratch", "full", "first_k:1", "last_k:1"}
-    assert len(contenders) == 2 * 4 * 2 * 2  # targets x strategies x budgets x seeds
+    assert len(contenders) == 2 * 4 * 2 * 4  # targets x strategies x budgets x seeds
+    assert FULL.seeds == (0, 1, 2, 3)  # two seeds left a verdict that flipped between CPU kernels (demo.py)
     by_target = {t: {c.axes["budget"] for c in contenders if c.axes["target"] == t} for t in ("brain", "anatomy")}
     assert by_target == {"brain": {"n1_k4", "n1"}, "anatomy": {"n1", "n3"}}
     # a domain shift for brain extraction, a task shift (same scanner) for anatomy; no lesion target (see LESIONS_NOTE)
