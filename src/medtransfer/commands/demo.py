@@ -10,7 +10,8 @@ def add_parser(subparsers) -> None:
         "demo",
         help="the main job: build brainshift, run a small grid, write a report",
         description="Build a small brainshift, train a source-domain model, run scratch / full / first_k / last_k "
-        "at two label budgets and two seeds on a domain-shift pair (brain extraction) and a lesion target, and "
+        "at two label budgets and four seeds on a domain-shift pair (brain extraction) and a task shift (brain "
+        "anatomy), and "
         "write OUT/report/report.html. Resumable: a rerun reuses the build and every finished cell.",
     )
     parser.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
