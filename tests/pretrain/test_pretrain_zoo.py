@@ -44,10 +44,15 @@ def _mini_brainshift(root: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures(one_thread.__name__)
-def test_zoo_writes_six_sources_and_scratch(tmp_path):
+def test_zoo_writes_six_sources_and_scratch(tmp_path, caplog):
     data = _mini_brainshift(tmp_path / "brainshift")
     options = dict(size=16, epochs=1, steps_per_epoch=2, batch_size=4, progress=False, device="cpu")
-    summary = build_zoo(tmp_path / "zoo", data, model_config=dict(TINY_MODEL), **options)
+    with caplog.at_level("WARNING", logger="medtransfer.pretrain.sources"):
+        summary = build_zoo(tmp_path / "zoo", data, model_config=dict(TINY_MODEL), **options)
+    # the MRI sources warn that they read every case: a target fine-tuned and tested on this build would leak
+    leaks = [r.getMessage() for r in caplog.records if "seen in pretraining" in r.getMessage()]
+    assert any("Dataset002_Anatomy" in m and "segmentation" in m and "labels included" in m for m in leaks)
+    assert any("Dataset001_BrainExtraction" in m and "self-supervised" in m and "images only" in m for m in leaks)
     expected = {f"{d}_{t}" for d in ("natural", "mri") for t in ("classification", "segmentation", "restoration")}
     assert set(summary) == expected | {"scratch"}
     assert json.loads((tmp_path / "zoo" / "zoo.json").read_text()) == summary

@@ -191,6 +191,13 @@ def _mri(kind: str, data: Path, size: int, count: int, seed: int, domains: Seque
         source = SourceData(scale_unit(arrays["images"]), arrays["labels"].astype(np.int64), names, desc)
         return _subsample(source, count, seed)
     folder = _dataset_folder(data, ANATOMY_FOLDER if kind == "segmentation" else IMAGES_FOLDER)
+    log.warning(
+        "%s: the MRI %s source reads every case of this dataset (%s); fine-tune and test on another build or on "
+        "subjects it does not hold, or the test scans will have been seen in pretraining",
+        folder,
+        "self-supervised" if kind == "ssl" else kind,
+        "labels included" if kind == "segmentation" else "images only",
+    )
     return mri_slices(folder, size=size, count=count, seed=seed, domains=domains, with_labels=kind == "segmentation")
 
 
