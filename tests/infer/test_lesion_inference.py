@@ -109,6 +109,8 @@ def test_tuning_never_chooses_a_size_above_the_training_lesion_cap():
     best, scores = tune_min_component([pred], [ref], 8.0, candidates=(0, 2, 3, 5, 20), max_mm3=20.0)
     assert best == 16.0
     assert scores["24"] == 1.0  # still reported
+    # a cap above the best size changes nothing: the best allowed F1 wins, not the largest allowed size (40)
+    assert tune_min_component([pred], [ref], 8.0, candidates=(0, 2, 3, 5, 20), max_mm3=50.0)[0] == 24.0
     # a validation set that cannot tell the sizes apart (nothing found: F1 0 everywhere) -> the largest allowed
     empty = np.zeros_like(pred)
     best, scores = tune_min_component([empty], [ref], 8.0, candidates=(0, 2, 3, 5, 20), max_mm3=30.0)
