@@ -1,13 +1,15 @@
 """Lesion recipe benchmark: train configs/recipes/lesion_recipe.yaml from scratch on a brainshift build, print JSON.
 
-Builds (or reuses) a 16-subject siemens_3t brainshift build of stroke and MS lesions, trains the recipe on the
+Builds (or reuses) a 16-subject siemens_3t brainshift build of stroke and MS lesions (at 1 mm: the recipe resamples
+to its working spacing, 1.5 mm), trains the recipe on the
 non-test scans of the demo's split (test_fraction 0.5, split_seed 0: 8 test scans; 6 training + 2 validation),
 predicts the 8 test scans as ``medtransfer predict`` does and scores them with the grid cell's scoring
 (:func:`medtransfer.experiments.evaluate_cell.score`, lesions matched at IoU >= 0.1, 26-connected).  Prints Dice,
 lesion recall / precision / F1, false positives per scan, per-lesion recall by reference volume, seconds and
 pass/fail against issue 16's targets.
 
-    OMP_NUM_THREADS=1 python benchmarks/lesions.py --seed 11 [--spacing 2] [--targets stroke ms] [--work DIR]
+    OMP_NUM_THREADS=1 python benchmarks/lesions.py --seed 23 [--spacing 1] [--targets stroke ms] [--work DIR]
+        [--init SOURCE.pt]   # fine-tune a pretrained source (e.g. from `medtransfer pretrain zoo`) instead
 """
 
 from __future__ import annotations
@@ -73,13 +75,22 @@ def recall_by_volume(preds: list[np.ndarray], refs: list[np.ndarray], voxel_cc: 
     ]
 
 
-def run_target(name: str, root: Path, work: Path, recipe: Path, seed: int, overrides: dict) -> dict:
+def run_target(
+    name: str, root: Path, work: Path, recipe: Path, seed: int, overrides: dict, init: Path | None = None
+) -> dict:
     target, folder, thresholds = TARGETS[name]
     data = root / folder
     out = work / f"run_{name}_seed{seed}"
     start = time.perf_counter()
     config = FinetuneConfig.from_yaml(
-        recipe, data=str(data), out=str(out), init=None, target_domain=DOMAIN, n_labelled="all", seed=0, **overrides
+        recipe,
+        data=str(data),
+        out=str(out),
+        init=str(init) if init else None,
+        target_domain=DOMAIN,
+        n_labelled="all",
+        seed=0,
+        **overrides,
     )
     run_finetune(config, resume=True)
     train_s = time.perf_counter() - start
@@ -105,6 +116,7 @@ def run_target(name: str, root: Path, work: Path, recipe: Path, seed: int, overr
     metrics = summarize_rows(rows)
     result = {
         "target": target,
+        "init": str(init) if init else "none (scratch)",
         "dice": metrics.get("dice"),
         "per_case_dice": [round(float(r["dice"] or 0.0), 3) for r in rows],
         **{k: metrics.get(f"lesion_{k}") for k in ("detection_rate", "precision", "f1", "fp_per_case")},
@@ -136,17 +148,22 @@ def _history(out: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True, help="seed of the brainshift build")
-    parser.add_argument("--spacing", type=float, default=2.0, help="working spacing of the build in mm")
+    parser.add_argument(
+        "--spacing", type=float, default=1.0, help="spacing of the build in mm (the recipe resamples to its own)"
+    )
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=["stroke", "ms"])
     parser.add_argument("--recipe", type=Path, default=REPO / "configs" / "recipes" / "lesion_recipe.yaml")
     parser.add_argument("--work", type=Path, default=Path("lesion-benchmark"), help="builds and run folders")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="fine-tune this source checkpoint (strategy full) instead of scratch"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick checks)")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     start = time.perf_counter()
     root = build(args.work, args.seed, args.spacing, args.targets)
     overrides = {"train": {"epochs": args.epochs}} if args.epochs else {}
-    results = {t: run_target(t, root, args.work, args.recipe, args.seed, overrides) for t in args.targets}
+    results = {t: run_target(t, root, args.work, args.recipe, args.seed, overrides, args.init) for t in args.targets}
     report = {
         "build": {"seed": args.seed, "spacing_mm": args.spacing, "subjects": 16, "domain": DOMAIN, "path": str(root)},
         "recipe": str(args.recipe),

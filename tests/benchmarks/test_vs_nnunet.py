@@ -165,6 +165,7 @@ def test_the_lesion_rule_states_the_overlap_threshold(vs):
 
 
 def test_default_recipe_is_the_shipped_lesion_recipe(vs):
+    from medtransfer.data.preprocess import PreprocessConfig
     from medtransfer.finetune import FinetuneConfig
 
     recipe = vs.default_recipe()
@@ -174,6 +175,8 @@ def test_default_recipe_is_the_shipped_lesion_recipe(vs):
     config = FinetuneConfig.from_dict(recipe, data="d", out="o")  # a finetune mapping the CLI's --config accepts
     assert config.init is None
     assert config.strategy == "scratch"
+    # works at 1.5 mm whatever the build's spacing (MS lesions of ~10 voxels at 2 mm were mostly missed)
+    assert PreprocessConfig.from_dict(config.preprocess).target_spacing == (1.5, 1.5, 1.5)
 
 
 def test_load_recipe_names_the_file_and_the_bad_train_key(vs, tmp_path):

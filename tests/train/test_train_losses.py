@@ -11,6 +11,7 @@ from monai.losses import DiceLoss as MonaiDice
 
 from medtransfer.errors import ConfigError
 from medtransfer.train import create_loss, list_losses
+from medtransfer.train.losses import BlobDiceLoss, blob_components
 
 
 def test_bce_hand_value():
@@ -54,6 +55,72 @@ def test_ce_equals_torch_cross_entropy():
 
 
 def test_registry_unknown_name_suggests():
-    assert list_losses() == ["bce", "ce", "dice", "dice_ce"]
+    assert list_losses() == ["bce", "blob_dice_ce", "ce", "dice", "dice_ce"]
     with pytest.raises(ConfigError, match="dice_ce"):
         create_loss("dice_cee")
+
+
+def _logits(probabilities: list[float], shape: tuple[int, ...]) -> torch.Tensor:
+    p = torch.tensor(probabilities, dtype=torch.float64)
+    return torch.log(p / (1 - p)).float().reshape(shape)
+
+
+def test_blob_components_are_numbered_across_the_batch():
+    labels = torch.tensor([[[1, 0, 2, 2]], [[0, 0, 0, 1]]])  # two classes in sample 0 are one foreground each
+    assert blob_components(labels).tolist() == [[[1, 0, 2, 2]], [[0, 0, 0, 3]]]
+    diagonal = torch.tensor([[[1, 0], [0, 1]]])  # 8-connected in 2D: one blob
+    assert int(blob_components(diagonal).max()) == 1
+
+
+def test_blob_dice_hand_values():
+    # sample 0: probabilities 0.5 0.2 0.8 0.6, reference 1 0 1 1 -> blobs {0} (size 1) and {2, 3} (size 2);
+    # the background of the sample holds 0.2.  Blob 1: 2*0.5 / (0.5 + 0.2 + 1) ; blob 2: 2*1.4 / (1.4 + 0.2 + 2).
+    one = _logits([0.5, 0.2, 0.8, 0.6], (1, 1, 1, 4))
+    labels = torch.tensor([1, 0, 1, 1]).reshape(1, 1, 4)
+    blob1, blob2 = 1.0 / 1.7, 2.8 / 3.6
+    assert float(create_loss("dice", smooth=0.0)(one, labels)) != pytest.approx(1 - (blob1 + blob2) / 2)
+    assert float(BlobDiceLoss(smooth=0.0)(one, labels)) == pytest.approx(1 - (blob1 + blob2) / 2, rel=1e-6)
+    # sample 1 (all 0.5, one blob at the end): its own background (1.5), not sample 0's, enters its blob's Dice
+    two = torch.cat([one, torch.zeros(1, 1, 1, 4)])
+    labels2 = torch.cat([labels, torch.tensor([0, 0, 0, 1]).reshape(1, 1, 4)])
+    blob3 = 1.0 / (0.5 + 1.5 + 1)
+    assert float(BlobDiceLoss(smooth=0.0)(two, labels2)) == pytest.approx(1 - (blob1 + blob2 + blob3) / 3, rel=1e-6)
+
+
+def test_blob_dice_softmax_uses_one_minus_background():
+    # two channels: foreground probability = 1 - softmax[:, 0]; logits (0, log 4) -> p_fg = 0.8
+    logits = torch.zeros(1, 2, 1, 2)
+    logits[0, 1] = math.log(4.0)
+    labels = torch.tensor([1, 0]).reshape(1, 1, 2)
+    assert float(BlobDiceLoss(smooth=0.0)(logits, labels)) == pytest.approx(1 - 1.6 / (0.8 + 0.8 + 1), rel=1e-6)
+
+
+def test_blob_dice_ce_weights_and_empty_batches():
+    logits = torch.randn(2, 2, 6, 6, requires_grad=True)
+    labels = torch.zeros(2, 6, 6, dtype=torch.long)
+    labels[0, 1:3, 1:3] = 1
+    labels[1, 4, 4] = 1
+    total = create_loss("blob_dice_ce", blob_weight=0.5)(logits, labels)
+    expected = create_loss("dice_ce")(logits, labels) + 0.5 * BlobDiceLoss()(logits, labels)
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+    total.backward()
+    assert logits.grad is not None
+    assert float(logits.grad.abs().sum()) > 0
+    empty = torch.zeros(2, 6, 6, dtype=torch.long)
+    assert float(BlobDiceLoss()(logits, empty)) == 0.0
+    assert float(create_loss("blob_dice_ce")(logits, empty)) == pytest.approx(
+        float(create_loss("dice_ce")(logits, empty))
+    )
+
+
+def test_blob_dice_weighs_a_small_lesion_like_a_large_one():
+    # a prediction that finds a 16-voxel lesion and misses a 1-voxel one: batch Dice barely notices the miss,
+    # blob Dice loses half its value
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, :4, :4] = 1
+    labels[0, 7, 7] = 1
+    p = torch.full((1, 1, 8, 8), 1e-4)
+    p[0, 0, :4, :4] = 1 - 1e-4
+    logits = torch.log(p / (1 - p))
+    assert float(create_loss("dice", smooth=0.0)(logits, labels)) < 0.04
+    assert float(BlobDiceLoss(smooth=0.0)(logits, labels)) == pytest.approx(0.5, abs=0.01)

@@ -20,10 +20,10 @@ seeds, averaged per scan, because the paired tests count scans, not training run
 ATEN_CPU_CAPABILITY=avx2), i.e. it was a property of two training runs; with four, both give the same winner
 in every setting.
 
-Lesion targets are not in the demo: the lesion recipe (configs/recipes/lesion_recipe.yaml, ~8.5 CPU-minutes per
-run at 2 mm) does not fit its 15 minutes, and the 3 mm, 500-step training that would fit learns noise (Dice
-< 0.1); ``benchmarks/lesions.py`` measures the recipe.  ``quick`` shrinks everything (fewer subjects, 4 mm
-voxels, shorter training) to finish in about three minutes on two cores.
+Lesion targets are not in the demo: the lesion recipe (configs/recipes/lesion_recipe.yaml, ~10 CPU-minutes per
+run at its 1.5 mm working spacing) does not fit its 15 minutes, and the 3 mm, 500-step training that would fit
+learns noise (Dice < 0.1); ``benchmarks/lesions.py`` measures the recipe.  ``quick`` shrinks everything (fewer
+subjects, 4 mm voxels, shorter training) to finish in about three minutes on two cores.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ TASK_DOMAIN = SOURCE_DOMAIN  # the task shift keeps the scanner: only the target
 TARGETS = {"brain": "Dataset001_BrainExtraction", "anatomy": "Dataset002_Anatomy"}
 TASK_TARGET = "anatomy"
 LESIONS_NOTE = (
-    "lesion targets are not in the demo: the lesion recipe (configs/recipes/lesion_recipe.yaml) needs about 8.5 "
+    "lesion targets are not in the demo: the lesion recipe (configs/recipes/lesion_recipe.yaml) needs about 10 "
     "CPU-minutes per run and the training that fits the demo's time learns noise; benchmarks/lesions.py measures it"
 )
 
