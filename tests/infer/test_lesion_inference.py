@@ -118,6 +118,12 @@ def test_tuning_never_chooses_a_size_above_the_training_lesion_cap():
     assert best == 24.0
     # without a cap the smallest of the tied sizes is kept (the old rule)
     assert tune_min_component([empty], [ref], 8.0, candidates=(0, 2, 3, 5, 20))[0] == 0.0
+    # a plateau of the best F1: 3 and 4 voxels both remove every false positive and keep the 4-voxel lesion
+    # (F1 1.0), 5 voxels removes it too (2/3).  With a cap the larger tied size (32 mm³) wins, without it the smaller
+    best, scores = tune_min_component([pred], [ref], 8.0, candidates=(0, 2, 3, 4, 5, 20), max_mm3=50.0)
+    assert (scores["24"], scores["32"], scores["40"]) == (1.0, 1.0, pytest.approx(2 / 3))
+    assert best == 32.0
+    assert tune_min_component([pred], [ref], 8.0, candidates=(0, 2, 3, 4, 5, 20))[0] == 24.0
 
 
 def test_lesion_size_cap_is_half_the_5th_percentile_of_training_lesion_volumes():

@@ -129,13 +129,14 @@ def tune_min_component(
         iou_threshold: the lesion-matching rule (:func:`medtransfer.metrics.lesions.compute_lesion_detection`;
             default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`).
         max_mm3: the largest size allowed (:func:`lesion_size_cap` of the training labels); larger candidates are
-            scored (reported) but never chosen.  When every allowed candidate scores the same F1 (a validation set
-            that cannot tell them apart, e.g. no lesion found at all), the largest allowed one is chosen: the
-            training labels' prior is then the only evidence.
+            scored (reported) but never chosen.  With a cap, several sizes tied at the best F1 (a validation set
+            that cannot tell them apart: two scans holding a few large lesions, or no lesion found at all) give
+            the largest of them: between them the training labels' prior is the only evidence, and it says true
+            lesions are larger than the cap.  Without a cap the smallest tied size is kept.
 
     Returns:
-        ``(min_mm3, f1_by_candidate)``: the smallest allowed candidate with the highest F1 (lesion counts summed
-        over the cases before the ratio), and the F1 of every candidate keyed by its volume in mm³.
+        ``(min_mm3, f1_by_candidate)``: the allowed candidate with the highest F1 (lesion counts summed over the
+        cases before the ratio; ties as above), and the F1 of every candidate keyed by its volume in mm³.
     """
     from ..metrics.lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
 
@@ -157,8 +158,7 @@ def tune_min_component(
         if max_mm3 is not None and volume > max_mm3:
             continue
         allowed.append(volume)
-        if f1 > best_f1:
+        # with a cap, ties go to the larger size (the training lesions say true lesions are larger than the cap)
+        if f1 > best_f1 or (max_mm3 is not None and f1 == best_f1):
             best, best_f1 = volume, f1
-    if max_mm3 is not None and allowed and len({scores[f"{v:g}"] for v in allowed}) == 1:
-        best = allowed[-1]
     return best, scores
