@@ -1,4 +1,7 @@
-"""Lesion recipe benchmark: train configs/recipes/lesion_recipe.yaml from scratch on a brainshift build, print JSON.
+"""Lesion recipe benchmark: train the lesion recipes from scratch on a brainshift build, print JSON.
+
+Stroke uses configs/recipes/lesion_recipe.yaml, MS configs/recipes/ms_lesion_recipe.yaml (the same keys with the
+blob loss); ``--recipe`` makes every target use one file.
 
 Builds (or reuses) a 16-subject siemens_3t brainshift build of stroke and MS lesions (at 1 mm: the recipe resamples
 to its working spacing, 1.5 mm), trains the recipe on the
@@ -34,6 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 TARGETS = {
     "stroke": ("stroke_lesion", "Dataset004_StrokeLesion", {"dice": 0.45, "lesion_f1": 0.55}),
     "ms": ("ms_lesion", "Dataset003_MSLesion", {"lesion_f1": 0.45}),
+}
+RECIPES = {
+    "stroke": REPO / "configs" / "recipes" / "lesion_recipe.yaml",
+    "ms": REPO / "configs" / "recipes" / "ms_lesion_recipe.yaml",
 }
 DOMAIN = "siemens_3t"
 VOLUME_BINS_CC = (0.0, 0.03, 0.1, 0.3, 1.0, 10.0, float("inf"))
@@ -152,7 +159,9 @@ def main() -> None:
         "--spacing", type=float, default=1.0, help="spacing of the build in mm (the recipe resamples to its own)"
     )
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=["stroke", "ms"])
-    parser.add_argument("--recipe", type=Path, default=REPO / "configs" / "recipes" / "lesion_recipe.yaml")
+    parser.add_argument(
+        "--recipe", type=Path, default=None, help="one recipe for every target (default: each target's, RECIPES)"
+    )
     parser.add_argument("--work", type=Path, default=Path("lesion-benchmark"), help="builds and run folders")
     parser.add_argument(
         "--init", type=Path, default=None, help="fine-tune this source checkpoint (strategy full) instead of scratch"
@@ -163,10 +172,11 @@ def main() -> None:
     start = time.perf_counter()
     root = build(args.work, args.seed, args.spacing, args.targets)
     overrides = {"train": {"epochs": args.epochs}} if args.epochs else {}
-    results = {t: run_target(t, root, args.work, args.recipe, args.seed, overrides, args.init) for t in args.targets}
+    recipes = {t: args.recipe or RECIPES[t] for t in args.targets}
+    results = {t: run_target(t, root, args.work, recipes[t], args.seed, overrides, args.init) for t in args.targets}
     report = {
         "build": {"seed": args.seed, "spacing_mm": args.spacing, "subjects": 16, "domain": DOMAIN, "path": str(root)},
-        "recipe": str(args.recipe),
+        "recipes": {t: str(r.relative_to(REPO) if r.is_relative_to(REPO) else r) for t, r in recipes.items()},
         "lesion_match": lesion_match_rule(DEFAULT_LESION_IOU),
         "results": results,
         "pass": all(r["pass"] for r in results.values()),
