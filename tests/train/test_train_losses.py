@@ -124,3 +124,18 @@ def test_blob_dice_weighs_a_small_lesion_like_a_large_one():
     logits = torch.log(p / (1 - p))
     assert float(create_loss("dice", smooth=0.0)(logits, labels)) < 0.04
     assert float(BlobDiceLoss(smooth=0.0)(logits, labels)) == pytest.approx(0.5, abs=0.01)
+
+
+def test_blob_dice_pairs_each_blob_with_its_own_sample_past_an_empty_one():
+    # samples 0 and 2 hold blobs, sample 1 none: each blob's Dice uses its own sample's background
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 5, 5)
+    labels = torch.zeros(3, 5, 5, dtype=torch.long)
+    labels[0, 1, 1] = labels[0, 3, 3] = labels[2, 2, 2] = 1
+    p = torch.sigmoid(logits[:, 0])
+    dices = []
+    for sample, y, x in ((0, 1, 1), (0, 3, 3), (2, 2, 2)):
+        inside, background = p[sample, y, x], (p[sample] * (labels[sample] == 0)).sum()
+        dices.append(2 * inside / (inside + background + 1))
+    expected = 1 - float(torch.stack(dices).mean())
+    assert float(BlobDiceLoss(smooth=0.0)(logits, labels)) == pytest.approx(expected, rel=1e-6)

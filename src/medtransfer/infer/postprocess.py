@@ -143,7 +143,6 @@ def tune_min_component(
     iou = DEFAULT_LESION_IOU if iou_threshold is None else iou_threshold
     scores: dict[str, float] = {}
     best, best_f1 = 0.0, -1.0
-    allowed: list[float] = []
     for voxels in sorted(candidates):
         stats = LesionStats.concatenate(
             [
@@ -157,7 +156,6 @@ def tune_min_component(
         scores[f"{volume:g}"] = f1
         if max_mm3 is not None and volume > max_mm3:
             continue
-        allowed.append(volume)
         # with a cap, ties go to the larger size (the training lesions say true lesions are larger than the cap)
         if f1 > best_f1 or (max_mm3 is not None and f1 == best_f1):
             best, best_f1 = volume, f1

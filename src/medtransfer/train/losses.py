@@ -6,6 +6,7 @@ With one output channel the problem is binary (sigmoid); with ``C > 1`` it is mu
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -101,9 +102,8 @@ def blob_components(labels: torch.Tensor) -> torch.Tensor:
     offset = 0
     for b in range(fg.shape[0]):
         components, n = ndimage.label(fg[b], structure=structure)
-        if n:
-            out[b] = torch.from_numpy(components.astype("int64")) + torch.from_numpy(components > 0) * offset
-            offset += n
+        out[b] = torch.from_numpy(np.where(components > 0, components + offset, 0).astype("int64"))
+        offset += n
     return out.to(labels.device)
 
 
@@ -137,11 +137,11 @@ class BlobDiceLoss(nn.Module):
         inside = torch.zeros(n_blobs + 1, device=fg.device).index_add(0, flat_blobs.flatten(), flat_fg.flatten())
         size = torch.bincount(flat_blobs.flatten(), minlength=n_blobs + 1).float()
         background = (flat_fg * (flat_blobs == 0)).sum(1)  # per sample
-        sample_of_blob = torch.zeros(n_blobs + 1, dtype=torch.long, device=fg.device)
-        sample_of_blob[flat_blobs.flatten()] = (
-            torch.arange(fg.shape[0], device=fg.device)[:, None].expand_as(flat_blobs).flatten()
-        )
-        i, s, bg = inside[1:], size[1:], background[sample_of_blob[1:]]
+        # blobs are numbered sample by sample, so each sample's highest number (carried over empty samples) ends its run
+        last = torch.cummax(flat_blobs.max(1).values, 0).values
+        counts = torch.diff(last, prepend=last.new_zeros(1))
+        sample_of_blob = torch.repeat_interleave(torch.arange(fg.shape[0], device=fg.device), counts)
+        i, s, bg = inside[1:], size[1:], background[sample_of_blob]
         dice = (2 * i + self.smooth) / (i + bg + s + self.smooth)
         return 1 - dice.mean()
 
