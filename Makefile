@@ -6,9 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medtransfer-installed
 DEMO_OUT ?= demo-output
+DEMO_LESIONS_OUT ?= demo-lesions-output
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-quick test test-fast setup data-packages test-packages real-sources lint clean
+.PHONY: demo demo-quick demo-lesions test test-fast setup data-packages test-packages real-sources lint clean
 
 setup: $(STAMP) data-packages
 
@@ -37,6 +38,9 @@ demo: setup
 demo-quick: setup
 	$(BIN)/medtransfer demo --quick --out $(DEMO_OUT)
 
+demo-lesions: setup
+	$(BIN)/medtransfer demo --lesions --out $(DEMO_LESIONS_OUT)
+
 test: setup test-packages
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
@@ -48,4 +52,4 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_LESIONS_OUT) .pytest_cache

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from medtransfer.cli import main
-from medtransfer.experiments.demo import FULL, QUICK, demo_grid
+from medtransfer.experiments.demo import (
+    FULL,
+    LESION_FULL,
+    LESION_QUICK,
+    LESION_RECIPE,
+    QUICK,
+    demo_grid,
+    lesion_demo_grid,
+)
 from medtransfer.experiments.spec import expand_grid, parse_grid
 
 
@@ -35,7 +43,7 @@ def test_full_demo_grid_has_four_strategies_two_budgets_four_seeds_two_targets(t
     assert all("max_test_cases" not in c.config["eval"] for c in cells)
     assert {c.config["finetune"]["test_fraction"] for c in cells} == {0.75}
     assert round(FULL.subjects_per_domain * FULL.test_fraction) == 24
-    assert "lesion targets are not in the demo" in demo_grid(Path("bench"), FULL)["description"]
+    assert "lesion targets are not in this demo" in demo_grid(Path("bench"), FULL)["description"]
 
 
 def test_quick_demo_is_smaller(tmp_path):
@@ -48,3 +56,24 @@ def test_demo_cli_rejects_bad_workers(tmp_path, capsys):
     assert main(["demo", "--workers", "0", "--out", str(tmp_path / "d")]) == 2
     assert "--workers" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_lesion_demo_grid_runs_the_ms_recipe_for_every_trained_arm(tmp_path):
+    cells = expand_grid(parse_grid(lesion_demo_grid(Path("bench"), LESION_FULL), "demo_lesions"), tmp_path)
+    assert sorted(c.axes["strategy"] for c in cells) == sorted(["baseline", "scratch", "full", "first_k:1", "last_k:1"])
+    assert {c.axes["target"] for c in cells} == {"ms_lesion"}
+    assert {c.axes["domain_pair"] for c in cells} == {"siemens_3t->siemens_3t"}
+    for cell in cells:
+        finetune = cell.config["finetune"]
+        assert finetune["train"] == LESION_RECIPE["train"], cell.id
+        assert {k: v for k, v in finetune.items() if k in LESION_RECIPE} == LESION_RECIPE, cell.id
+        assert cell.axes["budget"] == "nall"  # every training scan of the split
+    source = cells[0].config["sources"]["source_domain"]
+    assert source["target"] == "brain"  # brain extraction from the same scanner, the recipe's network and spacing
+    assert source["finetune"]["min_component_mm3"] is None
+    assert round(LESION_FULL.subjects * LESION_RECIPE["test_fraction"]) == 8  # the recipe's 8 test scans
+
+
+def test_quick_lesion_demo_is_smaller():
+    assert LESION_QUICK.subjects < LESION_FULL.subjects
+    assert LESION_QUICK.epochs * LESION_QUICK.steps_per_epoch < LESION_FULL.epochs * LESION_FULL.steps_per_epoch

@@ -40,3 +40,23 @@ def test_demo_quick_learns_and_reports(tmp_path, capsys):
 
     assert main(["demo", "--quick", "--out", str(out)]) == 0  # a rerun reuses every finished cell
     assert "'ran': 0" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_lesion_demo_quick_runs_every_arm_and_reports_lesion_precision(tmp_path, capsys):
+    out = tmp_path / "lesions"
+    assert main(["demo", "--lesions", "--quick", "--out", str(out)]) == 0
+    markdown = (out / "report" / "report.md").read_text()
+    assert "lesion F1" in markdown
+    summaries = [json.loads(p.read_text()) for p in (out / "results" / "demo_lesions").rglob("summary.json")]
+    cells = {s["axes"]["strategy"]: s for s in summaries if "cell_id" in s}
+    assert set(cells) == {"baseline", "scratch", "full", "first_k:1", "last_k:1"}
+    assert all(s["status"] == "done" for s in cells.values())
+    # the baseline is the brain-extraction source as is: it marks the whole brain, which overlaps every lesion
+    # without matching one (IoU >= 0.1), so lesion precision and F1 say what the Dice says
+    cases = cells["baseline"]["result"]["per_case"]
+    assert cases
+    assert all(c["lesion_precision"] < 0.2 and c["lesion_f1"] < 0.3 for c in cases)
+    assert cells["baseline"]["result"]["metrics"]["dice"] < 0.2
+    assert (out / "results" / "demo_lesions" / "_sources").is_dir()
+    assert "report:" in capsys.readouterr().out

@@ -37,3 +37,9 @@ def test_zoetmulder_lesion_cells_use_the_recipes(tmp_path):
             assert finetune[key] == recipe[key], key
     anatomy = next(c for c in cells if c.id.startswith("anatomy/")).config["finetune"]
     assert "preprocess" not in anatomy
+
+
+def test_the_lesion_demo_runs_the_ms_recipe():
+    from medtransfer.experiments.demo import LESION_RECIPE
+
+    assert _recipe("ms_lesion_recipe.yaml") == LESION_RECIPE
