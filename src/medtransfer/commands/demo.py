@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
         "at two label budgets and four seeds on a domain-shift pair (brain extraction) and a task shift (brain "
         "anatomy), and "
         "write OUT/report/report.html. Resumable: a rerun reuses the build and every finished cell. With --lesions: "
-        "the lesion setting instead (MS lesions with the MS lesion recipe, about 25 minutes on 2 cores).",
+        "the lesion setting instead (MS lesions with the MS lesion recipe, about 20 minutes on 2 cores).",
     )
     parser.add_argument(
         "--out", default=None, help="output folder (default: demo-output; with --lesions demo-lesions-output)"
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
         "--lesions",
         action="store_true",
         help="the lesion setting: MS lesions, the MS lesion recipe, scratch / full / first_k:1 / last_k:1 from a "
-        "brain-extraction source (about 25 minutes on 2 cores)",
+        "brain-extraction source (about 20 minutes on 2 cores)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller everything (about 3 minutes on 2 cores)")
     parser.add_argument("--workers", type=int, default=2, help="cells run in parallel (default 2)")

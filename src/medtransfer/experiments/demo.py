@@ -26,7 +26,7 @@ that would fit learns noise (Dice < 0.1).  ``medtransfer demo --lesions`` (:func
 setting on its own: MS lesions on ``siemens_3t`` (16 subjects at 1 mm, the recipe's split: 6 training + 2
 validation scans, 8 test scans), a brain-extraction source trained on the same scanner with the recipe's network,
 and scratch / full / first_k:1 / last_k:1 with the recipe (plus ``baseline``, the source as is: the brain mask
-scored as lesions, the detection rate that precision and F1 expose); about 25 minutes on two cores.  ``quick``
+scored as lesions, the detection rate that precision and F1 expose); about 20 minutes on two cores.  ``quick``
 shrinks everything (fewer subjects, 4 mm voxels, shorter training) to finish in about three minutes on two cores.
 """
 
@@ -48,7 +48,7 @@ TASK_TARGET = "anatomy"
 LESIONS_NOTE = (
     "lesion targets are not in this demo: the lesion recipe (configs/recipes/ms_lesion_recipe.yaml) needs about 10 "
     "CPU-minutes per run and the training that fits the demo's time learns noise; medtransfer demo --lesions runs "
-    "it on MS lesions (about 25 minutes)"
+    "it on MS lesions (about 20 minutes)"
 )
 
 
