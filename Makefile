@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medtransfer-installed
 DEMO_OUT ?= demo-output
+DEMO_QUICK_OUT ?= demo-quick-output
 DEMO_LESIONS_OUT ?= demo-lesions-output
 PYTEST_ARGS ?=
 
@@ -36,7 +37,7 @@ demo: setup
 	$(BIN)/medtransfer demo --out $(DEMO_OUT)
 
 demo-quick: setup
-	$(BIN)/medtransfer demo --quick --out $(DEMO_OUT)
+	$(BIN)/medtransfer demo --quick --out $(DEMO_QUICK_OUT)
 
 demo-lesions: setup
 	$(BIN)/medtransfer demo --lesions --out $(DEMO_LESIONS_OUT)
@@ -52,4 +53,4 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_LESIONS_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_QUICK_OUT) $(DEMO_LESIONS_OUT) .pytest_cache

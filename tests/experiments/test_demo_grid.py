@@ -77,3 +77,26 @@ def test_lesion_demo_grid_runs_the_ms_recipe_for_every_trained_arm(tmp_path):
 def test_quick_lesion_demo_is_smaller():
     assert LESION_QUICK.subjects < LESION_FULL.subjects
     assert LESION_QUICK.epochs * LESION_QUICK.steps_per_epoch < LESION_FULL.epochs * LESION_FULL.steps_per_epoch
+
+
+def test_lesion_demo_refuses_a_folder_holding_the_other_demo(tmp_path, capsys):
+    out = tmp_path / "demo-output"
+    out.mkdir()
+    grid = out / "grid.yaml"
+    grid.write_text("name: demo\n")
+    assert main(["demo", "--lesions", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "grid.yaml" in err
+    assert "another --out" in err
+    assert grid.read_text() == "name: demo\n"  # nothing of the other run is touched
+    assert sorted(p.name for p in out.iterdir()) == ["grid.yaml"]
+
+
+def test_demo_refuses_a_build_of_another_size(tmp_path, capsys):
+    out = tmp_path / "d"
+    (out / "brainshift-lesions").mkdir(parents=True)
+    (out / "brainshift-lesions" / ".demo-lesions-built").write_text(f"{LESION_QUICK}\n")
+    assert main(["demo", "--lesions", "--out", str(out)]) == 2  # the full demo must not report the quick build
+    assert "another size" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "brainshift-lesions").iterdir()) == [".demo-lesions-built"]
+    assert not (out / "grid.yaml").exists()

@@ -27,7 +27,7 @@ setting on its own: MS lesions on ``siemens_3t`` (16 subjects at 1 mm, the recip
 validation scans, 8 test scans), a brain-extraction source trained on the same scanner with the recipe's network,
 and scratch / full / first_k:1 / last_k:1 with the recipe (plus ``baseline``, the source as is: the brain mask
 scored as lesions, the detection rate that precision and F1 expose); about 20 minutes on two cores.  ``quick``
-shrinks everything (fewer subjects, 4 mm voxels, shorter training) to finish in about three minutes on two cores.
+shrinks everything (fewer subjects, 4 mm voxels, shorter training): a smoke run of under a minute on two cores.
 """
 
 from __future__ import annotations
@@ -208,8 +208,7 @@ def build_demo_benchmark(out: Path, size: DemoSize, workers: int) -> Path:
     from ..utils import write_text_atomic
 
     marker = out / ".demo-built"
-    if marker.is_file():
-        log.info("reusing the benchmark in %s", out)
+    if _reuse(marker, size):
         return out
     common = {"subjects_per_domain": size.subjects_per_domain, "spacing": size.spacing, "workers": workers}
     build_benchmark(BenchmarkConfig(out, targets=("anatomy",), domains=(TASK_DOMAIN,), sources=False, **common))
@@ -222,14 +221,34 @@ def build_demo_benchmark(out: Path, size: DemoSize, workers: int) -> Path:
     return out
 
 
+def _reuse(marker: Path, size: Any) -> bool:
+    """Whether a finished build (its marker file) can be reused: only one of the same size, else a clear error
+    (a quick build reused by the full demo would be reported as the full demo)."""
+    if not marker.is_file():
+        return False
+    built = marker.read_text().strip()
+    if built != f"{size}":
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"{marker.parent}: holds a demo build of another size ({marker.name}: {built}; this run needs {size}); "
+            "choose another --out (or remove that folder)"
+        )
+    log.info("reusing the benchmark in %s", marker.parent)
+    return True
+
+
 def run_demo(out: str | Path = "demo-output", *, quick: bool = False, workers: int = 2) -> DemoResult:
     """Build, run and report the demo into ``out`` (see the module docstring); resumable."""
     start = time.perf_counter()
     out = Path(out).absolute()
     size = QUICK if quick else FULL
+    _check_out(out, "demo")
     log.info("[1/3] building brainshift (%s) in %s", "quick" if quick else "full", out / "brainshift")
     benchmark = build_demo_benchmark(out / "brainshift", size, workers)
-    return _run_and_report(out, benchmark, demo_grid(benchmark, size), "medtransfer demo", workers, start)
+    return _run_and_report(
+        out, benchmark, demo_grid(benchmark, size), title="medtransfer demo", workers=workers, start=start
+    )
 
 
 # --- the lesion setting: `medtransfer demo --lesions` -------------------------------------------------------------
@@ -326,7 +345,7 @@ def lesion_demo_grid(benchmark: Path, size: LesionDemoSize) -> dict[str, Any]:
                 "source_domain": {
                     "domain": "{source_domain}",
                     "target": LESION_SOURCE_TARGET,
-                    # brain extraction: no lesion post-processing, no mirroring, no lesion slice oversampling
+                    # brain extraction: no lesion post-processing, no mirroring, no brain-slice oversampling
                     "finetune": {
                         "train": source_train,
                         "min_component_mm3": None,
@@ -355,8 +374,7 @@ def build_lesion_benchmark(out: Path, size: LesionDemoSize, workers: int) -> Pat
     from ..utils import write_text_atomic
 
     marker = out / ".demo-lesions-built"
-    if marker.is_file():
-        log.info("reusing the benchmark in %s", out)
+    if _reuse(marker, size):
         return out
     build_benchmark(
         BenchmarkConfig(
@@ -375,17 +393,44 @@ def build_lesion_benchmark(out: Path, size: LesionDemoSize, workers: int) -> Pat
 
 def run_lesion_demo(out: str | Path = "demo-lesions-output", *, quick: bool = False, workers: int = 2) -> DemoResult:
     """Build, run and report the lesion demo into ``out`` (see the module docstring); resumable."""
+    start = time.perf_counter()
     size = LESION_QUICK if quick else LESION_FULL
     out = Path(out).absolute()
+    _check_out(out, "demo_lesions")
     log.info("[1/3] building brainshift lesions (%s) in %s", "quick" if quick else "full", out / "brainshift-lesions")
-    start = time.perf_counter()
     benchmark = build_lesion_benchmark(out / "brainshift-lesions", size, workers)
     return _run_and_report(
-        out, benchmark, lesion_demo_grid(benchmark, size), "medtransfer demo: MS lesions", workers, start
+        out,
+        benchmark,
+        lesion_demo_grid(benchmark, size),
+        title="medtransfer demo: MS lesions",
+        workers=workers,
+        start=start,
     )
 
 
-def _run_and_report(out: Path, benchmark: Path, raw: dict, title: str, workers: int, start: float) -> DemoResult:
+def _check_out(out: Path, name: str) -> None:
+    """Refuse an output folder that holds the other demo (its grid.yaml and report would be overwritten)."""
+    import yaml
+
+    grid = out / "grid.yaml"
+    if not grid.is_file():
+        return
+    try:
+        other = (yaml.safe_load(grid.read_text()) or {}).get("name")
+    except (yaml.YAMLError, AttributeError):
+        other = None
+    if other != name:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"{grid}: this folder holds another run (grid {other!r}), not the {name!r} demo; choose another --out"
+        )
+
+
+def _run_and_report(
+    out: Path, benchmark: Path, raw: dict[str, Any], *, title: str, workers: int, start: float
+) -> DemoResult:
     import yaml
 
     from ..report import ReportOptions, build_report
