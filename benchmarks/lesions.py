@@ -30,8 +30,9 @@ from medtransfer.data.layouts import load_dataset
 from medtransfer.experiments.evaluate_cell import lesion_match_rule, score, summarize_rows
 from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.infer import load_predictor
-from medtransfer.infer.postprocess import MIN_COMPONENT_KEY, apply_postprocess, component_sizes, tune_min_component
-from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, compute_lesion_detection
+from medtransfer.infer.postprocess import MIN_COMPONENT_KEY, apply_postprocess, tune_min_component
+from medtransfer.metrics.lesions import DEFAULT_LESION_IOU
+from medtransfer.metrics.lesions import recall_by_volume as lesion_recall_by_volume
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {
@@ -63,19 +64,16 @@ def build(work: Path, seed: int, spacing: float, targets: list[str]) -> Path:
     return build_benchmark(config)
 
 
-def recall_by_volume(preds: list[np.ndarray], refs: list[np.ndarray], voxel_cc: float) -> list[dict]:
-    """Per-lesion recall in reference-volume bins: each bin's lesions alone are matched against the whole prediction
-    (a lesion's detection depends only on it and the predicted components: the rule of ``metrics/lesions.py``)."""
-    detected = np.zeros(len(VOLUME_BINS_CC) - 1, dtype=int)
-    total = np.zeros_like(detected)
+def recall_by_volume(preds: list[np.ndarray], refs: list[np.ndarray], spacing) -> list[dict]:
+    """Per-lesion recall in reference-volume bins, summed over the cases (``metrics.lesions.recall_by_volume``, the
+    rule of the grid cell, with this benchmark's finer bins)."""
+    edges_mm3 = [v * 1000.0 for v in VOLUME_BINS_CC]
+    total = np.zeros(len(VOLUME_BINS_CC) - 1, dtype=int)
+    detected = np.zeros_like(total)
     for pred, ref in zip(preds, refs, strict=True):
-        labels, sizes = component_sizes(ref)
-        bins = np.digitize(sizes * voxel_cc, VOLUME_BINS_CC) - 1
-        for b in np.unique(bins):
-            keep = np.concatenate([[False], bins == b])[labels]
-            stats = compute_lesion_detection(pred[None, None], keep[None, None], iou_threshold=DEFAULT_LESION_IOU)
-            detected[b] += int(stats.tp.sum())
-            total[b] += int(stats.n_ref.sum())
+        counts = lesion_recall_by_volume(pred, ref, spacing, edges_mm3, iou_threshold=DEFAULT_LESION_IOU)
+        total += [n for n, _ in counts.values()]
+        detected += [d for _, d in counts.values()]
     return [
         {"volume_cc": f"{lo:g}-{hi:g}", "lesions": int(n), "detected": int(d), "recall": (d / n if n else None)}
         for lo, hi, n, d in zip(VOLUME_BINS_CC[:-1], VOLUME_BINS_CC[1:], total, detected, strict=True)
@@ -128,7 +126,7 @@ def run_target(
         "per_case_dice": [round(float(r["dice"] or 0.0), 3) for r in rows],
         **{k: metrics.get(f"lesion_{k}") for k in ("detection_rate", "precision", "f1", "fp_per_case")},
         "lesions": int(sum(r["lesion_n_ref"] for r in rows)),
-        "recall_by_volume": recall_by_volume(preds, refs, float(np.prod(ref.spacing[:3])) / 1000.0),
+        "recall_by_volume": recall_by_volume(preds, refs, ref.spacing[:3]),
         "min_component_mm3": chosen,
         "val_lesion_f1_by_min_mm3": val_f1,
         "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": tune_min_component(

@@ -162,6 +162,34 @@ def test_cell_summary_pools_the_lesion_counts(hand_cell):
     json.dumps(metrics, allow_nan=False)
 
 
+# Reference lesions by volume (2 mm³ voxels): split 16 voxels = 32 mm³ (0.03-0.1 ml, found); merged two of 16 mm³
+# (< 0.03 ml, both found); far_fp one of 16 mm³ (found); empty_pred one of 16 mm³ (missed).
+HAND_BINS = {
+    "split": {"0.03-0.1ml": (1, 1)},
+    "merged": {"lt0.03ml": (2, 2)},
+    "far_fp": {"lt0.03ml": (1, 1)},
+    "empty_ref": {},
+    "empty_pred": {"lt0.03ml": (1, 0)},
+    "both_empty": {},
+}
+
+
+def test_cell_rows_hold_recall_by_volume(hand_cell):
+    from medtransfer.metrics.lesions import volume_bin_columns
+
+    rows = _evaluate(hand_cell)
+    for case, expected in HAND_BINS.items():
+        for name, n_ref, tp in volume_bin_columns():
+            assert (rows[case][n_ref], rows[case][tp]) == expected.get(name, (0, 0)), (case, name)
+            assert isinstance(rows[case][n_ref], int)
+        assert sum(rows[case][tp] for _, _, tp in volume_bin_columns()) == rows[case]["lesion_tp"]
+    metrics = summarize_rows(list(rows.values()))
+    assert metrics["lesion_recall_lt0.03ml"] == pytest.approx(3 / 4)
+    assert metrics["lesion_recall_0.03-0.1ml"] == 1.0
+    pooled = {k for k in metrics if k.startswith("lesion_recall_")}
+    assert pooled == {"lesion_recall_lt0.03ml", "lesion_recall_0.03-0.1ml"}  # bins without a lesion: left out
+
+
 def test_any_overlap_rule_is_an_eval_option(hand_cell):
     """``lesion_iou: null`` is the >= 1 voxel rule; the split then counts both halves as matched, as before."""
     rows = _evaluate(hand_cell, {"lesion_iou": None})
@@ -196,6 +224,15 @@ def test_painting_the_whole_volume_detects_nothing_by_default():
     assert (gamed["lesion_detection_rate"], gamed["lesion_precision"], gamed["lesion_f1"]) == (1.0, 1.0, 1.0)
 
 
+BINS_MM3 = [
+    ("lt0.03ml", 0, 30),
+    ("0.03-0.1ml", 30, 100),
+    ("0.1-1ml", 100, 1000),
+    ("1-10ml", 1000, 10000),
+    ("ge10ml", 10000, math.inf),
+]
+
+
 def _scipy_lesions(pred: np.ndarray, ref: np.ndarray, iou: float | None) -> dict[str, float]:
     """An independent per-lesion matching with scipy.ndimage.label, one lesion at a time (26-connectivity)."""
     structure = np.ones((3, 3, 3), dtype=bool)
@@ -214,7 +251,20 @@ def _scipy_lesions(pred: np.ndarray, ref: np.ndarray, iou: float | None) -> dict
             tp += 1
             dice_sum += 2 * (lesion & union).sum() / (lesion.sum() + union.sum())
             hit.update(matched)
+    bins = {}  # reference lesions and detected ones per volume bin (1 mm³ voxels), counted one lesion at a time
+    for i in range(1, n_ref + 1):
+        lesion = ref_labels == i
+        volume = float(lesion.sum())
+        name = next(n for n, lo, hi in BINS_MM3 if lo <= volume < hi)
+        found = any(
+            iou is None or (lesion & (pred_labels == j)).sum() / (lesion | (pred_labels == j)).sum() >= iou
+            for j in set(np.unique(pred_labels[lesion]).tolist()) - {0}
+        )
+        n, d = bins.get(name, (0, 0))
+        bins[name] = (n + 1, d + int(found))
     return {
+        **{f"lesion_n_ref_{n}": bins.get(n, (0, 0))[0] for n, _, _ in BINS_MM3},
+        **{f"lesion_tp_{n}": bins.get(n, (0, 0))[1] for n, _, _ in BINS_MM3},
         "lesion_tp": tp,
         "lesion_fn": n_ref - tp,
         "lesion_fp": n_pred - len(hit),
@@ -228,7 +278,7 @@ def _scipy_lesions(pred: np.ndarray, ref: np.ndarray, iou: float | None) -> dict
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_per_lesion_matching_agrees_with_scipy_label(seed, iou):
     rng = np.random.default_rng(seed)
-    ref = ndimage.gaussian_filter(rng.normal(size=(20, 20, 12)), 1.5) > 0.12
+    ref = ndimage.gaussian_filter(rng.normal(size=(24, 24, 16)), 1.5) > 0.12
     pred = ndimage.gaussian_filter(rng.normal(size=ref.shape), 1.5) > 0.15
     pred = (ref & (rng.random(ref.shape) > 0.3)) | (pred & (rng.random(ref.shape) > 0.5))  # split, miss, add
     row = score(pred.astype(np.int64), ref.astype(np.int64), (1.0, 1.0, 1.0), 1, {"lesion_iou": iou}, True)
@@ -236,5 +286,6 @@ def test_per_lesion_matching_agrees_with_scipy_label(seed, iou):
     assert expected["lesion_n_ref"] >= 5  # the layout exercises misses, hits and false positives
     assert expected["lesion_tp"] >= 1
     assert expected["lesion_fp"] >= 1
+    assert sum(expected[f"lesion_n_ref_{n}"] > 0 for n, _, _ in BINS_MM3) >= 2  # lesions of several volume bins
     for key, value in expected.items():
         assert row[key] == (None if value is None else pytest.approx(value)), key

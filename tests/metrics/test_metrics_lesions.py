@@ -148,3 +148,44 @@ def test_iou_threshold_must_be_in_zero_one(bad):
         compute_lesion_detection(*_layout(), iou_threshold=bad)
     assert check_iou_threshold(None) is None
     assert check_iou_threshold(1) == 1.0
+
+
+def test_recall_by_volume_bins_by_mm3_with_the_lower_edge_inclusive():
+    from medtransfer.metrics.lesions import recall_by_volume
+
+    ref = np.zeros((30, 30, 30), dtype=bool)
+    ref[0:5, 0:5, 0:4] = True  # 100 voxels x 1 mm³ = 100 mm³: the 0.1-1 ml bin (low <= v < high)
+    ref[10:13, 10:13, 10:13] = True  # 27 mm³: under 0.03 ml
+    ref[20:30, 20:30, 20:30] = True  # 1000 mm³: 1-10 ml
+    pred = np.zeros_like(ref)
+    pred[0:5, 0:5, 0:4] = True  # found
+    pred[20:30, 20:30, 29] = True  # IoU 0.1 with the large one: found at IoU >= 0.1
+    counts = recall_by_volume(pred, ref, (1.0, 1.0, 1.0))
+    assert counts == {
+        "lt0.03ml": (1, 0),
+        "0.03-0.1ml": (0, 0),
+        "0.1-1ml": (1, 1),
+        "1-10ml": (1, 1),
+        "ge10ml": (0, 0),
+    }
+    assert recall_by_volume(pred, ref, (1.0, 1.0, 1.0), iou_threshold=0.2)["1-10ml"] == (1, 0)
+    # 2 mm voxels: every volume x 8: 216 mm³ (missed) and 800 mm³ (found) share 0.1-1 ml; 8000 mm³ stays 1-10 ml
+    coarse = recall_by_volume(pred, ref, (2.0, 2.0, 2.0))
+    assert (coarse["lt0.03ml"], coarse["0.1-1ml"], coarse["1-10ml"]) == ((0, 0), (2, 1), (1, 1))
+    tp = int(compute_lesion_detection(pred[None, None], ref[None, None], iou_threshold=0.1).tp[0, 0])
+    assert sum(d for _, d in counts.values()) == tp
+
+
+def test_recall_by_volume_empty_2d_and_bad_input():
+    from medtransfer.metrics.lesions import recall_by_volume
+
+    empty = np.zeros((8, 8, 4), dtype=bool)
+    assert set(recall_by_volume(empty, empty, (1, 1, 1)).values()) == {(0, 0)}
+    ref2d = np.zeros((8, 8), dtype=bool)
+    ref2d[1:3, 1:3] = True
+    by_area = recall_by_volume(ref2d, ref2d, (1.0, 1.0), (0.0, 5.0, math.inf))  # 2D: 4 mm², bins in mm²
+    assert by_area == {"lt0.005ml": (1, 1), "ge0.005ml": (0, 0)}
+    with pytest.raises(ConfigError, match="volume bins must start at 0 and increase"):
+        recall_by_volume(empty, empty, (1, 1, 1), (10.0, 5.0))
+    with pytest.raises(DataError, match="differ in shape"):
+        recall_by_volume(empty, np.zeros((8, 8, 5), bool), (1, 1, 1))

@@ -15,7 +15,7 @@ from medtransfer.experiments.evaluate_cell import score, summarize_rows
 from medtransfer.report.build import ReportOptions, create_report
 from medtransfer.report.html import render_html
 from medtransfer.report.results import load_results
-from medtransfer.report.tables import lesion_tables, zoetmulder_tables
+from medtransfer.report.tables import lesion_tables, lesion_volume_tables, zoetmulder_tables
 
 SHAPE = (16, 16, 8)
 N_CASES = 4
@@ -165,3 +165,34 @@ def test_a_detection_rate_cannot_decide_the_winner(results, tmp_path, capsys):
     assert err.startswith("error: --metric: lesion_detection_rate alone rewards painting everything")
     assert "use lesion_f1" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_lesion_recall_by_volume_table_from_the_grid_files(results):
+    """Every reference lesion of the fixture has 8 voxels of 1 mm³: one bin, counts summed over the 4 cases."""
+    (table,) = lesion_volume_tables(load_results(results).rows)
+    assert table.caption == "Lesion recall by volume, label budget n3, target stroke"
+    assert table.header == ("source task", "source domain", "strategy", "< 0.03 ml")
+    cells = {row[2]: row[3] for row in table.rows}
+    assert cells == {"baseline": "0/8 (0.00)", "full": "8/8 (1.00)", "scratch": "4/8 (0.50)"}
+    assert "IoU >= 0.1, 26-connected" in table.note
+
+
+def _bin_row(strategy: str, **counts) -> dict:
+    row = {"target": "stroke", "budget": "nall", "source": "none", "strategy": strategy, "seed": 0}
+    for name, (n_ref, tp) in counts.items():
+        row[f"lesion_n_ref_{name}"], row[f"lesion_tp_{name}"] = n_ref, tp
+    return row
+
+
+def test_lesion_recall_by_volume_pools_counts_and_drops_empty_bins():
+    rows = [
+        _bin_row("scratch", **{"lt0.03ml": (0, 0), "0.1-1ml": (3, 0), "ge10ml": (1, 1)}),
+        _bin_row("scratch", **{"lt0.03ml": (0, 0), "0.1-1ml": (1, 1), "ge10ml": (0, 0)}),
+        _bin_row("full", **{"lt0.03ml": (0, 0), "0.1-1ml": (4, 2), "ge10ml": (1, 1)}),
+    ]
+    (table,) = lesion_volume_tables(rows)
+    assert table.header[3:] == ("0.1-1 ml", ">= 10 ml")  # no reference lesion under 0.03 ml: no column
+    cells = {row[2]: row[3:] for row in table.rows}
+    assert cells["scratch"] == ("1/4 (0.25)", "1/1 (1.00)")
+    assert cells["full"] == ("2/4 (0.50)", "1/1 (1.00)")
+    assert lesion_volume_tables([{k: v for k, v in rows[0].items() if "_n_ref_" not in k}]) == []

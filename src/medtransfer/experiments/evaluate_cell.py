@@ -3,7 +3,8 @@
 The scores come from :mod:`medtransfer.metrics` (:func:`~medtransfer.metrics.evaluation.evaluate_case`, the
 function ``medtransfer evaluate`` uses), so a cell's numbers and ``medtransfer evaluate``'s agree.  Lesion
 targets get every ``lesion_*`` column of that function (counts, volumes, detection rate = lesion recall,
-precision, F1, Dice of detected lesions, count and volume error) and ``lesion_match``, the overlap rule in words.
+precision, F1, Dice of detected lesions, count and volume error, and per reference-volume bin the reference and
+detected lesion counts ``lesion_n_ref_<bin>`` / ``lesion_tp_<bin>``) and ``lesion_match``, the overlap rule in words.
 Values that are undefined (NaN: e.g. F1 of a case without reference and predicted lesions) are ``None``, so
 the rows are strict JSON.  Predictions are the run's as ``medtransfer predict`` makes them: 2.5D stacking,
 test-time mirroring and the small-component removal tuned on validation, when the checkpoint records them
@@ -96,15 +97,15 @@ def score(
 ) -> dict[str, Any]:
     """Dice, IoU, surface Dice at ``tolerance_mm`` and (lesion targets) the lesion-wise metrics of one label."""
     from ..metrics.evaluation import EvaluationConfig, evaluate_case
-    from ..metrics.lesions import COUNT_FIELDS
+    from ..metrics.lesions import is_lesion_count
 
     iou = lesion_iou(options)
     config = EvaluationConfig(tolerance_mm=float(options.get("tolerance_mm", 1.0)), lesions=lesions, lesion_iou=iou)
     full = evaluate_case(np.asarray(pred, dtype=np.int64), ref, tuple(float(s) for s in spacing), label, config)
     row: dict[str, Any] = {k: _finite(full[k]) for k in ("dice", "iou", "surface_dice")}
     if lesions:
-        counts = {f"lesion_{k}" for k in COUNT_FIELDS}
-        row.update({k: int(v) if k in counts else _finite(v) for k, v in full.items() if k.startswith("lesion_")})
+        lesion = {k: v for k, v in full.items() if k.startswith("lesion_")}
+        row.update({k: int(v) if is_lesion_count(k) else _finite(v) for k, v in lesion.items()})
         row["lesion_match"] = lesion_match_rule(iou, config.connectivity)
     return row
 
@@ -117,7 +118,7 @@ def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, float]:
     means ``lesion_fp_per_case``, ``lesion_count_error`` and ``lesion_volume_error``.  Undefined values are left
     out (strict JSON).
     """
-    from ..metrics.lesions import LesionStats, reduce_lesion_stats
+    from ..metrics.lesions import LesionStats, pooled_recall_by_volume, reduce_lesion_stats
 
     out = {}
     for key in ("dice", "iou", "surface_dice"):
@@ -131,6 +132,7 @@ def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, float]:
             value = _finite(reduced[key][0])
             if value is not None:
                 out[f"lesion_{key}"] = value
+        out.update(pooled_recall_by_volume(lesion_rows))
     return out
 
 

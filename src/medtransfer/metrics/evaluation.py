@@ -20,7 +20,15 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, OutputError
 from ..utils import atomic_path, write_json_atomic
-from .lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
+from .lesions import (
+    DEFAULT_LESION_IOU,
+    LesionStats,
+    compute_lesion_detection,
+    pooled_recall_by_volume,
+    recall_by_volume,
+    reduce_lesion_stats,
+    volume_bin_columns,
+)
 from .reduction import nanmean
 from .surface_distance import (
     average_symmetric_surface_distance,
@@ -184,6 +192,9 @@ def evaluate_case(
             p[None, None], r[None, None], config.connectivity, config.lesion_iou, spacing=spacing
         )
         row.update({f"lesion_{k}": float(v[0, 0]) for k, v in stats.as_dict().items()})
+        by_volume = recall_by_volume(p, r, spacing, connectivity=config.connectivity, iou_threshold=config.lesion_iou)
+        for name, n_ref_key, tp_key in volume_bin_columns():
+            row[n_ref_key], row[tp_key] = by_volume[name]
     return row
 
 
@@ -314,7 +325,7 @@ def _add_null_reasons(means: dict[str, Any]) -> None:
 
 def _lesion_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     reduced = reduce_lesion_stats(LesionStats.from_records(rows), "micro")
-    return {f"lesion_{key}": float(value[0]) for key, value in reduced.items()}
+    return {f"lesion_{key}": float(value[0]) for key, value in reduced.items()} | pooled_recall_by_volume(rows)
 
 
 def resolve_run_folder(run_dir: str | Path) -> tuple[Path, Path]:

@@ -208,11 +208,24 @@ def _match_lesions(
     pred: np.ndarray, ref: np.ndarray, connectivity: int, iou_threshold: float | None
 ) -> tuple[int, int, int, int, int, float]:
     """``(tp, fn, fp, n_ref, n_pred, detected_dice_sum)`` for one binary pair."""
+    matched = _component_matches(pred, ref, connectivity, iou_threshold)
+    if matched is None:
+        return 0, 0, 0, 0, 0, 0.0
+    n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes = matched
+    tp, hit_pred = np.unique(ref_ids).size, np.unique(pred_ids).size
+    dice_sum = _detected_dice_sum(ref_ids, pred_ids, inter, ref_sizes, pred_sizes)
+    return tp, n_ref - tp, n_pred - hit_pred, n_ref, n_pred, dice_sum
+
+
+def _component_matches(pred: np.ndarray, ref: np.ndarray, connectivity: int, iou_threshold: float | None):
+    """The connected components of one binary pair and the (reference, predicted) pairs that match under the rule:
+    ``(n_ref, n_pred, ref_ids, pred_ids, intersections, ref_sizes, pred_sizes)`` (sizes indexed by component id,
+    0 = background), or ``None`` when both masks are empty."""
     import cc3d
 
     box = _bounding_box(pred | ref)
     if box is None:
-        return 0, 0, 0, 0, 0, 0.0
+        return None
     ref_labels, n_ref = cc3d.connected_components(ref[box], connectivity=connectivity, return_N=True)
     pred_labels, n_pred = cc3d.connected_components(pred[box], connectivity=connectivity, return_N=True)
     both = (ref_labels > 0) & (pred_labels > 0)
@@ -225,9 +238,75 @@ def _match_lesions(
     if iou_threshold is not None and pair_keys.size:
         keep = inter / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - inter) >= iou_threshold
         ref_ids, pred_ids, inter = ref_ids[keep], pred_ids[keep], inter[keep]
-    tp, hit_pred = np.unique(ref_ids).size, np.unique(pred_ids).size
-    dice_sum = _detected_dice_sum(ref_ids, pred_ids, inter, ref_sizes, pred_sizes)
-    return tp, n_ref - tp, n_pred - hit_pred, n_ref, n_pred, dice_sum
+    return n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes
+
+
+# Reference-volume bins of the lesion recall by size (mm³): MS lesions are mostly under 0.1 ml, ATLAS strokes
+# span 0.1 ml to over 10 ml; a recipe that misses every small lesion shows it here and not in a pooled recall.
+VOLUME_BINS_MM3 = (0.0, 30.0, 100.0, 1000.0, 10000.0, math.inf)
+
+
+def volume_bin_names(bins_mm3: Sequence[float] = VOLUME_BINS_MM3) -> list[str]:
+    """Column-safe names of the bins, in ml: ``lt0.03ml``, ``0.03-0.1ml``, ..., ``ge10ml``.
+
+    Example:
+        >>> volume_bin_names((0.0, 100.0, 1000.0, math.inf))
+        ['lt0.1ml', '0.1-1ml', 'ge1ml']
+    """
+    names = []
+    for low, high in zip(bins_mm3[:-1], bins_mm3[1:], strict=True):
+        if low <= 0:
+            names.append(f"lt{high / 1000:g}ml")
+        elif math.isinf(high):
+            names.append(f"ge{low / 1000:g}ml")
+        else:
+            names.append(f"{low / 1000:g}-{high / 1000:g}ml")
+    return names
+
+
+def recall_by_volume(
+    pred: Any,
+    ref: Any,
+    spacing: Sequence[float],
+    bins_mm3: Sequence[float] = VOLUME_BINS_MM3,
+    connectivity: int = 26,
+    iou_threshold: float | None = DEFAULT_LESION_IOU,
+) -> dict[str, tuple[int, int]]:
+    """Reference lesions and detected ones per reference-volume bin, for one binary case (2D or 3D).
+
+    A lesion of volume v (its voxel count times the voxel volume, mm³) falls in the bin ``low <= v < high``; it is
+    detected under the rule of :func:`compute_lesion_detection` (the same matching, so the detected counts of all
+    bins add up to its ``tp``).
+
+    Returns:
+        bin name (:func:`volume_bin_names`) -> ``(n_ref, detected)``.
+
+    Example:
+        >>> ref = np.zeros((10, 10, 10), bool); ref[0, 0, 0] = True; ref[5:8, 5:8, 5:8] = True
+        >>> pred = np.zeros_like(ref); pred[5:8, 5:8, 5:7] = True
+        >>> recall_by_volume(pred, ref, (1.0, 1.0, 1.0), (0.0, 10.0, math.inf))
+        {'lt0.01ml': (1, 0), 'ge0.01ml': (1, 1)}
+    """
+    pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
+    if pred.shape != ref.shape:
+        raise DataError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+    edges = np.asarray(bins_mm3, dtype=float)
+    if edges.ndim != 1 or edges.size < 2 or edges[0] != 0 or np.any(np.diff(edges) <= 0):
+        raise ConfigError(f"volume bins must start at 0 and increase, got {list(bins_mm3)}")
+    connectivity = _check_connectivity(connectivity, ref.ndim)
+    names = volume_bin_names(bins_mm3)
+    out = dict.fromkeys(names, (0, 0))
+    matched = _component_matches(pred, ref, connectivity, check_iou_threshold(iou_threshold))
+    if matched is None or matched[0] == 0:
+        return out
+    n_ref, _, ref_ids, _, _, ref_sizes, _ = matched
+    volumes = ref_sizes[1:] * float(np.prod(spacing))
+    bins = np.digitize(volumes, edges) - 1
+    detected = np.zeros(n_ref + 1, dtype=bool)
+    detected[np.unique(ref_ids)] = True
+    totals = np.bincount(bins, minlength=len(names))
+    hits = np.bincount(bins, weights=detected[1:], minlength=len(names))
+    return {name: (int(totals[i]), int(hits[i])) for i, name in enumerate(names)}
 
 
 def _detected_dice_sum(
@@ -334,3 +413,26 @@ class LesionDetectionMetric:
 
     def reset(self) -> None:
         self._stats.clear()
+
+
+def volume_bin_columns(bins_mm3: Sequence[float] = VOLUME_BINS_MM3) -> list[tuple[str, str, str]]:
+    """Per bin: ``(name, reference-count column, detected-count column)`` of the per-case rows
+    (``lesion_n_ref_<bin>``, ``lesion_tp_<bin>``)."""
+    return [(name, f"lesion_n_ref_{name}", f"lesion_tp_{name}") for name in volume_bin_names(bins_mm3)]
+
+
+def is_lesion_count(column: str) -> bool:
+    """Whether a ``lesion_*`` column of a per-case row is an integer count (the counts and the per-bin counts)."""
+    name = column.removeprefix("lesion_")
+    return name in COUNT_FIELDS or name.startswith(("n_ref_", "tp_"))
+
+
+def pooled_recall_by_volume(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``lesion_recall_<bin>`` of per-case rows: detected / reference lesions of the bin, summed over the cases
+    first (micro, like the other pooled lesion ratios); bins without a reference lesion are left out."""
+    out = {}
+    for name, n_ref, tp in volume_bin_columns():
+        total = sum(int(r[n_ref]) for r in rows if r.get(n_ref) is not None)
+        if total:
+            out[f"lesion_recall_{name}"] = sum(int(r[tp]) for r in rows if r.get(tp) is not None) / total
+    return out

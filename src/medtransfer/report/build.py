@@ -200,9 +200,10 @@ def _lesion_section(rows) -> Section:
     text = (
         "Per lesion target and label budget: lesion recall (detection rate), precision and F1 side by side (a "
         "detection rate alone rewards painting everything), false-positive components per scan, the Dice of the "
-        "detected lesions, and the count and volume errors (predicted - reference)."
+        "detected lesions, and the count and volume errors (predicted - reference). Then the lesion recall by "
+        "reference-lesion volume: a pooled recall can hide that every small lesion is missed."
     )
-    return Section(title, (text,), tuple(found))
+    return Section(title, (text,), tuple(found) + tuple(tables.lesion_volume_tables(rows)))
 
 
 def _budget_section(rows, metric: str | None) -> Section:

@@ -153,15 +153,63 @@ def lesion_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
     return tables
 
 
+def lesion_volume_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+    """Per label budget and lesion target: lesion recall by reference-lesion volume, ``detected/reference
+    (recall)`` pooled over cases and seeds, one column per volume bin that holds a reference lesion.
+
+    The pooled recall of the lesion table can hide that every small lesion is missed; this table shows it.
+    Rows without the per-bin counts (results written before they were recorded) give no table.
+    """
+    from ..metrics.lesions import volume_bin_columns
+
+    tables = []
+    for (budget, target), group in group_rows(rows, ("budget", "target")).items():
+        bins = [
+            (name, n_ref, tp) for name, n_ref, tp in volume_bin_columns() if any((r.get(n_ref) or 0) > 0 for r in group)
+        ]
+        if not bins:
+            continue
+        body = []
+        for (source, strategy), cells in group_rows(group, ("source", "strategy")).items():
+            values = []
+            for _, n_ref, tp in bins:
+                total = sum(int(r.get(n_ref) or 0) for r in cells)
+                found = sum(int(r.get(tp) or 0) for r in cells)
+                values.append(f"{found}/{total} ({found / total:.2f})" if total else "—")
+            body.append((*split_source(source), str(strategy), *values))
+        header = ("source task", "source domain", "strategy", *(_bin_title(name) for name, _, _ in bins))
+        note = (
+            "detected/reference lesions (recall), summed over cases and seeds; a lesion's volume is its voxel count "
+            f"times the voxel volume; detected by a predicted component at {_match_rules(group)}"
+        )
+        caption = f"Lesion recall by volume, label budget {budget}, target {target}"
+        tables.append(Table(caption, header, tuple(body), note))
+    return tables
+
+
+def _bin_title(name: str) -> str:
+    """``lt0.03ml`` -> ``< 0.03 ml``, ``0.1-1ml`` -> ``0.1-1 ml``, ``ge10ml`` -> ``>= 10 ml``."""
+    body = name.removesuffix("ml")
+    if body.startswith("lt"):
+        return f"< {body[2:]} ml"
+    if body.startswith("ge"):
+        return f">= {body[2:]} ml"
+    return f"{body} ml"
+
+
 def _present_alias(rows: Sequence[Mapping[str, Any]], entry: str | tuple[str, ...]) -> str:
     """The column of ``entry`` the rows hold (the first alias found), else its first name."""
     names = (entry,) if isinstance(entry, str) else entry
     return next((n for n in names if any(row.get(n) is not None for row in rows)), names[0])
 
 
-def _rule(rows: Sequence[Mapping[str, Any]]) -> str:
+def _match_rules(rows: Sequence[Mapping[str, Any]]) -> str:
     rules = sorted({str(row[LESION_MATCH]) for row in rows if row.get(LESION_MATCH) is not None})
-    rule = " or ".join(rules) if rules else "(rule not recorded)"
+    return " or ".join(rules) if rules else "(rule not recorded)"
+
+
+def _rule(rows: Sequence[Mapping[str, Any]]) -> str:
+    rule = _match_rules(rows)
     return (
         f"mean [95% bootstrap CI] over cases, seeds pooled; a reference lesion is detected by a predicted "
         f"component at {rule}; a case without a lesion on either side has no "
