@@ -270,3 +270,18 @@ def test_a_corrupt_state_file_is_a_clear_error(tmp_path):
         load_state(path)
     save_state(new_race(["a", "b"], RaceConfig(max_rounds=1)), path)
     assert load_state(path).alive == ["a", "b"]
+
+
+def test_a_lesion_tally_is_not_a_race_metric():
+    from types import SimpleNamespace
+
+    from medtransfer.errors import ConfigError
+    from medtransfer.experiments.racing import _case_values
+
+    rows = [{"case": "a", "dice": 0.5, "lesion_f1": 0.4, "lesion_tp": 2, "lesion_n_ref_lt0.03ml": 3}]
+    cell = SimpleNamespace(id="t/cell", axes={"seed": 0})
+    summary = {"result": {"per_case": rows}}
+    assert _case_values(cell, summary, "lesion_f1", "g.yaml") == {"a/seed0": 0.4}
+    with pytest.raises(ConfigError) as err:
+        _case_values(cell, summary, "lesion_n_ref_lt0.03ml", "g.yaml")
+    assert "(its per-case rows have: dice, lesion_f1)" in str(err.value)

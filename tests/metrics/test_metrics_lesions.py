@@ -185,7 +185,20 @@ def test_recall_by_volume_empty_2d_and_bad_input():
     ref2d[1:3, 1:3] = True
     by_area = recall_by_volume(ref2d, ref2d, (1.0, 1.0), (0.0, 5.0, math.inf))  # 2D: 4 mm², bins in mm²
     assert by_area == {"lt0.005ml": (1, 1), "ge0.005ml": (0, 0)}
-    with pytest.raises(ConfigError, match="volume bins must start at 0 and increase"):
-        recall_by_volume(empty, empty, (1, 1, 1), (10.0, 5.0))
+    for bad in [(10.0, 5.0), (0.0, 10.0, 50.0), (5.0, math.inf), (0.0, 20.0, 10.0, math.inf)]:
+        # a finite last edge would drop the lesions above it: every lesion must fall in a bin
+        with pytest.raises(ConfigError, match="volume bins must start at 0, increase and end at infinity"):
+            recall_by_volume(empty, empty, (1, 1, 1), bad)
+    with pytest.raises(ConfigError, match="too close to name apart"):
+        recall_by_volume(empty, empty, (1, 1, 1), (0.0, 100.0, 100.00001, 100.00002, math.inf))
     with pytest.raises(DataError, match="differ in shape"):
         recall_by_volume(empty, np.zeros((8, 8, 5), bool), (1, 1, 1))
+    with pytest.raises(DataError, match="spacing must have 2 values"):
+        recall_by_volume(ref2d, ref2d, (1.0, 1.0, 3.0))  # a 2D case with a slice thickness
+    with pytest.raises(DataError, match="positive and finite"):
+        recall_by_volume(empty, empty, (1.0, -1.0, 1.0))
+    with pytest.raises(DataError, match="one 2D or 3D case"):
+        recall_by_volume(empty[None], empty[None], (1, 1, 1))
+    big = np.zeros((8, 8, 4), dtype=bool)
+    big[:5, :5, :2] = True  # 50 voxels: without a spacing, volumes are voxel counts
+    assert recall_by_volume(big, big, None)["0.03-0.1ml"] == (1, 1)

@@ -196,3 +196,19 @@ def test_lesion_recall_by_volume_pools_counts_and_drops_empty_bins():
     assert cells["scratch"] == ("1/4 (0.25)", "1/1 (1.00)")
     assert cells["full"] == ("2/4 (0.50)", "1/1 (1.00)")
     assert lesion_volume_tables([{k: v for k, v in rows[0].items() if "_n_ref_" not in k}]) == []
+    old = {k: v for k, v in rows[1].items() if not k.startswith(("lesion_n_ref_", "lesion_tp_"))}
+    (mixed,) = lesion_volume_tables([rows[0], old])  # a row of older results is left out, and the note says so
+    assert mixed.rows[0][3:] == ("0/3 (0.00)", "1/1 (1.00)")
+    assert mixed.note.endswith("; 1 per-case rows without the counts (older results) are left out")
+
+
+def test_lesion_tallies_are_not_metrics_that_decide(results):
+    """Per-case counts and volumes (lesion_tp, lesion_n_ref_<bin>, ...) are tallies, not scores to compare on."""
+    loaded = load_results(results)
+    assert "lesion_f1" in loaded.metrics
+    assert loaded.has_column("lesion_tp_lt0.03ml")
+    assert loaded.has_column("lesion_n_ref")
+    tallies = [m for m in loaded.metrics if m.startswith(("lesion_tp", "lesion_n_", "lesion_volume_", "lesion_fn"))]
+    assert tallies == ["lesion_volume_error"]  # an error per case is a score; the counts and volumes are not
+    with pytest.raises(ConfigError, match="unknown metric 'lesion_tp_lt0.03ml'"):
+        create_report(loaded, ReportOptions(metric="lesion_tp_lt0.03ml"))

@@ -115,8 +115,8 @@ def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, float]:
 
     Lesion ratios are pooled over the cases (counts summed first, as ``medtransfer evaluate``'s summary does):
     ``lesion_detection_rate``, ``lesion_precision``, ``lesion_f1``, ``lesion_detected_dice``; plus the per-case
-    means ``lesion_fp_per_case``, ``lesion_count_error`` and ``lesion_volume_error``.  Undefined values are left
-    out (strict JSON).
+    means ``lesion_fp_per_case``, ``lesion_count_error`` and ``lesion_volume_error``, and ``lesion_recall_<bin>``
+    per reference-volume bin that holds a lesion.  Undefined values are left out (strict JSON).
     """
     from ..metrics.lesions import LesionStats, pooled_recall_by_volume, reduce_lesion_stats
 

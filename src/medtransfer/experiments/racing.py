@@ -293,9 +293,12 @@ def advance(spec: GridSpec, race: SettingRace) -> None:
 
 def _case_values(cell: Cell, summary: Mapping[str, Any], metric: str, where: str) -> dict[str, float]:
     """``case/seed<k> -> value`` of a finished cell (mean over a case's labels, as the report pairs cases)."""
+    from ..metrics.lesions import is_lesion_tally
+
     rows = [row for row in (summary.get("result") or {}).get("per_case") or [] if isinstance(row, Mapping)]
-    if not rows or not any(metric in row for row in rows):
-        found = sorted({k for row in rows for k, v in row.items() if k != "case" and _is_number(v)})
+    if not rows or not any(metric in row for row in rows) or is_lesion_tally(metric):
+        numbers = {k for row in rows for k, v in row.items() if k != "case" and _is_number(v)}
+        found = sorted(k for k in numbers if not is_lesion_tally(k))
         raise ConfigError(
             f"{where}: race.metric: {metric!r} is not a per-case metric of cell {cell.id} (its per-case rows have: "
             f"{', '.join(found) or 'none'}); set race.metric to one of them"

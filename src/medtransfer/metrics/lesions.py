@@ -252,7 +252,14 @@ def volume_bin_names(bins_mm3: Sequence[float] = VOLUME_BINS_MM3) -> list[str]:
     Example:
         >>> volume_bin_names((0.0, 100.0, 1000.0, math.inf))
         ['lt0.1ml', '0.1-1ml', 'ge1ml']
+
+    Raises:
+        ConfigError: edges that do not start at 0, increase and end at infinity (every lesion must fall in a
+            bin), or names that collide.
     """
+    edges = np.asarray(bins_mm3, dtype=float)
+    if edges.ndim != 1 or edges.size < 2 or edges[0] != 0 or not np.isposinf(edges[-1]) or np.any(np.diff(edges) <= 0):
+        raise ConfigError(f"volume bins must start at 0, increase and end at infinity, got {list(bins_mm3)}")
     names = []
     for low, high in zip(bins_mm3[:-1], bins_mm3[1:], strict=True):
         if low <= 0:
@@ -261,6 +268,8 @@ def volume_bin_names(bins_mm3: Sequence[float] = VOLUME_BINS_MM3) -> list[str]:
             names.append(f"ge{low / 1000:g}ml")
         else:
             names.append(f"{low / 1000:g}-{high / 1000:g}ml")
+    if len(set(names)) < len(names):
+        raise ConfigError(f"volume bins {list(bins_mm3)} are too close to name apart in ml: {names}")
     return names
 
 
@@ -290,17 +299,18 @@ def recall_by_volume(
     pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
     if pred.shape != ref.shape:
         raise DataError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
-    edges = np.asarray(bins_mm3, dtype=float)
-    if edges.ndim != 1 or edges.size < 2 or edges[0] != 0 or np.any(np.diff(edges) <= 0):
-        raise ConfigError(f"volume bins must start at 0 and increase, got {list(bins_mm3)}")
-    connectivity = _check_connectivity(connectivity, ref.ndim)
+    if ref.ndim not in CONNECTIVITY:
+        raise DataError(f"recall by volume needs one 2D or 3D case, got an array of shape {ref.shape}")
+    (voxel,) = per_case_spacing(spacing, 1, ref.ndim)  # None counts voxels, as compute_lesion_detection does
     names = volume_bin_names(bins_mm3)
+    connectivity = _check_connectivity(connectivity, ref.ndim)
     out = dict.fromkeys(names, (0, 0))
     matched = _component_matches(pred, ref, connectivity, check_iou_threshold(iou_threshold))
     if matched is None or matched[0] == 0:
         return out
     n_ref, _, ref_ids, _, _, ref_sizes, _ = matched
-    volumes = ref_sizes[1:] * float(np.prod(spacing))
+    edges = np.asarray(bins_mm3, dtype=float)
+    volumes = ref_sizes[1:] * float(np.prod(voxel))
     bins = np.digitize(volumes, edges) - 1
     detected = np.zeros(n_ref + 1, dtype=bool)
     detected[np.unique(ref_ids)] = True
@@ -425,6 +435,14 @@ def is_lesion_count(column: str) -> bool:
     """Whether a ``lesion_*`` column of a per-case row is an integer count (the counts and the per-bin counts)."""
     name = column.removeprefix("lesion_")
     return name in COUNT_FIELDS or name.startswith(("n_ref_", "tp_"))
+
+
+def is_lesion_tally(column: str) -> bool:
+    """Whether a per-case column is a lesion tally (a count, a volume, a sum) rather than a per-case score: the
+    report and racing never offer a tally as the metric that decides a comparison."""
+    return column.startswith("lesion_") and (
+        is_lesion_count(column) or column in ("lesion_volume_ref", "lesion_volume_pred", "lesion_detected_dice_sum")
+    )
 
 
 def pooled_recall_by_volume(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:

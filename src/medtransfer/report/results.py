@@ -73,11 +73,13 @@ class Results:
 
     @property
     def metrics(self) -> list[str]:
-        """Numeric per-case metric columns, in first-seen order."""
+        """Numeric per-case metric columns, in first-seen order (lesion tallies such as counts are not metrics)."""
+        from ..metrics.lesions import is_lesion_tally
+
         names: dict[str, None] = {}
         for row in self.rows:
             for key, value in row.items():
-                if key not in ID_COLUMNS and _is_number(value):
+                if key not in ID_COLUMNS and _is_number(value) and not is_lesion_tally(key):
                     names[key] = None
         return list(names)
 

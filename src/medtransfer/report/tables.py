@@ -169,8 +169,11 @@ def lesion_volume_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
         ]
         if not bins:
             continue
-        body = []
+        body, unrecorded = [], 0
         for (source, strategy), cells in group_rows(group, ("source", "strategy")).items():
+            recorded = [r for r in cells if any(r.get(n_ref) is not None for _, n_ref, _ in bins)]
+            unrecorded += len(cells) - len(recorded)
+            cells = recorded  # rows written before the counts existed are left out, not counted as 0/0
             values = []
             for _, n_ref, tp in bins:
                 total = sum(int(r.get(n_ref) or 0) for r in cells)
@@ -181,7 +184,7 @@ def lesion_volume_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
         note = (
             "detected/reference lesions (recall), summed over cases and seeds; a lesion's volume is its voxel count "
             f"times the voxel volume; detected by a predicted component at {_match_rules(group)}"
-        )
+        ) + (f"; {unrecorded} per-case rows without the counts (older results) are left out" if unrecorded else "")
         caption = f"Lesion recall by volume, label budget {budget}, target {target}"
         tables.append(Table(caption, header, tuple(body), note))
     return tables
