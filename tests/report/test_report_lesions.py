@@ -212,3 +212,11 @@ def test_lesion_tallies_are_not_metrics_that_decide(results):
     assert tallies == ["lesion_volume_error"]  # an error per case is a score; the counts and volumes are not
     with pytest.raises(ConfigError, match="unknown metric 'lesion_tp_lt0.03ml'"):
         create_report(loaded, ReportOptions(metric="lesion_tp_lt0.03ml"))
+
+
+def test_the_report_page_holds_the_recall_by_volume_table(results):
+    page = render_html(create_report(load_results(results), ReportOptions()))
+    section = page[page.index("Lesion recall by volume") :]
+    assert "<th>&lt; 0.03 ml</th>" in section
+    assert "8/8 (1.00)" in section
+    assert "4/8 (0.50)" in section
