@@ -445,12 +445,17 @@ def is_lesion_tally(column: str) -> bool:
     )
 
 
+def pooled_volume_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Bin name -> ``(reference lesions, detected ones)`` summed over per-case rows (a row without the counts,
+    e.g. from older results, adds nothing)."""
+    return {
+        name: (sum(int(r.get(n_ref) or 0) for r in rows), sum(int(r.get(tp) or 0) for r in rows))
+        for name, n_ref, tp in volume_bin_columns()
+    }
+
+
 def pooled_recall_by_volume(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """``lesion_recall_<bin>`` of per-case rows: detected / reference lesions of the bin, summed over the cases
     first (micro, like the other pooled lesion ratios); bins without a reference lesion are left out."""
-    out = {}
-    for name, n_ref, tp in volume_bin_columns():
-        total = sum(int(r[n_ref]) for r in rows if r.get(n_ref) is not None)
-        if total:
-            out[f"lesion_recall_{name}"] = sum(int(r[tp]) for r in rows if r.get(tp) is not None) / total
-    return out
+    counts = pooled_volume_counts(rows)
+    return {f"lesion_recall_{name}": found / total for name, (total, found) in counts.items() if total}

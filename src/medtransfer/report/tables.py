@@ -160,27 +160,25 @@ def lesion_volume_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
     The pooled recall of the lesion table can hide that every small lesion is missed; this table shows it.
     Rows without the per-bin counts (results written before they were recorded) give no table.
     """
-    from ..metrics.lesions import volume_bin_columns
+    from ..metrics.lesions import pooled_volume_counts, volume_bin_columns
 
+    columns = [n_ref for _, n_ref, _ in volume_bin_columns()]
     tables = []
     for (budget, target), group in group_rows(rows, ("budget", "target")).items():
-        bins = [
-            (name, n_ref, tp) for name, n_ref, tp in volume_bin_columns() if any((r.get(n_ref) or 0) > 0 for r in group)
-        ]
+        bins = [name for name, (total, _) in pooled_volume_counts(group).items() if total]
         if not bins:
             continue
         body, unrecorded = [], 0
         for (source, strategy), cells in group_rows(group, ("source", "strategy")).items():
-            recorded = [r for r in cells if any(r.get(n_ref) is not None for _, n_ref, _ in bins)]
-            unrecorded += len(cells) - len(recorded)
-            cells = recorded  # rows written before the counts existed are left out, not counted as 0/0
-            values = []
-            for _, n_ref, tp in bins:
-                total = sum(int(r.get(n_ref) or 0) for r in cells)
-                found = sum(int(r.get(tp) or 0) for r in cells)
-                values.append(f"{found}/{total} ({found / total:.2f})" if total else "—")
+            # rows written before the counts existed add nothing (not 0/0 each); the note counts them
+            unrecorded += sum(not any(r.get(c) is not None for c in columns) for r in cells)
+            pooled = pooled_volume_counts(cells)
+            values = [
+                f"{found}/{total} ({found / total:.2f})" if total else "—"
+                for total, found in (pooled[name] for name in bins)
+            ]
             body.append((*split_source(source), str(strategy), *values))
-        header = ("source task", "source domain", "strategy", *(_bin_title(name) for name, _, _ in bins))
+        header = ("source task", "source domain", "strategy", *(_bin_title(name) for name in bins))
         note = (
             "detected/reference lesions (recall), summed over cases and seeds; a lesion's volume is its voxel count "
             f"times the voxel volume; detected by a predicted component at {_match_rules(group)}"
