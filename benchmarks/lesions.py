@@ -13,6 +13,16 @@ pass/fail against issue 16's targets.
 
     OMP_NUM_THREADS=1 python benchmarks/lesions.py --seed 23 [--spacing 1] [--targets stroke ms] [--work DIR]
         [--init SOURCE.pt]   # fine-tune a pretrained source (e.g. from `medtransfer pretrain zoo`) instead
+        [--source-seed 101]  # first train the recipe on a lesion build of the five *other* scanners, then
+                             # fine-tune that lesion source (strategy full) instead of training from scratch
+
+``--source-seed S`` is the realistic transfer setting for a lesion target: a public lesion dataset from other
+scanners (as ATLAS is for stroke) as the source, the user's few scans as the target.  It builds
+``--source-subjects`` (10) subjects per profile of the five profiles other than siemens_3t at seed ``S`` (a
+different seed from ``--seed``: other subjects, other lesions; brainshift has one real head, Colin27, so the
+source's anatomy is other deformations of the same head, an optimistic stand-in for a public dataset), trains the
+target's recipe on all of it but 2 held-out and 2 validation scans for ``--source-epochs`` (60: 3000 steps, ~22
+min on one core) and fine-tunes its last weights on the target split exactly as the scratch run trains.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from medtransfer.bench.build import BenchmarkConfig, build_benchmark
+from medtransfer.bench.profiles import list_profiles
 from medtransfer.data.io import load_nifti
 from medtransfer.data.layouts import load_dataset
 from medtransfer.experiments.evaluate_cell import lesion_match_rule, score, summarize_rows
@@ -44,6 +55,8 @@ RECIPES = {
     "ms": REPO / "configs" / "recipes" / "ms_lesion_recipe.yaml",
 }
 DOMAIN = "siemens_3t"
+SOURCE_DOMAINS = tuple(p for p in list_profiles() if p != DOMAIN)
+SOURCE_SPLIT = {"test_fraction": 0.05, "val_fraction": 0.05}  # 50 scans: 46 training, 2 validation, 2 held out
 VOLUME_BINS_CC = (0.0, 0.03, 0.1, 0.3, 1.0, 10.0, float("inf"))
 
 
@@ -64,6 +77,52 @@ def build(work: Path, seed: int, spacing: float, targets: list[str]) -> Path:
     return build_benchmark(config)
 
 
+def build_source(work: Path, seed: int, spacing: float, targets: list[str], subjects: int) -> Path:
+    """The lesion source's build: ``subjects`` per profile of every profile but the target's (reused when complete)."""
+    root = work / f"brainshift_source_seed{seed}_{spacing:g}mm_{subjects}x{len(SOURCE_DOMAINS)}"
+    if all((root / TARGETS[t][1] / "dataset.json").is_file() for t in targets):
+        return root
+    config = BenchmarkConfig(
+        out=root,
+        seed=seed,
+        subjects_per_domain=subjects,
+        spacing=spacing,
+        targets=tuple(TARGETS[t][0] for t in targets),
+        domains=SOURCE_DOMAINS,
+        sources=False,
+    )
+    return build_benchmark(config)
+
+
+def train_source(name: str, root: Path, work: Path, recipe: Path, seed: int, epochs: int) -> dict:
+    """Train ``recipe`` from scratch on every scanner of the source build; its last weights are the source."""
+    out = work / f"source_{name}_seed{seed}"
+    start = time.perf_counter()
+    config = FinetuneConfig.from_yaml(
+        recipe,
+        data=str(root / TARGETS[name][1]),
+        out=str(out),
+        init=None,
+        n_labelled="all",
+        seed=0,
+        **SOURCE_SPLIT,
+        train={"epochs": epochs},
+    )
+    run_finetune(config, resume=True)
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "seed": seed,
+        "domains": list(SOURCE_DOMAINS),
+        "path": str(root),
+        "recipe_epochs": epochs,
+        "train_cases": len(summary["labelled_cases"]),
+        "val_cases": summary["val_cases"],
+        "held_out_cases": summary["test_cases"],
+        "checkpoint": str(out / "checkpoints" / "checkpoint_last.pt"),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
 def recall_by_volume(preds: list[np.ndarray], refs: list[np.ndarray], spacing) -> list[dict]:
     """Per-lesion recall in reference-volume bins, summed over the cases (``metrics.lesions.recall_by_volume``, the
     rule of the grid cell, with this benchmark's finer bins)."""
@@ -80,12 +139,30 @@ def recall_by_volume(preds: list[np.ndarray], refs: list[np.ndarray], spacing) -
     ]
 
 
+def run_folder(work: Path, name: str, seed: int, init: Path | None, source_seed: int | None = None) -> Path:
+    """The target run's folder: one per initialisation, so that a finished scratch run is never resumed as a
+    fine-tuning run (or the other way round)."""
+    if source_seed is not None:
+        return work / f"run_{name}_seed{seed}_from_source{source_seed}"
+    if init is not None:  # a run folder's checkpoint is named after the run, a bare file after itself
+        label = init.parent.parent.name if init.parent.name == "checkpoints" else init.stem
+        return work / f"run_{name}_seed{seed}_init_{label}"
+    return work / f"run_{name}_seed{seed}"
+
+
 def run_target(
-    name: str, root: Path, work: Path, recipe: Path, seed: int, overrides: dict, init: Path | None = None
+    name: str,
+    root: Path,
+    work: Path,
+    recipe: Path,
+    seed: int,
+    overrides: dict,
+    init: Path | None = None,
+    source_seed: int | None = None,
 ) -> dict:
     target, folder, thresholds = TARGETS[name]
     data = root / folder
-    out = work / f"run_{name}_seed{seed}"
+    out = run_folder(work, name, seed, init, source_seed)
     start = time.perf_counter()
     config = FinetuneConfig.from_yaml(
         recipe,
@@ -133,6 +210,7 @@ def run_target(
             raws, refs, float(np.prod(ref.spacing[:3]))
         )[1],
         "history": _history(out),
+        "test_cases": summary["test_cases"],
         "train_cases": summary["labelled_cases"],
         "val_cases": summary["val_cases"],
         "train_seconds": round(train_s, 1),
@@ -164,14 +242,38 @@ def main() -> None:
     parser.add_argument(
         "--init", type=Path, default=None, help="fine-tune this source checkpoint (strategy full) instead of scratch"
     )
+    parser.add_argument(
+        "--source-seed",
+        type=int,
+        default=None,
+        help="train a lesion source on the other five scanners' build of this seed first, then fine-tune it",
+    )
+    parser.add_argument("--source-subjects", type=int, default=10, help="source subjects per scanner profile")
+    parser.add_argument("--source-epochs", type=int, default=60, help="epochs of the source's training (50 steps)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick checks)")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
+    if args.source_seed is not None and args.source_seed == args.seed:
+        parser.error(f"--source-seed {args.source_seed} equals --seed: the source must hold other subjects")
+    if args.source_seed is not None and args.init is not None:
+        parser.error("--source-seed trains the source to fine-tune: give it or --init, not both")
+    if args.source_subjects < 1 or args.source_epochs < 1:
+        parser.error("--source-subjects and --source-epochs must be at least 1")
     start = time.perf_counter()
     root = build(args.work, args.seed, args.spacing, args.targets)
     overrides = {"train": {"epochs": args.epochs}} if args.epochs else {}
     recipes = {t: args.recipe or RECIPES[t] for t in args.targets}
-    results = {t: run_target(t, root, args.work, recipes[t], args.seed, overrides, args.init) for t in args.targets}
+    sources: dict[str, dict] = {}
+    if args.source_seed is not None:
+        source_root = build_source(args.work, args.source_seed, args.spacing, args.targets, args.source_subjects)
+        for t in args.targets:
+            sources[t] = train_source(t, source_root, args.work, recipes[t], args.source_seed, args.source_epochs)
+    results = {}
+    for t in args.targets:
+        init = Path(sources[t]["checkpoint"]) if t in sources else args.init
+        results[t] = run_target(t, root, args.work, recipes[t], args.seed, overrides, init, args.source_seed)
+        if t in sources:
+            results[t]["source"] = sources[t]
     report = {
         "build": {"seed": args.seed, "spacing_mm": args.spacing, "subjects": 16, "domain": DOMAIN, "path": str(root)},
         "recipes": {t: str(r.relative_to(REPO) if r.is_relative_to(REPO) else r) for t, r in recipes.items()},

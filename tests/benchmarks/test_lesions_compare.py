@@ -1,0 +1,193 @@
+"""benchmarks/lesions_compare.py (paired scratch-vs-source comparison of lesions.py results) and the lesion
+source options of benchmarks/lesions.py: values worked out by hand or with scipy, and one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def lc():
+    yield _load_script("lesions_compare")
+    del sys.modules["benchmarks_lesions_compare"]
+
+
+@pytest.fixture(scope="module")
+def lb():
+    yield _load_script("lesions")
+    del sys.modules["benchmarks_lesions"]
+
+
+def _result(path: Path, seed: int, dice: list[float], bins: list[tuple[int, int]], fp_per_case: float, **extra):
+    """A lesions.py JSON with only what lesions_compare reads."""
+    result = {
+        "per_case_dice": dice,
+        "recall_by_volume": [{"volume_cc": f"bin{i}", "lesions": n, "detected": d} for i, (n, d) in enumerate(bins)],
+        "fp_per_case": fp_per_case,
+        "f1": 0.5,
+        "init": extra.pop("init", "none (scratch)"),
+        **extra,
+    }
+    path.write_text(json.dumps({"build": {"seed": seed}, "results": {"stroke": result}}))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    a = [
+        _result(tmp_path / "a1.json", 1, [0.0, 0.5, 0.8], [(2, 1), (1, 1)], 1 / 3),  # 3 lesions, 2 found, 1 FP
+        _result(tmp_path / "a2.json", 2, [0.1, 0.3], [(2, 0)], 1.0),  # 2 lesions, none found, 2 FP
+    ]
+    b = [
+        _result(tmp_path / "b1.json", 1, [0.2, 0.5, 0.9], [(2, 2), (1, 1)], 0.0, init="source.pt"),
+        _result(tmp_path / "b2.json", 2, [0.0, 0.6], [(2, 1)], 0.5, init="source.pt"),
+    ]
+    return a, b
+
+
+def test_compare_pairs_scans_by_build_seed_and_pools_lesion_counts(lc, files):
+    a, b = files
+    # --b given in another order than --a: pairing is by build seed
+    out = lc.compare([lc.load_result(p, "stroke") for p in a], [lc.load_result(p, "stroke") for p in reversed(b)])
+    assert out["seeds"] == [1, 2]
+    assert out["a"]["dice"] == pytest.approx((0.0 + 0.5 + 0.8 + 0.1 + 0.3) / 5)
+    assert out["b"]["dice"] == pytest.approx((0.2 + 0.5 + 0.9 + 0.0 + 0.6) / 5)
+    # A: 5 lesions, 2 found, 1 + 2 false-positive components -> recall 0.4, precision 2/5, F1 0.4
+    assert (out["a"]["lesions"], out["a"]["detected"], out["a"]["false_positives"]) == (5, 2, 3)
+    assert out["a"]["recall"] == pytest.approx(0.4)
+    assert out["a"]["precision"] == pytest.approx(0.4)
+    assert out["a"]["f1"] == pytest.approx(0.4)
+    # B: 4 of 5 found, 0 + 1 false positives -> recall 0.8, precision 0.8, F1 0.8
+    assert (out["b"]["detected"], out["b"]["false_positives"]) == (4, 1)
+    assert out["b"]["f1"] == pytest.approx(0.8)
+    assert out["b"]["init"] == ["source.pt"]
+
+
+def test_compare_paired_tests_match_scipy(lc, files):
+    a, b = files
+    out = lc.compare([lc.load_result(p, "stroke") for p in a], [lc.load_result(p, "stroke") for p in b])
+    diff = np.array([0.2, 0.0, 0.1, -0.1, 0.3])  # B - A, scan by scan
+    d = out["dice_b_minus_a"]
+    assert d["paired_scans"] == 5
+    assert d["mean"] == pytest.approx(0.1)
+    assert d["sd"] == pytest.approx(np.std(diff, ddof=1))
+    assert (d["b_better"], d["a_better"], d["tied"]) == (3, 1, 1)
+    assert d["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diff[diff != 0]).pvalue)
+    assert d["sign_test_p"] == pytest.approx(0.625)  # 3 wins, 1 loss: 2 * P(X >= 3 | n=4, 1/2) = 2 * 5/16
+    assert d["sign_test_p"] == pytest.approx(stats.binomtest(3, 4).pvalue)
+    assert d["significant_at_0.05"] is False
+    # d_z = 0.1 / sd = 0.632: the pairs a two-sided paired t-test needs for power 0.8, as statsmodels solves it
+    from statsmodels.stats.power import TTestPower
+
+    needed = TTestPower().solve_power(0.1 / np.std(diff, ddof=1), alpha=0.05, power=0.8)
+    assert d["paired_scans_needed_for_power_0.8"] == int(np.ceil(needed))
+
+
+def test_compare_counts_exact_lesions_from_the_volume_bins_not_the_rounded_rate(lc, tmp_path):
+    path = _result(tmp_path / "a.json", 3, [0.4] * 3, [(5, 2), (2, 1), (0, 0)], 2 / 3, detection_rate=0.4)
+    r = lc.load_result(path, "stroke")
+    assert (r["lesions"], r["detected"], r["false_positives"]) == (7, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"b_seed": 9}, "--a has build seeds \\[1\\], --b \\[9\\]"),
+        ({"b_dice": [0.1, 0.2]}, "seed 1: 3 test scans in A, 2 in B"),
+        ({"b_cases": ["x", "y", "z"]}, "seed 1: A and B were tested on different scans"),
+    ],
+)
+def test_compare_refuses_results_that_do_not_pair(lc, tmp_path, change, message):
+    a = _result(tmp_path / "a.json", 1, [0.1, 0.2, 0.3], [(3, 1)], 0.0, test_cases=["p", "q", "r"])
+    b = _result(
+        tmp_path / "b.json",
+        change.get("b_seed", 1),
+        change.get("b_dice", [0.1, 0.2, 0.3]),
+        [(3, 1)],
+        0.0,
+        test_cases=change.get("b_cases", ["p", "q", "r"]),
+    )
+    with pytest.raises(lc.CompareError, match=message):
+        lc.compare([lc.load_result(a, "stroke")], [lc.load_result(b, "stroke")])
+
+
+def test_compare_refuses_two_results_of_one_seed(lc, tmp_path):
+    a = _result(tmp_path / "a.json", 1, [0.1], [(1, 1)], 0.0)
+    with pytest.raises(lc.CompareError, match="--a: two results of build seed 1"):
+        lc.compare([lc.load_result(a, "stroke")] * 2, [lc.load_result(a, "stroke")])
+
+
+def test_main_prints_one_line_for_a_file_without_the_target_or_not_json(lc, tmp_path, capsys):
+    good = _result(tmp_path / "a.json", 1, [0.1], [(1, 1)], 0.0)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert lc.main(["--target", "ms", "--a", str(good), "--b", str(good)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "a.json: holds no 'ms' result (targets: ['stroke'])" in err
+    assert lc.main(["--a", str(broken), "--b", str(good)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "broken.json: not a readable lesions.py JSON" in err
+
+
+def test_main_writes_the_json_it_prints(lc, files, tmp_path, capsys):
+    a, b = files
+    out = tmp_path / "cmp" / "compare.json"
+    assert lc.main(["--a", *map(str, a), "--b", *map(str, b), "--json", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+    assert printed["target"] == "stroke"
+    assert printed["dice_b_minus_a"]["paired_scans"] == 5
+
+
+# ------------------------------------------------------------------------- lesions.py: the lesion source
+def test_source_domains_are_the_five_other_scanners(lb):
+    assert lb.DOMAIN not in lb.SOURCE_DOMAINS
+    assert len(lb.SOURCE_DOMAINS) == 5
+    assert len(set(lb.SOURCE_DOMAINS)) == 5
+
+
+def test_run_folders_differ_by_initialisation(lb, tmp_path):
+    scratch = lb.run_folder(tmp_path, "stroke", 11, None)
+    source = lb.run_folder(tmp_path, "stroke", 11, tmp_path / "src" / "checkpoints" / "checkpoint_last.pt", 101)
+    from_run = lb.run_folder(tmp_path, "stroke", 11, tmp_path / "zoo_run" / "checkpoints" / "checkpoint_last.pt")
+    from_file = lb.run_folder(tmp_path, "stroke", 11, tmp_path / "mri_segmentation.pt")
+    assert scratch.name == "run_stroke_seed11"
+    assert source.name == "run_stroke_seed11_from_source101"
+    assert from_run.name == "run_stroke_seed11_init_zoo_run"
+    assert from_file.name == "run_stroke_seed11_init_mri_segmentation"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", "11", "--source-seed", "11"], "--source-seed 11 equals --seed"),
+        (["--seed", "11", "--source-seed", "101", "--init", "x.pt"], "give it or --init, not both"),
+        (["--seed", "11", "--source-subjects", "0"], "must be at least 1"),
+    ],
+)
+def test_lesions_refuses_bad_source_options_before_building(lb, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["lesions.py", *args, "--work", str(tmp_path / "w")])
+    with pytest.raises(SystemExit) as info:
+        lb.main()
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
