@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from medtransfer.bench.build import BenchmarkConfig, build_benchmark
 from medtransfer.bench.profiles import list_profiles
 from medtransfer.data.io import load_nifti
 from medtransfer.data.layouts import load_dataset
+from medtransfer.errors import MedTransferError
 from medtransfer.experiments.evaluate_cell import lesion_match_rule, score, summarize_rows
 from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.infer import load_predictor
@@ -259,6 +261,20 @@ def main() -> None:
         parser.error("--source-seed trains the source to fine-tune: give it or --init, not both")
     if args.source_subjects < 1 or args.source_epochs < 1:
         parser.error("--source-subjects and --source-epochs must be at least 1")
+    try:
+        report = run(args)
+    except MedTransferError as err:  # e.g. a run folder of --work made with other options: one line, no traceback
+        print(f"lesions.py: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Build, (train the source,) train and score every target; the report as a dict."""
     start = time.perf_counter()
     root = build(args.work, args.seed, args.spacing, args.targets)
     overrides = {"train": {"epochs": args.epochs}} if args.epochs else {}
@@ -282,11 +298,7 @@ def main() -> None:
         "pass": all(r["pass"] for r in results.values()),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    return report
 
 
 if __name__ == "__main__":

@@ -191,3 +191,22 @@ def test_lesions_refuses_bad_source_options_before_building(lb, tmp_path, monkey
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_lesions_prints_one_line_when_a_run_folder_was_made_with_other_options(lb, tmp_path, monkeypatch, capsys):
+    from medtransfer.errors import ConfigError
+
+    def refuse(args):
+        raise ConfigError(
+            f"{args.work}/source_stroke_seed101 was fine-tuned with other options (train.epochs: 60 -> 30)"
+        )
+
+    monkeypatch.setattr(lb, "run", refuse)
+    monkeypatch.setattr(sys, "argv", ["lesions.py", "--seed", "11", "--source-seed", "101", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit) as info:
+        lb.main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("lesions.py: ")
+    assert "train.epochs: 60 -> 30" in err
