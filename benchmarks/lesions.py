@@ -62,26 +62,18 @@ SOURCE_SPLIT = {"test_fraction": 0.05, "val_fraction": 0.05}  # 50 scans: 46 tra
 VOLUME_BINS_CC = (0.0, 0.03, 0.1, 0.3, 1.0, 10.0, float("inf"))
 
 
-def build(work: Path, seed: int, spacing: float, targets: list[str]) -> Path:
-    """The build folder (reused when it already holds every dataset)."""
-    root = work / f"brainshift_seed{seed}_{spacing:g}mm"
-    if all((root / TARGETS[t][1] / "dataset.json").is_file() for t in targets):
-        return root
-    config = BenchmarkConfig(
-        out=root,
-        seed=seed,
-        subjects_per_domain=16,
-        spacing=spacing,
-        targets=tuple(TARGETS[t][0] for t in targets),
-        domains=(DOMAIN,),
-        sources=False,
-    )
-    return build_benchmark(config)
-
-
-def build_source(work: Path, seed: int, spacing: float, targets: list[str], subjects: int) -> Path:
-    """The lesion source's build: ``subjects`` per profile of every profile but the target's (reused when complete)."""
-    root = work / f"brainshift_source_seed{seed}_{spacing:g}mm_{subjects}x{len(SOURCE_DOMAINS)}"
+def build(
+    work: Path,
+    seed: int,
+    spacing: float,
+    targets: list[str],
+    subjects: int = 16,
+    domains: tuple[str, ...] = (DOMAIN,),
+    name: str | None = None,
+) -> Path:
+    """A brainshift build of ``targets`` in ``work`` (reused when it already holds every dataset): by default the
+    target build (16 siemens_3t subjects), with ``domains`` / ``subjects`` / ``name`` the lesion source's."""
+    root = work / (name or f"brainshift_seed{seed}_{spacing:g}mm")
     if all((root / TARGETS[t][1] / "dataset.json").is_file() for t in targets):
         return root
     config = BenchmarkConfig(
@@ -90,10 +82,16 @@ def build_source(work: Path, seed: int, spacing: float, targets: list[str], subj
         subjects_per_domain=subjects,
         spacing=spacing,
         targets=tuple(TARGETS[t][0] for t in targets),
-        domains=SOURCE_DOMAINS,
+        domains=domains,
         sources=False,
     )
     return build_benchmark(config)
+
+
+def build_source(work: Path, seed: int, spacing: float, targets: list[str], subjects: int) -> Path:
+    """The lesion source's build: ``subjects`` per profile of every profile but the target's."""
+    name = f"brainshift_source_seed{seed}_{spacing:g}mm_{subjects}x{len(SOURCE_DOMAINS)}"
+    return build(work, seed, spacing, targets, subjects, SOURCE_DOMAINS, name)
 
 
 def train_source(name: str, root: Path, work: Path, recipe: Path, seed: int, epochs: int) -> dict:

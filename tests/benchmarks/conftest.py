@@ -31,3 +31,17 @@ def rh():
     """benchmarks/real_heads.py as a module."""
     yield _load_script("real_heads")
     del sys.modules["benchmarks_real_heads"]
+
+
+@pytest.fixture(scope="module")
+def lc():
+    """benchmarks/lesions_compare.py as a module."""
+    yield _load_script("lesions_compare")
+    del sys.modules["benchmarks_lesions_compare"]
+
+
+@pytest.fixture(scope="module")
+def lb():
+    """benchmarks/lesions.py as a module."""
+    yield _load_script("lesions")
+    del sys.modules["benchmarks_lesions"]

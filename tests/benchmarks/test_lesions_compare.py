@@ -3,7 +3,6 @@ source options of benchmarks/lesions.py: values worked out by hand or with scipy
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,28 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def lc():
-    yield _load_script("lesions_compare")
-    del sys.modules["benchmarks_lesions_compare"]
-
-
-@pytest.fixture(scope="module")
-def lb():
-    yield _load_script("lesions")
-    del sys.modules["benchmarks_lesions"]
 
 
 def _result(path: Path, seed: int, dice: list[float], bins: list[tuple[int, int]], fp_per_case: float, **extra):
