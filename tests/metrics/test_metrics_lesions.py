@@ -202,3 +202,29 @@ def test_recall_by_volume_empty_2d_and_bad_input():
     big = np.zeros((8, 8, 4), dtype=bool)
     big[:5, :5, :2] = True  # 50 voxels: without a spacing, volumes are voxel counts
     assert recall_by_volume(big, big, None)["0.03-0.1ml"] == (1, 1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lesion_case_equals_detection_and_recall_by_volume(seed):
+    """One labelling for both (what evaluate_case records) gives exactly the two functions' numbers."""
+    from scipy import ndimage
+
+    from medtransfer.metrics.lesions import lesion_case, recall_by_volume
+
+    rng = np.random.default_rng(seed)
+    shape = (24, 20, 16) if seed % 2 == 0 else (40, 36)
+    field = ndimage.gaussian_filter(rng.normal(size=shape), 1.5)
+    ref = field > np.quantile(field, 0.9)  # blobs of many sizes
+    pred = ndimage.binary_dilation(ref) if seed % 2 else ndimage.binary_erosion(ref)  # IoU varies by size
+    pred[: shape[0] // 4] = False  # lesions missed
+    pred |= rng.random(shape) < 0.003  # false-positive specks
+    spacing = None if seed == 0 else tuple(float(s) for s in rng.uniform(0.5, 2.0, len(shape)))
+    iou = (None, 0.1, 0.5)[seed % 3]
+    stats, by_volume = lesion_case(pred, ref, spacing, 26, iou)
+    expected = compute_lesion_detection(pred[None, None], ref[None, None], 26, iou, spacing=spacing)
+    assert int(expected.n_ref[0, 0]) > 3  # a layout that tests something: several lesions, false positives
+    assert int(expected.fp[0, 0]) > 0
+    for name, value in expected.as_dict().items():
+        np.testing.assert_array_equal(getattr(stats, name), value, err_msg=name)
+    assert by_volume == recall_by_volume(pred, ref, spacing, iou_threshold=iou)
+    assert sum(found for _, found in by_volume.values()) == int(stats.tp[0, 0])

@@ -23,9 +23,8 @@ from ..utils import atomic_path, write_json_atomic
 from .lesions import (
     DEFAULT_LESION_IOU,
     LesionStats,
-    compute_lesion_detection,
+    lesion_case,
     pooled_recall_by_volume,
-    recall_by_volume,
     reduce_lesion_stats,
     volume_bin_columns,
 )
@@ -188,11 +187,8 @@ def evaluate_case(
         "assd": average_symmetric_surface_distance(distances),
     }
     if config.lesions:
-        stats = compute_lesion_detection(
-            p[None, None], r[None, None], config.connectivity, config.lesion_iou, spacing=spacing
-        )
+        stats, by_volume = lesion_case(p, r, spacing, config.connectivity, config.lesion_iou)
         row.update({f"lesion_{k}": float(v[0, 0]) for k, v in stats.as_dict().items()})
-        by_volume = recall_by_volume(p, r, spacing, connectivity=config.connectivity, iou_threshold=config.lesion_iou)
         for name, n_ref_key, tp_key in volume_bin_columns():
             row[n_ref_key], row[tp_key] = by_volume[name]
     return row

@@ -208,7 +208,11 @@ def _match_lesions(
     pred: np.ndarray, ref: np.ndarray, connectivity: int, iou_threshold: float | None
 ) -> tuple[int, int, int, int, int, float]:
     """``(tp, fn, fp, n_ref, n_pred, detected_dice_sum)`` for one binary pair."""
-    matched = _component_matches(pred, ref, connectivity, iou_threshold)
+    return _match_counts(_component_matches(pred, ref, connectivity, iou_threshold))
+
+
+def _match_counts(matched) -> tuple[int, int, int, int, int, float]:
+    """:func:`_match_lesions`' tuple from the components of :func:`_component_matches`."""
     if matched is None:
         return 0, 0, 0, 0, 0, 0.0
     n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes = matched
@@ -296,21 +300,73 @@ def recall_by_volume(
         >>> recall_by_volume(pred, ref, (1.0, 1.0, 1.0), (0.0, 10.0, math.inf))
         {'lt0.01ml': (1, 0), 'ge0.01ml': (1, 1)}
     """
+    pred, ref, voxel_volume, connectivity, iou_threshold = _one_case(
+        pred, ref, spacing, connectivity, iou_threshold, "recall by volume"
+    )
+    volume_bin_names(bins_mm3)  # bad bins fail before any labelling
+    matched = _component_matches(pred, ref, connectivity, iou_threshold)
+    return _volume_bin_counts(matched, voxel_volume, bins_mm3)
+
+
+def lesion_case(
+    pred: Any,
+    ref: Any,
+    spacing: Sequence[float] | None = None,
+    connectivity: int = 26,
+    iou_threshold: float | None = DEFAULT_LESION_IOU,
+    bins_mm3: Sequence[float] = VOLUME_BINS_MM3,
+) -> tuple[LesionStats, dict[str, tuple[int, int]]]:
+    """:func:`compute_lesion_detection` and :func:`recall_by_volume` of one binary case (2D or 3D) at once.
+
+    Both come from one labelling of the components (what a per-case evaluation records), and equal the two
+    functions' results exactly.
+
+    Returns:
+        ``(stats, by_volume)``: :class:`LesionStats` with ``(1, 1)`` arrays, and bin name -> ``(n_ref, detected)``.
+
+    Example:
+        >>> ref = np.zeros((10, 10, 10), bool); ref[0, 0, 0] = True; ref[5:8, 5:8, 5:8] = True
+        >>> pred = np.zeros_like(ref); pred[5:8, 5:8, 5:7] = True; pred[0, 9, 9] = True
+        >>> stats, by_volume = lesion_case(pred, ref, (1.0, 1.0, 1.0), bins_mm3=(0.0, 10.0, math.inf))
+        >>> stats.tp.tolist(), stats.fn.tolist(), stats.fp.tolist(), by_volume
+        ([[1]], [[1]], [[1]], {'lt0.01ml': (1, 0), 'ge0.01ml': (1, 1)})
+    """
+    pred, ref, voxel_volume, connectivity, iou_threshold = _one_case(
+        pred, ref, spacing, connectivity, iou_threshold, "a lesion case"
+    )
+    volume_bin_names(bins_mm3)
+    matched = _component_matches(pred, ref, connectivity, iou_threshold)
+    tp, fn, fp, n_ref, n_pred, dice_sum = _match_counts(matched)
+    stats = LesionStats(
+        *(np.array([[count]], dtype=np.int64) for count in (tp, fn, fp, n_ref, n_pred)),
+        volume_ref=np.array([[np.count_nonzero(ref) * voxel_volume]]),
+        volume_pred=np.array([[np.count_nonzero(pred) * voxel_volume]]),
+        detected_dice_sum=np.array([[dice_sum]]),
+    )
+    return stats, _volume_bin_counts(matched, voxel_volume, bins_mm3)
+
+
+def _one_case(pred: Any, ref: Any, spacing: Any, connectivity: int, iou_threshold: Any, what: str):
+    """Binary 2D/3D ``pred``, ``ref`` of one shape, the voxel volume (1 without spacing), checked rule."""
     pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
     if pred.shape != ref.shape:
         raise DataError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
     if ref.ndim not in CONNECTIVITY:
-        raise DataError(f"recall by volume needs one 2D or 3D case, got an array of shape {ref.shape}")
+        raise DataError(f"{what} needs one 2D or 3D case, got an array of shape {ref.shape}")
     (voxel,) = per_case_spacing(spacing, 1, ref.ndim)  # None counts voxels, as compute_lesion_detection does
-    names = volume_bin_names(bins_mm3)
     connectivity = _check_connectivity(connectivity, ref.ndim)
+    return pred, ref, float(np.prod(voxel)), connectivity, check_iou_threshold(iou_threshold)
+
+
+def _volume_bin_counts(matched, voxel_volume: float, bins_mm3: Sequence[float]) -> dict[str, tuple[int, int]]:
+    """Reference lesions and detected ones per volume bin from :func:`_component_matches`' components."""
+    names = volume_bin_names(bins_mm3)
     out = dict.fromkeys(names, (0, 0))
-    matched = _component_matches(pred, ref, connectivity, check_iou_threshold(iou_threshold))
     if matched is None or matched[0] == 0:
         return out
     n_ref, _, ref_ids, _, _, ref_sizes, _ = matched
     edges = np.asarray(bins_mm3, dtype=float)
-    volumes = ref_sizes[1:] * float(np.prod(voxel))
+    volumes = ref_sizes[1:] * voxel_volume
     bins = np.digitize(volumes, edges) - 1
     detected = np.zeros(n_ref + 1, dtype=bool)
     detected[np.unique(ref_ids)] = True
