@@ -8,7 +8,7 @@ Usage (nnU-Net is an optional extra: install it into a separate environment, nev
     ~/nnunet-venv/bin/pip install -e '.[bench-nnunet]'
     ~/nnunet-venv/bin/python benchmarks/vs_nnunet.py --minutes 20 [--targets stroke_lesion ms_lesion]
         [--seed 0] [--spacing 3] [--data BRAINSHIFT] [--work DIR] [--nnunet-configuration 2d|3d_fullres]
-        [--medtransfer-config FINETUNE.yaml]
+        [--nnunet-batch-size N] [--medtransfer-config FINETUNE.yaml]
 
 Data: a brainshift build (``--data``, or built into the work folder with ``medtransfer data build-benchmark --seed S
 --spacing X --subjects-per-domain 16 --targets ... --domains siemens_3t --no-sources``).  Per target:
@@ -302,14 +302,42 @@ def launch(entry: str, *args: Any) -> list[str]:
     return [sys.executable, str(LAUNCHER), entry, *map(str, args)]
 
 
+def set_batch_size(plans: Path, config: str, batch_size: int) -> int:
+    """Set one configuration's batch size in nnU-Net's plans file (``nnUNetPlans.json``); returns the planned one.
+
+    nnU-Net plans a batch for a GPU's memory (38-65 patches here); on a CPU each iteration then takes seconds, so a
+    time budget allows only a few of them.  The trainer reads the batch size from the plans.
+    """
+    content = json.loads(plans.read_text())
+    entry = content.get("configurations", {}).get(config)
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{plans}: no configuration {config!r} (has: {sorted(content.get('configurations', {}))})")
+    planned = entry.get("batch_size")
+    entry["batch_size"] = int(batch_size)
+    plans.write_text(json.dumps(content, indent=2))
+    return planned
+
+
 def run_nnunet(
-    dataset: Path, train: Sequence[str], test: Sequence[str], config: str, budget_s: float, work: Path, workers: int
+    dataset: Path,
+    train: Sequence[str],
+    test: Sequence[str],
+    config: str,
+    budget_s: float,
+    work: Path,
+    workers: int,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """Reorient, plan and preprocess, train for the budget, predict, and restore the predictions' grids."""
+    """Reorient, plan and preprocess (optionally with another batch size), train for the budget, predict, and
+    restore the predictions' grids."""
     env, start = nnunet_env(work, budget_s, workers), time.perf_counter()
     raw = write_nnunet_raw(dataset, train, test, work / "raw")
     plan = f"-d {int(dataset.name[7:10])} -c {config} -np {workers} --verify_dataset_integrity"
     run_step(launch("plan_and_preprocess", *plan.split()), work / "plan.log", env)
+    planned = {}
+    if batch_size is not None:
+        plans = work / "preprocessed" / dataset.name / "nnUNetPlans.json"
+        planned = {"planned_batch_size": set_batch_size(plans, config, batch_size)}
     prepare_s = time.perf_counter() - start
     train_args = f"{dataset.name} {config} all -tr {TRAINER} -device cpu".split()
     process_s = run_step(launch("train", *train_args), work / "train.log", env)
@@ -322,11 +350,15 @@ def run_nnunet(
     for name in (f"{case}.nii.gz" for case in test):
         restore_prediction(work / "predictions_ras" / name, dataset / "labelsTr" / name, work / "predictions" / name)
     keys = ("epochs", "iterations_per_epoch", "iterations", "batch_size", "patch_size", "train_seconds")
-    return {"configuration": config, "trainer": TRAINER, **{key: report[key] for key in keys}} | {
-        "train_process_seconds": process_s,
-        "prepare_seconds": prepare_s,
-        "predict_seconds": predict_s,
-    }
+    return (
+        {"configuration": config, "trainer": TRAINER, **{key: report[key] for key in keys}}
+        | planned
+        | {
+            "train_process_seconds": process_s,
+            "prepare_seconds": prepare_s,
+            "predict_seconds": predict_s,
+        }
+    )
 
 
 # -------------------------------------------------------------------------------------------- the driver
@@ -390,7 +422,14 @@ def run_target(args: argparse.Namespace, root: Path, target: str, recipe: Path, 
     pool = [case.case_id for case in load_dataset(dataset).cases if case.domain == args.domain]
     train, test = select_split(pool, ours.pop("test_cases"))
     theirs = run_nnunet(
-        dataset, train, test, args.nnunet_configuration, budget_s, work / target / "nnunet", args.nnunet_workers
+        dataset,
+        train,
+        test,
+        args.nnunet_configuration,
+        budget_s,
+        work / target / "nnunet",
+        args.nnunet_workers,
+        args.nnunet_batch_size,
     )
     labels = sorted(v for v in DATASETS[target].labels.values() if v)
     reference = link_cases(test, dataset / "labelsTr", ".nii.gz", work / target / "reference")
@@ -422,6 +461,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="nnU-Net's data-augmentation processes (nnUNet_n_proc_DA; default: one per core)",
     )
     parser.add_argument(
+        "--nnunet-batch-size",
+        type=int,
+        help="replace the batch size nnU-Net plans (for a GPU) by this one (default: nnU-Net's plan)",
+    )
+    parser.add_argument(
         "--medtransfer-config",
         help="finetune YAML of the medtransfer arm (default: configs/recipes/lesion_recipe.yaml)",
     )
@@ -429,6 +473,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.minutes > 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
+    if args.nnunet_batch_size is not None and args.nnunet_batch_size < 1:
+        parser.error(f"--nnunet-batch-size must be >= 1, got {args.nnunet_batch_size}")
     return args
 
 

@@ -196,6 +196,33 @@ def test_check_data_names_the_missing_dataset(vs, tmp_path):
         vs.check_data(tmp_path, ["stroke_lesion", "ms_lesion"])
 
 
+def test_set_batch_size_rewrites_one_configuration_of_the_plans(vs, tmp_path):
+    plans = tmp_path / "nnUNetPlans.json"
+    content = {
+        "plans_name": "nnUNetPlans",
+        "configurations": {
+            "2d": {"batch_size": 48, "patch_size": [160, 128]},
+            "3d_fullres": {"batch_size": 2, "patch_size": [96, 112, 96]},
+            "3d_lowres": {"inherits_from": "3d_fullres"},
+        },
+    }
+    plans.write_text(json.dumps(content))
+    assert vs.set_batch_size(plans, "2d", 12) == 48  # the planned one, for the JSON
+    written = json.loads(plans.read_text())
+    content["configurations"]["2d"]["batch_size"] = 12  # that and nothing else changed
+    assert written == content
+    with pytest.raises(ConfigError, match=r"no configuration '3d_cascade_fullres' \(has: \['2d', '3d_fullres'"):
+        vs.set_batch_size(plans, "3d_cascade_fullres", 12)
+
+
+def test_parse_args_refuses_a_batch_size_under_one(vs, capsys):
+    assert vs.parse_args(["--nnunet-batch-size", "12"]).nnunet_batch_size == 12
+    assert vs.parse_args([]).nnunet_batch_size is None
+    with pytest.raises(SystemExit):
+        vs.parse_args(["--nnunet-batch-size", "0"])
+    assert "--nnunet-batch-size must be >= 1, got 0" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------- needs nnunetv2 (not in CI)
 def test_launcher_registers_the_time_budget_trainer_where_nnunet_finds_it(launcher):
     pytest.importorskip("nnunetv2")
