@@ -19,29 +19,20 @@ def _load_script(name: str):
     return module
 
 
-@pytest.fixture(scope="module")
-def ds():
-    """benchmarks/domain_shift.py as a module."""
-    yield _load_script("domain_shift")
-    del sys.modules["benchmarks_domain_shift"]
+def _script_fixture(name: str, script: str):
+    """A module-scoped fixture ``name``: ``benchmarks/<script>.py`` as a module, unloaded after the module's tests."""
+
+    def fixture():
+        yield _load_script(script)
+        del sys.modules[f"benchmarks_{script}"]
+
+    fixture.__doc__ = f"benchmarks/{script}.py as a module."
+    return pytest.fixture(scope="module", name=name)(fixture)
 
 
-@pytest.fixture(scope="module")
-def rh():
-    """benchmarks/real_heads.py as a module."""
-    yield _load_script("real_heads")
-    del sys.modules["benchmarks_real_heads"]
-
-
-@pytest.fixture(scope="module")
-def lc():
-    """benchmarks/lesions_compare.py as a module."""
-    yield _load_script("lesions_compare")
-    del sys.modules["benchmarks_lesions_compare"]
-
-
-@pytest.fixture(scope="module")
-def lb():
-    """benchmarks/lesions.py as a module."""
-    yield _load_script("lesions")
-    del sys.modules["benchmarks_lesions"]
+ds = _script_fixture("ds", "domain_shift")
+rh = _script_fixture("rh", "real_heads")
+lc = _script_fixture("lc", "lesions_compare")
+lb = _script_fixture("lb", "lesions")
+vs = _script_fixture("vs", "vs_nnunet")
+launcher = _script_fixture("launcher", "_nnunet_launcher")

@@ -3,10 +3,8 @@ predictions, the time-budget plans, and the JSON assembly.  What needs nnunetv2 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,30 +12,6 @@ import numpy as np
 import pytest
 
 from medtransfer.errors import ConfigError, DataError
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def vs():
-    module = _load("vs_nnunet")
-    yield module
-    del sys.modules[module.__name__]
-
-
-@pytest.fixture(scope="module")
-def launcher():
-    module = _load("_nnunet_launcher")
-    yield module
-    del sys.modules[module.__name__]
 
 
 # ------------------------------------------------------------------------------------------------- split
