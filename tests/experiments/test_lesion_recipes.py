@@ -43,3 +43,18 @@ def test_the_lesion_demo_runs_the_ms_recipe():
     from medtransfer.experiments.demo import LESION_RECIPE
 
     assert _recipe("ms_lesion_recipe.yaml") == LESION_RECIPE
+
+
+def test_the_3d_stroke_recipe_differs_from_the_lesion_recipe_in_the_network_and_sampling_only():
+    flat, deep = _recipe("lesion_recipe.yaml"), _recipe("stroke_3d_recipe.yaml")
+    # the same split, spacing, loss, augmentation, mirroring and post-processing, so the two compare on one split
+    for key in ("split_seed", "test_fraction", "val_fraction", "max_val_cases", "preprocess", "augment", "tta_mirror"):
+        assert deep[key] == flat[key], key
+    assert deep["min_component_mm3"] == flat["min_component_mm3"] == "auto"
+    assert deep["train"]["loss"] == flat["train"]["loss"] == "dice_ce"
+    config = FinetuneConfig.from_yaml(CONFIGS / "recipes" / "stroke_3d_recipe.yaml", data="d", out="o")
+    assert config.model_config["spatial_dims"] == 3
+    assert config.model_config["norm"] == "instance"
+    assert list(config.patch_size) == [48, 48, 48]
+    assert "context_slices" not in deep  # 2.5D stacking is a 2D-only key
+    assert config.train["epochs"] * config.train["steps_per_epoch"] == 8000
