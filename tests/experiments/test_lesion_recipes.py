@@ -47,6 +47,12 @@ def test_the_lesion_demo_runs_the_ms_recipe():
 
 def test_the_3d_stroke_recipe_differs_from_the_lesion_recipe_in_the_network_and_sampling_only():
     flat, deep = _recipe("lesion_recipe.yaml"), _recipe("stroke_3d_recipe.yaml")
+    differ = {k for k in flat.keys() | deep.keys() if k != "train" and flat.get(k) != deep.get(k)}
+    assert differ == {"model_config", "patch_size", "context_slices", "foreground_sampling"}
+    train_differ = {
+        k for k in flat["train"].keys() | deep["train"].keys() if flat["train"].get(k) != deep["train"].get(k)
+    }
+    assert train_differ == {"epochs", "batch_size", "val_every"}
     # the same split, spacing, loss, augmentation, mirroring and post-processing, so the two compare on one split
     for key in ("split_seed", "test_fraction", "val_fraction", "max_val_cases", "preprocess", "augment", "tta_mirror"):
         assert deep[key] == flat[key], key
