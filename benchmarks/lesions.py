@@ -178,6 +178,22 @@ def run_target(
     train_s = time.perf_counter() - start
     summary = json.loads((out / "summary.json").read_text())
     predictor = load_predictor(out, checkpoint="last", device="cpu", precision="fp32")
+    result = {
+        "target": target,
+        "init": str(init) if init else "none (scratch)",
+        **score_test_cases(predictor, data, summary, thresholds),
+        "history": _history(out),
+        "train_seconds": round(train_s, 1),
+    }
+    return result
+
+
+def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> dict:
+    """Predict a run's (or an ensemble's) test scans and score them: Dice, lesion recall / precision / F1, false
+    positives per scan, recall by volume, the tuned minimum component size and pass/fail against ``thresholds``.
+
+    ``predictor`` is a :class:`~medtransfer.infer.Predictor` or an :class:`~medtransfer.infer.ensemble.Ensemble`
+    whose ``postprocess`` holds its tuned size; ``summary`` names the test, training and validation cases."""
     chosen = predictor.postprocess.get(MIN_COMPONENT_KEY) or 0.0
     val_f1 = predictor.postprocess.get("val_lesion_f1")
     predictor.postprocess = {}  # raw predictions first: the test F1 of every candidate size is a diagnostic
@@ -197,8 +213,6 @@ def run_target(
     predict_s = time.perf_counter() - start
     metrics = summarize_rows(rows)
     result = {
-        "target": target,
-        "init": str(init) if init else "none (scratch)",
         "dice": metrics.get("dice"),
         "per_case_dice": [round(float(r["dice"] or 0.0), 3) for r in rows],
         **{k: metrics.get(f"lesion_{k}") for k in ("detection_rate", "precision", "f1", "fp_per_case")},
@@ -209,11 +223,9 @@ def run_target(
         "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": tune_min_component(
             raws, refs, float(np.prod(ref.spacing[:3]))
         )[1],
-        "history": _history(out),
         "test_cases": summary["test_cases"],
         "train_cases": summary["labelled_cases"],
         "val_cases": summary["val_cases"],
-        "train_seconds": round(train_s, 1),
         "predict_seconds": round(predict_s, 1),
         "targets": thresholds,
     }
@@ -259,10 +271,16 @@ def main() -> None:
         parser.error("--source-seed trains the source to fine-tune: give it or --init, not both")
     if args.source_subjects < 1 or args.source_epochs < 1:
         parser.error("--source-subjects and --source-epochs must be at least 1")
+    run_and_print(run, args, "lesions.py")
+
+
+def run_and_print(run_fn, args: argparse.Namespace, script: str) -> None:
+    """``run_fn(args)``'s report printed as JSON (and written to ``args.json``); a user error is one line naming
+    ``script``, exit status 2, no traceback (e.g. a run folder of --work made with other options)."""
     try:
-        report = run(args)
-    except MedTransferError as err:  # e.g. a run folder of --work made with other options: one line, no traceback
-        print(f"lesions.py: {err}", file=sys.stderr)
+        report = run_fn(args)
+    except MedTransferError as err:
+        print(f"{script}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     text = json.dumps(report, indent=2)
     if args.json:

@@ -12,11 +12,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from medtransfer.checkpoint import save_checkpoint
 from medtransfer.data.io import save_nifti
 from medtransfer.data.layouts import write_dataset_json
-from medtransfer.models import create_model
+from medtransfer.models import create_model, list_models, register_model
 
 # ---------------------------------------------------------------- two domains (grid cells, classification)
 
@@ -247,3 +248,81 @@ def nnunet_model_folder(root, class_name="PlainConvUNet", configuration="3d_full
     _save_like_nnunet(folder / "fold_0" / "checkpoint_final.pth", net, plans, dataset, configuration)
     net.decoder.deep_supervision = False
     return folder, net.eval()
+
+
+# ---------------------------------------------------------------- hand-built 3D threshold runs (ensembles)
+
+THRESHOLD_NET = "test_threshold_net_3d"
+THRESHOLD_SHAPE = (16, 16, 8)
+THRESHOLD_PREPROCESS = {
+    "target_spacing": None,
+    "clip_percentiles": None,
+    "scaling": "none",
+    "crop_to_foreground": False,
+}
+
+
+class ThresholdNet3d(nn.Module):
+    """logit = 40 (x - threshold): foreground above the threshold, probability sigmoid(40 (x - t))."""
+
+    def __init__(self, threshold: float = 0.5, spatial_dims: int = 3, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(40.0)
+            self.conv.bias.fill_(-40.0 * threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+if THRESHOLD_NET not in list_models():
+    register_model(THRESHOLD_NET, "test-only 3D threshold network")(ThresholdNet3d)
+
+
+def threshold_image() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background 0; box 1 (64 voxels) at 0.5; box 2 (100 voxels) at 1.0; a 1-voxel speck at 1.0."""
+    image = np.zeros(THRESHOLD_SHAPE, np.float32)
+    box1 = np.zeros(THRESHOLD_SHAPE, bool)
+    box1[2:6, 2:6, 2:6] = True
+    box2 = np.zeros(THRESHOLD_SHAPE, bool)
+    box2[9:14, 9:14, 2:6] = True
+    image[box1] = 0.5
+    image[box2] = 1.0
+    image[0, 15, 7] = 1.0
+    return image, box1, box2
+
+
+def threshold_run(root, name, threshold, val=("v0",), train=("t0",), data=None, labels=None, test=()):
+    """A run folder as run_finetune writes it: checkpoint, summary.json (its split), config.yaml (its data)."""
+    model = ThresholdNet3d(threshold)
+    meta = {
+        "preprocess": THRESHOLD_PREPROCESS,
+        "labels": labels or {"background": 0, "lesion": 1},
+        "inference": {"patch_size": [8, 8, 8]},
+    }
+    spec = {"name": THRESHOLD_NET, "config": {"spatial_dims": 3, "in_channels": 1, "threshold": threshold}}
+    run = root / name
+    save_checkpoint(
+        run / "checkpoints" / "checkpoint_last.pt", {"model": spec, "state_dict": model.state_dict(), "meta": meta}
+    )
+    summary = {"val_cases": list(val), "labelled_cases": list(train), "test_cases": list(test)}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.yaml").write_text(f"data: {data or root / 'data'}\n")
+    return run
+
+
+def threshold_dataset(root, extra=None):
+    """t0: a training case with one 4x4x4 lesion (cap = 32 mm³); v0: boxes 1 and 2 are lesions, the speck is not;
+    ``extra``: more cases (id -> label) of the same image."""
+    image, box1, box2 = threshold_image()
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    train_label = np.zeros(THRESHOLD_SHAPE, np.uint8)
+    train_label[4:8, 4:8, 2:6] = 1
+    cases = {"t0": train_label, "v0": (box1 | box2).astype(np.uint8), **(extra or {})}
+    for case, label in cases.items():
+        save_nifti(root / "imagesTr" / f"{case}_0000.nii.gz", image, np.eye(4))
+        save_nifti(root / "labelsTr" / f"{case}.nii.gz", label, np.eye(4))
+    write_dataset_json(root, {"background": 0, "lesion": 1}, ["T1"], len(cases))
+    return root

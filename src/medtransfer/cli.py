@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "finetune",
     "strategies",
     "evaluate",
+    "ensemble",
     "predict",
     "grid",
     "report",

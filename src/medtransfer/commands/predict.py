@@ -16,7 +16,11 @@ def add_parser(subparsers) -> None:
         "over an input scan (same path, hard link or symlink): that is refused before any work. In a folder, "
         "every readable scan is predicted; the ones that could not be are listed at the end (exit status 2).",
     )
-    parser.add_argument("--model", required=True, help="run folder (or checkpoint file) of a trained model")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="run folder, ensemble folder (`medtransfer ensemble`) or checkpoint file of a trained model",
+    )
     parser.add_argument("--input", required=True, help="scan.nii.gz, or a folder of scans ({case}_0000.nii.gz ...)")
     parser.add_argument("--output", required=True, help="mask.nii.gz for one scan, a folder for a folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")

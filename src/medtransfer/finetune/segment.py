@@ -24,7 +24,7 @@ import yaml
 from ..data.layouts import CaseDataset, load_dataset
 from ..data.preprocess import PreprocessConfig
 from ..errors import ConfigError
-from ..infer.postprocess import MIN_COMPONENT_KEY, lesion_size_cap, tune_min_component
+from ..infer.postprocess import MIN_COMPONENT_KEY, tune_on_validation
 from ..train.augment import create_augment
 from ..train.batches import StepBatchSampler, TrainBatches
 from ..train.checkpointing import CheckpointManager
@@ -163,36 +163,25 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=()) -> Non
     prediction from that checkpoint applies it.  Without validation cases nothing is removed.
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..data.io import load_nifti
     from ..infer import load_predictor
 
     if not val_ids:
         logger.warning("min_component_mm3: auto needs validation cases; no post-processing")
         return
-    train_labels = [load_nifti(dataset.get(c).label) for c in train_ids]
-    cap = lesion_size_cap([np.rint(t.array) > 0 for t in train_labels], [np.prod(t.spacing[:3]) for t in train_labels])
-    cases = [dataset.get(c) for c in val_ids]
-    refs = [load_nifti(c.label) for c in cases]
-    images = [[load_nifti(p, dtype="float32") for p in c.images] for c in cases]
     for path in dict.fromkeys(p for p in (result.best_checkpoint, result.last_checkpoint) if p is not None):
         predictor = load_predictor(path, device="cpu", precision="fp32")
-        preds = [predictor.predict(v if len(v) > 1 else v[0]) > 0 for v in images]
-        volume = float(np.prod(refs[0].spacing[:3]))
-        size, scores = tune_min_component(preds, [np.rint(r.array) > 0 for r in refs], volume, max_mm3=cap)
+        predictor.postprocess = {}
+        tuned = tune_on_validation(predictor.predict, dataset, val_ids, train_ids)
         ckpt = load_checkpoint(path)
-        ckpt["meta"]["postprocess"] = {
-            MIN_COMPONENT_KEY: size,
-            "tuned_on": list(val_ids),
-            "val_lesion_f1": scores,
-            "max_mm3_from_training_lesions": None if cap is None else round(cap, 3),
-        }
+        ckpt["meta"]["postprocess"] = tuned
         save_checkpoint(path, ckpt)
+        cap = tuned["max_mm3_from_training_lesions"]
         logger.info(
             "%s: min component %g mm³ (at most %s from the training lesions; validation lesion F1 %s)",
             path.name,
-            size,
+            tuned[MIN_COMPONENT_KEY],
             "-" if cap is None else f"{cap:g}",
-            scores,
+            tuned["val_lesion_f1"],
         )
 
 

@@ -160,3 +160,35 @@ def tune_min_component(
         if f1 > best_f1 or (max_mm3 is not None and f1 == best_f1):
             best, best_f1 = volume, f1
     return best, scores
+
+
+def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequence[str] = ()) -> dict[str, Any]:
+    """The post-processing a model should store, tuned on validation cases: ``meta["postprocess"]``.
+
+    ``predict(channels)`` labels one case (its volumes, as :meth:`~medtransfer.infer.predictor.Predictor.predict`
+    takes them) *without* post-processing; :func:`tune_min_component` then picks the size with the highest pooled
+    lesion F1 on ``val_ids``, never above :func:`lesion_size_cap` of the ``train_ids`` labels.  One routine for a
+    run's checkpoints (:func:`medtransfer.finetune.segment.tune_postprocess`) and for an ensemble
+    (:mod:`medtransfer.infer.ensemble`), so both mean the same by ``min_component_mm3: auto``.
+
+    Returns:
+        ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions"}``.
+    """
+    from ..data.io import load_nifti
+
+    train_labels = [load_nifti(dataset.get(c).label) for c in train_ids]
+    cap = lesion_size_cap([np.rint(t.array) > 0 for t in train_labels], [np.prod(t.spacing[:3]) for t in train_labels])
+    cases = [dataset.get(c) for c in val_ids]
+    refs = [load_nifti(c.label) for c in cases]
+    preds = []
+    for case in cases:
+        volumes = [load_nifti(p, dtype="float32") for p in case.images]
+        preds.append(predict(volumes if len(volumes) > 1 else volumes[0]) > 0)
+    volume = float(np.prod(refs[0].spacing[:3]))
+    size, scores = tune_min_component(preds, [np.rint(r.array) > 0 for r in refs], volume, max_mm3=cap)
+    return {
+        MIN_COMPONENT_KEY: size,
+        "tuned_on": list(val_ids),
+        "val_lesion_f1": scores,
+        "max_mm3_from_training_lesions": None if cap is None else round(cap, 3),
+    }

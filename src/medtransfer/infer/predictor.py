@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from ..errors import ConfigError, DataError
 from ..train.precision import PrecisionPlan, model_to_plan, resolve_device, resolve_precision
 from .postprocess import apply_postprocess
 from .sliding_window import predict_patches, predict_slices
+
+if TYPE_CHECKING:
+    from .ensemble import Ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -128,17 +131,35 @@ class Predictor:
             DataError: not 3D, or a channel count other than the model's.
         """
         channels = _as_channels(channels, source)
+        classes = self.classes_from_proba(self.predict_proba(channels, source), channels[0].spacing[:3])
+        return label_array(classes, self.label_values)
+
+    def predict_proba(self, channels: list[Volume] | Volume, source: str = "input") -> np.ndarray:
+        """Class probabilities ``(K, X, Y, Z)`` on the input's grid (float32; before post-processing).
+
+        What :meth:`predict` takes the argmax of; an ensemble averages them over its members.
+        """
+        channels = _as_channels(channels, source)
         if len(channels) != self.in_channels:
             raise DataError(f"{source}: the model takes {self.in_channels} channel(s), the input has {len(channels)}")
         image, _, info = preprocess_case(channels, self.preprocess)
         probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **self.inference)
-        restored = restore_to_input(probs.numpy(), info, order=1)
-        classes = apply_postprocess(restored.argmax(0), channels[0].spacing[:3], self.postprocess)
+        return np.asarray(restore_to_input(probs.numpy(), info, order=1), dtype=np.float32)
+
+    def classes_from_proba(self, probs: np.ndarray, spacing) -> np.ndarray:
+        """Class indices (argmax of ``probs``) after the stored post-processing and, for a brain mask, its
+        largest component with holes filled."""
+        classes = apply_postprocess(np.asarray(probs).argmax(0), spacing, self.postprocess)
         if self.brain_mask:
             classes = brain_mask_postprocess(classes).astype(classes.dtype)
-        values = np.asarray(self.label_values)
-        dtype = np.uint8 if values.max(initial=0) < 256 and values.min(initial=0) >= 0 else np.int16
-        return values[classes].astype(dtype)
+        return classes
+
+
+def label_array(classes: np.ndarray, label_values: list[int]) -> np.ndarray:
+    """Class indices as the dataset's label values (uint8 when they fit, else int16)."""
+    values = np.asarray(label_values)
+    dtype = np.uint8 if values.max(initial=0) < 256 and values.min(initial=0) >= 0 else np.int16
+    return values[classes].astype(dtype)
 
 
 def _as_channels(channels: list[Volume] | Volume, source: str) -> list[Volume]:
@@ -179,13 +200,18 @@ def find_checkpoint(run: str | os.PathLike, prefer: str = "best") -> Path:
 
 def load_predictor(
     run: str | os.PathLike, *, device: str = "auto", precision: str = "auto", checkpoint: str = "best"
-) -> Predictor:
+) -> Predictor | Ensemble:
     """Rebuild the model of a run (or checkpoint file) with its preprocessing and label values.
 
-    ``checkpoint`` picks ``best`` or ``last`` in a run folder (see :func:`find_checkpoint`).
+    ``checkpoint`` picks ``best`` or ``last`` in a run folder (see :func:`find_checkpoint`).  An ensemble folder
+    (:mod:`.ensemble`) gives an :class:`~medtransfer.infer.ensemble.Ensemble`, which predicts as a Predictor does
+    (its members' checkpoints are the ones it was made with; ``checkpoint`` does not apply).
     """
     from ..models import create_model
+    from .ensemble import is_ensemble, load_ensemble
 
+    if Path(run).is_dir() and is_ensemble(run):
+        return load_ensemble(run, device=device, precision=precision)
     path = find_checkpoint(run, checkpoint)
     ckpt = load_checkpoint(path)
     spec, meta = ckpt.get("model") or {}, ckpt.get("meta") or {}
