@@ -125,6 +125,10 @@ def test_members_must_agree_on_labels_channels_and_validation_cases(tmp_path):
     leaky = threshold_run(tmp_path, "e", 0.5, train=("t0", "v0"))
     with pytest.raises(ConfigError, match="trained on validation case"):
         create_ensemble([a, leaky], tmp_path / "e3", device="cpu")
+    moved = threshold_run(tmp_path, "f", 0.5, data="elsewhere/Dataset")  # trained from another folder
+    with pytest.raises(ConfigError, match="names the dataset elsewhere/Dataset, not a folder from here; give --data"):
+        create_ensemble([moved, a], tmp_path / "e6", device="cpu")
+    assert create_ensemble([moved, a], tmp_path / "e7", data=tmp_path / "data", device="cpu").is_file()
     # bare checkpoints have no split: a fixed size is needed
     bare = tmp_path / "bare.pt"
     shutil.copy(a / "checkpoints" / "checkpoint_last.pt", bare)
@@ -133,7 +137,7 @@ def test_members_must_agree_on_labels_channels_and_validation_cases(tmp_path):
         create_ensemble([bare, tmp_path / "bare2.pt"], tmp_path / "e4", device="cpu")
     path = create_ensemble([bare, tmp_path / "bare2.pt"], tmp_path / "e5", min_component=12, device="cpu")
     assert json.loads(path.read_text())["postprocess"] == {"min_component_mm3": 12.0}
-    assert not any((tmp_path / f"e{i}").exists() for i in range(1, 5))
+    assert not any((tmp_path / f"e{i}").exists() for i in (1, 2, 3, 4, 6))
 
 
 def test_a_member_changed_after_the_ensemble_was_made_is_refused(tmp_path, capsys):

@@ -185,7 +185,7 @@ def create_ensemble(
     Args:
         runs: run folders (or checkpoint files) trained on the same labels and split.
         out: the ensemble folder to create (must not exist, or be empty: nothing is overwritten).
-        data: the dataset the runs were trained on (default: the first run's, from its ``summary.json``); its
+        data: the dataset the runs were trained on (default: the first run's, from its ``config.yaml``); its
             validation cases tune ``min_component: auto``.
         checkpoint: ``last`` or ``best`` in each run folder.
         min_component: ``auto`` (tuned on the shared validation cases), a size in mm³, or ``None`` (off).
@@ -214,8 +214,9 @@ def create_ensemble(
                 f"{paths[0]}: its run has no validation cases to tune the ensemble's post-processing on; give "
                 "--min-component a size in mm³ (or none)"
             )
-        if data is None and recorded is None:
-            raise ConfigError(f"{paths[0]}: its summary names no dataset; give --data")
+        if data is None and (recorded is None or not Path(recorded).is_dir()):
+            why = "names no dataset" if recorded is None else f"names the dataset {recorded}, not a folder from here"
+            raise ConfigError(f"{paths[0]}: its run's config.yaml {why}; give --data (the dataset the runs used)")
         dataset = load_dataset(data if data is not None else recorded)
         logger.info("tuning the ensemble's minimum component size on %d validation case(s)", len(val))
         postprocess = tune_on_validation(ensemble.predict, dataset, val, train)
