@@ -236,7 +236,7 @@ def test_shift_figures_and_winner(shift):
 def test_provenance_from_env_files(shift):
     import torch
 
-    from medtransfer.train.run_env import git_commit
+    from medtransfer.train.run_env import cpu_model, git_commit
 
     _, html, _ = shift
     assert table_cells(html, "finished cells") == ["finished cells", "32"]
@@ -244,6 +244,8 @@ def test_provenance_from_env_files(shift):
     assert table_cells(html, "torch")[1] == torch.__version__
     assert table_cells(html, "seeds")[1] == "0, 1"
     assert table_cells(html, "git_commit")[1] == str(git_commit())
+    if cpu_model() is not None:
+        assert table_cells(html, "cpu_model")[1] == cpu_model()
 
 
 def test_png_overlays_folder_is_embedded_as_is(tmp_path):

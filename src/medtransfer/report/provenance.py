@@ -12,8 +12,8 @@ from typing import Any
 from .document import Table
 from .results import CellRecord, read_env
 
-ENV_KEYS = ("medtransfer", "git_commit", "python", "torch", "numpy", "platform", "cpu_capability", "device")
-ENV_KEYS += ("precision", "cuda", "num_threads")
+ENV_KEYS = ("medtransfer", "git_commit", "python", "torch", "numpy", "platform", "cpu_model", "cpu_capability")
+ENV_KEYS += ("device", "precision", "cuda", "num_threads")
 
 
 def provenance_table(cells: Sequence[CellRecord], rows: Sequence[dict[str, Any]]) -> Table:
