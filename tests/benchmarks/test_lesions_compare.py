@@ -187,3 +187,19 @@ def test_lesions_prints_one_line_when_a_run_folder_was_made_with_other_options(l
     assert err.count("\n") == 0
     assert err.startswith("lesions.py: ")
     assert "train.epochs: 60 -> 30" in err
+
+
+def test_lesions_json_names_the_machine(lb, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from medtransfer.train.run_env import cpu_model
+
+    monkeypatch.setattr(lb, "run", lambda args: {"build": {"seed": args.seed}, "results": {}})
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["lesions.py", "--seed", "11", "--work", str(tmp_path), "--json", str(out)])
+    lb.main()
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["build"] == {"seed": 11}
+    expected = {"cpu_model": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    assert printed["machine"] == expected
