@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from medtransfer.checkpoint import load_checkpoint, save_checkpoint
 from medtransfer.data.io import load_nifti, save_nifti
@@ -162,3 +163,23 @@ def test_a_bad_option_in_a_recipe_file_names_the_file(tmp_path):
     path.write_text("context_slices: -1\n")
     with pytest.raises(ConfigError, match=r"recipe\.yaml: context_slices must be an integer >= 0, got -1"):
         FinetuneConfig.from_yaml(path, data="d", out="o")
+
+
+def test_a_run_with_lesion_mix_learns_and_records_it(tmp_path):
+    data = lesion_dataset(tmp_path / "lesions")
+    values = {**RECIPE, "lesion_mix": 0.5, "min_component_mm3": None, "data": str(data), "out": str(tmp_path / "run")}
+    out = run_finetune(FinetuneConfig.from_dict(values))
+    summary = json.loads((out / "summary.json").read_text())
+    assert yaml.safe_load((out / "config.yaml").read_text())["lesion_mix"] == 0.5
+    predictor = load_predictor(out, checkpoint="last", device="cpu", precision="fp32")
+    trained = _test_dice(predictor, load_dataset(data), summary["test_cases"])
+    assert trained > 0.5, trained
+
+
+def test_lesion_mix_needs_a_2d_model(tmp_path):
+    data = lesion_dataset(tmp_path / "lesions", n=4)
+    values = {**RECIPE, "context_slices": 0, "lesion_mix": 0.5, "data": str(data), "out": str(tmp_path / "run")}
+    values["model_config"] = {"spatial_dims": 3, "features": 4, "depth": 2}
+    with pytest.raises(ConfigError, match="lesion_mix carves lesions into 2D slices: it needs a 2D model, got a 3D"):
+        run_finetune(FinetuneConfig.from_dict(values))
+    assert not (tmp_path / "run").exists()

@@ -68,6 +68,8 @@ class FinetuneConfig:
             keep the order of intensities and so a lesion's contrast), see :mod:`medtransfer.train.augment`.
         context_slices: 2D models: neighbouring slices on each side given as extra input channels (2.5D; the
             checkpoint records it and prediction stacks the same way).
+        lesion_mix: 2D models: probability that a training slice gets a lesion carved from another training case
+            (CarveMix, rescaled in-plane 0.5-1.25x; :class:`medtransfer.finetune.data.LesionMix`); 0 turns it off.
         tta_mirror: prediction averages over every mirroring of the spatial axes (recorded in the checkpoint).
         min_component_mm3: post-processing of predictions: connected components smaller than this (mm³) are
             removed; ``auto`` tunes it on the validation cases (highest lesion F1), ``null`` turns it off.
@@ -96,6 +98,7 @@ class FinetuneConfig:
     foreground_sampling: str = "index"
     augment: str = "none"
     context_slices: int = 0
+    lesion_mix: float = 0.0
     tta_mirror: bool = False
     min_component_mm3: float | str | None = None
     cache_dir: str | None = None
@@ -124,6 +127,13 @@ class FinetuneConfig:
         object.__setattr__(self, "min_component_mm3", check_min_component(self.min_component_mm3))
         if isinstance(self.context_slices, bool) or not isinstance(self.context_slices, int) or self.context_slices < 0:
             raise ConfigError(f"context_slices must be an integer >= 0, got {self.context_slices!r}")
+        if isinstance(self.lesion_mix, bool) or not isinstance(self.lesion_mix, int | float):
+            raise ConfigError(f"lesion_mix must be a probability in [0, 1], got {self.lesion_mix!r}")
+        if not 0.0 <= self.lesion_mix <= 1.0:
+            raise ConfigError(f"lesion_mix must be a probability in [0, 1], got {self.lesion_mix!r}")
+        object.__setattr__(self, "lesion_mix", float(self.lesion_mix))
+        if self.lesion_mix and self.every_kth_slice is not None:
+            raise ConfigError("lesion_mix carves lesions between whole labelled scans; a slice budget has one scan")
         if not isinstance(self.tta_mirror, bool):
             raise ConfigError(f"tta_mirror must be true or false, got {self.tta_mirror!r}")
         if self.slice_axis not in (0, 1, 2):

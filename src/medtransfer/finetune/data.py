@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -131,6 +132,8 @@ class SliceDataset(Dataset):
         augment: optional callable applied to every item (:mod:`medtransfer.train.augment`).
         context: 2.5D: the ``context`` neighbouring slices on each side become extra channels, ordered as
             :func:`medtransfer.infer.sliding_window.context_stack` orders them at prediction (edges repeat).
+        lesion_mix: optional :class:`LesionMix`: with its probability an item becomes a slice of its case with a
+            lesion carved from another training case (before ``augment``).
     """
 
     def __init__(
@@ -142,8 +145,12 @@ class SliceDataset(Dataset):
         foreground_fraction: float = 0.0,
         augment: Callable[[dict], dict] | None = None,
         context: int = 0,
+        lesion_mix: LesionMix | None = None,
     ) -> None:
         self.cases, self.axis, self.shape, self.augment, self.context = list(cases), axis, shape, augment, context
+        if lesion_mix is not None and lesion_mix.p > 0 and slices:
+            raise ValueError("lesion_mix needs whole labelled scans, not a slice budget")
+        self.lesion_mix = lesion_mix.bind(self.cases, axis) if lesion_mix is not None and lesion_mix.p > 0 else None
         self.index = [
             (ci, s)
             for ci, case in enumerate(self.cases)
@@ -167,12 +174,188 @@ class SliceDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         ci, s = self.index[i]
         case = self.cases[ci]
+        mixed = self.lesion_mix.draw(ci) if self.lesion_mix is not None else None
+        if mixed is not None:
+            s = mixed.target_slice
+        image, label = self.stack(ci, s)
+        if mixed is not None:
+            image, label = mixed.paste(image, label)
+        item = {"image": _pad_to(image, self.shape), "label": _pad_to(label, self.shape), "case": case.case_id}
+        return self.augment(item) if self.augment else item
+
+    def stack(self, ci: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slice ``s`` of case ``ci`` unpadded: image ``(offsets * C, a, b)`` (2.5D stack), label ``(1, a, b)``."""
+        case = self.cases[ci]
         slices = context_indices(s, case.image.shape[self.axis + 1], self.context)
         image = torch.from_numpy(np.moveaxis(np.take(case.image, slices, axis=self.axis + 1), self.axis + 1, 0))
         image = image.flatten(0, 1)  # (offsets, C, a, b) -> (offsets * C, a, b)
         label = torch.from_numpy(np.take(case.label, s, axis=self.axis))[None]
-        item = {"image": _pad_to(image, self.shape), "label": _pad_to(label, self.shape), "case": case.case_id}
-        return self.augment(item) if self.augment else item
+        return image, label
+
+
+@dataclass(frozen=True)
+class Donor:
+    """One connected foreground component of a training case, ready to be carved out.
+
+    ``box`` is the component's bounding box grown by the carve margin (in the case's array); ``weight`` (the box's
+    shape) is 1 on the component and the voxels within the margin of it and falls to 0 over about two voxels
+    outside (a soft edge: no step in intensity where the carved region meets its new surroundings); ``slices``
+    are the positions along the slice axis where the component has voxels; ``centre`` is the centre of the
+    component's own bounding box (voxel coordinates, not clipped like ``box``).
+    """
+
+    case: int
+    box: tuple[slice, slice, slice]
+    weight: np.ndarray
+    slices: tuple[int, ...]
+    centre: tuple[float, float, float]
+
+
+def lesion_donors(cases: Sequence[PreparedCase], axis: int, margin: int = 2) -> list[Donor]:
+    """Every 26-connected foreground component of ``cases`` as a :class:`Donor` (carve margin ``margin`` voxels)."""
+    from scipy import ndimage
+
+    donors = []
+    for ci, case in enumerate(cases):
+        components, _ = ndimage.label(case.label > 0, structure=np.ones((3, 3, 3), dtype=bool))
+        for k, box in enumerate(ndimage.find_objects(components), start=1):
+            pad = margin + 3
+            grown = tuple(
+                slice(max(0, b.start - pad), min(n, b.stop + pad)) for b, n in zip(box, case.label.shape, strict=True)
+            )
+            lesion = components[grown] == k
+            carve = ndimage.binary_dilation(lesion, iterations=margin) if margin else lesion
+            weight = np.clip(2.0 * ndimage.gaussian_filter(carve.astype(np.float32), 1.0), 0.0, 1.0)
+            weight[carve] = 1.0
+            present = np.flatnonzero(lesion.any(axis=tuple(a for a in range(3) if a != axis)))
+            slices = tuple(int(grown[axis].start + p) for p in present)
+            donors.append(Donor(ci, grown, weight, slices, tuple((b.start + b.stop) / 2 for b in box)))
+    return donors
+
+
+@dataclass(frozen=True)
+class LesionMix:
+    """Lesions carved from one training case into another (CarveMix, Zhang et al. 2021), rescaled in-plane.
+
+    With probability ``p`` a training slice of case B is replaced by this: a foreground component of another
+    training case A (its "donor") is drawn uniformly, and one of the donor's slices uniformly; B's slice at the
+    same relative position along the slice axis takes the donor's region (the component grown by ``margin``
+    voxels, soft-edged) at the same relative in-plane position, rescaled in-plane by a factor drawn uniformly from
+    ``scale`` (LesionMix-like size variation: a few large training lesions also teach small ones), blended as
+    ``B * (1 - w) + A * w``; the label inside the region is A's, outside it B's.  Every context slice of a 2.5D
+    stack takes the donor's matching slice.  Cases are preprocessed the same way (RAS, cropped to the head,
+    normalised), so relative positions put a lesion where lesions occur.  Random numbers come from torch's global
+    generator, as the other augmentations' do (resumable).
+    """
+
+    p: float = 0.0
+    scale: tuple[float, float] = (0.5, 1.25)
+    margin: int = 2
+
+    def bind(self, cases: Sequence[PreparedCase], axis: int) -> BoundLesionMix | None:
+        """The mix over ``cases``; ``None`` without foreground or a second case (nothing to carve across); a case
+        carves only other cases' lesions."""
+        donors = lesion_donors(cases, axis, self.margin)
+        if not donors or len(cases) < 2:
+            logger.warning("lesion_mix: no second training case or no foreground to carve; no lesions are carved")
+            return None
+        return BoundLesionMix(self, list(cases), axis, donors)
+
+
+@dataclass(frozen=True)
+class BoundLesionMix:
+    """A :class:`LesionMix` over the training cases and their donors (:meth:`LesionMix.bind`)."""
+
+    mix: LesionMix
+    cases: list[PreparedCase]
+    axis: int
+    donors: list[Donor]
+
+    def draw(self, ci: int) -> CarvedLesion | None:
+        """With probability ``p``, a lesion of another case to carve into case ``ci`` (else ``None``)."""
+        if float(torch.rand(())) >= self.mix.p:
+            return None
+        others = [d for d in self.donors if d.case != ci]
+        if not others:
+            return None
+        donor = others[int(torch.randint(len(others), ()))]
+        source_slice = donor.slices[int(torch.randint(len(donor.slices), ()))]
+        low, high = self.mix.scale
+        factor = low + (high - low) * float(torch.rand(()))
+        n_source = self.cases[donor.case].label.shape[self.axis]
+        n_target = self.cases[ci].label.shape[self.axis]
+        target = min(max(round((source_slice + 0.5) * n_target / n_source - 0.5), 0), n_target - 1)
+        return CarvedLesion(self, ci, donor, source_slice, target, factor)
+
+
+@dataclass(frozen=True)
+class CarvedLesion:
+    """One draw of :class:`LesionMix`: ``donor``'s slice ``source_slice`` into slice ``target_slice`` of case
+    ``case``, in-plane ``factor`` times its size."""
+
+    bound: BoundLesionMix
+    case: int
+    donor: Donor
+    source_slice: int
+    target_slice: int
+    factor: float
+
+    def paste(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blend the carved region into a 2.5D ``image`` ``(offsets * C, a, b)`` and its ``label`` ``(1, a, b)``
+        (slice ``target_slice`` of case ``case``, unpadded); returns new tensors."""
+        axis, donor = self.bound.axis, self.donor
+        source = self.bound.cases[donor.case]
+        channels = source.image.shape[0]
+        context = (image.shape[0] // channels - 1) // 2
+        plane = tuple(b for a, b in enumerate(donor.box) if a != axis)
+        first, last = donor.box[axis].start, donor.box[axis].stop
+        weights, patches = [], []
+        for position in context_indices(self.source_slice, source.label.shape[axis], context):
+            if first <= position < last:
+                w = np.take(donor.weight, position - first, axis=axis)
+            else:  # a context slice beyond the carved box: nothing of the donor there
+                w = np.zeros([b.stop - b.start for b in plane], dtype=np.float32)
+            weights.append(np.broadcast_to(w, (channels, *w.shape)))
+            patches.append(np.take(source.image, position, axis=axis + 1)[(slice(None), *plane)])
+        weight = torch.from_numpy(np.concatenate(weights).astype(np.float32))
+        patch = torch.from_numpy(np.concatenate(patches).astype(np.float32))
+        middle = np.take(donor.weight, self.source_slice - first, axis=axis)
+        carve = torch.from_numpy(middle >= 0.5)[None, None].float()
+        carved = torch.from_numpy(np.take(source.label, self.source_slice, axis=axis)[plane].astype(np.float32))
+        size = [max(1, round((b.stop - b.start) * self.factor)) for b in plane]
+        if size != [b.stop - b.start for b in plane]:
+            weight = F.interpolate(weight[None], size=size, mode="bilinear", align_corners=False)[0]
+            patch = F.interpolate(patch[None], size=size, mode="bilinear", align_corners=False)[0]
+            carve = F.interpolate(carve, size=size, mode="nearest-exact")  # centre-aligned, as bilinear is
+            carved = F.interpolate(carved[None, None], size=size, mode="nearest-exact")[0, 0]
+        # the lesion's centre goes to the same relative in-plane position of the target case
+        source_shape = [n for a, n in enumerate(source.label.shape) if a != axis]
+        centre = [c for a, c in enumerate(donor.centre) if a != axis]
+        starts = [
+            round(c * n_target / n_source - (c - b.start) * extent / (b.stop - b.start))
+            for b, c, n_source, n_target, extent in zip(plane, centre, source_shape, label.shape[1:], size, strict=True)
+        ]
+        return _blend(image, label, patch, weight, carve[0, 0] > 0.5, carved.long(), starts)
+
+
+def _blend(image, label, patch, weight, carve, carved, starts):
+    """``image * (1 - weight) + patch * weight`` and ``label = carved`` where ``carve``, with the patch's top-left
+    corner at ``starts`` (parts outside the image are dropped)."""
+    dst, src = [], []
+    for start, extent, n in zip(starts, patch.shape[1:], image.shape[1:], strict=True):
+        a, b = max(start, 0), min(start + extent, n)
+        if a >= b:
+            return image, label
+        dst.append(slice(a, b))
+        src.append(slice(a - start, b - start))
+    image, label = image.clone(), label.clone()
+    w = weight[(slice(None), *src)]
+    region = image[(slice(None), *dst)]
+    image[(slice(None), *dst)] = region * (1 - w) + patch[(slice(None), *src)] * w
+    inside = carve[tuple(src)]
+    target = label[(0, *dst)]
+    label[(0, *dst)] = torch.where(inside, carved[tuple(src)].to(label.dtype), target)
+    return image, label
 
 
 class ForegroundBatchSampler(StepBatchSampler):

@@ -42,6 +42,7 @@ from .build import build_model, load_source, size_divisor
 from .config import FinetuneConfig
 from .data import (
     ForegroundBatchSampler,
+    LesionMix,
     PatchDataset,
     PreparedCase,
     SliceDataset,
@@ -92,6 +93,8 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     spatial_dims = int(spec["config"].get("spatial_dims", 2))
     if config.context_slices and spatial_dims != 2:
         raise ConfigError(f"context_slices needs a 2D model, got a {spatial_dims}D {spec['name']}")
+    if config.lesion_mix and spatial_dims != 2:
+        raise ConfigError(f"lesion_mix carves lesions into 2D slices: it needs a 2D model, got a {spatial_dims}D one")
     train_cases, val_cases = _prepare(config, dataset, selection, preprocess, labels)
     if train_cases:
         selection = selection.with_slices(config, train_cases[0].label.shape[config.slice_axis])
@@ -260,7 +263,8 @@ def _datasets(config, train_cfg: TrainConfig, spatial_dims: int, train_cases, va
         slices = selection.budget.slices
         fraction = config.foreground_fraction if config.foreground_sampling == "index" else 0.0
         k = config.context_slices
-        train = SliceDataset(train_cases, config.slice_axis, shape, slices, fraction, augment, context=k)
+        mix = LesionMix(config.lesion_mix) if config.lesion_mix else None
+        train = SliceDataset(train_cases, config.slice_axis, shape, slices, fraction, augment, k, mix)
         val = SliceDataset(val_cases, config.slice_axis, shape, context=k) if val_cases else None
         return train, val
     length = train_cfg.batch_size * train_cfg.steps_per_epoch
