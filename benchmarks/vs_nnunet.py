@@ -124,14 +124,39 @@ def ratios(ours: Mapping[str, Any], theirs: Mapping[str, Any], keys: Sequence[st
     return out
 
 
-def assemble_target(split: Mapping[str, Any], medtransfer: Mapping[str, Any], nnunet: Mapping[str, Any]) -> dict:
-    """One target's entry of the printed JSON: the split, both arms and the ratios medtransfer / nnU-Net."""
-    return {
+UNDER_BUDGET = 0.8  # an arm that trained for less than this share of the budget is named in the entry's warnings
+
+
+def assemble_target(
+    split: Mapping[str, Any],
+    medtransfer: Mapping[str, Any],
+    nnunet: Mapping[str, Any],
+    budget_s: float | None = None,
+) -> dict:
+    """One target's entry of the printed JSON: the split, both arms and the ratios medtransfer / nnU-Net; with
+    ``budget_s``, each arm's share of the budget it trained for, and a warning for an arm under ``UNDER_BUDGET``
+    of it (medtransfer's steps are planned from a short probe, nnU-Net's epochs from its first iterations: a
+    machine busy with something else during either makes the plan short, and the comparison then favours the
+    other arm)."""
+    entry = {
         "split": dict(split),
         "medtransfer": dict(medtransfer),
         "nnunet": dict(nnunet),
         "ratio_medtransfer_over_nnunet": ratios(medtransfer, nnunet, (*SCORES, "train_seconds")),
     }
+    if budget_s:
+        used = {
+            arm: float(values["train_seconds"]) / budget_s
+            for arm, values in (("medtransfer", medtransfer), ("nnunet", nnunet))
+            if values.get("train_seconds") is not None
+        }
+        entry["budget_used"] = used
+        entry["warnings"] = [
+            f"{arm} trained {share:.0%} of the {budget_s:g} s budget: the comparison favours the other arm"
+            for arm, share in used.items()
+            if share < UNDER_BUDGET
+        ]
+    return entry
 
 
 def lesion_rule(iou: float) -> str:
@@ -441,7 +466,7 @@ def run_target(args: argparse.Namespace, root: Path, target: str, recipe: Path, 
     built = json.loads((dataset / "dataset.json").read_text()).get("benchmark", {})
     split = {"dataset": str(dataset), "seed": built.get("seed"), "spacing_mm": built.get("spacing_mm")}
     split |= {"domain": args.domain, "nnunet_train_cases": train, "test_cases": test}
-    return assemble_target(split, ours, theirs)
+    return assemble_target(split, ours, theirs, args.minutes * 60)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -130,6 +130,15 @@ def test_assemble_target_gives_ratios_medtransfer_over_nnunet_and_says_why_one_i
     json.dumps(entry, allow_nan=False)  # strict JSON: no NaN
 
 
+def test_an_arm_that_trained_under_its_budget_is_named(vs):
+    ours = {"dice": 0.0, "train_seconds": 492.0}  # the seed-11 MS run of 2026-12-06: a 900 s budget, 55 % used
+    theirs = {"dice": 0.0, "train_seconds": 806.0}
+    entry = vs.assemble_target({}, ours, theirs, budget_s=900.0)
+    assert entry["budget_used"] == {"medtransfer": pytest.approx(492 / 900), "nnunet": pytest.approx(806 / 900)}
+    assert entry["warnings"] == ["medtransfer trained 55% of the 900 s budget: the comparison favours the other arm"]
+    assert "warnings" not in vs.assemble_target({}, ours, theirs)
+
+
 def test_ratios_treat_nan_as_missing(vs):
     assert vs.ratios({"dice": math.nan}, {"dice": 0.5}, ["dice"])["dice"] is None
 
