@@ -127,9 +127,8 @@ class FinetuneConfig:
         object.__setattr__(self, "min_component_mm3", check_min_component(self.min_component_mm3))
         if isinstance(self.context_slices, bool) or not isinstance(self.context_slices, int) or self.context_slices < 0:
             raise ConfigError(f"context_slices must be an integer >= 0, got {self.context_slices!r}")
-        if isinstance(self.lesion_mix, bool) or not isinstance(self.lesion_mix, int | float):
-            raise ConfigError(f"lesion_mix must be a probability in [0, 1], got {self.lesion_mix!r}")
-        if not 0.0 <= self.lesion_mix <= 1.0:
+        number = not isinstance(self.lesion_mix, bool) and isinstance(self.lesion_mix, int | float)
+        if not number or not 0.0 <= self.lesion_mix <= 1.0:
             raise ConfigError(f"lesion_mix must be a probability in [0, 1], got {self.lesion_mix!r}")
         object.__setattr__(self, "lesion_mix", float(self.lesion_mix))
         if self.lesion_mix and self.every_kth_slice is not None:

@@ -212,12 +212,15 @@ class Donor:
 
 
 def lesion_donors(cases: Sequence[PreparedCase], axis: int, margin: int = 2) -> list[Donor]:
-    """Every 26-connected foreground component of ``cases`` as a :class:`Donor` (carve margin ``margin`` voxels)."""
+    """Every foreground component of ``cases`` (26-connected: what the lesion metrics count as one lesion,
+    :func:`~medtransfer.infer.postprocess.component_sizes`) as a :class:`Donor` (carve margin ``margin`` voxels)."""
     from scipy import ndimage
+
+    from ..infer.postprocess import component_sizes
 
     donors = []
     for ci, case in enumerate(cases):
-        components, _ = ndimage.label(case.label > 0, structure=np.ones((3, 3, 3), dtype=bool))
+        components, _ = component_sizes(case.label > 0)
         for k, box in enumerate(ndimage.find_objects(components), start=1):
             pad = margin + 3
             grown = tuple(
@@ -285,16 +288,15 @@ class BoundLesionMix:
         n_source = self.cases[donor.case].label.shape[self.axis]
         n_target = self.cases[ci].label.shape[self.axis]
         target = min(max(round((source_slice + 0.5) * n_target / n_source - 0.5), 0), n_target - 1)
-        return CarvedLesion(self, ci, donor, source_slice, target, factor)
+        return CarvedLesion(self, donor, source_slice, target, factor)
 
 
 @dataclass(frozen=True)
 class CarvedLesion:
-    """One draw of :class:`LesionMix`: ``donor``'s slice ``source_slice`` into slice ``target_slice`` of case
-    ``case``, in-plane ``factor`` times its size."""
+    """One draw of :class:`LesionMix`: ``donor``'s slice ``source_slice`` into slice ``target_slice`` of the
+    receiving case, in-plane ``factor`` times its size."""
 
     bound: BoundLesionMix
-    case: int
     donor: Donor
     source_slice: int
     target_slice: int
