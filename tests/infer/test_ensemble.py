@@ -62,6 +62,8 @@ def test_create_tunes_the_minimum_component_on_shared_validation_and_predict_use
     # F1 = 1.  The cap is half the training lesion's 64 mm³ = 32 mm³, so of the sizes tied at F1 1 (2..30 voxels
     # of 1 mm³) the largest allowed, 30 mm³, is kept.
     assert post["max_mm3_from_training_lesions"] == 32.0
+    # above 32 mm³ (up to the training lesion's 64 mm³, its 20th percentile) no size scores higher than 1
+    assert post["max_mm3_if_validation_better"] == 64.0
     assert post["val_lesion_f1"]["0"] == pytest.approx(0.8)
     assert post["val_lesion_f1"]["2"] == 1.0
     assert post["min_component_mm3"] == 30.0

@@ -10,6 +10,7 @@ from torch import nn
 from medtransfer.errors import ConfigError
 from medtransfer.finetune.data import PreparedCase, SliceDataset
 from medtransfer.infer.postprocess import (
+    EVIDENCE_PERCENTILE,
     apply_postprocess,
     check_min_component,
     lesion_size_cap,
@@ -83,13 +84,20 @@ def test_component_filter_by_size_hand_worked():
     assert apply_postprocess(labels, (2.0, 2.0, 4.0), {}).sum() == 7
 
 
-def test_tuning_picks_the_size_with_the_best_validation_f1():
+def _specks_case(extra_speck: bool = False):
     ref = np.zeros((10, 10, 4), bool)
     ref[1:4, 1:4, 1:3] = True  # one 18-voxel lesion
     ref[6:8, 6:8, 1] = True  # one 4-voxel lesion
     pred = ref.copy()
     pred[0, 9, 0] = pred[9, 0, 3] = True  # two 1-voxel false positives
     pred[5, 0:2, 3] = True  # a 2-voxel false positive
+    if extra_speck:
+        pred[9, 8:10, 0] = True  # a second 2-voxel one
+    return pred, ref
+
+
+def test_tuning_picks_the_size_with_the_best_validation_f1():
+    pred, ref = _specks_case()
     # min 0: 5 components, tp 2, fp 3 -> precision 0.4, recall 1, F1 4/7; min 2: the 1-voxel FPs go -> precision
     # 2/3, F1 0.8; min 3: every FP goes -> F1 1; min 5: the 4-voxel lesion goes too -> recall 0.5, F1 2/3;
     # min 20: nothing left -> F1 0
@@ -99,12 +107,7 @@ def test_tuning_picks_the_size_with_the_best_validation_f1():
 
 
 def test_tuning_never_chooses_a_size_above_the_training_lesion_cap():
-    ref = np.zeros((10, 10, 4), bool)
-    ref[1:4, 1:4, 1:3] = True  # 18 voxels
-    ref[6:8, 6:8, 1] = True  # 4 voxels
-    pred = ref.copy()
-    pred[0, 9, 0] = pred[9, 0, 3] = True
-    pred[5, 0:2, 3] = True
+    pred, ref = _specks_case()
     # same case as above: the best F1 (1.0) is at 3 voxels = 24 mm³; a cap of 20 mm³ allows 0 and 16 only
     best, scores = tune_min_component([pred], [ref], 8.0, candidates=(0, 2, 3, 5, 20), max_mm3=20.0)
     assert best == 16.0
@@ -126,6 +129,29 @@ def test_tuning_never_chooses_a_size_above_the_training_lesion_cap():
     assert tune_min_component([pred], [ref], 8.0, candidates=(0, 2, 3, 4, 5, 20))[0] == 24.0
 
 
+def test_validation_evidence_may_remove_more_than_the_free_size_only_when_strictly_better():
+    pred, ref = _specks_case(extra_speck=True)
+    sizes = (0, 2, 3, 4, 5, 20)  # voxels of 8 mm³: 0, 16, 24, 32, 40, 160 mm³
+    # min 0: 2 true + 4 false components -> P 1/3, R 1, F1 0.5; min 2: the 1-voxel specks go -> P 1/2, F1 2/3;
+    # min 3 and 4: every false positive goes -> F1 1; min 5: the 4-voxel lesion goes too -> R 1/2, F1 2/3; min 20:
+    # nothing is left -> F1 0
+    best, scores = tune_min_component([pred], [ref], 8.0, candidates=sizes, max_mm3=20.0)
+    assert scores == pytest.approx({"0": 0.5, "16": 2 / 3, "24": 1.0, "32": 1.0, "40": 2 / 3, "160": 0.0})
+    assert best == 16.0  # free size 20 mm³, no evidence cap: the old rule
+    # an evidence cap of 35 mm³: 24 and 32 beat the free sizes' best (2/3); of the two tied above, the smaller
+    assert tune_min_component([pred], [ref], 8.0, candidates=sizes, max_mm3=20.0, evidence_max_mm3=35.0)[0] == 24.0
+    assert tune_min_component([pred], [ref], 8.0, candidates=sizes, max_mm3=20.0, evidence_max_mm3=20.0)[0] == 16.0
+    # the largest size tied at the best among the free sizes stays; above the free size a tie (32 mm³: F1 1, as
+    # 24) does not pay for deleting more, and 40 (F1 2/3) is worse
+    assert tune_min_component([pred], [ref], 8.0, candidates=sizes, max_mm3=30.0, evidence_max_mm3=100.0)[0] == 24.0
+    # training lesions of one voxel (MS at a coarse grid): the free size (4 mm³) is under a voxel (8 mm³), so only
+    # 0 is free; without the evidence rule nothing could ever be removed, with it the specks go
+    assert tune_min_component([pred], [ref], 8.0, candidates=sizes, max_mm3=4.0)[0] == 0.0
+    assert tune_min_component([pred], [ref], 8.0, candidates=sizes, max_mm3=4.0, evidence_max_mm3=35.0)[0] == 24.0
+    # the evidence cap needs a free size to stand on: without max_mm3 it changes nothing (smallest tie, old rule)
+    assert tune_min_component([pred], [ref], 8.0, candidates=(2, 3, 4, 5), evidence_max_mm3=35.0)[0] == 24.0
+
+
 def test_lesion_size_cap_is_half_the_5th_percentile_of_training_lesion_volumes():
     a = np.zeros((12, 12, 12), bool)
     a[0:2, 0:2, 0:2] = True  # 8 voxels
@@ -135,6 +161,8 @@ def test_lesion_size_cap_is_half_the_5th_percentile_of_training_lesion_volumes()
     # volumes in mm³: a at 1 mm³/voxel -> 8, 27; b at 8 mm³/voxel -> 32; sorted 8, 27, 32
     # 5th percentile (linear): 8 + 0.05 * 2 * (27 - 8) = 9.9; half: 4.95
     assert lesion_size_cap([a, b], [1.0, 8.0]) == pytest.approx(4.95)
+    # the evidence cap: the 20th percentile itself, 8 + 0.2 * 2 * (27 - 8) = 15.6
+    assert lesion_size_cap([a, b], [1.0, 8.0], EVIDENCE_PERCENTILE, factor=1.0) == pytest.approx(15.6)
     assert lesion_size_cap([np.zeros((3, 3, 3), bool)], [1.0]) is None
     assert lesion_size_cap([], []) is None
 

@@ -159,10 +159,11 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=()) -> Non
 
     Each checkpoint (best, last) predicts the validation scans as ``medtransfer predict`` would (its mirroring and
     2.5D stacking), and :func:`~medtransfer.infer.postprocess.tune_min_component` picks the size with the highest
-    lesion F1, never above :func:`~medtransfer.infer.postprocess.lesion_size_cap` of the training labels
-    (``train_ids``: half the 5th percentile of their lesion volumes; a handful of validation scans holds a few
-    lesions, too few to be trusted to say that components of a size the training lesions have are noise).
-    ``meta["postprocess"]`` then records the size, the cap, the candidates' F1 and the cases, and every later
+    lesion F1 at or below the free size of the training labels (``train_ids``: half the 5th percentile of their
+    lesion volumes, :func:`~medtransfer.infer.postprocess.lesion_size_cap`; a handful of validation scans holds a
+    few lesions, too few to be trusted to say that components of a size the training lesions have are noise), or a
+    larger one up to their 20th percentile only where the validation F1 is strictly higher.
+    ``meta["postprocess"]`` then records the size, both caps, the candidates' F1 and the cases, and every later
     prediction from that checkpoint applies it.  Without validation cases nothing is removed.
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
@@ -178,12 +179,13 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=()) -> Non
         ckpt = load_checkpoint(path)
         ckpt["meta"]["postprocess"] = tuned
         save_checkpoint(path, ckpt)
-        cap = tuned["max_mm3_from_training_lesions"]
+        cap, evidence = tuned["max_mm3_from_training_lesions"], tuned["max_mm3_if_validation_better"]
         logger.info(
-            "%s: min component %g mm³ (at most %s from the training lesions; validation lesion F1 %s)",
+            "%s: min component %g mm³ (free up to %s, up to %s if validation F1 is higher; validation lesion F1 %s)",
             path.name,
             tuned[MIN_COMPONENT_KEY],
             "-" if cap is None else f"{cap:g}",
+            "-" if evidence is None else f"{evidence:g}",
             tuned["val_lesion_f1"],
         )
 

@@ -25,6 +25,9 @@ CONNECTIVITY = 26  # the lesion metrics' default (metrics/lesions.py): a compone
 MIN_COMPONENT_KEY = "min_component_mm3"
 # Candidate minimum sizes, in voxels of the validation scans (converted to mm³ with their voxel volume).
 CANDIDATE_VOXELS = (0, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120)
+# Above the free size (half the 5th percentile of the training lesions), a validation set may remove components up
+# to the 20th percentile of the training lesion volumes, and only where its lesion F1 is strictly higher.
+EVIDENCE_PERCENTILE = 20.0
 
 
 def _structure(spatial_dims: int) -> np.ndarray:
@@ -97,19 +100,23 @@ def check_min_component(value: Any, name: str = "min_component_mm3") -> float | 
     return number
 
 
-def lesion_size_cap(labels: Sequence[np.ndarray], voxel_volumes_mm3: Sequence[float]) -> float | None:
-    """The largest minimum component size (mm³) the training labels allow: half the 5th percentile of their lesion
-    volumes (26-connected components of the foreground, each measured in its own scan's voxels).
+def lesion_size_cap(
+    labels: Sequence[np.ndarray], voxel_volumes_mm3: Sequence[float], percentile: float = 5.0, factor: float = 0.5
+) -> float | None:
+    """A minimum component size (mm³) from the training labels: ``factor`` times the ``percentile``-th percentile
+    of their lesion volumes (26-connected components of the foreground, each measured in its own scan's voxels).
 
-    Removing components that a twentieth of the training lesions are smaller than, with a factor two for
-    under-segmented lesions, would delete true lesions; below this size, removal can only trade noise.  ``None``
-    when the labels hold no lesion.
+    The default, half the 5th percentile, is the size below which removal is free: removing components that a
+    twentieth of the training lesions are smaller than, with a factor two for under-segmented lesions, would
+    delete true lesions; below it, removal can only trade noise.  :data:`EVIDENCE_PERCENTILE` (``factor=1``) is
+    the most that a validation set's evidence may remove (:func:`tune_min_component`).  ``None`` when the labels
+    hold no lesion.
     """
     volumes = [component_sizes(mask)[1] * float(v) for mask, v in zip(labels, voxel_volumes_mm3, strict=True)]
     pooled = np.concatenate(volumes) if volumes else np.zeros(0)
     if pooled.size == 0:
         return None
-    return 0.5 * float(np.percentile(pooled, 5))
+    return factor * float(np.percentile(pooled, percentile))
 
 
 def tune_min_component(
@@ -119,6 +126,7 @@ def tune_min_component(
     candidates: Sequence[int] = CANDIDATE_VOXELS,
     iou_threshold: float | None = None,
     max_mm3: float | None = None,
+    evidence_max_mm3: float | None = None,
 ) -> tuple[float, dict[str, float]]:
     """The minimum component volume (mm³) that maximises the pooled lesion F1 of ``preds`` against ``refs``.
 
@@ -128,21 +136,28 @@ def tune_min_component(
         candidates: minimum sizes to try, in voxels.
         iou_threshold: the lesion-matching rule (:func:`medtransfer.metrics.lesions.compute_lesion_detection`;
             default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`).
-        max_mm3: the largest size allowed (:func:`lesion_size_cap` of the training labels); larger candidates are
-            scored (reported) but never chosen.  With a cap, several sizes tied at the best F1 (a validation set
-            that cannot tell them apart: two scans holding a few large lesions, or no lesion found at all) give
-            the largest of them: between them the training labels' prior is the only evidence, and it says true
-            lesions are larger than the cap.  Without a cap the smallest tied size is kept.
+        max_mm3: the free size (:func:`lesion_size_cap` of the training labels: half their 5th percentile).  With
+            it, several sizes tied at the best F1 at or below it (a validation set that cannot tell them apart: two
+            scans holding a few large lesions, or no lesion found at all) give the largest of them: between them
+            the training labels' prior is the only evidence, and it says true lesions are larger.  Without a cap
+            the smallest tied size is kept.
+        evidence_max_mm3: the most the validation evidence may remove (the training labels' 20th percentile,
+            :data:`EVIDENCE_PERCENTILE`).  A candidate above ``max_mm3`` and at most this is chosen only when its
+            F1 is *strictly* higher than every allowed one at or below ``max_mm3`` (each step above the free size
+            deletes true lesions of the training kind, so a tie does not pay for it; of those tied above, the
+            smallest).  Where training lesions are one or two voxels at the working grid (MS at 1.5-3 mm), the
+            free size is under a voxel and this is what lets a validation set that is full of one-voxel false
+            positives remove them.  ``None``: nothing above ``max_mm3``.  Larger candidates are scored
+            (reported) but never chosen.
 
     Returns:
-        ``(min_mm3, f1_by_candidate)``: the allowed candidate with the highest F1 (lesion counts summed over the
-        cases before the ratio; ties as above), and the F1 of every candidate keyed by its volume in mm³.
+        ``(min_mm3, f1_by_candidate)``: the chosen size (lesion counts summed over the cases before the ratio;
+        ties as above), and the F1 of every candidate keyed by its volume in mm³.
     """
     from ..metrics.lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
 
     iou = DEFAULT_LESION_IOU if iou_threshold is None else iou_threshold
     scores: dict[str, float] = {}
-    best, best_f1 = 0.0, -1.0
     for voxels in sorted(candidates):
         stats = LesionStats.concatenate(
             [
@@ -151,15 +166,29 @@ def tune_min_component(
             ]
         )
         f1 = float(reduce_lesion_stats(stats, "micro")["f1"][0])
-        f1 = 0.0 if not math.isfinite(f1) else f1
         volume = round(voxels * voxel_volume_mm3, 3)
-        scores[f"{volume:g}"] = f1
-        if max_mm3 is not None and volume > max_mm3:
-            continue
-        # with a cap, ties go to the larger size (the training lesions say true lesions are larger than the cap)
-        if f1 > best_f1 or (max_mm3 is not None and f1 == best_f1):
-            best, best_f1 = volume, f1
-    return best, scores
+        scores[f"{volume:g}"] = 0.0 if not math.isfinite(f1) else f1
+    return choose_min_component(scores, max_mm3, evidence_max_mm3), scores
+
+
+def choose_min_component(
+    scores: dict[str, float], max_mm3: float | None = None, evidence_max_mm3: float | None = None
+) -> float:
+    """The size :func:`tune_min_component` chooses from the validation F1 of each candidate (``scores``: F1 keyed by
+    the volume in mm³, as ``meta["postprocess"]["val_lesion_f1"]`` stores it), the free size ``max_mm3`` and the
+    evidence cap ``evidence_max_mm3`` (the rules: :func:`tune_min_component`)."""
+    sizes = sorted((float(k), float(f1)) for k, f1 in scores.items())
+    free = [(v, f1) for v, f1 in sizes if max_mm3 is None or v <= max_mm3]
+    best_f1 = max((f1 for _, f1 in free), default=-1.0)
+    tied = [v for v, f1 in free if f1 == best_f1] or [0.0]
+    # with a cap, ties go to the larger size (the training lesions say true lesions are larger than the cap)
+    best = max(tied) if max_mm3 is not None else min(tied)
+    if max_mm3 is not None and evidence_max_mm3 is not None:
+        better = [(v, f1) for v, f1 in sizes if max_mm3 < v <= evidence_max_mm3 and f1 > best_f1]
+        if better:
+            top = max(f1 for _, f1 in better)
+            best = min(v for v, f1 in better if f1 == top)
+    return best
 
 
 def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequence[str] = ()) -> dict[str, Any]:
@@ -167,17 +196,22 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
 
     ``predict(channels)`` labels one case (its volumes, as :meth:`~medtransfer.infer.predictor.Predictor.predict`
     takes them) *without* post-processing; :func:`tune_min_component` then picks the size with the highest pooled
-    lesion F1 on ``val_ids``, never above :func:`lesion_size_cap` of the ``train_ids`` labels.  One routine for a
+    lesion F1 on ``val_ids`` at or below the free size of the ``train_ids`` labels (:func:`lesion_size_cap`), or
+    up to their 20th percentile where the validation F1 is strictly higher there.  One routine for a
     run's checkpoints (:func:`medtransfer.finetune.segment.tune_postprocess`) and for an ensemble
     (:mod:`medtransfer.infer.ensemble`), so both mean the same by ``min_component_mm3: auto``.
 
     Returns:
-        ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions"}``.
+        ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions",
+        "max_mm3_if_validation_better"}`` (the free size and the evidence cap; ``None`` without training lesions).
     """
     from ..data.io import load_nifti
 
     train_labels = [load_nifti(dataset.get(c).label) for c in train_ids]
-    cap = lesion_size_cap([np.rint(t.array) > 0 for t in train_labels], [np.prod(t.spacing[:3]) for t in train_labels])
+    masks = [np.rint(t.array) > 0 for t in train_labels]
+    voxel_volumes = [np.prod(t.spacing[:3]) for t in train_labels]
+    cap = lesion_size_cap(masks, voxel_volumes)
+    evidence_cap = lesion_size_cap(masks, voxel_volumes, EVIDENCE_PERCENTILE, factor=1.0)
     cases = [dataset.get(c) for c in val_ids]
     refs = [load_nifti(c.label) for c in cases]
     preds = []
@@ -185,10 +219,12 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
         volumes = [load_nifti(p, dtype="float32") for p in case.images]
         preds.append(predict(volumes if len(volumes) > 1 else volumes[0]) > 0)
     volume = float(np.prod(refs[0].spacing[:3]))
-    size, scores = tune_min_component(preds, [np.rint(r.array) > 0 for r in refs], volume, max_mm3=cap)
+    refs = [np.rint(r.array) > 0 for r in refs]
+    size, scores = tune_min_component(preds, refs, volume, max_mm3=cap, evidence_max_mm3=evidence_cap)
     return {
         MIN_COMPONENT_KEY: size,
         "tuned_on": list(val_ids),
         "val_lesion_f1": scores,
         "max_mm3_from_training_lesions": None if cap is None else round(cap, 3),
+        "max_mm3_if_validation_better": None if evidence_cap is None else round(evidence_cap, 3),
     }
