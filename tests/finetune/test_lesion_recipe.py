@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy import ndimage
 
 from medtransfer.checkpoint import load_checkpoint, save_checkpoint
 from medtransfer.data.io import load_nifti, save_nifti
@@ -141,6 +142,27 @@ def test_predict_and_the_grid_cell_apply_the_stored_min_component_size(tmp_path)
     assert not load_predictor(path, device="cpu", precision="fp32").predict(image).any()
     cell = evaluate_test_cases(path, load_dataset(data), ["c0"], tmp_path / "cell", options)
     assert cell[0]["lesion_n_pred"] == 0
+
+
+def test_a_run_without_validation_scans_stores_the_training_lesions_free_size(tmp_path):
+    data = lesion_dataset(tmp_path / "lesions", n=4)
+    tiny = {**RECIPE, "val_fraction": 0.0, "train": {**RECIPE["train"], "epochs": 1, "steps_per_epoch": 2}}
+    out = run_finetune(FinetuneConfig.from_dict({**tiny, "data": str(data), "out": str(tmp_path / "run")}))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_cases"] == []
+    assert len(summary["labelled_cases"]) == 3
+    post = load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["meta"]["postprocess"]
+    # worked out again here: 26-connected lesions of the 3 training scans, 1 x 1 x 1.5 = 1.5 mm³ a voxel; half their
+    # 5th percentile (linear interpolation)
+    volumes = []
+    for case in summary["labelled_cases"]:
+        label = np.rint(load_nifti(data / "labelsTr" / f"{case}.nii.gz").array) > 0
+        labels, count = ndimage.label(label, np.ones((3, 3, 3)))
+        volumes += [1.5 * int((labels == i).sum()) for i in range(1, count + 1)]
+    assert post["min_component_mm3"] == pytest.approx(0.5 * np.percentile(volumes, 5), abs=1e-3)
+    assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"] > 0
+    assert post["tuned_on"] == []
+    assert post["val_lesion_f1"] == {}
 
 
 def test_foreground_batch_sampler_fills_every_batch_and_is_resumable():

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError
 from medtransfer.finetune.data import PreparedCase, SliceDataset
 from medtransfer.infer.postprocess import (
@@ -16,8 +17,10 @@ from medtransfer.infer.postprocess import (
     lesion_size_cap,
     remove_small_components,
     tune_min_component,
+    tune_on_validation,
 )
 from medtransfer.infer.sliding_window import context_stack, mirror_axes, predict_slices
+from testkit import threshold_dataset
 
 
 def _case(image: np.ndarray) -> PreparedCase:
@@ -150,6 +153,24 @@ def test_validation_evidence_may_remove_more_than_the_free_size_only_when_strict
     assert tune_min_component([pred], [ref], 8.0, candidates=sizes, max_mm3=4.0, evidence_max_mm3=35.0)[0] == 24.0
     # the evidence cap needs a free size to stand on: without max_mm3 it changes nothing (smallest tie, old rule)
     assert tune_min_component([pred], [ref], 8.0, candidates=(2, 3, 4, 5), evidence_max_mm3=35.0)[0] == 24.0
+
+
+def test_without_validation_cases_the_free_size_of_the_training_labels_is_kept(tmp_path):
+    dataset = load_dataset(threshold_dataset(tmp_path / "data"))  # t0: one 4x4x4 lesion of 1 mm³ voxels
+
+    def never(_):
+        raise AssertionError("nothing is predicted without validation cases")
+
+    post = tune_on_validation(never, dataset, [], ["t0"])
+    # half the 5th percentile of {64 mm³} = 32 mm³ (the 20th percentile: 64); nothing tuned
+    assert post == {
+        "min_component_mm3": 32.0,
+        "tuned_on": [],
+        "val_lesion_f1": {},
+        "max_mm3_from_training_lesions": 32.0,
+        "max_mm3_if_validation_better": 64.0,
+    }
+    assert tune_on_validation(never, dataset, [], [])["min_component_mm3"] == 0.0  # no training lesions: none
 
 
 def test_lesion_size_cap_is_half_the_5th_percentile_of_training_lesion_volumes():

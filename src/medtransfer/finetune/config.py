@@ -72,7 +72,9 @@ class FinetuneConfig:
             (CarveMix, rescaled in-plane 0.5-1.25x; :class:`medtransfer.finetune.data.LesionMix`); 0 turns it off.
         tta_mirror: prediction averages over every mirroring of the spatial axes (recorded in the checkpoint).
         min_component_mm3: post-processing of predictions: connected components smaller than this (mm³) are
-            removed; ``auto`` tunes it on the validation cases (highest lesion F1), ``null`` turns it off.
+            removed; ``auto`` tunes it on the validation cases (highest lesion F1; without validation cases, the
+            free size of the training lesions: :func:`medtransfer.infer.postprocess.tune_on_validation`), ``null``
+            turns it off.
         cache_dir: preprocessing cache shared by runs (``None``: preprocess in memory each run).
         train: :class:`~medtransfer.train.config.TrainConfig` keys.
         preprocess: :class:`~medtransfer.data.preprocess.PreprocessConfig` keys.

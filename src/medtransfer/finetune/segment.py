@@ -164,18 +164,23 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=()) -> Non
     few lesions, too few to be trusted to say that components of a size the training lesions have are noise), or a
     larger one up to their 20th percentile only where the validation F1 is strictly higher.
     ``meta["postprocess"]`` then records the size, both caps, the candidates' F1 and the cases, and every later
-    prediction from that checkpoint applies it.  Without validation cases nothing is removed.
+    prediction from that checkpoint applies it.  Without validation cases (every labelled scan trains) the size is
+    the free size itself, the training labels' prior that a tuned run falls back on when its validation scans cannot
+    tell the sizes apart; with neither validation cases nor whole labelled scans nothing is removed.
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..infer import load_predictor
 
-    if not val_ids:
-        logger.warning("min_component_mm3: auto needs validation cases; no post-processing")
+    if not val_ids and not train_ids:
+        logger.warning("min_component_mm3: auto needs validation cases or whole labelled scans; no post-processing")
         return
     for path in dict.fromkeys(p for p in (result.best_checkpoint, result.last_checkpoint) if p is not None):
-        predictor = load_predictor(path, device="cpu", precision="fp32")
-        predictor.postprocess = {}
-        tuned = tune_on_validation(predictor.predict, dataset, val_ids, train_ids)
+        predict = None
+        if val_ids:
+            predictor = load_predictor(path, device="cpu", precision="fp32")
+            predictor.postprocess = {}
+            predict = predictor.predict
+        tuned = tune_on_validation(predict, dataset, val_ids, train_ids)
         ckpt = load_checkpoint(path)
         ckpt["meta"]["postprocess"] = tuned
         save_checkpoint(path, ckpt)

@@ -201,6 +201,10 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
     run's checkpoints (:func:`medtransfer.finetune.segment.tune_postprocess`) and for an ensemble
     (:mod:`medtransfer.infer.ensemble`), so both mean the same by ``min_component_mm3: auto``.
 
+    Without ``val_ids`` (every labelled scan trained; ``predict`` is not called) the size is the free size itself,
+    the prior alone (a validation set that cannot tell the candidates apart gives the largest one at or below it);
+    0 without training lesions.
+
     Returns:
         ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions",
         "max_mm3_if_validation_better"}`` (the free size and the evidence cap; ``None`` without training lesions).
@@ -212,6 +216,12 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
     voxel_volumes = [np.prod(t.spacing[:3]) for t in train_labels]
     cap = lesion_size_cap(masks, voxel_volumes)
     evidence_cap = lesion_size_cap(masks, voxel_volumes, EVIDENCE_PERCENTILE, factor=1.0)
+    caps = {
+        "max_mm3_from_training_lesions": None if cap is None else round(cap, 3),
+        "max_mm3_if_validation_better": None if evidence_cap is None else round(evidence_cap, 3),
+    }
+    if not val_ids:  # nothing to tune on: the training labels' prior alone
+        return {MIN_COMPONENT_KEY: 0.0 if cap is None else round(cap, 3), "tuned_on": [], "val_lesion_f1": {}, **caps}
     cases = [dataset.get(c) for c in val_ids]
     refs = [load_nifti(c.label) for c in cases]
     preds = []
@@ -221,10 +231,4 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
     volume = float(np.prod(refs[0].spacing[:3]))
     refs = [np.rint(r.array) > 0 for r in refs]
     size, scores = tune_min_component(preds, refs, volume, max_mm3=cap, evidence_max_mm3=evidence_cap)
-    return {
-        MIN_COMPONENT_KEY: size,
-        "tuned_on": list(val_ids),
-        "val_lesion_f1": scores,
-        "max_mm3_from_training_lesions": None if cap is None else round(cap, 3),
-        "max_mm3_if_validation_better": None if evidence_cap is None else round(evidence_cap, 3),
-    }
+    return {MIN_COMPONENT_KEY: size, "tuned_on": list(val_ids), "val_lesion_f1": scores, **caps}
