@@ -37,23 +37,15 @@ from medtransfer.infer.postprocess import (  # noqa: E402
     EVIDENCE_PERCENTILE,
     MIN_COMPONENT_KEY,
     choose_min_component,
-    lesion_size_cap,
+    training_lesion_caps,
     tune_min_component,
 )
 
 TEST_KEY = "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)"
 
 
-def caps(dataset_dir: Path, train_cases: list[str]) -> tuple[float | None, float | None]:
-    """(free size, evidence cap) of the training labels, as :func:`tune_on_validation` works them out."""
-    dataset = load_dataset(dataset_dir)
-    labels = [load_nifti(dataset.get(c).label) for c in train_cases]
-    masks, volumes = [np.rint(t.array) > 0 for t in labels], [np.prod(t.spacing[:3]) for t in labels]
-    return lesion_size_cap(masks, volumes), lesion_size_cap(masks, volumes, EVIDENCE_PERCENTILE, factor=1.0)
-
-
 def rescore(name: str, val: dict, test: dict, free: float | None, evidence: float | None, recorded=None) -> dict:
-    """Both rules' sizes and the test lesion F1 each gives."""
+    """Both rules' sizes and the test lesion F1 each gives (``free``, ``evidence``: :func:`training_lesion_caps`)."""
     by_size = {float(k): v for k, v in test.items()}
     old = choose_min_component(val, free)
     new = choose_min_component(val, free, evidence)
@@ -80,21 +72,9 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict]]:
         dataset_dir = root / TARGETS[target][1]
         if not (dataset_dir / "dataset.json").is_file():
             dataset_dir = build(work, seed, spacing, [target]) / TARGETS[target][1]
-        free, evidence = caps(dataset_dir, result["train_cases"])
-        name = f"{path.stem} {target}"
-        rows.append(
-            (
-                target,
-                rescore(
-                    name,
-                    result["val_lesion_f1_by_min_mm3"],
-                    result[TEST_KEY],
-                    free,
-                    evidence,
-                    result.get("min_component_mm3"),
-                ),
-            )
-        )
+        free, evidence = training_lesion_caps(load_dataset(dataset_dir), result["train_cases"])
+        val, test, recorded = result["val_lesion_f1_by_min_mm3"], result[TEST_KEY], result.get("min_component_mm3")
+        rows.append((target, rescore(f"{path.stem} {target}", val, test, free, evidence, recorded)))
     return rows
 
 
@@ -113,7 +93,7 @@ def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict]:
         preds.append(np.rint(pred.array) > 0)
         refs.append(np.rint(ref.array) > 0)
     _, test = tune_min_component(preds, refs, float(np.prod(ref.spacing[:3])))
-    free, evidence = caps(data, summary["labelled_cases"])
+    free, evidence = training_lesion_caps(load_dataset(data), summary["labelled_cases"])
     return "ms", rescore(f"vs_nnunet {folder}", post["val_lesion_f1"], test, free, evidence, 0.0)
 
 

@@ -100,6 +100,12 @@ def check_min_component(value: Any, name: str = "min_component_mm3") -> float | 
     return number
 
 
+def _lesion_volumes(labels: Sequence[np.ndarray], voxel_volumes_mm3: Sequence[float]) -> np.ndarray:
+    """Volumes (mm³) of the 26-connected foreground components of ``labels``, each in its own scan's voxels."""
+    volumes = [component_sizes(mask)[1] * float(v) for mask, v in zip(labels, voxel_volumes_mm3, strict=True)]
+    return np.concatenate(volumes) if volumes else np.zeros(0)
+
+
 def lesion_size_cap(
     labels: Sequence[np.ndarray], voxel_volumes_mm3: Sequence[float], percentile: float = 5.0, factor: float = 0.5
 ) -> float | None:
@@ -112,11 +118,21 @@ def lesion_size_cap(
     the most that a validation set's evidence may remove (:func:`tune_min_component`).  ``None`` when the labels
     hold no lesion.
     """
-    volumes = [component_sizes(mask)[1] * float(v) for mask, v in zip(labels, voxel_volumes_mm3, strict=True)]
-    pooled = np.concatenate(volumes) if volumes else np.zeros(0)
-    if pooled.size == 0:
-        return None
-    return factor * float(np.percentile(pooled, percentile))
+    return _cap(_lesion_volumes(labels, voxel_volumes_mm3), percentile, factor)
+
+
+def _cap(pooled: np.ndarray, percentile: float = 5.0, factor: float = 0.5) -> float | None:
+    return factor * float(np.percentile(pooled, percentile)) if pooled.size else None
+
+
+def training_lesion_caps(dataset, train_ids: Sequence[str]) -> tuple[float | None, float | None]:
+    """``(free size, evidence cap)`` of the ``train_ids`` labels of ``dataset`` (:func:`lesion_size_cap` with its
+    defaults and with :data:`EVIDENCE_PERCENTILE`), their components counted once; ``None`` without lesions."""
+    from ..data.io import load_nifti
+
+    labels = [load_nifti(dataset.get(c).label) for c in train_ids]
+    pooled = _lesion_volumes([np.rint(t.array) > 0 for t in labels], [np.prod(t.spacing[:3]) for t in labels])
+    return _cap(pooled), _cap(pooled, EVIDENCE_PERCENTILE, factor=1.0)
 
 
 def tune_min_component(
@@ -211,11 +227,7 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
     """
     from ..data.io import load_nifti
 
-    train_labels = [load_nifti(dataset.get(c).label) for c in train_ids]
-    masks = [np.rint(t.array) > 0 for t in train_labels]
-    voxel_volumes = [np.prod(t.spacing[:3]) for t in train_labels]
-    cap = lesion_size_cap(masks, voxel_volumes)
-    evidence_cap = lesion_size_cap(masks, voxel_volumes, EVIDENCE_PERCENTILE, factor=1.0)
+    cap, evidence_cap = training_lesion_caps(dataset, train_ids)
     caps = {
         "max_mm3_from_training_lesions": None if cap is None else round(cap, 3),
         "max_mm3_if_validation_better": None if evidence_cap is None else round(evidence_cap, 3),
