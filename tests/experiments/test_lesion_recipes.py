@@ -26,6 +26,18 @@ def test_the_ms_recipe_is_the_lesion_recipe_with_the_blob_loss():
         assert config.preprocess["target_spacing"] == [1.5, 1.5, 1.5]
 
 
+def test_the_variant_recipes_are_the_lesion_recipe_plus_one_key():
+    base = _recipe("lesion_recipe.yaml")
+    for name, key, value in (
+        ("lesion_mix_recipe.yaml", "lesion_mix", 0.3),
+        ("lesion_symmetry_recipe.yaml", "symmetry_channel", True),
+    ):
+        variant = _recipe(name)
+        assert variant.pop(key) == value
+        assert variant == base, name
+        assert getattr(FinetuneConfig.from_yaml(CONFIGS / "recipes" / name, data="d", out="o"), key) == value
+
+
 def test_zoetmulder_lesion_cells_use_the_recipes(tmp_path):
     cells = expand_grid(load_grid(CONFIGS / "zoetmulder2022.yaml"), tmp_path)
     recipe = _recipe("lesion_recipe.yaml")

@@ -181,6 +181,7 @@ def test_foreground_batch_sampler_fills_every_batch_and_is_resumable():
         ("foreground_sampling", "batches", "foreground_sampling"),
         ("min_component_mm3", "tiny", "min_component_mm3 must be 'auto', null or a volume"),
         ("tta_mirror", "yes", "tta_mirror must be true or false"),
+        ("symmetry_channel", "yes", "symmetry_channel must be true or false"),
     ],
 )
 def test_recipe_options_are_checked(key, value, message):
@@ -213,3 +214,22 @@ def test_lesion_mix_needs_a_2d_model(tmp_path):
     with pytest.raises(ConfigError, match="lesion_mix carves lesions into 2D slices: it needs a 2D model, got a 3D"):
         run_finetune(FinetuneConfig.from_dict(values))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_with_a_symmetry_channel_learns_and_predicts_with_it(tmp_path):
+    data = lesion_dataset(tmp_path / "lesions")
+    values = {**RECIPE, "symmetry_channel": True, "min_component_mm3": None, "train": {**RECIPE["train"], "epochs": 8}}
+    out = run_finetune(FinetuneConfig.from_dict({**values, "data": str(data), "out": str(tmp_path / "run")}))
+    summary = json.loads((out / "summary.json").read_text())
+    ckpt = load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")
+    assert ckpt["meta"]["inference"]["symmetry"] is True
+    assert ckpt["model"]["config"]["in_channels"] == 6  # (T1, its mirror) x 3 slices of 2.5D context
+    predictor = load_predictor(out, checkpoint="last", device="cpu", precision="fp32")
+    assert predictor.in_channels == 1  # the user gives the T1 alone; prediction adds its mirror
+    trained = _test_dice(predictor, load_dataset(data), summary["test_cases"])
+    assert trained > 0.5, trained
+
+
+def test_symmetry_channel_and_lesion_mix_are_not_combined():
+    with pytest.raises(ConfigError, match="symmetry_channel and lesion_mix cannot be combined"):
+        FinetuneConfig.from_dict({"data": "d", "out": "o", "symmetry_channel": True, "lesion_mix": 0.3})

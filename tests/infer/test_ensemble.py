@@ -93,6 +93,22 @@ def test_create_tunes_the_minimum_component_on_shared_validation_and_predict_use
     assert data.is_dir()
 
 
+def test_members_without_validation_cases_keep_the_training_lesions_free_size(tmp_path):
+    threshold_dataset(tmp_path / "data")
+    runs = [threshold_run(tmp_path, "a", 0.25, val=()), threshold_run(tmp_path, "b", 0.4, val=())]
+    post = json.loads(create_ensemble(runs, tmp_path / "ens", device="cpu", precision="fp32").read_text())
+    post = post["postprocess"]
+    # as a single run without validation: half the training lesion's 64 mm³, nothing tuned
+    assert post["min_component_mm3"] == 32.0
+    assert post["tuned_on"] == []
+    assert post["val_lesion_f1"] == {}
+    # with neither validation cases nor labelled scans there is nothing to take a size from
+    bare = [threshold_run(tmp_path, "c", 0.25, val=(), train=()), threshold_run(tmp_path, "d", 0.4, val=(), train=())]
+    with pytest.raises(ConfigError, match="neither validation cases .* nor whole labelled scans"):
+        create_ensemble(bare, tmp_path / "ens2", device="cpu")
+    assert not (tmp_path / "ens2").exists()
+
+
 def test_cli_makes_an_ensemble_and_refuses_bad_requests(tmp_path, capsys):
     threshold_dataset(tmp_path / "data")
     a, b = threshold_run(tmp_path, "a", 0.25), threshold_run(tmp_path, "b", 0.75)

@@ -68,6 +68,9 @@ class FinetuneConfig:
             keep the order of intensities and so a lesion's contrast), see :mod:`medtransfer.train.augment`.
         context_slices: 2D models: neighbouring slices on each side given as extra input channels (2.5D; the
             checkpoint records it and prediction stacks the same way).
+        symmetry_channel: add every image channel mirrored left-right about the head's mid-sagittal plane as an
+            extra channel (:mod:`medtransfer.data.symmetry`; the checkpoint records it and prediction adds it the same
+            way): a unilateral lesion differs from its contralateral twin, a sulcus or vessel seldom does.
         lesion_mix: 2D models: probability that a training slice gets a lesion carved from another training case
             (CarveMix, rescaled in-plane 0.5-1.25x; :class:`medtransfer.finetune.data.LesionMix`); 0 turns it off.
         tta_mirror: prediction averages over every mirroring of the spatial axes (recorded in the checkpoint).
@@ -100,6 +103,7 @@ class FinetuneConfig:
     foreground_sampling: str = "index"
     augment: str = "none"
     context_slices: int = 0
+    symmetry_channel: bool = False
     lesion_mix: float = 0.0
     tta_mirror: bool = False
     min_component_mm3: float | str | None = None
@@ -135,6 +139,13 @@ class FinetuneConfig:
         object.__setattr__(self, "lesion_mix", float(self.lesion_mix))
         if self.lesion_mix and self.every_kth_slice is not None:
             raise ConfigError("lesion_mix carves lesions between whole labelled scans; a slice budget has one scan")
+        if not isinstance(self.symmetry_channel, bool):
+            raise ConfigError(f"symmetry_channel must be true or false, got {self.symmetry_channel!r}")
+        if self.symmetry_channel and self.lesion_mix:
+            raise ConfigError(
+                "symmetry_channel and lesion_mix cannot be combined: a carved lesion would take its donor's mirrored "
+                "tissue into the mirror channel; use one of them"
+            )
         if not isinstance(self.tta_mirror, bool):
             raise ConfigError(f"tta_mirror must be true or false, got {self.tta_mirror!r}")
         if self.slice_axis not in (0, 1, 2):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..data.io import load_nifti
 from ..data.layouts import Case
 from ..data.preprocess import PreprocessConfig, PreprocessInfo, preprocess_case, split_channels
+from ..data.symmetry import add_mirror_channels
 from ..errors import DataError
 from ..infer.sliding_window import context_indices
 from ..train.batches import StepBatchSampler
@@ -37,6 +38,13 @@ class PreparedCase:
     image: np.ndarray
     label: np.ndarray
     info: PreprocessInfo
+
+
+def with_mirror_channels(case: PreparedCase) -> PreparedCase:
+    """``case`` with every image channel's mirror about the mid-sagittal plane appended
+    (:func:`medtransfer.data.symmetry.add_mirror_channels`, as prediction adds it)."""
+    image = add_mirror_channels(np.asarray(case.image), case.info.spacing)
+    return PreparedCase(case.case_id, image, case.label, case.info)
 
 
 def label_lookup(label_values: Sequence[int]) -> np.ndarray:

@@ -48,6 +48,7 @@ from .data import (
     SliceDataset,
     common_slice_shape,
     prepare_cases,
+    with_mirror_channels,
 )
 from .fit import fit
 from .select import Selection, label_map, select_cases
@@ -88,7 +89,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         return out
     seed_everything(config.seed)
     source = load_source(config)
-    channels = dataset.num_channels * (2 * config.context_slices + 1)
+    channels = dataset.num_channels * (2 if config.symmetry_channel else 1) * (2 * config.context_slices + 1)
     model, spec = build_model(config, source, channels, num_labels=len(labels))
     spatial_dims = int(spec["config"].get("spatial_dims", 2))
     if config.context_slices and spatial_dims != 2:
@@ -112,7 +113,8 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         "labels": labels,
         "preprocess": inference_preprocess(preprocess, train_cases).to_dict(),
         "inference": {"slice_axis": config.slice_axis, "divisor": divisor, "mirror": config.tta_mirror}
-        | ({"patch_size": list(config.patch_size)} if spatial_dims == 3 else {"context": config.context_slices}),
+        | ({"patch_size": list(config.patch_size)} if spatial_dims == 3 else {"context": config.context_slices})
+        | ({"symmetry": True} if config.symmetry_channel else {}),
         "strategy": strategy.description,
         "load_audit": strategy.audit,
         "init": config.init,
@@ -260,6 +262,8 @@ def _prepare(
     )
     val_cases = [dataset.get(c) for c in selection.val_ids]
     val = prepare_cases(val_cases, preprocess, values, config.cache_dir, progress) if val_cases else []
+    if config.symmetry_channel:
+        train, val = [with_mirror_channels(c) for c in train], [with_mirror_channels(c) for c in val]
     return train, val
 
 

@@ -8,7 +8,9 @@ ones, a 3D network that finds more of both) can then keep what each does well.
 
 The members' own minimum component sizes were tuned for each alone, so an ensemble tunes its own
 (``min_component_mm3: auto``, :func:`~medtransfer.infer.postprocess.tune_on_validation`) on the validation cases the
-members share, which none of them trained on.  An ensemble is a folder holding ``ensemble.json``::
+members share, which none of them trained on; members trained without validation cases (every labelled scan
+trained) keep, as each would alone, the free size of their training lesions.  An ensemble is a folder holding
+``ensemble.json``::
 
     {"format": "medtransfer-ensemble", "version": 1,
      "members": [{"checkpoint": "/abs/run_a/checkpoints/checkpoint_last.pt", "sha256": "..."}, ...],
@@ -188,7 +190,8 @@ def create_ensemble(
         data: the dataset the runs were trained on (default: the first run's, from its ``config.yaml``); its
             validation cases tune ``min_component: auto``.
         checkpoint: ``last`` or ``best`` in each run folder.
-        min_component: ``auto`` (tuned on the shared validation cases), a size in mm³, or ``None`` (off).
+        min_component: ``auto`` (tuned on the shared validation cases; without any, the training lesions' free
+            size), a size in mm³, or ``None`` (off).
 
     Returns:
         ``out / ensemble.json``.
@@ -209,17 +212,21 @@ def create_ensemble(
     postprocess: dict[str, Any] = {}
     if size == "auto":
         val, train, recorded = _shared_split(paths)
-        if not val:
+        if not val and not train:
             raise ConfigError(
-                f"{paths[0]}: its run has no validation cases to tune the ensemble's post-processing on; give "
-                "--min-component a size in mm³ (or none)"
+                f"{paths[0]}: its run has neither validation cases to tune the ensemble's post-processing on nor "
+                "whole labelled scans to take the training lesions' sizes from; give --min-component a size in mm³ "
+                "(or none)"
             )
         if data is None and (recorded is None or not Path(recorded).is_dir()):
             why = "names no dataset" if recorded is None else f"names the dataset {recorded}, not a folder from here"
             raise ConfigError(f"{paths[0]}: its run's config.yaml {why}; give --data (the dataset the runs used)")
         dataset = load_dataset(data if data is not None else recorded)
-        logger.info("tuning the ensemble's minimum component size on %d validation case(s)", len(val))
-        postprocess = tune_on_validation(ensemble.predict, dataset, val, train)
+        if val:
+            logger.info("tuning the ensemble's minimum component size on %d validation case(s)", len(val))
+        else:  # every labelled scan trained, as a single run without validation: the free size of their lesions
+            logger.info("no validation cases: the minimum component size is the training lesions' free size")
+        postprocess = tune_on_validation(ensemble.predict if val else None, dataset, val, train)
     elif size is not None:
         postprocess = {MIN_COMPONENT_KEY: float(size)}
     record = {

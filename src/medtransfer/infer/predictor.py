@@ -6,7 +6,8 @@ A run's checkpoint carries everything needed (written by :func:`medtransfer.fine
     ckpt["meta"]["preprocess"] PreprocessConfig.to_dict()
     ckpt["meta"]["labels"]     {"background": 0, "brain": 1, ...}    (nnU-Net dataset.json spelling)
     ckpt["meta"]["inference"]  {"slice_axis": 2, "patch_size": [...], "overlap": 0.5, "divisor": 32,
-                                "context": 1, "mirror": true}     (2.5D neighbours, test-time mirroring)
+                                "context": 1, "mirror": true,     (2.5D neighbours, test-time mirroring,
+                                "symmetry": true}                  a mirror channel: medtransfer.data.symmetry)
     ckpt["meta"]["postprocess"] {"min_component_mm3": 40.0, ...}   (:mod:`.postprocess`)
 
 A brain mask (labels exactly ``{"background": 0, "brain": 1}``) is post-processed as brain-extraction tools do
@@ -28,6 +29,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..data.io import Volume
 from ..data.preprocess import PreprocessConfig, preprocess_case, restore_to_input, split_channels
+from ..data.symmetry import add_mirror_channels
 from ..errors import ConfigError, DataError
 from ..train.precision import PrecisionPlan, model_to_plan, resolve_device, resolve_precision
 from .postprocess import apply_postprocess
@@ -101,10 +103,11 @@ class Predictor:
         model: the network in eval mode on ``plan.device``.
         preprocess: the training preprocessing.
         label_values: output label value of each class index (class 0 = background).
-        in_channels: image channels the run was trained on (a 2.5D model takes ``2 * context + 1`` times as many).
+        in_channels: image channels the run was trained on (a 2.5D model takes ``2 * context + 1`` times as many,
+            a model with ``symmetry`` twice as many again: each channel's mirror).
         spatial_dims: 2 (slice-wise) or 3 (patches).
         inference: ``slice_axis``, ``patch_size``, ``overlap``, ``divisor``, ``batch_size``, ``context``,
-            ``mirror`` for :func:`predict_volume`.
+            ``mirror`` for :func:`predict_volume`; ``symmetry``: add each channel's mirror first.
         plan: device and precision.
         postprocess: applied to every label map (:func:`~medtransfer.infer.postprocess.apply_postprocess`).
         brain_mask: keep the largest component of the foreground and fill its holes (brain extraction).
@@ -143,7 +146,10 @@ class Predictor:
         if len(channels) != self.in_channels:
             raise DataError(f"{source}: the model takes {self.in_channels} channel(s), the input has {len(channels)}")
         image, _, info = preprocess_case(channels, self.preprocess)
-        probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **self.inference)
+        inference = dict(self.inference)
+        if inference.pop("symmetry", False):
+            image = add_mirror_channels(image, info.spacing)
+        probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **inference)
         return np.asarray(restore_to_input(probs.numpy(), info, order=1), dtype=np.float32)
 
     def classes_from_proba(self, probs: np.ndarray, spacing) -> np.ndarray:
@@ -224,7 +230,7 @@ def load_predictor(
     spatial_dims = int(config.get("spatial_dims", 2))
     model = model_to_plan(model, plan, spatial_dims).eval()
     inference = dict(meta.get("inference", {}))
-    context_channels = 2 * int(inference.get("context", 0)) + 1
+    context_channels = (2 * int(inference.get("context", 0)) + 1) * (2 if inference.get("symmetry") else 1)
     labels = meta.get("labels") or {"background": 0, "foreground": 1}
     values = sorted(int(v) for v in (labels.values() if isinstance(labels, dict) else range(len(labels))))
     return Predictor(

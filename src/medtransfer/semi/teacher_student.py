@@ -159,6 +159,12 @@ class _Context:
         spec, meta = ckpt["model"], ckpt["meta"]
         if int(spec["config"].get("spatial_dims", 2)) != 2:
             raise ConfigError("teacher-student pseudo-labelling supports 2D (slice) models only")
+        inference = meta.get("inference") or {}
+        if inference.get("context") or inference.get("symmetry"):
+            raise ConfigError(
+                f"{run}: the teacher was trained with context_slices or symmetry_channel; teacher-student "
+                "pseudo-labelling feeds single slices of the image channels only (train the teacher without them)"
+            )
         resolved = yaml.safe_load((run / "config.yaml").read_text())
         values = sorted(int(v) for v in meta["labels"].values())
         preprocess = PreprocessConfig.from_dict(meta["preprocess"])
