@@ -6,9 +6,11 @@ the load audit.  Architectures and heads: docs/guide.md; transfer between them: 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
@@ -97,3 +99,129 @@ def _same_architecture(spec: dict[str, Any], source_spec: dict[str, Any]) -> boo
         return {k: v for k, v in (s.get("config") or {}).items() if k not in ignore}
 
     return spec.get("name") == source_spec.get("name") and body(spec) == body(source_spec)
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """How a 2D network's input channels are laid out: ``channels`` image channels (modalities), each followed by
+    its mirror when ``symmetry`` (:mod:`medtransfer.data.symmetry`), for each of the ``2 * context + 1`` slices of
+    a 2.5D stack (offsets ``-context .. +context``, all channels of one offset together:
+    :func:`medtransfer.infer.sliding_window.context_stack`)."""
+
+    channels: int
+    context: int = 0
+    symmetry: bool = False
+
+    @property
+    def per_offset(self) -> int:
+        return self.channels * (2 if self.symmetry else 1)
+
+    @property
+    def total(self) -> int:
+        return self.per_offset * (2 * self.context + 1)
+
+    def index(self, offset: int, mirrored: bool, channel: int) -> int:
+        return (offset + self.context) * self.per_offset + (self.channels if mirrored else 0) + channel
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channels": self.channels, "context": self.context, "symmetry": self.symmetry}
+
+
+def source_layout(source: dict[str, Any] | None) -> InputLayout | None:
+    """The input layout a medtransfer source was trained with (its ``meta.inference`` ``context`` / ``symmetry``
+    and its ``in_channels``), or ``None`` when the checkpoint does not record one (an imported network)."""
+    meta = ((source or {}).get("meta") or {}).get("inference") or {}
+    if "context" not in meta and "symmetry" not in meta:
+        return None
+    in_channels = int((((source or {}).get("model") or {}).get("config") or {}).get("in_channels", 1))
+    context, symmetry = int(meta.get("context") or 0), bool(meta.get("symmetry", False))
+    per_stack = (2 * context + 1) * (2 if symmetry else 1)
+    if in_channels % per_stack:
+        return None
+    return InputLayout(in_channels // per_stack, context, symmetry)
+
+
+def relayout_input_kernel(weight: torch.Tensor, source: InputLayout, target: InputLayout) -> torch.Tensor:
+    """A first-layer kernel ``(O, source.total, *k)`` re-laid out to ``(O, target.total, *k)`` channel by channel.
+
+    Each target channel takes the source kernel of the same slice offset, image channel and mirroring, so a
+    2.5D source keeps the meaning of each neighbour slice (a generic channel adaptation, repeating kernels
+    cyclically, would hand one modality's neighbour-slice kernels to another modality).  Where the layouts differ:
+
+    * a source without context (one slice) spreads its kernel evenly over the target's offsets; target offsets
+      beyond the source's get zero, and source offsets beyond the target's add into the outermost target offset
+      (either way a stack of identical slices gives the source's activation);
+    * other image channel counts: the source's kernels are summed over its channels and shared evenly among the
+      target's (timm's grey-from-RGB rule, then its rescaling);
+    * mirror channels the source did not have start at zero (the target network then computes exactly what the
+      source did, and training finds what the mirror adds); a source's mirror kernels are dropped when the target
+      has none.
+
+    Example (a 1-channel source without context into a 2.5D target with a symmetry channel):
+        >>> w = torch.ones(1, 1, 1, 1)
+        >>> relayout_input_kernel(w, InputLayout(1), InputLayout(1, 1, True))[0, :, 0, 0].tolist()
+        [0.3333333432674408, 0.0, 0.3333333432674408, 0.0, 0.3333333432674408, 0.0]
+    """
+    if weight.shape[1] != source.total:
+        raise ValueError(f"kernel has {weight.shape[1]} input channels, the source layout {source} has {source.total}")
+    src = weight.float()
+    out = torch.zeros((src.shape[0], target.total, *src.shape[2:]), dtype=torch.float32)
+    for offset in range(-target.context, target.context + 1):
+        if source.context == 0:
+            offsets, scale = [0], 1.0 / (2 * target.context + 1)
+        else:
+            offsets = [
+                o
+                for o in range(-source.context, source.context + 1)
+                if max(-target.context, min(target.context, o)) == offset
+            ]
+            scale = 1.0
+        for mirrored in (False, True) if target.symmetry else (False,):
+            if mirrored and not source.symmetry:
+                continue  # zero: the target starts as the source
+            for channel in range(target.channels):
+                kernel = torch.zeros_like(out[:, 0])
+                for o in offsets:
+                    if source.channels == target.channels:
+                        kernel += src[:, source.index(o, mirrored, channel)]
+                    else:
+                        for c in range(source.channels):
+                            kernel += src[:, source.index(o, mirrored, c)] / target.channels
+                out[:, target.index(offset, mirrored, channel)] = kernel * scale
+    return out.to(weight.dtype)
+
+
+def relayout_source(
+    source: dict[str, Any] | None, model: nn.Module, target: InputLayout
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``source`` with its first convolution re-laid out to the ``target`` input layout
+    (:func:`relayout_input_kernel`), and a record of it for the run's meta.
+
+    Unchanged (and ``None``) when the source records no layout (unless the target has a symmetry channel: the
+    source's channels are then taken as image channels, so that the mirror channels start at zero), when the layouts
+    agree, or when the first kernels are not convolutions of one dimensionality and the recorded widths.
+    """
+    if source is None:
+        return source, None
+    layout = source_layout(source)
+    if layout is None and target.symmetry:  # a source without a recorded layout: its channels are image channels
+        layout = InputLayout(int(((source.get("model") or {}).get("config") or {}).get("in_channels", 1)))
+    if layout is None or layout == target:
+        return source, None
+    from ..models.loading import _first_conv_key, resolve_state_dict
+
+    state = resolve_state_dict(source)
+    key = _first_conv_key(state)
+    model_state = model.state_dict()
+    if key is None or key not in model_state:
+        return source, None
+    weight, wanted = state[key], model_state[key]
+    if (
+        weight.ndim != wanted.ndim
+        or weight.ndim < 4
+        or weight.shape[1] != layout.total
+        or wanted.shape[1] != target.total
+    ):
+        return source, None
+    state[key] = relayout_input_kernel(weight, layout, target)
+    return {**source, "state_dict": state}, {"key": key, "source": layout.to_dict(), "target": target.to_dict()}

@@ -38,7 +38,7 @@ from ..train.validation import DiceValidator
 from ..transfer.apply import apply_strategy, check_strategy_task
 from ..transfer.registry import Task
 from ..utils import write_json_atomic, write_yaml_atomic
-from .build import build_model, load_source, size_divisor
+from .build import InputLayout, build_model, load_source, relayout_source, size_divisor
 from .config import FinetuneConfig
 from .data import (
     ForegroundBatchSampler,
@@ -102,6 +102,10 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     logger.info(
         "labelled: %s; validation: %s", ", ".join(selection.labelled_ids), ", ".join(selection.val_ids) or "none"
     )
+    layout = InputLayout(dataset.num_channels, config.context_slices, config.symmetry_channel)
+    source, relayout = relayout_source(source, model, layout)
+    if relayout is not None:
+        logger.info("source input channels re-laid out: %s -> %s", relayout["source"], relayout["target"])
     strategy = apply_strategy(config.strategy, model, source, seed=config.seed)
     if ctx.is_main:
         write_yaml_atomic(out / CONFIG, resolved)
@@ -117,6 +121,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         | ({"symmetry": True} if config.symmetry_channel else {}),
         "strategy": strategy.description,
         "load_audit": strategy.audit,
+        **({"input_relayout": relayout} if relayout is not None else {}),
         "init": config.init,
         "target_domain": config.target_domain,
         "split": selection.split.to_dict(),
