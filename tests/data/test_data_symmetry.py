@@ -95,6 +95,15 @@ def test_add_mirror_channels_appends_each_channel_s_mirror_about_channel_0_s_pla
     assert float(np.abs(out[2] - out[0])[inner & ~lesion].mean()) < 0.05
 
 
+def test_a_volume_thinner_than_a_block_still_gets_a_plane():
+    spacing = (1.5, 1.5, 1.5)
+    head = _symmetric_head((40, 44, 8), spacing, MidPlane(0.0, 39 * 1.5 / 2))[:, :, 4:5]  # one slice
+    plane = estimate_midplane(head, spacing)
+    assert abs(plane.angle) <= 10.0
+    assert add_mirror_channels(head[None], spacing).shape == (2, 40, 44, 1)
+    assert abs(estimate_midplane(np.zeros((20, 20, 4), np.float32), spacing).angle) <= 10.0  # blank: any plane
+
+
 def test_bad_shapes_are_refused():
     with pytest.raises(DataError, match="expected a preprocessed image"):
         add_mirror_channels(np.zeros((4, 4, 4)), (1, 1, 1))

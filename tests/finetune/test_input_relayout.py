@@ -12,7 +12,7 @@ from medtransfer.checkpoint import load_checkpoint
 from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.finetune.build import InputLayout, relayout_input_kernel, relayout_source, source_layout
 from medtransfer.models import create_model
-from medtransfer.models.loading import load_pretrained
+from medtransfer.models.loading import adapt_input_conv, load_pretrained
 
 
 def _kernel(*values: float) -> torch.Tensor:
@@ -44,10 +44,21 @@ def _flat(weight: torch.Tensor) -> list[float]:
         (InputLayout(1, 1, True), InputLayout(1, 1), (1, 2, 3, 4, 5, 6), [1, 3, 5]),
         # one slice, one channel -> 3 offsets, spread evenly (as the generic repeat does)
         (InputLayout(1, 0), InputLayout(1, 1), (3,), [1, 1, 1]),
+        # three modalities (a, b, c = 1, 2, 3 at each offset... here offsets -1, 0, +1 hold 1-3, 4-6, 7-9) -> two:
+        # timm's rule within each offset, the first two repeated and rescaled by 3 / 2
+        (InputLayout(3, 1), InputLayout(2, 1), tuple(range(1, 10)), [1.5, 3, 6, 7.5, 10.5, 12]),
     ],
 )
 def test_kernels_are_re_laid_out_channel_by_channel(source, target, weights, expected):
     assert _flat(relayout_input_kernel(_kernel(*weights), source, target)) == pytest.approx(expected)
+
+
+def test_without_context_or_mirrors_the_kernel_is_what_adapt_input_conv_gives():
+    weight = torch.randn(4, 2, 3, 3)
+    for channels in (1, 3, 4):
+        torch.testing.assert_close(
+            relayout_input_kernel(weight, InputLayout(2), InputLayout(channels)), adapt_input_conv(channels, weight)
+        )
 
 
 def test_a_kernel_of_another_width_is_refused():
@@ -82,6 +93,7 @@ def test_a_target_with_a_symmetry_channel_starts_as_its_2_5d_source():
         "key": record["key"],
         "source": {"channels": 1, "context": 1, "symmetry": False},
         "target": {"channels": 1, "context": 1, "symmetry": True},
+        "zero_channels": 3,
     }
     base = create_model("unet", **source["model"]["config"])
     base.load_state_dict(source["state_dict"])
@@ -111,17 +123,36 @@ def test_sources_without_a_recorded_layout_or_with_the_same_one_are_left_alone()
     same = _source(3, {"context": 1})
     model = create_model("unet", **same["model"]["config"])
     assert relayout_source(same, model, InputLayout(1, 1)) == (same, None)
+    plain = _source(2, {"context": 0})  # two modalities, no context: adapt_input_conv keeps each modality's kernel
+    model = create_model("unet", **{**plain["model"]["config"], "in_channels": 4})
+    assert relayout_source(plain, model, InputLayout(4)) == (plain, None)
 
 
 def test_a_source_without_a_layout_into_a_symmetry_target_keeps_its_channels_and_zero_mirrors():
     imported = _source(1, {})  # e.g. an imported one-channel network, or a 3D run (its meta has no context)
     target, record = _target(imported, 2, InputLayout(1, 0, True))
     assert record["source"] == {"channels": 1, "context": 0, "symmetry": False}
+    assert record["zero_channels"] == 1
     base = create_model("unet", **imported["model"]["config"])
     base.load_state_dict(imported["state_dict"])
     x, mirror = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(target(torch.cat([x, mirror], 1)), base.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_bare_rgb_encoder_into_a_symmetry_target_sums_rgb_and_zeroes_the_mirror():
+    # a torchvision-style encoder state dict (no "encoder." prefix, 3 input channels, no layout recorded)
+    rgb = create_model("resnet18_unet", in_channels=3, out_channels=1)
+    bare = {k[len("encoder.") :]: v for k, v in rgb.state_dict().items() if k.startswith("encoder.")}
+    model = create_model("resnet18_unet", in_channels=2, out_channels=1)
+    relaid, record = relayout_source(bare, model, InputLayout(1, 0, True))
+    assert record["source"] == {"channels": 3, "context": 0, "symmetry": False}
+    assert record["zero_channels"] == 1
+    load_pretrained(model, relaid)
+    first = model.state_dict()[record["key"]]
+    source_first = rgb.state_dict()[record["key"]]
+    torch.testing.assert_close(first[:, 0], source_first.sum(1))  # grey = R + G + B
+    assert float(first[:, 1].abs().sum()) == 0.0  # the mirror starts at zero
 
 
 def test_a_run_from_a_2_5d_source_with_a_symmetry_channel_records_the_relayout(tmp_path):
@@ -136,4 +167,18 @@ def test_a_run_from_a_2_5d_source_with_a_symmetry_channel_records_the_relayout(t
     assert meta["input_relayout"]["source"] == {"channels": 1, "context": 1, "symmetry": False}
     assert meta["input_relayout"]["target"] == {"channels": 1, "context": 1, "symmetry": True}
     assert meta["load_audit"]["adapted"] == []
+    assert meta["input_relayout"]["zero_channels"] == 3  # one mirror per slice of the 2.5D stack
     assert json.loads((out / "summary.json").read_text())["init"].endswith("checkpoint_last.pt")
+
+
+def test_a_frozen_first_convolution_with_zero_mirror_channels_is_warned_about(tmp_path, caplog):
+    from test_lesion_recipe import RECIPE, lesion_dataset
+
+    data = lesion_dataset(tmp_path / "lesions", n=4)
+    tiny = {**RECIPE, "min_component_mm3": None, "train": {**RECIPE["train"], "epochs": 1, "steps_per_epoch": 2}}
+    source = run_finetune(FinetuneConfig.from_dict({**tiny, "data": str(data), "out": str(tmp_path / "source")}))
+    init = str(source / "checkpoints" / "checkpoint_last.pt")
+    values = {**tiny, "symmetry_channel": True, "init": init, "strategy": "frozen_encoder"}
+    with caplog.at_level("WARNING", logger="medtransfer"):
+        run_finetune(FinetuneConfig.from_dict({**values, "data": str(data), "out": str(tmp_path / "frozen")}))
+    assert "starts with the first convolution frozen: its 3 input channels that start at zero" in caplog.text

@@ -102,6 +102,13 @@ def test_members_without_validation_cases_keep_the_training_lesions_free_size(tm
     assert post["min_component_mm3"] == 32.0
     assert post["tuned_on"] == []
     assert post["val_lesion_f1"] == {}
+    # slice-budget members labelled no whole scan: their scans give no lesion sizes (as a single run)
+    sliced = [threshold_run(tmp_path, f"s{i}", 0.25 + 0.1 * i, val=()) for i in range(2)]
+    for run in sliced:
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "every_kth_slice": 3}))
+    with pytest.raises(ConfigError, match="neither validation cases .* nor whole labelled scans"):
+        create_ensemble(sliced, tmp_path / "ens3", device="cpu")
     # with neither validation cases nor labelled scans there is nothing to take a size from
     bare = [threshold_run(tmp_path, "c", 0.25, val=(), train=()), threshold_run(tmp_path, "d", 0.4, val=(), train=())]
     with pytest.raises(ConfigError, match="neither validation cases .* nor whole labelled scans"):

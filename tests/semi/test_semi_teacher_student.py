@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from medtransfer.checkpoint import load_checkpoint
-from medtransfer.errors import DataError
+from medtransfer.errors import ConfigError, DataError
 from medtransfer.models import create_model
 from medtransfer.semi import run_teacher_student
 from testkit import SEMI_MODEL, source_checkpoint
@@ -81,3 +81,13 @@ def _teacher_split(tmp_path, config):
     from medtransfer.finetune import run_finetune
 
     return run_finetune({**config["finetune"], "out": str(tmp_path / "ts" / "round0")}) / "summary.json"
+
+
+@pytest.mark.parametrize("key", ["context_slices", "symmetry_channel"])
+def test_2_5d_or_symmetry_options_are_refused_before_any_training(tmp_path, key):
+    data, unl = _datasets(tmp_path)
+    config = _config(tmp_path, data, unl)
+    config["finetune"][key] = 1 if key == "context_slices" else True
+    with pytest.raises(ConfigError, match="not supported here"):
+        run_teacher_student(config)
+    assert not (tmp_path / "ts").exists()  # refused before the teacher trains

@@ -95,7 +95,7 @@ def estimate_midplane(volume: np.ndarray, spacing: Sequence[float], step_mm: flo
     if volume.ndim != 3:
         raise DataError(f"estimate_midplane needs a 3D volume, got shape {volume.shape}")
     spacing = tuple(float(s) for s in spacing[:3])
-    factors = [max(1, int(round(step_mm / s))) for s in spacing]
+    factors = [max(1, min(n, int(round(step_mm / s)))) for n, s in zip(volume.shape, spacing, strict=True)]
     shape = [n // f * f for n, f in zip(volume.shape, factors, strict=True)]
     coarse = volume[: shape[0], : shape[1], : shape[2]].astype(np.float64)
     for axis, f in enumerate(factors):
@@ -123,7 +123,11 @@ def estimate_midplane(volume: np.ndarray, spacing: Sequence[float], step_mm: flo
     for _ in range(3):
         angle_step, step = angle_step / 2.0, step / 2.0
         angle, shift = best_of(
-            [(angle + da, shift + ds) for da in (-angle_step, 0.0, angle_step) for ds in (-step, 0.0, step)]
+            [
+                (float(np.clip(angle + da, -MAX_ANGLE_DEG, MAX_ANGLE_DEG)), shift + ds)
+                for da in (-angle_step, 0.0, angle_step)
+                for ds in (-step, 0.0, step)
+            ]
         )
     best = plane(angle, shift)
     # back to the full grid's mm frame (voxel 0 at 0): q_full = q_coarse + origin

@@ -103,10 +103,10 @@ def _same_architecture(spec: dict[str, Any], source_spec: dict[str, Any]) -> boo
 
 @dataclass(frozen=True)
 class InputLayout:
-    """How a 2D network's input channels are laid out: ``channels`` image channels (modalities), each followed by
-    its mirror when ``symmetry`` (:mod:`medtransfer.data.symmetry`), for each of the ``2 * context + 1`` slices of
-    a 2.5D stack (offsets ``-context .. +context``, all channels of one offset together:
-    :func:`medtransfer.infer.sliding_window.context_stack`)."""
+    """How a network's input channels are laid out: for each of the ``2 * context + 1`` slices of a 2.5D stack
+    (offsets ``-context .. +context``, outermost: :func:`medtransfer.infer.sliding_window.context_stack`), the
+    ``channels`` image channels (modalities) and then, when ``symmetry``, their mirrors in the same order
+    (:func:`medtransfer.data.symmetry.add_mirror_channels`)."""
 
     channels: int
     context: int = 0
@@ -151,8 +151,8 @@ def relayout_input_kernel(weight: torch.Tensor, source: InputLayout, target: Inp
     * a source without context (one slice) spreads its kernel evenly over the target's offsets; target offsets
       beyond the source's get zero, and source offsets beyond the target's add into the outermost target offset
       (either way a stack of identical slices gives the source's activation);
-    * other image channel counts: the source's kernels are summed over its channels and shared evenly among the
-      target's (timm's grey-from-RGB rule, then its rescaling);
+    * other image channel counts, within each offset, as timm's ``adapt_input_conv`` across the whole kernel: one
+      target channel sums the source's; more repeat them cyclically, rescaled by ``source / target`` channels;
     * mirror channels the source did not have start at zero (the target network then computes exactly what the
       source did, and training finds what the mirror adds); a source's mirror kernels are dropped when the target
       has none.
@@ -182,11 +182,11 @@ def relayout_input_kernel(weight: torch.Tensor, source: InputLayout, target: Inp
             for channel in range(target.channels):
                 kernel = torch.zeros_like(out[:, 0])
                 for o in offsets:
-                    if source.channels == target.channels:
-                        kernel += src[:, source.index(o, mirrored, channel)]
-                    else:
-                        for c in range(source.channels):
-                            kernel += src[:, source.index(o, mirrored, c)] / target.channels
+                    if target.channels == 1:  # timm: a grey channel sums the source's (R = G = B)
+                        kernel += sum(src[:, source.index(o, mirrored, c)] for c in range(source.channels))
+                    else:  # timm: the source's channels repeated cyclically, rescaled to keep the activation
+                        c = channel % source.channels
+                        kernel += src[:, source.index(o, mirrored, c)] * (source.channels / target.channels)
                 out[:, target.index(offset, mirrored, channel)] = kernel * scale
     return out.to(weight.dtype)
 
@@ -199,23 +199,27 @@ def relayout_source(
 
     Unchanged (and ``None``) when the source records no layout (unless the target has a symmetry channel: the
     source's channels are then taken as image channels, so that the mirror channels start at zero), when the layouts
-    agree, or when the first kernels are not convolutions of one dimensionality and the recorded widths.
+    agree or neither has context or mirrors (``adapt_input_conv`` then does the same), or when the first kernels are
+    not convolutions of one dimensionality and the recorded widths.  The record counts the input channels that
+    start at zero (``zero_channels``: new mirrors, offsets beyond the source's).
     """
     if source is None:
         return source, None
+    from ..models.loading import _best_prefix, _first_conv_key, _rename, resolve_state_dict
+
+    state, model_state = resolve_state_dict(source), model.state_dict()
+    model_key = _first_conv_key(model_state)
+    prefix = _best_prefix(set(state), set(model_state))
+    key = next((k for k in state if _rename(k, prefix) == model_key), None)
+    if model_key is None or key is None:
+        return source, None
+    weight, wanted = state[key], model_state[model_key]
     layout = source_layout(source)
     if layout is None and target.symmetry:  # a source without a recorded layout: its channels are image channels
-        layout = InputLayout(int(((source.get("model") or {}).get("config") or {}).get("in_channels", 1)))
-    if layout is None or layout == target:
+        layout = InputLayout(int(weight.shape[1]))
+    plain = layout is not None and not (layout.context or target.context or layout.symmetry or target.symmetry)
+    if layout is None or layout == target or plain:  # plain: adapt_input_conv does the same
         return source, None
-    from ..models.loading import _first_conv_key, resolve_state_dict
-
-    state = resolve_state_dict(source)
-    key = _first_conv_key(state)
-    model_state = model.state_dict()
-    if key is None or key not in model_state:
-        return source, None
-    weight, wanted = state[key], model_state[key]
     if (
         weight.ndim != wanted.ndim
         or weight.ndim < 4
@@ -224,4 +228,6 @@ def relayout_source(
     ):
         return source, None
     state[key] = relayout_input_kernel(weight, layout, target)
-    return {**source, "state_dict": state}, {"key": key, "source": layout.to_dict(), "target": target.to_dict()}
+    zero = int((state[key].detach().transpose(0, 1).flatten(1).abs().sum(1) == 0).sum())
+    record = {"key": model_key, "source": layout.to_dict(), "target": target.to_dict(), "zero_channels": zero}
+    return {**source, "state_dict": state}, record

@@ -107,6 +107,15 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     if relayout is not None:
         logger.info("source input channels re-laid out: %s -> %s", relayout["source"], relayout["target"])
     strategy = apply_strategy(config.strategy, model, source, seed=config.seed)
+    if relayout is not None and relayout["zero_channels"]:
+        first = dict(model.named_parameters()).get(relayout["key"])
+        if first is not None and not first.requires_grad:
+            logger.warning(
+                "strategy %s starts with the first convolution frozen: its %d input channels that start at zero "
+                "(mirror channels, new neighbour slices) add nothing while it stays frozen",
+                config.strategy,
+                relayout["zero_channels"],
+            )
     if ctx.is_main:
         write_yaml_atomic(out / CONFIG, resolved)
         env = environment(train_cfg.device, config.seed, str(train_cfg.precision)) | {"world_size": ctx.world_size}

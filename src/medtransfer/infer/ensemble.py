@@ -162,7 +162,10 @@ def _shared_split(checkpoints: Sequence[Path]) -> tuple[list[str], list[str], st
                 "an ensemble tunes its post-processing on validation cases its members share (train them on one "
                 "split), or give --min-component a size in mm³"
             )
-    train = list(dict.fromkeys(c for s in summaries for c in s.get("labelled_cases") or []))
+    # whole labelled scans only: a slice-budget member's scans hold lesions nobody labelled (as a single run)
+    train = list(
+        dict.fromkeys(c for s in summaries if not s.get("every_kth_slice") for c in s.get("labelled_cases") or [])
+    )
     leaked = sorted(set(train) & set(val))
     if leaked:
         raise ConfigError(

@@ -89,6 +89,11 @@ def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
     out = Path(config.out)
     ft = FinetuneConfig.from_dict({**config.finetune, "out": str(out / "round0")})
     check_strategy_task(ft.strategy, Task.TEACHER_STUDENT)
+    if ft.context_slices or ft.symmetry_channel:
+        raise ConfigError(
+            "teacher-student pseudo-labelling feeds single slices of the image channels: finetune.context_slices "
+            "and finetune.symmetry_channel are not supported here (set them to 0 / false)"
+        )
     dataset, unlabelled_ds = load_dataset(ft.data), _load_unlabelled(config.unlabelled)
     teacher_dir = run_finetune(ft, resume=True)
     summary = json.loads((teacher_dir / "summary.json").read_text())
@@ -159,12 +164,6 @@ class _Context:
         spec, meta = ckpt["model"], ckpt["meta"]
         if int(spec["config"].get("spatial_dims", 2)) != 2:
             raise ConfigError("teacher-student pseudo-labelling supports 2D (slice) models only")
-        inference = meta.get("inference") or {}
-        if inference.get("context") or inference.get("symmetry"):
-            raise ConfigError(
-                f"{run}: the teacher was trained with context_slices or symmetry_channel; teacher-student "
-                "pseudo-labelling feeds single slices of the image channels only (train the teacher without them)"
-            )
         resolved = yaml.safe_load((run / "config.yaml").read_text())
         values = sorted(int(v) for v in meta["labels"].values())
         preprocess = PreprocessConfig.from_dict(meta["preprocess"])
@@ -198,6 +197,7 @@ class _Context:
     def train_student(self, config: TeacherStudentConfig, pseudo, folder: Path, seed: int) -> nn.Module:
         """A student from the source weights and strategy, trained on labelled + pseudo-labelled slices."""
         from ..finetune import build_model, fit, load_source
+        from ..finetune.build import InputLayout, relayout_source
         from ..finetune.fit import training_model
         from ..train import CheckpointManager, MetricsHistory, StepBatchSampler, TrainBatches
         from ..train.validation import DiceValidator
@@ -207,6 +207,7 @@ class _Context:
         in_channels = int(self.spec["config"].get("in_channels", 1))
         source = load_source(self.ft)
         model, spec = build_model(self.ft, source, in_channels, num_labels=self.num_labels)
+        source, _ = relayout_source(source, model, InputLayout(in_channels))  # as the teacher's run did
         strategy = apply_strategy(self.ft.strategy, model, source, seed=seed, task=Task.TEACHER_STUDENT)
         handles = add_feature_dropout(training_model(strategy, model), config.dropout)
         labelled, pseudo_ds, val = self.datasets(pseudo)
