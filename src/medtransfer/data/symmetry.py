@@ -96,12 +96,11 @@ def estimate_midplane(volume: np.ndarray, spacing: Sequence[float], step_mm: flo
         raise DataError(f"estimate_midplane needs a 3D volume, got shape {volume.shape}")
     spacing = tuple(float(s) for s in spacing[:3])
     factors = [max(1, min(n, int(round(step_mm / s)))) for n, s in zip(volume.shape, spacing, strict=True)]
-    shape = [n // f * f for n, f in zip(volume.shape, factors, strict=True)]
-    coarse = volume[: shape[0], : shape[1], : shape[2]].astype(np.float64)
-    for axis, f in enumerate(factors):
-        if f > 1:
-            split = coarse.shape[:axis] + (coarse.shape[axis] // f, f) + coarse.shape[axis + 1 :]
-            coarse = coarse.reshape(split).mean(axis=axis + 1)
+    blocks = [n // f for n, f in zip(volume.shape, factors, strict=True)]
+    coarse = volume[: blocks[0] * factors[0], : blocks[1] * factors[1], : blocks[2] * factors[2]]
+    coarse = coarse.reshape(blocks[0], factors[0], blocks[1], factors[1], blocks[2], factors[2]).mean(
+        axis=(1, 3, 5), dtype=np.float64
+    )
     coarse -= coarse.min()  # background 0, as the reflection fills it
     coarse_spacing = [s * f for s, f in zip(spacing, factors, strict=True)]
     # planes through the block grid's own mm frame: its voxel 0 sits at half a block minus half a voxel

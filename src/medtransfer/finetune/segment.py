@@ -89,8 +89,8 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         return out
     seed_everything(config.seed)
     source = load_source(config)
-    channels = dataset.num_channels * (2 if config.symmetry_channel else 1) * (2 * config.context_slices + 1)
-    model, spec = build_model(config, source, channels, num_labels=len(labels))
+    layout = InputLayout(dataset.num_channels, config.context_slices, config.symmetry_channel)
+    model, spec = build_model(config, source, layout.total, num_labels=len(labels))
     spatial_dims = int(spec["config"].get("spatial_dims", 2))
     if config.context_slices and spatial_dims != 2:
         raise ConfigError(f"context_slices needs a 2D model, got a {spatial_dims}D {spec['name']}")
@@ -102,14 +102,12 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     logger.info(
         "labelled: %s; validation: %s", ", ".join(selection.labelled_ids), ", ".join(selection.val_ids) or "none"
     )
-    layout = InputLayout(dataset.num_channels, config.context_slices, config.symmetry_channel)
     source, relayout = relayout_source(source, model, layout)
+    strategy = apply_strategy(config.strategy, model, source, seed=config.seed)
     if relayout is not None:
         logger.info("source input channels re-laid out: %s -> %s", relayout["source"], relayout["target"])
-    strategy = apply_strategy(config.strategy, model, source, seed=config.seed)
-    if relayout is not None and relayout["zero_channels"]:
         first = dict(model.named_parameters()).get(relayout["key"])
-        if first is not None and not first.requires_grad:
+        if relayout["zero_channels"] and first is not None and not first.requires_grad:
             logger.warning(
                 "strategy %s starts with the first convolution frozen: its %d input channels that start at zero "
                 "(mirror channels, new neighbour slices) add nothing while it stays frozen",
