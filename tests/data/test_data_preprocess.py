@@ -140,7 +140,9 @@ def test_oblique_input_round_trip():
     rot = np.eye(4)
     rot[:3, :3] = [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
     oblique = rot @ image.affine
-    pre_image, pre_label, info = preprocess_case([Volume(image.array, oblique)], PreprocessConfig(), label)
+    pre_image, pre_label, info = preprocess_case(
+        [Volume(image.array, oblique)], PreprocessConfig(), Volume(label.array, oblique)
+    )
     np.testing.assert_array_equal(restore_to_input(pre_label, info), label.array)
     _, pre_label, info = preprocess_case(
         [Volume(image.array, oblique)], PreprocessConfig(target_spacing=(1.0, 1.0, 1.0)), Volume(label.array, oblique)

@@ -219,7 +219,7 @@ def test_predict_refuses_nan_voxels_unless_allowed_and_then_warns(tmp_path, caps
     assert warnings == [f"{scan}: 7 NaN voxel(s) of 7200, predicted with NaN read as background (--allow-nan)"]
     assert _dice(np.asarray(nib.load(mask).dataobj) == 3, box) > 0.9
     empty = save_nifti(tmp_path / "empty.nii.gz", np.full_like(array, np.nan), affine)
-    assert _predict(run, empty, mask, "--allow-nan") == 2
+    assert _predict(run, empty, mask, "--allow-nan", "--overwrite") == 2
     assert f"error: {empty}: all 7200 voxels are NaN or infinite" in capsys.readouterr().err
 
 

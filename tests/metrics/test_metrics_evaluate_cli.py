@@ -173,7 +173,8 @@ def test_failed_write_publishes_nothing(folders, tmp_path, monkeypatch, capsys, 
     out = tmp_path / "new" / "out"
     if existing:
         out.mkdir(parents=True)
-        (out / "summary.json").write_text("old")
+        old = '{"n_cases": 1, "mean": {}, "config": {}}'  # an earlier evaluation's summary
+        (out / "summary.json").write_text(old)
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -185,7 +186,7 @@ def test_failed_write_publishes_nothing(folders, tmp_path, monkeypatch, capsys, 
     assert err.count("\n") == 1
     if existing:
         assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
-        assert (out / "summary.json").read_text() == "old"
+        assert (out / "summary.json").read_text() == old
         assert "the existing out is unchanged" in err
     else:
         assert not (tmp_path / "new").exists()

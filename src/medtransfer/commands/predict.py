@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
         help="apply a trained model to NIfTI scans",
         description="Apply a trained run to a scan (or a folder of scans): the run's preprocessing, sliding-window "
         "prediction, and a label map written on exactly the input's grid and affine. An output is never written "
-        "over an input scan (same path, hard link or symlink): that is refused before any work. In a folder, "
+        "over an input scan (same path, hard link or symlink), nor over an existing file unless --overwrite is "
+        "given: that is refused before any work. In a folder, "
         "every readable scan is predicted; the ones that could not be are listed at the end (exit status 2).",
     )
     parser.add_argument(
@@ -32,6 +33,11 @@ def add_parser(subparsers) -> None:
         "NaN is then read as background (the scan's lowest clipped intensity) and inf is clipped to the intensity "
         "range. Without it such scans are refused: a mask of a scan with missing intensities can look right and "
         "be wrong. A scan with no finite voxel is always refused",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace label maps that already exist at the output (an input scan is never replaced)",
     )
     add_threads_option(parser)
     parser.add_argument(
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable(args.output)
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint)
-    result = predict_path(predictor, args.input, args.output, allow_nan=args.allow_nan)
+    result = predict_path(predictor, args.input, args.output, allow_nan=args.allow_nan, overwrite=args.overwrite)
     for path in result.written:
         print(path)
     if result.failed:

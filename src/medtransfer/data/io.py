@@ -6,6 +6,7 @@ RAS+ world, mm).  Writing is atomic (temporary file, then rename).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 from ..errors import DataError
 from ..utils import atomic_path
 from .orientation import check_affine
+
+logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -45,14 +48,14 @@ class Volume:
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
-    """True when the file name ends in ``.nii`` or ``.nii.gz``."""
-    return str(path).endswith(NIFTI_SUFFIXES)
+    """True when the file name ends in ``.nii`` or ``.nii.gz``, in any case (``SCAN.NII.GZ`` too)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
 def strip_nifti_suffix(name: str) -> str:
-    """``"case_0000.nii.gz"`` -> ``"case_0000"``."""
+    """``"case_0000.nii.gz"`` -> ``"case_0000"`` (``"B.NII.GZ"`` -> ``"B"``)."""
     for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
@@ -76,16 +79,64 @@ def load_nifti(path: str | os.PathLike, *, dtype: np.dtype | type | None = None)
         raise DataError(f"{path}: file not found")
     try:
         img = nib.load(str(path))
+        stored = np.dtype(img.get_data_dtype())
+        if stored.kind == "c":
+            raise DataError(
+                f"{path}: complex-valued voxels ({stored}); give a real-valued scan (e.g. the magnitude image)"
+            )
+        if any(n == 0 for n in img.shape):
+            raise DataError(f"{path}: an axis of length 0 (shape {tuple(img.shape)}); the file holds no voxels")
         if dtype is None:
             array = np.asanyarray(img.dataobj)
+        elif np.dtype(dtype).kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                array = np.asarray(img.get_fdata(dtype=np.float32)).astype(dtype, copy=False)
+            _refuse_overflow(img, array, path)
         else:
-            array = np.asarray(img.get_fdata(dtype=np.float32) if np.dtype(dtype).kind == "f" else img.dataobj)
-            array = array.astype(dtype, copy=False)
+            array = np.asarray(img.dataobj).astype(dtype, copy=False)
         affine = np.asarray(img.affine, dtype=np.float64)
+    except DataError:
+        raise
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, OSError, ...)
         raise DataError(f"{path}: unreadable or corrupt NIfTI file ({type(err).__name__}: {err})") from err
     check_affine(affine, source=str(path))
+    _warn_units(img, path)
     return Volume(np.asarray(array), affine, source=str(path))
+
+
+def _refuse_overflow(img, array: np.ndarray, path: Path) -> None:
+    """Refuse finite stored values that do not fit in float32 (they would read as infinite voxels)."""
+    if array.dtype.itemsize > 4 or np.all(np.isfinite(array)):
+        return
+    stored = np.asanyarray(img.dataobj)
+    overflow = int(np.count_nonzero(np.isinf(array) & np.isfinite(stored)))
+    if overflow:
+        raise DataError(
+            f"{path}: {overflow} voxel(s) hold finite values beyond float32's range (|value| up to "
+            f"{float(np.abs(stored[np.isfinite(stored)]).max()):.3g}, float32 stops at 3.4e38); rescale the scan"
+        )
+
+
+_UNIT_SCALE = {"meter": 1000.0, "micron": 0.001}
+
+
+def _warn_units(img, path: Path) -> None:
+    """Warn when the header gives voxel sizes in meters or microns: medtransfer (like nibabel, nnU-Net's readers
+    differ) reads the affine as millimetres, so a scan stored in meters would look 1000 times too small."""
+    try:
+        unit = img.header.get_xyzt_units()[0]
+    except Exception:  # noqa: BLE001 - not a NIfTI header (units are a NIfTI field)
+        return
+    if unit in _UNIT_SCALE:
+        spacing = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))
+        logger.warning(
+            "%s: the header says voxel sizes are in %ss (%s); medtransfer reads the affine as millimetres, as "
+            "nibabel does: if the scan is really %s mm per voxel, rewrite its affine in mm",
+            path,
+            unit,
+            " x ".join(f"{s:g}" for s in spacing),
+            " x ".join(f"{s * _UNIT_SCALE[unit]:g}" for s in spacing),
+        )
 
 
 def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *, dtype=None) -> Path:

@@ -213,6 +213,7 @@ def preprocess_case(
     grid_shape = reorientation.output_shape
     if config.target_spacing is not None:
         new_shape, new_affine = resampled_grid(grid_shape, grid_affine, config.target_spacing)
+        _refuse_huge_grid(first, new_shape, config.target_spacing)
     else:
         new_shape, new_affine = grid_shape, grid_affine
 
@@ -300,9 +301,48 @@ def _check_same_grid(channels: Sequence[Volume], label: Volume | None) -> None:
     if len(shape) != 3:
         raise DataError(f"{first.where}each channel must be 3D, got shape {shape} (split 4D files with split_channels)")
     for i, v in enumerate([*channels[1:], *([label] if label is not None else [])]):
+        what = "label" if label is not None and i == len(channels) - 1 else f"channel {i + 1}"
         if v.array.shape[:3] != shape:
-            what = "label" if label is not None and i == len(channels) - 1 else f"channel {i + 1}"
             raise DataError(f"{v.where}{what} has shape {v.array.shape}, the first channel {shape}; they must match")
+        shift = grid_offset_mm(first.affine, v.affine, shape)
+        voxel = float(min(first.spacing[:3]))
+        if shift > GRID_TOLERANCE_VOXELS * voxel:
+            raise DataError(
+                f"{v.where}{what} lies on another grid than the first channel {first.source or ''} (a voxel moves by "
+                f"up to {shift:.3g} mm between their affines, allowed {GRID_TOLERANCE_VOXELS:g} voxel = "
+                f"{GRID_TOLERANCE_VOXELS * voxel:.3g} mm); resample it onto the first channel's grid "
+                "(`medtransfer data check` lists every such file)"
+            )
+
+
+MAX_WORKING_VOXELS = 1_000_000_000  # 4 GB of float32 per channel: a scan far beyond any MRI field of view
+
+
+def _refuse_huge_grid(first: Volume, shape: Sequence[int], spacing: Sequence[float]) -> None:
+    """Refuse a scan whose working grid would not fit in memory: nearly always a wrong voxel size in the header
+    (cm or m read as mm), which would otherwise end in a MemoryError after minutes."""
+    voxels = int(np.prod([int(n) for n in shape]))
+    if voxels <= MAX_WORKING_VOXELS:
+        return
+    extent = " x ".join(f"{n * s:.0f}" for n, s in zip(first.array.shape[:3], first.spacing[:3], strict=True))
+    voxel = " x ".join(f"{s:g}" for s in first.spacing[:3])
+    working = " x ".join(f"{s:g}" for s in spacing)
+    raise DataError(
+        f"{first.where}{extent} mm across (voxels of {voxel} mm): at the working spacing of {working} mm that is "
+        f"{' x '.join(str(int(n)) for n in shape)} voxels, more than {MAX_WORKING_VOXELS:.0e}; check the voxel size "
+        "in its header"
+    )
+
+
+GRID_TOLERANCE_VOXELS = 0.1  # the most two files of one case may disagree on a voxel's position, in voxels
+
+
+def grid_offset_mm(a: np.ndarray, b: np.ndarray, shape: Sequence[int]) -> float:
+    """Largest distance (mm) between where the affines ``a`` and ``b`` put the same voxel of a grid of ``shape``
+    (its corners: the distance is affine in the voxel index, so its maximum is at a corner)."""
+    corners = np.array(np.meshgrid(*[[0, max(int(n) - 1, 0)] for n in shape[:3]], indexing="ij")).reshape(3, -1)
+    homogeneous = np.vstack([corners, np.ones(corners.shape[1])])
+    return float(np.linalg.norm((np.asarray(a) - np.asarray(b))[:3] @ homogeneous, axis=0).max())
 
 
 def _clip(

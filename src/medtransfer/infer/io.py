@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.check import count_nonfinite
@@ -22,9 +23,17 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 def group_scans(folder: Path, channels: int) -> dict[str, list[Path]]:
     """NIfTI files of ``folder`` grouped into cases: ``{case}_{0000..}`` for multi-channel models, else per file."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
     if not files:
         raise DataError(f"{folder}: no .nii or .nii.gz files to predict")
+    stems: dict[str, Path] = {}
+    for path in files:
+        twin = stems.setdefault(strip_nifti_suffix(path.name), path)
+        if twin != path:
+            raise DataError(
+                f"{path}: {twin.name} has the same name without its suffix, so both would be one output; keep "
+                "one of them in the folder"
+            )
     cases: dict[str, list[Path]] = {}
     for path in files:
         stem = strip_nifti_suffix(path.name)
@@ -49,6 +58,7 @@ def predict_file(predictor: Predictor, inputs: list[Path], output: Path, *, allo
     volumes = [load_nifti(p, dtype="float32") for p in inputs]
     for volume in volumes:
         _check_finite(volume, allow_nan)
+        _warn_constant(volume)
     source = ", ".join(str(p) for p in inputs)
     labels = predictor.predict(volumes[0] if len(volumes) == 1 else volumes, source=source)
     return save_nifti(output, labels, volumes[0].affine)
@@ -71,6 +81,17 @@ def _check_finite(volume: Volume, allow_nan: bool) -> None:
     logger.warning("%s: %s, predicted with NaN read as background (--allow-nan)", volume.source, counts)
 
 
+def _warn_constant(volume: Volume) -> None:
+    """Warn about a scan whose finite voxels all hold one value (all zero, say): its mask says nothing."""
+    finite = volume.array[np.isfinite(volume.array)]
+    if finite.size and finite.min() == finite.max():
+        logger.warning(
+            "%s: every voxel is %g (an empty or constant scan): its mask cannot show anything",
+            volume.source,
+            float(finite.min()),
+        )
+
+
 @dataclass
 class PredictResult:
     """What :func:`predict_path` did.
@@ -84,12 +105,22 @@ class PredictResult:
     failed: list[str] = field(default_factory=list)
 
 
-def plan_predictions(source: Path, output: Path, channels: int) -> list[tuple[list[Path], Path]]:
+def plan_predictions(
+    source: Path, output: Path, channels: int, *, overwrite: bool = False
+) -> list[tuple[list[Path], Path]]:
     """``(input files, output file)`` of each case to predict, checked before any work.
 
+    Args:
+        source: a scan, or a folder of scans.
+        output: the label map (for a scan) or the folder to write them in (for a folder).
+        channels: the model's input channels (how a folder's files group into cases).
+        overwrite: replace label maps that already exist at the outputs (never an input scan); without it an
+            existing output file is refused.
+
     Raises:
-        DataError: the input is missing, the output kind does not match the input's (file / folder), or an output
-            would overwrite an input scan (:func:`refuse_overwriting_inputs`).
+        DataError: the input is missing, the output kind does not match the input's (file / folder), an output
+            is a folder, an output already exists (without ``overwrite``), or an output would overwrite an input
+            scan (:func:`refuse_overwriting_inputs`).
     """
     if source.is_file():
         if not is_nifti(output):
@@ -98,11 +129,23 @@ def plan_predictions(source: Path, output: Path, channels: int) -> list[tuple[li
     elif source.is_dir():
         if is_nifti(output):
             raise DataError(f"{output}: for an input folder the output must be a folder, not a NIfTI file name")
+        if output.exists() and not output.is_dir():
+            raise DataError(f"{output}: is a file; for an input folder the output must be a folder")
         jobs = [(files, output / f"{case}.nii.gz") for case, files in group_scans(source, channels).items()]
         allowed = "give an --output folder other than the input folder"
     else:
         raise DataError(f"{source}: input not found (give a .nii/.nii.gz file or a folder of them)")
     refuse_overwriting_inputs(jobs, allowed)
+    folders = [out for _, out in jobs if out.is_dir()]
+    if folders:
+        raise DataError(f"{folders[0]}: is a folder, so the label map cannot be written there; give another --output")
+    existing = [out for _, out in jobs if out.exists() or out.is_symlink()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more of the {len(jobs)} outputs)" if len(existing) > 1 else ""
+        raise DataError(
+            f"{existing[0]}: already exists{more}; predict does not replace existing files unless --overwrite is "
+            "given (or give another --output)"
+        )
     return jobs
 
 
@@ -134,11 +177,17 @@ def _file_id(path: Path) -> tuple[int, int]:
 
 
 def predict_path(
-    predictor: Predictor, source: str | os.PathLike, output: str | os.PathLike, *, allow_nan: bool = False
+    predictor: Predictor,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    allow_nan: bool = False,
+    overwrite: bool = False,
 ) -> PredictResult:
     """Predict a file (``output`` is a file) or every case of a folder (``output`` is a folder).
 
-    Every output is checked against the inputs before the first prediction (nothing of the user's is overwritten).
+    Every output is checked before the first prediction (nothing of the user's is overwritten: an existing output
+    file is refused unless ``overwrite``, an input scan always).
     A single scan that cannot be predicted raises; in a folder every readable case is predicted and the others are
     listed in :attr:`PredictResult.failed`.
 
@@ -146,7 +195,7 @@ def predict_path(
         DataError: bad input or output paths, an output that is an input, or the single scan cannot be predicted.
     """
     source, output = Path(source), Path(output)
-    jobs = plan_predictions(source, output, predictor.in_channels)
+    jobs = plan_predictions(source, output, predictor.in_channels, overwrite=overwrite)
     if source.is_file():
         return PredictResult(written=[predict_file(predictor, *jobs[0], allow_nan=allow_nan)])
     result = PredictResult()

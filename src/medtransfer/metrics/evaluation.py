@@ -102,8 +102,8 @@ def _nifti_files(folder: str | Path, what: str) -> dict[str, Path]:
         raise DataError(f"{what} folder {folder} does not exist")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not (path.is_file() and is_nifti(path.name)):
-            continue
+        if not (path.is_file() and is_nifti(path.name)) or path.name.startswith("."):
+            continue  # hidden files (macOS ._name.nii.gz) are not scans
         case = strip_nifti_suffix(path.name)
         if case in files:
             raise DataError(f"{what} folder {folder} has two files for case {case!r}: {files[case].name}, {path.name}")
@@ -122,7 +122,8 @@ def load_pair(pred_path: Path, ref_path: Path) -> tuple[np.ndarray, np.ndarray, 
     from ..data.io import load_nifti
 
     pred, ref = load_nifti(pred_path), load_nifti(ref_path)
-    if pred.array.shape != ref.array.shape:
+    pred_shape, ref_shape = _spatial_shape(pred.array.shape), _spatial_shape(ref.array.shape)
+    if pred_shape != ref_shape:
         raise DataError(
             f"grid mismatch: prediction {pred_path} has shape {pred.array.shape} but reference {ref_path} "
             f"has {ref.array.shape}; predictions must be on the reference grid"
@@ -133,6 +134,13 @@ def load_pair(pred_path: Path, ref_path: Path) -> tuple[np.ndarray, np.ndarray, 
             f"(max difference {np.abs(pred.affine - ref.affine).max():.4g} mm, allowed {AFFINE_ATOL_MM} mm)"
         )
     return _labels(pred.array, pred_path), _labels(ref.array, ref_path), ref.spacing[:3]
+
+
+def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape without trailing singleton axes past the third (``(X, Y, Z, 1)`` is ``(X, Y, Z)``)."""
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
 
 
 def _labels(array: np.ndarray, path: Path) -> np.ndarray:
@@ -204,20 +212,55 @@ def evaluate_folders(
     """
     config = config or EvaluationConfig()
     cases = match_cases(pred_dir, ref_dir)
+    refuse_foreign_summary(Path(out_dir))
     results: dict[str, dict[int, dict[str, Any]]] = {}
+    seen: tuple[set[int], set[int]] = (set(), set())
     for index, (case, pred_path, ref_path) in enumerate(cases, start=1):
         pred, ref, spacing = load_pair(pred_path, ref_path)
-        labels = config.labels or tuple(int(v) for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0)
+        pred_labels, ref_labels = np.unique(pred), np.unique(ref)
+        seen[0].update(int(v) for v in pred_labels if v)
+        seen[1].update(int(v) for v in ref_labels if v)
+        labels = config.labels or tuple(int(v) for v in np.union1d(pred_labels, ref_labels) if v != 0)
         boxes = _label_boxes(pred, ref, labels)
         results[case] = {
             label: evaluate_case(pred[box], ref[box], spacing, label, config) for label, box in boxes.items()
         }
         logger.info("evaluated %s (%d/%d)", case, index, len(cases))
+    if seen[0] and seen[1] and not seen[0] & seen[1]:
+        logger.warning(
+            "the predictions' labels (%s) and the references' (%s) share no value, so every overlap is 0: check "
+            "the label values (0/255 masks against 0/1, say) or give --labels",
+            _names([str(v) for v in sorted(seen[0])]),
+            _names([str(v) for v in sorted(seen[1])]),
+        )
     labels = config.labels or _found_labels(results)
     rows = _table(results, labels, config)
     summary = _summary(rows, labels, config, pred_dir, ref_dir)
     _publish(Path(out_dir), rows, summary, config)
     return summary
+
+
+def refuse_foreign_summary(out_dir: Path) -> None:
+    """Refuse an output folder whose ``summary.json`` evaluate did not write (a training run's, say): evaluate
+    replaces its own summary and table, never another tool's file.
+
+    Raises:
+        DataError: naming the file.
+    """
+    import json
+
+    path = out_dir / SUMMARY_FILE
+    if not path.is_file():
+        return
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        summary = None
+    if not (isinstance(summary, dict) and {"n_cases", "mean", "config"} <= summary.keys()):
+        raise DataError(
+            f"{path}: exists and is not an evaluation summary (a run's own summary?); evaluate does not replace "
+            "it: give another --out folder"
+        )
 
 
 def _found_labels(results: dict[str, dict[int, dict[str, Any]]]) -> tuple[int, ...]:
