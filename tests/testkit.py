@@ -293,14 +293,21 @@ def threshold_image() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, box1, box2
 
 
-def threshold_run(root, name, threshold, val=("v0",), train=("t0",), data=None, labels=None, test=()):
-    """A run folder as run_finetune writes it: checkpoint, summary.json (its split), config.yaml (its data)."""
+def threshold_run(
+    root, name, threshold, val=("v0",), train=("t0",), data=None, labels=None, test=(), postprocess="lesion"
+):
+    """A run folder as run_finetune writes it: checkpoint, summary.json (its split), config.yaml (its data).
+
+    ``postprocess="lesion"`` records a tuned minimum component size (of 0 mm³: nothing removed) as a lesion run
+    with ``min_component_mm3: auto`` does; ``None`` records none, as a brain-mask or anatomy run."""
     model = ThresholdNet3d(threshold)
     meta = {
         "preprocess": THRESHOLD_PREPROCESS,
         "labels": labels or {"background": 0, "lesion": 1},
         "inference": {"patch_size": [8, 8, 8]},
     }
+    if postprocess == "lesion":
+        meta["postprocess"] = {"min_component_mm3": 0.0, "tuned_on": list(val)}
     spec = {"name": THRESHOLD_NET, "config": {"spatial_dims": 3, "in_channels": 1, "threshold": threshold}}
     run = root / name
     save_checkpoint(

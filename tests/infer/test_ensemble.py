@@ -165,6 +165,35 @@ def test_members_must_agree_on_labels_channels_and_validation_cases(tmp_path):
     assert not any((tmp_path / f"e{i}").exists() for i in (1, 2, 3, 4, 6))
 
 
+def test_auto_leaves_small_components_alone_when_no_member_removes_them(tmp_path, capsys):
+    # brain-mask / anatomy runs train with min_component_mm3 off: the lesion size rule would delete a whole brain
+    threshold_dataset(tmp_path / "data")
+    runs = [threshold_run(tmp_path, n, t, postprocess=None) for n, t in (("a", 0.25), ("b", 0.4))]
+    argv = ["ensemble", "--model", str(runs[0]), "--model", str(runs[1]), "--device", "cpu", "--precision", "fp32"]
+    assert main([*argv, "--out", str(tmp_path / "ens")]) == 0
+    assert "2 members, no small-component removal" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ens" / "ensemble.json").read_text())["postprocess"] == {}
+    image, box1, box2 = threshold_image()
+    volume = load_nifti(save_nifti(tmp_path / "scan.nii.gz", image, np.eye(4)), dtype="float32")
+    labels = load_ensemble(tmp_path / "ens", device="cpu", precision="fp32").predict(volume)
+    assert labels[box1].all()  # kept (with auto tuned as for lesions, 30 mm³, the speck would go: it stays here)
+    assert labels[box2].all()
+    assert labels.sum() == box1.sum() + box2.sum() + 1  # the 1-voxel speck too: nothing removed
+
+
+def test_members_with_the_same_label_values_but_other_label_names_are_refused(tmp_path):
+    threshold_dataset(tmp_path / "data")
+    lesion = threshold_run(tmp_path, "a", 0.25)
+    brain = threshold_run(tmp_path, "b", 0.4, labels={"background": 0, "brain": 1}, postprocess=None)
+    with pytest.raises(
+        ConfigError,
+        match=r"labels \{'background': 0, 'brain': 1\} differ from .*'lesion': 1\}.* "
+        r"\(the same values, other names: another target\)",
+    ):
+        create_ensemble([lesion, brain], tmp_path / "e", device="cpu")
+    assert not (tmp_path / "e").exists()
+
+
 def test_a_member_changed_after_the_ensemble_was_made_is_refused(tmp_path, capsys):
     threshold_dataset(tmp_path / "data")
     a, b = threshold_run(tmp_path, "a", 0.25), threshold_run(tmp_path, "b", 0.75)

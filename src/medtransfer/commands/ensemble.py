@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--min-component",
         default="auto",
-        help="auto (default: tuned on the members' shared validation cases), a size in mm³, or none",
+        help="auto (default: tuned on the members' shared validation cases when the members remove small "
+        "components, as lesion runs do; off when none does), a size in mm³, or none",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -61,5 +62,7 @@ def run(args: argparse.Namespace) -> int:
     )
     record = json.loads(path.read_text())
     post = record["postprocess"]
-    print(f"{path}: {len(record['members'])} members, minimum component {post.get('min_component_mm3', 0):g} mm³")
+    size = post.get("min_component_mm3")
+    removal = f"minimum component {size:g} mm³" if size else "no small-component removal"
+    print(f"{path}: {len(record['members'])} members, {removal}")
     return 0

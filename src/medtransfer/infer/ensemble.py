@@ -72,6 +72,12 @@ class Ensemble:
                     f"{path}: labels {member.label_values} differ from {first.label_values} of {name}; ensemble "
                     "members must be trained on the same labels"
                 )
+            names = [getattr(m, "label_names", None) for m in (first, member)]
+            if None not in names and names[0] != names[1]:
+                raise ConfigError(
+                    f"{path}: labels {names[1]} differ from {names[0]} of {name} (the same values, other names: "
+                    "another target); ensemble members must be trained on the same labels"
+                )
             if member.in_channels != first.in_channels:
                 raise ConfigError(
                     f"{path}: takes {member.in_channels} input channel(s), {name} takes {first.in_channels}; "
@@ -194,7 +200,8 @@ def create_ensemble(
             validation cases tune ``min_component: auto``.
         checkpoint: ``last`` or ``best`` in each run folder.
         min_component: ``auto`` (tuned on the shared validation cases; without any, the training lesions' free
-            size), a size in mm³, or ``None`` (off).
+            size; off when no member removes small components, as runs of brain masks and anatomy do not), a size
+            in mm³, or ``None`` (off).
 
     Returns:
         ``out / ensemble.json``.
@@ -213,6 +220,11 @@ def create_ensemble(
     members = [load_predictor(p, device=device, precision=precision) for p in paths]
     ensemble = Ensemble(members, paths)
     postprocess: dict[str, Any] = {}
+    if size == "auto" and not any(MIN_COMPONENT_KEY in m.postprocess for m in members):
+        # no member removes small components (their runs had min_component_mm3 off: a brain mask, anatomy), so
+        # neither does the ensemble; a lesion run records its tuned size
+        logger.info("no member removes small components (min_component_mm3 off in their runs): neither does this")
+        size = None
     if size == "auto":
         val, train, recorded = _shared_split(paths)
         if not val and not train:

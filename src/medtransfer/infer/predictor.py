@@ -111,6 +111,7 @@ class Predictor:
         plan: device and precision.
         postprocess: applied to every label map (:func:`~medtransfer.infer.postprocess.apply_postprocess`).
         brain_mask: keep the largest component of the foreground and fill its holes (brain extraction).
+        label_names: the run's ``meta["labels"]`` (name -> value), when it records them.
     """
 
     model: nn.Module
@@ -122,6 +123,7 @@ class Predictor:
     inference: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] = field(default_factory=dict)
     brain_mask: bool = False
+    label_names: dict[str, int] | None = None
 
     def predict(self, channels: list[Volume] | Volume, source: str = "input") -> np.ndarray:
         """Label map with exactly the input's shape (save it with the input's affine).
@@ -243,4 +245,5 @@ def load_predictor(
         inference=inference,
         postprocess=dict(meta.get("postprocess") or {}),
         brain_mask=labels == BRAIN_MASK_LABELS,
+        label_names={str(k): int(v) for k, v in labels.items()} if isinstance(labels, dict) else None,
     )
