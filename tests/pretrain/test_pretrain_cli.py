@@ -19,9 +19,10 @@ from medtransfer.models import create_model, load_pretrained  # noqa: E402
 from medtransfer.models.vgg_unet import VGG16_BLOCKS  # noqa: E402
 
 
-def _imagenet_resnet18_file(path: Path) -> dict[str, torch.Tensor]:
-    """A torchvision-named ResNet-18 state dict with RGB input and an ImageNet ``fc`` (random values)."""
-    encoder = create_model("resnet18_unet", in_channels=3).state_dict()
+def _imagenet_resnet18_file(path: Path, model: str = "resnet18_unet") -> dict[str, torch.Tensor]:
+    """A torchvision-named ResNet-18 (or ``model``'s ResNet) state dict with RGB input and an ImageNet ``fc``
+    (random values)."""
+    encoder = create_model(model, in_channels=3).state_dict()
     state = {k.removeprefix("encoder."): v.clone() for k, v in encoder.items() if k.startswith("encoder.")}
     state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
     state["fc.weight"], state["fc.bias"] = torch.randn(1000, 512), torch.randn(1000)
@@ -51,6 +52,41 @@ def test_import_resnet_weights_writes_an_encoder_checkpoint(tmp_path, capsys):
     audit = load_pretrained(target, ckpt)
     assert set(audit.loaded) == set(ckpt["state_dict"])
     assert any(k.startswith("decoder.") for k in audit.missing)
+
+
+def test_import_refuses_an_existing_out_and_files_of_another_network(tmp_path, capsys):
+    r18, r34 = tmp_path / "r18.pth", tmp_path / "r34.pth"
+    _imagenet_resnet18_file(r18)
+    _imagenet_resnet18_file(r34, "resnet34_unet")
+    unet = tmp_path / "unet.pt"
+    torch.save(create_model("unet", features=8, depth=2).state_dict(), unet)
+
+    def run(model, weights, out):
+        code = main(["pretrain", "--task", "import", "--model", model, "--weights", str(weights), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        return code, err
+
+    mine = tmp_path / "mine.pt"
+    mine.write_text("precious")
+    code, err = run("resnet18_unet", r18, mine)
+    assert code == 2
+    assert err == f"error: {mine}: already exists; an import never replaces a file: give another --out\n"
+    assert mine.read_text() == "precious"
+    # ResNet-34 into ResNet-18: every ResNet-18 tensor is there, plus the 3rd..6th blocks it lacks
+    code, err = run("resnet18_unet", r34, tmp_path / "a.pt")
+    assert code == 2
+    assert f"error: {r34}: does not fit resnet18_unet's encoder: " in err
+    assert "tensors the model does not have (first: encoder.layer1.2." in err
+    # ResNet-18 into ResNet-34: blocks missing
+    code, err = run("resnet34_unet", r18, tmp_path / "b.pt")
+    assert code == 2
+    assert "encoder tensors not in it or of another shape (first: encoder.layer1.2." in err
+    # a segmentation U-Net's state dict read as a ResNet: a few tensors of the same name and shape are not a source
+    code, err = run("resnet18_unet", unet, tmp_path / "c.pt")
+    assert code == 2
+    assert err.startswith(f"error: {unet}: does not fit resnet18_unet's encoder: ")
+    assert not any((tmp_path / n).exists() for n in ("a.pt", "b.pt", "c.pt"))
 
 
 def test_import_vgg16_from_a_hed_weights_file(tmp_path):

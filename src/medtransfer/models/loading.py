@@ -65,8 +65,9 @@ class LoadAudit:
         """JSON-serialisable dict (for the run folder)."""
         return asdict(self)
 
-    def summary(self) -> str:
-        """One readable paragraph: counts plus the first names of every non-loaded category."""
+    def summary(self, sep: str = "\n") -> str:
+        """One readable paragraph: counts plus the first names of every non-loaded category (one per line, or
+        joined by ``sep``)."""
         lines = [
             f"loaded {len(self.loaded)} tensors (adapted input channels: {len(self.adapted)}, "
             f"inflated 2D->3D: {len(self.inflated)}, key prefix added: {self.prefix!r})"
@@ -77,7 +78,7 @@ class LoadAudit:
                 shown = [f"{n} [{self.shapes[n]}]" if n in self.shapes else n for n in names[:6]]
                 more = f" ... (+{len(names) - 6})" if len(names) > 6 else ""
                 lines.append(f"{what}: {len(names)}: {', '.join(shown)}{more}")
-        return "\n".join(lines)
+        return sep.join(lines)
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -232,10 +233,15 @@ def load_pretrained(
         if "inflate" in how:
             audit.inflated.append(key)
     audit.unexpected.extend(k for k in state if k not in target)
+    where = f"{source}: " if isinstance(source, (str, os.PathLike)) else ""
     if strict_shapes and audit.skipped_shape:
-        raise DataError(f"pretrained weights do not fit the model (strict_shapes=True):\n{audit.summary()}")
+        raise DataError(
+            f"{where}pretrained weights do not fit the model (strict_shapes=True): {audit.summary(sep='; ')}"
+        )
     if not audit.loaded:
-        raise DataError(f"no pretrained tensor matches the model; is it the right architecture?\n{audit.summary()}")
+        raise DataError(
+            f"{where}no pretrained tensor matches the model; is it the right architecture? {audit.summary(sep='; ')}"
+        )
     model.load_state_dict(new, strict=False)
     log.info("pretrained weights: %s", audit.summary())
     return audit

