@@ -78,7 +78,8 @@ def test_a_test_scan_in_unlabelled_is_refused_with_exit_2(tmp_path, capsys):
     )
     test_id = json.loads((teacher / "summary.json").read_text())["test_cases"][0]
     shutil.copy(data / "imagesTr" / f"{test_id}_0000.nii.gz", unl / "images" / "innocent.nii.gz")
-    assert main(_args(tmp_path, data, unl, "--pseudo-rounds", "1")) == 2
+    # the folder holds that teacher, so the command continues it (--resume), as after an interruption
+    assert main(_args(tmp_path, data, unl, "--pseudo-rounds", "1", "--resume")) == 2
     err = capsys.readouterr().err
     assert "leak held-out scans" in err
     assert f"innocent (byte-identical copy of test/validation case {test_id})" in err

@@ -171,7 +171,18 @@ def test_finetune_then_predict_segments_a_held_out_scan(tmp_path):
     fine_ref = ndimage.zoom(ref.astype(np.uint8), 2, order=0) > 0
     save_nifti(tmp_path / "fine.nii.gz", fine, np.diag([0.5, 0.5, 1.0, 1.0]))
     assert (
-        main(["predict", "--model", str(out), "--input", str(tmp_path / "fine.nii.gz"), "--output", str(pred_path)])
+        main(
+            [
+                "predict",
+                "--model",
+                str(out),
+                "--input",
+                str(tmp_path / "fine.nii.gz"),
+                "--output",
+                str(pred_path),
+                "--overwrite",
+            ]
+        )
         == 0
     )
     pred = np.asarray(nib.load(pred_path).dataobj) > 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 from pathlib import Path
 
 from . import add_threads_option
@@ -96,14 +98,48 @@ def run(args: argparse.Namespace) -> int:
         config = FinetuneConfig.from_yaml(args.config, **overrides)
     else:
         config = FinetuneConfig.from_dict({}, **overrides)
-    if args.classify is not None:
-        return _run_classification(args, config)
-    if args.unlabelled is None:
-        _refuse_semi_options(args)
-        out = run_finetune(config, resume=args.resume)
-        print(out)
-        return 0
-    return _run_teacher_student(args, config)
+    out = Path(config.out)
+    _refuse_occupied_out(out, args.resume)
+    with _removed_if_nothing_trained(out):
+        if args.classify is not None:
+            return _run_classification(args, config)
+        if args.unlabelled is None:
+            _refuse_semi_options(args)
+            print(run_finetune(config, resume=args.resume))
+            return 0
+        return _run_teacher_student(args, config)
+
+
+def _refuse_occupied_out(out: Path, resume: bool) -> None:
+    """``--out`` is a run folder to create: a file there, or a folder with anything in it (an earlier run, the
+    user's files) is refused unless ``--resume`` asks to continue the run in it."""
+    from ..errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; --out is the run folder to create")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(
+            f"{out}: exists and is not empty; finetune never writes over a folder: pass --resume to continue (or "
+            "return) the run in it, or give another --out"
+        )
+
+
+@contextlib.contextmanager
+def _removed_if_nothing_trained(out: Path):
+    """On a failure before the first checkpoint (a bad option found late, a device that is not there, Ctrl-C
+    during preprocessing) remove what this run wrote into ``out`` (its config.yaml, env.json), so that a corrected
+    command starts clean; a run with a checkpoint is kept for ``--resume``."""
+    before = set(out.iterdir()) if out.is_dir() else None
+    try:
+        yield
+    except BaseException:
+        if not (out.is_dir() and any(out.rglob("*.pt"))):  # a teacher's or a run's checkpoint: kept
+            if before is None:
+                shutil.rmtree(out, ignore_errors=True)
+            elif out.is_dir():
+                for path in set(out.iterdir()) - before:
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
 
 
 SEMI_OPTIONS = ("pseudo_rounds", "pseudo_threshold", "pseudo_max_entropy", "student_dropout")

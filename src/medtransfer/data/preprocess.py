@@ -203,6 +203,8 @@ def preprocess_case(
         DataError: channels or label with a different shape than the first channel, or not 3D.
     """
     first = channels[0]
+    if label is not None and label.array.ndim == 4 and label.array.shape[3] == 1:  # (X, Y, Z, 1): a 3D label
+        label = Volume(label.array[..., 0], label.affine, label.source)
     _check_same_grid(channels, label)
     reorientation = (
         canonical_transform(first.affine, first.array.shape, source=first.source)
@@ -223,7 +225,7 @@ def preprocess_case(
 
     images = [to_grid(np.asarray(v.array, dtype=np.float32), 1) for v in channels]
     clipped = [_clip(img, config.clip_percentiles, v) for img, v in zip(images, channels, strict=True)]
-    lab = None if label is None else to_grid(np.asarray(label.array).astype(np.uint8), 0)
+    lab = None if label is None else to_grid(_label_uint8(label), 0)
     start, stop = _crop_box(clipped, lab, config, new_shape)
     box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
     out, intensity = [], []
@@ -343,6 +345,29 @@ def grid_offset_mm(a: np.ndarray, b: np.ndarray, shape: Sequence[int]) -> float:
     corners = np.array(np.meshgrid(*[[0, max(int(n) - 1, 0)] for n in shape[:3]], indexing="ij")).reshape(3, -1)
     homogeneous = np.vstack([corners, np.ones(corners.shape[1])])
     return float(np.linalg.norm((np.asarray(a) - np.asarray(b))[:3] @ homogeneous, axis=0).max())
+
+
+def _label_uint8(label: Volume) -> np.ndarray:
+    """The label map as uint8, refused (naming the file) unless every value is a whole number from 0 to 255: a
+    plain cast would wrap FreeSurfer's 1026 to 2 and -1 to 255, and cut 0.5 to 0."""
+    array = np.asarray(label.array)
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            example = array[bad].flat[0]
+            raise DataError(
+                f"{label.where}{int(bad.sum())} label voxel(s) are not whole numbers (e.g. {example:g}); a label map "
+                "holds integer class values"
+            )
+    elif array.dtype.kind not in "biu":
+        raise DataError(f"{label.where}label data type {array.dtype}; a label map holds integer class values")
+    low, high = (array.min(), array.max()) if array.size else (0, 0)
+    if low < 0 or high > 255:
+        raise DataError(
+            f"{label.where}label values from {low:g} to {high:g}; allowed are whole numbers from 0 to 255: remap "
+            "larger codes (FreeSurfer's, say) to 1..N and declare them in dataset.json"
+        )
+    return array.astype(np.uint8)
 
 
 def _clip(

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..data.check import count_nonfinite
 from ..data.io import load_nifti
 from ..data.layouts import Case
 from ..data.preprocess import PreprocessConfig, PreprocessInfo, preprocess_case, split_channels
@@ -60,6 +61,16 @@ def prepare_case(case: Case, config: PreprocessConfig, label_values: Sequence[in
     label = load_nifti(case.label) if case.label is not None else None
     if label is None:
         raise DataError(f"case {case.case_id}: no label file, cannot train or validate on it")
+    for volume in channels:
+        nans, infs = count_nonfinite(volume.array)
+        if nans + infs:
+            logger.warning(
+                "%s: %d NaN / %d infinite voxel(s) of %d, trained with NaN read as the lowest clipped intensity",
+                volume.source,
+                nans,
+                infs,
+                volume.array.size,
+            )
     image, lab, info = preprocess_case(channels, config, label)
     return PreparedCase(case.case_id, image, _classes(label_lookup(label_values), lab, case), info)
 

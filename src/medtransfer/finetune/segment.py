@@ -23,7 +23,7 @@ import yaml
 
 from ..data.layouts import CaseDataset, load_dataset
 from ..data.preprocess import PreprocessConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..infer.postprocess import MIN_COMPONENT_KEY, tune_on_validation
 from ..train.augment import create_augment
 from ..train.batches import StepBatchSampler, TrainBatches
@@ -229,7 +229,13 @@ def check_resumable(out: Path, resolved: dict[str, Any]) -> bool:
     """
     path = out / CONFIG
     if path.is_file():
-        stored = yaml.safe_load(path.read_text()) or {}
+        try:
+            stored = yaml.safe_load(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            reason = " ".join(str(err).split())
+            raise ConfigError(f"{path}: unreadable ({reason}); it is not a run's config: choose another --out") from err
+        if not isinstance(stored, dict):
+            raise ConfigError(f"{path}: holds a {type(stored).__name__}, not a run's options; choose another --out")
         check_same_options(
             f"{out} was fine-tuned",
             stored,
@@ -274,6 +280,14 @@ def _prepare(
     )
     val_cases = [dataset.get(c) for c in selection.val_ids]
     val = prepare_cases(val_cases, preprocess, values, config.cache_dir, progress) if val_cases else []
+    for case in train + val:  # a 4D file in a one-file-per-channel layout, say: before torch meets it
+        if case.image.shape[0] != dataset.num_channels:
+            files = ", ".join(str(p) for p in dataset.get(case.case_id).images)
+            raise DataError(
+                f"{files}: case {case.case_id} has {case.image.shape[0]} image channel(s), the dataset declares "
+                f"{dataset.num_channels}; give every case the dataset's channels (one 3D file per channel, or one "
+                "4D file holding them all)"
+            )
     if config.symmetry_channel:
         train, val = [with_mirror_channels(c) for c in train], [with_mirror_channels(c) for c in val]
     return train, val

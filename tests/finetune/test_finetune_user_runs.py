@@ -1,0 +1,129 @@
+"""``medtransfer finetune`` with what users do: an --out that holds something, a start that fails, labels the
+uint8 working grid cannot hold, a 4D label, a case with other channels than the dataset's, a damaged config."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medtransfer.cli import main
+from medtransfer.data.io import Volume, save_nifti
+from medtransfer.data.preprocess import PreprocessConfig, preprocess_case
+from medtransfer.errors import DataError
+from testkit import blob_dataset
+
+TINY = ["--init", "none", "--n-labelled", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2"]
+TINY += ["--device", "cpu", "--precision", "fp32", "--threads", "1"]
+
+
+def _finetune(data, out, *extra):
+    return main(["finetune", "--data", str(data), "--out", str(out), *TINY, *extra])
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err.rsplit("\r", 1)[-1]  # after the last progress bar redraw
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_an_out_that_holds_something_is_refused_unless_resumed(tmp_path, capsys):
+    data = blob_dataset(tmp_path / "data")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert _finetune(data, notes) == 2
+    assert _one_error(capsys) == f"error: {notes}: is a file; --out is the run folder to create"
+    assert notes.read_text() == "mine"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("# my own options\n")
+    assert _finetune(data, mine) == 2
+    assert _one_error(capsys) == (
+        f"error: {mine}: exists and is not empty; finetune never writes over a folder: pass --resume to continue "
+        "(or return) the run in it, or give another --out"
+    )
+    assert (mine / "config.yaml").read_text() == "# my own options\n"
+    run = tmp_path / "run"
+    assert _finetune(data, run) == 0
+    before = (run / "checkpoints" / "checkpoint_last.pt").read_bytes()
+    assert _finetune(data, run, "--seed", "7") == 2  # another run into a finished one: refused, weights kept
+    assert "exists and is not empty" in _one_error(capsys)
+    assert (run / "checkpoints" / "checkpoint_last.pt").read_bytes() == before
+    assert _finetune(data, run, "--resume") == 0  # the same options, resumed: returned as it is
+    assert (run / "checkpoints" / "checkpoint_last.pt").read_bytes() == before
+
+
+def test_a_start_that_fails_leaves_nothing_so_the_corrected_command_runs(tmp_path, capsys):
+    data = blob_dataset(tmp_path / "data")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train: {loss: dice-ce}\n")
+    run = tmp_path / "run"
+    assert _finetune(data, run, "--config", str(typo)) == 2
+    assert "dice-ce" in _one_error(capsys)
+    assert not run.exists()  # no config.yaml / env.json of a run that never trained
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("train: {loss: dice_ce}\n")
+    assert _finetune(data, run, "--config", str(fixed)) == 0
+    # an empty folder made by the user beforehand stays, emptied of what the failed run wrote
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _finetune(data, empty, "--config", str(typo)) == 2
+    assert empty.is_dir()
+    assert list(empty.iterdir()) == []
+
+
+def test_a_damaged_config_of_a_resumed_run_is_one_line(tmp_path, capsys):
+    data = blob_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: [x\n")
+    assert _finetune(data, run, "--resume") == 2
+    assert _one_error(capsys).startswith(f"error: {run / 'config.yaml'}: unreadable (")
+    (run / "config.yaml").write_text("- a\n")
+    assert _finetune(data, run, "--resume") == 2
+    assert _one_error(capsys) == (
+        f"error: {run / 'config.yaml'}: holds a list, not a run's options; choose another --out"
+    )
+
+
+def _head(shape=(12, 10, 8)):
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    return Volume(image, np.eye(4), source="img.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([0, 1026], r"^lab.nii.gz: label values from 0 to 1026; allowed are whole numbers from 0 to 255: remap"),
+        ([-1, 1], r"^lab.nii.gz: label values from -1 to 1; allowed are whole numbers from 0 to 255"),
+        ([0, 0.5], r"^lab.nii.gz: \d+ label voxel\(s\) are not whole numbers \(e.g. 0.5\)"),
+    ],
+)
+def test_labels_the_uint8_grid_cannot_hold_are_refused_not_wrapped(values, message):
+    head = _head()
+    label = np.full(head.array.shape, values[0], dtype=np.float32 if 0.5 in values else np.int16)
+    label[2:6, 2:6, 2:6] = values[1]
+    with pytest.raises(DataError, match=message):
+        preprocess_case([head], PreprocessConfig(), Volume(label, np.eye(4), source="lab.nii.gz"))
+
+
+def test_a_label_stored_4d_with_one_volume_is_a_3d_label():
+    head = _head()
+    label = np.zeros(head.array.shape, np.uint8)
+    label[2:6, 2:6, 2:6] = 1
+    _, flat, _ = preprocess_case([head], PreprocessConfig(), Volume(label, np.eye(4)))
+    _, four_d, _ = preprocess_case([head], PreprocessConfig(), Volume(label[..., None], np.eye(4)))
+    np.testing.assert_array_equal(four_d, flat)
+
+
+def test_a_case_with_other_channels_than_the_dataset_is_one_line(tmp_path, capsys):
+    data = blob_dataset(tmp_path / "data")
+    image = tmp_path / "data" / "imagesTr" / "c0_0000.nii.gz"
+    one = np.asarray(nib.load(image).dataobj)
+    save_nifti(image, np.stack([one, one], axis=-1), np.diag([1.0, 1.0, 2.0, 1.0]))  # 2 volumes, 1 declared
+    assert _finetune(data, tmp_path / "run", "--n-labelled", "4") == 2
+    line = _one_error(capsys)
+    assert "c0_0000.nii.gz: case c0 has 2 image channel(s), the dataset declares 1" in line
+    assert not (tmp_path / "run").exists()
