@@ -154,8 +154,8 @@ def test_broken_dataset_json_is_a_problem(tmp_path):
     root = build_nnunet(tmp_path)
     (root / "dataset.json").write_text("{not json")
     problem = _only(check_dataset(root))
-    assert "dataset.json" in problem.message
-    assert "not a readable JSON" in problem.message
+    assert problem.file == str(root / "dataset.json")  # the file is named once, not repeated in the message
+    assert problem.message.startswith("not a readable JSON file (")
 
 
 def test_not_a_dataset_raises(tmp_path):

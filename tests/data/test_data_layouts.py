@@ -209,7 +209,8 @@ def test_symlink_leaving_the_root_is_refused_in_every_layout(tmp_path, layout):
     assert [p.message for p in ds.problems] == [
         f"links to {outside}, which escapes the dataset root {root}; paths must stay inside it"
         if layout != "datalist"
-        else f"path './{name}' escapes the dataset root {root}; paths must stay inside it"
+        else f"training[1]: 'image': path './{name}' links to {outside}, which escapes the dataset root {root}; "
+        "paths must stay inside it"
     ]
 
 

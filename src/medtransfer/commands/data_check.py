@@ -1,7 +1,7 @@
 """``medtransfer data check DIR``: validate a dataset folder; every problem named with its file.
 
-Exit status: 0 when the dataset is clean, 1 when problems were found (each printed as ``file: message``), 2 when
-the path is not a dataset in any known layout.
+Exit status: 0 when the dataset is clean (warnings, printed as ``warning: file: message``, allowed), 1 when problems
+were found (each printed as ``file: message``, one line each), 2 when the path is not a dataset in any known layout.
 """
 
 from __future__ import annotations
@@ -21,18 +21,24 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.check import check_dataset
-    from ..data.layouts import load_dataset
+    from ..data.check import inspect_dataset
 
-    problems = check_dataset(args.dir, affine_tolerance=args.affine_tolerance, progress=True)
-    for problem in problems:
-        print(f"{problem.file}: {problem.message}")
-    if problems:
-        print(f"{len(problems)} problem(s) found in {args.dir}")
+    result = inspect_dataset(args.dir, affine_tolerance=args.affine_tolerance, progress=True)
+    for warning in result.warnings:
+        print(f"warning: {_line(warning.file, warning.message)}")
+    for problem in result.problems:
+        print(_line(problem.file, problem.message))
+    if result.problems or result.dataset is None:
+        print(f"{len(result.problems)} problem(s) found in {args.dir}")
         return 1
-    dataset = load_dataset(args.dir)
+    dataset = result.dataset
     print(
         f"OK: {args.dir} ({dataset.layout} layout): {len(dataset.cases)} case(s), "
         f"{len(dataset.test_cases)} test case(s), channels {', '.join(dataset.channel_names)}"
     )
     return 0
+
+
+def _line(file: str, message: str) -> str:
+    """``file: message`` on one line (a message spanning lines is joined)."""
+    return f"{file}: {' '.join(part.strip() for part in message.splitlines())}"

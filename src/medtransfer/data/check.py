@@ -11,19 +11,35 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from .io import Volume, load_nifti
-from .layouts import Case, CaseDataset, Problem, detect_layout, load_dataset
+from .layouts import Case, CaseDataset, Problem, detect_layout, load_dataset, reference_labels
 
-__all__ = ["Problem", "check_case", "check_dataset", "count_nonfinite"]
+__all__ = ["DatasetCheck", "Problem", "check_case", "check_dataset", "count_nonfinite", "inspect_dataset"]
 
 logger = logging.getLogger(__name__)
 
 AFFINE_TOLERANCE = 1e-3  # mm (translation) and unitless (direction x spacing), as nnU-Net's geometry check
+
+
+@dataclass(frozen=True)
+class DatasetCheck:
+    """What :func:`inspect_dataset` found.
+
+    Attributes:
+        dataset: the dataset as read (``None`` when an index file could not be read at all).
+        problems: everything that must be fixed (the dataset is refused for training).
+        warnings: things that are allowed but likely a mistake (e.g. no label has any foreground).
+    """
+
+    dataset: CaseDataset | None
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def check_dataset(
@@ -39,25 +55,65 @@ def check_dataset(
     Raises:
         DataError: ``path`` is not a dataset in any known layout (nothing to check).
     """
+    return inspect_dataset(path, affine_tolerance=affine_tolerance, progress=progress).problems
+
+
+def inspect_dataset(
+    path: str | os.PathLike, *, affine_tolerance: float = AFFINE_TOLERANCE, progress: bool = False
+) -> DatasetCheck:
+    """The dataset at ``path`` with its problems and warnings (what ``medtransfer data check`` prints).
+
+    Raises:
+        DataError: ``path`` is not a dataset in any known layout (nothing to check).
+    """
     detect_layout(path)
     try:
         dataset = load_dataset(path, strict=False)
     except DataError as err:  # an index file (dataset.json, metadata.csv) is broken: nothing more can be read
-        return [Problem(str(path), str(err))]
+        return DatasetCheck(None, [_error_problem(path, err)])
     problems = list(dataset.problems)
     cases = dataset.cases + dataset.test_cases
     if not cases:
         problems.append(Problem(str(dataset.root), f"empty dataset: no cases found in the {dataset.layout} layout"))
     from tqdm.auto import tqdm
 
+    foreground: list[bool] = []
     for case in tqdm(cases, desc="check", unit="case", disable=not progress):
         logger.debug("checking case %s", case.case_id)
-        problems += check_case(case, dataset, affine_tolerance=affine_tolerance)
-    return problems
+        problems += _check_case(case, dataset, affine_tolerance, foreground)
+    references, _ = reference_labels(dataset)  # the reader already reported the ones it refused
+    for case_id, reference in references.items():
+        problems += _check_reference(reference, dataset.get(case_id), dataset)
+    warnings = []
+    if foreground and not any(foreground):
+        warnings.append(
+            Problem(
+                str(dataset.root),
+                f"no label has any foreground: all {len(foreground)} label file(s) hold only 0 (background); "
+                "a model trained on them learns to predict background everywhere",
+            )
+        )
+    return DatasetCheck(dataset, problems, warnings)
+
+
+def _error_problem(path: str | os.PathLike, err: DataError) -> Problem:
+    """A :class:`Problem` for an error whose message starts with the file it concerns (``file: message``)."""
+    text = " ".join(str(err).split("\n"))
+    file, sep, message = text.partition(": ")
+    try:
+        named = bool(sep and file) and Path(file).exists()
+    except (OSError, ValueError):
+        named = False
+    return Problem(file, message) if named else Problem(str(path), text)
 
 
 def check_case(case: Case, dataset: CaseDataset, *, affine_tolerance: float = AFFINE_TOLERANCE) -> list[Problem]:
     """Problems of one case's files (see the module docstring)."""
+    return _check_case(case, dataset, affine_tolerance, [])
+
+
+def _check_case(case: Case, dataset: CaseDataset, affine_tolerance: float, foreground: list[bool]) -> list[Problem]:
+    """:func:`check_case`, appending to ``foreground`` whether the case's label (when readable) has any."""
     problems: list[Problem] = []
     reference: tuple[Path, Volume] | None = None
     for path in case.images:
@@ -72,13 +128,28 @@ def check_case(case: Case, dataset: CaseDataset, *, affine_tolerance: float = AF
     if case.label is not None:
         label = _load(case.label, "label", problems)
         if label is not None:
-            problems += _label_problems(case.label, label, dataset)
+            label_problems = _label_problems(case.label, label, dataset)
+            if not label_problems:
+                foreground.append(bool(np.any(label.array)))
+            problems += label_problems
             if reference is not None:
                 problems += _grid_problems(case.label, label, *reference, affine_tolerance, "label")
     return problems
 
 
+def _check_reference(path: Path, case: Case, dataset: CaseDataset) -> list[Problem]:
+    """Problems of a 1 mm reference label (``labelsTr_1mm``): readable, 3D, declared integer labels."""
+    problems: list[Problem] = []
+    volume = _load(path, "1 mm reference label", problems)
+    if volume is None:
+        return problems
+    return _label_problems(path, volume, dataset)
+
+
 def _load(path: Path, what: str, problems: list[Problem]) -> Volume | None:
+    if path.is_dir():
+        problems.append(Problem(str(path), f"{what} path is a folder, not a file; give the {what}'s NIfTI file"))
+        return None
     if not path.is_file():
         problems.append(Problem(str(path), f"{what} file missing"))
         return None
@@ -135,14 +206,42 @@ def _label_problems(path: Path, volume: Volume, dataset: CaseDataset) -> list[Pr
     if values.dtype.kind == "f" and not np.all(values == np.round(values)):
         fractional = values[values != np.round(values)][:5]
         return [Problem(str(path), f"label has non-integer values {_fmt(fractional)}; labels must be integers")]
-    if dataset.label_names:
-        undeclared = sorted(set(values.astype(np.int64).tolist()) - set(dataset.label_names))
-        if undeclared:
-            declared = ", ".join(f"{v}={n}" for v, n in dataset.label_names.items())
-            problems.append(
-                Problem(str(path), f"label values {_fmt(undeclared)} are not declared in dataset.json ({declared})")
+    found = values.astype(np.int64).tolist()
+    negative = [v for v in found if v < 0]
+    if negative:
+        return [
+            Problem(
+                str(path),
+                f"label has negative values {_fmt(negative)} (values {_fmt(found)}); label values must be integers "
+                ">= 0, with 0 the background",
             )
+        ]
+    declared = dataset.label_names or DEFAULT_LABELS
+    undeclared = sorted(set(found) - set(declared))
+    if undeclared:
+        problems.append(Problem(str(path), _undeclared_message(undeclared, found, dataset)))
     return problems
+
+
+DEFAULT_LABELS = {0: "background", 1: "foreground"}
+"""The labels of a dataset that declares none (binary), as ``medtransfer finetune`` reads it."""
+
+
+def _undeclared_message(undeclared: list[int], found: list[int], dataset: CaseDataset) -> str:
+    values = f"label values {_fmt(undeclared)}"
+    if dataset.label_names:
+        declared = ", ".join(f"{v}={n}" for v, n in dataset.label_names.items())
+        where = dataset.index_file.name if dataset.index_file is not None else f"the {dataset.layout} layout"
+        return f"{values} are not declared in {where} ({declared})"
+    index = dataset.index_file
+    foreground = [v for v in found if v != 0]
+    example = ", ".join(['"background": 0'] + [f'"NAME_{v}": {v}' for v in foreground[:3]])
+    example += ", ..." if len(foreground) > 3 else ""
+    hint = f'; or declare every value in {index} as "labels": {{{example}}}' if index is not None else ""
+    return (
+        f"{values} (values {_fmt(found)}) are not allowed: the dataset declares no labels, so labels are binary "
+        f"(0=background, 1=foreground); recode the foreground to 1{hint}"
+    )
 
 
 def _grid_problems(
@@ -163,9 +262,14 @@ def _grid_problems(
     return []
 
 
-def _fmt(values: Iterable) -> str:
-    return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + "]"
+def _fmt(values: Iterable, limit: int = 12) -> str:
+    """``[0, 1, 2]``; at most ``limit`` values, then ``, ... (N in all)``."""
+    values = list(values)
+    shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values[:limit])
+    return f"[{shown}, ... ({len(values)} in all)]" if len(values) > limit else f"[{shown}]"
 
 
 def _fmt_affine(affine: np.ndarray) -> str:
-    return np.array2string(np.asarray(affine)[:3], precision=3, separator=",", max_line_width=10_000)
+    """The top three rows of an affine on one line: ``[[1 0 0 -90]; [0 1 0 -125]; [0 0 1 -71]]``."""
+    rows = np.asarray(affine, dtype=np.float64)[:3]
+    return "[" + "; ".join("[" + " ".join(f"{v:.4g}" for v in row) + "]" for row in rows) + "]"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import DataError
-from .base import Case, CaseDataset, Layout, Problem
+from .base import REFERENCE_1MM, Case, CaseDataset, Layout, Problem, reference_labels
 from .cc359 import is_cc359, read_cc359
 from .datalist import is_datalist, read_datalist
 from .folders import is_folders, read_folders
@@ -24,6 +24,7 @@ from .nnunet import DATASET_JSON, is_nnunet, read_nnunet, write_dataset_json
 __all__ = [
     "DATASET_JSON",
     "METADATA_CSV",
+    "REFERENCE_1MM",
     "Case",
     "CaseDataset",
     "Layout",
@@ -37,6 +38,7 @@ __all__ = [
     "read_folders",
     "read_metadata_csv",
     "read_nnunet",
+    "reference_labels",
     "write_dataset_json",
 ]
 
@@ -99,6 +101,7 @@ def load_dataset(path: str | os.PathLike, *, strict: bool = True) -> CaseDataset
     reader = next(read for lay, _, read, _ in _DETECTORS if lay == layout)
     try:
         dataset = attach_metadata(reader(Path(path)))
+        dataset = dataset.replace(problems=dataset.problems + tuple(reference_labels(dataset)[1]))
     except OSError as err:
         raise DataError(f"{path}: cannot be read ({err})") from err
     if strict and dataset.problems:

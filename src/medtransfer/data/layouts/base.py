@@ -109,6 +109,8 @@ class CaseDataset:
         file_ending: image file suffix.
         channels_in_file: True when one file holds every channel as a 4th axis (MSD); False for one file per channel.
         problems: structural problems found while reading (see module docstring).
+        index_file: the JSON file that declares (or would declare) ``labels`` and ``channel_names``
+            (``dataset.json``, the datalist); ``None`` when the layout fixes them (CC359).
     """
 
     root: Path
@@ -120,6 +122,7 @@ class CaseDataset:
     file_ending: str = ".nii.gz"
     channels_in_file: bool = False
     problems: tuple[Problem, ...] = ()
+    index_file: Path | None = None
 
     def __post_init__(self) -> None:
         problems = list(self.problems)
@@ -161,21 +164,46 @@ class CaseDataset:
         return dataclasses.replace(self, **changes)
 
 
-def resolve_inside(root: Path, relative: str | os.PathLike, *, source: Path) -> tuple[Path | None, Problem | None]:
+def resolve_inside(
+    root: Path, relative: str | os.PathLike, *, source: Path, where: str = ""
+) -> tuple[Path | None, Problem | None]:
     """Resolve ``relative`` against ``root`` and refuse paths that leave it.
 
+    Args:
+        where: prefix of the problem message (e.g. ``"training[3]: "``) saying which entry holds the path.
+
     Returns:
-        ``(path, None)`` when the path stays inside ``root`` (it need not exist), else ``(None, problem)``.
+        ``(path, None)`` when the path stays inside ``root`` (it need not exist), else ``(None, problem)``; an empty
+        path or one with a NUL character is a problem too.
     """
     text = str(relative)
+    if not text.strip():
+        return None, Problem(str(source), f"{where}the path is empty; give a file path relative to {root}")
+    if "\0" in text:
+        return None, Problem(
+            str(source), f"{where}path {text!r} contains a NUL character (\\u0000); give a plain file path"
+        )
     candidate = Path(text)
-    resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    unresolved = candidate if candidate.is_absolute() else root / candidate
+    try:
+        resolved = unresolved.resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, an over-long name, ...
+        return None, Problem(str(source), f"{where}path {text!r} cannot be resolved ({err})")
     if not resolved.is_relative_to(root.resolve()):
-        return None, Problem(str(source), f"path {text!r} {_ESCAPES.format(root=root)}", outside_root=True)
+        if _lexically_inside(unresolved, root):
+            message = f"{where}path {text!r} links to {resolved}, which {ESCAPES.format(root=root)}"
+        else:
+            message = f"{where}path {text!r} {ESCAPES.format(root=root)}"
+        return None, Problem(str(source), message, outside_root=True)
     return resolved, None
 
 
-_ESCAPES = "escapes the dataset root {root}; paths must stay inside it"
+def _lexically_inside(path: Path, root: Path) -> bool:
+    """``path`` lies inside ``root`` by its name alone (no ``..`` leaving it), so only a symlink can take it out."""
+    return Path(os.path.normpath(path.absolute())).is_relative_to(Path(os.path.normpath(root.absolute())))
+
+
+ESCAPES = "escapes the dataset root {root}; paths must stay inside it"
 
 
 def _inside_root(root: Path, cases: Sequence[Case], problems: list[Problem]) -> tuple[Case, ...]:
@@ -183,15 +211,61 @@ def _inside_root(root: Path, cases: Sequence[Case], problems: list[Problem]) -> 
     inside = root.resolve()
     kept = []
     for case in cases:
-        resolved = [(path, path.resolve()) for path in case.files]
-        outside = [(path, target) for path, target in resolved if not target.is_relative_to(inside)]
-        problems += [
-            Problem(str(path), f"links to {target}, which {_ESCAPES.format(root=root)}", outside_root=True)
-            for path, target in outside
-        ]
-        if not outside:
+        found = [outside_root_problem(path, root, inside) for path in case.files]
+        bad = [problem for problem in found if problem is not None]
+        problems += bad
+        if not bad:
             kept.append(case)
     return tuple(kept)
+
+
+def outside_root_problem(path: Path, root: Path, inside: Path | None = None) -> Problem | None:
+    """A problem when ``path`` resolves (symlinks followed) outside ``root``, or cannot be resolved (a link loop)."""
+    inside = root.resolve() if inside is None else inside
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+        return Problem(str(path), f"cannot be resolved ({err}); give a file or a symlink to one", outside_root=True)
+    if target.is_relative_to(inside):
+        return None
+    return Problem(str(path), f"links to {target}, which {ESCAPES.format(root=root)}", outside_root=True)
+
+
+REFERENCE_1MM = "labelsTr_1mm"
+"""Optional folder of reference labels on a 1 mm grid, ``labelsTr_1mm/{case}.nii.gz`` (surface Dice at 1 mm)."""
+
+
+def reference_labels(dataset: CaseDataset) -> tuple[dict[str, Path], list[Problem]]:
+    """The 1 mm reference labels of ``dataset`` (``labelsTr_1mm/{case}.nii.gz``) that lie inside its root.
+
+    Returns:
+        ``({case id: file}, problems)``: a file that links out of the root, names no case of the dataset or is not
+        named ``{case}.nii.gz`` (how the evaluation looks it up) is a problem, not a reference.
+    """
+    folder = dataset.root / REFERENCE_1MM
+    if not folder.is_dir():
+        return {}, []
+    known = {case.case_id for case in dataset.cases + dataset.test_cases}
+    inside = dataset.root.resolve()
+    found: dict[str, Path] = {}
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        outside = outside_root_problem(path, dataset.root, inside)
+        if outside is not None:
+            problems.append(outside)
+        elif not path.name.endswith(".nii.gz"):
+            problems.append(
+                Problem(str(path), f"not named {{case}}.nii.gz; {REFERENCE_1MM} holds one {{case}}.nii.gz per case")
+            )
+        elif path.name[: -len(".nii.gz")] not in known:
+            problems.append(
+                Problem(str(path), f"no case {path.name[: -len('.nii.gz')]!r} in the dataset for this 1 mm reference")
+            )
+        else:
+            found[path.name[: -len(".nii.gz")]] = path
+    return found, problems
 
 
 def find_duplicates(cases: Sequence[Case], source: Path) -> list[Problem]:
@@ -204,3 +278,25 @@ def find_duplicates(cases: Sequence[Case], source: Path) -> list[Problem]:
         for cid, n in seen.items()
         if n > 1
     ]
+
+
+def duplicate_files(entries: Sequence[tuple[str, Path]]) -> tuple[dict[str, Path], list[Problem]]:
+    """Index ``(case id, file)`` pairs by case id; the first file of an id is kept.
+
+    Returns:
+        ``({case id: first file}, problems)``, one problem per further file of an id, naming both files.
+    """
+    kept: dict[str, Path] = {}
+    problems = []
+    for case_id, path in entries:
+        if case_id in kept:
+            problems.append(
+                Problem(
+                    str(path),
+                    f"case id {case_id!r} is also the case id of {kept[case_id]}; case ids must be unique "
+                    "(rename or remove one of the two files)",
+                )
+            )
+        else:
+            kept[case_id] = path
+    return kept, problems

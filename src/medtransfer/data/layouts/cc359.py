@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from ..io import strip_nifti_suffix
-from .base import Case, CaseDataset, Layout, Problem
+from .base import Case, CaseDataset, Layout, Problem, duplicate_files
 
 NAME_RE = re.compile(
     r"^(?P<case>CC\d{4})_(?P<vendor>[a-z]+)_(?P<field>\d+)_(?P<age>\d+)_(?P<sex>[MF])\.nii(\.gz)?$", re.IGNORECASE
@@ -80,6 +80,9 @@ def read_cc359(root: str | os.PathLike) -> CaseDataset:
         if label is None:
             problems.append(Problem(str(path), f"no brain mask found (looked for {stem}_ss.nii.gz in {MASK_FOLDERS})"))
         cases.append(Case(match["case"].upper(), [path], label, metadata))
+    kept, duplicates = duplicate_files([(case.case_id, case.images[0]) for case in cases])
+    problems += duplicates  # e.g. CC0001_ge_3_... and CC0001_siemens_3_...: the id alone must name one scan
+    cases = [case for case in cases if kept[case.case_id] == case.images[0]]
     return CaseDataset(
         root, Layout.CC359, tuple(cases), {0: "background", 1: "brain"}, ("T1",), problems=tuple(problems)
     )

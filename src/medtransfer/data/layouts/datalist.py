@@ -67,6 +67,7 @@ def read_datalist(path: str | os.PathLike) -> CaseDataset:
         tuple(tests),
         channels_in_file=single_file and len(channels) > 1,
         problems=tuple(problems),
+        index_file=source,
     )
 
 
@@ -94,26 +95,49 @@ def _entry_case(
     root: Path, source: Path, entry: dict, labelled: bool, where: str, problems: list[Problem]
 ) -> Case | None:
     raw_images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+    if not raw_images:
+        problems.append(Problem(str(source), f"{where}: 'image' is an empty list; give one file path per channel"))
+        return None
     images = []
     for raw in raw_images:
-        resolved, problem = resolve_inside(root, raw, source=source)
-        if problem:
-            problems.append(problem)
-        elif resolved is not None:
+        resolved = _entry_path(root, source, raw, f"{where}: 'image'", problems)
+        if resolved is not None:
             images.append(resolved)
     label = None
     if labelled:
-        if not entry.get("label"):
+        if entry.get("label") is None or entry.get("label") == "":
             problems.append(Problem(str(source), f"{where}: label missing for image {raw_images[0]!r}"))
         else:
-            label, problem = resolve_inside(root, entry["label"], source=source)
-            if problem:
-                problems.append(problem)
-    if not images:
+            label = _entry_path(root, source, entry["label"], f"{where}: 'label'", problems)
+    if not images or len(images) != len(raw_images):
+        return None
+    if label is not None and label in images:
+        problems.append(
+            Problem(
+                str(source),
+                f"{where}: 'label' {entry['label']!r} is the image file itself; the label must be its own file",
+            )
+        )
         return None
     case_id = str(entry.get("case") or entry.get("id") or _case_id(label or images[0]))
     extra = {k: v for k, v in entry.items() if k not in ("image", "label", "case", "id") and _plain(v)}
     return Case(case_id, images, label, extra)
+
+
+def _entry_path(root: Path, source: Path, raw: Any, where: str, problems: list[Problem]) -> Path | None:
+    """One path of an entry, resolved inside ``root``; a problem (and ``None``) when it is no usable path."""
+    if not isinstance(raw, str):
+        problems.append(
+            Problem(str(source), f"{where} is {raw!r} ({type(raw).__name__}); expected a file path (a string)")
+        )
+        return None
+    if not raw.strip():
+        problems.append(Problem(str(source), f"{where} is empty; give a file path relative to {root}"))
+        return None
+    resolved, problem = resolve_inside(root, raw, source=source, where=f"{where}: ")
+    if problem:
+        problems.append(problem)
+    return resolved
 
 
 def _case_id(path: Path) -> str:

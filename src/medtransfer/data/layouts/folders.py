@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..io import is_nifti, strip_nifti_suffix
-from .base import Case, CaseDataset, Layout, Problem
+from .base import Case, CaseDataset, Layout, Problem, duplicate_files
 from .nnunet import DATASET_JSON, parse_channels, parse_labels, read_json
 
 LABEL_FOLDERS = ("labels", "masks")
@@ -24,9 +24,9 @@ def read_folders(root: str | os.PathLike) -> CaseDataset:
     """Pair ``images/{name}`` with ``labels/{name}`` by file name."""
     root = Path(root)
     label_dir = next((root / n for n in LABEL_FOLDERS if (root / n).is_dir()), None)
-    images = _nifti_files(root / "images")
-    labels = _nifti_files(label_dir) if label_dir else {}
-    problems = []
+    problems: list[Problem] = []
+    images = _nifti_files(root / "images", problems)
+    labels = _nifti_files(label_dir, problems) if label_dir else {}
     cases = []
     for case_id, path in images.items():
         label = labels.pop(case_id, None)
@@ -46,9 +46,13 @@ def read_folders(root: str | os.PathLike) -> CaseDataset:
         channels,
         channels_in_file=len(channels) > 1,
         problems=tuple(problems),
+        index_file=source,
     )
 
 
-def _nifti_files(folder: Path) -> dict[str, Path]:
+def _nifti_files(folder: Path, problems: list[Problem]) -> dict[str, Path]:
+    """``{case id: file}``; a second file of one case id (``case0.nii`` and ``case0.nii.gz``) is a problem."""
     files = [p for p in sorted(folder.iterdir()) if is_nifti(p) and not p.name.startswith(".")]
-    return {strip_nifti_suffix(p.name): p for p in files}
+    kept, duplicates = duplicate_files([(strip_nifti_suffix(p.name), p) for p in files])
+    problems += duplicates
+    return kept

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from ...errors import DataError
-from .base import Case, CaseDataset
+from .base import Case, CaseDataset, Problem, outside_root_problem
 
 METADATA_CSV = "metadata.csv"
 
@@ -26,7 +26,7 @@ def read_metadata_csv(path: Path) -> dict[str, dict[str, str]]:
         DataError: unreadable file, no ``case`` column, or a case listed twice.
     """
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8" starts with a BOM
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: unreadable CSV ({err})") from err
@@ -42,12 +42,31 @@ def read_metadata_csv(path: Path) -> dict[str, dict[str, str]]:
 
 
 def attach_metadata(dataset: CaseDataset, path: Path | None = None) -> CaseDataset:
-    """Return ``dataset`` with ``metadata.csv`` rows merged into each case and ``subject`` always set."""
-    path = dataset.root / METADATA_CSV if path is None else path
-    table = read_metadata_csv(path) if path.is_file() else {}
+    """Return ``dataset`` with ``metadata.csv`` rows merged into each case and ``subject`` always set.
+
+    The dataset's own ``metadata.csv`` must lie inside its root (a symlink pointing out is a problem, and it is not
+    read), and at least one of its rows must name a case of the dataset (else a problem: the ``case`` column holds
+    something else, e.g. file names).
+    """
+    problems: list[Problem] = []
+    if path is None:
+        path = dataset.root / METADATA_CSV
+        outside = outside_root_problem(path, dataset.root) if path.is_symlink() else None
+        if outside is not None:
+            problems.append(outside)
+    table = read_metadata_csv(path) if path.is_file() and not problems else {}
     known = {case.case_id for case in dataset.cases + dataset.test_cases}
     extra = sorted(set(table) - known)
-    if extra:  # harmless (e.g. a subset of a larger dataset): a warning, not a problem
+    if extra and known and len(extra) == len(table):
+        problems.append(
+            Problem(
+                str(path),
+                f"none of its {len(table)} row(s) names a case of the dataset (its 'case' column has e.g. "
+                f"{', '.join(repr(c) for c in extra[:3])}; the dataset's case ids are e.g. "
+                f"{', '.join(repr(c) for c in sorted(known)[:3])}); the 'case' column must hold case ids",
+            )
+        )
+    elif extra:  # harmless (e.g. a subset of a larger dataset): a warning, not a problem
         logger.warning("%s: %d listed case(s) are not in the dataset, e.g. %s", path, len(extra), extra[:3])
 
     def merge(case: Case) -> Case:
@@ -58,4 +77,5 @@ def attach_metadata(dataset: CaseDataset, path: Path | None = None) -> CaseDatas
     return dataset.replace(
         cases=tuple(merge(c) for c in dataset.cases),
         test_cases=tuple(merge(c) for c in dataset.test_cases),
+        problems=dataset.problems + tuple(problems),
     )

@@ -87,25 +87,55 @@ def parse_labels(raw: Any, source: Path) -> dict[int, str]:
 
     Region-based entries (``name: [1, 2]``, nnU-Net's region training) declare the values they list; a value only
     listed in regions is named after the first region listing it.
+
+    Raises:
+        DataError: a value that is not an integer, is negative or is given to two labels, or no ``0`` (background).
     """
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise DataError(f"{source}: 'labels' must be an object, got {type(raw).__name__}")
     if raw and all(_is_int_text(k) and isinstance(v, str) for k, v in raw.items()):
-        return {int(k): v for k, v in raw.items()}
-    names: dict[int, str] = {}
+        names = {}
+        for key, name in raw.items():
+            _check_label_value(int(key), name, source)
+            if int(key) in names:
+                raise DataError(f"{source}: 'labels' lists value {int(key)} twice; each value needs one name")
+            names[int(key)] = name
+        return _with_background(dict(sorted(names.items())), source)
+    names = {}
     for name, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, int | list):
             raise DataError(f"{source}: label {name!r} has value {value!r}; expected an integer")
         if isinstance(value, int):
+            _check_label_value(value, name, source)
+            if value in names:
+                raise DataError(
+                    f"{source}: labels {names[value]!r} and {name!r} both have value {value}; "
+                    "each label needs its own value"
+                )
             names[value] = str(name)
     for name, value in raw.items():
         for v in value if isinstance(value, list) else []:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise DataError(f"{source}: region {name!r} lists {v!r}; expected integers")
+            _check_label_value(v, name, source)
             names.setdefault(v, str(name))
-    return dict(sorted(names.items()))
+    return _with_background(dict(sorted(names.items())), source)
+
+
+def _check_label_value(value: int, name: Any, source: Path) -> None:
+    if value < 0:
+        raise DataError(
+            f"{source}: label {name!r} has value {value}; label values must be integers >= 0 (0 = background)"
+        )
+
+
+def _with_background(names: dict[int, str], source: Path) -> dict[int, str]:
+    if names and 0 not in names:
+        declared = ", ".join(f"{v}={n}" for v, n in names.items())
+        raise DataError(f"{source}: 'labels' ({declared}) has no value 0; declare the background as \"background\": 0")
+    return names
 
 
 def check_file_ending(raw: Any, source: Path) -> str:
@@ -186,7 +216,15 @@ def read_nnunet(root: str | os.PathLike) -> CaseDataset:
     if isinstance(declared, int) and declared != len(cases):
         problems.append(Problem(str(source), f"numTraining is {declared} but {len(cases)} training cases were found"))
     return CaseDataset(
-        root, Layout.NNUNET, tuple(cases), labels, channels, tuple(tests), ending, problems=tuple(problems)
+        root,
+        Layout.NNUNET,
+        tuple(cases),
+        labels,
+        channels,
+        tuple(tests),
+        ending,
+        problems=tuple(problems),
+        index_file=source,
     )
 
 
@@ -194,7 +232,7 @@ def _scan_cases(
     root: Path, images_dir: str, labels_dir: str | None, channels: Sequence[str], ending: str, problems: list[Problem]
 ) -> list[Case]:
     channel_files = _group_channels(root / images_dir, ending, problems)
-    label_files = _label_files(root / labels_dir, ending) if labels_dir else {}
+    label_files = _label_files(root / labels_dir, ending, problems) if labels_dir else {}
     cases = []
     for case_id in sorted(channel_files):
         files = channel_files[case_id]
@@ -223,21 +261,44 @@ def _group_channels(folder: Path, ending: str, problems: list[Problem]) -> dict[
     if not folder.is_dir():
         problems.append(Problem(str(folder), "folder missing"))
         return groups
+    other_ending = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
         match = _CHANNEL_RE.match(path.name)
-        if not match or not path.name.endswith(ending):
+        if match and match["ending"] != ending:
+            other_ending.append(path)
+            continue
+        if not match:
             problems.append(Problem(str(path), f"not named {{case}}_{{XXXX}}{ending} (nnU-Net channel file)"))
             continue
         groups.setdefault(match["case"], {})[int(match["channel"])] = path
+    problems += _ending_problems(folder, other_ending, ending)
     return groups
 
 
-def _label_files(folder: Path, ending: str) -> dict[str, Path]:
+def _label_files(folder: Path, ending: str, problems: list[Problem]) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
-    return {p.name[: -len(ending)]: p for p in sorted(folder.iterdir()) if p.name.endswith(ending)}
+    files = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    other = [p for p in files if not p.name.endswith(ending) and p.name.endswith(NIFTI_SUFFIXES)]
+    problems += _ending_problems(folder, other, ending)
+    return {p.name[: -len(ending)]: p for p in files if p.name.endswith(ending)}
+
+
+def _ending_problems(folder: Path, files: Sequence[Path], ending: str) -> list[Problem]:
+    """One problem for the NIfTI files of ``folder`` whose ending is not dataset.json's ``file_ending``."""
+    if not files:
+        return []
+    found = sorted({".nii.gz" if p.name.endswith(".nii.gz") else ".nii" for p in files})
+    return [
+        Problem(
+            str(folder),
+            f"{len(files)} file(s) end in {' and '.join(found)} (e.g. {files[0].name}) but dataset.json's "
+            f"'file_ending' is {ending!r}; every file must end in 'file_ending' (rename the files or set "
+            f'"file_ending": "{found[0]}")',
+        )
+    ]
 
 
 def _explicit_cases(root: Path, mapping: Any, source: Path, problems: list[Problem]) -> list[Case]:
@@ -248,10 +309,18 @@ def _explicit_cases(root: Path, mapping: Any, source: Path, problems: list[Probl
         if not isinstance(entry, dict) or "images" not in entry:
             problems.append(Problem(str(source), f"case {case_id!r}: entry must have 'images' (and 'label')"))
             continue
-        images = [resolve_inside(root, p, source=source) for p in _as_list(entry["images"])]
-        label = resolve_inside(root, entry["label"], source=source) if entry.get("label") else (None, None)
+        where = f"case {case_id!r}: "
+        images = [resolve_inside(root, p, source=source, where=where) for p in _as_list(entry["images"])]
+        label = resolve_inside(root, entry["label"], source=source, where=where) if entry.get("label") else (None, None)
         problems.extend(p for _, p in [*images, label] if p is not None)
         paths = [p for p, _ in images if p is not None]
+        if label[0] is not None and label[0] in paths:
+            problems.append(
+                Problem(
+                    str(source), f"{where}'label' {entry['label']!r} is an image file; the label must be its own file"
+                )
+            )
+            continue
         cases.append(Case(str(case_id), paths, label[0]))
     return cases
 
