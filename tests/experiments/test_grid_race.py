@@ -79,7 +79,9 @@ def test_a_race_finds_the_planted_best_arm_and_skips_the_losers_later_cells(tmp_
     assert "grid race: 6 ran, 0 already done, 0 failed" in out
     assert "race: 6 of the 13 cells of the full grid done (46%); not run: 5 dropped, 2 skipped" in out
     assert "race brain, nall: full won the race after 2 rounds: +0.016 Dice over first_k:1" in out
-    assert "Dropped: last_k:1 in round 1 (p = 0.016); first_k:1 in round 2 (p = 0.01)." in out
+    # round 2 pairs the 10 held-out scans (seeds 0 and 1 averaged per scan), not 20 (scan, seed) keys: two arms
+    # left, exact two-sided Wilcoxon p = 4 / 2**10 (W = 1), race-adjusted x 4 rounds = 0.016
+    assert "Dropped: last_k:1 in round 1 (p = 0.016); first_k:1 in round 2 (p = 0.016)." in out
 
     assert main(["grid", "run", str(grid), "--results", str(results), "--race"]) == 0  # a rerun runs nothing
     out = capsys.readouterr().out
@@ -96,7 +98,7 @@ def test_grid_status_shows_the_cells_a_race_did_not_run(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = _status_rows(out)
     assert rows["brain/none__last_k-1/nall/seed1"] == ["dropped", "dropped by race at round 1 (p = 0.016)"]
-    assert rows["brain/none__first_k-1/nall/seed3"] == ["dropped", "dropped by race at round 2 (p = 0.01)"]
+    assert rows["brain/none__first_k-1/nall/seed3"] == ["dropped", "dropped by race at round 2 (p = 0.016)"]
     assert rows["brain/none__full/nall/seed2"] == ["skipped", "race over at round 2: full won"]
     assert rows["brain/none__first_k-1/nall/seed1"][0] == "done"
     assert out.strip().endswith("13 cells: 6 done, 5 dropped, 2 skipped")
@@ -118,9 +120,9 @@ def test_the_report_has_the_race_table_and_says_who_won_first(tmp_path):
             "brain, nall",
             "winner",
             "full",
-            "+0.016 [+0.007, +0.024] vs first_k:1 (n = 20)",
-            "0.01",
-            "last_k:1: 1 (p = 0.016); first_k:1: 2 (p = 0.01)",
+            "+0.016 [+0.008, +0.023] vs first_k:1 (n = 10)",  # 10 held-out scans, seeds averaged
+            "0.016",
+            "last_k:1: 1 (p = 0.016); first_k:1: 2 (p = 0.016)",
             "2 of 4",
             "5 / 12 (42%)",
         ),
@@ -199,11 +201,11 @@ def test_a_bad_race_section_is_one_error_line_before_any_cell(tmp_path, capsys, 
 def test_a_metric_the_cells_do_not_have_is_one_error_line(tmp_path, capsys):
     grid, results = _write_grid(tmp_path, race={"metric": "dise"}), tmp_path / "results"
     assert main(["grid", "run", str(grid), "--results", str(results), "--race"]) == 2
-    err = capsys.readouterr().err  # after the first round's progress bar
-    assert err.strip().splitlines()[-1] == (
-        f"error: {grid}: race.metric: 'dise' is not a per-case metric of cell brain/none__full/nall/seed0 (its "
-        "per-case rows have: dice); set race.metric to one of them"
-    )
+    err = capsys.readouterr().err  # when the grid loads: before any round ran
+    assert err.strip().splitlines() == [
+        f"error: {grid}: race.metric: unknown per-case metric of dummy cells 'dise'; did you mean 'dice'? Allowed: dice"
+    ]
+    assert not results.exists()
 
 
 def test_a_saved_race_of_other_arms_is_not_mixed_with_the_grid_now(tmp_path, capsys):

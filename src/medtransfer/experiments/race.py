@@ -2,11 +2,15 @@
 
 A *race* is one setting (target x budget [x domain pair]); its *arms* are the (source, strategy) pairs.  Each
 *round* runs one more batch of cells for every arm still in the race (e.g. one more seed) and reports paired
-per-case results: a *case* is a (test case, seed) key that every arm was scored on.  After each round
-:func:`update` compares the arms on all cases so far and drops the ones significantly worse than the current
-best.  The state is plain data (:class:`RaceState`), saved atomically after each round
-(:func:`save_state`), so a race killed at any moment (``kill -9``) resumes where its last saved round left it
-and takes the same decisions.
+per-case results: a *case key* is a (test case, seed) key ``scan/seed<k>`` that every arm was scored on.  After
+each round :func:`update` compares the arms on all results so far and drops the ones significantly worse than the
+current best.  The paired unit of every test is the held-out *scan*, as in the report: the keys of one scan (its
+seeds) are averaged first (:func:`scan_of`), because an arm's score on a scan is partly fixed across seeds (how
+well that arm suits that scan), so (scan, seed) keys are not independent; treated as units, they made an A/A race
+drop an arm in 19 % of simulated races instead of at most ``alpha``.  A key without a ``/seed<k>`` suffix is a
+scan of its own (rounds that add new scans).  The state is plain data (:class:`RaceState`), saved atomically
+after each round (:func:`save_state`), so a race killed at any moment (``kill -9``) resumes where its last saved
+round left it and takes the same decisions.
 
 The procedure is F-race (Birattari et al. 2002) with paired Wilcoxon post-hoc tests and Bonferroni spending
 over rounds.  At round ``r`` of at most ``R`` (the budget), with level ``alpha_r = alpha / R``:
@@ -54,6 +58,7 @@ import enum
 import itertools
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +73,7 @@ from ..report.stats import holm, paired_wilcoxon
 from ..utils import write_json_atomic
 
 STATE_VERSION = 1
+_SEED_SUFFIX = re.compile(r"^(.+)/seed-?\d+$")
 
 
 class RaceStatus(enum.StrEnum):
@@ -113,7 +119,7 @@ class RaceConfig:
 
 @dataclass(frozen=True)
 class Drop:
-    """An arm dropped at ``round``: worse than ``best`` by ``mean_diff`` on ``n`` cases.
+    """An arm dropped at ``round``: worse than ``best`` by ``mean_diff`` on ``n`` held-out scans (seeds averaged).
 
     ``pvalue`` is the raw two-sided paired Wilcoxon p-value, ``pvalue_holm`` the Holm-corrected one within the
     round, ``gate_pvalue`` the round's Friedman p-value (None with two arms), and ``pvalue_race`` the
@@ -135,6 +141,8 @@ class Drop:
 @dataclass(frozen=True)
 class RoundDecision:
     """What one round decided: the arms it dropped, the arms left and the race's status after it.
+
+    ``n_cases`` is the number of paired units the round's tests used: held-out scans, seeds averaged.
 
     ``equivalence_pvalue`` is the largest TOST p-value over the pairs of arms left (None with one arm; the
     t TOSTs' largest when one of them already fails, see :func:`_equivalence_pvalue`).
@@ -226,7 +234,8 @@ def update(state: RaceState, round_results: Mapping[str, Mapping[str, float]]) -
     Args:
         state: the race; must still be running.
         round_results: arm -> {case key: metric value} for every alive arm, on the same new case keys (a key
-            names a (test case, seed) pair, e.g. ``"case03/seed1"``).  Results of arms already dropped (cells
+            names a (test case, seed) pair, e.g. ``"case03/seed1"``; the keys of one scan are averaged into one
+            paired unit before the tests, see :func:`scan_of`).  Results of arms already dropped (cells
             that were running when the arm was dropped) are ignored.  NaN values are kept but a case with NaN
             for an alive arm is left out of the tests.
 
@@ -281,11 +290,33 @@ def _add_round(state: RaceState, round_results: Mapping[str, Mapping[str, float]
         state.scores[arm].extend(_as_float(values[c]) for c in cases)
 
 
-def _complete_cases(state: RaceState, arms: Sequence[str]) -> dict[str, np.ndarray]:
-    """The alive arms' scores on the cases every one of them has a finite value for."""
-    table = {arm: np.asarray(state.scores[arm], dtype=float) for arm in arms}
+def scan_of(case_key: str) -> str:
+    """The held-out scan of a case key: ``"case03/seed1"`` -> ``"case03"``; a key without ``/seed<k>`` is a scan.
+
+    Example:
+        >>> scan_of("sub-07/seed2"), scan_of("r1/case4")
+        ('sub-07', 'r1/case4')
+    """
+    match = _SEED_SUFFIX.match(str(case_key))
+    return match.group(1) if match else str(case_key)
+
+
+def _complete_cases(state: RaceState, arms: Sequence[str], upto: int | None = None) -> dict[str, np.ndarray]:
+    """The arms' per-scan scores: over the case keys (of the first ``upto``) every arm has finite, seeds averaged.
+
+    The paired unit is the held-out scan, as in the report: the keys ``scan/seed<k>`` of one scan are averaged
+    (over the seeds every arm has for it) before any test, so a scan counts once however many rounds scored it.
+    """
+    cases = state.cases[:upto]
+    table = {arm: np.asarray(state.scores[arm][: len(cases)], dtype=float) for arm in arms}
+    if not table:
+        return {}
     ok = np.all([np.isfinite(v) for v in table.values()], axis=0)
-    return {arm: v[ok] for arm, v in table.items()}
+    scans: dict[str, list[int]] = {}
+    for i, case in enumerate(cases):
+        if ok[i]:
+            scans.setdefault(scan_of(case), []).append(i)
+    return {arm: np.array([v[idx].mean() for idx in scans.values()], dtype=float) for arm, v in table.items()}
 
 
 def _drops(state: RaceState, table: dict[str, np.ndarray], index: int) -> tuple[str, float | None, list[Drop]]:
@@ -346,7 +377,7 @@ class RaceSummary:
         leader: the alive arm with the highest mean; ``winner`` is it only when the race has a winner.
         runner_up: the arm the margin is measured against: the second alive arm, or (one arm left) the arm
             dropped last, the best of its round.
-        n: cases the margin is measured on (both arms present).
+        n: held-out scans the margin is measured on (both arms present; seeds averaged per scan).
         margin, ci: mean difference leader - runner-up and its 95 % paired t CI.
         pvalue: race-adjusted p-value of the decision: the runner-up's drop (winner), the equivalence TOST
             (equivalent), else the last round's post-hoc p-value against the runner-up, adjusted alike.
@@ -387,9 +418,9 @@ def summarize_race(state: RaceState) -> RaceSummary:
     leader = ranked[0]
     runner_up = ranked[1] if len(ranked) > 1 else _last_dropped(drops)
     contrast = None
-    if runner_up is not None:  # a dropped runner-up has scores up to its last round: pair on those cases
-        n = len(state.scores[runner_up])
-        contrast = paired_equivalence(state.scores[leader][:n], state.scores[runner_up], config.margin)
+    if runner_up is not None:  # a dropped runner-up has scores up to its last round: pair on those scans
+        pair = _complete_cases(state, [leader, runner_up], upto=len(state.scores[runner_up]))
+        contrast = paired_equivalence(pair[leader], pair[runner_up], config.margin)
     if state.status is RaceStatus.WINNER:
         pvalue = drops[-1].pvalue_race
     elif state.status is RaceStatus.EQUIVALENT:

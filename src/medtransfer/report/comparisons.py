@@ -1,10 +1,14 @@
 """Who won: per setting (target x label budget), the best arm and whether it is significantly better.
 
-The arms of a setting are compared on paired units (domain pair x case, seeds averaged; see
-:func:`~.grouping.unit_scores`) present for every arm.  The winner is the arm with the highest mean on those
-units.  Every pair of arms is tested with the paired Wilcoxon signed-rank test and with the sign test, each
-family Holm-corrected (:func:`~.stats.pairwise_comparisons`).  The win is *significant* when the winner beats
-every other arm with a corrected Wilcoxon p-value below ``alpha``.
+The paired unit is the held-out test scan (target domain x case; :data:`~.grouping.SCAN_UNIT`): an arm's score on a
+scan is its mean over the seeds and over the domain pairs that share the scan's target domain, so a scan counts once
+however many seeds and source domains scored it. When the rows hold several grids, the grid is part of the setting.
+Each pair of arms is compared on the scans both have, each averaged over the (domain pair, seed) runs *both* arms
+have (:func:`~.grouping.common_scan_scores`): after a failed or skipped cell no arm is averaged over seeds its rival
+lacks, and the sentence says so. The winner is the arm with the highest mean over the runs every arm has. Every pair
+of arms is tested with the paired Wilcoxon signed-rank test and with the sign test, each family Holm-corrected
+(:func:`~.stats.compare_pairs`). The win is *significant* when the winner beats every other arm with a corrected
+Wilcoxon p-value below ``alpha``.
 
 Otherwise the verdict says which of the two other answers the data give (:func:`verdict_sentence`):
 *equivalence* when every arm the winner does not beat is equivalent to it within ``margin`` (paired t and
@@ -16,6 +20,7 @@ equivalence.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +30,8 @@ import numpy as np
 
 from .document import Table
 from .equivalence import DEFAULT_MARGIN, Contrast, paired_equivalence
-from .grouping import group_rows, is_reference, metric_name, unit_scores
-from .stats import Comparison, Correction, PairedTest, align, pairwise_comparisons
+from .grouping import common_scan_scores, group_rows, is_reference, metric_name, replicate_scores, unit_scores
+from .stats import Comparison, Correction, PairedTest, compare_pairs
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Verdict:
         alpha: significance level.
         margin: equivalence margin in the metric's units.
         contrasts: the winner against each other arm (difference with CI, TOSTs, effect sizes, sample sizes).
+        runs: arm -> the (domain pair, seed) runs it has a finite score from (see :attr:`uneven_runs`).
     """
 
     setting: dict[str, Any]
@@ -54,6 +60,17 @@ class Verdict:
     alpha: float = 0.05
     margin: float = DEFAULT_MARGIN
     contrasts: dict[str, Contrast] = field(default_factory=dict)
+    runs: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def uneven_runs(self) -> bool:
+        """The arms were not all run on the same seeds and domain pairs (a failed or skipped cell)."""
+        return len({frozenset(r) for r in self.runs.values()}) > 1
+
+    @property
+    def n_domain_pairs(self) -> int:
+        """Distinct domain pairs the compared arms ran on (0 without domain pairs)."""
+        return len({pair for r in self.runs.values() for pair, _ in r} - {None})
 
     @property
     def winner(self) -> str | None:
@@ -130,17 +147,17 @@ def verdict_sentence(verdict: Verdict) -> str:
     if v.tied:
         return (
             f"**{v.label}**: every strategy has the same mean {name} ({_fmt(v.means[best])}; "
-            f"n = {v.n} paired cases): no strategy is better than another here."
+            f"n = {v.n} paired cases): no strategy is better than another here.{_runs_note(v)}"
         )
     if v.n == 0:
         return (
             f"**{v.label}**: **{best}** has the highest mean {name} ({_fmt(v.means[best])} vs "
             f"{_fmt(v.means[second])} for {second}), but no case has results for every strategy, so the "
-            "difference cannot be tested."
+            f"difference cannot be tested.{_runs_note(v)}"
         )
     head = (
         f"**{v.label}**: **{best}** has the highest mean {name} ({_fmt(v.means[best])} vs "
-        f"{_fmt(v.means[second])} for {second}, the runner-up; n = {v.n} paired cases)"
+        f"{_fmt(v.means[second])} for {second}, the runner-up; n = {v.n} paired cases, {unit_phrase(v)})"
     )
     if v.significant:
         p_w = max(v.versus(arm)[1] for arm in v.means if arm != best)
@@ -148,6 +165,7 @@ def verdict_sentence(verdict: Verdict) -> str:
         return (
             f"{head} and **the win is significant**: it beats every other strategy with Holm-corrected paired "
             f"Wilcoxon {_p_bound(p_w)} (sign test {_p_bound(p_s)}){_margin_clause(v, second, name)}."
+            f"{_runs_note(v)}"
         )
     rivals = v.not_beaten
     tests = "; ".join(
@@ -159,8 +177,44 @@ def verdict_sentence(verdict: Verdict) -> str:
         f"(Holm-corrected, α = {v.alpha:g}; {tests})"
     )
     if v.equivalent:
-        return f"{not_sig}; **they are equivalent** within ±{v.margin:g} {name}: {_equivalence_clause(v, rivals)}."
-    return f"{not_sig}: the data do not single out a winner yet. {_undecided_clause(v, rivals, name)}"
+        return (
+            f"{not_sig}; **they are equivalent** within ±{v.margin:g} {name}: {_equivalence_clause(v, rivals)}."
+            f"{_runs_note(v)}"
+        )
+    return f"{not_sig}: the data do not single out a winner yet. {_undecided_clause(v, rivals, name)}{_runs_note(v)}"
+
+
+def unit_phrase(v: Verdict) -> str:
+    """What one paired case is: a distinct held-out scan, with what was averaged into it."""
+    if v.n_domain_pairs > 1:
+        return (
+            "i.e. distinct held-out scans, each averaged over its seeds and the domain pairs sharing its target domain"
+        )
+    return "i.e. distinct held-out scans, seeds averaged"
+
+
+def _runs_note(v: Verdict) -> str:
+    """When the arms ran on different seeds / domain pairs: say so, and how the comparison was restricted."""
+    if not v.uneven_runs:
+        return ""
+    groups: dict[tuple, list[str]] = {}
+    for arm in v.means:
+        groups.setdefault(v.runs.get(arm, ()), []).append(arm)
+    parts = "; ".join(f"{', '.join(arms)}: {_describe_runs(runs)}" for runs, arms in groups.items())
+    head = f" Not every strategy ran the same seeds and domain pairs ({parts})"
+    if v.n == 0:
+        return f"{head}: no run is common to all, so the means above are each strategy's own and not comparable."
+    return (
+        f"{head}: each pair of strategies is compared only on the seeds and domain pairs both ran (scan by scan), "
+        "and the means above use those every strategy ran."
+    )
+
+
+def _describe_runs(runs: Sequence[tuple]) -> str:
+    pairs = sorted({str(p) for p, _ in runs if p is not None})
+    seeds = sorted({s for _, s in runs}, key=lambda x: (str(type(x)), x))
+    text = f"seed{'' if len(seeds) == 1 else 's'} {', '.join(map(str, seeds))}"
+    return f"{len(pairs)} domain pairs, {text} ({len(runs)} runs)" if pairs else text
 
 
 def _margin_clause(v: Verdict, arm: str, name: str) -> str:
@@ -276,25 +330,39 @@ def compare_setting(
     alpha: float = 0.05,
     margin: float = DEFAULT_MARGIN,
 ) -> Verdict:
-    """The :class:`Verdict` of one setting's rows (with an ``arm`` column; reference arms are left out)."""
-    scores = {arm: s for arm, s in unit_scores(rows, metric).items() if not is_reference(arm)}
-    if not scores:
+    """The :class:`Verdict` of one setting's rows (with an ``arm`` column; reference arms are left out).
+
+    The paired unit is the held-out scan (target domain x case): an arm's score on a scan is its mean over
+    the seeds and domain pairs that scored it.  Each pair of arms is compared on the scans both have, each
+    averaged over the (domain pair, seed) runs *both* arms have (a failed seed of one arm is left out of the
+    other's mean too); the means that rank the arms use the runs every arm has.
+    """
+    table = {arm: s for arm, s in replicate_scores(rows, metric).items() if not is_reference(arm)}
+    if not table:
         return Verdict(dict(setting), metric, {}, 0, (), (), alpha, margin)
-    _, aligned = align(scores)
-    complete = np.all([np.isfinite(v) for v in aligned.values()], axis=0) if aligned else np.array([])
-    aligned = {arm: v[complete] for arm, v in aligned.items()}
-    n = int(complete.sum()) if complete.size else 0
-    means = {arm: float(v.mean()) if n else _plain_mean(scores[arm]) for arm, v in aligned.items()}
+    arms = list(table)
+    runs = {arm: tuple(sorted({r for scan in s.values() for r in scan}, key=repr)) for arm, s in table.items()}
+    common = common_scan_scores(table, arms)
+    n = len(next(iter(common.values())))
+    scans = sorted(next(iter(common.values())), key=repr)
+    fallback = unit_scores([r for r in rows if r["arm"] in table], metric)
+    means = {arm: float(np.mean([common[arm][k] for k in scans])) if n else _plain_mean(fallback[arm]) for arm in arms}
     means = dict(sorted(means.items(), key=lambda kv: (-_finite_or(kv[1], -math.inf), kv[0])))
-    wil = pairwise_comparisons(aligned, test=PairedTest.WILCOXON, correction=Correction.HOLM) if n else []
-    sig = pairwise_comparisons(aligned, test=PairedTest.SIGN, correction=Correction.HOLM) if n else []
+    pairs = []
+    for a, b in itertools.combinations(arms, 2):
+        both = common_scan_scores(table, [a, b])
+        keys = sorted(both[a], key=repr)
+        pairs.append((a, b, np.array([both[a][k] for k in keys]), np.array([both[b][k] for k in keys])))
+    wil = compare_pairs(pairs, test=PairedTest.WILCOXON, correction=Correction.HOLM) if n else []
+    sig = compare_pairs(pairs, test=PairedTest.SIGN, correction=Correction.HOLM) if n else []
     best, family = next(iter(means)), max(len(means) * (len(means) - 1) // 2, 1)
-    contrasts = {
-        arm: paired_equivalence(aligned[best], aligned[arm], margin, alpha=alpha, alpha_detect=alpha / family)
-        for arm in list(means)[1:]
-        if n
-    }
-    return Verdict(dict(setting), metric, means, n, tuple(wil), tuple(sig), alpha, margin, contrasts)
+    contrasts = {}
+    for a, b, x, y in pairs if n else []:
+        if best in (a, b):
+            other, (mine, theirs) = (b, (x, y)) if a == best else (a, (y, x))
+            contrasts[other] = paired_equivalence(mine, theirs, margin, alpha=alpha, alpha_detect=alpha / family)
+    contrasts = {arm: contrasts[arm] for arm in list(means)[1:] if arm in contrasts}
+    return Verdict(dict(setting), metric, means, n, tuple(wil), tuple(sig), alpha, margin, contrasts, runs)
 
 
 def compare_all(
@@ -305,7 +373,13 @@ def compare_all(
     alpha: float = 0.05,
     margin: float = DEFAULT_MARGIN,
 ) -> list[Verdict]:
-    """One :class:`Verdict` per setting (distinct values of ``by``) that has the metric."""
+    """One :class:`Verdict` per setting (distinct values of ``by``) that has the metric.
+
+    When the rows come from more than one grid, the grid is part of the setting (``("grid", *by)``): two
+    experiments are never pooled into one comparison as if they were seeds of one.
+    """
+    if "grid" not in by and len({row.get("grid") for row in rows}) > 1:
+        by = ("grid", *by)
     verdicts = []
     for key, group in group_rows(rows, by).items():
         if any(row.get(metric) is not None for row in group):
@@ -332,7 +406,8 @@ def overall_sentence(verdicts: Sequence[Verdict]) -> str:
     parts += [f"{ties} tied (every strategy the same)"] if ties else []
     equivalent = sum(v.equivalent for v in contested)
     parts += [f"{equivalent} with the best arms equivalent (within the margin)"] if equivalent else []
-    return f"Over {len(contested)} settings (target x label budget): " + "; ".join(parts) + "."
+    kind = "grid x target x label budget" if any("grid" in v.setting for v in contested) else "target x label budget"
+    return f"Over {len(contested)} settings ({kind}): " + "; ".join(parts) + "."
 
 
 def _plain_mean(values: Mapping[Any, float]) -> float:

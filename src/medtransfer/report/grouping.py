@@ -112,19 +112,85 @@ def _group_key(values: tuple, by: Sequence[str]) -> tuple:
     return tuple(budget_order(v) if k == "budget" else (str(v),) for k, v in zip(by, values, strict=True))
 
 
-def unit_scores(
-    rows: Iterable[Mapping[str, Any]], metric: str, units: Sequence[str] = ("domain_pair", "case")
-) -> dict[str, dict[tuple, float]]:
-    """Per arm, the metric of each paired unit (default: domain pair x case), averaged over seeds.
+SCAN_UNIT = ("target_domain", "case")
+"""The paired unit of the report's tests: a held-out test scan (its target domain and case name)."""
+REPLICATE = ("domain_pair", "seed")
+"""What is averaged within a scan: the runs that scored it (every domain pair sharing its target domain, every seed)."""
 
-    Seeds are averaged because the case, not the (case, seed) pair, is the independent unit of a paired test.
+
+def unit_scores(
+    rows: Iterable[Mapping[str, Any]], metric: str, units: Sequence[str] = SCAN_UNIT
+) -> dict[str, dict[tuple, float]]:
+    """Per arm, the metric of each unit (default: held-out scan = target domain x case), averaged over the rest.
+
+    By default the unit is the scan: the seeds, and the domain pairs that share the scan's target domain, are
+    averaged, because the scan, not the (scan, seed) or (domain pair, scan) pair, is the independent unit of a
+    paired test.  Other ``units`` (e.g. ``("domain_pair",)``) give per-unit means for descriptive tables.
     NaN values are ignored in the average; a unit with only NaNs is NaN.
     """
     sums: dict[str, dict[tuple, list[float]]] = {}
     for row in rows:
-        key = tuple(row.get(u) for u in units)
+        key = tuple(_column(row, u) for u in units)
         sums.setdefault(row["arm"], {}).setdefault(key, []).append(_as_float(row.get(metric)))
     return {arm: {k: _nanmean(v) for k, v in cells.items()} for arm, cells in sums.items()}
+
+
+def replicate_scores(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[str, dict[tuple, dict[tuple, float]]]:
+    """Per arm and scan (:data:`SCAN_UNIT`), the metric of each run that scored it (:data:`REPLICATE`).
+
+    ``{arm: {scan: {(domain_pair, seed): value}}}``; several rows of one run and scan (one per label of a
+    multi-class target) are averaged, NaNs ignored; runs with no finite value are left out.
+    """
+    values: dict[str, dict[tuple, dict[tuple, list[float]]]] = {}
+    for row in rows:
+        scan = tuple(_column(row, u) for u in SCAN_UNIT)
+        run = tuple(row.get(u) for u in REPLICATE)
+        values.setdefault(row["arm"], {}).setdefault(scan, {}).setdefault(run, []).append(_as_float(row.get(metric)))
+    out: dict[str, dict[tuple, dict[tuple, float]]] = {}
+    for arm, scans in values.items():
+        out[arm] = {}
+        for scan, runs in scans.items():
+            means = {run: _nanmean(v) for run, v in runs.items()}
+            out[arm][scan] = {run: m for run, m in means.items() if math.isfinite(m)}
+    return out
+
+
+def common_scan_scores(
+    table: Mapping[str, Mapping[tuple, Mapping[tuple, float]]], arms: Sequence[str]
+) -> dict[str, dict[tuple, float]]:
+    """Per arm of ``arms``, the mean of each scan over the runs (domain pair x seed) that *every* one of ``arms`` has.
+
+    The arms are thus compared on the same scans, each averaged over the same seeds and domain pairs: a seed
+    that failed for one arm (or a domain pair it did not run) is left out of the other arms' means on that
+    comparison too.  Scans without a common run are left out.
+
+    Example:
+        >>> t = {"a": {("d", "c0"): {("x", 0): 0.6, ("x", 1): 0.8}}, "b": {("d", "c0"): {("x", 0): 0.5}}}
+        >>> common_scan_scores(t, ["a", "b"])
+        {'a': {('d', 'c0'): 0.6}, 'b': {('d', 'c0'): 0.5}}
+    """
+    out: dict[str, dict[tuple, float]] = {arm: {} for arm in arms}
+    if not arms:
+        return out
+    scans = set(table.get(arms[0], {}))
+    for arm in arms[1:]:
+        scans &= set(table.get(arm, {}))
+    for scan in sorted(scans, key=repr):
+        runs = set(table[arms[0]][scan])
+        for arm in arms[1:]:
+            runs &= set(table[arm][scan])
+        if runs:
+            for arm in arms:
+                out[arm][scan] = float(np.mean([table[arm][scan][run] for run in runs]))
+    return out
+
+
+def _column(row: Mapping[str, Any], name: str) -> Any:
+    """A row's value of ``name``; ``target_domain`` falls back to the target side of ``domain_pair`` (``a->b``)."""
+    value = row.get(name)
+    if value is None and name == "target_domain" and "->" in str(row.get("domain_pair") or ""):
+        return str(row["domain_pair"]).split("->", 1)[1]
+    return value
 
 
 def _nanmean(values: list[float]) -> float:

@@ -264,13 +264,27 @@ def pairwise_comparisons(
         test: ``wilcoxon`` (signed-rank) or ``sign``.
         correction: ``holm``, ``bh`` or ``none``.
     """
+    pairs = [(a, b, scores[a], scores[b]) for a, b in itertools.combinations(scores, 2)]
+    return compare_pairs(pairs, test=test, correction=correction)
+
+
+def compare_pairs(
+    pairs: Sequence[tuple[str, str, ArrayLike, ArrayLike]],
+    *,
+    test: str = PairedTest.WILCOXON,
+    correction: str = Correction.HOLM,
+) -> list[Comparison]:
+    """Pairwise comparisons where each pair ``(a, b, values_a, values_b)`` has its own paired values.
+
+    Used when the arms of a family were not all run on the same data (a failed seed): each pair is then
+    compared on what both arms have; the p-values are still corrected as one family.
+    """
     run = paired_wilcoxon if PairedTest(test) is PairedTest.WILCOXON else paired_sign_test
-    pairs = list(itertools.combinations(scores, 2))
-    results = [run(scores[a], scores[b]) for a, b in pairs]
+    results = [run(x, y) for _, _, x, y in pairs]
     adjusted = adjust_pvalues([r.pvalue for r in results], correction)
     return [
-        Comparison(a, b, r.n, _mean_or_nan(_paired_differences(scores[a], scores[b])), r.statistic, r.pvalue, adj)
-        for (a, b), r, adj in zip(pairs, results, adjusted, strict=True)
+        Comparison(a, b, r.n, _mean_or_nan(_paired_differences(x, y)), r.statistic, r.pvalue, adj)
+        for (a, b, x, y), r, adj in zip(pairs, results, adjusted, strict=True)
     ]
 
 

@@ -244,7 +244,12 @@ def comparison_table(verdict: Verdict) -> Table:
         for c in verdict.wilcoxon
     )
     header = ("A", "B", "n pairs", f"mean {metric_name(verdict.metric)} A - B", "Wilcoxon p (Holm)", "sign p (Holm)")
-    return Table(f"Paired tests, {verdict.label}", header, body)
+    note = (
+        "n pairs = distinct held-out scans (target domain x case) both strategies were scored on; a strategy's "
+        "value on a scan is its mean over the seeds and domain pairs both strategies ran on it. Two-sided tests, "
+        f"Holm-corrected over the {verdict.family_size} pair{'' if verdict.family_size == 1 else 's'} of strategies."
+    )
+    return Table(f"Paired tests, {verdict.label}", header, body, note)
 
 
 def gap_closed_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table | None:
@@ -270,8 +275,9 @@ def gap_closed_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table | 
 
 
 def _pair_means(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[Any, float]:
-    scores = unit_scores(rows, metric, units=("domain_pair",))
-    return {k[0]: v for arm_scores in scores.values() for k, v in arm_scores.items()}
+    """Mean per (grid, domain pair): two grids' runs of one domain pair are not pooled."""
+    scores = unit_scores(rows, metric, units=("grid", "domain_pair"))
+    return {k: v for arm_scores in scores.values() for k, v in arm_scores.items()}
 
 
 def _gap_cell(rows, metric: str, refs: Mapping[str, Mapping[Any, float]]) -> str:
@@ -283,7 +289,8 @@ def _gap_cell(rows, metric: str, refs: Mapping[str, Mapping[Any, float]]) -> str
 
 def win_count_table(rows: Sequence[Mapping[str, Any]], metric: str, setting: str) -> Table | None:
     """Over domain pairs: how often each arm is best, and A-vs-B wins-losses with Holm-corrected sign tests."""
-    scores = {arm: s for arm, s in unit_scores(rows, metric, units=("domain_pair",)).items() if not is_reference(arm)}
+    by = ("grid", "domain_pair")  # two grids' runs of one domain pair are two positions, never pooled
+    scores = {arm: s for arm, s in unit_scores(rows, metric, units=by).items() if not is_reference(arm)}
     pairs = sorted({k for s in scores.values() for k in s}, key=str)
     if len(scores) < 2 or len(pairs) < 2:
         return None
