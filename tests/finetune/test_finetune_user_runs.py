@@ -127,3 +127,24 @@ def test_a_case_with_other_channels_than_the_dataset_is_one_line(tmp_path, capsy
     line = _one_error(capsys)
     assert "c0_0000.nii.gz: case c0 has 2 image channel(s), the dataset declares 1" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pool_too_small_for_its_fractions_is_warned_about(tmp_path, caplog):
+    from medtransfer.data.layouts import load_dataset
+    from medtransfer.finetune import FinetuneConfig, select_cases
+
+    data = blob_dataset(tmp_path / "data", n=2)
+    config = FinetuneConfig.from_dict({"data": str(data), "out": str(tmp_path / "r"), "init": "none", "n_labelled": 1})
+    with caplog.at_level("WARNING", logger="medtransfer.finetune.select"):
+        select_cases(config, load_dataset(data))
+    assert "its 2 case(s) leave no validation case at val_fraction" in caplog.text
+
+
+def test_a_target_domain_on_data_without_domains_says_so(tmp_path, capsys):
+    data = blob_dataset(tmp_path / "data")
+    (data / "metadata.csv").unlink()
+    assert _finetune(data, tmp_path / "run", "--target-domain", "siemens_3t") == 2
+    assert _one_error(capsys) == (
+        f"error: {data}: no case has a domain, so there is no domain 'siemens_3t'; give domains in metadata.csv "
+        "(a 'domain' column), or leave --target-domain out"
+    )

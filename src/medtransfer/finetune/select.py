@@ -9,6 +9,7 @@ copy of it.  Splits and budgets themselves: :mod:`medtransfer.data.splits`; thei
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from ..data.layouts import Case, CaseDataset
 from ..data.splits import LabelBudget, Split, every_kth_slice_budget, n_scans_budget, split_by_subject
 from ..errors import ConfigError, DataError
 from .config import ALL, FinetuneConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,14 @@ def target_pool(dataset: CaseDataset, domain: str | None) -> list[Case]:
     """The cases of the target ``domain`` (every case when ``None``)."""
     pool = [c for c in dataset.cases if domain is None or c.domain == domain]
     if not pool:
-        domains = sorted({str(c.domain) for c in dataset.cases})
+        domains = sorted({str(c.domain) for c in dataset.cases if c.domain is not None})
+        if not dataset.cases:
+            raise ConfigError(f"{dataset.root}: the dataset has no cases")
+        if not domains:
+            raise ConfigError(
+                f"{dataset.root}: no case has a domain, so there is no domain {domain!r}; give domains in "
+                "metadata.csv (a 'domain' column), or leave --target-domain out"
+            )
         raise ConfigError(f"{dataset.root}: no case of domain {domain!r}; domains: {domains}")
     return pool
 
@@ -85,6 +95,17 @@ def select_cases(config: FinetuneConfig, dataset: CaseDataset) -> Selection:
         pool, test_fraction=config.test_fraction, val_fraction=config.val_fraction, seed=config.split_seed
     )
     train_pool = [dataset.get(c) for c in split.train]
+    for what, key, got in (("validation", "val_fraction", split.val), ("test", "test_fraction", split.test)):
+        if getattr(config, key) and not got:
+            logger.warning(
+                "%s: its %d case(s) leave no %s case at %s %g: the run has no %s scans",
+                dataset.root,
+                len(pool),
+                what,
+                key,
+                getattr(config, key),
+                what,
+            )
     if not train_pool:
         raise DataError(f"{dataset.root}: no training subjects left after the split ({len(pool)} cases in the pool)")
     n = len({c.subject for c in train_pool}) if config.n_labelled == ALL else int(config.n_labelled)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -68,6 +69,21 @@ def parse_option(enum: type[StrEnum], value: Any, what: str) -> StrEnum:
         raise ConfigError(did_you_mean(str(value), [m.value for m in enum], what=what)) from None
 
 
+# the whole-number options and their least value; the real-valued ones and whether they must be > 0 (else >= 0)
+_INT_MINIMUM = {
+    "epochs": 1,
+    "steps_per_epoch": 1,
+    "batch_size": 1,
+    "step_epoch": 0,
+    "warmup_steps": 0,
+    "seed": 0,
+    "checkpoint_every_steps": 0,
+    "val_every": 0,
+    "num_workers": 0,
+}
+_REAL_SIGN = {"lr": True, "weight_decay": False, "gamma": True, "poly_exponent": True, "grad_clip": False}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides how a model is trained; runs differ by config, never by subclass.
@@ -129,13 +145,29 @@ class TrainConfig:
         object.__setattr__(self, "precision", parse_option(Precision, self.precision, "precision"))
         if self.precision == Precision.AUTO:
             pinned_precision()  # a bad MEDTRANSFER_PRECISION fails here, before a run folder is written
-        for name in ("epochs", "steps_per_epoch", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"train config: {name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"train config: lr must be > 0, got {self.lr!r}")
-        if self.checkpoint_every_steps < 0 or self.val_every < 0:
-            raise ConfigError("train config: checkpoint_every_steps and val_every must be >= 0")
+        for name, low in _INT_MINIMUM.items():
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+                object.__setattr__(self, name, value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"train config: {name} must be a whole number, got {value!r}")
+            if value < low:
+                raise ConfigError(f"train config: {name} must be >= {low}, got {value!r}")
+        for name, positive in _REAL_SIGN.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"train config: {name} must be a finite number, got {value!r}")
+            if (value <= 0) if positive else (value < 0):
+                raise ConfigError(f"train config: {name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+        for name in ("compile", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"train config: {name} must be true or false, got {getattr(self, name)!r}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ConfigError(f"train config: channels_last must be true, false or null, got {self.channels_last!r}")
+        for name in ("device", "loss"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"train config: {name} must be a name, got {getattr(self, name)!r}")
 
     @property
     def total_steps(self) -> int:
