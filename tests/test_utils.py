@@ -20,8 +20,11 @@ def test_read_yaml_mapping(tmp_path):
     good.write_text("a: 1\nb: {c: [1, 2]}\n")
     assert read_yaml_mapping(good) == {"a": 1, "b": {"c": [1, 2]}}
     empty = tmp_path / "empty.yaml"
-    empty.write_text("")
-    assert read_yaml_mapping(empty) == {}
+    empty.write_text("# only a comment\n")
+    with pytest.raises(ConfigError) as err:  # a config file read as "no options" is almost always a mistake
+        read_yaml_mapping(empty, what="finetune options")
+    assert str(err.value) == f"{empty}: the file is empty (or only comments); expected a mapping of finetune options"
+    assert read_yaml_mapping(empty, allow_empty=True) == {}
 
 
 @pytest.mark.parametrize(

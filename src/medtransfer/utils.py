@@ -139,21 +139,49 @@ def write_yaml_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, yaml.safe_dump(obj, sort_keys=False))
 
 
-def read_yaml_mapping(path: str | os.PathLike, *, what: str = "options") -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping (``yaml.safe_load``; an empty file is ``{}``).
+def read_yaml_mapping(path: str | os.PathLike, *, what: str = "options", allow_empty: bool = False) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (``yaml.safe_load``).
+
+    An empty file (or one holding only comments) is an error unless ``allow_empty`` (then it is ``{}``): a config
+    file given on purpose and read as "no options" is almost always a mistake (the wrong file, a failed copy).
 
     Raises:
-        ConfigError: the file cannot be read or parsed, or holds something other than a mapping.
+        ConfigError: one line naming the file and what is wrong: missing, a folder, unreadable, not UTF-8 text, not
+            valid YAML (with the line and column), empty, or something other than a mapping.
     """
     import yaml
 
     from .errors import ConfigError
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a YAML file of {what}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read YAML ({err})") from err
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: does not exist (expected a YAML file of {what})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{raw[err.start]:02x} at offset {err.start}); a YAML file of "
+            f"{what} must be UTF-8 text"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        context = getattr(err, "context", None)
+        problem = f"{' '.join(str(context).split())}: {problem}" if context else problem
+        raise ConfigError(f"{path}: cannot read YAML{where}: {problem}") from None
+    if data is None:
+        if allow_empty:
+            return {}
+        raise ConfigError(f"{path}: the file is empty (or only comments); expected a mapping of {what}")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of {what}, found {type(data).__name__}")
     return data

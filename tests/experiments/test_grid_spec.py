@@ -156,7 +156,7 @@ def test_load_grid_from_file(tmp_path):
     assert spec.name == "shift"  # the file's stem when no name is given
     assert len(expand_grid(spec, tmp_path)) == 2
     path.write_text("axes: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"shift.yaml: cannot read YAML \(line 2, column 1\): while parsing"):
         load_grid(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_grid(Path(tmp_path / "missing.yaml"))
@@ -241,7 +241,7 @@ def test_allowed_keys_come_from_the_configs_that_read_them():
     finetune["train"] = {f.name: None for f in dataclasses.fields(TrainConfig)}
     finetune["preprocess"] = {f.name: None for f in dataclasses.fields(PreprocessConfig)}
     defaults = {
-        "kind": "finetune",
+        "kind": "dummy",  # keys only: the None values would fail the finetune kind's value checks (check_cell_values)
         "threads": 1,
         "data": "bs",  # a plain folder is accepted too
         "finetune": finetune,

@@ -25,6 +25,12 @@ def add_parser(subparsers) -> None:
         help="race each setting's arms seed by seed and skip the later cells of arms that are significantly worse "
         "(options: the grid file's race section; resumable)",
     )
+    run.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="rerun the finished cells whose config changed since they ran (the grid file was edited); each new run "
+        "replaces the old run folder once it finished. Without it such cells stop the run before any work",
+    )
     run.set_defaults(func=run_grid_command)
     status = sub.add_parser("status", help="show each cell's status", description="show each cell's status.")
     _common(status)
@@ -50,7 +56,15 @@ def run_grid_command(args: argparse.Namespace) -> int:
         from medtransfer.experiments.tracking import MlflowTracker
 
         tracker = MlflowTracker(args.mlflow, experiment=spec.name)
-    result = run_grid(spec, executor, results_root=args.results, only=args.only, tracker=tracker, race=args.race)
+    result = run_grid(
+        spec,
+        executor,
+        results_root=args.results,
+        only=args.only,
+        tracker=tracker,
+        race=args.race,
+        rerun_changed=args.rerun_changed,
+    )
     counts = result.counts
     print(
         f"grid {spec.name}: {counts['ran']} ran, {counts['skipped']} already done, {counts['failed']} failed, "

@@ -10,10 +10,13 @@ def add_parser(subparsers) -> None:
         "report",
         help="write the HTML/Markdown report of a results folder",
         description="Write DIR/report.html (one self-contained page: figures embedded, no external resources) and "
-        "DIR/report.md (figures in DIR/figures/) from the finished cells of a results folder.",
+        "DIR/report.md (figures in DIR/figures/) from the finished cells of a results folder. DIR must be new, empty "
+        "or hold an earlier report, which is replaced as a whole once the new one is complete.",
     )
     parser.add_argument("results", help="results folder (a results root or one grid's folder)")
-    parser.add_argument("--out", required=True, help="output folder of the report")
+    parser.add_argument(
+        "--out", required=True, help="output folder of the report (new, empty, or an earlier report to replace)"
+    )
     parser.add_argument("--metric", default=None, help="per-case metric that decides the winner (default: dice)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected; 0.05)")
     parser.add_argument(
@@ -33,11 +36,24 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report.build import ReportOptions, create_report, write_report
+    from pathlib import Path
+
+    from ..errors import DataError
+    from ..report.build import ReportOptions, check_report_folder, create_report, write_report
     from ..report.results import load_results
     from ..utils import check_writable
 
+    results_dir = Path(args.results)
+    if results_dir.is_file():
+        hint = (
+            f"; for the grid file {results_dir.name}, give the folder grid run wrote (RESULTS/<grid name>, e.g. "
+            "results/<name>)"
+            if results_dir.suffix.lower() in (".yaml", ".yml")
+            else ""
+        )
+        raise DataError(f"{results_dir}: is a file, not a results folder{hint}")
     check_writable(args.out)
+    check_report_folder(args.out)  # before any work: a folder of the user's files is refused, not overwritten
 
     options = ReportOptions(
         metric=args.metric,

@@ -12,29 +12,65 @@ def add_parser(subparsers) -> None:
         description="list transfer strategies and their parameters. Use a strategy as "
         "--strategy NAME[:ARGS], e.g. first_k:2, last_k:k=1,bn_mode=adapt, discriminative:decay=0.5.",
     )
-    parser.add_argument("name", nargs="?", help="show only this strategy")
+    parser.add_argument("name", nargs="?", help="show only this strategy (a name or a spec such as first_k:2)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(func=run)
+
+
+# Strategy values of a grid's finetune cells that are references for the report, not transfer strategies
+# (medtransfer.experiments.cells).
+REFERENCES = {
+    "baseline": "grid reference (kind finetune): the source model applied to the target's test cases as it is, "
+    "no training",
+    "oracle": "grid reference (kind finetune): trained from scratch on the target domain with every training "
+    "subject labelled",
+}
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..transfer import get_strategy_entry, list_strategies
+    from ..errors import ConfigError
+    from ..transfer import list_strategies
+    from ..transfer.registry import create_params, parse_strategy_spec
 
-    entries = [get_strategy_entry(args.name)] if args.name else list_strategies()
-    if args.json:
+    given: dict = {}
+    if args.name in REFERENCES:
+        rows = [{"name": args.name, "description": REFERENCES[args.name], "parameters": [], "tasks": ["segmentation"]}]
+    else:
+        if args.name:
+            try:
+                _, given = parse_strategy_spec(args.name)  # "first_k:2": the entry and its parsed parameters
+                entry, params = create_params(args.name)
+                if entry.build is not None:
+                    entry.build(params)  # the parameters' ranges (first_k:0 is refused here, as in a run)
+            except ConfigError as err:
+                raise ConfigError(
+                    f"strategy {args.name!r}: {err}" if repr(args.name) not in str(err) else str(err)
+                ) from None
+            entries = [entry]
+        else:
+            entries = list_strategies()
         rows = [
             {"name": e.name, "description": e.description, "parameters": e.parameters(), "tasks": list(e.tasks)}
             | ({"details": e.details} if e.details else {})
             for e in entries
         ]
-        print(json.dumps(rows, indent=2))
+        if not args.name:
+            rows += [
+                {"name": n, "description": d, "parameters": [], "tasks": ["segmentation"]}
+                for n, d in REFERENCES.items()
+            ]
+    if args.json:
+        if given:
+            rows[0]["given"] = given
+        print(json.dumps(rows, indent=2, default=str))
         return 0
-    for entry in entries:
-        print(f"{entry.name}: {entry.description}")
-        for p in entry.parameters():
-            print(f"    {p['name']} ({p['type']}, default {p['default']!r}): {p['help']}")
-        if args.name and entry.details:
-            print(f"\n{entry.details}")
+    for row in rows:
+        print(f"{row['name']}: {row['description']}")
+        for p in row["parameters"]:
+            value = f" = {given[p['name']]!r} (given)" if p["name"] in given else ""
+            print(f"    {p['name']} ({p['type']}, default {p['default']!r}){value}: {p['help']}")
+        if args.name and row.get("details"):
+            print(f"\n{row['details']}")
     return 0

@@ -207,3 +207,128 @@ BUILTIN_SECTIONS = {
 
 def _fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
+
+
+# --- values: the checks the cell functions make, made for every cell when the grid loads ------------------------
+
+REFERENCE_STRATEGIES = ("baseline", "oracle")  # references of the finetune kind (experiments.cells), no transfer
+
+
+def check_cell_values(config: Mapping[str, Any], where: str) -> None:
+    """Check the values of one resolved cell config with the validation its cell function runs first.
+
+    Built-in kinds that train (``finetune``, ``teacher_student``, ``classification``): the strategy (name,
+    parameters and their ranges, the task it serves), the ``finetune`` options of the cell and of each grid-trained
+    source (:class:`~medtransfer.finetune.FinetuneConfig`, ``train`` as :class:`~medtransfer.train.config.TrainConfig`,
+    ``preprocess``, the model name) and the kind's own section.  Other kinds (``dummy``, registered ones) are not
+    checked here.  What needs the data or the model's layers (e.g. ``first_k:99`` on an 8-stage model) is checked
+    when the cell runs.
+
+    Raises:
+        ConfigError: ``<where>: <key path> (cell <id>): <the cell function's own message>``.
+    """
+    kind = config.get("kind")
+    check = _VALUE_CHECKS.get(str(kind)) if isinstance(kind, str) else None
+    if check is not None:
+        check(config, where, _cell_label(config))
+
+
+def _cell_label(config: Mapping[str, Any]) -> str:
+    return str((config.get("grid") or {}).get("cell_id", "?"))
+
+
+def _check_finetune_kind(config: Mapping[str, Any], where: str, cell: str) -> None:
+    from ..transfer.registry import Task
+
+    strategy = str(config.get("strategy") or "scratch")
+    if strategy not in REFERENCE_STRATEGIES:
+        _check_strategy(strategy, Task.SEGMENTATION, where, "axes.strategy")
+    _check_finetune_values(config, where, cell)
+
+
+def _check_teacher_student_kind(config: Mapping[str, Any], where: str, cell: str) -> None:
+    from ..semi.augment import StrongAugmentConfig
+    from ..semi.pseudo import PseudoLabelConfig
+    from ..transfer.registry import Task
+    from .cells_semi import base_strategy
+
+    try:
+        base = base_strategy(dict(config))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: axes.strategy: {err}") from err
+    _check_strategy(base, Task.TEACHER_STUDENT, where, "axes.strategy (base strategy of teacher_student)")
+    options = config.get("teacher_student") or {}
+    for key, cls in (("pseudo", PseudoLabelConfig), ("augment", StrongAugmentConfig)):
+        if isinstance(options.get(key), Mapping):
+            _call(lambda cls=cls, key=key: cls(**options[key]), where, f"teacher_student.{key}", cell)
+    _check_finetune_values(config, where, cell)
+
+
+def _check_classification_kind(config: Mapping[str, Any], where: str, cell: str) -> None:
+    from ..finetune import ClassificationOptions
+    from ..transfer.registry import Task
+
+    _check_strategy(str(config.get("strategy") or "scratch"), Task.CLASSIFICATION, where, "axes.strategy")
+    _call(
+        lambda: ClassificationOptions.from_dict(config.get("classification"), where="classification"), where, "", cell
+    )
+    _check_finetune_values(config, where, cell)
+
+
+def _check_strategy(spec: str, task: Any, where: str, path: str) -> None:
+    """The strategy as ``run_finetune`` checks it (name, parameters, task) plus the ranges its builder checks."""
+    from ..transfer.registry import create_params
+
+    try:
+        entry, params = create_params(spec)
+        entry.check_task(task)
+        if entry.build is not None:  # data strategies check their parameters' ranges here (first_k:0, ...)
+            entry.build(params)
+    except ConfigError as err:
+        named = "" if repr(spec) in str(err) else f"{spec!r}: "
+        raise ConfigError(f"{where}: {path}: {named}{err}") from err
+
+
+def _check_finetune_values(config: Mapping[str, Any], where: str, cell: str) -> None:
+    from ..finetune import FinetuneConfig
+
+    def cell_run():
+        values = dict(config)
+        if values.get("strategy") == "oracle":  # as experiments.cells.finetune_config: scratch, every label
+            values.update(strategy="scratch", budget={"n_labelled": "all"})
+        return FinetuneConfig.from_cell(values, data=".", domain=None, init=None, out=".")
+
+    _check_run(cell_run, where, "finetune", cell)
+    for name, source in (config.get("sources") or {}).items():
+        if isinstance(source, Mapping) and isinstance(source.get("finetune"), Mapping):
+            values = {k: v for k, v in source["finetune"].items() if k not in SET_BY_THE_GRID}
+            run = functools.partial(FinetuneConfig.from_dict, {"data": ".", "out": ".", **values})
+            _check_run(run, where, f"sources.{name}.finetune", cell)
+
+
+def _check_run(build: Callable[[], Any], where: str, path: str, cell: str) -> None:
+    """Build a FinetuneConfig, then its train and preprocess options and its model name, as a run does."""
+    from ..data.preprocess import PreprocessConfig
+    from ..models import get_model_spec
+    from ..train.config import TrainConfig
+
+    run = _call(build, where, path, cell)
+    _call(lambda: TrainConfig.from_dict(dict(run.train)), where, f"{path}.train", cell)
+    _call(lambda: PreprocessConfig.from_dict(dict(run.preprocess)), where, f"{path}.preprocess", cell)
+    _call(lambda: get_model_spec(run.model), where, f"{path}.model", cell)
+
+
+def _call(function: Callable[[], Any], where: str, path: str, cell: str) -> Any:
+    try:
+        return function()
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {path + ' ' if path else ''}(cell {cell}): {err}") from err
+    except (TypeError, ValueError) as err:  # a value of the wrong type deep inside a constructor
+        raise ConfigError(f"{where}: {path + ' ' if path else ''}(cell {cell}): invalid value: {err}") from err
+
+
+_VALUE_CHECKS: dict[str, Callable[[Mapping[str, Any], str, str], None]] = {
+    "finetune": _check_finetune_kind,
+    "teacher_student": _check_teacher_student_kind,
+    "classification": _check_classification_kind,
+}

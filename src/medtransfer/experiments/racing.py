@@ -6,8 +6,9 @@ named as the report names them (the strategy, or ``source / strategy`` when the 
 references ``baseline`` and ``oracle`` are not arms: they run once, outside the race, as do the cells of a setting
 with fewer than two arms.  Round ``r`` runs every live arm's cells of the ``r``-th seed of ``axes.seed`` (the
 rounds of all settings run together: the executor, local or Ray, gets one batch per round), then
-:func:`~medtransfer.experiments.race.update` compares the arms on the paired per-case results so far (a case is a
-(test case, seed) pair; every arm of a setting is scored on the same held-out cases) and drops the arms
+:func:`~medtransfer.experiments.race.update` compares the arms on the paired per-scan results so far (the unit is
+the held-out scan, its seeds so far averaged, as in the report; every arm of a setting is scored on the same
+scans) and drops the arms
 significantly worse than the best.  A setting stops when one arm is left, the arms left are equivalent within the
 margin, or its rounds are spent.
 
@@ -95,6 +96,44 @@ def parse_race_section(raw: Any, where: str, seeds: Sequence[int]) -> RaceSpec:
     if axis not in ROUND_AXES:
         raise ConfigError(f"{where}: race.round_axis: {did_you_mean(str(axis), ROUND_AXES, what='round axis')}")
     return RaceSpec(metric, None if margin is None else float(margin), float(alpha), rounds, axis)
+
+
+def kind_metrics(kind: str | None) -> tuple[str, ...] | None:
+    """The per-case metrics the cells of a built-in kind write (None for a kind whose metrics are not known here).
+
+    A lesion target adds the ``lesion_*`` columns to the segmentation metrics; whether a target has lesions is known
+    only when its cells run, where :func:`advance` checks ``race.metric`` against the rows themselves.
+    """
+    from dataclasses import fields
+
+    if kind == "dummy":
+        return ("dice",)
+    if kind in ("finetune", "teacher_student"):
+        from ..metrics.lesions import DERIVED, LesionStats, is_lesion_tally
+
+        lesions = [f"lesion_{name}" for name in (*(f.name for f in fields(LesionStats)), *DERIVED)]
+        segmentation = ("dice", "iou", "surface_dice", "hd95", "assd", *(m for m in lesions if not is_lesion_tally(m)))
+        return (*segmentation, "teacher_dice") if kind == "teacher_student" else segmentation
+    if kind == "classification":
+        from ..finetune.classify import METRICS
+
+        return tuple(METRICS)
+    return None
+
+
+def check_race_metric(metric: str, kinds: Sequence[str | None], where: str) -> None:
+    """Refuse, when the grid loads, a ``race.metric`` that no cell of the grid writes (a typo: ``dcie``).
+
+    Raises:
+        ConfigError: one line naming the file, the metric, close names and the metrics the cells write.
+    """
+    known = [kind_metrics(kind) for kind in dict.fromkeys(kinds)]
+    if not known or any(metrics is None for metrics in known):
+        return  # a registered kind: its rows are checked when the race reads them
+    allowed = list(dict.fromkeys(m for metrics in known for m in metrics))
+    if metric not in allowed:
+        what = f"per-case metric of {'/'.join(str(k) for k in dict.fromkeys(kinds))} cells"
+        raise ConfigError(f"{where}: race.metric: {did_you_mean(metric, allowed, what=what)}")
 
 
 # --- the plan: settings, arms, rounds --------------------------------------------------------------------------

@@ -21,16 +21,25 @@ The cell-function protocol (:class:`CellFunction`) is what plugs a real job into
 The function runs in a worker (a process of the local pool or a Ray task), so it must be importable by
 reference: a module-level function, not a lambda or closure.
 
+A finished cell whose stored ``config.yaml`` differs from the grid's current config (the grid file was edited) is
+refused before any work (:class:`ChangedCells`), naming the cell and the keys that differ: mixing results of two
+configs in one folder would be silent.  ``run_grid(..., rerun_changed=True)`` (``grid run --rerun-changed``) reruns
+those cells instead, each in a staging folder (``<results>/.medtransfer-rerun/<grid>/<cell id>``) that replaces the
+old run folder only once the new run finished: until then the old results stay as they were, and a rerun that
+fails or is killed leaves them untouched (the next ``--rerun-changed`` resumes it).
+
 ``run_grid(..., race=True)`` (``grid run --race``) runs the cells in rounds instead and skips the later cells of
 the arms a race drops (:mod:`~medtransfer.experiments.racing`); each round goes through the same executor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -119,8 +128,37 @@ def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: An
     """Run one cell in the current process: lock, call ``cell_fn``, record the error or write the summary.
 
     ``cell_fn`` defaults to the function registered for the cell's ``kind`` (config key).  Safe to call for a
-    cell that is done (returns at once) or held by another live worker (returns RUNNING).
+    cell that is done (returns at once) or held by another live worker (returns RUNNING).  A rerun of a changed
+    cell (``cell.replaces`` set) runs in its staging folder, which then replaces the old run folder.
     """
+    outcome = _execute_cell(cell, cell_fn, tracker=tracker)
+    if cell.replaces is not None and outcome.status is CellStatus.DONE:
+        replace_run_dir(cell.run_dir, cell.replaces)
+    return outcome
+
+
+def replace_run_dir(staging: Path, run_dir: Path) -> None:
+    """Move a finished staging folder onto ``run_dir``: the old folder is moved aside, the new one in, the old one
+    removed.  A kill between the two renames leaves the finished staging folder, which the next ``run_grid``
+    moves in (:func:`finish_reruns`)."""
+    aside = staging.with_name(f"{staging.name}.old")
+    if aside.exists():
+        shutil.rmtree(aside)
+    if run_dir.exists():
+        os.rename(run_dir, aside)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, run_dir)
+    shutil.rmtree(aside, ignore_errors=True)
+    folder = staging.parent
+    while folder.name and folder.name != RERUN_DIR:  # drop the staging tree's empty folders
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+        folder = folder.parent
+
+
+def _execute_cell(cell: Cell, cell_fn: CellFunction | None, *, tracker: Any) -> CellOutcome:
     from .kinds import get_cell_function
 
     run_dir = cell.run_dir
@@ -151,18 +189,72 @@ def _drop_stale_lock(run_dir: Path) -> None:
 
 def _config_changed(cell: Cell, *, warn: bool = True) -> bool:
     """Whether the run folder's ``config.yaml`` differs from the cell's config (the grid file was edited)."""
+    changed = bool(config_changes(cell))
+    if changed and warn:
+        log.warning("cell %s: config changed since the interrupted attempt; starting over", cell.id)
+    return changed
+
+
+def config_changes(cell: Cell) -> list[str]:
+    """The key paths (``finetune.train.lr``) where the run folder's ``config.yaml`` differs from the cell's config;
+    empty when it has none or they agree (``["config.yaml"]`` when it cannot be read)."""
     import yaml
 
     path = cell.run_dir / CONFIG
     if not path.is_file():
-        return False
+        return []
     try:
-        changed = yaml.safe_load(path.read_text()) != cell.config
-    except yaml.YAMLError:
-        changed = True
-    if changed and warn:
-        log.warning("cell %s: config changed since the interrupted attempt; starting over", cell.id)
-    return changed
+        stored = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return [f"{CONFIG} (unreadable)"]
+    return _differences(stored, cell.config)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        keys = list(dict.fromkeys([*new, *old]))
+        return [d for k in keys for d in _differences(old.get(k, _MISSING), new.get(k, _MISSING), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".") or "the whole config"]
+
+
+_MISSING = object()
+RERUN_DIR = ".medtransfer-rerun"
+
+
+class ChangedCells(ConfigError):
+    """Finished cells whose stored config differs from the grid's (the grid file was edited since they ran)."""
+
+
+def changed_cells(cells: list[Cell]) -> dict[str, list[str]]:
+    """``cell id -> differing key paths`` of the finished cells whose config changed since they ran."""
+    return {c.id: keys for c in cells if read_summary(c.run_dir) is not None and (keys := config_changes(c))}
+
+
+def _refuse_changed(spec: GridSpec, changed: dict[str, list[str]]) -> None:
+    cell_id, keys = next(iter(changed.items()))
+    more = f" (and {len(changed) - 1} more finished cells)" if len(changed) > 1 else ""
+    shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+    raise ChangedCells(
+        f"{spec.path}: cell {cell_id} finished with another config ({shown} changed since){more}; nothing was run: "
+        "rerun with --rerun-changed to replace their results, or write to another --results folder"
+    )
+
+
+def staging_dir(root: Path, cell: Cell) -> Path:
+    """Where a changed finished cell is rerun before it replaces its run folder."""
+    return root / RERUN_DIR / cell.grid / cell.id
+
+
+def finish_reruns(cells: list[Cell], root: Path) -> None:
+    """Move in the reruns that finished in their staging folder but were not moved yet (killed in between)."""
+    if not cells or not (root / RERUN_DIR / cells[0].grid).is_dir():
+        return
+    for cell in cells:
+        staging = staging_dir(root, cell)
+        if read_summary(staging) is not None and not config_changes(dataclasses.replace(cell, run_dir=staging)):
+            log.info("cell %s: moving in its finished rerun", cell.id)
+            replace_run_dir(staging, cell.run_dir)
+        shutil.rmtree(staging.with_name(f"{staging.name}.old"), ignore_errors=True)
 
 
 def _run_locked(cell: Cell, cell_fn: CellFunction, resume: bool, tracker: Any) -> CellOutcome:
@@ -238,6 +330,7 @@ def run_grid(
     tracker: Any = None,
     progress: bool = True,
     race: bool = False,
+    rerun_changed: bool = False,
 ) -> GridRun:
     """Run every cell of ``spec`` that is not done yet; finished cells are skipped, interrupted ones resumed.
 
@@ -253,6 +346,12 @@ def run_grid(
         progress: show a progress bar.
         race: run each setting's arms in rounds (seeds) and skip the later cells of the arms that lose
             (:mod:`~medtransfer.experiments.racing`; options in the grid file's ``race`` section).
+        rerun_changed: rerun the finished cells whose config changed since they ran (each replaces its run folder
+            once it finished); without it such cells are refused before any work.
+
+    Raises:
+        ChangedCells: a finished cell's config changed and ``rerun_changed`` is False (nothing was run).
+        ConfigError: ``only`` matches no cell, an unknown kind, a missing dataset, a saved race that does not fit.
 
     Returns:
         The outcome of every cell run or skipped as done (failed cells are recorded in their ``error.json``) and,
@@ -266,19 +365,32 @@ def run_grid(
     if cell_fn is None:  # check every kind before running anything
         for kind in dict.fromkeys(c.config.get("kind") for c in cells):
             get_cell_function(kind, where=spec.path)
+    finish_reruns(cells, root)
+    changed = changed_cells(cells)
+    if changed and not rerun_changed:
+        _refuse_changed(spec, changed)
+    reruns = {c.id: staging_dir(root, c) for c in cells if c.id in changed}
+    to_run = [c for c in cells if c.id in reruns or read_summary(c.run_dir) is None]
     executor = executor or LocalExecutor()
     task = functools.partial(execute_cell, cell_fn=cell_fn, tracker=tracker)
 
     def run_batch(batch: list[Cell], description: str) -> list[CellOutcome]:
-        return _run_cells(batch, executor, task, description, progress)
+        return _run_cells(batch, executor, task, description, progress, reruns)
 
     if not race:
-        check_datasets([c for c in cells if read_summary(c.run_dir) is None], spec.path)
+        check_datasets(to_run, spec.path)
         return GridRun(spec.name, tuple(run_batch(cells, f"grid {spec.name}")))
     from .racing import plan_race, race_grid
 
     plan = plan_race(spec, cells, root)
-    check_datasets([c for c in cells if read_summary(c.run_dir) is None], spec.path)
+    for setting in plan.races:
+        hit = [c.id for arm in setting.cells.values() for c in arm if c.id in reruns]
+        if hit and setting.path.is_file():
+            raise ConfigError(
+                f"{setting.path}: the saved race of {setting.label} used the old result of cell {hit[0]}, whose "
+                "config changed; delete this file to race that setting again with the new config (nothing was run)"
+            )
+    check_datasets(to_run, spec.path)
     outcomes = race_grid(spec, plan, run_batch)
     seen = {o.cell_id for o in outcomes}
     earlier = [c for c in cells if c.id not in seen and read_summary(c.run_dir) is not None]  # earlier runs' rounds
@@ -288,18 +400,29 @@ def run_grid(
     return GridRun(spec.name, tuple(outcomes), plan.races, tuple(sorted(not_run.items())))
 
 
-def _run_cells(cells: list[Cell], executor: Any, task: CellTask, name: str, progress: bool) -> list[CellOutcome]:
-    """Run the cells that are not done (through ``executor``); the done ones are outcomes ``skipped``."""
-    finished = {c.id for c in cells if read_summary(c.run_dir) is not None}
+def _run_cells(
+    cells: list[Cell], executor: Any, task: CellTask, name: str, progress: bool, reruns: dict[str, Path] | None = None
+) -> list[CellOutcome]:
+    """Run the cells that are not done (through ``executor``); the done ones are outcomes ``skipped``.
+
+    ``reruns``: ``cell id -> staging folder`` of finished cells to run again there (each is taken out once run).
+    """
+    reruns = {} if reruns is None else reruns
+    finished = {c.id for c in cells if c.id not in reruns and read_summary(c.run_dir) is not None}
     for cell in cells:
         if cell.id in finished:
             _drop_stale_lock(cell.run_dir)  # killed between writing the summary and releasing the lock
         elif problem := summary_problem(cell.run_dir):
             log.warning("cell %s: %s; running it again", cell.id, problem)
-    todo = [c for c in cells if c.id not in finished]
+    todo = [_staged(c, reruns.pop(c.id)) if c.id in reruns else c for c in cells if c.id not in finished]
     done = [CellOutcome(cell_id, CellStatus.DONE, skipped=True) for cell_id in sorted(finished)]
     log.info("%s: %d cells selected, %d done already, %d to run", name, len(cells), len(done), len(todo))
     return list(done) + list(_progress(executor.run(todo, task), len(todo), name, progress))
+
+
+def _staged(cell: Cell, staging: Path) -> Cell:
+    log.info("cell %s: config changed since it ran; rerunning it in %s", cell.id, staging)
+    return dataclasses.replace(cell, run_dir=staging, replaces=cell.run_dir)
 
 
 def check_datasets(cells: list[Cell], where: str) -> None:
@@ -359,8 +482,9 @@ def grid_status(spec: GridSpec, results_root: str | Path = "results", only: str 
     for cell in select_cells(cells, only):
         status = cell_status(cell.run_dir)
         detail = _status_detail(cell.run_dir, status)
-        if status is CellStatus.DONE and _config_changed(cell, warn=False):
-            detail += " (config changed since; delete the folder to rerun)"
+        if status is CellStatus.DONE and (keys := config_changes(cell)):
+            shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+            detail += f" (config changed since: {shown}; grid run --rerun-changed reruns it)"
         label = status.value
         if status is CellStatus.PENDING and cell.id in raced:
             label, detail = raced[cell.id]

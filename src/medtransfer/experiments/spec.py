@@ -26,7 +26,12 @@ deterministic run folders)::
 
 Every key of ``defaults`` and of each override's ``set``, at every level, is checked when the file loads against
 the keys the cell functions read (:mod:`medtransfer.experiments.config_keys`): a typo is an error naming the file,
-the key path and the allowed keys, before any cell runs.
+the key path and the allowed keys, before any cell runs.  So are the values of every cell's config, with the checks
+its cell function makes first (strategy name and parameters, model, optimizer, ...:
+:func:`~medtransfer.experiments.config_keys.check_cell_values`), ``race.metric`` against the per-case metrics of the
+grid's cell kinds, and every ``overrides[i].when`` and ``exclude[i]``: one that matches no cell is an error (a
+typo in a pattern would otherwise be ignored without a word; a pattern close to none of its axis's values only
+warns, since a generated grid may exclude what a smaller variant lacks).
 
 Axis values become top-level keys of each cell's config: ``target`` (str), ``source`` ({name, checkpoint}),
 ``strategy`` (the string as written, e.g. ``"first_k:2"``), ``budget`` (a mapping with ``n_labelled`` and/or
@@ -46,8 +51,10 @@ slices are subsampled, e.g. ``n3``, ``n1_k24``.  Characters other than letters, 
 from __future__ import annotations
 
 import copy
+import difflib
 import fnmatch
 import itertools
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,7 +62,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
-from .config_keys import check_cell_config
+from .config_keys import check_cell_config, check_cell_values
+
+log = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "description", "defaults", "axes", "overrides", "exclude", "race")
 AXIS_KEYS = ("target", "source", "strategy", "budget", "seed", "domain_pairs", "domains")
@@ -97,6 +106,8 @@ class Cell:
         axes: the cell's axis labels (str, except ``seed``: int), used for matching, tables and tracking.
         config: the resolved config (do not mutate; the runner writes it to ``config.yaml``).
         run_dir: the run folder.
+        replaces: set by the runner for a rerun of a finished cell whose config changed (``grid run
+            --rerun-changed``): ``run_dir`` is then a staging folder, moved onto ``replaces`` once the cell finished.
 
     Example:
         >>> spec = parse_grid({"axes": {"target": "brain", "strategy": ["full", "first_k:2"]}}, "g.yaml")
@@ -109,6 +120,7 @@ class Cell:
     axes: dict[str, Any]
     config: dict[str, Any] = field(repr=False)
     run_dir: Path
+    replaces: Path | None = field(default=None, repr=False, compare=False)
 
     def __hash__(self) -> int:  # the config dict is not hashable; the id identifies a cell within its grid
         return hash((self.grid, self.id))
@@ -118,18 +130,14 @@ def load_grid(path: str | Path) -> GridSpec:
     """Read and validate a grid file (``yaml.safe_load``).
 
     Raises:
-        ConfigError: the file is missing, is not YAML, or is not a valid grid (the message names the key).
+        ConfigError: the file is missing, a folder, not UTF-8, not YAML, empty, or not a valid grid (one line naming
+            the file and the key).
     """
-    import yaml
+    from ..utils import read_yaml_mapping
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    return parse_grid(raw, str(path), default_name=path.stem)
+    return parse_grid(
+        read_yaml_mapping(path, what="grid settings (axes, defaults, ...)"), str(path), default_name=Path(path).stem
+    )
 
 
 def parse_grid(raw: Any, where: str, *, default_name: str = "grid") -> GridSpec:
@@ -149,7 +157,57 @@ def parse_grid(raw: Any, where: str, *, default_name: str = "grid") -> GridSpec:
     overrides = tuple(_parse_override(o, where, i) for i, o in enumerate(_as_list(raw.get("overrides"))))
     exclude = tuple(_parse_match(m, where, f"exclude[{i}]") for i, m in enumerate(_as_list(raw.get("exclude"))))
     race = _parse_race(raw.get("race"), where, axes["seed"]) if raw.get("race") is not None else None
-    return GridSpec(name, where, copy.deepcopy(dict(defaults)), axes, overrides, exclude, race)
+    spec = GridSpec(name, where, copy.deepcopy(dict(defaults)), axes, overrides, exclude, race)
+    _check_cells(spec)
+    return spec
+
+
+def _check_cells(spec: GridSpec) -> None:
+    """Check what only the expanded cells show: patterns that match no cell, each cell's values, race.metric."""
+    names = list(spec.axes)
+    labels = [_axis_labels(dict(zip(names, c, strict=True))) for c in itertools.product(*spec.axes.values())]
+    for i, match in enumerate(spec.exclude):
+        if not any(_matches(match, axes) for axes in labels):
+            _no_match(spec, f"exclude[{i}]", match, labels)
+    kept = [axes for axes in labels if not any(_matches(m, axes) for m in spec.exclude)]
+    for i, (when, _) in enumerate(spec.overrides):
+        if not any(_matches(when, axes) for axes in kept):
+            _no_match(spec, f"overrides[{i}].when", when, kept)
+    cells = expand_grid(spec, ".")
+    checked = set()
+    for cell in cells:
+        values = {k: v for k, v in cell.config.items() if k not in ("grid", "seed", "target", "domain")}
+        key = repr(values)  # cells differing only in seed, target or domain pass the same checks
+        if key not in checked:
+            checked.add(key)
+            check_cell_values(cell.config, spec.path)
+    if spec.race is not None:
+        from .racing import check_race_metric
+
+        check_race_metric(spec.race.metric, [c.config.get("kind") for c in cells], spec.path)
+
+
+def _no_match(spec: GridSpec, key: str, match: Mapping[str, tuple[str, ...]], labels: list[dict[str, Any]]) -> None:
+    """A ``when`` / ``exclude`` that matches no cell: an error when a pattern looks like a typo of an axis value (or
+    names an axis the grid lacks), else a warning (a generated grid may exclude what a small variant lacks).
+
+    Raises:
+        ConfigError: ``<file>: <key> matches no cell: <axis> '<pattern>' matches none of the grid's values (...);
+            did you mean ...?``
+    """
+    for name, patterns in match.items():
+        values = list(dict.fromkeys(str(axes[name]) for axes in labels if name in axes))
+        if labels and not values:
+            raise ConfigError(f"{spec.path}: {key} matches no cell: the grid has no {name} axis")
+        if values and not any(_glob(v, p) for v in values for p in patterns):
+            close = [c for p in patterns for c in difflib.get_close_matches(p.lstrip("!"), values, n=3, cutoff=0.6)]
+            text = f"{spec.path}: {key} matches no cell: {name} {', '.join(patterns)!r} matches none of the grid's "
+            text += f"values ({', '.join(values)})"
+            if close:
+                raise ConfigError(f"{text}; did you mean {' or '.join(repr(c) for c in dict.fromkeys(close))}?")
+            log.warning("%s", text)
+            return
+    log.warning("%s: %s matches no cell of the grid (after exclude)", spec.path, key)
 
 
 def _parse_race(raw: Any, where: str, seeds: tuple[int, ...]) -> Any:
@@ -181,10 +239,21 @@ def expand_grid(spec: GridSpec, results_root: str | Path) -> list[Cell]:
 
 
 def select_cells(cells: list[Cell], pattern: str | None) -> list[Cell]:
-    """Cells whose id matches the glob ``pattern`` (all cells when ``pattern`` is None)."""
+    """Cells whose id matches the glob ``pattern`` (all cells when ``pattern`` is None).
+
+    Raises:
+        ConfigError: ``pattern`` matches none of ``cells`` (the message shows a few cell ids).
+    """
     if not pattern:
         return list(cells)
-    return [c for c in cells if fnmatch.fnmatchcase(c.id, pattern) or fnmatch.fnmatchcase(c.id, f"{pattern}/*")]
+    chosen = [c for c in cells if fnmatch.fnmatchcase(c.id, pattern) or fnmatch.fnmatchcase(c.id, f"{pattern}/*")]
+    if cells and not chosen:
+        shown = ", ".join(c.id for c in cells[:3]) + (", ..." if len(cells) > 3 else "")
+        raise ConfigError(
+            f"--only {pattern!r} matches none of the {len(cells)} cells of grid {cells[0].grid} (a glob on the cell "
+            f"id, e.g. 'brain/*first_k*'); its cells are: {shown}"
+        )
+    return chosen
 
 
 # --- axes -------------------------------------------------------------------------------------------------

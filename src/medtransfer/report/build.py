@@ -7,15 +7,18 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, did_you_mean
-from ..utils import atomic_path
+from ..errors import ConfigError, OutputError, did_you_mean
 from . import plots, tables
 from .comparisons import Verdict, compare_all, equivalence_table, overall_sentence
 from .document import Figure, Report, Section
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
 FIGURE_DIR = "figures"
+MARKER_FILE = ".medtransfer-report"  # names the files a report wrote: how a later report knows it may replace them
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,9 @@ def _tests_section(verdicts: Sequence[Verdict]) -> Section:
     if not contested:
         return Section(title, note="Omitted: fewer than two strategies with per-case results in every setting.")
     method = (
-        f"Per setting (target x label budget) the strategies are compared on the same cases (domain pair x case, "
-        f"seeds averaged) with the paired Wilcoxon signed-rank test and the sign test; each family of pairwise "
+        f"Per setting (target x label budget, and grid when there are several) the strategies are compared on the "
+        f"same held-out scans (target domain x case; each arm's score averaged over the seeds and domain pairs both "
+        f"arms ran) with the paired Wilcoxon signed-rank test and the sign test; each family of pairwise "
         f"tests is Holm-corrected. A win is significant when the best strategy beats every other one with a "
         f"corrected Wilcoxon p < {contested[0].alpha:g}. Otherwise the best strategy and every one it does not "
         f"beat are called equivalent when a paired t and a Wilcoxon two one-sided test (TOST) both show the "
@@ -294,22 +299,137 @@ def _slug(*parts: Any) -> str:
 
 
 def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
-    """Write the figures, then ``report.md``, then ``report.html``, each file atomically."""
+    """Write the figures, ``report.md`` and ``report.html`` to ``out_dir``, which the complete report replaces at once.
+
+    The report is written to a staging folder next to ``out_dir`` and moved in only when every file is there, so a
+    failure leaves nothing half-written (and an earlier report as it was).  An existing ``out_dir`` must be empty or
+    hold an earlier medtransfer report (:func:`check_report_folder`), which is replaced wholly: none of its old
+    figures stay behind.
+
+    Raises:
+        OutputError: ``out_dir`` holds files a report did not write, or the report cannot be written.
+    """
     from .html import render_html
     from .markdown import render_markdown
 
     out = Path(out_dir)
-    figures = []
-    for figure in _unique(report.figures):
-        path = out / FIGURE_DIR / f"{figure.name}.png"
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(figure.png)
-        figures.append(path)
-    markdown, page = out / MARKDOWN_FILE, out / HTML_FILE
-    _write_text(markdown, render_markdown(report, FIGURE_DIR))
-    _write_text(page, render_html(report))
+    check_report_folder(out)
+    figures = _unique(report.figures)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name or 'report'}.", suffix=".tmp", dir=out.absolute().parent))
+    except OSError as err:
+        raise OutputError.from_os_error(out, err, "the report") from None
+    try:
+        (staging / FIGURE_DIR).mkdir()
+        for figure in figures:
+            (staging / FIGURE_DIR / f"{figure.name}.png").write_bytes(figure.png)
+        (staging / MARKDOWN_FILE).write_text(render_markdown(report, FIGURE_DIR), encoding="utf-8")
+        (staging / HTML_FILE).write_text(render_html(report), encoding="utf-8")
+        names = [HTML_FILE, MARKDOWN_FILE, *(f"{FIGURE_DIR}/{f.name}.png" for f in figures)]
+        (staging / MARKER_FILE).write_text(json.dumps({"written_by": "medtransfer report", "files": names}) + "\n")
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; a report folder is not
+        _move_in(staging, out)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError.from_os_error(out, err, "the report") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    page = out / HTML_FILE
     log.info("report written to %s (%d figures)", page, len(figures))
-    return ReportFiles(page, markdown, tuple(figures))
+    return ReportFiles(page, out / MARKDOWN_FILE, tuple(out / FIGURE_DIR / f"{f.name}.png" for f in figures))
+
+
+def check_report_folder(out: str | Path) -> None:
+    """Refuse, before any work, a report folder that holds anything a medtransfer report did not write.
+
+    Allowed: a folder that does not exist yet, an empty one, or an earlier report: one with the marker file that
+    lists its files (every entry of the folder among them), or one written before the marker existed (only
+    ``report.html`` with the report's page, ``report.md`` and ``figures/*.png``).
+
+    Raises:
+        OutputError: ``out`` is a file, or a folder holding other files (named; nothing is written).
+    """
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise OutputError(f"{out}: exists and is not a report folder; give --out a new or empty folder")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    foreign = _foreign_files(out, entries)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise OutputError(
+            f"{out}: holds files a medtransfer report did not write ({shown}); nothing was written: give --out a new "
+            "or empty folder (an earlier report there is replaced)"
+        )
+
+
+def _foreign_files(out: Path, entries: list[str]) -> list[str]:
+    """The entries of ``out`` that are not an earlier report's (all of them when it is not a report)."""
+    marker = out / MARKER_FILE
+    if marker.is_file():
+        try:
+            listed = set(json.loads(marker.read_text()).get("files") or [])
+        except (OSError, ValueError, AttributeError):
+            listed = set()
+        tops = {name.split("/")[0] for name in listed} | {MARKER_FILE}
+        foreign = [name for name in entries if name not in tops]
+        figures = out / FIGURE_DIR
+        if figures.is_dir():
+            foreign += [
+                f"{FIGURE_DIR}/{p.name}" for p in sorted(figures.iterdir()) if f"{FIGURE_DIR}/{p.name}" not in listed
+            ]
+        return foreign
+    return _foreign_legacy(out, entries)
+
+
+def _foreign_legacy(out: Path, entries: list[str]) -> list[str]:
+    """An earlier report without the marker: its page must be one this module rendered."""
+    from .html import CSS
+
+    page = out / HTML_FILE
+    try:
+        ours = page.is_file() and CSS.strip() in page.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        ours = False
+    if not ours:
+        return entries
+    foreign = [name for name in entries if name not in (HTML_FILE, MARKDOWN_FILE, FIGURE_DIR)]
+    figures = out / FIGURE_DIR
+    if figures.exists():
+        if not figures.is_dir():
+            return [*foreign, FIGURE_DIR]
+        foreign += [
+            f"{FIGURE_DIR}/{p.name}" for p in sorted(figures.iterdir()) if p.suffix != ".png" or not p.is_file()
+        ]
+    if (out / MARKDOWN_FILE).exists() and not (out / MARKDOWN_FILE).is_file():
+        foreign.append(MARKDOWN_FILE)
+    return foreign
+
+
+def _move_in(staging: Path, out: Path) -> None:
+    """Put the finished staging folder at ``out``: an earlier report (or empty folder) is moved aside, then removed."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.absolute().parent))
+    os.rename(out, aside / "report")
+    try:
+        os.rename(staging, out)
+    except OSError:
+        os.rename(aside / "report", out)  # put the earlier report back
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _unique(figures: Sequence[Figure]) -> list[Figure]:
@@ -317,8 +437,3 @@ def _unique(figures: Sequence[Figure]) -> list[Figure]:
     if len(set(names)) != len(names):
         raise ValueError(f"figure names must be unique within a report, got {names}")
     return list(figures)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,293 @@
+"""Review fixes of the grid, report and strategies commands: changed configs, value checks at load, YAML errors,
+report folders, --only, strategies specs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medtransfer.cli import main
+from medtransfer.errors import ConfigError
+from medtransfer.experiments import load_grid
+
+DUMMY = {
+    "name": "g",
+    "defaults": {"kind": "dummy", "dummy": {"n_cases": 3}},
+    "axes": {"target": "brain", "strategy": ["scratch", "full"], "seed": [0, 1]},
+}
+FINETUNE = {
+    "name": "ft",
+    "defaults": {
+        "kind": "finetune",
+        "data": {"root": "nowhere", "datasets": {"brain": "Dataset001"}},
+        "finetune": {"model": "unet", "train": {"epochs": 1, "optimizer": "adam"}},
+    },
+    "axes": {"target": "brain", "strategy": ["scratch", "full", "first_k:1"], "seed": [0]},
+}
+
+
+def _write(tmp_path: Path, grid: dict, name: str = "g.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def _error(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --- 2: a finished cell whose config changed -----------------------------------------------------------------
+
+
+def test_a_changed_finished_cell_is_refused_before_any_work(tmp_path, capsys):
+    results = tmp_path / "res"
+    assert main(["grid", "run", str(_write(tmp_path, DUMMY)), "--results", str(results)]) == 0
+    before = _tree(results)
+    changed = {**DUMMY, "defaults": {"kind": "dummy", "dummy": {"n_cases": 3, "level": 0.9}}}
+    changed["axes"] = {**DUMMY["axes"], "seed": [0, 1, 2]}  # new cells too: none of them may run
+    grid = _write(tmp_path, changed)
+    capsys.readouterr()
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 2
+    assert _error(capsys) == [
+        f"error: {grid}: cell brain/none__scratch/nall/seed0 finished with another config (dummy.level changed "
+        "since) (and 3 more finished cells); nothing was run: rerun with --rerun-changed to replace their results, "
+        "or write to another --results folder"
+    ]
+    assert _tree(results) == before  # nothing run, nothing touched
+    assert main(["grid", "status", str(grid), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "dummy.level; grid run --rerun-changed reruns it" in out
+
+
+def test_rerun_changed_replaces_the_changed_cells_results(tmp_path, capsys):
+    results = tmp_path / "res"
+    assert main(["grid", "run", str(_write(tmp_path, DUMMY)), "--results", str(results)]) == 0
+    changed = {**DUMMY, "overrides": [{"when": {"strategy": "full"}, "set": {"dummy": {"level": 0.9}}}]}
+    grid = _write(tmp_path, changed)
+    capsys.readouterr()
+    assert main(["grid", "run", str(grid), "--results", str(results), "--rerun-changed"]) == 0
+    assert "grid g: 2 ran, 2 already done, 0 failed" in capsys.readouterr().out
+    cell = results / "g" / "brain" / "none__full" / "nall" / "seed0"
+    assert yaml.safe_load((cell / "config.yaml").read_text())["dummy"]["level"] == 0.9
+    assert (cell / "attempts.log").read_text() == "start\n"  # a fresh folder, not the old one resumed
+    assert json.loads((cell / "summary.json").read_text())["result"]["metrics"]["dice"] > 0.8
+    assert not list((results / ".medtransfer-rerun").rglob("*"))  # no staging folder left
+    assert main(["grid", "run", str(grid), "--results", str(results)]) == 0  # now consistent: nothing to do
+    assert "grid g: 0 ran, 4 already done" in capsys.readouterr().out
+
+
+def test_a_failed_rerun_leaves_the_old_results_untouched(tmp_path, capsys):
+    results = tmp_path / "res"
+    assert main(["grid", "run", str(_write(tmp_path, DUMMY)), "--results", str(results)]) == 0
+    cell = results / "g" / "brain" / "none__full" / "nall" / "seed1"
+    before = _tree(cell)
+    failing = {**DUMMY, "overrides": [{"when": {"strategy": "full", "seed": "1"}, "set": {"dummy": {"fail": True}}}]}
+    grid = _write(tmp_path, failing)
+    assert main(["grid", "run", str(grid), "--results", str(results), "--rerun-changed"]) == 1
+    assert _tree(cell) == before  # the old, finished run is still there, unchanged
+
+
+# --- 6 and 12: values checked when the grid loads ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"strategy": ["scratch", "ful"]},
+            "axes.strategy: unknown strategy 'ful'; did you mean 'full'? Allowed: bn_only, discriminative, first_k, "
+            "frozen_encoder, full, gradual_unfreeze, hybrid_k, last_k, mean_var, reinit_head, scratch, spottune",
+        ),
+        (
+            {"strategy": ["first_k:abc"]},
+            "axes.strategy: 'first_k:abc': strategy 'first_k': parameter k must be int, got 'abc'",
+        ),
+        (
+            {"strategy": ["first_k:k=1,bn_mod=adapt"]},
+            "axes.strategy: 'first_k:k=1,bn_mod=adapt': unknown parameter of strategy 'first_k' 'bn_mod'; did you "
+            "mean 'bn_mode'? Allowed: bn_mode, k",
+        ),
+        ({"strategy": ["first_k:0"]}, "axes.strategy: 'first_k:0': strategy parameter k must be > 0, got 0"),
+    ],
+)
+def test_bad_strategy_values_are_one_line_at_load(tmp_path, capsys, change, message):
+    grid = _write(tmp_path, {**FINETUNE, "axes": {**FINETUNE["axes"], **change}})
+    assert main(["grid", "status", str(grid), "--results", str(tmp_path / "res")]) == 2
+    assert _error(capsys) == [f"error: {grid}: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("finetune", "message"),
+    [
+        (
+            {"train": {"optimizer": "adamm"}},
+            "finetune.train (cell brain/none__scratch/nall/seed0): unknown optimizer 'adamm'; did you mean 'adam' or "
+            "'adamw'? Allowed: adam, adamw, sgd",
+        ),
+        ({"model": "unett"}, "finetune.model (cell brain/none__scratch/nall/seed0): unknown model 'unett'; did you"),
+    ],
+)
+def test_bad_finetune_values_are_one_line_at_load(tmp_path, capsys, finetune, message):
+    grid = _write(tmp_path, {**FINETUNE, "defaults": {**FINETUNE["defaults"], "finetune": finetune}})
+    assert main(["grid", "run", str(grid), "--results", str(tmp_path / "res")]) == 2
+    (line,) = _error(capsys)
+    assert line.startswith(f"error: {grid}: {message}")
+    assert not (tmp_path / "res").exists()  # not a single cell ran
+
+
+def test_a_valid_finetune_grid_loads(tmp_path):
+    spec = load_grid(_write(tmp_path, {**FINETUNE, "axes": {**FINETUNE["axes"], "strategy": ["baseline", "oracle"]}}))
+    assert spec.axes["strategy"] == ("baseline", "oracle")
+
+
+def test_override_and_exclude_matching_no_cell_are_errors(tmp_path):
+    grid = _write(tmp_path, {**DUMMY, "overrides": [{"when": {"strategy": "ful*"}, "set": {"dummy": {"level": 0.5}}}]})
+    load_grid(grid)  # a glob that matches: fine
+    grid = _write(tmp_path, {**DUMMY, "overrides": [{"when": {"strategy": "fulll"}, "set": {"dummy": {"level": 1}}}]})
+    with pytest.raises(ConfigError) as err:
+        load_grid(grid)
+    assert str(err.value) == (
+        f"{grid}: overrides[0].when matches no cell: strategy 'fulll' matches none of the grid's values (scratch, "
+        "full); did you mean 'full'?"
+    )
+    grid = _write(tmp_path, {**DUMMY, "exclude": [{"strategy": "scratch", "seed": 7}]})
+    load_grid(grid)  # 7 resembles no seed: a warning only (generated grids exclude what small variants lack)
+    grid = _write(tmp_path, {**DUMMY, "exclude": [{"strategy": "scrach"}]})
+    with pytest.raises(ConfigError, match=r"exclude\[0\] matches no cell: strategy 'scrach' .*did you mean 'scratch'"):
+        load_grid(grid)
+    grid = _write(tmp_path, {**DUMMY, "exclude": [{"domain_pair": "a->b"}]})
+    with pytest.raises(ConfigError, match=r"exclude\[0\] matches no cell: the grid has no domain_pair axis$"):
+        load_grid(grid)
+
+
+def test_a_race_metric_typo_is_caught_at_load(tmp_path, capsys):
+    grid = _write(tmp_path, {**DUMMY, "race": {"metric": "dcie"}})
+    assert main(["grid", "run", str(grid), "--race", "--results", str(tmp_path / "res")]) == 2
+    assert _error(capsys) == [
+        f"error: {grid}: race.metric: unknown per-case metric of dummy cells 'dcie'; did you mean 'dice'? Allowed: dice"
+    ]
+    assert not (tmp_path / "res").exists()
+
+
+# --- 10: files that are not YAML ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe bad", "not a UTF-8 text file (byte 0xff at offset 0); a YAML file of grid settings"),
+        (b"a: [1,\n", "cannot read YAML (line 2, column 1): while parsing a flow node: expected the node content"),
+        (b"# nothing\n", "the file is empty (or only comments); expected a mapping of grid settings"),
+    ],
+)
+def test_a_grid_file_that_is_not_yaml_is_one_line(tmp_path, capsys, content, message):
+    grid = tmp_path / "g.yaml"
+    grid.write_bytes(content)
+    assert main(["grid", "status", str(grid)]) == 2
+    (line,) = _error(capsys)
+    assert line.startswith(f"error: {grid}: {message}")
+
+
+def test_a_folder_given_as_grid_file(tmp_path, capsys):
+    (tmp_path / "adir.yaml").mkdir()
+    assert main(["grid", "status", str(tmp_path / "adir.yaml")]) == 2
+    assert _error(capsys) == [
+        f"error: {tmp_path / 'adir.yaml'}: is a folder, not a YAML file of grid settings (axes, defaults, ...)"
+    ]
+
+
+def test_finetune_config_files_that_are_empty_or_binary(tmp_path):
+    from medtransfer.finetune import FinetuneConfig
+
+    empty, binary = tmp_path / "empty.yaml", tmp_path / "binary.yaml"
+    empty.write_text("")
+    binary.write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(ConfigError) as err:
+        FinetuneConfig.from_yaml(empty)
+    assert str(err.value) == f"{empty}: the file is empty (or only comments); expected a mapping of finetune options"
+    with pytest.raises(ConfigError, match=r"binary.yaml: not a UTF-8 text file \(byte 0x89 at offset 0\)"):
+        FinetuneConfig.from_yaml(binary)
+
+
+# --- 11: the report folder ----------------------------------------------------------------------------------
+
+
+def _results(tmp_path: Path, grid: dict, name: str) -> Path:
+    results = tmp_path / name
+    assert main(["grid", "run", str(_write(tmp_path, grid, f"{name}.yaml")), "--results", str(results)]) == 0
+    return results / grid["name"]
+
+
+def test_report_refuses_a_folder_of_the_users_files(tmp_path, capsys):
+    results = _results(tmp_path, DUMMY, "res")
+    user = tmp_path / "userdir"
+    user.mkdir()
+    (user / "report.md").write_text("my notes")
+    capsys.readouterr()
+    assert main(["report", str(results), "--out", str(user)]) == 2
+    assert _error(capsys) == [
+        f"error: {user}: holds files a medtransfer report did not write (report.md); nothing was written: give "
+        "--out a new or empty folder (an earlier report there is replaced)"
+    ]
+    assert _tree(user) == {"report.md": b"my notes"}
+
+
+def test_a_second_report_replaces_the_first_wholly(tmp_path, capsys):
+    first = _results(tmp_path, {**DUMMY, "axes": {**DUMMY["axes"], "target": ["brain", "anatomy"]}}, "r1")
+    second = _results(tmp_path, {**DUMMY, "name": "h"}, "r2")
+    out = tmp_path / "rep"
+    assert main(["report", str(first), "--out", str(out)]) == 0
+    old_figures = set((out / "figures").iterdir())
+    assert len(old_figures) > 1
+    assert main(["report", str(second), "--out", str(out)]) == 0
+    marker = json.loads((out / ".medtransfer-report").read_text())
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {".medtransfer-report"}
+    assert on_disk == set(marker["files"])  # no stale figure of the first report
+    assert len(list((out / "figures").iterdir())) < len(old_figures)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rep.")]  # no staging folder left
+    (out / "figures" / "mine.png").write_bytes(b"x")  # a file the report did not write: refused
+    assert main(["report", str(second), "--out", str(out)]) == 2
+    assert "(figures/mine.png)" in capsys.readouterr().err
+
+
+def test_report_of_a_file_says_it_is_a_file(tmp_path, capsys):
+    grid = _write(tmp_path, DUMMY)
+    assert main(["report", str(grid), "--out", str(tmp_path / "rep")]) == 2
+    assert _error(capsys) == [
+        f"error: {grid}: is a file, not a results folder; for the grid file g.yaml, give the folder grid run wrote "
+        "(RESULTS/<grid name>, e.g. results/<name>)"
+    ]
+
+
+# --- 13: --only and strategies --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_only_matching_no_cell_is_an_error(tmp_path, capsys, command):
+    grid = _write(tmp_path, DUMMY)
+    assert main(["grid", command, str(grid), "--results", str(tmp_path / "res"), "--only", "zzz*"]) == 2
+    assert _error(capsys) == [
+        "error: --only 'zzz*' matches none of the 4 cells of grid g (a glob on the cell id, e.g. 'brain/*first_k*'); "
+        "its cells are: brain/none__scratch/nall/seed0, brain/none__scratch/nall/seed1, brain/none__full/nall/seed0, "
+        "..."
+    ]
+
+
+def test_strategies_lists_references_and_reads_specs(capsys):
+    assert main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    assert "\nbaseline: grid reference (kind finetune)" in out
+    assert "\noracle: grid reference (kind finetune)" in out
+    assert main(["strategies", "first_k:2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "first_k: pretrained; train only the first k stages (DART 'first layers': k=1)"
+    assert lines[1] == "    k (int, default 1) = 2 (given): number of stages (counted in model.stage_names() order)"
+    assert main(["strategies", "first_k:0"]) == 2
+    assert _error(capsys) == ["error: strategy 'first_k:0': strategy parameter k must be > 0, got 0"]
