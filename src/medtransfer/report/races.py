@@ -81,7 +81,8 @@ def race_table(records: Sequence[RaceRecord]) -> Table:
     )
     rows = tuple(_row(r) for r in records)
     note = (
-        "Margin: mean difference leader - runner-up on the paired cases ((test case, seed) pairs). p: of the "
+        "Margin: mean difference leader - runner-up on the paired held-out scans (n; each scan's seeds averaged). "
+        "p: of the "
         "decision (the runner-up's drop, the equivalence TOST, or the last look), multiplied by the number of "
         "rounds; compare it with alpha directly. A dropped arm's later cells were not run (not failures)."
     )
