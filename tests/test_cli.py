@@ -153,3 +153,20 @@ def test_finetune_on_an_unusable_scan_is_one_error_line_naming_the_file(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert re.search(rf"error: {root}/images/scan\d\.nii\.gz: {re.escape(message)}", err), err
+
+
+def test_ctrl_c_exits_130_and_says_how_to_continue(monkeypatch, capsys):
+    import medtransfer.commands.finetune as finetune_command
+    import medtransfer.commands.strategies as strategies_command
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_command, "run", interrupted)
+    monkeypatch.setattr(strategies_command, "run", interrupted)
+    assert main(["finetune", "--init", "none", "--data", "d", "--out", "o"]) == 130
+    assert capsys.readouterr().err == (
+        "interrupted: rerun the same command with --resume to continue from the last checkpoint\n"
+    )
+    assert main(["strategies"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

@@ -99,8 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_environment_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted{_RESUME_HINTS.get(getattr(args, 'command', None), '')}", file=sys.stderr)
         return 130
+
+
+# how to continue an interrupted long command (its last checkpoint / finished cells are kept)
+_RESUME_HINTS = {
+    "finetune": ": rerun the same command with --resume to continue from the last checkpoint",
+    "pretrain": ": rerun the same command with --resume to continue from the last checkpoint",
+    "grid": ": rerun the same command to continue (finished cells are kept, interrupted ones resume)",
+    "demo": ": rerun the same command to continue (finished cells are kept)",
+}
 
 
 def _environment_error(err: OSError) -> str:
