@@ -193,6 +193,15 @@ def test_folder_without_plans_is_one_clear_error(tmp_path, capsys):
     )
 
 
+def test_a_file_given_as_the_model_folder_is_named(tmp_path, capsys):
+    (tmp_path / "model.pth").write_bytes(b"")
+    assert _error(capsys, tmp_path / "model.pth") == (
+        f"error: {tmp_path / 'model.pth'}: a checkpoint file is read from the fold_N folder of its model folder, but "
+        f"there is no {tmp_path.parent / 'plans.json'}; --weights takes an nnU-Net v2 trained model folder "
+        "(plans.json, dataset.json, fold_N/checkpoint_final.pth)"
+    )
+
+
 def test_fold_without_checkpoint_is_one_clear_error(tmp_path, capsys):
     folder = _stub_folder(tmp_path)
     (folder / "fold_3").mkdir()

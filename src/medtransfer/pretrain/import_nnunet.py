@@ -103,6 +103,11 @@ def locate_checkpoint(weights: str, fold: str | None) -> tuple[Path, Path]:
     if given.is_file():
         if fold is not None and given.parent.name != f"fold_{fold}":
             raise ConfigError(f"{given}: --fold {fold} contradicts the checkpoint's folder {given.parent.name}")
+        if not (given.parent.parent / PLANS).is_file():
+            raise DataError(
+                f"{given}: a checkpoint file is read from the fold_N folder of its model folder, but there is no "
+                f"{given.parent.parent / PLANS}; --weights takes {FOLDER_HELP}"
+            )
         return given.parent.parent, given
     if not given.is_dir():
         raise DataError(f"{given}: not found; --weights takes {FOLDER_HELP}")
