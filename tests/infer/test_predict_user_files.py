@@ -243,3 +243,24 @@ def test_a_voxel_size_far_beyond_any_scan_is_refused_before_resampling(tmp_path,
         f"error: {big}: 2560 x 2560 x 1600 mm across (voxels of 40 x 40 x 40 mm): at the working spacing of 1 x 1 x 1 "
         "mm that is 2560 x 2560 x 1600 voxels, more than 1e+09; check the voxel size in its header\n"
     )
+
+
+def test_the_mask_keeps_the_scans_qform_sform_and_their_codes(tmp_path):
+    run = _run(tmp_path)
+    array, affine, box = _scan()
+    sheared = affine.copy()
+    sheared[0, 1] = 0.2  # a sheared sform: its qform (rigid) cannot equal it
+    img = nib.Nifti1Image(array, None)
+    img.set_qform(affine, code=2)  # aligned
+    img.set_sform(sheared, code=4)  # MNI
+    scan = tmp_path / "mni.nii.gz"
+    nib.save(img, str(scan))
+    out = tmp_path / "mask.nii.gz"
+    assert _predict(run, scan, out) == 0
+    mask = nib.load(str(out))
+    assert int(mask.header["sform_code"]) == 4
+    assert int(mask.header["qform_code"]) == 2
+    np.testing.assert_allclose(mask.header.get_sform(), nib.load(str(scan)).header.get_sform(), atol=1e-6)
+    np.testing.assert_allclose(mask.header.get_qform(), nib.load(str(scan)).header.get_qform(), atol=1e-6)
+    np.testing.assert_allclose(mask.affine, nib.load(str(scan)).affine, atol=1e-6)
+    assert _dice(np.asarray(mask.dataobj) == 3, box) > 0.9

@@ -139,10 +139,15 @@ def _warn_units(img, path: Path) -> None:
         )
 
 
-def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *, dtype=None) -> Path:
+def save_nifti(
+    path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *, dtype=None, like: str | os.PathLike | None = None
+) -> Path:
     """Write ``array`` with ``affine`` to ``path`` atomically (format by suffix, ``.nii.gz`` compresses).
 
-    Labels should be written with an integer ``dtype`` (``np.uint8`` / ``np.int16``); images as float32.
+    Labels should be written with an integer ``dtype`` (``np.uint8`` / ``np.int16``); images as float32.  ``like``:
+    a NIfTI file on the same grid whose qform, sform, their codes (scanner, aligned, MNI, ...) and spatial unit the
+    output keeps, so that a mask of an MNI-space scan stays marked MNI (and a sheared sform keeps its own qform);
+    without it both forms are ``affine`` with code 1 (scanner).
     """
     import nibabel as nib
 
@@ -155,6 +160,32 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *
     img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
+    if like is not None:
+        _copy_geometry(img, like)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+def _copy_geometry(img, like: str | os.PathLike) -> None:
+    """Give ``img`` the qform, sform, codes and spatial unit of the file ``like``, when they describe the affine
+    ``img`` already has (they do for a prediction of that file); otherwise ``img`` keeps its plain header."""
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(like)).header
+        (qform, qcode), (sform, scode) = header.get_qform(coded=True), header.get_sform(coded=True)
+        unit = header.get_xyzt_units()[0]
+    except Exception:  # noqa: BLE001 - not a NIfTI header: keep the plain one
+        return
+    if not (qcode or scode):
+        return
+    affine = img.affine.copy()
+    img.set_qform(qform if qcode else None, code=int(qcode))
+    img.set_sform(sform if scode else None, code=int(scode))
+    if not np.allclose(img.header.get_best_affine(), affine, atol=1e-4):  # another grid: back to the plain header
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        return
+    if unit in ("meter", "mm", "micron"):
+        img.header.set_xyzt_units(xyz=unit)

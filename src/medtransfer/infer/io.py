@@ -61,7 +61,7 @@ def predict_file(predictor: Predictor, inputs: list[Path], output: Path, *, allo
         _warn_constant(volume)
     source = ", ".join(str(p) for p in inputs)
     labels = predictor.predict(volumes[0] if len(volumes) == 1 else volumes, source=source)
-    return save_nifti(output, labels, volumes[0].affine)
+    return save_nifti(output, labels, volumes[0].affine, like=inputs[0])
 
 
 def _check_finite(volume: Volume, allow_nan: bool) -> None:
