@@ -78,7 +78,7 @@ def test_rerun_changed_replaces_the_changed_cells_results(tmp_path, capsys):
     assert yaml.safe_load((cell / "config.yaml").read_text())["dummy"]["level"] == 0.9
     assert (cell / "attempts.log").read_text() == "start\n"  # a fresh folder, not the old one resumed
     assert json.loads((cell / "summary.json").read_text())["result"]["metrics"]["dice"] > 0.8
-    assert not list((results / ".medtransfer-rerun").rglob("*"))  # no staging folder left
+    assert not [p for p in results.rglob("*") if p.name.startswith(".") and "rerun" in p.name]  # no staging left
     assert main(["grid", "run", str(grid), "--results", str(results)]) == 0  # now consistent: nothing to do
     assert "grid g: 0 ran, 4 already done" in capsys.readouterr().out
 
@@ -251,7 +251,7 @@ def test_a_second_report_replaces_the_first_wholly(tmp_path, capsys):
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {".medtransfer-report"}
     assert on_disk == set(marker["files"])  # no stale figure of the first report
     assert len(list((out / "figures").iterdir())) < len(old_figures)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rep.")]  # no staging folder left
+    assert not [p for p in out.iterdir() if p.name.startswith(".report-")]  # no staging folder left
     (out / "figures" / "mine.png").write_bytes(b"x")  # a file the report did not write: refused
     assert main(["report", str(second), "--out", str(out)]) == 2
     assert "(figures/mine.png)" in capsys.readouterr().err
@@ -291,3 +291,67 @@ def test_strategies_lists_references_and_reads_specs(capsys):
     assert lines[1] == "    k (int, default 1) = 2 (given): number of stages (counted in model.stage_names() order)"
     assert main(["strategies", "first_k:0"]) == 2
     assert _error(capsys) == ["error: strategy 'first_k:0': strategy parameter k must be > 0, got 0"]
+
+
+def test_a_staged_rerun_finds_the_grids_folder_as_its_run_folder_does(tmp_path):
+    from medtransfer.experiments.runner import staging_dir
+    from medtransfer.experiments.sources import grid_folder
+    from medtransfer.experiments.spec import expand_grid
+
+    cell = expand_grid(load_grid(_write(tmp_path, DUMMY)), tmp_path / "res")[0]
+    staged = staging_dir(tmp_path / "res", cell)
+    assert staged.name == f".{cell.run_dir.name}.rerun"
+    assert grid_folder(staged, cell.config) == grid_folder(cell.run_dir, cell.config) == tmp_path / "res" / "g"
+
+
+def test_changes_to_where_or_how_a_cell_runs_do_not_make_it_stale(tmp_path, capsys):
+    results = tmp_path / "res"
+    grid = {**DUMMY, "defaults": {**DUMMY["defaults"], "resources": {"num_cpus": 1}}}
+    assert main(["grid", "run", str(_write(tmp_path, grid)), "--results", str(results)]) == 0
+    moved = {**DUMMY, "defaults": {**DUMMY["defaults"], "resources": {"num_cpus": 2}}}
+    capsys.readouterr()
+    assert main(["grid", "run", str(_write(tmp_path, moved)), "--results", str(results)]) == 0
+    assert "0 ran, 4 already done" in capsys.readouterr().out
+
+
+def test_a_rerun_records_paths_of_its_final_folder(tmp_path):
+    from medtransfer.experiments.runner import replace_run_dir
+
+    run_dir, staging = tmp_path / "g" / "seed0", tmp_path / "g" / ".seed0.rerun"
+    run_dir.mkdir(parents=True)
+    (run_dir / "old.txt").write_text("old")
+    staging.mkdir()
+    summary = {"result": {"checkpoint": str(staging / "train"), "other": str(tmp_path / "elsewhere")}}
+    (staging / "summary.json").write_text(json.dumps(summary))
+    replace_run_dir(staging, run_dir)
+    assert json.loads((run_dir / "summary.json").read_text())["result"] == {
+        "checkpoint": str(run_dir / "train"),
+        "other": str(tmp_path / "elsewhere"),
+    }
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["seed0"]
+
+
+def test_report_out_in_missing_parents_keeps_an_existing_folders_mode_and_takes_dot(tmp_path, capsys, monkeypatch):
+    results = _results(tmp_path, DUMMY, "res")
+    deep = tmp_path / "reports" / "2026" / "run1"
+    assert main(["report", str(results), "--out", str(deep)]) == 0
+    assert (deep / "report.html").is_file()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o2775)
+    assert main(["report", str(results), "--out", str(shared)]) == 0
+    assert main(["report", str(results), "--out", str(shared)]) == 0  # over itself
+    assert shared.stat().st_mode & 0o7777 == 0o2775
+    monkeypatch.chdir(shared)
+    assert main(["report", str(results), "--out", "."]) == 0
+    assert sorted(p.name for p in shared.iterdir()) == [".medtransfer-report", "figures", "report.html", "report.md"]
+
+
+def test_a_report_without_figures_can_be_written_over_itself(tmp_path):
+    from medtransfer.report.build import check_report_folder
+
+    out = tmp_path / "rep"
+    (out / "figures").mkdir(parents=True)
+    (out / "report.html").write_text("x")
+    (out / ".medtransfer-report").write_text(json.dumps({"files": ["report.html"]}))
+    check_report_folder(out)  # an empty figures/ of a report with no figure is the report's own

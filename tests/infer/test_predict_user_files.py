@@ -113,21 +113,34 @@ def test_grid_offset_is_the_largest_voxel_displacement_worked_out_by_hand():
     assert grid_offset_mm(a, a + 1e-6, (5, 6, 7)) < 1e-4
 
 
-def test_channels_or_label_on_another_grid_are_refused_naming_the_file():
+def test_channels_or_label_on_another_grid_are_named_in_a_warning(caplog):
     array = np.random.default_rng(0).random((12, 10, 8)).astype(np.float32)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     first = Volume(array, affine, source="t1.nii.gz")
     moved = affine.copy()
     moved[0, 3] = 0.5
-    with pytest.raises(DataError, match=r"^flair.nii.gz: channel 1 lies on another grid than the first channel t1"):
+    with caplog.at_level(logging.WARNING, logger="medtransfer.data.preprocess"):
         preprocess_case([first, Volume(array, moved, source="flair.nii.gz")], PreprocessConfig())
+    assert [r.getMessage() for r in caplog.records] == [
+        "flair.nii.gz: channel 1 lies on another grid than the first channel t1.nii.gz (a voxel moves by up to 0.5 "
+        "mm between their affines, more than 0.1 voxel); they are combined voxel by voxel, as nnU-Net does: if the "
+        "voxels do not correspond, resample it onto the first channel's grid (`medtransfer data check` lists such "
+        "files)"
+    ]
+    caplog.clear()
     lps = np.diag([-1.0, -1.0, 1.0, 1.0])
-    with pytest.raises(DataError, match=r"^lab.nii.gz: label lies on another grid"):
-        preprocess_case([first], PreprocessConfig(), Volume((array > 0.5).astype(np.uint8), lps, source="lab.nii.gz"))
+    label = Volume((array > 0.5).astype(np.uint8), lps, source="lab.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="medtransfer.data.preprocess"):
+        _, lab, _ = preprocess_case([first], PreprocessConfig(), label)
+    assert caplog.records[0].getMessage().startswith("lab.nii.gz: label lies on another grid")
+    np.testing.assert_array_equal(lab, label.array)  # voxel by voxel, as before
+    caplog.clear()
     noise = affine.copy()
-    noise[:3, 3] += 0.5 * GRID_TOLERANCE_VOXELS  # within a tenth of a voxel: header rounding, accepted
-    image, _, _ = preprocess_case([first, Volume(array, noise)], PreprocessConfig())
+    noise[:3, 3] += 0.5 * GRID_TOLERANCE_VOXELS  # within a tenth of a voxel: header rounding, no warning
+    with caplog.at_level(logging.WARNING, logger="medtransfer.data.preprocess"):
+        image, _, _ = preprocess_case([first, Volume(array, noise)], PreprocessConfig())
     assert image.shape[0] == 2
+    assert not caplog.records
 
 
 def test_complex_zero_length_and_overflowing_files_get_one_clear_reason(tmp_path):

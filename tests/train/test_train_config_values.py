@@ -38,7 +38,14 @@ def test_wrong_types_and_signs_are_named(values, message):
         TrainConfig.from_dict(values)
 
 
-def test_whole_floats_are_read_as_whole_numbers():
+def test_whole_floats_and_numpy_numbers_are_read():
+    import numpy as np
+
+    config = TrainConfig.from_dict({"epochs": np.int64(3), "steps_per_epoch": 5.0, "lr": np.float32(0.5)})
+    assert config.epochs == 3
+    assert type(config.epochs) is int
+    assert config.steps_per_epoch == 5
+    assert type(config.lr) is float
     config = TrainConfig.from_dict({"epochs": 5.0, "lr": 1, "gamma": 0.5})
     assert config.epochs == 5
     assert isinstance(config.epochs, int)

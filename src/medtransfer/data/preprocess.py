@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,6 +31,8 @@ from .orientation import Reorientation, canonical_transform, reorient_affine, re
 from .resample import resample_to_grid, resampled_grid
 
 IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = 0.449, 0.226  # ImageNet's RGB means/stds averaged (deepbet's values)
+
+logger = logging.getLogger(__name__)
 
 
 class Scaling(StrEnum):
@@ -309,11 +312,15 @@ def _check_same_grid(channels: Sequence[Volume], label: Volume | None) -> None:
         shift = grid_offset_mm(first.affine, v.affine, shape)
         voxel = float(min(first.spacing[:3]))
         if shift > GRID_TOLERANCE_VOXELS * voxel:
-            raise DataError(
-                f"{v.where}{what} lies on another grid than the first channel {first.source or ''} (a voxel moves by "
-                f"up to {shift:.3g} mm between their affines, allowed {GRID_TOLERANCE_VOXELS:g} voxel = "
-                f"{GRID_TOLERANCE_VOXELS * voxel:.3g} mm); resample it onto the first channel's grid "
-                "(`medtransfer data check` lists every such file)"
+            logger.warning(
+                "%s%s lies on another grid than the first channel %s (a voxel moves by up to %.3g mm between their "
+                "affines, more than %g voxel); they are combined voxel by voxel, as nnU-Net does: if the voxels do "
+                "not correspond, resample it onto the first channel's grid (`medtransfer data check` lists such files)",
+                v.where,
+                what,
+                first.source or "",
+                shift,
+                GRID_TOLERANCE_VOXELS,
             )
 
 

@@ -56,6 +56,8 @@ def scan_cells(results_dir: str | Path) -> CellScan:
         raise DataError(f"results folder {root} does not exist")
     summaries, skipped, failed = [], [], []
     folders = sorted({p.parent for name in (SUMMARY, CONFIG) for p in root.rglob(name)})
+    # hidden folders are work in progress (a rerun's staging folder, ``.seed0.rerun``), not results
+    folders = [f for f in folders if not any(part.startswith(".") for part in f.relative_to(root).parts)]
     for run_dir in folders:
         summary = read_summary(run_dir)
         if summary is not None:

@@ -24,7 +24,7 @@ reference: a module-level function, not a lambda or closure.
 A finished cell whose stored ``config.yaml`` differs from the grid's current config (the grid file was edited) is
 refused before any work (:class:`ChangedCells`), naming the cell and the keys that differ: mixing results of two
 configs in one folder would be silent.  ``run_grid(..., rerun_changed=True)`` (``grid run --rerun-changed``) reruns
-those cells instead, each in a staging folder (``<results>/.medtransfer-rerun/<grid>/<cell id>``) that replaces the
+those cells instead, each in a staging folder (a hidden sibling of its run folder, ``.seed0.rerun``) that replaces the
 old run folder only once the new run finished: until then the old results stay as they were, and a rerun that
 fails or is killed leaves them untouched (the next ``--rerun-changed`` resumes it).
 
@@ -139,23 +139,38 @@ def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: An
 
 def replace_run_dir(staging: Path, run_dir: Path) -> None:
     """Move a finished staging folder onto ``run_dir``: the old folder is moved aside, the new one in, the old one
-    removed.  A kill between the two renames leaves the finished staging folder, which the next ``run_grid``
-    moves in (:func:`finish_reruns`)."""
+    removed; paths to the staging folder in its ``summary.json`` become paths to ``run_dir``.  A kill between the
+    two renames leaves the finished staging folder, which the next ``run_grid`` moves in (:func:`finish_reruns`)."""
     aside = staging.with_name(f"{staging.name}.old")
     if aside.exists():
         shutil.rmtree(aside)
+    _repoint_summary(staging, run_dir)
     if run_dir.exists():
         os.rename(run_dir, aside)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     os.rename(staging, run_dir)
     shutil.rmtree(aside, ignore_errors=True)
-    folder = staging.parent
-    while folder.name and folder.name != RERUN_DIR:  # drop the staging tree's empty folders
-        try:
-            folder.rmdir()
-        except OSError:
-            break
-        folder = folder.parent
+
+
+def _repoint_summary(staging: Path, run_dir: Path) -> None:
+    """Rewrite the paths inside ``staging`` that ``staging/summary.json`` records (a checkpoint, say) as paths
+    inside ``run_dir``, where they will be after the move."""
+    path = staging / SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    old, new = str(staging), str(run_dir)
+
+    def repoint(value: Any) -> Any:
+        if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+            return new + value[len(old) :]
+        if isinstance(value, dict):
+            return {k: repoint(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [repoint(v) for v in value]
+        return value
+
+    write_json_atomic(path, repoint(summary))
 
 
 def _execute_cell(cell: Cell, cell_fn: CellFunction | None, *, tracker: Any) -> CellOutcome:
@@ -195,9 +210,21 @@ def _config_changed(cell: Cell, *, warn: bool = True) -> bool:
     return changed
 
 
+# keys that say where or how a cell runs, not what it computes: a change to them does not make a result stale
+RUN_ONLY_KEYS = frozenset({"device", "threads", "progress", "num_workers", "cache_dir", "checkpoint_every_steps"})
+
+
+def _result_key(path: str) -> bool:
+    """Whether a changed key path can change a cell's result (``resources.*`` and :data:`RUN_ONLY_KEYS` cannot)."""
+    parts = path.split(".")
+    return parts[0] != "resources" and parts[-1] not in RUN_ONLY_KEYS
+
+
 def config_changes(cell: Cell) -> list[str]:
-    """The key paths (``finetune.train.lr``) where the run folder's ``config.yaml`` differs from the cell's config;
-    empty when it has none or they agree (``["config.yaml"]`` when it cannot be read)."""
+    """The key paths (``finetune.train.lr``) where the run folder's ``config.yaml`` differs from the cell's config
+    in what can change its result (not ``resources``, devices, threads, progress, caches); ``data.root`` counts
+    only when its last folder name changed (a results or dataset folder moved elsewhere is the same data); empty
+    when it has none or they agree (``["config.yaml"]`` when it cannot be read)."""
     import yaml
 
     path = cell.run_dir / CONFIG
@@ -207,7 +234,18 @@ def config_changes(cell: Cell) -> list[str]:
         stored = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return [f"{CONFIG} (unreadable)"]
-    return _differences(stored, cell.config)
+    changes = [key for key in _differences(stored, cell.config) if _result_key(key)]
+    if "data.root" in changes and _same_name(stored.get("data"), cell.config.get("data")):
+        changes.remove("data.root")
+    return changes
+
+
+def _same_name(old: Any, new: Any) -> bool:
+    """Whether two ``data`` sections name dataset roots with the same last folder (a moved dataset)."""
+    try:
+        return Path(str(old["root"])).name == Path(str(new["root"])).name
+    except (TypeError, KeyError):
+        return False
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -218,7 +256,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 _MISSING = object()
-RERUN_DIR = ".medtransfer-rerun"
+RERUN_SUFFIX = ".rerun"
 
 
 class ChangedCells(ConfigError):
@@ -241,19 +279,24 @@ def _refuse_changed(spec: GridSpec, changed: dict[str, list[str]]) -> None:
 
 
 def staging_dir(root: Path, cell: Cell) -> Path:
-    """Where a changed finished cell is rerun before it replaces its run folder."""
-    return root / RERUN_DIR / cell.grid / cell.id
+    """Where a changed finished cell is rerun before it replaces its run folder: a hidden sibling of the run folder
+    (``.seed0.rerun``), at the same depth, so that the cell finds its grid's folder (and the grid's trained sources)
+    as the run folder would; results readers skip hidden folders."""
+    return cell.run_dir.with_name(f".{cell.run_dir.name}{RERUN_SUFFIX}")
 
 
 def finish_reruns(cells: list[Cell], root: Path) -> None:
-    """Move in the reruns that finished in their staging folder but were not moved yet (killed in between)."""
-    if not cells or not (root / RERUN_DIR / cells[0].grid).is_dir():
-        return
+    """Move in the reruns that finished in their staging folder but were not moved yet (killed in between); a
+    finished staging folder whose config is no longer the grid's (the file was edited again) is removed."""
     for cell in cells:
         staging = staging_dir(root, cell)
-        if read_summary(staging) is not None and not config_changes(dataclasses.replace(cell, run_dir=staging)):
-            log.info("cell %s: moving in its finished rerun", cell.id)
-            replace_run_dir(staging, cell.run_dir)
+        if staging.is_dir() and read_summary(staging) is not None:
+            if config_changes(dataclasses.replace(cell, run_dir=staging)):
+                log.info("cell %s: removing a finished rerun of an earlier edit of the grid", cell.id)
+                shutil.rmtree(staging)
+            else:
+                log.info("cell %s: moving in its finished rerun", cell.id)
+                replace_run_dir(staging, cell.run_dir)
         shutil.rmtree(staging.with_name(f"{staging.name}.old"), ignore_errors=True)
 
 

@@ -301,10 +301,10 @@ def _slug(*parts: Any) -> str:
 def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
     """Write the figures, ``report.md`` and ``report.html`` to ``out_dir``, which the complete report replaces at once.
 
-    The report is written to a staging folder next to ``out_dir`` and moved in only when every file is there, so a
-    failure leaves nothing half-written (and an earlier report as it was).  An existing ``out_dir`` must be empty or
-    hold an earlier medtransfer report (:func:`check_report_folder`), which is replaced wholly: none of its old
-    figures stay behind.
+    The report is written to a staging folder inside ``out_dir`` (created with its parents when missing) and moved
+    in only when every file is there, so a failure leaves nothing half-written (and an earlier report as it was);
+    ``out_dir`` itself is kept, with its permissions.  An existing ``out_dir`` must be empty or hold an earlier
+    medtransfer report (:func:`check_report_folder`), which is replaced wholly: none of its old figures stay behind.
 
     Raises:
         OutputError: ``out_dir`` holds files a report did not write, or the report cannot be written.
@@ -315,8 +315,12 @@ def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
     out = Path(out_dir)
     check_report_folder(out)
     figures = _unique(report.figures)
+    created = next((p for p in (out, *out.absolute().parents) if p.parent.exists()), out) if not out.exists() else None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name or 'report'}.", suffix=".tmp", dir=out.absolute().parent))
+        out.mkdir(parents=True, exist_ok=True)
+        for leftover in [p for p in out.iterdir() if _leftover(p.name)]:  # of a report run that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
     except OSError as err:
         raise OutputError.from_os_error(out, err, "the report") from None
     try:
@@ -327,13 +331,17 @@ def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
         (staging / HTML_FILE).write_text(render_html(report), encoding="utf-8")
         names = [HTML_FILE, MARKDOWN_FILE, *(f"{FIGURE_DIR}/{f.name}.png" for f in figures)]
         (staging / MARKER_FILE).write_text(json.dumps({"written_by": "medtransfer report", "files": names}) + "\n")
-        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; a report folder is not
-        _move_in(staging, out)
+        (staging / FIGURE_DIR).chmod(0o777 & ~_umask())
+        _swap_in(staging, out)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise OutputError.from_os_error(out, err, "the report") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     page = out / HTML_FILE
     log.info("report written to %s (%d figures)", page, len(figures))
@@ -355,7 +363,7 @@ def check_report_folder(out: str | Path) -> None:
         return
     if not out.is_dir() or out.is_symlink():
         raise OutputError(f"{out}: exists and is not a report folder; give --out a new or empty folder")
-    entries = sorted(p.name for p in out.iterdir())
+    entries = sorted(p.name for p in out.iterdir() if not _leftover(p.name))
     if not entries:
         return
     foreign = _foreign_files(out, entries)
@@ -367,6 +375,11 @@ def check_report_folder(out: str | Path) -> None:
         )
 
 
+def _leftover(name: str) -> bool:
+    """A staging folder of a report run that was killed (removed by the next report)."""
+    return name.startswith(".report-") and name.endswith((".tmp", ".old"))
+
+
 def _foreign_files(out: Path, entries: list[str]) -> list[str]:
     """The entries of ``out`` that are not an earlier report's (all of them when it is not a report)."""
     marker = out / MARKER_FILE
@@ -375,7 +388,7 @@ def _foreign_files(out: Path, entries: list[str]) -> list[str]:
             listed = set(json.loads(marker.read_text()).get("files") or [])
         except (OSError, ValueError, AttributeError):
             listed = set()
-        tops = {name.split("/")[0] for name in listed} | {MARKER_FILE}
+        tops = {name.split("/")[0] for name in listed} | {MARKER_FILE, FIGURE_DIR}
         foreign = [name for name in entries if name not in tops]
         figures = out / FIGURE_DIR
         if figures.is_dir():
@@ -410,20 +423,36 @@ def _foreign_legacy(out: Path, entries: list[str]) -> list[str]:
     return foreign
 
 
-def _move_in(staging: Path, out: Path) -> None:
-    """Put the finished staging folder at ``out``: an earlier report (or empty folder) is moved aside, then removed."""
-    if not out.exists():
-        os.rename(staging, out)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.absolute().parent))
-    os.rename(out, aside / "report")
+REPORT_ENTRIES = (HTML_FILE, MARKDOWN_FILE, FIGURE_DIR, MARKER_FILE)
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace the report entries of ``out`` (an earlier report's, checked by :func:`check_report_folder`) with
+    the finished ``staging`` folder's, inside ``out`` itself (so the folder keeps its permissions and ``--out .``
+    works): the old entries are moved aside, the new ones in, the old ones removed; if a move fails, the old ones
+    are put back."""
+    aside = Path(tempfile.mkdtemp(prefix=".report-", suffix=".old", dir=out))
+    moved: list[str] = []
     try:
-        os.rename(staging, out)
-    except OSError:
-        os.rename(aside / "report", out)  # put the earlier report back
-        aside.rmdir()
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+        for name in REPORT_ENTRIES:
+            if (out / name).exists() or (out / name).is_symlink():
+                os.rename(out / name, aside / name)
+                moved.append(name)
+        placed = []
+        try:
+            for name in REPORT_ENTRIES:
+                if (staging / name).exists():
+                    os.rename(staging / name, out / name)
+                    placed.append(name)
+        except OSError:
+            for name in placed:
+                shutil.rmtree(out / name, ignore_errors=True) if (out / name).is_dir() else (out / name).unlink()
+            for name in moved:
+                os.rename(aside / name, out / name)
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _umask() -> int:

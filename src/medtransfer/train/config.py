@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -147,17 +148,22 @@ class TrainConfig:
             pinned_precision()  # a bad MEDTRANSFER_PRECISION fails here, before a run folder is written
         for name, low in _INT_MINIMUM.items():
             value = getattr(self, name)
-            if isinstance(value, float) and value.is_integer():
+            if isinstance(value, bool):
+                pass  # refused below: true/false is not a count
+            elif isinstance(value, numbers.Integral):
+                value = int(value)  # numpy integers too
+            elif isinstance(value, numbers.Real) and float(value).is_integer():
                 value = int(value)
-                object.__setattr__(self, name, value)
+            object.__setattr__(self, name, value)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"train config: {name} must be a whole number, got {value!r}")
             if value < low:
                 raise ConfigError(f"train config: {name} must be >= {low}, got {value!r}")
         for name, positive in _REAL_SIGN.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ConfigError(f"train config: {name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value) if not isinstance(value, int) else value)
             if (value <= 0) if positive else (value < 0):
                 raise ConfigError(f"train config: {name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
         for name in ("compile", "progress"):
