@@ -355,3 +355,11 @@ def test_a_report_without_figures_can_be_written_over_itself(tmp_path):
     (out / "report.html").write_text("x")
     (out / ".medtransfer-report").write_text(json.dumps({"files": ["report.html"]}))
     check_report_folder(out)  # an empty figures/ of a report with no figure is the report's own
+
+
+def test_strategies_json_tells_references_from_strategies(capsys):
+    assert main(["strategies", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    kinds = {row["name"]: row["kind"] for row in rows}
+    assert kinds["baseline"] == kinds["oracle"] == "reference"
+    assert kinds["full"] == kinds["first_k"] == "strategy"

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     given: dict = {}
     if args.name in REFERENCES:
-        rows = [{"name": args.name, "description": REFERENCES[args.name], "parameters": [], "tasks": ["segmentation"]}]
+        rows = [_reference(args.name)]
     else:
         if args.name:
             try:
@@ -52,15 +52,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             entries = list_strategies()
         rows = [
-            {"name": e.name, "description": e.description, "parameters": e.parameters(), "tasks": list(e.tasks)}
+            {"name": e.name, "kind": "strategy", "description": e.description, "parameters": e.parameters()}
+            | {"tasks": list(e.tasks)}
             | ({"details": e.details} if e.details else {})
             for e in entries
         ]
         if not args.name:
-            rows += [
-                {"name": n, "description": d, "parameters": [], "tasks": ["segmentation"]}
-                for n, d in REFERENCES.items()
-            ]
+            rows += [_reference(n) for n in REFERENCES]
     if args.json:
         if given:
             rows[0]["given"] = given
@@ -74,3 +72,14 @@ def run(args: argparse.Namespace) -> int:
         if args.name and row.get("details"):
             print(f"\n{row['details']}")
     return 0
+
+
+def _reference(name: str) -> dict:
+    """A grid reference's row: ``kind: reference`` tells it from a transfer strategy (``kind: strategy``)."""
+    return {
+        "name": name,
+        "kind": "reference",
+        "description": REFERENCES[name],
+        "parameters": [],
+        "tasks": ["segmentation"],
+    }
