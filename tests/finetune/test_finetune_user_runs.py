@@ -148,3 +148,32 @@ def test_a_target_domain_on_data_without_domains_says_so(tmp_path, capsys):
         f"error: {data}: no case has a domain, so there is no domain 'siemens_3t'; give domains in metadata.csv "
         "(a 'domain' column), or leave --target-domain out"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('foreground_fraction: "0.3"', "foreground_fraction must be a number in [0, 1), got '0.3'"),
+        ("seed: abc", "seed must be a whole number >= 0, got 'abc'"),
+        ("train: [1, 2]", "train must be a mapping of options, got [1, 2]"),
+        ('preprocess: {target_spacing: "3,3,3"}', "target_spacing must be three positive numbers (mm) such as"),
+        ("preprocess: {target_spacing: [.inf, 3, 3]}", "target_spacing must be three positive numbers (mm)"),
+        ("preprocess: {target_spacings: [3, 3, 3]}", "unknown preprocessing option 'target_spacings'; did you mean"),
+        ("train: {epoch: 1}", "unknown train config key 'epoch'; did you mean 'epochs'"),
+        ("patch_size: [32, -32, 32]", "patch_size must be positive whole numbers such as [48, 48, 48]"),
+    ],
+)
+def test_config_files_with_wrong_values_are_one_line_naming_the_file(tmp_path, capsys, text, message):
+    data = blob_dataset(tmp_path / "data")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(text + "\n")
+    assert _finetune(data, tmp_path / "run", "--config", str(config)) == 2
+    assert _one_error(capsys).startswith(f"error: {config}: {message}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_train_section_is_no_options(tmp_path):
+    data = blob_dataset(tmp_path / "data")
+    config = tmp_path / "cfg.yaml"
+    config.write_text("train:\nforeground_fraction: 0.25\n")
+    assert _finetune(data, tmp_path / "run", "--config", str(config)) == 0

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, did_you_mean
 from .io import Volume
 from .orientation import Reorientation, canonical_transform, reorient_affine, reorient_array
 from .resample import resample_to_grid, resampled_grid
@@ -43,6 +44,15 @@ class Scaling(StrEnum):
     MAX = "max"  # x / high: divided by the (clipped) maximum, as deepbrain
     ZSCORE_IMAGENET = "zscore_imagenet"  # z-score mapped to ImageNet's grey mean/std: 0.449 + 0.226 z, as deepbet
     NONE = "none"
+
+
+def _numbers(values: Any) -> tuple[float, ...] | None:
+    """``values`` as a tuple of floats, or ``None`` when it is not a list of numbers (a string "3,3,3", a scalar)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        return None
+    return tuple(float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -75,15 +85,27 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if self.target_spacing is not None:
-            spacing = tuple(float(s) for s in self.target_spacing)
-            if len(spacing) != 3 or min(spacing) <= 0:
-                raise ConfigError(f"target_spacing must be three positive numbers (mm), got {self.target_spacing}")
+            spacing = _numbers(self.target_spacing)
+            if spacing is None or len(spacing) != 3 or min(spacing) <= 0 or not all(map(math.isfinite, spacing)):
+                raise ConfigError(
+                    f"target_spacing must be three positive numbers (mm) such as [1.5, 1.5, 1.5], got "
+                    f"{self.target_spacing!r}"
+                )
             object.__setattr__(self, "target_spacing", spacing)
         if self.clip_percentiles is not None:
-            low, high = (float(p) for p in self.clip_percentiles)
-            if not 0 <= low < high <= 100:
-                raise ConfigError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles}")
-            object.__setattr__(self, "clip_percentiles", (low, high))
+            pair = _numbers(self.clip_percentiles)
+            if pair is None or len(pair) != 2 or not 0 <= pair[0] < pair[1] <= 100:
+                raise ConfigError(
+                    f"clip_percentiles must be two numbers with 0 <= low < high <= 100, got {self.clip_percentiles!r}"
+                )
+            object.__setattr__(self, "clip_percentiles", pair)
+        for name in ("crop_to_foreground", "canonical"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.crop_threshold, bool) or not isinstance(self.crop_threshold, (int, float)):
+            raise ConfigError(f"crop_threshold must be a number, got {self.crop_threshold!r}")
+        if isinstance(self.crop_margin, bool) or not isinstance(self.crop_margin, int):
+            raise ConfigError(f"crop_margin must be a whole number, got {self.crop_margin!r}")
         try:
             object.__setattr__(self, "scaling", Scaling(self.scaling))
         except ValueError as err:
@@ -101,7 +123,7 @@ class PreprocessConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown preprocessing option(s) {sorted(unknown)}; allowed: {sorted(known)}")
+            raise ConfigError(did_you_mean(sorted(unknown)[0], sorted(known), what="preprocessing option"))
         data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**data)
 

@@ -118,16 +118,38 @@ class FinetuneConfig:
             object.__setattr__(self, "strategy", "full" if init else "scratch")
         object.__setattr__(self, "data", str(self.data))
         object.__setattr__(self, "out", str(self.out))
+        for key in ("train", "preprocess", "model_config"):
+            value = getattr(self, key)
+            if value is None:
+                object.__setattr__(self, key, {})  # an empty `train:` in YAML
+            elif not isinstance(value, dict):
+                raise ConfigError(f"{key} must be a mapping of options, got {value!r}")
+        if self.patch_size is not None:
+            sizes = self.patch_size
+            if (
+                isinstance(sizes, (str, bytes))
+                or not isinstance(sizes, (list, tuple))
+                or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in sizes)
+            ):
+                raise ConfigError(f"patch_size must be positive whole numbers such as [48, 48, 48], got {sizes!r}")
         object.__setattr__(self, "patch_size", self.patch_size and tuple(int(p) for p in self.patch_size))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if isinstance(self.n_labelled, str) and self.n_labelled.strip().isdigit():
             object.__setattr__(self, "n_labelled", int(self.n_labelled))
         if self.n_labelled != ALL:
             if isinstance(self.n_labelled, bool) or not isinstance(self.n_labelled, int) or self.n_labelled < 1:
                 raise ConfigError(f"n_labelled must be an integer >= 1 or 'all', got {self.n_labelled!r}")
-        if self.every_kth_slice is not None and (self.every_kth_slice < 1 or self.n_labelled != 1):
+        if self.every_kth_slice is not None and (
+            isinstance(self.every_kth_slice, bool)
+            or not isinstance(self.every_kth_slice, int)
+            or self.every_kth_slice < 1
+            or self.n_labelled != 1
+        ):
             raise ConfigError("every_kth_slice needs k >= 1 and n_labelled = 1 (one scan, every k-th slice)")
-        if not 0.0 <= self.foreground_fraction < 1.0:
-            raise ConfigError(f"foreground_fraction must be in [0, 1), got {self.foreground_fraction}")
+        fraction = self.foreground_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction < 1.0:
+            raise ConfigError(f"foreground_fraction must be a number in [0, 1), got {fraction!r}")
         object.__setattr__(self, "augment", AugmentMode.parse(self.augment).value)
         object.__setattr__(self, "foreground_sampling", ForegroundSampling.parse(self.foreground_sampling).value)
         object.__setattr__(self, "min_component_mm3", check_min_component(self.min_component_mm3))
@@ -148,8 +170,8 @@ class FinetuneConfig:
             )
         if not isinstance(self.tta_mirror, bool):
             raise ConfigError(f"tta_mirror must be true or false, got {self.tta_mirror!r}")
-        if self.slice_axis not in (0, 1, 2):
-            raise ConfigError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
+        if isinstance(self.slice_axis, bool) or self.slice_axis not in (0, 1, 2):
+            raise ConfigError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], **overrides: Any) -> FinetuneConfig:
@@ -159,7 +181,7 @@ class FinetuneConfig:
             if value is None:
                 continue
             if key in ("train", "preprocess", "model_config"):
-                values[key] = {**values.get(key, {}), **value}
+                values[key] = {**(values.get(key) or {}), **value}
             else:
                 values[key] = value
         names = {f.name for f in dataclasses.fields(cls)}
@@ -195,8 +217,15 @@ class FinetuneConfig:
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> FinetuneConfig:
         """Read a YAML file of finetune keys (a small diff from the defaults); ``overrides`` win."""
         data = read_yaml_mapping(path, what="finetune options")
-        try:  # the file's own values first, so that an error names the file
+        try:  # the file's own values first, so that an error names the file (its train: and preprocess: too)
             cls.from_dict({"data": ".", "out": ".", **data})
+            from ..data.preprocess import PreprocessConfig
+            from ..train.config import TrainConfig
+
+            for key, section in (("train", TrainConfig), ("preprocess", PreprocessConfig)):
+                if data.get(key) is not None and not isinstance(data[key], dict):
+                    raise ConfigError(f"{key}: must be a mapping of options, got {data[key]!r}")
+                section.from_dict(dict(data.get(key) or {}))
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from err
         return cls.from_dict(data, **overrides)
