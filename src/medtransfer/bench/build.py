@@ -66,6 +66,10 @@ class BenchmarkConfig:
             raise ConfigError(f"subjects_per_domain must be >= 1, got {self.subjects_per_domain}")
         if not 1.0 <= self.spacing <= 4.0:
             raise ConfigError(f"spacing must be between 1 and 4 mm, got {self.spacing}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"--seed must be a whole number >= 0, got {self.seed!r}")
+        if self.sources and self.natural_count < 1:
+            raise ConfigError(f"--natural-count must be >= 1 (or pass --no-sources), got {self.natural_count}")
 
 
 @dataclass(frozen=True)

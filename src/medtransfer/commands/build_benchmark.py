@@ -42,6 +42,15 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import check_writable
 
     check_writable(args.out)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        from ..errors import ConfigError
+
+        what = "is a file" if not out.is_dir() else "exists and is not empty"
+        raise ConfigError(
+            f"{out}: {what}; a benchmark is built into a new or empty folder (a rebuild with other options would "
+            "mix two builds)"
+        )
 
     config = BenchmarkConfig(
         out=Path(args.out),
@@ -54,6 +63,6 @@ def run(args: argparse.Namespace) -> int:
         sources=not args.no_sources,
         natural_count=args.natural_count,
     )
-    out = build_benchmark(config)
-    print(f"brainshift written to {out}")
+    written = build_benchmark(config)
+    print(f"brainshift written to {written}")
     return 0

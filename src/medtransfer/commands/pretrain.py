@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import add_threads_option
 
@@ -99,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(did_you_mean(args.task, TASKS, what="pretraining task"))
     options = _options(args)
     check_writable(args.out)
+    _refuse_occupied_out(Path(args.out), args.task, args.resume)
     if args.task == "zoo":
         from ..pretrain.zoo import build_zoo
+
+        if not args.data:
+            raise ConfigError("--task zoo pretrains MRI sources too: give --data (a brainshift folder)")
 
         summary = build_zoo(args.out, args.data, **options)
         for name, entry in summary.items():
@@ -127,3 +132,34 @@ def run(args: argparse.Namespace) -> int:
 
 def _metrics(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
+
+
+def _refuse_occupied_out(out: Path, task: str, resume: bool) -> None:
+    """Refuse, before any training, an ``--out`` that would replace something: a folder where a checkpoint goes; an
+    existing file, or an interrupted run's ``OUT.run/``, unless ``--resume`` (which returns a finished run of the
+    same options or continues the interrupted one); for ``zoo`` (a folder), a folder holding files the zoo does not
+    write."""
+    from ..errors import ConfigError
+
+    if task == "zoo":
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out}: is a file; --task zoo writes a folder of checkpoints")
+        return  # the zoo's own folder: checked by build_zoo, which resumes its finished sources
+    if task == "import":
+        return  # import_weights refuses an existing --out
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; --out is the checkpoint file to write (e.g. {out / 'source.pt'})")
+    if resume:
+        return
+    from ..pretrain.run import run_dir
+
+    if out.exists():
+        raise ConfigError(
+            f"{out}: already exists; pretrain never replaces a file: pass --resume to return that run (same "
+            "options), or give another --out"
+        )
+    if run_dir(out).exists():
+        raise ConfigError(
+            f"{run_dir(out)}: an interrupted run of this --out; pass --resume to continue it, or delete that folder "
+            "to start again"
+        )

@@ -409,10 +409,28 @@ def run_lesion_demo(out: str | Path = "demo-lesions-output", *, quick: bool = Fa
     )
 
 
+DEMO_ENTRIES = ("brainshift", "brainshift-lesions", "results", "report", "grid.yaml")
+
+
 def _check_out(out: Path, name: str) -> None:
-    """Refuse an output folder that holds the other demo (its grid.yaml and report would be overwritten)."""
+    """Refuse, before any work, an output that is a file, a folder holding files a demo does not write, or one
+    holding the other demo (its grid.yaml and report would be overwritten); its report folder is checked as
+    ``medtransfer report`` checks one."""
     import yaml
 
+    from ..errors import ConfigError
+    from ..report.build import check_report_folder
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; --out is the demo's folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+        if foreign:
+            raise ConfigError(
+                f"{out}: holds files a demo does not write ({', '.join(foreign[:3])}); give --out a new or empty "
+                "folder (an earlier run of the same demo there is continued)"
+            )
+        check_report_folder(out / "report")
     grid = out / "grid.yaml"
     if not grid.is_file():
         return
@@ -421,8 +439,6 @@ def _check_out(out: Path, name: str) -> None:
     except (yaml.YAMLError, AttributeError):
         other = None
     if other != name:
-        from ..errors import ConfigError
-
         raise ConfigError(
             f"{grid}: this folder holds another run (grid {other!r}), not the {name!r} demo; choose another --out"
         )

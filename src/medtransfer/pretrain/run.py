@@ -69,6 +69,8 @@ def run_pretrain(
     if resume and _finished(out, config):
         log.info("%s: already finished", out)
         return out
+    if resume:
+        _check_interrupted(out, config)
     if config.task is SourceTask.IMPORT:
         from .imports import import_weights
 
@@ -123,6 +125,24 @@ def step_sampler(dataset: Dataset, train_cfg: TrainConfig) -> StepBatchSampler:
     return StepBatchSampler(len(dataset), train_cfg.batch_size, train_cfg.steps_per_epoch, train_cfg.seed)
 
 
+def _check_interrupted(out: Path, config: PretrainConfig) -> None:
+    """An interrupted run (``OUT.run/checkpoint_last.pt``) continues only with the options it was started with.
+
+    Raises:
+        ConfigError: each changed option with its old and new value.
+    """
+    last = run_dir(out) / "checkpoint_last.pt"
+    if not last.is_file():
+        return
+    meta = load_checkpoint(last).get("meta") or {}
+    check_same_options(
+        f"{out} was being pretrained",
+        meta.get("pretrain_config") or {},
+        config.to_dict(),
+        f"resume it with the same options, or delete {run_dir(out)} to start again",
+    )
+
+
 def _finished(out: Path, config: PretrainConfig) -> bool:
     """Whether ``out`` is a finished source checkpoint of ``config``.
 
@@ -134,7 +154,9 @@ def _finished(out: Path, config: PretrainConfig) -> bool:
         return False
     meta = load_checkpoint(out).get("meta") or {}
     if meta.get("kind") != CHECKPOINT_KIND or "metrics" not in meta:
-        return False
+        raise ConfigError(
+            f"{out}: exists and is not a finished pretrain checkpoint; --resume never replaces it: give another --out"
+        )
     check_same_options(
         f"{out} was pretrained",
         meta.get("pretrain_config") or {},

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..models import create_model
 from ..train.rng import seed_everything
 from ..utils import write_json_atomic
@@ -53,6 +53,15 @@ def build_zoo(
             ``size``, ``count``, ``seed``, ``device``, ...).
     """
     out = Path(out)
+    expected = {f"{SourceDomain(d).value}_{SourceTask(t).value}" for d in domains for t in tasks} | {SCRATCH}
+    if out.is_dir():
+        ours = {f"{n}.pt" for n in expected} | {f"{n}.pt.run" for n in expected} | {"zoo.json"}
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
+        if foreign:
+            raise ConfigError(
+                f"{out}: holds files the zoo does not write ({', '.join(foreign[:3])}); give --out a new or empty "
+                "folder (an earlier zoo there is continued)"
+            )
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict[str, Any]] = {}
     for domain in domains:
