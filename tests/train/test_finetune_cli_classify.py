@@ -39,3 +39,17 @@ def test_classify_refuses_pseudo_labels_and_slice_budgets(tmp_path, capsys):
     assert "cannot be combined" in capsys.readouterr().err
     assert main([*base, "--n-labelled", "1", "--every-kth-slice", "4"]) == 2
     assert "--every-kth-slice" in capsys.readouterr().err
+
+
+def test_classify_never_resumes_over_a_run(tmp_path, capsys):
+    from medtransfer.cli import main
+
+    out = tmp_path / "cls"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"an earlier run")
+    argv = ["finetune", "--init", "none", "--data", str(tmp_path), "--out", str(out), "--classify", "metadata:vendor"]
+    assert main([*argv, "--resume"]) == 2
+    assert "--classify runs do not resume (they are short); give another --out" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (out / "model.pt").read_bytes() == b"an earlier run"

@@ -99,3 +99,30 @@ def test_unlabelled_must_be_a_folder(tmp_path, capsys):
     args = ["finetune", "--init", "none", "--data", str(data), "--out", str(tmp_path / "o")]
     assert main([*args, "--unlabelled", str(tmp_path / "missing")]) == 2
     assert "--unlabelled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--pseudo-threshold", "1.5"), "--pseudo-threshold (pseudo-label threshold) must be in [0, 1], got 1.5"),
+        (("--pseudo-max-entropy", "nan"), "--pseudo-max-entropy (pseudo-label max_entropy) must be in [0, 1], got nan"),
+    ],
+)
+def test_bad_pseudo_label_options_stop_before_the_teacher_trains(tmp_path, capsys, extra, message):
+    data, unl = _datasets(tmp_path)
+    assert main(_args(tmp_path, data, unl, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ts").exists()  # no teacher trained, nothing left behind
+
+
+def test_a_leak_stops_before_the_teacher_trains(tmp_path, capsys):
+    from medtransfer.data.layouts import load_dataset
+    from medtransfer.finetune import FinetuneConfig, select_cases
+
+    data, unl = _datasets(tmp_path)
+    config = FinetuneConfig.from_dict({"data": str(data), "out": "x", "init": "none", "n_labelled": 2})
+    test_id = select_cases(config, load_dataset(data)).split.test[0]
+    shutil.copy(data / "imagesTr" / f"{test_id}_0000.nii.gz", unl / "images" / "innocent.nii.gz")
+    assert main(_args(tmp_path, data, unl)) == 2
+    assert "leak held-out scans" in capsys.readouterr().err
+    assert not (tmp_path / "ts").exists()

@@ -160,6 +160,11 @@ def _run_classification(args: argparse.Namespace, config) -> int:
 
     if args.unlabelled is not None:
         raise ConfigError("--classify and --unlabelled cannot be combined (pseudo-labels are for segmentation)")
+    if args.resume:
+        raise ConfigError(
+            f"{config.out}: --classify runs do not resume (they are short); give another --out, or delete the folder "
+            "to train again"
+        )
     if config.every_kth_slice is not None:
         raise ConfigError("--classify takes whole labelled scans (--n-labelled), not --every-kth-slice")
     out = run_classification(config, ClassificationOptions.from_dict({"target": args.classify}, where="--classify"))

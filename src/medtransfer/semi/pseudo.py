@@ -44,9 +44,11 @@ class PseudoLabelConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"pseudo-label threshold must be in [0, 1], got {self.threshold}")
+            raise ConfigError(f"--pseudo-threshold (pseudo-label threshold) must be in [0, 1], got {self.threshold}")
         if self.max_entropy is not None and not 0.0 <= self.max_entropy <= 1.0:
-            raise ConfigError(f"pseudo-label max_entropy must be in [0, 1], got {self.max_entropy}")
+            raise ConfigError(
+                f"--pseudo-max-entropy (pseudo-label max_entropy) must be in [0, 1], got {self.max_entropy}"
+            )
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
         DataError: an unlabelled scan shares a subject, id or file with a test or validation scan.
         ConfigError: bad options, or a 3D model (pseudo-labelling is slice-wise here).
     """
-    from ..finetune import FinetuneConfig, run_finetune
+    from ..finetune import FinetuneConfig, run_finetune, select_cases
     from ..transfer import Task, check_strategy_task
 
     config = config if isinstance(config, TeacherStudentConfig) else TeacherStudentConfig(**config)
@@ -95,13 +95,16 @@ def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
             "and finetune.symmetry_channel are not supported here (set them to 0 / false)"
         )
     dataset, unlabelled_ds = load_dataset(ft.data), _load_unlabelled(config.unlabelled)
+    pseudo_cfg = PseudoLabelConfig(**config.pseudo)  # bad thresholds stop here, before the teacher trains
+    planned = select_cases(ft, dataset)  # the split the teacher will make: a leak stops here too
+    held_planned = held_out_cases(dataset.cases, [*planned.split.test, *planned.val_ids])
+    check_no_leak(list(unlabelled_ds.cases), held_planned, what="test/validation")
     teacher_dir = run_finetune(ft, resume=True)
     summary = json.loads((teacher_dir / "summary.json").read_text())
     held = held_out_cases(dataset.cases, [*summary["test_cases"], *summary["val_cases"]])
     check_no_leak(list(unlabelled_ds.cases), held, what="test/validation")
     ctx = _Context.from_teacher_run(ft, teacher_dir, summary, dataset)
     unlabelled = prepare_unlabelled(list(unlabelled_ds.cases), ctx.preprocess)
-    pseudo_cfg = PseudoLabelConfig(**config.pseudo)
     teacher, rows = ctx.load_model(teacher_dir / summary["checkpoint"]), []
     for r in range(1, config.rounds + 1):
         pseudo = pseudo_label(teacher, unlabelled, pseudo_cfg, axis=ft.slice_axis, divisor=ctx.divisor)
