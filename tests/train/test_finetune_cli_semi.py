@@ -126,3 +126,24 @@ def test_a_leak_stops_before_the_teacher_trains(tmp_path, capsys):
     assert main(_args(tmp_path, data, unl)) == 2
     assert "leak held-out scans" in capsys.readouterr().err
     assert not (tmp_path / "ts").exists()
+
+
+def test_a_plain_folder_of_scans_is_an_unlabelled_folder(tmp_path, capsys):
+    data, unl = _datasets(tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for scan in sorted((unl / "images").iterdir()):
+        shutil.copy(scan, flat / scan.name)
+    assert main(_args(tmp_path, data, flat, "--pseudo-rounds", "1")) == 0
+    summary = json.loads((tmp_path / "ts" / "summary.json").read_text())
+    assert len(summary["rounds"]) == 1
+
+
+def test_a_metadata_column_typo_is_named_with_the_columns(tmp_path, capsys):
+    from testkit import blob_dataset
+
+    data = blob_dataset(tmp_path / "data")
+    argv = ["finetune", "--init", "none", "--data", str(data), "--out", str(tmp_path / "c"), "--n-labelled", "2"]
+    assert main([*argv, "--classify", "metadata:domian", "--epochs", "1", "--steps-per-epoch", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metadata column (--classify metadata:NAME) 'domian'; did you mean 'domain'" in err

@@ -165,6 +165,14 @@ def target_classes(options: ClassificationOptions, dataset: CaseDataset) -> list
     """Class names: ``["absent", "present"]`` for lesions, else the sorted values of the metadata column."""
     if options.column is None:
         return ["absent", "present"]
+    columns = sorted({str(k) for c in dataset.cases for k in (c.metadata or {})})
+    if options.column not in columns:
+        from ..errors import did_you_mean
+
+        raise DataError(
+            f"{dataset.root}: "
+            + did_you_mean(options.column, columns, what="metadata column (--classify metadata:NAME)")
+        )
     found = {
         str(c.metadata.get(options.column)) for c in dataset.cases if c.metadata.get(options.column) not in (None, "")
     }

@@ -237,8 +237,25 @@ class _Context:
 
 def _load_unlabelled(folder: str) -> CaseDataset:
     """The unlabelled scans (label problems do not matter); a file outside the folder is refused, as everywhere."""
-    dataset = load_dataset(folder, strict=False)
+    from ..data.io import is_nifti
+
+    root = Path(folder)
+    flat = root.is_dir() and not (root / "images").is_dir() and any(is_nifti(p) for p in root.iterdir())
+    # a plain folder of scans, as `medtransfer predict` takes, or any dataset layout
+    dataset = _flat_folder(root) if flat else load_dataset(folder, strict=False)
     outside = [str(problem) for problem in dataset.problems if problem.outside_root]
     if outside:
         raise DataError(f"{folder}: {len(outside)} unlabelled file(s) outside the folder: {'; '.join(outside[:5])}")
     return dataset
+
+
+def _flat_folder(root: Path) -> CaseDataset:
+    """A folder of NIfTI scans (``{case}.nii.gz`` or ``{case}_0000.nii.gz``), one single-channel case each (files
+    that link out of the folder are recorded as problems by :class:`CaseDataset`, as in every layout)."""
+    from ..data.io import is_nifti, strip_nifti_suffix
+    from ..data.layouts import Case
+    from ..data.layouts.base import Layout
+
+    files = sorted(p for p in root.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
+    cases = [Case(strip_nifti_suffix(p.name).removesuffix("_0000"), [p]) for p in files]
+    return CaseDataset(root=root, layout=Layout.FOLDERS, cases=tuple(cases))
