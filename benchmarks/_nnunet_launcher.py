@@ -185,4 +185,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from medtransfer.cli import run_script
+
+    run_script(main, sys.argv[1:])

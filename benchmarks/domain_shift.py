@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from medtransfer.bench import DATASETS, LABELS_1MM, BenchmarkConfig, Target, build_benchmark, list_profiles
+from medtransfer.cli import positive_int
 from medtransfer.data.io import load_nifti
 from medtransfer.data.orientation import to_canonical
 from medtransfer.data.resample import resample_to_grid
@@ -287,8 +288,8 @@ def main() -> None:
     parser.add_argument("--subjects-per-domain", type=int, default=8, help="subjects per domain of a new build")
     parser.add_argument("--test-per-domain", type=int, default=4, help="held-out subjects per domain (the last ones)")
     parser.add_argument("--spacing", type=float, default=1.5, help="working spacing of a new build (mm)")
-    parser.add_argument("--steps", type=int, default=2500, help="training steps per domain")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=2500, help="training steps per domain")
+    parser.add_argument("--batch", type=positive_int, default=8)
     parser.add_argument("--features", type=int, default=8, help="U-Net base width")
     parser.add_argument(
         "--augment",
@@ -300,7 +301,9 @@ def main() -> None:
     parser.add_argument(
         "--tta", action=argparse.BooleanOptionalAction, default=True, help="test-time mirroring (3 predictions)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads (1 is fastest on a shared machine)"
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--domains", nargs="+", help="scanner profiles of a new build (default: all six)")
     parser.add_argument("--sources", nargs="+", help="training domains (default: every domain of the data)")
@@ -311,4 +314,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from medtransfer.cli import run_script
+
+    run_script(main)

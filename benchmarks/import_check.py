@@ -164,4 +164,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from medtransfer.cli import run_script
+
+    run_script(main)

@@ -329,4 +329,6 @@ def run(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from medtransfer.cli import run_script
+
+    run_script(main)

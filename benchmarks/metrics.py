@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from medtransfer.cli import nonnegative_float, positive_int
+
 COLIN_MASK = "/usr/share/mricron/templates/ch2bet.nii.gz"
 
 
@@ -157,8 +159,8 @@ def lesion_benchmark(repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tolerance-mm", type=float, default=1.0)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--tolerance-mm", type=nonnegative_float, default=1.0)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -176,4 +178,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from medtransfer.cli import run_script
+
+    run_script(main)

@@ -127,4 +127,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from medtransfer.cli import run_script
+
+    run_script(main)

@@ -35,6 +35,7 @@ import torch
 from scipy import stats
 
 from medtransfer.bench import BenchmarkConfig, build_benchmark
+from medtransfer.cli import nonnegative_int, positive_int
 from medtransfer.experiments.collect import collect_cells
 from medtransfer.experiments.demo import FULL, SOURCE_DOMAIN, TARGET_DOMAIN, TARGETS
 from medtransfer.experiments.runner import run_grid
@@ -176,9 +177,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder (build, results, JSON)")
     parser.add_argument("--data", type=Path, default=None, help="an existing brainshift build")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--seeds", type=nonnegative_int, nargs="+", default=list(range(10)))
     parser.add_argument("--strategies", nargs="+", default=["baseline", "full", "first_k:1", "scratch", "oracle"])
-    parser.add_argument("--scale", type=int, default=1, help="train every model this many times longer")
+    parser.add_argument("--scale", type=positive_int, default=1, help="train every model this many times longer")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -205,4 +206,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from medtransfer.cli import run_script
+
+    run_script(main)

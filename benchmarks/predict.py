@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medtransfer.cli import positive_int
 from medtransfer.data.io import Volume, load_nifti
 from medtransfer.data.preprocess import PreprocessConfig
 from medtransfer.infer import Predictor, predict_volume
@@ -55,8 +56,8 @@ def best_time(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=positive_int, default=2)
+    parser.add_argument("--batch", type=positive_int, default=16)
     parser.add_argument("--skip-whole-slice", action="store_true", help="skip MONAI's whole-slice-window variant")
     args = parser.parse_args()
     from monai.inferers import SliceInferer
@@ -120,4 +121,6 @@ def _no_grad(fn):
 
 
 if __name__ == "__main__":
-    main()
+    from medtransfer.cli import run_script
+
+    run_script(main)

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from medtransfer.cli import positive_int
 from medtransfer.models import create_model
 from medtransfer.train import StepBatchSampler, TrainBatches, TrainConfig, Trainer, create_loss
 from medtransfer.train.compile import compile_model
@@ -291,11 +292,11 @@ def run(args: argparse.Namespace, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=positive_int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed steps per variant")
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=positive_int, default=128)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the steps run")
-    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
+    parser.add_argument("--threads", type=positive_int, nargs="+", default=[torch.get_num_threads()])
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler breakdown of the default step")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     parser.add_argument(
@@ -325,4 +326,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from medtransfer.cli import run_script
+
+    run_script(main)

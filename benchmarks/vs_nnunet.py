@@ -579,4 +579,6 @@ def _version(package: str) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medtransfer.cli import run_script
+
+    run_script(main)

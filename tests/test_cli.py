@@ -170,3 +170,36 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(monkeypatch, capsys):
     )
     assert main(["strategies"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_benchmark_scripts_report_user_errors_in_one_line(capsys):
+    import argparse
+
+    import pytest
+
+    from medtransfer.cli import nonnegative_float, positive_int, run_script
+    from medtransfer.errors import ConfigError
+
+    def bad_option():
+        raise ConfigError("--data x: not a brainshift folder")
+
+    def missing_file():
+        open("/nonexistent/results.json")  # noqa: SIM115 - raises FileNotFoundError
+
+    for fn, message in ((bad_option, "error: --data x: not a brainshift folder\n"),
+                        (missing_file, "error: /nonexistent/results.json: not found\n")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            run_script(fn)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == message
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: 0)
+    assert exit_info.value.code == 0
+    assert positive_int("3") == 3
+    for text in ("0", "-2", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(text)
+    assert nonnegative_float("0.5") == 0.5
+    for text in ("-1", "inf", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            nonnegative_float(text)
