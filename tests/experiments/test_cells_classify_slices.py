@@ -41,8 +41,8 @@ def test_metadata_classes(tmp_path):
     assert classes == ["a", "b"]
     assert case_classes(by_domain, dataset, classes) == {"a0": 0, "a1": 0, "b0": 1, "b1": 1}
     assert case_classes(ClassificationOptions("lesion"), dataset, ["absent", "present"]) is None
-    with pytest.raises(DataError, match="at least two classes"):
-        target_classes(ClassificationOptions("metadata:nothing"), dataset)
+    with pytest.raises(DataError, match=r"unknown metadata column .*'nothing'.*Allowed: domain, subject"):
+        target_classes(ClassificationOptions("metadata:nothing"), dataset)  # a column no case has
 
 
 def test_score_case_matches_the_metrics_on_the_case_slices():
