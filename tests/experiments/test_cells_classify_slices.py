@@ -43,6 +43,11 @@ def test_metadata_classes(tmp_path):
     assert case_classes(ClassificationOptions("lesion"), dataset, ["absent", "present"]) is None
     with pytest.raises(DataError, match=r"unknown metadata column .*'nothing'.*Allowed: domain, subject"):
         target_classes(ClassificationOptions("metadata:nothing"), dataset)  # a column no case has
+    one_domain = load_dataset(_dataset(tmp_path / "one", per_domain=2), strict=False)
+    for case in one_domain.cases:
+        case.metadata["site"] = "same"  # a column every case has, with one value
+    with pytest.raises(DataError, match=r"metadata column 'site' needs at least two classes, found \['same'\]"):
+        target_classes(ClassificationOptions("metadata:site"), one_domain)
 
 
 def test_score_case_matches_the_metrics_on_the_case_slices():
