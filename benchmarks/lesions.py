@@ -271,6 +271,15 @@ def main() -> None:
         parser.error("--source-seed trains the source to fine-tune: give it or --init, not both")
     if args.source_subjects < 1 or args.source_epochs < 1:
         parser.error("--source-subjects and --source-epochs must be at least 1")
+    if args.seed < 0:
+        parser.error(f"--seed must be a whole number >= 0, got {args.seed}")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    # checked before the build (minutes): a missing recipe or source would otherwise stop the run only after it
+    if args.recipe is not None and not args.recipe.is_file():
+        parser.error(f"--recipe {args.recipe}: file not found")
+    if args.init is not None and not args.init.exists():
+        parser.error(f"--init {args.init}: not found")
     run_and_print(run, args, "lesions.py")
 
 

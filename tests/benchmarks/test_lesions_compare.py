@@ -159,6 +159,10 @@ def test_run_folders_differ_by_initialisation(lb, tmp_path):
         (["--seed", "11", "--source-seed", "11"], "--source-seed 11 equals --seed"),
         (["--seed", "11", "--source-seed", "101", "--init", "x.pt"], "give it or --init, not both"),
         (["--seed", "11", "--source-subjects", "0"], "must be at least 1"),
+        (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+        (["--seed", "11", "--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--seed", "11", "--recipe", "missing.yaml"], "--recipe missing.yaml: file not found"),
+        (["--seed", "11", "--init", "missing.pt"], "--init missing.pt: not found"),
     ],
 )
 def test_lesions_refuses_bad_source_options_before_building(lb, tmp_path, monkeypatch, capsys, args, message):
