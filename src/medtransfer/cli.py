@@ -118,30 +118,25 @@ def _environment_error(err: OSError) -> str:
     return f"{where}{err.strerror or err}; {ENVIRONMENT_ERRNOS[err.errno]}"
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def _whole_number(text: str, least: int) -> int:
+    """``text`` as a whole number >= ``least``, or the :class:`argparse.ArgumentTypeError` that argparse prints."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (``--repeats 0`` is one usage line, not a traceback or a NaN timing)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+    return _whole_number(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """argparse type: a whole number >= 0 (seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+    return _whole_number(text, 0)
 
 
 def nonnegative_float(text: str) -> float:
@@ -170,3 +165,7 @@ def run_script(main_fn, *args) -> None:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     raise SystemExit(int(code or 0))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
