@@ -193,6 +193,11 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="brainshift_"))
     if not (root / DATASETS[Target.BRAIN_EXTRACTION].folder / "metadata.csv").is_file():
+        if args.subjects_per_domain <= args.test_per_domain:  # before minutes of building, not after
+            raise SystemExit(
+                f"--subjects-per-domain {args.subjects_per_domain} leaves no training subject after "
+                f"--test-per-domain {args.test_per_domain}; build more subjects or hold out fewer"
+            )
         config = BenchmarkConfig(
             out=root,
             seed=args.seed,
@@ -285,8 +290,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="brainshift folder (built when missing)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subjects-per-domain", type=int, default=8, help="subjects per domain of a new build")
-    parser.add_argument("--test-per-domain", type=int, default=4, help="held-out subjects per domain (the last ones)")
+    parser.add_argument(
+        "--subjects-per-domain", type=positive_int, default=8, help="subjects per domain of a new build"
+    )
+    parser.add_argument(
+        "--test-per-domain", type=positive_int, default=4, help="held-out subjects per domain (the last ones)"
+    )
     parser.add_argument("--spacing", type=float, default=1.5, help="working spacing of a new build (mm)")
     parser.add_argument("--steps", type=positive_int, default=2500, help="training steps per domain")
     parser.add_argument("--batch", type=positive_int, default=8)

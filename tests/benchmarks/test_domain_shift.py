@@ -169,3 +169,12 @@ def test_a_small_run_learns_brain_extraction(ds, tmp_path):
     args.test_per_domain, args.sources = 1, ["ge_3t"]
     with pytest.raises(SystemExit, match="no ge_3t cases"):
         ds.run(args)
+
+
+def test_a_hold_out_that_leaves_nothing_to_train_stops_before_building(ds, tmp_path):
+    args = argparse.Namespace(data=str(tmp_path / "bs"), subjects_per_domain=2, test_per_domain=2, threads=1)
+    with pytest.raises(
+        SystemExit, match="--subjects-per-domain 2 leaves no training subject after --test-per-domain 2"
+    ):
+        ds.run(args)
+    assert not (tmp_path / "bs").exists()  # nothing built
