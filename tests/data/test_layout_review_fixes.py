@@ -161,6 +161,20 @@ def test_metadata_csv_symlink_out_of_the_root_is_refused(tmp_path):
     assert load_dataset(root, strict=False).cases[0].domain is None
 
 
+def test_a_folders_datalist_symlinked_out_of_the_root_is_refused(tmp_path, capsys):
+    root = build_datalist(tmp_path / "ds").parent
+    outside = tmp_path / "elsewhere.json"
+    (root / "datalist.json").rename(outside)
+    (root / "datalist.json").symlink_to(outside)
+    with pytest.raises(DataError) as err:
+        load_dataset(root)
+    assert str(err.value) == f"{root / 'datalist.json'}: links to {outside}, {ESCAPES.format(root=root)}"
+    assert main(["data", "check", str(root)]) != 0
+    assert f"datalist.json: links to {outside}" in capsys.readouterr().out
+    # named directly, the file is the user's choice and its folder the root (its paths resolve inside it)
+    assert len(load_dataset(root / "datalist.json").cases) == 3
+
+
 # D. paths: 1 mm references, datalist entries, symlinked root
 
 

@@ -3,7 +3,7 @@
 This is the Medical Segmentation Decathlon ``dataset.json`` (4D images, one file holding every channel) and MONAI's
 ``load_decathlon_datalist`` format.  ``image`` may also be a list (one file per channel).  Sections: ``training``
 and ``validation`` (labelled; ``metadata["split"]`` says which), ``test``/``testing`` (images only).  Paths that
-leave the file's folder are refused.
+leave the file's folder are refused, and so is a folder's ``datalist.json`` that is a symlink pointing out of it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from ...errors import DataError
 from ..io import is_nifti, strip_nifti_suffix
-from .base import Case, CaseDataset, Layout, Problem, find_duplicates, resolve_inside
+from .base import Case, CaseDataset, Layout, Problem, find_duplicates, outside_root_problem, resolve_inside
 from .nnunet import DATASET_JSON, parse_channels, parse_labels, read_json
 
 DATALIST_NAMES = ("datalist.json", DATASET_JSON)
@@ -46,8 +46,12 @@ def read_datalist(path: str | os.PathLike) -> CaseDataset:
     source = find_datalist(path)
     if source is None:
         raise DataError(f"{path}: no datalist JSON with a 'training' list")
-    content = read_json(source)
     root = source.parent
+    if not path.is_file() and source.is_symlink():  # the folder's own index, like its metadata.csv, stays inside it
+        outside = outside_root_problem(source, root)
+        if outside is not None:
+            raise DataError(f"{outside.file}: {outside.message}")
+    content = read_json(source)
     channels = parse_channels(content.get("channel_names", content.get("modality")), source)
     problems: list[Problem] = []
     cases: list[Case] = []
