@@ -196,6 +196,68 @@ def test_labels_1mm_are_confined_matched_and_checked(tmp_path):
         load_dataset(root)
 
 
+def _reference_at(root, case, label, affine):
+    ref_dir = root / "labelsTr_1mm"
+    ref_dir.mkdir(exist_ok=True)
+    save_nifti(ref_dir / f"{case}.nii.gz", label, affine)
+    return ref_dir / f"{case}.nii.gz"
+
+
+def test_a_1mm_reference_in_the_cases_space_passes_at_any_grid(tmp_path):
+    root = build_nnunet(tmp_path / "ds", n=1)
+    # the case's label is an 8^3 cube at 1 mm; a 2x finer reference of the same cube covers the same world box
+    fine = np.zeros((16, 16, 16), np.uint8)
+    fine[4:12, 4:12, 6:14] = 1
+    _reference_at(root, "case000", fine, np.diag([0.5, 0.5, 0.5, 1.0]) @ _translation(-0.25))
+    assert check_dataset(root) == []
+
+
+def _translation(offset):
+    shift = np.eye(4)
+    shift[:3, 3] = offset
+    return shift
+
+
+def test_a_1mm_reference_in_another_space_is_a_problem(tmp_path):
+    root = build_nnunet(tmp_path / "ds", n=2)
+    far = AFFINE.copy()
+    far[:3, 3] = [-90, -126, -72]  # template (MNI-like) coordinates: no overlap with the scan's box at the origin
+    path = _reference_at(root, "case000", tiny_pair(0)[1], far)
+    assert _messages(check_dataset(root)) == [
+        (
+            str(path),
+            "1 mm reference covers [-90, -83] x [-126, -119] x [-72, -65] mm in world space, the image "
+            "case000_0000.nii.gz covers [0, 7] x [0, 7] x [0, 7] (0% overlap); the reference must be in the image's "
+            "space (same scanner/world coordinates), at 1 mm",
+        )
+    ]
+
+
+def test_a_1mm_reference_marking_something_else_is_a_problem(tmp_path):
+    root = build_nnunet(tmp_path / "ds", n=1)
+    label = tiny_pair(0)[1]
+    moved = np.zeros((40, 8, 8), np.uint8)  # same grid origin, longer field of view, cube 30 voxels away
+    moved[32:36, 2:6, 3:7] = 1  # label x 2..5 vs reference x 32..35: nearest distances 27-30 mm, median 28.5
+    path = _reference_at(root, "case000", moved, AFFINE)
+    problems = _messages(check_dataset(root))
+    assert problems == [
+        (
+            str(path),
+            f"the foreground of the label {root / 'labelsTr' / 'case000.nii.gz'} lies a median 28.5 mm from this "
+            "reference's (allowed 12.0 mm); the 1 mm reference must mark the same structures in the same space",
+        )
+    ]
+    assert label.any()
+    two = moved.copy()
+    two[2:6, 2:6, 3:7] = 1  # the label's cube plus one the coarse label lost: fine
+    _reference_at(root, "case000", two, AFFINE)
+    assert check_dataset(root) == []
+    _reference_at(root, "case000", np.zeros((8, 8, 8), np.uint8), AFFINE)
+    assert _messages(check_dataset(root)) == [
+        (str(path), "the reference has no foreground but the label has; they must mark the same structures")
+    ]
+
+
 def _datalist(tmp_path, entry):
     path = build_datalist(tmp_path, n=2)
     content = json.loads(path.read_text())

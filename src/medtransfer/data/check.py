@@ -138,12 +138,95 @@ def _check_case(case: Case, dataset: CaseDataset, affine_tolerance: float, foreg
 
 
 def _check_reference(path: Path, case: Case, dataset: CaseDataset) -> list[Problem]:
-    """Problems of a 1 mm reference label (``labelsTr_1mm``): readable, 3D, declared integer labels."""
+    """Problems of a 1 mm reference label (``labelsTr_1mm``): readable, 3D, declared integer labels, and in the
+    case's space: its field of view overlaps the case's image and the label's foreground lies on or near the
+    reference's (the evaluation resamples predictions onto this grid by the affines, so a reference in another space,
+    e.g. a template's, scores every prediction against the wrong voxels)."""
     problems: list[Problem] = []
     volume = _load(path, "1 mm reference label", problems)
     if volume is None:
         return problems
-    return _label_problems(path, volume, dataset)
+    problems = _label_problems(path, volume, dataset)
+    if problems or not case.images:
+        return problems
+    try:
+        image = load_nifti(case.images[0])
+        label = load_nifti(case.label) if case.label is not None else None
+    except (DataError, OSError, MemoryError):  # the case's own check reports it
+        return problems
+    return problems + _reference_space_problems(path, volume, case.images[0], image, label)
+
+
+REFERENCE_OFFSET_MM = 10.0
+"""How far (median, plus two label voxels) the label's foreground voxels may lie from the 1 mm reference's before
+``data check`` says the two are in different spaces: a label resampled from its reference is within a voxel."""
+
+
+def _reference_space_problems(
+    path: Path, reference: Volume, image_path: Path, image: Volume, label: Volume | None
+) -> list[Problem]:
+    ref_box, image_box = _world_box(reference), _world_box(image)
+    overlap = np.clip(np.minimum(ref_box[1], image_box[1]) - np.maximum(ref_box[0], image_box[0]), 0, None).prod()
+    smaller = min(np.prod(ref_box[1] - ref_box[0]), np.prod(image_box[1] - image_box[0]))
+    if overlap < 0.5 * smaller:
+        return [
+            Problem(
+                str(path),
+                f"1 mm reference covers {_fmt_box(ref_box)} mm in world space, the image {image_path.name} covers "
+                f"{_fmt_box(image_box)} ({100 * overlap / max(smaller, 1e-9):.0f}% overlap); the reference must be "
+                "in the image's space (same scanner/world coordinates), at 1 mm",
+            )
+        ]
+    if label is None:
+        return []
+    ref_points, label_points = _foreground_points(reference, 50_000), _foreground_points(label, 5_000)
+    if ref_points is None:
+        if label_points is not None:
+            return [
+                Problem(
+                    str(path), "the reference has no foreground but the label has; they must mark the same structures"
+                )
+            ]
+        return []  # a label on a coarse grid may lose what its 1 mm reference has (a lesion of a few voxels)
+    if label_points is None:
+        return []
+    from scipy.spatial import cKDTree
+
+    distance = float(np.median(cKDTree(ref_points).query(label_points)[0]))
+    allowed = REFERENCE_OFFSET_MM + 2 * float(max(label.spacing[:3]))
+    if distance > allowed:
+        return [
+            Problem(
+                str(path),
+                f"the foreground of the label {label.source} lies a median {distance:.1f} mm from this reference's "
+                f"(allowed {allowed:.1f} mm); the 1 mm reference must mark the same structures in the same space",
+            )
+        ]
+    return []
+
+
+def _world_box(volume: Volume) -> np.ndarray:
+    """``[[min x, y, z], [max x, y, z]]``: the world coordinates of the corner voxel centres."""
+    shape = np.array(volume.array.shape[:3]) - 1
+    corners = np.array([[i, j, k, 1] for i in (0, shape[0]) for j in (0, shape[1]) for k in (0, shape[2])], float)
+    world = (np.asarray(volume.affine, float) @ corners.T)[:3].T
+    return np.stack([world.min(0), world.max(0)])
+
+
+def _fmt_box(box: np.ndarray) -> str:
+    return " x ".join(f"[{lo:.0f}, {hi:.0f}]" for lo, hi in zip(box[0], box[1], strict=True))
+
+
+def _foreground_points(volume: Volume, limit: int) -> np.ndarray | None:
+    """World coordinates of (at most ``limit``, drawn with a fixed seed) foreground voxel centres; ``None`` if none."""
+    array = np.asarray(volume.array)
+    array = array[..., 0] if array.ndim == 4 else array
+    idx = np.argwhere(array > 0)
+    if idx.size == 0:
+        return None
+    if len(idx) > limit:
+        idx = idx[np.random.default_rng(0).choice(len(idx), limit, replace=False)]
+    return (np.asarray(volume.affine, float) @ np.c_[idx, np.ones(len(idx))].T)[:3].T
 
 
 def _load(path: Path, what: str, problems: list[Problem]) -> Volume | None:
