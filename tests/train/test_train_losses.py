@@ -55,7 +55,7 @@ def test_ce_equals_torch_cross_entropy():
 
 
 def test_registry_unknown_name_suggests():
-    assert list_losses() == ["bce", "blob_dice_ce", "ce", "dice", "dice_ce"]
+    assert list_losses() == ["bce", "blob_dice_ce", "ce", "dice", "dice_ce", "dice_topk"]
     with pytest.raises(ConfigError, match="dice_ce"):
         create_loss("dice_cee")
 
@@ -139,3 +139,49 @@ def test_blob_dice_pairs_each_blob_with_its_own_sample_past_an_empty_one():
         dices.append(2 * inside / (inside + background + 1))
     expected = 1 - float(torch.stack(dices).mean())
     assert float(BlobDiceLoss(smooth=0.0)(logits, labels)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_topk_cross_entropy_hand_values():
+    from medtransfer.train.losses import TopKCrossEntropyLoss
+
+    # four voxels, two classes; logits (0, 0) cost log 2, a correct confident voxel ~0, a wrong one log(1 + e^4)
+    logits = torch.tensor([[[[0.0, 4.0], [0.0, -4.0]], [[0.0, 0.0], [0.0, 0.0]]]])  # (B=1, C=2, 2, 2)
+    target = torch.tensor([[[0, 0], [1, 0]]])
+    per_voxel = [math.log(2), math.log(1 + math.exp(-4)), math.log(2), math.log(1 + math.exp(4))]
+    assert float(TopKCrossEntropyLoss(k=100)(logits, target)) == pytest.approx(sum(per_voxel) / 4, rel=1e-6)
+    assert float(TopKCrossEntropyLoss(k=50)(logits, target)) == pytest.approx(
+        (math.log(1 + math.exp(4)) + math.log(2)) / 2, rel=1e-6
+    )
+    # fewer voxels than one per cent: the single worst voxel
+    assert float(TopKCrossEntropyLoss(k=1)(logits, target)) == pytest.approx(math.log(1 + math.exp(4)), rel=1e-6)
+    with pytest.raises(ValueError, match="percentage"):
+        TopKCrossEntropyLoss(k=0)
+
+
+def test_dice_topk_is_dice_plus_topk_and_full_k_is_dice_ce():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 8, 8))
+    topk = create_loss("dice_topk")
+    expected = create_loss("dice")(logits, target) + _topk_reference(logits, target, 10)
+    assert float(topk(logits, target)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(create_loss("dice_topk", k=100)(logits, target)) == pytest.approx(
+        float(create_loss("dice_ce")(logits, target)), rel=1e-6
+    )
+
+
+def _topk_reference(logits, target, k):
+    """The k per cent highest per-voxel cross-entropies by sorting (as nnU-Net's TopKLoss takes them)."""
+    per_voxel = torch.nn.functional.cross_entropy(logits, target, reduction="none").flatten()
+    count = int(per_voxel.numel() * k / 100)
+    return per_voxel.sort(descending=True).values[:count].mean()
+
+
+def test_topk_cross_entropy_weighs_a_missed_small_lesion_more_than_plain_ce():
+    # 1000 easy background voxels and 10 missed lesion voxels: plain CE averages the miss away, top-10 % does not
+    logits = torch.zeros(1, 2, 1010)
+    logits[0, 0] = 6.0  # confident background everywhere
+    target = torch.zeros(1, 1010, dtype=torch.long)
+    target[0, :10] = 1
+    plain = float(create_loss("ce")(logits, target))
+    top = float(create_loss("dice_topk").ce(logits, target))
+    assert top > 5 * plain

@@ -101,7 +101,7 @@ class TrainConfig:
         gamma: factor of the step schedule.
         poly_exponent: exponent of the poly schedule (nnU-Net: 0.9).
         warmup_steps: linear warm-up steps before the schedule.
-        loss: registry name of the loss (``ce``, ``bce``, ``dice``, ``dice_ce``, ``blob_dice_ce``).
+        loss: registry name of the loss (``ce``, ``bce``, ``dice``, ``dice_ce``, ``blob_dice_ce``, ``dice_topk``).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         channels_last: memory format; ``None`` follows the precision choice (on for the fast paths, and for
             fp32 on CPU when the model is BatchNorm-only).

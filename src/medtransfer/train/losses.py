@@ -1,4 +1,4 @@
-"""Segmentation losses and their registry: ``ce``, ``bce``, ``dice``, ``dice_ce``, ``blob_dice_ce``.
+"""Segmentation losses and their registry: ``ce``, ``bce``, ``dice``, ``dice_ce``, ``blob_dice_ce``, ``dice_topk``.
 
 Every loss takes logits ``(B, C, *spatial)`` and an integer label map ``(B, *spatial)`` or ``(B, 1, *spatial)``.
 With one output channel the problem is binary (sigmoid); with ``C > 1`` it is multi-class (softmax).
@@ -91,6 +91,42 @@ class DiceCELoss(nn.Module):
         return self.dice(logits, target) + self.ce(logits, target)
 
 
+class TopKCrossEntropyLoss(nn.Module):
+    """Cross-entropy over the ``k`` per cent of voxels of the batch with the highest loss (nnU-Net's ``TopKLoss``,
+    ``k=10``): the many easy background voxels stop diluting the few hard ones (a small lesion that is missed).
+
+    With one output channel it is the binary cross-entropy of the sigmoid, as :class:`CrossEntropyLoss`.
+    """
+
+    def __init__(self, k: float = 10.0) -> None:
+        super().__init__()
+        if not 0 < k <= 100:
+            raise ValueError(f"k must be a percentage in (0, 100], got {k}")
+        self.k = k
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if logits.shape[1] == 1:
+            per_voxel = F.binary_cross_entropy_with_logits(logits, _binary_target(target, logits), reduction="none")
+        else:
+            per_voxel = F.cross_entropy(logits, _labels(target, logits), reduction="none")
+        flat = per_voxel.flatten()
+        count = max(1, int(flat.numel() * self.k / 100))
+        return flat.topk(count, sorted=False).values.mean()
+
+
+class DiceTopKLoss(nn.Module):
+    """Dice + top-k cross-entropy (nnU-Net's ``DC_and_topk_loss``, ``k=10``)."""
+
+    def __init__(self, k: float = 10.0, include_background: bool = False, smooth: float = 1e-5) -> None:
+        super().__init__()
+        self.dice = DiceLoss(include_background, smooth)
+        self.ce = TopKCrossEntropyLoss(k)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.dice(logits, target) + self.ce(logits, target)
+
+
 def blob_components(labels: torch.Tensor) -> torch.Tensor:
     """Connected components of the foreground (label > 0) of every sample, numbered from 1 across the batch
     (``(B, *spatial)`` int64, 0 = background; full connectivity: 8 in 2D, 26 in 3D).  Computed on the CPU."""
@@ -168,6 +204,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "dice": DiceLoss,
     "dice_ce": DiceCELoss,
     "blob_dice_ce": BlobDiceCELoss,
+    "dice_topk": DiceTopKLoss,
 }
 
 
