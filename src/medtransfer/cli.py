@@ -152,7 +152,8 @@ def nonnegative_float(text: str) -> float:
 
 def run_script(main_fn, *args) -> None:
     """Run a benchmark script's ``main`` as the CLI runs a command: a user error (bad option value, missing file)
-    is one ``error:`` line and exit status 2, Ctrl-C exit status 130; other exceptions keep their traceback."""
+    is one ``error:`` line and exit status 2, Ctrl-C exit status 130; other exceptions keep their traceback.  An
+    ``int`` that ``main`` returns is the exit status; anything else it returns (a report, ``None``) is success."""
     try:
         code = main_fn(*args)
     except MedTransferError as err:
@@ -164,7 +165,7 @@ def run_script(main_fn, *args) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    raise SystemExit(int(code or 0))
+    raise SystemExit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
