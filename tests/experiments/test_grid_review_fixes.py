@@ -363,3 +363,23 @@ def test_strategies_json_tells_references_from_strategies(capsys):
     kinds = {row["name"]: row["kind"] for row in rows}
     assert kinds["baseline"] == kinds["oracle"] == "reference"
     assert kinds["full"] == kinds["first_k"] == "strategy"
+
+
+def test_a_missing_best_checkpoint_names_the_runs_last_one(tmp_path):
+    from medtransfer.errors import ConfigError
+    from medtransfer.experiments.sources import resolve_source
+
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    (run / "checkpoint_last.pt").write_bytes(b"")
+    best = run / "checkpoint_best.pt"
+    config = {"source": {"name": "mine", "checkpoint": str(best)}, "data": {"root": str(tmp_path)}}
+    with pytest.raises(ConfigError) as err:
+        resolve_source(config, tmp_path / "cell")
+    assert str(err.value) == (
+        f"source checkpoint {best} does not exist (relative paths: cwd or data.root); that run wrote only "
+        f"{run / 'checkpoint_last.pt'} (it had no validation scans): name that file"
+    )
+    config["source"]["checkpoint"] = str(tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match=r"other.pt does not exist \(relative paths: cwd or data.root\)$"):
+        resolve_source(config, tmp_path / "cell")

@@ -91,7 +91,13 @@ def _existing(path: str, config: dict[str, Any]) -> str:
         if (root / candidate).exists():
             candidate = root / candidate
         else:
-            raise ConfigError(f"source checkpoint {path} does not exist (relative paths: cwd or data.root)")
+            hint = ""
+            for base in (candidate, root / candidate):
+                last = base.with_name("checkpoint_last.pt")
+                if base.name == "checkpoint_best.pt" and last.is_file():
+                    hint = f"; that run wrote only {last} (it had no validation scans): name that file"
+                    break
+            raise ConfigError(f"source checkpoint {path} does not exist (relative paths: cwd or data.root){hint}")
     return str(candidate)
 
 
