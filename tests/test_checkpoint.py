@@ -123,3 +123,24 @@ def test_disk_full_on_a_first_checkpoint_writes_nothing(tmp_path, monkeypatch, c
     with pytest.raises(OutputError, match=r"the disk is full \(0\.0 MiB needed, .*; nothing was written; free some"):
         save_checkpoint(tmp_path / "c.pt", {"state_dict": {"w": torch.ones(2)}})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_best_checkpoint_of_a_run_without_validation_names_the_last_one(tmp_path):
+    from medtransfer.checkpoint import missing_checkpoint_hint
+    from medtransfer.infer import find_checkpoint
+
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    best, last = folder / "checkpoint_best.pt", folder / "checkpoint_last.pt"
+    assert missing_checkpoint_hint(best) == ""  # no last one either: nothing to point at
+    torch.save({"state_dict": {}}, last)
+    hint = f"; that run wrote only {last} (it had no validation scans): name that file"
+    assert missing_checkpoint_hint(best) == hint
+    assert missing_checkpoint_hint(folder / "other.pt") == ""
+    with pytest.raises(DataError) as err:
+        load_checkpoint(best)
+    assert str(err.value) == f"{best}: checkpoint not found{hint}"
+    with pytest.raises(DataError) as err:
+        find_checkpoint(best)
+    assert str(err.value) == f"{best}: checkpoint not found{hint}"
+    assert find_checkpoint(tmp_path / "run") == last  # the run folder itself still finds it

@@ -55,6 +55,16 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path
     return path
 
 
+def missing_checkpoint_hint(path: str | os.PathLike) -> str:
+    """For a ``checkpoint_best.pt`` that does not exist beside a ``checkpoint_last.pt`` that does (a run without
+    validation scans writes only the last one): ``"; that run wrote only <last> ..."``, else ``""``."""
+    path = Path(path)
+    last = path.with_name("checkpoint_last.pt")
+    if path.name == "checkpoint_best.pt" and not path.exists() and last.is_file():
+        return f"; that run wrote only {last} (it had no validation scans): name that file"
+    return ""
+
+
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``.
 
@@ -66,7 +76,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
+        raise DataError(f"{path}: checkpoint not found{missing_checkpoint_hint(path)}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files

@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import missing_checkpoint_hint
 from ..errors import ConfigError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,7 @@ def _existing(path: str, config: dict[str, Any]) -> str:
         if (root / candidate).exists():
             candidate = root / candidate
         else:
-            hint = ""
-            for base in (candidate, root / candidate):
-                last = base.with_name("checkpoint_last.pt")
-                if base.name == "checkpoint_best.pt" and last.is_file():
-                    hint = f"; that run wrote only {last} (it had no validation scans): name that file"
-                    break
+            hint = missing_checkpoint_hint(candidate) or missing_checkpoint_hint(root / candidate)
             raise ConfigError(f"source checkpoint {path} does not exist (relative paths: cwd or data.root){hint}")
     return str(candidate)
 

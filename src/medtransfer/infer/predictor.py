@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, missing_checkpoint_hint
 from ..data.io import Volume
 from ..data.preprocess import PreprocessConfig, preprocess_case, restore_to_input, split_channels
 from ..data.symmetry import add_mirror_channels
@@ -203,6 +203,9 @@ def find_checkpoint(run: str | os.PathLike, prefer: str = "best") -> Path:
         for name in names:
             if (folder / name).is_file():
                 return folder / name
+    hint = missing_checkpoint_hint(run)
+    if hint:
+        raise DataError(f"{run}: checkpoint not found{hint}")
     raise DataError(f"{run}: no checkpoint found (looked for {', '.join(CHECKPOINT_NAMES)} in it and checkpoints/)")
 
 
