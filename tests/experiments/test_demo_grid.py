@@ -100,3 +100,14 @@ def test_demo_refuses_a_build_of_another_size(tmp_path, capsys):
     assert "another size" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "brainshift-lesions").iterdir()) == [".demo-lesions-built"]
     assert not (out / "grid.yaml").exists()
+
+
+def test_demo_grids_load_without_warnings(tmp_path, caplog):
+    """Every exclude of the demo's grids matches a cell: the quick demo, with one seed, used to log that its
+    'references on the first seed only' exclude matched nothing."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        assert len(_cells(QUICK, tmp_path)) == 19
+        assert len(_cells(FULL, tmp_path)) == 67
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
