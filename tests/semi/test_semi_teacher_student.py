@@ -54,6 +54,14 @@ def test_rounds_are_recorded_and_students_are_plain_models(tmp_path):
     assert summary["rounds"][1]["teacher_val_dice"] == pytest.approx(summary["rounds"][0]["student_val_dice"])
     ckpt = load_checkpoint(out / "round1" / "checkpoints" / "checkpoint_last.pt")
     create_model(ckpt["model"]["name"], **ckpt["model"]["config"]).load_state_dict(ckpt["state_dict"])
+    # run again in the same folder with one round: round2 of the first run goes, a user's round9 without our
+    # round.json stays
+    (out / "round9").mkdir()
+    again = run_teacher_student(_config(tmp_path, data, unl, rounds=1))
+    assert [r["round"] for r in json.loads((again / "summary.json").read_text())["rounds"]] == [1]
+    assert not (out / "round2").exists()
+    assert (out / "round1" / "round.json").is_file()
+    assert (out / "round9").is_dir()
 
 
 @pytest.mark.slow

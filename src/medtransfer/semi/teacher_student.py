@@ -121,6 +121,7 @@ def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
         log.info("round %d: teacher Dice %.4f, student Dice %.4f", r, row["teacher_val_dice"], row["student_val_dice"])
         rows.append(row)
         teacher = student
+    _remove_stale_rounds(out, config.rounds)
     write_json_atomic(
         out / "summary.json",
         {
@@ -135,6 +136,19 @@ def run_teacher_student(config: TeacherStudentConfig | dict[str, Any]) -> Path:
         },
     )
     return out
+
+
+def _remove_stale_rounds(out: Path, rounds: int) -> None:
+    """Remove the ``roundN`` folders past ``rounds`` that an earlier run of this folder wrote (they hold its
+    ``round.json``): resumed with fewer rounds, the folder would otherwise show students its summary does not list."""
+    import re
+    import shutil
+
+    for folder in out.iterdir():
+        match = re.fullmatch(r"round(\d+)", folder.name)
+        if match and int(match.group(1)) > rounds and (folder / "round.json").is_file():
+            log.info("removing %s: a round of an earlier run (this one has %d)", folder, rounds)
+            shutil.rmtree(folder)
 
 
 class _Context:
