@@ -78,12 +78,10 @@ def inspect_dataset(
     from tqdm.auto import tqdm
 
     foreground: list[bool] = []
+    references, _ = reference_labels(dataset)  # the reader already reported the ones it refused
     for case in tqdm(cases, desc="check", unit="case", disable=not progress):
         logger.debug("checking case %s", case.case_id)
-        problems += _check_case(case, dataset, affine_tolerance, foreground)
-    references, _ = reference_labels(dataset)  # the reader already reported the ones it refused
-    for case_id, reference in references.items():
-        problems += _check_reference(reference, dataset.get(case_id), dataset)
+        problems += _check_case(case, dataset, affine_tolerance, foreground, references.get(case.case_id))
     warnings = []
     if foreground and not any(foreground):
         warnings.append(
@@ -112,9 +110,17 @@ def check_case(case: Case, dataset: CaseDataset, *, affine_tolerance: float = AF
     return _check_case(case, dataset, affine_tolerance, [])
 
 
-def _check_case(case: Case, dataset: CaseDataset, affine_tolerance: float, foreground: list[bool]) -> list[Problem]:
-    """:func:`check_case`, appending to ``foreground`` whether the case's label (when readable) has any."""
+def _check_case(
+    case: Case,
+    dataset: CaseDataset,
+    affine_tolerance: float,
+    foreground: list[bool],
+    reference_1mm: Path | None = None,
+) -> list[Problem]:
+    """:func:`check_case`, appending to ``foreground`` whether the case's label (when readable) has any, and
+    checking the case's 1 mm reference label (``labelsTr_1mm``) against the image and label it has loaded."""
     problems: list[Problem] = []
+    label: Volume | None = None
     reference: tuple[Path, Volume] | None = None
     for path in case.images:
         volume = _load(path, "image", problems)
@@ -134,10 +140,16 @@ def _check_case(case: Case, dataset: CaseDataset, affine_tolerance: float, foreg
             problems += label_problems
             if reference is not None:
                 problems += _grid_problems(case.label, label, *reference, affine_tolerance, "label")
+    if reference_1mm is not None:
+        # in space only against what loaded (a file that did not is the case's own problem above)
+        loaded = reference if case.label is None or label is not None else None
+        problems += _check_reference(reference_1mm, dataset, loaded, label)
     return problems
 
 
-def _check_reference(path: Path, case: Case, dataset: CaseDataset) -> list[Problem]:
+def _check_reference(
+    path: Path, dataset: CaseDataset, image: tuple[Path, Volume] | None, label: Volume | None
+) -> list[Problem]:
     """Problems of a 1 mm reference label (``labelsTr_1mm``): readable, 3D, declared integer labels, and in the
     case's space: its field of view overlaps the case's image and the label's foreground lies on or near the
     reference's (the evaluation resamples predictions onto this grid by the affines, so a reference in another space,
@@ -147,14 +159,9 @@ def _check_reference(path: Path, case: Case, dataset: CaseDataset) -> list[Probl
     if volume is None:
         return problems
     problems = _label_problems(path, volume, dataset)
-    if problems or not case.images:
+    if problems or image is None:
         return problems
-    try:
-        image = load_nifti(case.images[0])
-        label = load_nifti(case.label) if case.label is not None else None
-    except (DataError, OSError, MemoryError):  # the case's own check reports it
-        return problems
-    return problems + _reference_space_problems(path, volume, case.images[0], image, label)
+    return problems + _reference_space_problems(path, volume, *image, label)
 
 
 REFERENCE_OFFSET_MM = 10.0
