@@ -299,7 +299,7 @@ def test_a_staged_rerun_finds_the_grids_folder_as_its_run_folder_does(tmp_path):
     from medtransfer.experiments.spec import expand_grid
 
     cell = expand_grid(load_grid(_write(tmp_path, DUMMY)), tmp_path / "res")[0]
-    staged = staging_dir(tmp_path / "res", cell)
+    staged = staging_dir(cell)
     assert staged.name == f".{cell.run_dir.name}.rerun"
     assert grid_folder(staged, cell.config) == grid_folder(cell.run_dir, cell.config) == tmp_path / "res" / "g"
 

@@ -152,7 +152,21 @@ def test_no_run_common_to_every_arm_is_said_not_tested():
     assert "(full: seed 0; scratch: seed 1): no run is common to all" in verdict.sentence()
 
 
-def test_compare_pairs_matches_pairwise_comparisons_on_aligned_data():
-    scores = {"a": [0.1, 0.5, 0.3, 0.9, 0.7], "b": [0.2, 0.1, 0.0, 0.4, 0.3], "c": [0.3, 0.3, 0.2, 0.8, 0.1]}
-    pairs = [(x, y, scores[x], scores[y]) for x, y in (("a", "b"), ("a", "c"), ("b", "c"))]
-    assert compare_pairs(pairs) == pairwise_comparisons(scores)
+def test_compare_pairs_matches_scipy_wilcoxon_and_statsmodels_holm():
+    from statsmodels.stats.multitest import multipletests
+
+    scores = {
+        "a": [0.1, 0.5, 0.3, 0.9, 0.7, 0.65],
+        "b": [0.2, 0.1, 0.0, 0.4, 0.3, 0.35],
+        "c": [0.35, 0.3, 0.25, 0.8, 0.15, 0.5],
+    }
+    names = (("a", "b"), ("a", "c"), ("b", "c"))
+    pairs = [(x, y, scores[x], scores[y]) for x, y in names]
+    raw = [stats.wilcoxon(scores[x], scores[y]).pvalue for x, y in names]
+    holm = multipletests(raw, method="holm")[1]
+    got = compare_pairs(pairs)
+    assert [(c.a, c.b, c.n) for c in got] == [(x, y, 6) for x, y in names]
+    assert [c.pvalue for c in got] == pytest.approx(raw)
+    assert [c.pvalue_adjusted for c in got] == pytest.approx(list(holm))
+    assert [c.mean_diff for c in got] == pytest.approx([np.mean(np.subtract(scores[x], scores[y])) for x, y in names])
+    assert pairwise_comparisons(scores) == got  # the aligned form is the same family

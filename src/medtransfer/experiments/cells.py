@@ -41,7 +41,6 @@ from .sources import resolve_dataset, resolve_source
 
 log = logging.getLogger(__name__)
 
-REFERENCE_STRATEGIES = ("baseline", "oracle")
 TRAIN_DIR = "train"
 SUMMARY = "summary.json"
 

@@ -202,10 +202,10 @@ def _drop_stale_lock(run_dir: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
-def _config_changed(cell: Cell, *, warn: bool = True) -> bool:
+def _config_changed(cell: Cell) -> bool:
     """Whether the run folder's ``config.yaml`` differs from the cell's config (the grid file was edited)."""
     changed = bool(config_changes(cell))
-    if changed and warn:
+    if changed:
         log.warning("cell %s: config changed since the interrupted attempt; starting over", cell.id)
     return changed
 
@@ -278,18 +278,18 @@ def _refuse_changed(spec: GridSpec, changed: dict[str, list[str]]) -> None:
     )
 
 
-def staging_dir(root: Path, cell: Cell) -> Path:
+def staging_dir(cell: Cell) -> Path:
     """Where a changed finished cell is rerun before it replaces its run folder: a hidden sibling of the run folder
     (``.seed0.rerun``), at the same depth, so that the cell finds its grid's folder (and the grid's trained sources)
     as the run folder would; results readers skip hidden folders."""
     return cell.run_dir.with_name(f".{cell.run_dir.name}{RERUN_SUFFIX}")
 
 
-def finish_reruns(cells: list[Cell], root: Path) -> None:
+def finish_reruns(cells: list[Cell]) -> None:
     """Move in the reruns that finished in their staging folder but were not moved yet (killed in between); a
     finished staging folder whose config is no longer the grid's (the file was edited again) is removed."""
     for cell in cells:
-        staging = staging_dir(root, cell)
+        staging = staging_dir(cell)
         if staging.is_dir() and read_summary(staging) is not None:
             if config_changes(dataclasses.replace(cell, run_dir=staging)):
                 log.info("cell %s: removing a finished rerun of an earlier edit of the grid", cell.id)
@@ -408,11 +408,11 @@ def run_grid(
     if cell_fn is None:  # check every kind before running anything
         for kind in dict.fromkeys(c.config.get("kind") for c in cells):
             get_cell_function(kind, where=spec.path)
-    finish_reruns(cells, root)
+    finish_reruns(cells)
     changed = changed_cells(cells)
     if changed and not rerun_changed:
         _refuse_changed(spec, changed)
-    reruns = {c.id: staging_dir(root, c) for c in cells if c.id in changed}
+    reruns = {c.id: staging_dir(c) for c in cells if c.id in changed}
     to_run = [c for c in cells if c.id in reruns or read_summary(c.run_dir) is None]
     executor = executor or LocalExecutor()
     task = functools.partial(execute_cell, cell_fn=cell_fn, tracker=tracker)

@@ -22,7 +22,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import missing_checkpoint_hint
 from ..errors import ConfigError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -92,6 +91,8 @@ def _existing(path: str, config: dict[str, Any]) -> str:
         if (root / candidate).exists():
             candidate = root / candidate
         else:
+            from ..checkpoint import missing_checkpoint_hint  # torch: only on this error path
+
             hint = missing_checkpoint_hint(candidate) or missing_checkpoint_hint(root / candidate)
             raise ConfigError(f"source checkpoint {path} does not exist (relative paths: cwd or data.root){hint}")
     return str(candidate)

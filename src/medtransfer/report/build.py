@@ -331,7 +331,6 @@ def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
         (staging / HTML_FILE).write_text(render_html(report), encoding="utf-8")
         names = [HTML_FILE, MARKDOWN_FILE, *(f"{FIGURE_DIR}/{f.name}.png" for f in figures)]
         (staging / MARKER_FILE).write_text(json.dumps({"written_by": "medtransfer report", "files": names}) + "\n")
-        (staging / FIGURE_DIR).chmod(0o777 & ~_umask())
         _swap_in(staging, out)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
@@ -453,12 +452,6 @@ def _swap_in(staging: Path, out: Path) -> None:
     finally:
         shutil.rmtree(aside, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _unique(figures: Sequence[Figure]) -> list[Figure]:
