@@ -102,6 +102,18 @@ def test_a_case_stored_twice_is_named(tmp_path, capsys):
     assert f"{tmp_path / 'in' / 'dup.nii.gz'}: dup.nii has the same name without its suffix, so both would be" in err
 
 
+def test_a_case_stored_with_and_without_its_channel_suffix_is_named(tmp_path, capsys):
+    run = _run(tmp_path)
+    array, affine, _ = _scan()
+    save_nifti(tmp_path / "in" / "dup.nii.gz", array, affine)
+    save_nifti(tmp_path / "in" / "dup_0000.nii.gz", array, affine)
+    assert _predict(run, tmp_path / "in", tmp_path / "out") == 2
+    err = _one_error(capsys)
+    assert f"{tmp_path / 'in' / 'dup.nii.gz'}: dup_0000.nii.gz is the same case 'dup'" in err
+    assert "keep one of them in the folder" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_grid_offset_is_the_largest_voxel_displacement_worked_out_by_hand():
     a = np.diag([2.0, 2.0, 2.0, 1.0])
     shifted = a.copy()

@@ -139,6 +139,22 @@ def test_a_plain_folder_of_scans_is_an_unlabelled_folder(tmp_path, capsys):
     assert len(summary["rounds"]) == 1
 
 
+def test_a_plain_folder_with_one_case_stored_twice_is_refused(tmp_path, capsys):
+    data, unl = _datasets(tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    scan = sorted((unl / "images").iterdir())[0]
+    shutil.copy(scan, flat / "u1.nii.gz")
+    shutil.copy(scan, flat / "u1_0000.nii.gz")  # pseudo-labels are keyed by case: one would replace the other
+    assert main(_args(tmp_path, data, flat, "--pseudo-rounds", "1")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {flat / 'u1.nii.gz'}: u1_0000.nii.gz is the same case 'u1' (a case is `u1.nii.gz` or "
+        "`u1_0000.nii.gz`, not both); keep one of them in the folder"
+    ]
+    assert not (tmp_path / "ts").exists()
+
+
 def test_a_metadata_column_typo_is_named_with_the_columns(tmp_path, capsys):
     from testkit import blob_dataset
 

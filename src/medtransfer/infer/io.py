@@ -22,7 +22,13 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 def group_scans(folder: Path, channels: int) -> dict[str, list[Path]]:
-    """NIfTI files of ``folder`` grouped into cases: ``{case}_{0000..}`` for multi-channel models, else per file."""
+    """NIfTI files of ``folder`` grouped into cases: ``{case}_{0000..}`` for multi-channel models, else per file
+    (``{case}_0000`` is ``{case}``).
+
+    Raises:
+        DataError: the folder holds no scan, or two files would be one case (``a.nii`` and ``a.nii.gz``, or ``a``
+            and ``a_0000``); the message names both.
+    """
     files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
     if not files:
         raise DataError(f"{folder}: no .nii or .nii.gz files to predict")
@@ -40,6 +46,14 @@ def group_scans(folder: Path, channels: int) -> dict[str, list[Path]]:
         match = _CHANNEL.match(stem)
         key = match["case"] if match and (channels > 1 or match["channel"] == "0000") else stem
         cases.setdefault(key, []).append(path)
+    for key, paths in cases.items():
+        plain = [p for p in paths if strip_nifti_suffix(p.name) == key]
+        if plain and len(paths) > 1:  # `case.nii.gz` beside `case_0000.nii.gz`: two scans of one case
+            other = next(p for p in paths if p != plain[0])
+            raise DataError(
+                f"{plain[0]}: {other.name} is the same case {key!r} (a case is `{key}.nii.gz` or "
+                f"`{key}_0000.nii.gz`{', ...' if channels > 1 else ''}, not both); keep one of them in the folder"
+            )
     return cases
 
 

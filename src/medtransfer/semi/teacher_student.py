@@ -264,12 +264,12 @@ def _load_unlabelled(folder: str) -> CaseDataset:
 
 
 def _flat_folder(root: Path) -> CaseDataset:
-    """A folder of NIfTI scans (``{case}.nii.gz`` or ``{case}_0000.nii.gz``), one single-channel case each (files
-    that link out of the folder are recorded as problems by :class:`CaseDataset`, as in every layout)."""
-    from ..data.io import is_nifti, strip_nifti_suffix
+    """A folder of NIfTI scans (``{case}.nii.gz`` or ``{case}_0000.nii.gz``), one single-channel case each, grouped
+    as ``medtransfer predict`` groups them (two files of one case are refused; files that link out of the folder are
+    recorded as problems by :class:`CaseDataset`, as in every layout)."""
     from ..data.layouts import Case
     from ..data.layouts.base import Layout
+    from ..infer.io import group_scans
 
-    files = sorted(p for p in root.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
-    cases = [Case(strip_nifti_suffix(p.name).removesuffix("_0000"), [p]) for p in files]
+    cases = [Case(case, files) for case, files in group_scans(root, channels=1).items()]
     return CaseDataset(root=root, layout=Layout.FOLDERS, cases=tuple(cases))
