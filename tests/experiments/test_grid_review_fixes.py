@@ -4,6 +4,8 @@ report folders, --only, strategies specs."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -328,6 +330,32 @@ def test_a_rerun_records_paths_of_its_final_folder(tmp_path):
         "checkpoint": str(run_dir / "train"),
         "other": str(tmp_path / "elsewhere"),
     }
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["seed0"]
+
+
+def test_a_rerun_moved_in_by_another_process_is_left_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from medtransfer.experiments.runner import replace_run_dir
+    from medtransfer.experiments.state import short_lock
+
+    run_dir, staging = tmp_path / "g" / "seed0", tmp_path / "g" / ".seed0.rerun"
+    run_dir.mkdir(parents=True)
+    (run_dir / "old.txt").write_text("old")
+    staging.mkdir()
+    (staging / "summary.json").write_text(json.dumps({"cell_id": "c", "result": {}}))
+    lock = tmp_path / "g" / ".seed0.rerun.move"
+    with short_lock(lock):  # another live process is moving it in: this one neither moves nor fails
+        replace_run_dir(staging, run_dir)
+    assert (run_dir / "old.txt").is_file()
+    assert staging.is_dir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": time.time()}))
+    replace_run_dir(staging, run_dir)  # a lock left by a killed mover is broken
+    assert sorted(p.name for p in run_dir.iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["seed0"]
+    replace_run_dir(staging, run_dir)  # the other process of the two: nothing left to move
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["seed0"]
 
 

@@ -64,6 +64,7 @@ from .state import (
     has_partial_outputs,
     lock_is_stale,
     read_summary,
+    short_lock,
     summary_problem,
 )
 
@@ -140,15 +141,28 @@ def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: An
 def replace_run_dir(staging: Path, run_dir: Path) -> None:
     """Move a finished staging folder onto ``run_dir``: the old folder is moved aside, the new one in, the old one
     removed; paths to the staging folder in its ``summary.json`` become paths to ``run_dir``.  A kill between the
-    two renames leaves the finished staging folder, which the next ``run_grid`` moves in (:func:`finish_reruns`)."""
-    aside = staging.with_name(f"{staging.name}.old")
-    if aside.exists():
-        shutil.rmtree(aside)
-    _repoint_summary(staging, run_dir)
-    if run_dir.exists():
-        os.rename(run_dir, aside)
-    os.rename(staging, run_dir)
-    shutil.rmtree(aside, ignore_errors=True)
+    two renames leaves the finished staging folder, which the next ``run_grid`` moves in (:func:`finish_reruns`).
+    The move holds a lock beside the staging folder (``.seed0.rerun.move``): of two ``grid run --rerun-changed``
+    processes that finish with the same rerun, one moves it in and the other leaves it (nothing to move, or the
+    other is moving it)."""
+    try:
+        with short_lock(_move_lock(staging)):
+            if not staging.is_dir():  # moved in (or removed) by another process meanwhile
+                return
+            aside = staging.with_name(f"{staging.name}.old")
+            if aside.exists():
+                shutil.rmtree(aside)
+            _repoint_summary(staging, run_dir)
+            if run_dir.exists():
+                os.rename(run_dir, aside)
+            os.rename(staging, run_dir)
+            shutil.rmtree(aside, ignore_errors=True)
+    except LockHeld as err:
+        log.info("%s is being moved in by another process (%s); leaving it", staging, err)
+
+
+def _move_lock(staging: Path) -> Path:
+    return staging.with_name(f"{staging.name}.move")
 
 
 def _repoint_summary(staging: Path, run_dir: Path) -> None:
@@ -293,7 +307,7 @@ def finish_reruns(cells: list[Cell]) -> None:
         if staging.is_dir() and read_summary(staging) is not None:
             if config_changes(dataclasses.replace(cell, run_dir=staging)):
                 log.info("cell %s: removing a finished rerun of an earlier edit of the grid", cell.id)
-                shutil.rmtree(staging)
+                shutil.rmtree(staging, ignore_errors=True)  # another process may be removing it too
             else:
                 log.info("cell %s: moving in its finished rerun", cell.id)
                 replace_run_dir(staging, cell.run_dir)

@@ -162,6 +162,21 @@ def cell_lock(
         lock.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def short_lock(lock: Path, *, stale_after_s: float = STALE_AFTER_S) -> Iterator[None]:
+    """Hold ``lock`` (taken as a cell's lock is, without a heartbeat) for a block of at most a few seconds, e.g. the
+    renames that move a finished rerun in; a lock left by a killed process is broken as a cell's stale lock is.
+
+    Raises:
+        LockHeld: a live process holds the lock.
+    """
+    _acquire(lock, stale_after_s)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def _acquire(lock: Path, stale_after_s: float) -> bool:
     broke = False
     content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
