@@ -170,3 +170,16 @@ def test_compare_pairs_matches_scipy_wilcoxon_and_statsmodels_holm():
     assert [c.pvalue_adjusted for c in got] == pytest.approx(list(holm))
     assert [c.mean_diff for c in got] == pytest.approx([np.mean(np.subtract(scores[x], scores[y])) for x, y in names])
     assert pairwise_comparisons(scores) == got  # the aligned form is the same family
+
+
+def test_heatmaps_keep_the_grids_domain_pairs_apart(monkeypatch):
+    from medtransfer.report import build as report_build
+
+    drawn = []
+    monkeypatch.setattr(report_build.plots, "domain_heatmaps", lambda rows, metric, title: drawn.append(rows) or b"")
+    rows = [row("a", "c0", 0.9, pair="s->t", grid="g"), row("a", "c0", 0.1, pair="s->t", grid="g2")]
+    section = report_build._heatmap_section(rows, "dice")
+    # pooled, one heatmap would show s->t at 0.5; per grid, two heatmaps show 0.9 and 0.1
+    assert [f.name for f in section.figures] == ["heatmap_g_brain_n1", "heatmap_g2_brain_n1"]
+    assert [[r["dice"] for r in group] for group in drawn] == [[0.9], [0.1]]
+    assert [f.name for f in report_build._heatmap_section(rows[:1], "dice").figures] == ["heatmap_brain_n1"]

@@ -228,9 +228,11 @@ def _heatmap_section(rows, metric: str | None) -> Section:
     pairs = [r for r in rows if r.get("source_domain") is not None]
     if metric is None or not pairs:
         return Section(title, note="Omitted: the grid has no source->target domain pairs.")
+    # as the tables do, two grids' runs of one domain pair are two heatmaps, never one pooled mean
+    by = ("grid", "target", "budget") if len({r.get("grid") for r in pairs}) > 1 else ("target", "budget")
     figures = [
-        Figure(_slug("heatmap", target, budget), plots.domain_heatmaps(group, metric, f"{target}, {budget}"))
-        for (target, budget), group in group_rows(pairs, ("target", "budget")).items()
+        Figure(_slug("heatmap", *key), plots.domain_heatmaps(group, metric, ", ".join(map(str, key))))
+        for key, group in group_rows(pairs, by).items()
     ]
     text = f"Mean {metric_name(metric)} per source domain (rows) and target domain (columns); grey: not run."
     return Section(title, (text,), figures=tuple(figures))
