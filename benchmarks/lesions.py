@@ -94,8 +94,11 @@ def build_source(work: Path, seed: int, spacing: float, targets: list[str], subj
     return build(work, seed, spacing, targets, subjects, SOURCE_DOMAINS, name)
 
 
-def train_source(name: str, root: Path, work: Path, recipe: Path, seed: int, epochs: int) -> dict:
-    """Train ``recipe`` from scratch on every scanner of the source build; its last weights are the source."""
+def train_source(
+    name: str, root: Path, work: Path, recipe: Path, seed: int, epochs: int, precision: dict | None = None
+) -> dict:
+    """Train ``recipe`` from scratch on every scanner of the source build (``precision``: a ``train.precision``
+    override); its last weights are the source."""
     out = work / f"source_{name}_seed{seed}"
     start = time.perf_counter()
     config = FinetuneConfig.from_yaml(
@@ -106,7 +109,7 @@ def train_source(name: str, root: Path, work: Path, recipe: Path, seed: int, epo
         n_labelled="all",
         seed=0,
         **SOURCE_SPLIT,
-        train={"epochs": epochs},
+        train={"epochs": epochs, **(precision or {})},
     )
     run_finetune(config, resume=True)
     summary = json.loads((out / "summary.json").read_text())
@@ -263,6 +266,13 @@ def main() -> None:
     parser.add_argument("--source-subjects", type=int, default=10, help="source subjects per scanner profile")
     parser.add_argument("--source-epochs", type=int, default=60, help="epochs of the source's training (50 steps)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick checks)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "auto"),
+        default=None,
+        help="override the recipes' train.precision (source and target): bf16 trains ~2.7x faster on a CPU with "
+        "AMX or AVX512-BF16 (default: the recipe's, fp32)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.source_seed is not None and args.source_seed == args.seed:
@@ -313,13 +323,17 @@ def run(args: argparse.Namespace) -> dict:
     """Build, (train the source,) train and score every target; the report as a dict."""
     start = time.perf_counter()
     root = build(args.work, args.seed, args.spacing, args.targets)
-    overrides = {"train": {"epochs": args.epochs}} if args.epochs else {}
+    train = {"epochs": args.epochs} if args.epochs else {}
+    precision = {"precision": args.precision} if args.precision else {}
+    overrides = {"train": {**train, **precision}} if train or precision else {}
     recipes = {t: args.recipe or RECIPES[t] for t in args.targets}
     sources: dict[str, dict] = {}
     if args.source_seed is not None:
         source_root = build_source(args.work, args.source_seed, args.spacing, args.targets, args.source_subjects)
         for t in args.targets:
-            sources[t] = train_source(t, source_root, args.work, recipes[t], args.source_seed, args.source_epochs)
+            sources[t] = train_source(
+                t, source_root, args.work, recipes[t], args.source_seed, args.source_epochs, precision
+            )
     results = {}
     for t in args.targets:
         init = Path(sources[t]["checkpoint"]) if t in sources else args.init
@@ -329,6 +343,7 @@ def run(args: argparse.Namespace) -> dict:
     report = {
         "build": {"seed": args.seed, "spacing_mm": args.spacing, "subjects": 16, "domain": DOMAIN, "path": str(root)},
         "recipes": {t: str(r.relative_to(REPO) if r.is_relative_to(REPO) else r) for t, r in recipes.items()},
+        "precision": args.precision or "the recipe's",
         "lesion_match": lesion_match_rule(DEFAULT_LESION_IOU),
         "results": results,
         "pass": all(r["pass"] for r in results.values()),

@@ -207,3 +207,30 @@ def test_lesions_json_names_the_machine(lb, tmp_path, monkeypatch, capsys):
     assert printed["build"] == {"seed": 11}
     expected = {"cpu_model": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     assert printed["machine"] == expected
+
+
+def test_lesions_precision_reaches_the_source_and_the_target(lb, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(lb, "build", lambda work, *a: tmp_path)
+    monkeypatch.setattr(lb, "build_source", lambda work, *a: tmp_path / "source")
+
+    def train_source(name, root, work, recipe, seed, epochs, precision=None):
+        seen["source"] = precision
+        return {"checkpoint": str(tmp_path / "src.pt")}
+
+    def run_target(name, root, work, recipe, seed, overrides, init=None, source_seed=None):
+        seen["target"] = overrides
+        return {"pass": False}
+
+    monkeypatch.setattr(lb, "train_source", train_source)
+    monkeypatch.setattr(lb, "run_target", run_target)
+    args = lb.argparse.Namespace(
+        seed=11, spacing=1.0, targets=["stroke"], recipe=None, work=tmp_path, init=None, source_seed=101,
+        source_subjects=10, source_epochs=60, epochs=2, precision="bf16", json=None,
+    )  # fmt: skip
+    report = lb.run(args)
+    assert seen == {"source": {"precision": "bf16"}, "target": {"train": {"epochs": 2, "precision": "bf16"}}}
+    assert report["precision"] == "bf16"
+    args.precision, args.epochs = None, None
+    assert lb.run(args)["precision"] == "the recipe's"
+    assert seen == {"source": {}, "target": {}}
