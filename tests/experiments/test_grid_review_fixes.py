@@ -85,6 +85,28 @@ def test_rerun_changed_replaces_the_changed_cells_results(tmp_path, capsys):
     assert "grid g: 0 ran, 4 already done" in capsys.readouterr().out
 
 
+def test_a_rerun_another_process_moved_in_meanwhile_is_not_run_again(tmp_path, capsys):
+    """Process B found the cell changed when it started; process A reran it and moved it in before B got to it."""
+    import dataclasses
+
+    from medtransfer.experiments.runner import execute_cell, staging_dir
+    from medtransfer.experiments.spec import expand_grid
+
+    results = tmp_path / "res"
+    assert main(["grid", "run", str(_write(tmp_path, DUMMY)), "--results", str(results)]) == 0
+    changed = {**DUMMY, "overrides": [{"when": {"strategy": "full"}, "set": {"dummy": {"level": 0.9}}}]}
+    grid = _write(tmp_path, changed)
+    cell = next(c for c in expand_grid(load_grid(grid), results) if c.id.endswith("none__full/nall/seed0"))
+    staged_by_b = dataclasses.replace(cell, run_dir=staging_dir(cell), replaces=cell.run_dir)
+    assert main(["grid", "run", str(grid), "--results", str(results), "--rerun-changed"]) == 0  # process A
+    before = _tree(cell.run_dir)
+    calls = []
+    outcome = execute_cell(staged_by_b, lambda *a, **k: calls.append(a) or {})
+    assert (outcome.status, outcome.skipped, calls) == ("done", True, [])
+    assert _tree(cell.run_dir) == before
+    assert not staging_dir(cell).exists()
+
+
 def test_a_failed_rerun_leaves_the_old_results_untouched(tmp_path, capsys):
     results = tmp_path / "res"
     assert main(["grid", "run", str(_write(tmp_path, DUMMY)), "--results", str(results)]) == 0
@@ -323,7 +345,7 @@ def test_a_rerun_records_paths_of_its_final_folder(tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / "old.txt").write_text("old")
     staging.mkdir()
-    summary = {"result": {"checkpoint": str(staging / "train"), "other": str(tmp_path / "elsewhere")}}
+    summary = {"cell_id": "c", "result": {"checkpoint": str(staging / "train"), "other": str(tmp_path / "elsewhere")}}
     (staging / "summary.json").write_text(json.dumps(summary))
     replace_run_dir(staging, run_dir)
     assert json.loads((run_dir / "summary.json").read_text())["result"] == {
@@ -352,6 +374,8 @@ def test_a_rerun_moved_in_by_another_process_is_left_alone(tmp_path):
     assert staging.is_dir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": time.time()}))
+    (tmp_path / "g" / ".seed0.rerun.old").mkdir()  # and the old run folder a kill between its renames left
+    (tmp_path / "g" / ".seed0.rerun.old" / "older.txt").write_text("older")
     replace_run_dir(staging, run_dir)  # a lock left by a killed mover is broken
     assert sorted(p.name for p in run_dir.iterdir()) == ["summary.json"]
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["seed0"]

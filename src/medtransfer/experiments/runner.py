@@ -135,6 +135,8 @@ def execute_cell(cell: Cell, cell_fn: CellFunction | None = None, *, tracker: An
     outcome = _execute_cell(cell, cell_fn, tracker=tracker)
     if cell.replaces is not None and outcome.status is CellStatus.DONE:
         replace_run_dir(cell.run_dir, cell.replaces)
+        if read_summary(cell.run_dir) is None:  # another process's rerun was moved in: drop the folder the lock made
+            shutil.rmtree(cell.run_dir, ignore_errors=True)
     return outcome
 
 
@@ -145,20 +147,26 @@ def replace_run_dir(staging: Path, run_dir: Path) -> None:
     The move holds a lock beside the staging folder (``.seed0.rerun.move``): of two ``grid run --rerun-changed``
     processes that finish with the same rerun, one moves it in and the other leaves it (nothing to move, or the
     other is moving it)."""
+    aside = staging.with_name(f"{staging.name}.old")
     try:
-        with short_lock(_move_lock(staging)):
-            if not staging.is_dir():  # moved in (or removed) by another process meanwhile
+        with short_lock(_move_lock(staging)):  # renames only: the removals below may take long on a shared disk
+            if read_summary(staging) is None:  # moved in (or removed) by another process meanwhile
                 return
-            aside = staging.with_name(f"{staging.name}.old")
-            if aside.exists():
-                shutil.rmtree(aside)
+            if aside.exists():  # left by a kill between the renames of an earlier move
+                os.rename(aside, aside.with_name(f"{aside.name}.{os.getpid()}.{time.monotonic_ns()}"))
             _repoint_summary(staging, run_dir)
             if run_dir.exists():
                 os.rename(run_dir, aside)
             os.rename(staging, run_dir)
-            shutil.rmtree(aside, ignore_errors=True)
     except LockHeld as err:
         log.info("%s is being moved in by another process (%s); leaving it", staging, err)
+    _remove_old_runs(staging)
+
+
+def _remove_old_runs(staging: Path) -> None:
+    """Remove the old run folders the moves of ``staging`` set aside (``.seed0.rerun.old``, ``.old.<pid>.<ns>``)."""
+    for old in staging.parent.glob(f"{staging.name}.old*"):
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _move_lock(staging: Path) -> Path:
@@ -199,6 +207,8 @@ def _execute_cell(cell: Cell, cell_fn: CellFunction | None, *, tracker: Any) -> 
         with cell_lock(run_dir) as broke_stale_lock:
             if read_summary(run_dir) is not None:  # finished by another worker while we waited
                 return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
+            if cell.replaces is not None and _rerun_moved_in(cell):
+                return CellOutcome(cell.id, CellStatus.DONE, skipped=True)
             if broke_stale_lock:
                 log.info("cell %s: took over the stale lock of an interrupted attempt", cell.id)
             if summary_problem(run_dir):  # e.g. truncated: the cell is not done, and its function sees no summary
@@ -208,6 +218,16 @@ def _execute_cell(cell: Cell, cell_fn: CellFunction | None, *, tracker: Any) -> 
     except LockHeld as err:
         log.info("cell %s is running elsewhere (%s); leaving it", cell.id, err)
         return CellOutcome(cell.id, CellStatus.RUNNING, error=str(err))
+
+
+def _rerun_moved_in(cell: Cell) -> bool:
+    """Whether another process already reran this changed cell and moved its result in: the run folder it replaces
+    is finished with the cell's current config (this process found the cell changed before that)."""
+    done = dataclasses.replace(cell, run_dir=cell.replaces, replaces=None)
+    if read_summary(done.run_dir) is None or not (done.run_dir / CONFIG).is_file() or config_changes(done):
+        return False
+    log.info("cell %s: rerun and moved in by another process meanwhile; leaving it", cell.id)
+    return True
 
 
 def _drop_stale_lock(run_dir: Path) -> None:
@@ -311,7 +331,7 @@ def finish_reruns(cells: list[Cell]) -> None:
             else:
                 log.info("cell %s: moving in its finished rerun", cell.id)
                 replace_run_dir(staging, cell.run_dir)
-        shutil.rmtree(staging.with_name(f"{staging.name}.old"), ignore_errors=True)
+        _remove_old_runs(staging)
 
 
 def _run_locked(cell: Cell, cell_fn: CellFunction, resume: bool, tracker: Any) -> CellOutcome:
