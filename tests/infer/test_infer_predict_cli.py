@@ -111,6 +111,21 @@ def test_predict_folder_of_two_channel_cases(tmp_path):
         assert _dice(labels == 3, box) > 0.9
 
 
+def test_a_two_channel_case_stored_also_as_one_file_is_named(tmp_path, capsys):
+    run = _run(tmp_path, in_channels=2)
+    array, affine, _ = _scan()
+    (tmp_path / "in").mkdir()
+    for name in ("a_0000.nii", "a_0001.nii", "a.nii"):
+        save_nifti(tmp_path / "in" / name, array, affine)
+    argv = ["predict", "--model", str(run), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'in' / 'a.nii'}: a_0000.nii is the same case 'a' (a case is one file named a.nii or "
+        "files named a_0000, a_0001, ..., not both); keep one of them in the folder\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     run = _run(tmp_path)
     save_nifti(tmp_path / "flat.nii.gz", np.zeros((4, 5), np.float32), np.eye(4))

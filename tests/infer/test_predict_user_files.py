@@ -100,6 +100,7 @@ def test_a_case_stored_twice_is_named(tmp_path, capsys):
     assert _predict(run, tmp_path / "in", tmp_path / "out") == 2
     err = _one_error(capsys)
     assert f"{tmp_path / 'in' / 'dup.nii.gz'}: dup.nii has the same name without its suffix, so both would be" in err
+    assert err.rstrip().endswith("both would be one case; keep one of them in the folder")
 
 
 def test_a_case_stored_with_and_without_its_channel_suffix_is_named(tmp_path, capsys):
@@ -109,9 +110,17 @@ def test_a_case_stored_with_and_without_its_channel_suffix_is_named(tmp_path, ca
     save_nifti(tmp_path / "in" / "dup_0000.nii.gz", array, affine)
     assert _predict(run, tmp_path / "in", tmp_path / "out") == 2
     err = _one_error(capsys)
-    assert f"{tmp_path / 'in' / 'dup.nii.gz'}: dup_0000.nii.gz is the same case 'dup'" in err
-    assert "keep one of them in the folder" in err
+    assert err == (
+        f"error: {tmp_path / 'in' / 'dup.nii.gz'}: dup_0000.nii.gz is the same case 'dup' (a case is one file named "
+        "dup.nii.gz or files named dup_0000, not both); keep one of them in the folder\n"
+    )
     assert not (tmp_path / "out").exists()
+    # predicting into the input folder: the message names an earlier prediction as the likely second file
+    assert _predict(run, tmp_path / "in", tmp_path / "in") == 2
+    assert _one_error(capsys).endswith(
+        "keep one of them in the folder (a label map predicted into this folder is one of them: give another "
+        "--output)\n"
+    )
 
 
 def test_grid_offset_is_the_largest_voxel_displacement_worked_out_by_hand():

@@ -149,9 +149,21 @@ def test_a_plain_folder_with_one_case_stored_twice_is_refused(tmp_path, capsys):
     assert main(_args(tmp_path, data, flat, "--pseudo-rounds", "1")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"error: {flat / 'u1.nii.gz'}: u1_0000.nii.gz is the same case 'u1' (a case is `u1.nii.gz` or "
-        "`u1_0000.nii.gz`, not both); keep one of them in the folder"
+        f"error: {flat / 'u1.nii.gz'}: u1_0000.nii.gz is the same case 'u1' (a case is one file named u1.nii.gz or "
+        "files named u1_0000, not both); keep one of them in the folder"
     ]
+    assert not (tmp_path / "ts").exists()
+
+
+def test_a_folder_of_hidden_files_only_is_not_a_plain_folder_of_scans(tmp_path, capsys):
+    data, _ = _datasets(tmp_path)
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "._u1.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata, not a scan
+    assert main(_args(tmp_path, data, hidden, "--pseudo-rounds", "1")) == 2
+    err = capsys.readouterr().err
+    assert "to predict" not in err
+    assert str(hidden) in err
     assert not (tmp_path / "ts").exists()
 
 

@@ -21,9 +21,15 @@ logger = logging.getLogger(__name__)
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-def group_scans(folder: Path, channels: int) -> dict[str, list[Path]]:
+def group_scans(folder: Path, channels: int, *, what: str = "predict", hint: str = "") -> dict[str, list[Path]]:
     """NIfTI files of ``folder`` grouped into cases: ``{case}_{0000..}`` for multi-channel models, else per file
     (``{case}_0000`` is ``{case}``).
+
+    Args:
+        folder: the folder of scans (hidden files are skipped).
+        channels: the model's input channels.
+        what: what the scans are for, in the messages (``predict``, ``pseudo-label``).
+        hint: added to the message about two files of one case (e.g. where an earlier prediction may be one).
 
     Raises:
         DataError: the folder holds no scan, or two files would be one case (``a.nii`` and ``a.nii.gz``, or ``a``
@@ -31,14 +37,14 @@ def group_scans(folder: Path, channels: int) -> dict[str, list[Path]]:
     """
     files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
     if not files:
-        raise DataError(f"{folder}: no .nii or .nii.gz files to predict")
+        raise DataError(f"{folder}: no .nii or .nii.gz files to {what}")
     stems: dict[str, Path] = {}
     for path in files:
         twin = stems.setdefault(strip_nifti_suffix(path.name), path)
         if twin != path:
             raise DataError(
-                f"{path}: {twin.name} has the same name without its suffix, so both would be one output; keep "
-                "one of them in the folder"
+                f"{path}: {twin.name} has the same name without its suffix, so both would be one case; keep one of "
+                f"them in the folder{hint}"
             )
     cases: dict[str, list[Path]] = {}
     for path in files:
@@ -51,8 +57,9 @@ def group_scans(folder: Path, channels: int) -> dict[str, list[Path]]:
         if plain and len(paths) > 1:  # `case.nii.gz` beside `case_0000.nii.gz`: two scans of one case
             other = next(p for p in paths if p != plain[0])
             raise DataError(
-                f"{plain[0]}: {other.name} is the same case {key!r} (a case is `{key}.nii.gz` or "
-                f"`{key}_0000.nii.gz`{', ...' if channels > 1 else ''}, not both); keep one of them in the folder"
+                f"{plain[0]}: {other.name} is the same case {key!r} (a case is one file named {plain[0].name} or "
+                f"files named {key}_0000{'' if channels == 1 else ', ' + key + '_0001, ...'}, not both); keep one "
+                f"of them in the folder{hint}"
             )
     return cases
 
@@ -145,7 +152,9 @@ def plan_predictions(
             raise DataError(f"{output}: for an input folder the output must be a folder, not a NIfTI file name")
         if output.exists() and not output.is_dir():
             raise DataError(f"{output}: is a file; for an input folder the output must be a folder")
-        jobs = [(files, output / f"{case}.nii.gz") for case, files in group_scans(source, channels).items()]
+        earlier = " (a label map predicted into this folder is one of them: give another --output)"
+        groups = group_scans(source, channels, hint=earlier if output.resolve() == source.resolve() else "")
+        jobs = [(files, output / f"{case}.nii.gz") for case, files in groups.items()]
         allowed = "give an --output folder other than the input folder"
     else:
         raise DataError(f"{source}: input not found (give a .nii/.nii.gz file or a folder of them)")

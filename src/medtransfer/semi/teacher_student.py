@@ -251,10 +251,8 @@ class _Context:
 
 def _load_unlabelled(folder: str) -> CaseDataset:
     """The unlabelled scans (label problems do not matter); a file outside the folder is refused, as everywhere."""
-    from ..data.io import is_nifti
-
     root = Path(folder)
-    flat = root.is_dir() and not (root / "images").is_dir() and any(is_nifti(p) for p in root.iterdir())
+    flat = root.is_dir() and not (root / "images").is_dir() and any(_visible_scan(p) for p in root.iterdir())
     # a plain folder of scans, as `medtransfer predict` takes, or any dataset layout
     dataset = _flat_folder(root) if flat else load_dataset(folder, strict=False)
     outside = [str(problem) for problem in dataset.problems if problem.outside_root]
@@ -263,13 +261,19 @@ def _load_unlabelled(folder: str) -> CaseDataset:
     return dataset
 
 
+def _visible_scan(path: Path) -> bool:
+    from ..data.io import is_nifti
+
+    return path.is_file() and is_nifti(path) and not path.name.startswith(".")
+
+
 def _flat_folder(root: Path) -> CaseDataset:
     """A folder of NIfTI scans (``{case}.nii.gz`` or ``{case}_0000.nii.gz``), one single-channel case each, grouped
-    as ``medtransfer predict`` groups them (two files of one case are refused; files that link out of the folder are
-    recorded as problems by :class:`CaseDataset`, as in every layout)."""
+    as ``medtransfer predict`` groups them for a one-channel model (two files of one case are refused; files that
+    link out of the folder are recorded as problems by :class:`CaseDataset`, as in every layout)."""
     from ..data.layouts import Case
     from ..data.layouts.base import Layout
     from ..infer.io import group_scans
 
-    cases = [Case(case, files) for case, files in group_scans(root, channels=1).items()]
+    cases = [Case(case, files) for case, files in group_scans(root, channels=1, what="pseudo-label").items()]
     return CaseDataset(root=root, layout=Layout.FOLDERS, cases=tuple(cases))
