@@ -1,4 +1,4 @@
-"""Device and precision choice: the fast paths (bf16 autocast on CPUs with native bf16, AMP + channels_last on CUDA).
+"""Device and precision choice: the fast paths (bf16 autocast + channels_last on CPUs with native bf16, AMP on CUDA).
 
 On CPUs without native bf16 (AVX2-only x86, e.g. AMD EPYC before Zen 4) bf16 is emulated and >10x slower
 than fp32, so ``auto`` trains in fp32 there; fp32 still gets channels_last when the model is BatchNorm-only,
@@ -138,10 +138,8 @@ def resolve_precision(
     """Pick autocast dtype and memory format.
 
     ``auto`` is what :func:`auto_precision` says; an explicit ``precision`` always wins; ``channels_last``
-    overrides the format.  Without an override, on CPU with ``model`` given, channels_last is used when
-    :func:`prefers_channels_last` (BatchNorm-only conv nets), in fp32 and in bf16 alike (bf16 steps of an
-    InstanceNorm U-Net are ~1.3x slower in channels_last, 2D and 3D, on an AMX Xeon); otherwise (CUDA, or no model)
-    the reduced-precision paths use it.
+    overrides the format.  Without an override, the reduced-precision paths use channels_last, and fp32 on CPU
+    uses it when ``model`` is given and :func:`prefers_channels_last` (BatchNorm-only conv nets).
     """
     precision = Precision(precision)
     if precision == Precision.AUTO:
@@ -150,10 +148,7 @@ def resolve_precision(
         raise ConfigError("precision fp16 needs CUDA; use bf16 or fp32 on CPU")
     dtype = {Precision.FP32: None, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[precision]
     if channels_last is None:
-        if device.type == "cpu" and model is not None:  # oneDNN: the norm layers decide, in bf16 as in fp32
-            channels_last = prefers_channels_last(model)
-        else:
-            channels_last = dtype is not None
+        channels_last = dtype is not None or (device.type == "cpu" and prefers_channels_last(model))
     return PrecisionPlan(
         device=device,
         autocast_dtype=dtype,
