@@ -230,7 +230,24 @@ def test_lesions_precision_reaches_the_source_and_the_target(lb, tmp_path, monke
     )  # fmt: skip
     report = lb.run(args)
     assert seen == {"source": {"precision": "bf16"}, "target": {"train": {"epochs": 2, "precision": "bf16"}}}
-    assert report["precision"] == "bf16"
+    assert report["train_precision"] == {"stroke": "bf16"}
     args.precision, args.epochs = None, None
-    assert lb.run(args)["precision"] == "the recipe's"
+    assert lb.run(args)["train_precision"] == {"stroke": "fp32"}  # lesion_recipe.yaml's
     assert seen == {"source": {}, "target": {}}
+
+
+def test_lesions_source_training_takes_the_precision_override(lb, tmp_path, monkeypatch):
+    configs = []
+
+    def run_finetune(config, resume):
+        configs.append(config)
+        (Path(config.out)).mkdir(parents=True)
+        summary = {"labelled_cases": ["a", "b"], "val_cases": ["c"], "test_cases": ["d"]}
+        (Path(config.out) / "summary.json").write_text(json.dumps(summary))
+
+    monkeypatch.setattr(lb, "run_finetune", run_finetune)
+    recipe = lb.RECIPES["stroke"]
+    lb.train_source("stroke", tmp_path / "build", tmp_path / "a", recipe, 101, 3, {"precision": "bf16"})
+    lb.train_source("stroke", tmp_path / "build", tmp_path / "b", recipe, 101, 3)
+    assert [(c.train["epochs"], c.train["precision"]) for c in configs] == [(3, "bf16"), (3, "fp32")]
+    assert configs[0].train["lr"] == configs[1].train["lr"] == 3.0e-3  # the rest of the recipe's train section kept
