@@ -58,6 +58,16 @@ class MissingSourceError(MedTransferError):
     """An offline data source (a Debian or PyPI package) is not installed."""
 
 
+def check_seed(seed: object, name: str = "seed") -> None:
+    """Refuse a seed that is not a whole number >= 0 (``True`` included: a YAML ``yes`` is no seed).
+
+    Raises:
+        ConfigError: ``<name> must be a whole number >= 0, got <value>``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, got {seed!r}")
+
+
 def did_you_mean(name: str, choices: Iterable[str], *, what: str = "name") -> str:
     """Format an "unknown name" message with close matches, as MONAI's ``look_up_option`` does.
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data.io import save_nifti
 from ..data.layouts import write_dataset_json
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, check_seed, did_you_mean
 from ..utils import atomic_path
 from .atlas import load_head_atlas
 from .layout import DATASETS, LABELS_1MM, METADATA_COLUMNS, DatasetSpec
@@ -66,8 +66,7 @@ class BenchmarkConfig:
             raise ConfigError(f"subjects_per_domain must be >= 1, got {self.subjects_per_domain}")
         if not 1.0 <= self.spacing <= 4.0:
             raise ConfigError(f"spacing must be between 1 and 4 mm, got {self.spacing}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"--seed must be a whole number >= 0, got {self.seed!r}")
+        check_seed(self.seed, "--seed")
         if self.sources and self.natural_count < 1:
             raise ConfigError(f"--natural-count must be >= 1 (or pass --no-sources), got {self.natural_count}")
 

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..transfer import list_strategies
-    from ..transfer.registry import create_params, parse_strategy_spec
+    from ..transfer.registry import check_strategy, parse_strategy_spec
 
     given: dict = {}
     if args.name in REFERENCES:
@@ -41,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
         if args.name:
             try:
                 _, given = parse_strategy_spec(args.name)  # "first_k:2": the entry and its parsed parameters
-                entry, params = create_params(args.name)
-                if entry.build is not None:
-                    entry.build(params)  # the parameters' ranges (first_k:0 is refused here, as in a run)
+                entry, _ = check_strategy(args.name)  # with the parameters' ranges (first_k:0), as in a run
             except ConfigError as err:
                 raise ConfigError(
                     f"strategy {args.name!r}: {err}" if repr(args.name) not in str(err) else str(err)

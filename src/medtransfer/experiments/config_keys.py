@@ -277,13 +277,11 @@ def _check_classification_kind(config: Mapping[str, Any], where: str, cell: str)
 
 def _check_strategy(spec: str, task: Any, where: str, path: str) -> None:
     """The strategy as ``run_finetune`` checks it (name, parameters, task) plus the ranges its builder checks."""
-    from ..transfer.registry import create_params
+    from ..transfer.registry import check_strategy
 
     try:
-        entry, params = create_params(spec)
+        entry, _ = check_strategy(spec)
         entry.check_task(task)
-        if entry.build is not None:  # data strategies check their parameters' ranges here (first_k:0, ...)
-            entry.build(params)
     except ConfigError as err:
         named = "" if repr(spec) in str(err) else f"{spec!r}: "
         raise ConfigError(f"{where}: {path}: {named}{err}") from err

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, check_seed, did_you_mean
 from ..infer.postprocess import check_min_component
 from ..train.augment import AugmentMode
 from ..utils import read_yaml_mapping
@@ -133,8 +133,7 @@ class FinetuneConfig:
             ):
                 raise ConfigError(f"patch_size must be positive whole numbers such as [48, 48, 48], got {sizes!r}")
         object.__setattr__(self, "patch_size", self.patch_size and tuple(int(p) for p in self.patch_size))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        check_seed(self.seed)
         if isinstance(self.n_labelled, str) and self.n_labelled.strip().isdigit():
             object.__setattr__(self, "n_labelled", int(self.n_labelled))
         if self.n_labelled != ALL:

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, check_seed, did_you_mean
 from .options import SourceDomain, SourceTask, parse_domain, parse_task
 
 # One architecture for every source (Zoetmulder et al.): only the source differs, never the network.
@@ -73,8 +73,7 @@ class PretrainConfig:
         if self.domains is not None:
             object.__setattr__(self, "domains", tuple(self.domains))
         object.__setattr__(self, "datasets", tuple(self.datasets))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"pretrain: --seed must be a whole number >= 0, got {self.seed!r}")
+        check_seed(self.seed, "pretrain: --seed")
         depth = int(self.model_config.get("depth", 4))
         if self.size < 8 or self.size % (2**depth):
             raise ConfigError(f"pretrain: size must be a multiple of 2**depth = {2**depth}, got {self.size}")

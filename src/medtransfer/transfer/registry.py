@@ -186,5 +186,18 @@ def create_params(spec: str | Mapping[str, Any]) -> tuple[StrategyEntry, Any]:
     return entry, entry.params_cls(**args)
 
 
+def check_strategy(spec: str | Mapping[str, Any]) -> tuple[StrategyEntry, Any]:
+    """:func:`create_params` plus the ranges the strategy's builder checks (``first_k:0`` is refused here, as in a
+    run); what needs the model's stages (``first_k:99`` on a 5-stage model) is checked when the strategy is applied.
+
+    Raises:
+        ConfigError: unknown name, bad parameter, or a parameter out of its range.
+    """
+    entry, params = create_params(spec)
+    if entry.build is not None:
+        entry.build(params)
+    return entry, params
+
+
 def _load_builtins() -> None:
     from . import strategies  # noqa: F401  (registers the built-in strategies on first use)
