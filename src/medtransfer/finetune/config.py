@@ -222,9 +222,7 @@ class FinetuneConfig:
             from ..train.config import TrainConfig
 
             for key, section in (("train", TrainConfig), ("preprocess", PreprocessConfig)):
-                if data.get(key) is not None and not isinstance(data[key], dict):
-                    raise ConfigError(f"{key}: must be a mapping of options, got {data[key]!r}")
-                section.from_dict(dict(data.get(key) or {}))
+                section.from_dict(dict(data.get(key) or {}))  # from_dict above refused a section that is no mapping
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from err
         return cls.from_dict(data, **overrides)
