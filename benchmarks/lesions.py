@@ -11,6 +11,8 @@ predicts the 8 test scans as ``medtransfer predict`` does and scores them with t
 lesion recall / precision / F1, false positives per scan, per-lesion recall by reference volume, seconds and
 pass/fail against issue 16's targets.
 
+    # one thread per run; with more threads on cores other jobs share, add OMP_WAIT_POLICY=PASSIVE (libgomp's
+    # waiting threads otherwise spin and slow every job on the machine, as the medtransfer command avoids)
     OMP_NUM_THREADS=1 python benchmarks/lesions.py --seed 23 [--spacing 1] [--targets stroke ms] [--work DIR]
         [--init SOURCE.pt]   # fine-tune a pretrained source (e.g. from `medtransfer pretrain zoo`) instead
         [--source-seed 101]  # first train the recipe on a lesion build of the five *other* scanners, then
