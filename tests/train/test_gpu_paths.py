@@ -122,3 +122,18 @@ def test_finetune_and_predict_on_the_device_agree_with_the_cpu(tmp_path, test_de
         masks[device] = np.asarray(nib.load(out).dataobj)
     assert masks["cpu"].shape == nib.load(scan).shape
     assert np.mean(masks[str(test_device)] == masks["cpu"]) > 0.95  # bf16 on either side may flip a few edge voxels
+
+
+def test_finetune_tunes_its_postprocessing_on_the_device(tmp_path, test_device, monkeypatch):
+    import medtransfer.infer as infer
+    from medtransfer.finetune import FinetuneConfig, run_finetune
+
+    devices, load = [], infer.load_predictor
+    monkeypatch.setattr(infer, "load_predictor", lambda *a, **k: devices.append(k["device"]) or load(*a, **k))
+    data, run = write_cube_dataset(tmp_path / "ds", n=6, size=16), tmp_path / "run"
+    train = {**TRAIN, "epochs": 2, "device": str(test_device)}
+    options = {"data": str(data), "out": str(run), "init": None, "n_labelled": 2, "min_component_mm3": "auto"}
+    run_finetune(FinetuneConfig.from_dict({**options, "train": train}))
+    assert devices  # the validation scans were predicted to tune the minimum component size ...
+    assert set(devices) == {str(test_device)}  # ... on the run's device, not on the CPU
+    assert "postprocess" in load_checkpoint(run / "checkpoints" / "checkpoint_last.pt")["meta"]

@@ -153,7 +153,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     if ctx.is_main and config.min_component_mm3 == "auto":
         # the training labels bound the size (whole labelled scans only: a slice budget's user has no 3D lesions)
         train_ids = [] if config.every_kth_slice else selection.labelled_ids
-        tune_postprocess(fitted.result, dataset, selection.val_ids, train_ids)
+        tune_postprocess(fitted.result, dataset, selection.val_ids, train_ids, device=str(fitted.trainer.plan.device))
     if ctx.is_main:
         _write_summary(out, config, fitted, selection, time.perf_counter() - start)
     barrier(ctx)
@@ -168,7 +168,7 @@ def _sampler(config: FinetuneConfig, train_cfg: TrainConfig, train_data, ctx) ->
     return StepBatchSampler(len(train_data), *args)
 
 
-def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=()) -> None:
+def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=(), *, device: str = "cpu") -> None:
     """Tune the minimum component size on the validation cases and store it in the run's checkpoints.
 
     Each checkpoint (best, last) predicts the validation scans as ``medtransfer predict`` would (its mirroring and
@@ -180,7 +180,8 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=()) -> Non
     ``meta["postprocess"]`` then records the size, both caps, the candidates' F1 and the cases, and every later
     prediction from that checkpoint applies it.  Without validation cases (every labelled scan trains) the size is
     the free size itself, the training labels' prior that a tuned run falls back on when its validation scans cannot
-    tell the sizes apart; with neither validation cases nor whole labelled scans nothing is removed.
+    tell the sizes apart; with neither validation cases nor whole labelled scans nothing is removed.  The
+    validation scans are predicted in fp32 on ``device`` (the run's: a GPU run does not predict them on the CPU).
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..infer import load_predictor
@@ -191,7 +192,7 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=()) -> Non
     for path in dict.fromkeys(p for p in (result.best_checkpoint, result.last_checkpoint) if p is not None):
         predict = None
         if val_ids:
-            predictor = load_predictor(path, device="cpu", precision="fp32")
+            predictor = load_predictor(path, device=device, precision="fp32")
             predictor.postprocess = {}
             predict = predictor.predict
         tuned = tune_on_validation(predict, dataset, val_ids, train_ids)
