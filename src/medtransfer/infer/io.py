@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
+def visible_scans(folder: Path) -> list[Path]:
+    """The NIfTI files of ``folder``, sorted; hidden files (macOS ``._*`` metadata, say) are no scans."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
+
+
 def group_scans(folder: Path, channels: int, *, what: str = "predict", hint: str = "") -> dict[str, list[Path]]:
     """NIfTI files of ``folder`` grouped into cases: ``{case}_{0000..}`` for multi-channel models, else per file
     (``{case}_0000`` is ``{case}``).
@@ -35,7 +40,7 @@ def group_scans(folder: Path, channels: int, *, what: str = "predict", hint: str
         DataError: the folder holds no scan, or two files would be one case (``a.nii`` and ``a.nii.gz``, or ``a``
             and ``a_0000``); the message names both.
     """
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
+    files = visible_scans(folder)
     if not files:
         raise DataError(f"{folder}: no .nii or .nii.gz files to {what}")
     stems: dict[str, Path] = {}

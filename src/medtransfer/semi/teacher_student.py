@@ -251,20 +251,16 @@ class _Context:
 
 def _load_unlabelled(folder: str) -> CaseDataset:
     """The unlabelled scans (label problems do not matter); a file outside the folder is refused, as everywhere."""
+    from ..infer.io import visible_scans
+
     root = Path(folder)
-    flat = root.is_dir() and not (root / "images").is_dir() and any(_visible_scan(p) for p in root.iterdir())
+    flat = root.is_dir() and not (root / "images").is_dir() and bool(visible_scans(root))
     # a plain folder of scans, as `medtransfer predict` takes, or any dataset layout
     dataset = _flat_folder(root) if flat else load_dataset(folder, strict=False)
     outside = [str(problem) for problem in dataset.problems if problem.outside_root]
     if outside:
         raise DataError(f"{folder}: {len(outside)} unlabelled file(s) outside the folder: {'; '.join(outside[:5])}")
     return dataset
-
-
-def _visible_scan(path: Path) -> bool:
-    from ..data.io import is_nifti
-
-    return path.is_file() and is_nifti(path) and not path.name.startswith(".")
 
 
 def _flat_folder(root: Path) -> CaseDataset:
