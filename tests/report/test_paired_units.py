@@ -183,3 +183,38 @@ def test_heatmaps_keep_the_grids_domain_pairs_apart(monkeypatch):
     assert [f.name for f in section.figures] == ["heatmap_g_brain_n1", "heatmap_g2_brain_n1"]
     assert [[r["dice"] for r in group] for group in drawn] == [[0.9], [0.1]]
     assert [f.name for f in report_build._heatmap_section(rows[:1], "dice").figures] == ["heatmap_brain_n1"]
+
+
+def test_mean_tables_and_budget_curves_keep_two_grids_apart(monkeypatch):
+    """Two grids' runs of one (target, budget, strategy): per-grid means (0.9 and 0.1), never one pooled 0.5."""
+    from medtransfer.report import build as report_build
+
+    def two_grids(**extra):
+        return [
+            row("a", f"c{i}", value, grid=grid, source="mri_seg", strategy="full", **extra)
+            for grid, value in (("g", 0.9), ("g2", 0.1))
+            for i in range(3)
+        ]
+
+    rows = two_grids()
+    zoet = report_build._zoetmulder_section(rows).tables
+    assert [t.caption for t in zoet] == [
+        "Label budget n1, target brain, grid g",
+        "Label budget n1, target brain, grid g2",
+    ]
+    assert [t.rows[0][-1].split()[0] for t in zoet] == ["0.900", "0.100"]
+
+    drawn = []
+    monkeypatch.setattr(report_build.plots, "budget_curves", lambda rows, metric, target: drawn.append(rows) or b"")
+    budget = report_build._budget_section(rows, "dice")
+    assert [f.name for f in budget.figures] == ["budget_g_brain", "budget_g2_brain"]
+    assert [{r["dice"] for r in group} for group in drawn] == [{0.9}, {0.1}]
+    assert [t.rows[0][1].split()[0] for t in budget.tables] == ["0.900", "0.100"]
+    assert [t.caption for t in budget.tables][0].endswith("target brain, grid g")
+    # one grid: the names and captions are as before
+    assert [f.name for f in report_build._budget_section(rows[:3], "dice").figures] == ["budget_brain"]
+    assert [t.caption for t in report_build._zoetmulder_section(rows[:3]).tables] == ["Label budget n1, target brain"]
+
+    lesion_rows = two_grids(lesion_f1=0.5, lesion_precision=0.5, lesion_detection_rate=0.5)
+    lesion = report_build._lesion_section(lesion_rows).tables
+    assert [t.caption.rsplit(", ", 1)[-1] for t in lesion] == ["grid g", "grid g2"]

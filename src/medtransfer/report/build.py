@@ -14,14 +14,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, OutputError, did_you_mean
 from . import plots, tables
 from .comparisons import Verdict, compare_all, equivalence_table, overall_sentence
-from .document import Figure, Report, Section
+from .document import Figure, Report, Section, Table
 from .equivalence import DEFAULT_MARGIN
 from .grouping import add_arms, group_rows, metric_name, sorted_values
 from .overlays import OverlaySource, collect_overlays
@@ -190,16 +190,19 @@ def _tests_section(verdicts: Sequence[Verdict]) -> Section:
 
 def _zoetmulder_section(rows) -> Section:
     title = "Sources and targets (Zoetmulder table)"
-    found = tables.zoetmulder_tables(rows)
+    found = _per_grid_tables(rows, tables.zoetmulder_tables)
     if not found:
         return Section(title, note="Omitted: the results hold no Dice, IoU or lesion F1 per case.")
-    text = "Source task x source domain x target: mean over cases (seeds and domain pairs pooled) with 95% CI."
+    text = (
+        "Source task x source domain x target: mean over cases (seeds and domain pairs pooled) with 95% CI; one "
+        "table per grid when the results hold several (two grids' runs are never pooled)."
+    )
     return Section(title, (text,), tuple(found))
 
 
 def _lesion_section(rows) -> Section:
     title = "Lesion-wise detection"
-    found = tables.lesion_tables(rows)
+    found = _per_grid_tables(rows, tables.lesion_tables)
     if not found:
         return Section(title, note="Omitted: no lesion target (the per-case rows hold no lesion_* metric).")
     text = (
@@ -208,7 +211,7 @@ def _lesion_section(rows) -> Section:
         "detected lesions, and the count and volume errors (predicted - reference). Then the lesion recall by "
         "reference-lesion volume: a pooled recall can hide that every small lesion is missed."
     )
-    return Section(title, (text,), tuple(found) + tuple(tables.lesion_volume_tables(rows)))
+    return Section(title, (text,), tuple(found) + tuple(_per_grid_tables(rows, tables.lesion_volume_tables)))
 
 
 def _budget_section(rows, metric: str | None) -> Section:
@@ -216,9 +219,10 @@ def _budget_section(rows, metric: str | None) -> Section:
     if metric is None or len(sorted_values(rows, "budget")) < 1:
         return Section(title, note="Omitted: no per-case metric.")
     figures, found = [], []
-    for (target,), group in group_rows(rows, ("target",)).items():
-        figures.append(Figure(_slug("budget", target), plots.budget_curves(group, metric, target)))
-        found.append(tables.budget_table(group, metric, target))
+    for key, group in group_rows(rows, _per_grid(rows, ("target",))).items():
+        label = f"{key[-1]}, grid {key[0]}" if len(key) > 1 else str(key[0])
+        figures.append(Figure(_slug("budget", *key), plots.budget_curves(group, metric, label)))
+        found.append(tables.budget_table(group, metric, label))
     text = f"{metric_name(metric)} per strategy and label budget; error bars are 95% bootstrap CIs over cases."
     return Section(title, (text,), tuple(found), tuple(figures))
 
@@ -228,11 +232,9 @@ def _heatmap_section(rows, metric: str | None) -> Section:
     pairs = [r for r in rows if r.get("source_domain") is not None]
     if metric is None or not pairs:
         return Section(title, note="Omitted: the grid has no source->target domain pairs.")
-    # as the tables do, two grids' runs of one domain pair are two heatmaps, never one pooled mean
-    by = ("grid", "target", "budget") if len({r.get("grid") for r in pairs}) > 1 else ("target", "budget")
     figures = [
         Figure(_slug("heatmap", *key), plots.domain_heatmaps(group, metric, ", ".join(map(str, key))))
-        for key, group in group_rows(pairs, by).items()
+        for key, group in group_rows(pairs, _per_grid(pairs, ("target", "budget"))).items()
     ]
     text = f"Mean {metric_name(metric)} per source domain (rows) and target domain (columns); grey: not run."
     return Section(title, (text,), figures=tuple(figures))
@@ -263,15 +265,16 @@ def _wins_section(rows, metric: str | None) -> Section:
 def _convergence_section(cells: Sequence[CellRecord], arms: dict[str, str]) -> Section:
     title = "Convergence"
     figures = []
-    for (target, budget), group in group_rows([_cell_row(c, arms) for c in cells], ("target", "budget")).items():
+    rows = [_cell_row(c, arms) for c in cells]
+    for key, group in group_rows(rows, _per_grid(rows, ("target", "budget"))).items():
         histories: dict[str, list] = {}
         for row in group:
             history = read_history(row["run_dir"])
             if history:
                 histories.setdefault(row["arm"], []).append(history)
         if histories:
-            image = plots.convergence_curves(histories, f"{target}, {budget}")
-            figures.append(Figure(_slug("convergence", target, budget), image))
+            image = plots.convergence_curves(histories, ", ".join(map(str, key)))
+            figures.append(Figure(_slug("convergence", *key), image))
     if not figures:
         return Section(title, note="Omitted: no run folder holds a per-epoch history.jsonl.")
     text = "Training loss and validation metric per epoch: mean over runs (seeds, domain pairs); band = min..max."
@@ -294,6 +297,20 @@ def _overlay_section(cells: Sequence[CellRecord], arms: dict[str, str], limit: i
 
 def _cell_row(cell: CellRecord, arms: dict[str, str]) -> dict[str, Any]:
     return {**cell.columns, "arm": arms[cell.cell_id], "run_dir": cell.run_dir}
+
+
+def _per_grid(rows, by: tuple[str, ...]) -> tuple[str, ...]:
+    """``by`` with the grid in front when ``rows`` hold more than one grid: as the tables and paired tests do, two
+    grids' runs of one setting are two figures, never one pooled mean (one grid keeps the shorter names)."""
+    return ("grid", *by) if len({r.get("grid") for r in rows}) > 1 else by
+
+
+def _per_grid_tables(rows, make) -> list[Table]:
+    """``make(rows)``'s tables, made once per grid (captions end with the grid) when ``rows`` hold several grids."""
+    grids = group_rows(rows, ("grid",))
+    if len(grids) <= 1:
+        return list(make(rows))
+    return [replace(t, caption=f"{t.caption}, grid {grid}") for (grid,), group in grids.items() for t in make(group)]
 
 
 def _slug(*parts: Any) -> str:
