@@ -218,3 +218,25 @@ def test_mean_tables_and_budget_curves_keep_two_grids_apart(monkeypatch):
     lesion_rows = two_grids(lesion_f1=0.5, lesion_precision=0.5, lesion_detection_rate=0.5)
     lesion = report_build._lesion_section(lesion_rows).tables
     assert [t.caption.rsplit(", ", 1)[-1] for t in lesion] == ["grid g", "grid g2"]
+
+
+def test_convergence_curves_keep_two_grids_apart(monkeypatch):
+    from types import SimpleNamespace
+
+    from medtransfer.report import build as report_build
+
+    cells = [
+        SimpleNamespace(cell_id=f"{grid}-x", run_dir=grid, columns={"grid": grid, "target": "brain", "budget": "n1"})
+        for grid in ("g", "g2")
+    ]
+    histories = {"g": [{"epoch": 0, "train_loss": 1.0}], "g2": [{"epoch": 0, "train_loss": 3.0}]}
+    monkeypatch.setattr(report_build, "read_history", lambda run_dir: histories[run_dir])
+    drawn = []
+    monkeypatch.setattr(report_build.plots, "convergence_curves", lambda h, title: drawn.append((title, h)) or b"")
+    section = report_build._convergence_section(cells, {c.cell_id: "full" for c in cells})
+    assert [f.name for f in section.figures] == ["convergence_g_brain_n1", "convergence_g2_brain_n1"]
+    # pooled, one curve would average losses 1 and 3; per grid each figure holds its own run
+    assert [(t, [r[0]["train_loss"] for r in h["full"]]) for t, h in drawn] == [
+        ("g, brain, n1", [1.0]),
+        ("g2, brain, n1", [3.0]),
+    ]
