@@ -98,11 +98,18 @@ def build_source(work: Path, seed: int, spacing: float, targets: list[str], subj
 
 
 def train_source(
-    name: str, root: Path, work: Path, recipe: Path, seed: int, epochs: int, precision: dict | None = None
+    name: str,
+    root: Path,
+    work: Path,
+    recipe: Path,
+    seed: int,
+    epochs: int,
+    precision: dict | None = None,
+    variant: str = "",
 ) -> dict:
     """Train ``recipe`` from scratch on every scanner of the source build (``precision``: a ``train.precision``
-    override); its last weights are the source."""
-    out = work / f"source_{name}_seed{seed}"
+    override; ``variant``: see ``run_variant``); its last weights are the source."""
+    out = work / f"source_{name}_seed{seed}{variant}"
     start = time.perf_counter()
     config = FinetuneConfig.from_yaml(
         recipe,
@@ -145,15 +152,28 @@ def recall_by_volume(preds: list[np.ndarray], refs: list[np.ndarray], spacing) -
     ]
 
 
-def run_folder(work: Path, name: str, seed: int, init: Path | None, source_seed: int | None = None) -> Path:
+def run_variant(name: str, recipe: Path, precision: str | None) -> str:
+    """The part of a run folder's name that tells recipes and precisions apart: ``_{recipe stem}`` for a recipe other
+    than the target's default and ``_{precision}`` for a --precision other than the recipe's own; "" for the
+    default recipe as it is. Runs of several recipes then share one --work (and its builds) without one resuming,
+    or refusing, another's folder."""
+    parts = [] if recipe.resolve() == RECIPES[name].resolve() else [recipe.stem]
+    if precision and precision != recipe_precision(recipe):
+        parts.append(precision)
+    return "".join(f"_{part}" for part in parts)
+
+
+def run_folder(
+    work: Path, name: str, seed: int, init: Path | None, source_seed: int | None = None, variant: str = ""
+) -> Path:
     """The target run's folder: one per initialisation, so that a finished scratch run is never resumed as a
-    fine-tuning run (or the other way round)."""
+    fine-tuning run (or the other way round), and one per recipe / precision (``variant``, see ``run_variant``)."""
     if source_seed is not None:
-        return work / f"run_{name}_seed{seed}_from_source{source_seed}"
+        return work / f"run_{name}_seed{seed}{variant}_from_source{source_seed}"
     if init is not None:  # a run folder's checkpoint is named after the run, a bare file after itself
         label = init.parent.parent.name if init.parent.name == "checkpoints" else init.stem
-        return work / f"run_{name}_seed{seed}_init_{label}"
-    return work / f"run_{name}_seed{seed}"
+        return work / f"run_{name}_seed{seed}{variant}_init_{label}"
+    return work / f"run_{name}_seed{seed}{variant}"
 
 
 def run_target(
@@ -165,10 +185,11 @@ def run_target(
     overrides: dict,
     init: Path | None = None,
     source_seed: int | None = None,
+    variant: str = "",
 ) -> dict:
     target, folder, thresholds = TARGETS[name]
     data = root / folder
-    out = run_folder(work, name, seed, init, source_seed)
+    out = run_folder(work, name, seed, init, source_seed, variant)
     start = time.perf_counter()
     config = FinetuneConfig.from_yaml(
         recipe,
@@ -187,6 +208,7 @@ def run_target(
     result = {
         "target": target,
         "init": str(init) if init else "none (scratch)",
+        "run_dir": str(out),
         **score_test_cases(predictor, data, summary, thresholds),
         "history": _history(out),
         "train_seconds": round(train_s, 1),
@@ -338,17 +360,20 @@ def run(args: argparse.Namespace) -> dict:
     precision = {"precision": args.precision} if args.precision else {}
     overrides = {"train": {**train, **precision}} if train or precision else {}
     recipes = {t: args.recipe or RECIPES[t] for t in args.targets}
+    variants = {t: run_variant(t, recipes[t], args.precision) for t in args.targets}
     sources: dict[str, dict] = {}
     if args.source_seed is not None:
         source_root = build_source(args.work, args.source_seed, args.spacing, args.targets, args.source_subjects)
         for t in args.targets:
             sources[t] = train_source(
-                t, source_root, args.work, recipes[t], args.source_seed, args.source_epochs, precision
+                t, source_root, args.work, recipes[t], args.source_seed, args.source_epochs, precision, variants[t]
             )
     results = {}
     for t in args.targets:
         init = Path(sources[t]["checkpoint"]) if t in sources else args.init
-        results[t] = run_target(t, root, args.work, recipes[t], args.seed, overrides, init, args.source_seed)
+        results[t] = run_target(
+            t, root, args.work, recipes[t], args.seed, overrides, init, args.source_seed, variants[t]
+        )
         if t in sources:
             results[t]["source"] = sources[t]
     report = {

@@ -153,6 +153,27 @@ def test_run_folders_differ_by_initialisation(lb, tmp_path):
     assert from_file.name == "run_stroke_seed11_init_mri_segmentation"
 
 
+def test_run_folders_differ_by_recipe_and_precision(lb, tmp_path):
+    """Two recipes (or precisions) in one --work get two run and source folders, so neither resumes (or is
+    refused by) the other's; the default recipe as it is keeps the plain names."""
+    default = lb.RECIPES["stroke"]  # fp32
+    other = tmp_path / "stroke_3d.yaml"
+    other.write_text("train:\n  precision: bf16\n")
+    assert lb.run_variant("stroke", default, None) == ""
+    assert lb.run_variant("stroke", default, "fp32") == ""  # the recipe's own precision: the same run
+    assert lb.run_variant("stroke", default, "bf16") == "_bf16"
+    assert lb.run_variant("stroke", other, None) == "_stroke_3d"
+    assert lb.run_variant("stroke", other, "bf16") == "_stroke_3d"
+    assert lb.run_variant("stroke", other, "fp32") == "_stroke_3d_fp32"
+    assert lb.run_variant("ms", default, None) == "_lesion_recipe"  # the stroke recipe is not MS's default
+    src = tmp_path / "src" / "checkpoints" / "checkpoint_last.pt"
+    assert (
+        lb.run_folder(tmp_path, "stroke", 11, src, 101, "_stroke_3d").name
+        == "run_stroke_seed11_stroke_3d_from_source101"
+    )
+    assert lb.run_folder(tmp_path, "stroke", 11, None, None, "_bf16").name == "run_stroke_seed11_bf16"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -214,12 +235,12 @@ def test_lesions_precision_reaches_the_source_and_the_target(lb, tmp_path, monke
     monkeypatch.setattr(lb, "build", lambda work, *a: tmp_path)
     monkeypatch.setattr(lb, "build_source", lambda work, *a: tmp_path / "source")
 
-    def train_source(name, root, work, recipe, seed, epochs, precision=None):
-        seen["source"] = precision
+    def train_source(name, root, work, recipe, seed, epochs, precision=None, variant=""):
+        seen["source"] = (precision, variant)
         return {"checkpoint": str(tmp_path / "src.pt")}
 
-    def run_target(name, root, work, recipe, seed, overrides, init=None, source_seed=None):
-        seen["target"] = overrides
+    def run_target(name, root, work, recipe, seed, overrides, init=None, source_seed=None, variant=""):
+        seen["target"] = (overrides, variant)
         return {"pass": False}
 
     monkeypatch.setattr(lb, "train_source", train_source)
@@ -229,11 +250,14 @@ def test_lesions_precision_reaches_the_source_and_the_target(lb, tmp_path, monke
         source_subjects=10, source_epochs=60, epochs=2, precision="bf16", json=None,
     )  # fmt: skip
     report = lb.run(args)
-    assert seen == {"source": {"precision": "bf16"}, "target": {"train": {"epochs": 2, "precision": "bf16"}}}
+    assert seen == {
+        "source": ({"precision": "bf16"}, "_bf16"),
+        "target": ({"train": {"epochs": 2, "precision": "bf16"}}, "_bf16"),
+    }
     assert report["train_precision"] == {"stroke": "bf16"}
     args.precision, args.epochs = None, None
     assert lb.run(args)["train_precision"] == {"stroke": "fp32"}  # lesion_recipe.yaml's
-    assert seen == {"source": {}, "target": {}}
+    assert seen == {"source": ({}, ""), "target": ({}, "")}
 
 
 def test_lesions_source_training_takes_the_precision_override(lb, tmp_path, monkeypatch):
@@ -247,7 +271,8 @@ def test_lesions_source_training_takes_the_precision_override(lb, tmp_path, monk
 
     monkeypatch.setattr(lb, "run_finetune", run_finetune)
     recipe = lb.RECIPES["stroke"]
-    lb.train_source("stroke", tmp_path / "build", tmp_path / "a", recipe, 101, 3, {"precision": "bf16"})
+    lb.train_source("stroke", tmp_path / "build", tmp_path / "a", recipe, 101, 3, {"precision": "bf16"}, "_bf16")
     lb.train_source("stroke", tmp_path / "build", tmp_path / "b", recipe, 101, 3)
+    assert [Path(c.out).name for c in configs] == ["source_stroke_seed101_bf16", "source_stroke_seed101"]
     assert [(c.train["epochs"], c.train["precision"]) for c in configs] == [(3, "bf16"), (3, "fp32")]
     assert configs[0].train["lr"] == configs[1].train["lr"] == 3.0e-3  # the rest of the recipe's train section kept
