@@ -26,6 +26,10 @@ different seed from ``--seed``: other subjects, other lesions; brainshift has on
 source's anatomy is other deformations of the same head, an optimistic stand-in for a public dataset), trains the
 target's recipe on all of it but 2 held-out and 2 validation scans for ``--source-epochs`` (60: 3000 steps, ~22
 min on one core) and fine-tunes its last weights on the target split exactly as the scratch run trains.
+
+``--work`` keeps the builds and one run folder per target, seed, initialisation, recipe and precision (names in
+the JSON's ``run_dir``): the same command again resumes an interrupted run from its last epoch or reuses a
+finished one, and other recipes or precisions share the builds without touching its folder.
 """
 
 from __future__ import annotations
