@@ -25,6 +25,30 @@ def test_corrupt_file_names_the_file(tmp_path):
         load_nifti(bad)
 
 
+def test_a_truncated_uncompressed_file_is_one_error_line(tmp_path):
+    """nibabel's message for a short .nii spans two lines; the error is one line naming the file."""
+    path = save_nifti(tmp_path / "cut.nii", np.zeros((20, 20, 20), np.float32), np.eye(4))
+    path.write_bytes(path.read_bytes()[:20000])
+    with pytest.raises(DataError) as info:
+        load_nifti(path, dtype=np.float32)
+    message = str(info.value)
+    assert message.startswith(f"{path}: unreadable or corrupt NIfTI file (")
+    assert "\n" not in message
+
+
+def test_a_colour_image_is_refused_as_such(tmp_path):
+    import nibabel as nib
+
+    rgb = np.zeros((4, 5, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    path = tmp_path / "rgb.nii.gz"
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(path))
+    with pytest.raises(DataError) as info:
+        load_nifti(path, dtype=np.float32)
+    assert str(info.value) == (
+        f"{path}: colour (RGB / RGBA) voxels (R, G, B); give a greyscale scan (one intensity per voxel)"
+    )
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_nifti(tmp_path / "nope.nii.gz")

@@ -236,6 +236,19 @@ def test_predict_refuses_nan_voxels_unless_allowed_and_then_warns(tmp_path, caps
     empty = save_nifti(tmp_path / "empty.nii.gz", np.full_like(array, np.nan), affine)
     assert _predict(run, empty, mask, "--allow-nan", "--overwrite") == 2
     assert f"error: {empty}: all 7200 voxels are NaN or infinite" in capsys.readouterr().err
+    # +inf inside the object reads as the brightest intensity: the object is still found
+    bright = array.copy()
+    bright[12:16, 8:12, 5:8] = np.inf  # 48 voxels inside the box
+    infinite = save_nifti(tmp_path / "inf.nii.gz", bright, affine)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medtransfer.infer.io"):
+        assert _predict(run, infinite, mask, "--allow-nan", "--overwrite") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"{infinite}: 7 NaN and 48 infinite voxel(s) of 7200, predicted with NaN read as background, +inf as the "
+        "highest and -inf as the lowest clipped intensity (--allow-nan)"
+    ]
+    assert _dice(np.asarray(nib.load(mask).dataobj) == 3, box) > 0.9
 
 
 def test_predict_folder_predicts_every_readable_scan_then_lists_the_failures(tmp_path, capsys, write_raw_affine):

@@ -298,3 +298,36 @@ def test_the_mask_keeps_the_scans_qform_sform_and_their_codes(tmp_path):
     np.testing.assert_allclose(mask.header.get_qform(), nib.load(str(scan)).header.get_qform(), atol=1e-6)
     np.testing.assert_allclose(mask.affine, nib.load(str(scan)).affine, atol=1e-6)
     assert _dice(np.asarray(mask.dataobj) == 3, box) > 0.9
+
+
+def test_a_scan_without_orientation_codes_gets_an_uncoded_mask_and_a_warning(tmp_path, caplog):
+    """qform_code = sform_code = 0: nibabel reads the voxel axes as LAS from the voxel sizes; the mask must be
+    written uncoded too (coded forms would make ITK-based viewers place it mirrored and shifted beside the scan)."""
+    run = _run(tmp_path)
+    array, _, box = _scan()
+    img = nib.Nifti1Image(array, np.diag([0.8, 1.5, 2.5, 1.0]))
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    scan = tmp_path / "uncoded.nii.gz"
+    nib.save(img, str(scan))
+    out = tmp_path / "mask.nii.gz"
+    with caplog.at_level("WARNING", logger="medtransfer.data.io"):
+        assert _predict(run, scan, out) == 0
+    mask, loaded = nib.load(str(out)), nib.load(str(scan))
+    assert (int(mask.header["qform_code"]), int(mask.header["sform_code"])) == (0, 0)
+    np.testing.assert_allclose(mask.affine, loaded.affine, atol=1e-6)  # nibabel's base affine, x flipped
+    assert loaded.affine[0, 0] == pytest.approx(-0.8)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if "no orientation" in w] == [
+        f"{scan}: the header gives no orientation (qform_code and sform_code are 0); its voxel axes are read as "
+        "nibabel's default (x towards the left, y anterior, z superior): if the scan is stored otherwise, the model "
+        "sees it mirrored or rotated and the label map is wrong. Set the qform / sform from the scanner's DICOM "
+        "(dcm2niix does) before predicting"
+    ]
+    assert _dice(np.asarray(mask.dataobj) == 3, box) > 0.9
+    # a coded scan gives no such warning
+    caplog.clear()
+    coded = save_nifti(tmp_path / "coded.nii.gz", array, np.diag([0.8, 1.5, 2.5, 1.0]))
+    with caplog.at_level("WARNING", logger="medtransfer.data.io"):
+        assert _predict(run, coded, tmp_path / "m2.nii.gz") == 0
+    assert not [r for r in caplog.records if "no orientation" in r.getMessage()]

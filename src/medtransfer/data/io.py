@@ -84,6 +84,11 @@ def load_nifti(path: str | os.PathLike, *, dtype: np.dtype | type | None = None)
             raise DataError(
                 f"{path}: complex-valued voxels ({stored}); give a real-valued scan (e.g. the magnitude image)"
             )
+        if stored.fields:
+            raise DataError(
+                f"{path}: colour (RGB / RGBA) voxels ({', '.join(stored.names)}); give a greyscale scan (one "
+                "intensity per voxel)"
+            )
         if any(n == 0 for n in img.shape):
             raise DataError(f"{path}: an axis of length 0 (shape {tuple(img.shape)}); the file holds no voxels")
         if dtype is None:
@@ -98,7 +103,8 @@ def load_nifti(path: str | os.PathLike, *, dtype: np.dtype | type | None = None)
     except DataError:
         raise
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, OSError, ...)
-        raise DataError(f"{path}: unreadable or corrupt NIfTI file ({type(err).__name__}: {err})") from err
+        reason = " ".join(str(err).split())  # one line: nibabel's messages can span several
+        raise DataError(f"{path}: unreadable or corrupt NIfTI file ({type(err).__name__}: {reason})") from err
     check_affine(affine, source=str(path))
     _warn_units(img, path)
     return Volume(np.asarray(array), affine, source=str(path))
@@ -118,6 +124,27 @@ def _refuse_overflow(img, array: np.ndarray, path: Path) -> None:
 
 
 _UNIT_SCALE = {"meter": 1000.0, "micron": 0.001}
+
+
+def warn_unoriented(path: str | os.PathLike) -> None:
+    """Warn when neither the qform nor the sform of the NIfTI file ``path`` has a code: its orientation is unknown
+    and its axes are read as nibabel's default (x towards the left, y anterior, z superior), so a scan stored
+    otherwise is seen mirrored or rotated (the label map written for it keeps the uncoded header)."""
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        codes = int(header["qform_code"]), int(header["sform_code"])
+    except Exception:  # noqa: BLE001 - not a NIfTI-1/2 header: nothing to say
+        return
+    if codes == (0, 0):
+        logger.warning(
+            "%s: the header gives no orientation (qform_code and sform_code are 0); its voxel axes are read as "
+            "nibabel's default (x towards the left, y anterior, z superior): if the scan is stored otherwise, the "
+            "model sees it mirrored or rotated and the label map is wrong. Set the qform / sform from the scanner's "
+            "DICOM (dcm2niix does) before predicting",
+            path,
+        )
 
 
 def _warn_units(img, path: Path) -> None:
@@ -178,9 +205,9 @@ def _copy_geometry(img, like: str | os.PathLike) -> None:
         unit = header.get_xyzt_units()[0]
     except Exception:  # noqa: BLE001 - not a NIfTI header: keep the plain one
         return
-    if not (qcode or scode):
-        return
     affine = img.affine.copy()
+    # no code on either form (an unknown orientation): the output says so too, or viewers that read such a file
+    # as unoriented (ITK, Slicer, ITK-SNAP) would place a label map with coded forms mirrored beside its scan
     img.set_qform(qform if qcode else None, code=int(qcode))
     img.set_sform(sform if scode else None, code=int(scode))
     if not np.allclose(img.header.get_best_affine(), affine, atol=1e-4):  # another grid: back to the plain header

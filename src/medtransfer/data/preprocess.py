@@ -248,7 +248,9 @@ def preprocess_case(
         ras = reorient_array(array, reorientation)
         return resample_to_grid(ras, grid_affine, new_shape, new_affine, order=order)
 
-    images = [to_grid(np.asarray(v.array, dtype=np.float32), 1) for v in channels]
+    images = [
+        to_grid(_fill_non_finite(np.asarray(v.array, dtype=np.float32), config.clip_percentiles), 1) for v in channels
+    ]
     clipped = [_clip(img, config.clip_percentiles, v) for img, v in zip(images, channels, strict=True)]
     lab = None if label is None else to_grid(_label_uint8(label), 0)
     start, stop = _crop_box(clipped, lab, config, new_shape)
@@ -397,6 +399,19 @@ def _label_uint8(label: Volume) -> np.ndarray:
             "larger codes (FreeSurfer's, say) to 1..N and declare them in dataset.json"
         )
     return array.astype(np.uint8)
+
+
+def _fill_non_finite(image: np.ndarray, percentiles: tuple[float, float] | None) -> np.ndarray:
+    """NaN and -inf set to the low clip value of the finite voxels, +inf to the high one, *before* resampling: a
+    linear interpolation weight of 0 times inf is NaN, so an infinite voxel left in would spread over its
+    neighbours (and along axes that are not resampled at all). Finite images are returned as they are; an image
+    with no finite voxel is left for ``_clip`` to refuse."""
+    finite_mask = np.isfinite(image)
+    if finite_mask.all() or not finite_mask.any():
+        return image
+    finite = image[finite_mask]
+    low, high = np.percentile(finite, percentiles) if percentiles else (finite.min(), finite.max())
+    return np.nan_to_num(image, nan=low, posinf=high, neginf=low)
 
 
 def _clip(

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.check import count_nonfinite
-from ..data.io import Volume, is_nifti, load_nifti, save_nifti, strip_nifti_suffix
+from ..data.io import Volume, is_nifti, load_nifti, save_nifti, strip_nifti_suffix, warn_unoriented
 from ..errors import DataError
 from .predictor import Predictor
 
@@ -85,6 +85,7 @@ def predict_file(predictor: Predictor, inputs: list[Path], output: Path, *, allo
     for volume in volumes:
         _check_finite(volume, allow_nan)
         _warn_constant(volume)
+    warn_unoriented(inputs[0])
     source = ", ".join(str(p) for p in inputs)
     labels = predictor.predict(volumes[0] if len(volumes) == 1 else volumes, source=source)
     return save_nifti(output, labels, volumes[0].affine, like=inputs[0])
@@ -104,7 +105,8 @@ def _check_finite(volume: Volume, allow_nan: bool) -> None:
             f"{volume.source}: {counts}; scans with missing intensities are refused: pass --allow-nan to predict "
             "them with NaN read as background (the lowest clipped intensity)"
         )
-    logger.warning("%s: %s, predicted with NaN read as background (--allow-nan)", volume.source, counts)
+    infinite = ", +inf as the highest and -inf as the lowest clipped intensity" if infs else ""
+    logger.warning("%s: %s, predicted with NaN read as background%s (--allow-nan)", volume.source, counts, infinite)
 
 
 def _warn_constant(volume: Volume) -> None:
