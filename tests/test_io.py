@@ -49,6 +49,17 @@ def test_a_colour_image_is_refused_as_such(tmp_path):
     )
 
 
+@pytest.mark.parametrize(("shape", "read"), [((4, 5, 6, 1, 1), (4, 5, 6)), ((4, 5, 6, 1, 2), (4, 5, 6, 2))])
+def test_singleton_axes_after_the_third_are_dropped(tmp_path, shape, read):
+    """NIfTI's 5th axis holds vector components after a time axis of 1: (X, Y, Z, 1, C) reads as C channels."""
+    array = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    vol = load_nifti(save_nifti(tmp_path / "v.nii.gz", array, np.eye(4)), dtype=np.float32)
+    assert vol.array.shape == read
+    np.testing.assert_array_equal(vol.array, array.reshape(read))
+    kept = (4, 5, 6, 2, 2)  # two axes of length > 1 beyond the third: left for the caller to refuse
+    assert load_nifti(save_nifti(tmp_path / "w.nii.gz", np.zeros(kept, np.float32), np.eye(4))).array.shape == kept
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_nifti(tmp_path / "nope.nii.gz")

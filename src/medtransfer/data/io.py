@@ -107,7 +107,16 @@ def load_nifti(path: str | os.PathLike, *, dtype: np.dtype | type | None = None)
         raise DataError(f"{path}: unreadable or corrupt NIfTI file ({type(err).__name__}: {reason})") from err
     check_affine(affine, source=str(path))
     _warn_units(img, path)
-    return Volume(np.asarray(array), affine, source=str(path))
+    return Volume(_drop_singleton_dims(np.asarray(array)), affine, source=str(path))
+
+
+def _drop_singleton_dims(array: np.ndarray) -> np.ndarray:
+    """A 5D+ array with length-1 axes after the third (NIfTI's time axis of 1 before vector components, e.g.
+    ``(X, Y, Z, 1, C)`` or ``(X, Y, Z, 1, 1)``) as the 3D or channels-last 4D array it holds; others as they are."""
+    if array.ndim <= 4:
+        return array
+    kept = array.shape[:3] + tuple(n for n in array.shape[3:] if n != 1)
+    return array.reshape(kept) if len(kept) <= 4 else array
 
 
 def _refuse_overflow(img, array: np.ndarray, path: Path) -> None:
