@@ -279,7 +279,7 @@ def test_a_voxel_size_far_beyond_any_scan_is_refused_before_resampling(tmp_path,
     )
 
 
-def test_the_mask_keeps_the_scans_qform_sform_and_their_codes(tmp_path):
+def test_the_mask_keeps_the_scans_qform_sform_and_their_codes(tmp_path, caplog):
     run = _run(tmp_path)
     array, affine, box = _scan()
     sheared = affine.copy()
@@ -290,7 +290,14 @@ def test_the_mask_keeps_the_scans_qform_sform_and_their_codes(tmp_path):
     scan = tmp_path / "mni.nii.gz"
     nib.save(img, str(scan))
     out = tmp_path / "mask.nii.gz"
-    assert _predict(run, scan, out) == 0
+    with caplog.at_level("WARNING", logger="medtransfer.data.io"):
+        assert _predict(run, scan, out) == 0
+    # the shear moves the last row of voxels (y index 19) 0.2 x 19 = 3.8 mm from where the qform puts it
+    assert [r.getMessage() for r in caplog.records if "qform and sform" in r.getMessage()] == [
+        f"{scan}: its qform and sform place the scan up to 3.8 mm apart (voxels of 0.8 mm); medtransfer, as nibabel, "
+        "uses the sform, ITK-based tools (SimpleITK, Slicer, nnU-Net's reader) may use the qform: the label map "
+        "keeps both, but check which one is right for this scan"
+    ]
     mask = nib.load(str(out))
     assert int(mask.header["sform_code"]) == 4
     assert int(mask.header["qform_code"]) == 2
@@ -330,4 +337,4 @@ def test_a_scan_without_orientation_codes_gets_an_uncoded_mask_and_a_warning(tmp
     coded = save_nifti(tmp_path / "coded.nii.gz", array, np.diag([0.8, 1.5, 2.5, 1.0]))
     with caplog.at_level("WARNING", logger="medtransfer.data.io"):
         assert _predict(run, coded, tmp_path / "m2.nii.gz") == 0
-    assert not [r for r in caplog.records if "no orientation" in r.getMessage()]
+    assert not [r for r in caplog.records if "no orientation" in r.getMessage() or "qform and" in r.getMessage()]

@@ -138,14 +138,32 @@ _UNIT_SCALE = {"meter": 1000.0, "micron": 0.001}
 def warn_unoriented(path: str | os.PathLike) -> None:
     """Warn when neither the qform nor the sform of the NIfTI file ``path`` has a code: its orientation is unknown
     and its axes are read as nibabel's default (x towards the left, y anterior, z superior), so a scan stored
-    otherwise is seen mirrored or rotated (the label map written for it keeps the uncoded header)."""
+    otherwise is seen mirrored or rotated (the label map written for it keeps the uncoded header); and when both
+    are coded but place the scan more than a voxel apart (tools differ in which one they use)."""
     import nibabel as nib
 
     try:
         header = nib.load(str(path)).header
         codes = int(header["qform_code"]), int(header["sform_code"])
+        qform, sform = header.get_qform(), header.get_sform()
+        shape = header.get_data_shape()[:3]
     except Exception:  # noqa: BLE001 - not a NIfTI-1/2 header: nothing to say
         return
+    if all(codes):
+        corners = np.array(
+            [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+        )
+        apart = float(np.linalg.norm((corners @ qform.T - corners @ sform.T)[:, :3], axis=1).max())
+        voxel = float(np.sqrt((sform[:3, :3] ** 2).sum(axis=0)).min())
+        if apart > voxel:
+            logger.warning(
+                "%s: its qform and sform place the scan up to %.1f mm apart (voxels of %.2g mm); medtransfer, as "
+                "nibabel, uses the sform, ITK-based tools (SimpleITK, Slicer, nnU-Net's reader) may use the qform: "
+                "the label map keeps both, but check which one is right for this scan",
+                path,
+                apart,
+                voxel,
+            )
     if codes == (0, 0):
         logger.warning(
             "%s: the header gives no orientation (qform_code and sform_code are 0); its voxel axes are read as "
