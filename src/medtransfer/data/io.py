@@ -146,7 +146,7 @@ def warn_unoriented(path: str | os.PathLike) -> None:
         header = nib.load(str(path)).header
         codes = int(header["qform_code"]), int(header["sform_code"])
         qform, sform = header.get_qform(), header.get_sform()
-        shape = header.get_data_shape()[:3]
+        shape = (tuple(header.get_data_shape()[:3]) + (1, 1, 1))[:3]  # a 2D file is refused later, not here
     except Exception:  # noqa: BLE001 - not a NIfTI-1/2 header: nothing to say
         return
     if all(codes):

@@ -209,6 +209,31 @@ def find_checkpoint(run: str | os.PathLike, prefer: str = "best") -> Path:
     raise DataError(f"{run}: no checkpoint found (looked for {', '.join(CHECKPOINT_NAMES)} in it and checkpoints/)")
 
 
+def _default_labels(path: Path, config: dict, meta: dict) -> dict[str, int]:
+    """The labels of a checkpoint that records none (a segmentation source from ``medtransfer pretrain``, applied as
+    it is, e.g. the grid's ``baseline``): background and foreground for a binary model, else one per output class,
+    named after its ``class_names`` where they fit.
+
+    Raises:
+        DataError: the model has no segmentation head (a classification or restoration source): predict needs a
+            model that draws labels; fine-tuning one makes it.
+    """
+    head = str(config.get("head", "segmentation"))
+    if head != "segmentation":
+        task = meta.get("source_task")
+        raise DataError(
+            f"{path}: a model with a {head} head{f' (source task {task})' if task else ''} draws no label map; "
+            f"fine-tune it on labelled scans first (medtransfer finetune --init {path} ...) and predict with that run"
+        )
+    classes = max(int(config.get("out_channels", 1)), 2)  # one sigmoid output: background and foreground
+    if classes == 2:
+        return {"background": 0, "foreground": 1}
+    names = list(meta.get("class_names") or [])
+    if len(names) != classes or len(set(map(str, names))) != classes:
+        names = [f"class_{i}" for i in range(classes)]
+    return {str(name): i for i, name in enumerate(names)}
+
+
 def load_predictor(
     run: str | os.PathLike, *, device: str = "auto", precision: str = "auto", checkpoint: str = "best"
 ) -> Predictor | Ensemble:
@@ -228,16 +253,29 @@ def load_predictor(
     spec, meta = ckpt.get("model") or {}, ckpt.get("meta") or {}
     if not spec.get("name"):
         raise DataError(f"{path}: the checkpoint names no model; it is not a medtransfer run checkpoint")
-    model = create_model(spec["name"], **spec.get("config", {}))
-    model.load_state_dict(ckpt["state_dict"])
     config = dict(spec.get("config", {}))
+    labels = meta.get("labels") or _default_labels(path, config, meta)
+    model = create_model(spec["name"], **config)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as err:  # tensors missing, unexpected or of other shapes
+        reason = " ".join(str(err).split())
+        raise DataError(
+            f"{path}: its weights do not fit the model it names ({spec['name']}): {reason[:300]}"
+            f"{'...' if len(reason) > 300 else ''}"
+        ) from err
     plan = resolve_precision(precision, resolve_device(device), None, model=model)
     spatial_dims = int(config.get("spatial_dims", 2))
     model = model_to_plan(model, plan, spatial_dims).eval()
     inference = dict(meta.get("inference", {}))
     context_channels = (2 * int(inference.get("context", 0)) + 1) * (2 if inference.get("symmetry") else 1)
-    labels = meta.get("labels") or {"background": 0, "foreground": 1}
     values = sorted(int(v) for v in (labels.values() if isinstance(labels, dict) else range(len(labels))))
+    outputs = int(config.get("out_channels", 1))
+    if len(values) != max(outputs, 2):
+        raise DataError(
+            f"{path}: the model has {outputs} output channel(s) but the checkpoint names {len(values)} label(s) "
+            f"({', '.join(map(str, values))}); it is not a consistent segmentation checkpoint"
+        )
     return Predictor(
         model=model,
         preprocess=PreprocessConfig.from_dict(meta.get("preprocess", {})),
