@@ -111,6 +111,31 @@ def test_predict_folder_of_two_channel_cases(tmp_path):
         assert _dice(labels == 3, box) > 0.9
 
 
+def test_a_case_whose_channel_files_are_not_0000_to_c_is_refused_the_rest_predicted(tmp_path, capsys):
+    """c_0000 + c_0002 (or h_0001 + h_0002) are two files but not channels 0 and 1: predicted, the second channel
+    would hold the wrong scan. Each such case is one error naming what is missing; the good case is written."""
+    run = _run(tmp_path, in_channels=2)
+    array, affine, box = _scan()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a_0000", "a_0001", "c_0000", "c_0002", "h_0001", "h_0002", "m_0000"):
+        save_nifti(folder / f"{name}.nii.gz", array, affine)
+    argv = ["predict", "--model", str(run), "--input", str(folder), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for line in (
+        f"error: {folder / 'c'}: the case's channel files are c_0000.nii.gz, c_0002.nii.gz; the 2-channel model "
+        "needs c_0000 to c_0001 (c_0001 missing; c_0002.nii.gz beyond them)",
+        f"error: {folder / 'h'}: the case's channel files are h_0001.nii.gz, h_0002.nii.gz; the 2-channel model "
+        "needs h_0000 to h_0001 (h_0000 missing; h_0002.nii.gz beyond them)",
+        f"error: {folder / 'm'}: the case's channel files are m_0000.nii.gz; the 2-channel model needs m_0000 to "
+        "m_0001 (m_0001 missing)",
+    ):
+        assert line in err.splitlines()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz"]
+    assert _dice(np.asarray(nib.load(tmp_path / "out" / "a.nii.gz").dataobj) == 3, box) > 0.9
+
+
 def test_a_two_channel_case_stored_also_as_one_file_is_named(tmp_path, capsys):
     run = _run(tmp_path, in_channels=2)
     array, affine, _ = _scan()

@@ -82,6 +82,7 @@ def predict_file(predictor: Predictor, inputs: list[Path], output: Path, *, allo
         DataError: an input cannot be read or used (the message names the file).
     """
     volumes = [load_nifti(p, dtype="float32") for p in inputs]
+    _check_channel_files(inputs, volumes, predictor.in_channels)
     for volume in volumes:
         _check_finite(volume, allow_nan)
         _warn_constant(volume)
@@ -89,6 +90,28 @@ def predict_file(predictor: Predictor, inputs: list[Path], output: Path, *, allo
     source = ", ".join(str(p) for p in inputs)
     labels = predictor.predict(volumes[0] if len(volumes) == 1 else volumes, source=source)
     return save_nifti(output, labels, volumes[0].affine, like=inputs[0])
+
+
+def _check_channel_files(inputs: list[Path], volumes: list[Volume], channels: int) -> None:
+    """The files of a multi-channel case are ``{case}_0000`` ... ``{case}_{C-1}``, each once (nnU-Net's naming): a
+    case of ``_0000`` and ``_0002`` for a 2-channel model would otherwise be predicted with the wrong scan in its
+    second channel. A lone 3D ``{case}_0000`` names the channel files that are missing."""
+    matches = [_CHANNEL.match(strip_nifti_suffix(p.name)) for p in inputs]
+    if channels < 2 or not all(matches) or (len(inputs) == 1 and volumes[0].array.ndim != 3):
+        return  # one plain or 4D file: the predictor checks its channel count
+    case = matches[0]["case"]
+    numbers = sorted(int(m["channel"]) for m in matches)
+    if numbers == list(range(channels)):
+        return
+    missing = [f"{case}_{i:04d}" for i in range(channels) if i not in numbers]
+    extra = [p.name for p, m in zip(inputs, matches, strict=True) if int(m["channel"]) >= channels]
+    problems = ([f"{', '.join(missing)} missing"] if missing else []) + (
+        [f"{', '.join(extra)} beyond them"] if extra else []
+    )
+    raise DataError(
+        f"{inputs[0].parent / case}: the case's channel files are {', '.join(p.name for p in inputs)}; the "
+        f"{channels}-channel model needs {case}_0000 to {case}_{channels - 1:04d} ({'; '.join(problems)})"
+    )
 
 
 def _check_finite(volume: Volume, allow_nan: bool) -> None:
