@@ -204,3 +204,25 @@ def test_benchmark_scripts_report_user_errors_in_one_line(capsys):
     for text in ("-1", "inf", "nan"):
         with pytest.raises(argparse.ArgumentTypeError):
             nonnegative_float(text)
+
+
+def test_console_logging_goes_through_tqdm_while_a_command_runs(monkeypatch):
+    """A warning during a progress bar is written above the bar (tqdm.write), not into it; with no console handler
+    (a test harness, an embedding application) logging is left as it is."""
+    import logging
+    import sys
+
+    from medtransfer.cli import _log_above_progress_bars
+
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    monkeypatch.setattr(root, "handlers", [console])
+    with _log_above_progress_bars():
+        assert console not in root.handlers
+        assert [type(h).__name__ for h in root.handlers] == ["_TqdmLoggingHandler"]
+    assert root.handlers == [console]
+    quiet = logging.StreamHandler(open(__file__))  # not the console
+    monkeypatch.setattr(root, "handlers", [quiet])
+    with _log_above_progress_bars():
+        assert root.handlers == [quiet]
+    quiet.stream.close()

@@ -72,6 +72,22 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def _log_above_progress_bars():
+    """Route the console log handler through tqdm while a command runs, so that a warning during a progress bar
+    gets its own line instead of being written into the bar's; a no-op when logging does not go to the console
+    (an embedding application or a test harness configured it)."""
+    import contextlib
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    console = [
+        h
+        for h in logging.getLogger().handlers
+        if type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.stdout)
+    ]
+    return logging_redirect_tqdm() if console else contextlib.nullcontext()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medtransfer`` console script; returns the process exit status."""
     # OpenMP threads that spin while they wait make a training step 3-100x slower as soon as the cores are
@@ -89,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         _set_threads(getattr(args, "threads", None))
-        return int(args.func(args) or 0)
+        with _log_above_progress_bars():
+            return int(args.func(args) or 0)
     except MedTransferError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
