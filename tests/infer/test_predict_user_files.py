@@ -338,3 +338,21 @@ def test_a_scan_without_orientation_codes_gets_an_uncoded_mask_and_a_warning(tmp
     with caplog.at_level("WARNING", logger="medtransfer.data.io"):
         assert _predict(run, coded, tmp_path / "m2.nii.gz") == 0
     assert not [r for r in caplog.records if "no orientation" in r.getMessage() or "qform and" in r.getMessage()]
+
+
+def test_a_slab_much_thinner_than_the_3d_patch_is_warned_about(tmp_path, caplog):
+    run = _run(tmp_path, spatial_dims=3, inference={"divisor": 4, "patch_size": [16, 16, 16]})
+    slab = np.zeros((20, 20, 3), np.float32)
+    slab[5:15, 5:15, :] = 1.0
+    scan = save_nifti(tmp_path / "slab.nii.gz", slab, np.eye(4))  # 1 mm, the working spacing: 3 slices
+    with caplog.at_level("WARNING", logger="medtransfer.infer.predictor"):
+        assert _predict(run, scan, tmp_path / "m.nii.gz") == 0
+    assert [r.getMessage() for r in caplog.records if "padding" in r.getMessage()] == [
+        f"{scan}: at the working spacing (1 x 1 x 1 mm) the scan is 3 voxel(s) along axis 2 (patch 16): the 3D model "
+        "sees mostly padding there, so expect a worse mask than on a whole scan"
+    ]
+    caplog.clear()
+    whole = save_nifti(tmp_path / "whole.nii.gz", np.pad(slab, ((0, 0), (0, 0), (4, 5))), np.eye(4))
+    with caplog.at_level("WARNING", logger="medtransfer.infer.predictor"):
+        assert _predict(run, whole, tmp_path / "w.nii.gz") == 0
+    assert not [r for r in caplog.records if "padding" in r.getMessage()]

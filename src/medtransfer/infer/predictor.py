@@ -149,6 +149,7 @@ class Predictor:
             raise DataError(f"{source}: the model takes {self.in_channels} channel(s), the input has {len(channels)}")
         image, _, info = preprocess_case(channels, self.preprocess)
         inference = dict(self.inference)
+        _warn_thin(image.shape[1:], inference.get("patch_size"), info.spacing, source)
         if inference.pop("symmetry", False):
             image = add_mirror_channels(image, info.spacing)
         probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **inference)
@@ -161,6 +162,23 @@ class Predictor:
         if self.brain_mask:
             classes = brain_mask_postprocess(classes).astype(classes.dtype)
         return classes
+
+
+def _warn_thin(shape, patch_size, spacing, source: str) -> None:
+    """Warn when a 3D patch model gets a scan (cropped, at the working spacing) under a quarter of its patch along
+    an axis: the network then sees mostly padding, and a slab of a few slices predicts worse than a whole scan."""
+    if not patch_size:
+        return
+    thin = [(axis, n, p) for axis, (n, p) in enumerate(zip(shape, patch_size, strict=True)) if n * 4 < p]
+    if thin:
+        said = ", ".join(f"{n} voxel(s) along axis {axis} (patch {p})" for axis, n, p in thin)
+        logger.warning(
+            "%s: at the working spacing (%s mm) the scan is %s: the 3D model sees mostly padding there, so expect a "
+            "worse mask than on a whole scan",
+            source,
+            " x ".join(f"{s:g}" for s in spacing),
+            said,
+        )
 
 
 def label_array(classes: np.ndarray, label_values: list[int]) -> np.ndarray:
