@@ -61,7 +61,39 @@ def test_resume_of_a_finished_run_with_another_budget_is_refused(tmp_path, capsy
     argv = _argv(data, source, out)
     argv[argv.index("--n-labelled") + 1] = "3"
     assert main([*argv, "--resume"]) == 2
-    assert "(n_labelled: 2 -> 3)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "n_labelled: 2 -> 3)" in err
+    assert "(cases.labelled: added " in err  # the third labelled case, named
+
+
+def test_resume_after_the_dataset_changed_is_refused_naming_the_cases(tmp_path, monkeypatch, capsys):
+    """Cases added to the dataset re-draw the split: resumed, a case the first epochs trained on could become a
+    test case. The resume is refused, naming what changed, and the run folder is left as it was."""
+    import shutil
+
+    data, source, out = blob_dataset(tmp_path / "ds"), source_checkpoint(tmp_path / "src.pt"), tmp_path / "run"
+    original = Trainer.on_epoch_end
+
+    def end_then_die(self, epoch, seconds):
+        original(self, epoch, seconds)
+        raise Killed
+
+    monkeypatch.setattr(Trainer, "on_epoch_end", end_then_die)
+    with pytest.raises(Killed):
+        main(_argv(data, source, out))
+    monkeypatch.setattr(Trainer, "on_epoch_end", original)
+    config_before = (out / "config.yaml").read_text()
+    stored = yaml.safe_load(config_before)["cases"]
+    assert len(stored["labelled"]) == 2 and stored["test"] and set(stored["labelled"]) <= set(stored["pool"])
+    bigger = blob_dataset(tmp_path / "ds10", n=10)
+    shutil.rmtree(data)
+    shutil.copytree(bigger, data)
+    assert main([*_argv(data, source, out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {out} was fine-tuned with other options (cases.")
+    assert "added c" in err
+    assert (out / "config.yaml").read_text() == config_before
+    assert not (out / "summary.json").exists()
 
 
 def test_init_takes_a_run_folder_like_predict(tmp_path):

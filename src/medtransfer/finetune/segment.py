@@ -213,12 +213,21 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=(), *, dev
 def resolved_config(
     config: FinetuneConfig, selection: Selection, train_cfg: TrainConfig, preprocess: PreprocessConfig
 ) -> dict[str, Any]:
-    """What ``config.yaml`` records: every option resolved (budget size, train and preprocess sections)."""
+    """What ``config.yaml`` records: every option resolved (budget size, train and preprocess sections) and the cases
+    they select (``cases``: training, validation and test ids, and the labelled ones), so that resuming after the
+    dataset changed (cases added or removed re-draw the split: a test case could train) is refused."""
+    split = selection.split
     return {
         **config.to_dict(),
         "n_labelled": selection.n_labelled,
         "train": train_cfg.to_dict(),
         "preprocess": preprocess.to_dict(),
+        "cases": {
+            "labelled": list(selection.budget.cases),
+            "val": list(selection.val_ids),
+            "test": list(split.test),
+            "pool": list(split.train),
+        },
     }
 
 

@@ -41,8 +41,22 @@ def check_same_options(where: str, stored: dict[str, Any], wanted: dict[str, Any
     """
     changed = changed_options(stored, wanted)
     if changed:
-        what = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed)
+        what = "; ".join(_change(key, old, new) for key, old, new in changed)
         raise ConfigError(f"{where} with other options ({what}); {hint}")
+
+
+def _change(key: str, old: Any, new: Any) -> str:
+    """``key: old -> new``; two lists (case ids) as what was added and removed, not both lists in full."""
+    if not (isinstance(old, list) and isinstance(new, list)):
+        return f"{key}: {old!r} -> {new!r}"
+
+    def some(values: list) -> str:
+        shown = ", ".join(map(str, values[:5]))
+        return shown + (f", ... ({len(values)} in all)" if len(values) > 5 else "")
+
+    added, removed = [v for v in new if v not in old], [v for v in old if v not in new]
+    parts = ([f"added {some(added)}"] if added else []) + ([f"removed {some(removed)}"] if removed else [])
+    return f"{key}: {'; '.join(parts) if parts else 'the same items in another order'}"
 
 
 def _comparable(options: dict[str, Any]) -> dict[str, Any]:
