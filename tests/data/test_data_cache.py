@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from data_builders import AFFINE, build_nnunet, tiny_pair
 
-from medtransfer.data.cache import PreprocessCache, build_cache
+from medtransfer.data.cache import PreprocessCache, _safe_name, build_cache
 from medtransfer.data.io import load_nifti, save_nifti
 from medtransfer.data.layouts import load_dataset
 from medtransfer.data.preprocess import PreprocessConfig, preprocess_case
@@ -53,7 +53,7 @@ def test_cache_is_reused_and_rebuilt_when_source_or_config_changes(tmp_path):
     other = PreprocessCache(tmp_path / "cache", PreprocessConfig(clip_percentiles=(0.5, 99.5)))
     assert other.folder != cache.folder
     assert other.build(cases, progress=False) == ["case000", "case001", "case002"]
-    (cache.folder / "case002_image.npy").unlink()
+    (cache.folder / f"{_safe_name('case002')}_image.npy").unlink()
     assert cache.build(cases, progress=False) == ["case002"]
 
 
@@ -80,10 +80,10 @@ def _damage(path, how: str) -> None:
 @pytest.mark.parametrize(
     ("name", "how"),
     [
-        ("case001_image.npy", "truncated"),
-        ("case001_label.npy", "empty"),
-        ("case001_image.npy", "foreign"),
-        ("case001_label.npy", "foreign"),
+        ("image", "truncated"),
+        ("label", "empty"),
+        ("image", "foreign"),
+        ("label", "foreign"),
     ],
 )
 def test_damaged_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, name, how):
@@ -91,6 +91,7 @@ def test_damaged_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, name, ho
     cache = PreprocessCache(tmp_path / "cache", PreprocessConfig())
     cache.build(cases, progress=False)
     expected = cache.load("case001", mmap=False)
+    name = f"{_safe_name('case001')}_{name}.npy"
     _damage(cache.folder / name, how)
     with caplog.at_level("WARNING", logger="medtransfer.data.cache"):
         assert cache.build(cases, progress=False) == ["case001"]
@@ -104,7 +105,7 @@ def test_damaged_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, name, ho
 def test_damaged_cache_file_at_load_names_it_and_how_to_clear(tmp_path):
     cases = load_dataset(build_nnunet(tmp_path / "ds", n=1)).cases
     cache = build_cache(cases, tmp_path / "cache", PreprocessConfig())
-    path = cache.folder / "case000_image.npy"
+    path = cache.folder / f"{_safe_name('case000')}_image.npy"
     path.write_text("not an array")
     with pytest.raises(DataError) as info:
         cache.load("case000")
@@ -113,5 +114,26 @@ def test_damaged_cache_file_at_load_names_it_and_how_to_clear(tmp_path):
         "to clear this cache (it is rebuilt from the dataset)"
     )
     _damage(path, "empty")
-    with pytest.raises(DataError, match=r"case000_image.npy: damaged preprocessing cache file \(not a .npy array\)"):
+    with pytest.raises(
+        DataError, match=r"case000-[0-9a-f]{10}_image.npy: damaged preprocessing cache file \(not a .npy array\)"
+    ):
         cache.load("case000", mmap=False)
+
+
+def test_ids_that_differ_only_in_unportable_characters_get_their_own_files(tmp_path):
+    """``case 2`` and ``case_2`` (or two CJK ids) map to the same portable characters; each keeps its own arrays, so
+    no case trains on another's image or label."""
+    import dataclasses
+
+    root = build_nnunet(tmp_path / "ds", n=2)
+    cases = load_dataset(root).cases
+    twins = [dataclasses.replace(cases[0], case_id="case 2"), dataclasses.replace(cases[1], case_id="case_2")]
+    cache = build_cache(twins, tmp_path / "cache", PreprocessConfig())
+    for twin, case in zip(twins, cases, strict=True):
+        _, expected_label, _ = preprocess_case(
+            [load_nifti(p, dtype=np.float32) for p in case.images], PreprocessConfig(), load_nifti(case.label)
+        )
+        np.testing.assert_array_equal(cache.load(twin.case_id).label, expected_label)
+    assert _safe_name("case 2") != _safe_name("case_2")
+    assert _safe_name("病例1") != _safe_name("症例1")
+    assert _safe_name("Case1").lower() != _safe_name("case1").lower()  # case-insensitive file systems

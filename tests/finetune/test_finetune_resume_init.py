@@ -84,7 +84,9 @@ def test_resume_after_the_dataset_changed_is_refused_naming_the_cases(tmp_path, 
     monkeypatch.setattr(Trainer, "on_epoch_end", original)
     config_before = (out / "config.yaml").read_text()
     stored = yaml.safe_load(config_before)["cases"]
-    assert len(stored["labelled"]) == 2 and stored["test"] and set(stored["labelled"]) <= set(stored["pool"])
+    assert len(stored["labelled"]) == 2
+    assert stored["test"]
+    assert set(stored["labelled"]) <= set(stored["pool"])
     bigger = blob_dataset(tmp_path / "ds10", n=10)
     shutil.rmtree(data)
     shutil.copytree(bigger, data)

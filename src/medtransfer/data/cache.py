@@ -13,6 +13,7 @@ Arrays and the index are written atomically, so concurrent builders never leave 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -64,7 +65,11 @@ def _source_stats(case: Case) -> list[dict[str, Any]]:
 
 
 def _safe_name(case_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", case_id)
+    """The case's file name stem in the cache: its id in portable characters plus a hash of the id itself, so that
+    ids that differ only in other characters (``case 2`` / ``case_2``, ``病例1`` / ``症例1``) or in case (on a
+    case-insensitive file system) never share files."""
+    digest = hashlib.sha1(case_id.encode("utf-8")).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', case_id)}-{digest}"
 
 
 class PreprocessCache:
@@ -103,7 +108,9 @@ class PreprocessCache:
 
     def is_valid(self, case: Case, entry: dict[str, Any] | None) -> bool:
         """True when the cached entry exists, its files exist and the sources are unchanged."""
-        if entry is None or not (self.folder / entry["image"]).is_file():
+        if entry is None or entry.get("image") != f"{_safe_name(case.case_id)}_image.npy":
+            return False  # an entry of an older cache, named without the id's hash: rebuilt under the new name
+        if not (self.folder / entry["image"]).is_file():
             return False
         if entry.get("label") and not (self.folder / entry["label"]).is_file():
             return False
