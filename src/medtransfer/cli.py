@@ -12,6 +12,7 @@ file system, disk full, quota): one line naming the file.  Any other exception i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import logging
@@ -76,8 +77,6 @@ def _log_above_progress_bars():
     """Route the console log handler through tqdm while a command runs, so that a warning during a progress bar
     gets its own line instead of being written into the bar's; a no-op when logging does not go to the console
     (an embedding application or a test harness configured it)."""
-    import contextlib
-
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     console = [
@@ -86,6 +85,39 @@ def _log_above_progress_bars():
         if type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.stdout)
     ]
     return logging_redirect_tqdm() if console else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(received: list[int]):
+    """SIGTERM (what ``timeout``, SLURM, ``docker stop`` and ``kill`` send) ends a command as Ctrl-C does: the same
+    clean-up runs (a run folder with nothing trained yet is removed, checkpoints are kept) instead of the process
+    dying with a half-written run folder. Only in the main thread of the process that installed it, and only where
+    nothing else handles SIGTERM (an embedding application keeps its own); worker processes forked while it is
+    installed die on SIGTERM as before."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+    pid = os.getpid()
+
+    def on_term(signum, frame):
+        if os.getpid() != pid:  # a forked worker: the default action
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,9 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    terminated: list[int] = []
     try:
         _set_threads(getattr(args, "threads", None))
-        with _log_above_progress_bars():
+        with _log_above_progress_bars(), _terminate_as_interrupt(terminated):
             return int(args.func(args) or 0)
     except MedTransferError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -116,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_environment_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted{_RESUME_HINTS.get(getattr(args, 'command', None), '')}", file=sys.stderr)
-        return 130
+        what = "terminated" if terminated else "interrupted"
+        print(f"{what}{_RESUME_HINTS.get(getattr(args, 'command', None), '')}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 # how to continue an interrupted long command (its last checkpoint / finished cells are kept)

@@ -55,6 +55,50 @@ def test_an_out_that_holds_something_is_refused_unless_resumed(tmp_path, capsys)
     assert (run / "checkpoints" / "checkpoint_last.pt").read_bytes() == before
 
 
+def test_resume_into_a_folder_that_holds_no_run_is_refused_and_its_files_kept(tmp_path, capsys):
+    """--resume continues a run (config.yaml); the user's own env.json / history.jsonl / summary.json in a folder
+    without one are neither written over nor taken for a finished run, and --resume is not suggested for it."""
+    data = blob_dataset(tmp_path / "data")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = {"env.json": '{"mine": 1}', "history.jsonl": "{}\n", "summary.json": '{"mine": 2}'}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    assert _finetune(data, mine, "--resume") == 2
+    assert _one_error(capsys) == (
+        f"error: {mine}: holds no medtransfer run (no config.yaml), so there is nothing to --resume and its files "
+        "are not finetune's to write over; give another --out"
+    )
+    assert _finetune(data, mine) == 2
+    assert _one_error(capsys) == (
+        f"error: {mine}: exists and is not empty; finetune never writes over a folder: give another --out"
+    )
+    assert {p.name: p.read_text() for p in mine.iterdir()} == files
+
+
+def test_sigterm_before_the_first_checkpoint_leaves_no_run_folder(tmp_path, capsys, monkeypatch):
+    """SIGTERM (timeout, SLURM, docker stop) ends finetune as Ctrl-C does: nothing trained yet, so the folder it
+    started goes, and the corrected command runs; exit status 143."""
+    import os
+    import signal
+
+    from medtransfer.train import Trainer
+
+    data = blob_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+
+    def terminated(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "fit", terminated)
+    assert _finetune(data, run) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("terminated")
+    assert not run.exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the command's handler is gone again
+    monkeypatch.undo()
+    assert _finetune(data, run) == 0
+
+
 def test_a_start_that_fails_leaves_nothing_so_the_corrected_command_runs(tmp_path, capsys):
     data = blob_dataset(tmp_path / "data")
     typo = tmp_path / "typo.yaml"

@@ -134,7 +134,7 @@ def test_grid_offset_is_the_largest_voxel_displacement_worked_out_by_hand():
     assert grid_offset_mm(a, a + 1e-6, (5, 6, 7)) < 1e-4
 
 
-def test_channels_or_label_on_another_grid_are_named_in_a_warning(caplog):
+def test_channels_on_another_grid_are_warned_about_and_a_label_refused(caplog):
     array = np.random.default_rng(0).random((12, 10, 8)).astype(np.float32)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     first = Volume(array, affine, source="t1.nii.gz")
@@ -149,12 +149,25 @@ def test_channels_or_label_on_another_grid_are_named_in_a_warning(caplog):
         "files)"
     ]
     caplog.clear()
+    # a label on a mirrored grid: combined voxel by voxel it would teach mirrored targets; refused, one line.
+    # x and y flipped about 0: voxel (i, j, k) moves by sqrt((2i)^2 + (2j)^2), most at (11, 9): sqrt(808) = 28.4 mm
     lps = np.diag([-1.0, -1.0, 1.0, 1.0])
     label = Volume((array > 0.5).astype(np.uint8), lps, source="lab.nii.gz")
-    with caplog.at_level(logging.WARNING, logger="medtransfer.data.preprocess"):
-        _, lab, _ = preprocess_case([first], PreprocessConfig(), label)
-    assert caplog.records[0].getMessage().startswith("lab.nii.gz: label lies on another grid")
-    np.testing.assert_array_equal(lab, label.array)  # voxel by voxel, as before
+    with pytest.raises(DataError) as info:
+        preprocess_case([first], PreprocessConfig(), label)
+    assert str(info.value) == (
+        "lab.nii.gz: the label lies on another grid than its image t1.nii.gz (a voxel moves by up to 28.4 mm between "
+        "their affines, more than 0.1 voxel): resample the label onto the image's grid (nearest neighbour), or fix "
+        "the affine of whichever header is wrong"
+    )
+    # within a tenth of a voxel (header rounding) a label is taken as it is
+    near = affine.copy()
+    near[:3, 3] += 0.05
+    _, lab, _ = preprocess_case([first], PreprocessConfig(crop_to_foreground=False), Volume(label.array, near))
+    np.testing.assert_array_equal(lab, label.array)
+    # a 4D label is one error line, not a broadcasting traceback
+    with pytest.raises(DataError, match=r"label has shape \(12, 10, 8, 2\); labels must be 3D"):
+        preprocess_case([first], PreprocessConfig(), Volume(np.zeros((12, 10, 8, 2), np.uint8), affine))
     caplog.clear()
     noise = affine.copy()
     noise[:3, 3] += 0.5 * GRID_TOLERANCE_VOXELS  # within a tenth of a voxel: header rounding, no warning

@@ -117,10 +117,16 @@ def _refuse_occupied_out(out: Path, resume: bool) -> None:
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: is a file; --out is the run folder to create")
-    if not resume and out.is_dir() and any(out.iterdir()):
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    is_run = (out / "config.yaml").is_file()
+    if not resume:
+        hint = "pass --resume to continue (or return) the run in it, or give" if is_run else "give"
+        raise ConfigError(f"{out}: exists and is not empty; finetune never writes over a folder: {hint} another --out")
+    if not is_run:
         raise ConfigError(
-            f"{out}: exists and is not empty; finetune never writes over a folder: pass --resume to continue (or "
-            "return) the run in it, or give another --out"
+            f"{out}: holds no medtransfer run (no config.yaml), so there is nothing to --resume and its files are "
+            "not finetune's to write over; give another --out"
         )
 
 

@@ -329,12 +329,22 @@ def _check_same_grid(channels: Sequence[Volume], label: Volume | None) -> None:
     shape = first.array.shape
     if len(shape) != 3:
         raise DataError(f"{first.where}each channel must be 3D, got shape {shape} (split 4D files with split_channels)")
+    if label is not None and label.array.ndim != 3:
+        raise DataError(f"{label.where}label has shape {label.array.shape}; labels must be 3D (one label map)")
     for i, v in enumerate([*channels[1:], *([label] if label is not None else [])]):
         what = "label" if label is not None and i == len(channels) - 1 else f"channel {i + 1}"
         if v.array.shape[:3] != shape:
             raise DataError(f"{v.where}{what} has shape {v.array.shape}, the first channel {shape}; they must match")
         shift = grid_offset_mm(first.affine, v.affine, shape)
         voxel = float(min(first.spacing[:3]))
+        if shift > GRID_TOLERANCE_VOXELS * voxel and what == "label":
+            # a label is the answer the network learns: combined voxel by voxel with a shifted or mirrored grid it
+            # would teach the wrong voxels (nnU-Net's integrity check stops on it too)
+            raise DataError(
+                f"{v.where}the label lies on another grid than its image {first.source or ''} (a voxel moves by up "
+                f"to {shift:.3g} mm between their affines, more than {GRID_TOLERANCE_VOXELS:g} voxel): resample the "
+                "label onto the image's grid (nearest neighbour), or fix the affine of whichever header is wrong"
+            )
         if shift > GRID_TOLERANCE_VOXELS * voxel:
             logger.warning(
                 "%s%s lies on another grid than the first channel %s (a voxel moves by up to %.3g mm between their "
