@@ -175,6 +175,23 @@ def test_a_folders_datalist_symlinked_out_of_the_root_is_refused(tmp_path, capsy
     assert len(load_dataset(root / "datalist.json").cases) == 3
 
 
+@pytest.mark.parametrize("layout", ["nnunet", "folders"])
+def test_a_dataset_json_symlinked_out_of_the_root_is_refused(tmp_path, capsys, layout):
+    """As the datalist and metadata.csv are: the dataset's own index must lie inside its folder."""
+    root = build_nnunet(tmp_path / "ds", n=1) if layout == "nnunet" else build_folders(tmp_path / "ds", n=1)
+    outside = tmp_path / "elsewhere.json"
+    if layout == "nnunet":
+        (root / "dataset.json").rename(outside)
+    else:
+        outside.write_text(json.dumps({"labels": {"background": 0, "brain": 1}, "channel_names": {"0": "T1"}}))
+    (root / "dataset.json").symlink_to(outside)
+    with pytest.raises(DataError) as err:
+        load_dataset(root)
+    assert str(err.value) == f"{root / 'dataset.json'}: links to {outside}, {ESCAPES.format(root=root)}"
+    assert main(["data", "check", str(root)]) != 0
+    assert f"dataset.json: links to {outside}" in capsys.readouterr().out
+
+
 # D. paths: 1 mm references, datalist entries, symlinked root
 
 

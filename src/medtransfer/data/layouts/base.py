@@ -231,6 +231,18 @@ def outside_root_problem(path: Path, root: Path, inside: Path | None = None) -> 
     return Problem(str(path), f"links to {target}, which {ESCAPES.format(root=root)}", outside_root=True)
 
 
+def check_index_inside(path: Path, root: Path) -> None:
+    """Refuse a dataset's own index file (``dataset.json``) that is a symlink leading out of ``root``: like every
+    file of a dataset, it must lie inside the dataset folder.
+
+    Raises:
+        DataError: naming the link and where it leads.
+    """
+    outside = outside_root_problem(path, root) if path.is_symlink() else None
+    if outside is not None:
+        raise DataError(f"{outside.file}: {outside.message}")
+
+
 REFERENCE_1MM = "labelsTr_1mm"
 """Optional folder of reference labels on a 1 mm grid, ``labelsTr_1mm/{case}.nii.gz`` (surface Dice at 1 mm)."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...errors import DataError
 from ..io import is_nifti, strip_nifti_suffix
-from .base import Case, CaseDataset, Layout, Problem, find_duplicates, outside_root_problem, resolve_inside
+from .base import Case, CaseDataset, Layout, Problem, check_index_inside, find_duplicates, resolve_inside
 from .nnunet import DATASET_JSON, parse_channels, parse_labels, read_json
 
 DATALIST_NAMES = ("datalist.json", DATASET_JSON)
@@ -47,10 +47,8 @@ def read_datalist(path: str | os.PathLike) -> CaseDataset:
     if source is None:
         raise DataError(f"{path}: no datalist JSON with a 'training' list")
     root = source.parent
-    if not path.is_file() and source.is_symlink():  # the folder's own index, like its metadata.csv, stays inside it
-        outside = outside_root_problem(source, root)
-        if outside is not None:
-            raise DataError(f"{outside.file}: {outside.message}")
+    if not path.is_file():  # the folder's own index, like its metadata.csv, stays inside it
+        check_index_inside(source, root)
     content = read_json(source)
     channels = parse_channels(content.get("channel_names", content.get("modality")), source)
     problems: list[Problem] = []

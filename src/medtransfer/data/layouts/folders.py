@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..io import is_nifti, strip_nifti_suffix
-from .base import Case, CaseDataset, Layout, Problem, duplicate_files
+from .base import Case, CaseDataset, Layout, Problem, check_index_inside, duplicate_files
 from .nnunet import DATASET_JSON, parse_channels, parse_labels, read_json
 
 LABEL_FOLDERS = ("labels", "masks")
@@ -35,8 +35,9 @@ def read_folders(root: str | os.PathLike) -> CaseDataset:
         cases.append(Case(case_id, [path], label))
     for path in labels.values():
         problems.append(Problem(str(path), f"label has no image: expected images/{path.name}"))
-    meta = read_json(root / DATASET_JSON) if (root / DATASET_JSON).is_file() else {}
     source = root / DATASET_JSON
+    check_index_inside(source, root)
+    meta = read_json(source) if source.is_file() else {}
     channels = parse_channels(meta.get("channel_names", meta.get("modality")), source)
     return CaseDataset(
         root,

@@ -18,7 +18,7 @@ from typing import Any
 from ...errors import DataError
 from ...utils import write_json_atomic
 from ..io import NIFTI_SUFFIXES
-from .base import Case, CaseDataset, Layout, Problem, find_duplicates, resolve_inside
+from .base import Case, CaseDataset, Layout, Problem, check_index_inside, find_duplicates, resolve_inside
 
 DATASET_JSON = "dataset.json"
 
@@ -197,8 +197,9 @@ def read_nnunet(root: str | os.PathLike) -> CaseDataset:
         DataError: ``dataset.json`` is missing or not valid JSON.
     """
     root = Path(root)
-    meta = read_json(root / DATASET_JSON)
     source = root / DATASET_JSON
+    check_index_inside(source, root)
+    meta = read_json(source)
     labels = parse_labels(meta.get("labels"), source)
     channels = parse_channels(meta.get("channel_names", meta.get("modality")), source)
     ending = check_file_ending(meta.get("file_ending", ".nii.gz"), source)
