@@ -163,6 +163,14 @@ def test_not_a_dataset_raises(tmp_path):
         check_dataset(tmp_path)
 
 
+def test_an_nnunet_folder_without_dataset_json_is_told_so(tmp_path):
+    root = build_nnunet(tmp_path / "ds", n=1)
+    (root / "dataset.json").unlink()
+    with pytest.raises(DataError) as info:
+        check_dataset(root)
+    assert "It has imagesTr/ but no dataset.json: an nnU-Net raw dataset needs one, e.g. {" in str(info.value)
+
+
 def test_cli_exit_codes_and_output(tmp_path, capsys):
     root = build_nnunet(tmp_path / "ds")
     assert main(["data", "check", str(root)]) == 0

@@ -71,8 +71,19 @@ def detect_layout(path: str | os.PathLike) -> Layout:
         except OSError as err:
             raise DataError(f"{path}: cannot be read ({err})") from err
     listing = "\n  - ".join(known_layouts())
-    hint = _nested_datasets(path)
+    hint = _missing_dataset_json(path) or _nested_datasets(path)
     raise DataError(f"{path}: not a dataset in any known layout.{hint} Known layouts:\n  - {listing}")
+
+
+def _missing_dataset_json(path: Path) -> str:
+    """A hint when ``path`` looks like an nnU-Net raw folder (``imagesTr/``) but lacks its ``dataset.json``."""
+    if path.is_dir() and (path / "imagesTr").is_dir() and not (path / "dataset.json").exists():
+        return (
+            " It has imagesTr/ but no dataset.json: an nnU-Net raw dataset needs one, e.g. "
+            '{"channel_names": {"0": "T1"}, "labels": {"background": 0, "lesion": 1}, "numTraining": N, '
+            '"file_ending": ".nii.gz"}.'
+        )
+    return ""
 
 
 def _nested_datasets(path: Path) -> str:
