@@ -221,3 +221,15 @@ def test_an_empty_train_section_is_no_options(tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text("train:\nforeground_fraction: 0.25\n")
     assert _finetune(data, tmp_path / "run", "--config", str(config)) == 0
+
+
+def test_labels_without_any_foreground_are_warned_about(tmp_path, caplog):
+    data = blob_dataset(tmp_path / "data")
+    for path in (data / "labelsTr").iterdir():
+        volume = nib.load(str(path))
+        save_nifti(path, np.zeros(volume.shape, np.uint8), volume.affine)
+    with caplog.at_level("WARNING", logger="medtransfer.finetune.segment"):
+        assert _finetune(data, tmp_path / "run") == 0
+    warned = [r.getMessage() for r in caplog.records if "foreground voxel" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].startswith("none of the 2 labelled training case(s) has a foreground voxel (")

@@ -102,6 +102,13 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     logger.info(
         "labelled: %s; validation: %s", ", ".join(selection.labelled_ids), ", ".join(selection.val_ids) or "none"
     )
+    if train_cases and not any(np.any(np.asarray(c.label) > 0) for c in train_cases):
+        logger.warning(
+            "none of the %d labelled training case(s) has a foreground voxel (%s): the network can only learn "
+            "background; check the labels (`medtransfer data check`)",
+            len(train_cases),
+            ", ".join(selection.labelled_ids[:5]) + (", ..." if len(selection.labelled_ids) > 5 else ""),
+        )
     source, relayout = relayout_source(source, model, layout)
     strategy = apply_strategy(config.strategy, model, source, seed=config.seed)
     if relayout is not None:
