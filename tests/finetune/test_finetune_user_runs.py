@@ -141,7 +141,11 @@ def _head(shape=(12, 10, 8)):
     ("values", "message"),
     [
         ([0, 1026], r"^lab.nii.gz: label values from 0 to 1026; allowed are whole numbers from 0 to 255: remap"),
-        ([-1, 1], r"^lab.nii.gz: label values from -1 to 1; allowed are whole numbers from 0 to 255"),
+        (
+            [-1, 1],
+            r"^lab.nii.gz: label values from -1 to 1; allowed are whole numbers from 0 \(background\) to 255: "
+            "negative values are no classes",
+        ),
         ([0, 0.5], r"^lab.nii.gz: \d+ label voxel\(s\) are not whole numbers \(e.g. 0.5\)"),
     ],
 )

@@ -403,7 +403,12 @@ def _label_uint8(label: Volume) -> np.ndarray:
     elif array.dtype.kind not in "biu":
         raise DataError(f"{label.where}label data type {array.dtype}; a label map holds integer class values")
     low, high = (array.min(), array.max()) if array.size else (0, 0)
-    if low < 0 or high > 255:
+    if low < 0:
+        raise DataError(
+            f"{label.where}label values from {low:g} to {high:g}; allowed are whole numbers from 0 (background) to "
+            "255: negative values are no classes (an image saved as a label, or a signed mask?)"
+        )
+    if high > 255:
         raise DataError(
             f"{label.where}label values from {low:g} to {high:g}; allowed are whole numbers from 0 to 255: remap "
             "larger codes (FreeSurfer's, say) to 1..N and declare them in dataset.json"
