@@ -148,9 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {_environment_error(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         what = "terminated" if terminated else "interrupted"
-        print(f"{what}{_RESUME_HINTS.get(getattr(args, 'command', None), '')}", file=sys.stderr)
+        hint = getattr(err, "hint", None) or _RESUME_HINTS.get(getattr(args, "command", None), "")
+        print(f"{what}{hint}", file=sys.stderr)
         return 143 if terminated else 130
 
 

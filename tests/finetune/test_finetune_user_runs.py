@@ -92,7 +92,9 @@ def test_sigterm_before_the_first_checkpoint_leaves_no_run_folder(tmp_path, caps
 
     monkeypatch.setattr(Trainer, "fit", terminated)
     assert _finetune(data, run) == 143
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("terminated")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "terminated: stopped before the first checkpoint, so nothing was kept; rerun the same command to start again"
+    )
     assert not run.exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the command's handler is gone again
     monkeypatch.undo()

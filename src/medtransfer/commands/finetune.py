@@ -138,14 +138,22 @@ def _removed_if_nothing_trained(out: Path):
     before = set(out.iterdir()) if out.is_dir() else None
     try:
         yield
-    except BaseException:
+    except BaseException as err:
         if not (out.is_dir() and any(out.rglob("*.pt"))):  # a teacher's or a run's checkpoint: kept
             if before is None:
                 shutil.rmtree(out, ignore_errors=True)
             elif out.is_dir():
                 for path in set(out.iterdir()) - before:
                     shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            if isinstance(err, KeyboardInterrupt):  # nothing to --resume: say so, not "rerun with --resume"
+                raise StoppedBeforeCheckpoint from err
         raise
+
+
+class StoppedBeforeCheckpoint(KeyboardInterrupt):
+    """Interrupted (Ctrl-C, SIGTERM) before the first checkpoint: the run folder was removed, nothing to resume."""
+
+    hint = ": stopped before the first checkpoint, so nothing was kept; rerun the same command to start again"
 
 
 SEMI_OPTIONS = ("pseudo_rounds", "pseudo_threshold", "pseudo_max_entropy", "student_dropout")
