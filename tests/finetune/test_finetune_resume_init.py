@@ -22,8 +22,8 @@ def _argv(data, source, out, *extra):
     return [*base, *FINETUNE_ARGS, *extra]
 
 
-def test_resume_with_other_options_is_refused_naming_each_and_leaves_the_run_alone(tmp_path, monkeypatch, capsys):
-    data, source, out = blob_dataset(tmp_path / "ds"), source_checkpoint(tmp_path / "src.pt"), tmp_path / "run"
+def _killed_after_one_epoch(monkeypatch, argv) -> None:
+    """Run ``medtransfer`` with ``argv`` and kill it after its first epoch (its checkpoint written)."""
     original = Trainer.on_epoch_end
 
     def end_then_die(self, epoch, seconds):
@@ -32,8 +32,13 @@ def test_resume_with_other_options_is_refused_naming_each_and_leaves_the_run_alo
 
     monkeypatch.setattr(Trainer, "on_epoch_end", end_then_die)
     with pytest.raises(Killed):
-        main(_argv(data, source, out, "--seed", "1"))
+        main(argv)
     monkeypatch.setattr(Trainer, "on_epoch_end", original)
+
+
+def test_resume_with_other_options_is_refused_naming_each_and_leaves_the_run_alone(tmp_path, monkeypatch, capsys):
+    data, source, out = blob_dataset(tmp_path / "ds"), source_checkpoint(tmp_path / "src.pt"), tmp_path / "run"
+    _killed_after_one_epoch(monkeypatch, _argv(data, source, out, "--seed", "1"))
     assert not (out / "summary.json").exists()
     config_before = (out / "config.yaml").read_text()
     last_before = load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["trainer"]["global_step"]
@@ -72,16 +77,7 @@ def test_resume_after_the_dataset_changed_is_refused_naming_the_cases(tmp_path, 
     import shutil
 
     data, source, out = blob_dataset(tmp_path / "ds"), source_checkpoint(tmp_path / "src.pt"), tmp_path / "run"
-    original = Trainer.on_epoch_end
-
-    def end_then_die(self, epoch, seconds):
-        original(self, epoch, seconds)
-        raise Killed
-
-    monkeypatch.setattr(Trainer, "on_epoch_end", end_then_die)
-    with pytest.raises(Killed):
-        main(_argv(data, source, out))
-    monkeypatch.setattr(Trainer, "on_epoch_end", original)
+    _killed_after_one_epoch(monkeypatch, _argv(data, source, out))
     config_before = (out / "config.yaml").read_text()
     stored = yaml.safe_load(config_before)["cases"]
     assert len(stored["labelled"]) == 2
