@@ -7,6 +7,7 @@ from medtransfer.data.io import Volume, load_nifti, save_nifti
 from medtransfer.data.preprocess import (
     PreprocessConfig,
     PreprocessInfo,
+    common_spacing,
     preprocess_case,
     preprocess_image,
     restore_to_input,
@@ -170,3 +171,21 @@ def test_infinite_and_nan_voxels_do_not_spread_when_resampled(spacing):
     np.testing.assert_allclose(got, want, atol=1e-2)
     # the inf voxel is bright where it lies, not background
     assert got.max() == pytest.approx(1.0)
+
+
+def test_common_spacing_is_the_median_of_mixed_voxel_sizes_along_ras(tmp_path):
+    """Scans of 1 x 1 x 2, 1 x 1 x 3 and (stored LPS-permuted) 1 x 1 x 4 mm: each axis's median along R, A, S is
+    (1, 1, 3); scans of one voxel size keep None (no resampling); a set target spacing is kept."""
+    paths = [
+        save_nifti(tmp_path / "a.nii.gz", np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 2.0, 1.0])),
+        save_nifti(tmp_path / "b.nii.gz", np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 3.0, 1.0])),
+    ]
+    permuted = np.zeros((4, 4))  # array axis 0 -> S (4 mm), axis 1 -> -R (1 mm), axis 2 -> -A (1 mm)
+    permuted[2, 0], permuted[0, 1], permuted[1, 2], permuted[3, 3] = 4.0, -1.0, -1.0, 1.0
+    paths.append(save_nifti(tmp_path / "c.nii.gz", np.zeros((4, 4, 4), np.float32), permuted))
+    assert common_spacing(PreprocessConfig(), paths).target_spacing == (1.0, 1.0, 3.0)
+    assert common_spacing(PreprocessConfig(), paths[:1] * 3).target_spacing is None
+    nearly = save_nifti(tmp_path / "d.nii.gz", np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 2.005, 1.0]))
+    assert common_spacing(PreprocessConfig(), [paths[0], nearly]).target_spacing is None  # header rounding
+    fixed = PreprocessConfig(target_spacing=(1.5, 1.5, 1.5))
+    assert common_spacing(fixed, paths) is fixed

@@ -239,3 +239,32 @@ def test_labels_without_any_foreground_are_warned_about(tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if "foreground voxel" in r.getMessage()]
     assert len(warned) == 1
     assert warned[0].startswith("none of the 2 labelled training case(s) has a foreground voxel (")
+
+
+def test_training_scans_of_mixed_voxel_sizes_are_resampled_to_their_median(tmp_path):
+    """Scans at 1 x 1 x 2 mm and at 1 x 1 x 3 mm (every other one): the run trains (and records) the median voxel
+    size of its training and validation scans, the spacing predict resamples new scans to; a dataset of one voxel
+    size keeps each scan's own (null)."""
+    import yaml
+
+    from medtransfer.checkpoint import load_checkpoint
+
+    data = blob_dataset(tmp_path / "data")
+    for i in (0, 2, 4):
+        for path in (data / "imagesTr" / f"c{i}_0000.nii.gz", data / "labelsTr" / f"c{i}.nii.gz"):
+            volume = nib.load(str(path))
+            save_nifti(path, np.asarray(volume.dataobj), np.diag([1.0, 1.0, 3.0, 1.0]))
+    run, split = tmp_path / "run", tmp_path / "split.yaml"
+    split.write_text("test_fraction: 0.0\nval_fraction: 0.34\n")  # 4 training scans, 2 validation
+    assert _finetune(data, run, "--n-labelled", "4", "--config", str(split)) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    used = config["cases"]["labelled"] + config["cases"]["val"]
+    z = [3.0 if int(case[1:]) % 2 == 0 else 2.0 for case in used]
+    assert 2.0 in z and 3.0 in z  # both voxel sizes are among them
+    expected = [1.0, 1.0, float(np.median(z))]
+    assert config["preprocess"]["target_spacing"] == expected
+    meta = load_checkpoint(run / "checkpoints" / "checkpoint_last.pt")["meta"]
+    assert meta["preprocess"]["target_spacing"] == expected
+    uniform = blob_dataset(tmp_path / "uniform")
+    assert _finetune(uniform, tmp_path / "run2") == 0
+    assert yaml.safe_load((tmp_path / "run2" / "config.yaml").read_text())["preprocess"]["target_spacing"] is None

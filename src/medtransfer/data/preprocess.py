@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -264,6 +265,47 @@ def preprocess_case(
         first.array.shape[:3], first.affine, reorientation, new_shape, new_affine, start, stop, tuple(intensity)
     )
     return np.stack(out).astype(np.float32), None if lab is None else np.ascontiguousarray(lab[box]), info
+
+
+MIXED_SPACING_RATIO = 1.01  # voxel sizes further apart than this (largest / smallest per axis) count as mixed
+
+
+def common_spacing(config: PreprocessConfig, images: Sequence[str | os.PathLike]) -> PreprocessConfig:
+    """``config`` with ``target_spacing`` set to the median voxel size of ``images`` (read from their headers, along
+    R, A, S when ``canonical``) where it keeps each scan's own spacing (``None``) and the scans' voxel sizes differ.
+
+    nnU-Net resamples every training scan to the median spacing: a network trained on 1 mm and 3 mm scans as they
+    are sees each structure at two sizes, and new scans are predicted at the median spacing (see
+    ``finetune.segment.inference_preprocess``), a size it may not have trained on. Scans of one voxel size keep
+    ``None`` (no resampling, as before); unreadable files are left to the reader to refuse.
+    """
+    if config.target_spacing is not None:
+        return config
+    import nibabel as nib
+
+    spacings = []
+    for path in images:
+        try:
+            img = nib.load(str(path))
+            affine, shape = np.asarray(img.affine, dtype=np.float64), tuple(img.shape[:3])
+            if config.canonical:
+                affine = reorient_affine(affine, canonical_transform(affine, shape, source=str(path)))
+        except Exception:  # noqa: BLE001 - the reader names the file and what is wrong with it later
+            continue
+        spacings.append(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    if len(spacings) < 2:
+        return config
+    spacings = np.asarray(spacings)
+    if np.all(spacings.max(axis=0) <= spacings.min(axis=0) * MIXED_SPACING_RATIO):
+        return config
+    median = tuple(round(float(v), 4) for v in np.median(spacings, axis=0))
+    logger.info(
+        "the training scans have different voxel sizes (%s mm): all are resampled to their median, %s mm, as new "
+        "scans will be",
+        ", ".join(sorted({" x ".join(f"{v:g}" for v in np.round(s, 3)) for s in spacings})),
+        " x ".join(f"{v:g}" for v in median),
+    )
+    return dataclasses.replace(config, target_spacing=median)
 
 
 def apply_to_label(label: Volume, info: PreprocessInfo) -> np.ndarray:

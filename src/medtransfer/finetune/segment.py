@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from ..data.layouts import CaseDataset, load_dataset
-from ..data.preprocess import PreprocessConfig
+from ..data.preprocess import PreprocessConfig, common_spacing
 from ..errors import ConfigError, DataError
 from ..infer.postprocess import MIN_COMPONENT_KEY, tune_on_validation
 from ..train.augment import create_augment
@@ -83,6 +83,8 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     ctx = init_distributed()  # a no-op unless started by torchrun with WORLD_SIZE > 1
     train_cfg = train_config(config, len(labels))
     selection = select_cases(config, dataset)
+    scans = [dataset.get(c).images[0] for c in [*selection.labelled_ids, *selection.val_ids]]
+    preprocess = common_spacing(preprocess, scans)  # mixed voxel sizes: the median, as nnU-Net and predict do
     resolved = resolved_config(config, selection, train_cfg, preprocess)
     if resume and check_resumable(out, resolved):
         logger.info("%s: already finished", out)
