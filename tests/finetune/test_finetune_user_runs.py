@@ -268,3 +268,15 @@ def test_training_scans_of_mixed_voxel_sizes_are_resampled_to_their_median(tmp_p
     uniform = blob_dataset(tmp_path / "uniform")
     assert _finetune(uniform, tmp_path / "run2") == 0
     assert yaml.safe_load((tmp_path / "run2" / "config.yaml").read_text())["preprocess"]["target_spacing"] is None
+
+
+def test_an_out_among_the_dataset_scans_is_refused(tmp_path, capsys):
+    data = blob_dataset(tmp_path / "data")
+    before = sorted(p.name for p in (data / "imagesTr").iterdir())
+    assert _finetune(data, data / "imagesTr" / "run") == 2
+    assert _one_error(capsys) == (
+        f"error: {data / 'imagesTr' / 'run'}: lies in {(data / 'imagesTr').resolve()}, a folder of the dataset's "
+        "scans or labels; the run's files there would break the dataset: give an --out outside it"
+    )
+    assert sorted(p.name for p in (data / "imagesTr").iterdir()) == before
+    assert _finetune(data, data / "runs" / "a") == 0  # beside the scans, inside the dataset folder: fine

@@ -78,6 +78,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
     out = Path(config.out)
     start = time.perf_counter()
     dataset = load_dataset(config.data)
+    _refuse_out_among_the_scans(out, dataset)
     labels = label_map(dataset)
     preprocess = PreprocessConfig.from_dict(config.preprocess)
     ctx = init_distributed()  # a no-op unless started by torchrun with WORLD_SIZE > 1
@@ -238,6 +239,19 @@ def resolved_config(
             "pool": list(split.train),
         },
     }
+
+
+def _refuse_out_among_the_scans(out: Path, dataset: CaseDataset) -> None:
+    """Refuse an ``out`` inside a folder of the dataset's scans or labels (``imagesTr/run``): the run's files there
+    would break the dataset for every later command."""
+    folders = {p.parent.resolve() for case in (*dataset.cases, *dataset.test_cases) for p in case.files}
+    target = out.resolve()
+    inside = next((f for f in sorted(folders) if target == f or target.is_relative_to(f)), None)
+    if inside is not None:
+        raise ConfigError(
+            f"{out}: lies in {inside}, a folder of the dataset's scans or labels; the run's files there would break "
+            "the dataset: give an --out outside it"
+        )
 
 
 def check_resumable(out: Path, resolved: dict[str, Any]) -> bool:
