@@ -260,7 +260,7 @@ def test_training_scans_of_mixed_voxel_sizes_are_resampled_to_their_median(tmp_p
     config = yaml.safe_load((run / "config.yaml").read_text())
     used = config["cases"]["labelled"] + config["cases"]["val"]
     z = [3.0 if int(case[1:]) % 2 == 0 else 2.0 for case in used]
-    assert 2.0 in z and 3.0 in z  # both voxel sizes are among them
+    assert sorted(set(z)) == [2.0, 3.0]  # both voxel sizes are among them
     expected = [1.0, 1.0, float(np.median(z))]
     assert config["preprocess"]["target_spacing"] == expected
     meta = load_checkpoint(run / "checkpoints" / "checkpoint_last.pt")["meta"]
@@ -280,3 +280,14 @@ def test_an_out_among_the_dataset_scans_is_refused(tmp_path, capsys):
     )
     assert sorted(p.name for p in (data / "imagesTr").iterdir()) == before
     assert _finetune(data, data / "runs" / "a") == 0  # beside the scans, inside the dataset folder: fine
+
+
+def test_a_budget_beyond_the_training_pool_says_what_the_split_held_out(tmp_path, capsys):
+    data = blob_dataset(tmp_path / "data")  # 6 subjects, some held out for validation and test
+    assert _finetune(data, tmp_path / "run", "--n-labelled", "6") == 2
+    line = _one_error(capsys)
+    assert line.startswith(f"error: n_labelled 6 (--n-labelled): the training pool of {data} holds ")
+    pool = int(line.split(" holds ")[1].split()[0])
+    assert "subject(s) (of 6: " in line
+    assert f"give 1 to {pool}, or lower the held-out fractions" in line
+    assert not (tmp_path / "run").exists()

@@ -108,7 +108,16 @@ def select_cases(config: FinetuneConfig, dataset: CaseDataset) -> Selection:
             )
     if not train_pool:
         raise DataError(f"{dataset.root}: no training subjects left after the split ({len(pool)} cases in the pool)")
-    n = len({c.subject for c in train_pool}) if config.n_labelled == ALL else int(config.n_labelled)
+    subjects = len({c.subject for c in train_pool})
+    n = subjects if config.n_labelled == ALL else int(config.n_labelled)
+    if not 1 <= n <= subjects:
+        held = len({dataset.get(c).subject for c in (*split.val, *split.test)})
+        raise ConfigError(
+            f"n_labelled {n} (--n-labelled): the training pool of {dataset.root} holds {subjects} subject(s) (of "
+            f"{subjects + held}: {len(split.val)} validation and {len(split.test)} test case(s) are held out by "
+            f"val_fraction {config.val_fraction:g} / test_fraction {config.test_fraction:g}); give 1 to {subjects}, "
+            "or lower the held-out fractions"
+        )
     budget = n_scans_budget(train_pool, n, seed=config.seed)
     return Selection(split, budget, tuple(list(split.val)[: config.max_val_cases]))
 
