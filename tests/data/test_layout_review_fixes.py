@@ -422,3 +422,17 @@ def test_labels_without_foreground_warn(tmp_path, capsys):
     )
     save_nifti(root / "labels" / "scan0.nii.gz", tiny_pair(0)[1], AFFINE)
     assert inspect_dataset(root).warnings == []
+
+
+def test_metadata_rows_match_accented_ids_in_either_unicode_form(tmp_path):
+    """A file named on macOS (decomposed: 'e' + combining accent) and a metadata.csv row typed composed ('é') are
+    one case: its domain is attached."""
+    import unicodedata
+
+    root = build_nnunet(tmp_path / "ds", n=1)
+    decomposed = unicodedata.normalize("NFD", "café")
+    for folder, suffix in (("imagesTr", "_0000.nii.gz"), ("labelsTr", ".nii.gz")):
+        (root / folder / f"case000{suffix}").rename(root / folder / f"{decomposed}{suffix}")
+    (root / "metadata.csv").write_text(f"case,domain\n{unicodedata.normalize('NFC', 'café')},siemens\n")
+    dataset = load_dataset(root)
+    assert [c.domain for c in dataset.cases] == ["siemens"]

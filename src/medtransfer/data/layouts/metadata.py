@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import unicodedata
 from pathlib import Path
 
 from ...errors import DataError
@@ -41,6 +42,10 @@ def read_metadata_csv(path: Path) -> dict[str, dict[str, str]]:
     return table
 
 
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
 def attach_metadata(dataset: CaseDataset, path: Path | None = None) -> CaseDataset:
     """Return ``dataset`` with ``metadata.csv`` rows merged into each case and ``subject`` always set.
 
@@ -55,7 +60,9 @@ def attach_metadata(dataset: CaseDataset, path: Path | None = None) -> CaseDatas
         if outside is not None:
             problems.append(outside)
     table = read_metadata_csv(path) if path.is_file() and not problems else {}
-    known = {case.case_id for case in dataset.cases + dataset.test_cases}
+    # one spelling of accented ids: macOS stores file names decomposed (NFD), a spreadsheet writes composed (NFC)
+    table = {_nfc(case_id): row for case_id, row in table.items()}
+    known = {_nfc(case.case_id) for case in dataset.cases + dataset.test_cases}
     extra = sorted(set(table) - known)
     if extra and known and len(extra) == len(table):
         problems.append(
@@ -70,7 +77,7 @@ def attach_metadata(dataset: CaseDataset, path: Path | None = None) -> CaseDatas
         logger.warning("%s: %d listed case(s) are not in the dataset, e.g. %s", path, len(extra), extra[:3])
 
     def merge(case: Case) -> Case:
-        metadata = {**case.metadata, **table.get(case.case_id, {})}
+        metadata = {**case.metadata, **table.get(_nfc(case.case_id), {})}
         metadata["subject"] = metadata.get("subject") or case.case_id
         return dataclasses.replace(case, metadata=metadata)
 
