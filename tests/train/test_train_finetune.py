@@ -108,7 +108,10 @@ def test_finetune_from_scratch_with_slice_budget_and_domain(tmp_path):
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--target-domain", "zz"], "no case of domain 'zz'"), (["--n-labelled", "40"], "n labelled scans")],
+    [
+        (["--target-domain", "zz"], "no case of domain 'zz'"),
+        (["--n-labelled", "40"], "n_labelled 40 (--n-labelled): the training pool"),
+    ],
 )
 def test_finetune_bad_options(tmp_path, capsys, extra, message):
     data = _dataset(tmp_path / "ds")

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = FinetuneConfig.from_dict({}, **overrides)
     out = Path(config.out)
-    _refuse_occupied_out(out, args.resume)
+    _refuse_occupied_out(out, args.resume, classify=args.classify is not None)
     with _removed_if_nothing_trained(out):
         if args.classify is not None:
             return _run_classification(args, config)
@@ -110,20 +110,22 @@ def run(args: argparse.Namespace) -> int:
         return _run_teacher_student(args, config)
 
 
-def _refuse_occupied_out(out: Path, resume: bool) -> None:
+def _refuse_occupied_out(out: Path, resume: bool, *, classify: bool = False) -> None:
     """``--out`` is a run folder to create: a file there, or a folder with anything in it (an earlier run, the
-    user's files) is refused unless ``--resume`` asks to continue the run in it."""
+    user's files) is refused unless ``--resume`` asks to continue the run in it -- a run's folder (its
+    ``config.yaml``, or a teacher-student run's ``round*/config.yaml``), never a folder of the user's files.
+    Classification runs, which never resume, say so themselves."""
     from ..errors import ConfigError
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: is a file; --out is the run folder to create")
     if not (out.is_dir() and any(out.iterdir())):
         return
-    is_run = (out / "config.yaml").is_file()
+    is_run = (out / "config.yaml").is_file() or any(out.glob("round*/config.yaml"))
     if not resume:
         hint = "pass --resume to continue (or return) the run in it, or give" if is_run else "give"
         raise ConfigError(f"{out}: exists and is not empty; finetune never writes over a folder: {hint} another --out")
-    if not is_run:
+    if not is_run and not classify:
         raise ConfigError(
             f"{out}: holds no medtransfer run (no config.yaml), so there is nothing to --resume and its files are "
             "not finetune's to write over; give another --out"
