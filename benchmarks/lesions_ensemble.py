@@ -4,12 +4,12 @@
         --runs WORK/run_stroke_seed47_from_source101 WORK/run_stroke_seed47_stroke_3d_recipe_from_source101 \\
         --seed 47 --out ens47 [--json benchmarks/results/lesions_ensemble_seed47.json]
 
-The runs (2 or more, e.g. the 2D recipe and configs/recipes/stroke_3d_recipe.yaml on one build: lesions.py keeps
-one run folder per target, initialisation, recipe and precision, and names it in its JSON as ``run_dir``) must
-share the build and the split.  ``medtransfer ensemble``'s library call (:func:`medtransfer.infer.ensemble.create_ensemble`) makes the
-ensemble in ``--out`` from each run's last checkpoint and tunes its minimum component size on the shared
+The runs (2 or more, e.g. the 2D recipe and configs/recipes/stroke_3d_recipe.yaml on one build: lesions.py keeps one
+run folder per target, initialisation, recipe and precision, and names it in its JSON as ``run_dir``) must share the
+build and the split. ``medtransfer ensemble``'s library call (:func:`medtransfer.infer.ensemble.create_ensemble`)
+makes the ensemble in ``--out`` from each run's last checkpoint and tunes its minimum component size on the shared
 validation scans; the test scans are then predicted (the members' probabilities averaged) and scored exactly as
-lesions.py scores one run (:func:`lesions.score_test_cases`).  The JSON has lesions.py's shape (``build``,
+lesions.py scores one run (:func:`lesions.score_test_cases`). The JSON has lesions.py's shape (``build``,
 ``results[target]``), so `benchmarks/lesions_compare.py` pairs it with any single run of the same build seed.
 """
 
