@@ -466,9 +466,14 @@ def _fill_non_finite(image: np.ndarray, percentiles: tuple[float, float] | None)
     finite_mask = np.isfinite(image)
     if finite_mask.all() or not finite_mask.any():
         return image
-    finite = image[finite_mask]
-    low, high = np.percentile(finite, percentiles) if percentiles else (finite.min(), finite.max())
+    low, high = _clip_range(image[finite_mask], percentiles)
     return np.nan_to_num(image, nan=low, posinf=high, neginf=low)
+
+
+def _clip_range(finite: np.ndarray, percentiles: tuple[float, float] | None):
+    """The clip values of an image's finite voxels (numpy scalars, whose type the scaling's arithmetic keeps): its
+    percentiles, or its minimum and maximum."""
+    return np.percentile(finite, percentiles) if percentiles else (finite.min(), finite.max())
 
 
 def _clip(
@@ -478,7 +483,7 @@ def _clip(
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         raise DataError(f"{volume.where}image has no finite voxel (all NaN or inf); a scan needs intensities")
-    low, high = np.percentile(finite, percentiles) if percentiles else (finite.min(), finite.max())
+    low, high = _clip_range(finite, percentiles)
     return np.clip(np.nan_to_num(image, nan=low), low, high), float(low), float(high)
 
 

@@ -244,7 +244,8 @@ def resolved_config(
 def _refuse_out_among_the_scans(out: Path, dataset: CaseDataset) -> None:
     """Refuse an ``out`` inside a folder of the dataset's scans or labels (``imagesTr/run``): the run's files there
     would break the dataset for every later command."""
-    folders = {p.parent.resolve() for case in (*dataset.cases, *dataset.test_cases) for p in case.files}
+    parents = {p.parent for case in (*dataset.cases, *dataset.test_cases) for p in case.files}
+    folders = {folder.resolve() for folder in parents}
     target = out.resolve()
     inside = next((f for f in sorted(folders) if target == f or target.is_relative_to(f)), None)
     if inside is not None:
