@@ -50,9 +50,16 @@ from medtransfer.errors import MedTransferError
 from medtransfer.experiments.evaluate_cell import lesion_match_rule, score, summarize_rows
 from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.infer import load_predictor
-from medtransfer.infer.postprocess import MIN_COMPONENT_KEY, apply_postprocess, tune_min_component
+from medtransfer.infer.postprocess import (
+    CANDIDATE_VOXELS,
+    MIN_COMPONENT_KEY,
+    apply_postprocess,
+    remove_small_components,
+    tune_min_component,
+)
 from medtransfer.metrics.lesions import DEFAULT_LESION_IOU
 from medtransfer.metrics.lesions import recall_by_volume as lesion_recall_by_volume
+from medtransfer.metrics.overlap import compute_dice
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {
@@ -255,6 +262,9 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
         "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": tune_min_component(
             raws, refs, float(np.prod(ref.spacing[:3]))
         )[1],
+        "test_dice_by_min_mm3 (diagnostic, not used to choose)": dice_by_min_component(
+            raws, refs, float(np.prod(ref.spacing[:3]))
+        ),
         "test_cases": summary["test_cases"],
         "train_cases": summary["labelled_cases"],
         "val_cases": summary["val_cases"],
@@ -264,6 +274,18 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
     values = {"dice": result["dice"], "lesion_f1": result["f1"]}
     result["pass"] = all(values[k] is not None and values[k] >= v for k, v in thresholds.items())
     return result
+
+
+def dice_by_min_component(preds: list[np.ndarray], refs: list[np.ndarray], voxel_volume_mm3: float) -> dict:
+    """Per-case Dice of ``preds`` after removing the components under each candidate size
+    (:data:`~medtransfer.infer.postprocess.CANDIDATE_VOXELS`, keyed by mm³ as the F1 curve), so that two size rules
+    can be compared scan by scan on the same raw predictions."""
+    out = {}
+    for voxels in CANDIDATE_VOXELS:
+        kept = [remove_small_components(p, voxels) for p in preds]
+        dice = [float(compute_dice(k[None, None], r[None, None])[0, 0]) for k, r in zip(kept, refs, strict=True)]
+        out[f"{round(voxels * voxel_volume_mm3, 3):g}"] = [round(d, 4) if np.isfinite(d) else None for d in dice]
+    return out
 
 
 def _history(out: Path) -> list[dict]:

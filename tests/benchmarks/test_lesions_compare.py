@@ -276,3 +276,22 @@ def test_lesions_source_training_takes_the_precision_override(lb, tmp_path, monk
     assert [Path(c.out).name for c in configs] == ["source_stroke_seed101_bf16", "source_stroke_seed101"]
     assert [(c.train["epochs"], c.train["precision"]) for c in configs] == [(3, "bf16"), (3, "fp32")]
     assert configs[0].train["lr"] == configs[1].train["lr"] == 3.0e-3  # the rest of the recipe's train section kept
+
+
+def test_lesions_dice_by_min_component_scores_each_candidate_scan_by_scan(lb):
+    # 1 mm voxels; scan a: a 1000-voxel lesion found exactly plus a 150-voxel false positive; scan b: a 64-voxel
+    # lesion found exactly, nothing else
+    ref_a = np.zeros((30, 30, 30), bool)
+    ref_a[2:12, 2:12, 2:12] = True
+    pred_a = ref_a.copy()
+    pred_a[20:25, 20:25, 20:26] = True
+    ref_b = np.zeros((10, 10, 10), bool)
+    ref_b[2:6, 2:6, 2:6] = True
+    dice = lb.dice_by_min_component([pred_a, ref_b.copy()], [ref_a, ref_b], 1.0)
+    assert list(dice) == [f"{v:g}" for v in lb.CANDIDATE_VOXELS]
+    # a: 2*1000 / (1150 + 1000) while the false positive stays (sizes up to 150), 1 from 200 to 1000, 0 above;
+    # b: 1 up to 50 voxels, 0 from 80 (the 64-voxel lesion itself goes)
+    assert dice["50"] == [round(2000 / 2150, 4), 1.0]
+    assert dice["80"] == dice["120"] == [round(2000 / 2150, 4), 0.0]
+    assert dice["200"] == [1.0, 0.0]
+    assert dice["1200"] == [0.0, 0.0]

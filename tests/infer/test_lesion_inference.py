@@ -155,6 +155,24 @@ def test_validation_evidence_may_remove_more_than_the_free_size_only_when_strict
     assert tune_min_component([pred], [ref], 8.0, candidates=(2, 3, 4, 5), evidence_max_mm3=35.0)[0] == 24.0
 
 
+def test_default_candidates_reach_past_120_voxels_so_the_caps_bound_the_choice():
+    # 1 mm voxels: a detected 10x10x10 stroke (1000 voxels, 1 ml) and a 5x5x6 false positive (150 voxels, 0.15 ml)
+    ref = np.zeros((40, 40, 40), bool)
+    ref[5:15, 5:15, 5:15] = True
+    pred = ref.copy()
+    pred[25:30, 25:30, 25:31] = True
+    best, scores = tune_min_component([pred], [ref], 1.0, max_mm3=1000.0)
+    # sizes 0..120 keep the false positive (F1 2/3); 200..800 remove it and keep the stroke (F1 1); 1200 and up
+    # remove both (F1 0).  Ties at the best F1 under the free size (1000 mm³) go to the largest: 800.
+    assert scores["120"] == pytest.approx(2 / 3)
+    assert scores["200"] == scores["800"] == 1.0
+    assert scores["1200"] == scores["20000"] == 0.0
+    assert best == 800.0
+    # the list stops being the bound: the free size is (a free size of 150 mm³ keeps the false positive)
+    assert tune_min_component([pred], [ref], 1.0, max_mm3=150.0)[0] == 120.0
+    assert tune_min_component([pred], [ref], 1.0, max_mm3=150.0, evidence_max_mm3=250.0)[0] == 200.0
+
+
 def test_without_validation_cases_the_free_size_of_the_training_labels_is_kept(tmp_path):
     dataset = load_dataset(threshold_dataset(tmp_path / "data"))  # t0: one 4x4x4 lesion of 1 mm³ voxels
 

@@ -23,8 +23,13 @@ from ..errors import ConfigError
 
 CONNECTIVITY = 26  # the lesion metrics' default (metrics/lesions.py): a component is what they count as a lesion
 MIN_COMPONENT_KEY = "min_component_mm3"
-# Candidate minimum sizes, in voxels of the validation scans (converted to mm³ with their voxel volume).
-CANDIDATE_VOXELS = (0, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120)
+# Candidate minimum sizes, in voxels of the validation scans (converted to mm³ with their voxel volume), about 1.6x
+# apart.  They run to 20000 voxels (20 ml at 1 mm) so that the caps from the training lesions, not the list, bound
+# the choice: a list that stopped at 120 voxels (0.12 ml at 1 mm, 3 ml at 3 mm) was the chosen size of every 1 mm
+# stroke run, with the validation F1 still rising there.  Sizes above the caps are scored, never chosen.
+# SHORT_CANDIDATE_VOXELS is that earlier list (benchmarks/min_component_rules.py re-scores it against this one).
+SHORT_CANDIDATE_VOXELS = (0, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120)
+CANDIDATE_VOXELS = SHORT_CANDIDATE_VOXELS + (200, 300, 500, 800, 1200, 2000, 3000, 5000, 8000, 12000, 20000)
 # Above the free size (half the 5th percentile of the training lesions), a validation set may remove components up
 # to the 20th percentile of the training lesion volumes, and only where its lesion F1 is strictly higher.
 EVIDENCE_PERCENTILE = 20.0
@@ -53,8 +58,13 @@ def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if min_voxels <= 1 or not mask.any():
         return mask
-    labels, sizes = component_sizes(mask)
-    keep = np.concatenate([[False], sizes >= min_voxels])
+    return _keep(*component_sizes(mask), min_voxels)
+
+
+def _keep(labels: np.ndarray, sizes: np.ndarray, min_voxels: float) -> np.ndarray:
+    """The mask of the components of ``(labels, sizes)`` (:func:`component_sizes`) of ``min_voxels`` voxels or more
+    (every component for ``min_voxels <= 1``, as :func:`remove_small_components`)."""
+    keep = np.concatenate([[False], sizes >= min_voxels if min_voxels > 1 else np.ones(sizes.size, dtype=bool)])
     return keep[labels]
 
 
@@ -173,12 +183,13 @@ def tune_min_component(
     from ..metrics.lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
 
     iou = DEFAULT_LESION_IOU if iou_threshold is None else iou_threshold
+    components = [component_sizes(p) for p in preds]  # labelled once; each candidate keeps the components >= it
     scores: dict[str, float] = {}
     for voxels in sorted(candidates):
         stats = LesionStats.concatenate(
             [
-                compute_lesion_detection(_case(remove_small_components(p, voxels)), _case(r), iou_threshold=iou)
-                for p, r in zip(preds, refs, strict=True)
+                compute_lesion_detection(_case(_keep(labels, sizes, voxels)), _case(r), iou_threshold=iou)
+                for (labels, sizes), r in zip(components, refs, strict=True)
             ]
         )
         f1 = float(reduce_lesion_stats(stats, "micro")["f1"][0])
