@@ -54,10 +54,11 @@ from medtransfer.infer.postprocess import (
     CANDIDATE_VOXELS,
     MIN_COMPONENT_KEY,
     apply_postprocess,
-    remove_small_components,
+    component_sizes,
+    keep_components,
     tune_min_component,
 )
-from medtransfer.metrics.lesions import DEFAULT_LESION_IOU
+from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, compute_lesion_detection
 from medtransfer.metrics.lesions import recall_by_volume as lesion_recall_by_volume
 from medtransfer.metrics.overlap import compute_dice
 
@@ -73,6 +74,7 @@ RECIPES = {
 DOMAIN = "siemens_3t"
 SOURCE_DOMAINS = tuple(p for p in list_profiles() if p != DOMAIN)
 SOURCE_SPLIT = {"test_fraction": 0.05, "val_fraction": 0.05}  # 50 scans: 46 training, 2 validation, 2 held out
+SCORES_KEY = "test_scores_by_min_mm3 (diagnostic, not used to choose)"
 VOLUME_BINS_CC = (0.0, 0.03, 0.1, 0.3, 1.0, 10.0, float("inf"))
 
 
@@ -262,9 +264,7 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
         "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": tune_min_component(
             raws, refs, float(np.prod(ref.spacing[:3]))
         )[1],
-        "test_dice_by_min_mm3 (diagnostic, not used to choose)": dice_by_min_component(
-            raws, refs, float(np.prod(ref.spacing[:3]))
-        ),
+        SCORES_KEY: scores_by_min_component(raws, refs, float(np.prod(ref.spacing[:3]))),
         "test_cases": summary["test_cases"],
         "train_cases": summary["labelled_cases"],
         "val_cases": summary["val_cases"],
@@ -276,15 +276,26 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
     return result
 
 
-def dice_by_min_component(preds: list[np.ndarray], refs: list[np.ndarray], voxel_volume_mm3: float) -> dict:
-    """Per-case Dice of ``preds`` after removing the components under each candidate size
-    (:data:`~medtransfer.infer.postprocess.CANDIDATE_VOXELS`, keyed by mm³ as the F1 curve), so that two size rules
-    can be compared scan by scan on the same raw predictions."""
+def scores_by_min_component(preds: list[np.ndarray], refs: list[np.ndarray], voxel_volume_mm3: float) -> dict:
+    """Per-scan Dice, false-positive components, lesions found and predicted components (lesions matched at
+    IoU >= 0.1, 26-connected) of ``preds``
+    after removing the components under each candidate size (:data:`~medtransfer.infer.postprocess.CANDIDATE_VOXELS`,
+    keyed by mm³ as the F1 curve), so that two size rules can be compared scan by scan on the same raw predictions
+    (``benchmarks/min_component_rules.py``)."""
+    components = [component_sizes(p) for p in preds]
     out = {}
     for voxels in CANDIDATE_VOXELS:
-        kept = [remove_small_components(p, voxels) for p in preds]
-        dice = [float(compute_dice(k[None, None], r[None, None])[0, 0]) for k, r in zip(kept, refs, strict=True)]
-        out[f"{round(voxels * voxel_volume_mm3, 3):g}"] = [round(d, 4) if np.isfinite(d) else None for d in dice]
+        kept = [keep_components(labels, sizes, voxels)[None, None] for labels, sizes in components]
+        cases = [(k, r[None, None]) for k, r in zip(kept, refs, strict=True)]
+        dice = [float(compute_dice(k, r)[0, 0]) for k, r in cases]
+        stats = [compute_lesion_detection(k, r, iou_threshold=DEFAULT_LESION_IOU) for k, r in cases]
+        out[f"{round(voxels * voxel_volume_mm3, 3):g}"] = {
+            "dice": [round(d, 4) if np.isfinite(d) else None for d in dice],
+            "false_positives": [int(s.fp[0, 0]) for s in stats],
+            "found": [int(s.tp[0, 0]) for s in stats],
+            "lesions": [int(s.n_ref[0, 0]) for s in stats],
+            "components": [int(s.n_pred[0, 0]) for s in stats],
+        }
     return out
 
 

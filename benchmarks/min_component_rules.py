@@ -15,6 +15,13 @@ The training labels (for the two caps) come from the run's build, rebuilt in ``-
 builder when the recorded path is gone (the build is a function of its seed).  ``--vs-nnunet-run`` adds the
 medtransfer arm of a ``benchmarks/vs_nnunet.py`` target folder: its checkpoint stores the validation curve, and the
 test curve is computed from its saved predictions (which must be unprocessed, i.e. the run chose size 0).
+
+Results that also store the test scans' per-scan scores at every candidate size (``lesions.py`` since 2026-12-07)
+are re-scored a second way too, ``candidate_lists``: the size the current candidate list chooses
+(:data:`~medtransfer.infer.postprocess.CANDIDATE_VOXELS`, to 20000 voxels) against the size the earlier list, which
+stopped at 120 voxels (:data:`~medtransfer.infer.postprocess.SHORT_CANDIDATE_VOXELS`), chooses from the same
+validation curve under the same caps -- paired scan by scan over every run with ``lesions_compare.py``'s test
+(A = the short list, B = the current one).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lesions import TARGETS, build  # noqa: E402
+from lesions import SCORES_KEY, TARGETS, build  # noqa: E402
+from lesions_compare import compare  # noqa: E402
 
 from medtransfer.checkpoint import load_checkpoint  # noqa: E402
 from medtransfer.data.io import load_nifti  # noqa: E402
@@ -36,6 +44,7 @@ from medtransfer.data.layouts import load_dataset  # noqa: E402
 from medtransfer.infer.postprocess import (  # noqa: E402
     EVIDENCE_PERCENTILE,
     MIN_COMPONENT_KEY,
+    SHORT_CANDIDATE_VOXELS,
     choose_min_component,
     training_lesion_caps,
     tune_min_component,
@@ -61,7 +70,39 @@ def rescore(name: str, val: dict, test: dict, free: float | None, evidence: floa
     return row
 
 
-def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict]]:
+def candidate_lists(run: str, result: dict, free: float | None, evidence: float | None) -> tuple[dict, dict]:
+    """The short list's and the current list's (size, per-scan test scores) of one run, as ``lesions_compare.py``
+    pairs results (``seed``: here the ``run``'s name, ``per_case_dice``, ``test_cases``, lesion counts, ``f1``);
+    ``init`` names the list."""
+    val = result["val_lesion_f1_by_min_mm3"]
+    short = dict(sorted(val.items(), key=lambda kv: float(kv[0]))[: len(SHORT_CANDIDATE_VOXELS)])
+    out = []
+    for name, curve in (("short list (to 120 voxels)", short), ("current list", val)):
+        size = choose_min_component(curve, free, evidence)
+        scores = result[SCORES_KEY][f"{size:g}"]
+        found, lesions, fp = (sum(scores[k]) for k in ("found", "lesions", "false_positives"))
+        components = sum(scores["components"])
+        recall = found / lesions if lesions else float("nan")
+        precision = (components - fp) / components if components else float("nan")
+        out.append(
+            {
+                "seed": run,
+                "init": name,
+                "min_component_mm3": size,
+                "per_case_dice": [float(d or 0.0) for d in scores["dice"]],
+                "test_cases": result.get("test_cases"),
+                "lesions": lesions,
+                "detected": found,
+                "false_positives": fp,
+                "f1": 2 * precision * recall / (precision + recall) if found else 0.0,
+            }
+        )
+    return out[0], out[1]
+
+
+def from_lesions_json(path: Path, work: Path, lists: list | None = None) -> list[tuple[str, dict]]:
+    """Both rules re-scored on each result of one ``lesions.py`` JSON; results with per-scan scores at every size
+    also append ``(target, short-list result, current-list result)`` to ``lists``."""
     report = json.loads(path.read_text())
     rows = []
     for target, result in report.get("results", {}).items():
@@ -75,6 +116,8 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict]]:
         free, evidence = training_lesion_caps(load_dataset(dataset_dir), result["train_cases"])
         val, test, recorded = result["val_lesion_f1_by_min_mm3"], result[TEST_KEY], result.get("min_component_mm3")
         rows.append((target, rescore(f"{path.stem} {target}", val, test, free, evidence, recorded)))
+        if lists is not None and SCORES_KEY in result:
+            lists.append((target, *candidate_lists(path.stem, result, free, evidence)))
     return rows
 
 
@@ -106,7 +149,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(args.vs_nnunet_run) != len(args.vs_nnunet_data):
         parser.error("give one --vs-nnunet-data per --vs-nnunet-run")
-    rows = [row for path in args.results for row in from_lesions_json(path, args.work)]
+    lists: list = []
+    rows = [row for path in args.results for row in from_lesions_json(path, args.work, lists)]
     rows += [from_vs_nnunet(f, d) for f, d in zip(args.vs_nnunet_run, args.vs_nnunet_data, strict=True)]
     out: dict = {"benchmark": "min_component_rules", "evidence_percentile": EVIDENCE_PERCENTILE, "targets": {}}
     for target in sorted({t for t, _ in rows}):
@@ -121,6 +165,15 @@ def main(argv=None) -> int:
             "mean_test_lesion_f1_evidence_rule": round(float(np.mean(new)), 4),
             "better": sum(n > o for o, n in zip(old, new, strict=True)),
             "worse": sum(n < o for o, n in zip(old, new, strict=True)),
+        }
+    for target in sorted({t for t, *_ in lists}):
+        short, current = [a for t, a, _ in lists if t == target], [b for t, _, b in lists if t == target]
+        out["targets"][target]["candidate_lists"] = {
+            "sizes_mm3": {
+                str(a["seed"]): [a["min_component_mm3"], b["min_component_mm3"]]
+                for a, b in zip(short, current, strict=True)
+            },
+            **compare(short, current),
         }
     print(json.dumps(out, indent=1))
     return 0

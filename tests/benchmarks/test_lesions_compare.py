@@ -278,7 +278,7 @@ def test_lesions_source_training_takes_the_precision_override(lb, tmp_path, monk
     assert configs[0].train["lr"] == configs[1].train["lr"] == 3.0e-3  # the rest of the recipe's train section kept
 
 
-def test_lesions_dice_by_min_component_scores_each_candidate_scan_by_scan(lb):
+def test_lesions_scores_by_min_component_scan_by_scan(lb):
     # 1 mm voxels; scan a: a 1000-voxel lesion found exactly plus a 150-voxel false positive; scan b: a 64-voxel
     # lesion found exactly, nothing else
     ref_a = np.zeros((30, 30, 30), bool)
@@ -287,11 +287,22 @@ def test_lesions_dice_by_min_component_scores_each_candidate_scan_by_scan(lb):
     pred_a[20:25, 20:25, 20:26] = True
     ref_b = np.zeros((10, 10, 10), bool)
     ref_b[2:6, 2:6, 2:6] = True
-    dice = lb.dice_by_min_component([pred_a, ref_b.copy()], [ref_a, ref_b], 1.0)
-    assert list(dice) == [f"{v:g}" for v in lb.CANDIDATE_VOXELS]
-    # a: 2*1000 / (1150 + 1000) while the false positive stays (sizes up to 150), 1 from 200 to 1000, 0 above;
+    scores = lb.scores_by_min_component([pred_a, ref_b.copy()], [ref_a, ref_b], 1.0)
+    assert list(scores) == [f"{v:g}" for v in lb.CANDIDATE_VOXELS]
+    # a: Dice 2*1000 / (1150 + 1000) while the false positive stays (sizes up to 150), 1 from 200 to 1000, 0 above;
     # b: 1 up to 50 voxels, 0 from 80 (the 64-voxel lesion itself goes)
-    assert dice["50"] == [round(2000 / 2150, 4), 1.0]
-    assert dice["80"] == dice["120"] == [round(2000 / 2150, 4), 0.0]
-    assert dice["200"] == [1.0, 0.0]
-    assert dice["1200"] == [0.0, 0.0]
+    assert scores["50"]["dice"] == [round(2000 / 2150, 4), 1.0]
+    assert scores["50"]["false_positives"] == [1, 0]
+    assert scores["50"]["found"] == scores["50"]["lesions"] == [1, 1]
+    assert scores["50"]["components"] == [2, 1]
+    assert scores["80"]["dice"] == scores["120"]["dice"] == [round(2000 / 2150, 4), 0.0]
+    assert scores["120"]["found"] == [1, 0]
+    assert scores["200"] == {
+        "dice": [1.0, 0.0],
+        "false_positives": [0, 0],
+        "found": [1, 0],
+        "lesions": [1, 1],
+        "components": [1, 0],
+    }
+    assert scores["1200"]["dice"] == [0.0, 0.0]
+    assert scores["1200"]["found"] == [0, 0]

@@ -58,10 +58,10 @@ def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if min_voxels <= 1 or not mask.any():
         return mask
-    return _keep(*component_sizes(mask), min_voxels)
+    return keep_components(*component_sizes(mask), min_voxels)
 
 
-def _keep(labels: np.ndarray, sizes: np.ndarray, min_voxels: float) -> np.ndarray:
+def keep_components(labels: np.ndarray, sizes: np.ndarray, min_voxels: float) -> np.ndarray:
     """The mask of the components of ``(labels, sizes)`` (:func:`component_sizes`) of ``min_voxels`` voxels or more
     (every component for ``min_voxels <= 1``, as :func:`remove_small_components`)."""
     keep = np.concatenate([[False], sizes >= min_voxels if min_voxels > 1 else np.ones(sizes.size, dtype=bool)])
@@ -188,7 +188,7 @@ def tune_min_component(
     for voxels in sorted(candidates):
         stats = LesionStats.concatenate(
             [
-                compute_lesion_detection(_case(_keep(labels, sizes, voxels)), _case(r), iou_threshold=iou)
+                compute_lesion_detection(_case(keep_components(labels, sizes, voxels)), _case(r), iou_threshold=iou)
                 for (labels, sizes), r in zip(components, refs, strict=True)
             ]
         )
