@@ -40,6 +40,26 @@ def test_read_nnunet_multichannel_with_test_cases(tmp_path):
     assert ds.cases[0].subject == "case000"
 
 
+def test_nnunet_ignores_files_that_are_not_nifti_with_a_warning(tmp_path, caplog):
+    # what a shared folder collects: notes, a thumbnail cache, an old copy in a sub-folder (nnU-Net lists only the
+    # files ending in file_ending); a NIfTI file that is not named {case}_{XXXX} is still refused
+    root = build_nnunet(tmp_path, n=2, test=1)
+    (root / "imagesTr" / "README.txt").write_text("scanned 2019")
+    (root / "imagesTr" / "Thumbs.db").write_bytes(b"\0")
+    (root / "imagesTr" / "old").mkdir()
+    (root / "imagesTs" / "notes.md").write_text("-")
+    with caplog.at_level("WARNING", logger="medtransfer.data.layouts.nnunet"):
+        ds = load_dataset(root)
+    assert ds.case_ids == ["case000", "case001"]
+    assert [c.case_id for c in ds.test_cases] == ["test000"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("imagesTr: ignoring 3 entries that are not NIfTI: README.txt, Thumbs.db, old" in m for m in messages)
+    assert any("imagesTs: ignoring 1 entry that is not NIfTI: notes.md" in m for m in messages)
+    (root / "imagesTr" / "case001_0000.nii.gz").rename(root / "imagesTr" / "case001.nii.gz")
+    with pytest.raises(DataError, match=r"case001.nii.gz: not named \{case\}_\{XXXX\}"):
+        load_dataset(root)
+
+
 def test_metadata_csv_is_attached(tmp_path):
     root = build_nnunet(tmp_path, n=2)
     (root / "metadata.csv").write_text("case,subject,domain\ncase000,s1,philips_15\ncase001,s1,ge_3\n")

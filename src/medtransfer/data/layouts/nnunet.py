@@ -9,6 +9,7 @@ paths relative to the root) are read too.  ``imagesTs`` cases are labelled when 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -17,8 +18,10 @@ from typing import Any
 
 from ...errors import DataError
 from ...utils import write_json_atomic
-from ..io import NIFTI_SUFFIXES
+from ..io import NIFTI_SUFFIXES, is_nifti
 from .base import Case, CaseDataset, Layout, Problem, check_index_inside, find_duplicates, resolve_inside
+
+logger = logging.getLogger(__name__)
 
 DATASET_JSON = "dataset.json"
 
@@ -262,9 +265,12 @@ def _group_channels(folder: Path, ending: str, problems: list[Problem]) -> dict[
     if not folder.is_dir():
         problems.append(Problem(str(folder), "folder missing"))
         return groups
-    other_ending = []
+    other_ending, ignored = [], []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
+            continue
+        if path.is_dir() or not is_nifti(path):  # README.txt, Thumbs.db, a backup folder: nnU-Net ignores them too
+            ignored.append(path.name)
             continue
         match = _CHANNEL_RE.match(path.name)
         if match and match["ending"] != ending:
@@ -275,6 +281,16 @@ def _group_channels(folder: Path, ending: str, problems: list[Problem]) -> dict[
             continue
         groups.setdefault(match["case"], {})[int(match["channel"])] = path
     problems += _ending_problems(folder, other_ending, ending)
+    if ignored:
+        shown = ", ".join(ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else "")
+        logger.warning(
+            "%s: ignoring %d entr%s that %s not NIfTI: %s",
+            folder,
+            len(ignored),
+            "y" if len(ignored) == 1 else "ies",
+            "is" if len(ignored) == 1 else "are",
+            shown,
+        )
     return groups
 
 
