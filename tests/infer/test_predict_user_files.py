@@ -369,3 +369,25 @@ def test_a_slab_much_thinner_than_the_3d_patch_is_warned_about(tmp_path, caplog)
     with caplog.at_level("WARNING", logger="medtransfer.infer.predictor"):
         assert _predict(run, whole, tmp_path / "w.nii.gz") == 0
     assert not [r for r in caplog.records if "padding" in r.getMessage()]
+
+
+def test_a_slice_from_another_plane_given_to_a_2d_model_is_warned_about(tmp_path, caplog):
+    run = _run(tmp_path)  # a 2D model slicing along axis 2 (axial, for a RAS scan)
+    coronal = np.zeros((20, 1, 24), np.float32)
+    coronal[5:15, :, 5:15] = 1.0
+    scan = save_nifti(tmp_path / "coronal.nii.gz", coronal, np.eye(4))
+    with caplog.at_level("WARNING", logger="medtransfer.infer.predictor"):
+        assert _predict(run, scan, tmp_path / "m.nii.gz") == 0
+    assert [r.getMessage() for r in caplog.records if "another plane" in r.getMessage()] == [
+        f"{scan}: at the working spacing (1 x 1 x 1 mm) the scan is 1 voxel(s) along axis 1, an axis of the slices "
+        "this 2D model predicts (it slices along axis 2, 24 voxel(s)): a slice from another plane? Each slice it "
+        "sees is 1 voxel(s) wide, so expect a wrong mask; give it the whole volume or slices in its own plane"
+    ]
+    # one axial slice, or a whole volume, is what the model was trained on: no warning
+    caplog.clear()
+    axial = save_nifti(tmp_path / "axial.nii.gz", np.moveaxis(coronal, 1, 2), np.eye(4))
+    volume = save_nifti(tmp_path / "volume.nii.gz", np.repeat(coronal, 20, axis=1), np.eye(4))
+    with caplog.at_level("WARNING", logger="medtransfer.infer.predictor"):
+        assert _predict(run, axial, tmp_path / "a.nii.gz") == 0
+        assert _predict(run, volume, tmp_path / "v.nii.gz") == 0
+    assert not [r for r in caplog.records if "another plane" in r.getMessage()]

@@ -216,7 +216,7 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=(), *, dev
             tuned[MIN_COMPONENT_KEY],
             "-" if cap is None else f"{cap:g}",
             "-" if evidence is None else f"{evidence:g}",
-            tuned["val_lesion_f1"],
+            {size: round(f1, 3) for size, f1 in tuned["val_lesion_f1"].items()},
         )
 
 

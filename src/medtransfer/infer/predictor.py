@@ -149,7 +149,10 @@ class Predictor:
             raise DataError(f"{source}: the model takes {self.in_channels} channel(s), the input has {len(channels)}")
         image, _, info = preprocess_case(channels, self.preprocess)
         inference = dict(self.inference)
-        _warn_thin(image.shape[1:], inference.get("patch_size"), info.spacing, source)
+        if self.spatial_dims == 2:
+            _warn_off_plane(image.shape[1:], int(inference.get("slice_axis", 2)), info.spacing, source)
+        else:
+            _warn_thin(image.shape[1:], inference.get("patch_size"), info.spacing, source)
         if inference.pop("symmetry", False):
             image = add_mirror_channels(image, info.spacing)
         probs = predict_volume(self.model, image, spatial_dims=self.spatial_dims, plan=self.plan, **inference)
@@ -178,6 +181,27 @@ def _warn_thin(shape, patch_size, spacing, source: str) -> None:
             source,
             " x ".join(f"{s:g}" for s in spacing),
             said,
+        )
+
+
+def _warn_off_plane(shape, slice_axis: int, spacing, source: str) -> None:
+    """Warn when a 2D model's slices are under an eighth as wide along one in-plane axis as along the other: a
+    slice (or a few) from another plane, e.g. one coronal slice given to an axial model, which it then predicts as
+    hundreds of slices one voxel wide."""
+    axes = [axis for axis in range(len(shape)) if axis != slice_axis]
+    narrow, wide = sorted(axes, key=lambda axis: shape[axis])
+    if shape[narrow] * 8 < shape[wide]:
+        logger.warning(
+            "%s: at the working spacing (%s mm) the scan is %d voxel(s) along axis %d, an axis of the slices this 2D "
+            "model predicts (it slices along axis %d, %d voxel(s)): a slice from another plane? Each slice it sees "
+            "is %d voxel(s) wide, so expect a wrong mask; give it the whole volume or slices in its own plane",
+            source,
+            " x ".join(f"{s:g}" for s in spacing),
+            shape[narrow],
+            narrow,
+            slice_axis,
+            shape[slice_axis],
+            shape[narrow],
         )
 
 
