@@ -1,27 +1,33 @@
-"""The minimum-component rule, re-scored on finished lesion runs: the old cap against the evidence rule, print JSON.
+"""The minimum-component rule, re-scored on finished lesion runs under four rules, print JSON.
 
 ``min_component_mm3: auto`` picks the size of the smallest connected component a lesion prediction keeps from the
-validation scans' lesion F1 (:func:`medtransfer.infer.postprocess.tune_min_component`).  The old rule never went
-above half the 5th percentile of the training lesions' volumes (the *free size*); the current one also allows
-sizes up to their 20th percentile where the validation F1 is strictly higher.  Both rules only choose from the
-validation F1 of each candidate size, and every ``benchmarks/lesions.py`` result stores that curve and the test
-scans' lesion F1 at every candidate size (computed on the same raw predictions), so each finished run can be
-re-scored exactly under both rules without training anything:
+validation scans' lesion F1 (:func:`medtransfer.infer.postprocess.tune_min_component`), bounded by two caps taken
+from the training lesions: the *free size* (ties go to the largest size under it) and the *evidence cap* (above the
+free size only a strictly higher validation F1 counts).  Two things changed on 2026-12-07 and are compared here:
+
+* the candidate list: it stopped at 120 voxels (``SHORT_CANDIDATE_VOXELS``), now it runs to 20000
+  (``CANDIDATE_VOXELS``) so that the caps, not the list, bound the choice;
+* the caps: half the 5th and the 20th *percentile* of the training lesion volumes, now the 5 % and 20 % lower
+  *prediction bounds* of a log-normal law fitted to them (:func:`~medtransfer.infer.postprocess.prediction_bound`),
+  which a handful of lesions (a stroke target: one per scan) no longer places above a tenth of the true lesions.
+
+Rules: ``session21`` (short list, percentile caps), ``short_prediction``, ``long_percentile`` and ``current`` (long
+list, prediction caps).  Every rule chooses from the validation F1 of each candidate size alone, and every
+``benchmarks/lesions.py`` result stores that curve and the test scans' lesion F1 at every candidate (on the same raw
+predictions), so each finished run is re-scored exactly, without training; the long-list rules need a curve that
+runs past 120 voxels (results since 2026-12-07).  Those results also store per-scan test Dice, false positives and
+lesions found at every size: the rules are then compared scan by scan with ``lesions_compare.py``'s paired test
+(A = ``session21``, B = each other rule).  A model-free check goes with it: the share of the *test* lesions that lie
+under each kind of free size and evidence cap (what a perfect segmentation would lose in a tie).
 
     python benchmarks/min_component_rules.py benchmarks/results/lesions_*seed*.json --work DIR \\
         [--vs-nnunet-run W/ms_lesion --vs-nnunet-data BUILD/Dataset003_MSLesion] > rules.json
 
-The training labels (for the two caps) come from the run's build, rebuilt in ``--work`` with ``benchmarks/lesions.py``'s
-builder when the recorded path is gone (the build is a function of its seed).  ``--vs-nnunet-run`` adds the
-medtransfer arm of a ``benchmarks/vs_nnunet.py`` target folder: its checkpoint stores the validation curve, and the
-test curve is computed from its saved predictions (which must be unprocessed, i.e. the run chose size 0).
-
-Results that also store the test scans' per-scan scores at every candidate size (``lesions.py`` since 2026-12-07)
-are re-scored a second way too, ``candidate_lists``: the size the current candidate list chooses
-(:data:`~medtransfer.infer.postprocess.CANDIDATE_VOXELS`, to 20000 voxels) against the size the earlier list, which
-stopped at 120 voxels (:data:`~medtransfer.infer.postprocess.SHORT_CANDIDATE_VOXELS`), chooses from the same
-validation curve under the same caps -- paired scan by scan over every run with ``lesions_compare.py``'s test
-(A = the short list, B = the current one).
+The labels (for the caps and the test lesions) come from the run's build, rebuilt in ``--work`` with
+``benchmarks/lesions.py``'s builder when the recorded path is gone (the build is a function of its seed).
+``--vs-nnunet-run`` adds the medtransfer arm of a ``benchmarks/vs_nnunet.py`` target folder: its checkpoint stores
+the validation curve, and the test curve is computed from its saved predictions (which must be unprocessed, i.e.
+the run chose size 0).
 """
 
 from __future__ import annotations
@@ -46,63 +52,91 @@ from medtransfer.infer.postprocess import (  # noqa: E402
     MIN_COMPONENT_KEY,
     SHORT_CANDIDATE_VOXELS,
     choose_min_component,
-    training_lesion_caps,
+    lesion_volumes,
+    prediction_bound,
     tune_min_component,
 )
 
 TEST_KEY = "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)"
+RULES = {  # name: (candidate list, kind of caps)
+    "session21": ("short", "percentile"),
+    "short_prediction": ("short", "prediction"),
+    "long_percentile": ("long", "percentile"),
+    "current": ("long", "prediction"),
+}
 
 
-def rescore(name: str, val: dict, test: dict, free: float | None, evidence: float | None, recorded=None) -> dict:
-    """Both rules' sizes and the test lesion F1 each gives (``free``, ``evidence``: :func:`training_lesion_caps`)."""
+def caps(volumes: np.ndarray, kind: str) -> tuple[float | None, float | None]:
+    """``(free size, evidence cap)`` in mm³ of the training lesion ``volumes``: ``percentile`` (half the 5th and the
+    20th percentile, the rule until 2026-12-07) or ``prediction`` (the current :func:`prediction_bound` caps)."""
+    if kind == "percentile":
+        if not volumes.size:
+            return None, None
+        return 0.5 * float(np.percentile(volumes, 5)), float(np.percentile(volumes, EVIDENCE_PERCENTILE))
+    return prediction_bound(volumes, 5.0, 0.5), prediction_bound(volumes, EVIDENCE_PERCENTILE, 1.0)
+
+
+def _short(curve: dict) -> dict:
+    return dict(sorted(curve.items(), key=lambda kv: float(kv[0]))[: len(SHORT_CANDIDATE_VOXELS)])
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def rescore(name: str, val: dict, test: dict, train_volumes: np.ndarray, test_volumes: np.ndarray, scores=None):
+    """One run under every rule its curves allow: ``{"run", "training_lesions", "caps", "test_lesions_under",
+    "rules": {rule: {"min_component_mm3", "test_lesion_f1"}}}`` and, with per-scan ``scores`` (``lesions.py``'s
+    :data:`SCORES_KEY`), each rule's result as ``lesions_compare.py`` pairs them."""
+    long_curve = len(val) > len(SHORT_CANDIDATE_VOXELS)
     by_size = {float(k): v for k, v in test.items()}
-    old = choose_min_component(val, free)
-    new = choose_min_component(val, free, evidence)
-    row = {
+    all_caps = {kind: caps(train_volumes, kind) for kind in ("percentile", "prediction")}
+    row: dict = {
         "run": name,
-        "free_mm3": None if free is None else round(free, 3),
-        "evidence_cap_mm3": None if evidence is None else round(evidence, 3),
-        "old_rule": {"min_component_mm3": old, "test_lesion_f1": round(by_size[old], 4)},
-        "evidence_rule": {"min_component_mm3": new, "test_lesion_f1": round(by_size[new], 4)},
-    }
-    if recorded is not None and float(recorded) != old:
-        row["warning"] = f"the run recorded {recorded} mm³, the old rule gives {old} here"
-    return row
-
-
-def candidate_lists(run: str, result: dict, free: float | None, evidence: float | None) -> tuple[dict, dict]:
-    """The short list's and the current list's (size, per-scan test scores) of one run, as ``lesions_compare.py``
-    pairs results (``seed``: here the ``run``'s name, ``per_case_dice``, ``test_cases``, lesion counts, ``f1``);
-    ``init`` names the list."""
-    val = result["val_lesion_f1_by_min_mm3"]
-    short = dict(sorted(val.items(), key=lambda kv: float(kv[0]))[: len(SHORT_CANDIDATE_VOXELS)])
-    out = []
-    for name, curve in (("short list (to 120 voxels)", short), ("current list", val)):
-        size = choose_min_component(curve, free, evidence)
-        scores = result[SCORES_KEY][f"{size:g}"]
-        found, lesions, fp = (sum(scores[k]) for k in ("found", "lesions", "false_positives"))
-        components = sum(scores["components"])
-        recall = found / lesions if lesions else float("nan")
-        precision = (components - fp) / components if components else float("nan")
-        out.append(
-            {
-                "seed": run,
-                "init": name,
-                "min_component_mm3": size,
-                "per_case_dice": [float(d or 0.0) for d in scores["dice"]],
-                "test_cases": result.get("test_cases"),
-                "lesions": lesions,
-                "detected": found,
-                "false_positives": fp,
-                "f1": 2 * precision * recall / (precision + recall) if found else 0.0,
+        "training_lesions": int(train_volumes.size),
+        "caps_mm3": {kind: {"free": _rounded(f), "evidence": _rounded(e)} for kind, (f, e) in all_caps.items()},
+        "test_lesions": int(test_volumes.size),
+        "test_lesions_under": {
+            kind: {
+                "free": int((test_volumes < (f or 0.0)).sum()),
+                "evidence": int((test_volumes < (e or 0.0)).sum()),
             }
-        )
-    return out[0], out[1]
+            for kind, (f, e) in all_caps.items()
+        },
+        "rules": {},
+    }
+    paired = {}
+    for rule, (candidates, kind) in RULES.items():
+        if candidates == "long" and not long_curve:
+            continue
+        size = choose_min_component(_short(val) if candidates == "short" else val, *all_caps[kind])
+        row["rules"][rule] = {"min_component_mm3": size, "test_lesion_f1": round(by_size[size], 4)}
+        if scores is not None:
+            paired[rule] = _paired_result(name, rule, size, scores[f"{size:g}"])
+    return row, paired
 
 
-def from_lesions_json(path: Path, work: Path, lists: list | None = None) -> list[tuple[str, dict]]:
-    """Both rules re-scored on each result of one ``lesions.py`` JSON; results with per-scan scores at every size
-    also append ``(target, short-list result, current-list result)`` to ``lists``."""
+def _paired_result(run: str, rule: str, size: float, scores: dict) -> dict:
+    """A rule's test result of one run as ``lesions_compare.py`` pairs them (``seed``: the run's name)."""
+    found, lesions, fp = (sum(scores[k]) for k in ("found", "lesions", "false_positives"))
+    components = sum(scores["components"])
+    recall = found / lesions if lesions else float("nan")
+    precision = (components - fp) / components if components else float("nan")
+    return {
+        "seed": run,
+        "init": rule,
+        "min_component_mm3": size,
+        "per_case_dice": [float(d or 0.0) for d in scores["dice"]],
+        "test_cases": None,
+        "lesions": lesions,
+        "detected": found,
+        "false_positives": fp,
+        "f1": 2 * precision * recall / (precision + recall) if found else 0.0,
+    }
+
+
+def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict, dict]]:
+    """``(target, row, paired results)`` of each result of one ``lesions.py`` JSON."""
     report = json.loads(path.read_text())
     rows = []
     for target, result in report.get("results", {}).items():
@@ -113,17 +147,23 @@ def from_lesions_json(path: Path, work: Path, lists: list | None = None) -> list
         dataset_dir = root / TARGETS[target][1]
         if not (dataset_dir / "dataset.json").is_file():
             dataset_dir = build(work, seed, spacing, [target]) / TARGETS[target][1]
-        free, evidence = training_lesion_caps(load_dataset(dataset_dir), result["train_cases"])
-        val, test, recorded = result["val_lesion_f1_by_min_mm3"], result[TEST_KEY], result.get("min_component_mm3")
-        rows.append((target, rescore(f"{path.stem} {target}", val, test, free, evidence, recorded)))
-        if lists is not None and SCORES_KEY in result:
-            lists.append((target, *candidate_lists(path.stem, result, free, evidence)))
+        dataset = load_dataset(dataset_dir)
+        train, test = lesion_volumes(dataset, result["train_cases"]), lesion_volumes(dataset, result["test_cases"])
+        row, paired = rescore(
+            f"{path.stem} {target}",
+            result["val_lesion_f1_by_min_mm3"],
+            result[TEST_KEY],
+            train,
+            test,
+            result.get(SCORES_KEY),
+        )
+        recorded = result.get("min_component_mm3")
+        rows.append((target, {**row, "recorded_min_component_mm3": recorded}, paired))
     return rows
 
 
-def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict]:
-    """The medtransfer arm of a vs_nnunet target folder (``run/``, ``predictions/``, ``../reference`` or
-    ``reference``)."""
+def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict, dict]:
+    """The medtransfer arm of a vs_nnunet target folder (``run/``, ``predictions/``, ``reference``)."""
     run = folder / "medtransfer" / "run"
     summary = json.loads((run / "summary.json").read_text())
     post = load_checkpoint(run / "checkpoints" / "checkpoint_last.pt")["meta"]["postprocess"]
@@ -136,8 +176,49 @@ def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict]:
         preds.append(np.rint(pred.array) > 0)
         refs.append(np.rint(ref.array) > 0)
     _, test = tune_min_component(preds, refs, float(np.prod(ref.spacing[:3])))
-    free, evidence = training_lesion_caps(load_dataset(data), summary["labelled_cases"])
-    return "ms", rescore(f"vs_nnunet {folder}", post["val_lesion_f1"], test, free, evidence, 0.0)
+    dataset = load_dataset(data)
+    train = lesion_volumes(dataset, summary["labelled_cases"])
+    test_volumes = lesion_volumes(dataset, summary["test_cases"])
+    row, paired = rescore(f"vs_nnunet {folder}", post["val_lesion_f1"], test, train, test_volumes)
+    return "ms", row, paired
+
+
+def summarize(rows: list[tuple[dict, dict]]) -> dict:
+    """Per target: the model-free shares, each rule's mean test F1 over the runs it could re-score, and the paired
+    comparisons of each rule against ``session21`` over the runs with per-scan scores."""
+    out: dict = {"n_runs": len(rows), "runs": [row for row, _ in rows]}
+    lesions = sum(row["test_lesions"] for row, _ in rows)
+    out["test_lesions_under"] = {
+        kind: {
+            cap: {
+                "lesions": lesions,
+                "under": (n := sum(row["test_lesions_under"][kind][cap] for row, _ in rows)),
+                "share": round(n / lesions, 4) if lesions else None,
+            }
+            for cap in ("free", "evidence")
+        }
+        for kind in ("percentile", "prediction")
+    }
+    out["mean_test_lesion_f1"] = {}
+    for rule in RULES:
+        values = [row["rules"][rule]["test_lesion_f1"] for row, _ in rows if rule in row["rules"]]
+        if values:
+            out["mean_test_lesion_f1"][rule] = {"runs": len(values), "mean": round(float(np.mean(values)), 4)}
+    with_scores = [paired for _, paired in rows if paired]
+    if with_scores:
+        base = [p["session21"] for p in with_scores]
+        out["paired_vs_session21"] = {
+            rule: {
+                "sizes_mm3": {
+                    p[rule]["seed"]: [p["session21"]["min_component_mm3"], p[rule]["min_component_mm3"]]
+                    for p in with_scores
+                },
+                **compare(base, [p[rule] for p in with_scores]),
+            }
+            for rule in RULES
+            if rule != "session21"
+        }
+    return out
 
 
 def main(argv=None) -> int:
@@ -149,32 +230,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(args.vs_nnunet_run) != len(args.vs_nnunet_data):
         parser.error("give one --vs-nnunet-data per --vs-nnunet-run")
-    lists: list = []
-    rows = [row for path in args.results for row in from_lesions_json(path, args.work, lists)]
+    rows = [row for path in args.results for row in from_lesions_json(path, args.work)]
     rows += [from_vs_nnunet(f, d) for f, d in zip(args.vs_nnunet_run, args.vs_nnunet_data, strict=True)]
-    out: dict = {"benchmark": "min_component_rules", "evidence_percentile": EVIDENCE_PERCENTILE, "targets": {}}
-    for target in sorted({t for t, _ in rows}):
-        runs = [r for t, r in rows if t == target]
-        old = [r["old_rule"]["test_lesion_f1"] for r in runs]
-        new = [r["evidence_rule"]["test_lesion_f1"] for r in runs]
-        out["targets"][target] = {
-            "runs": runs,
-            "n_runs": len(runs),
-            "changed": sum(r["old_rule"]["min_component_mm3"] != r["evidence_rule"]["min_component_mm3"] for r in runs),
-            "mean_test_lesion_f1_old_rule": round(float(np.mean(old)), 4),
-            "mean_test_lesion_f1_evidence_rule": round(float(np.mean(new)), 4),
-            "better": sum(n > o for o, n in zip(old, new, strict=True)),
-            "worse": sum(n < o for o, n in zip(old, new, strict=True)),
-        }
-    for target in sorted({t for t, *_ in lists}):
-        short, current = [a for t, a, _ in lists if t == target], [b for t, _, b in lists if t == target]
-        out["targets"][target]["candidate_lists"] = {
-            "sizes_mm3": {
-                str(a["seed"]): [a["min_component_mm3"], b["min_component_mm3"]]
-                for a, b in zip(short, current, strict=True)
-            },
-            **compare(short, current),
-        }
+    out: dict = {
+        "benchmark": "min_component_rules",
+        "rules": {name: {"candidates": c, "caps": k} for name, (c, k) in RULES.items()},
+        "targets": {
+            target: summarize([(row, paired) for t, row, paired in rows if t == target])
+            for target in sorted({t for t, _, _ in rows})
+        },
+    }
     print(json.dumps(out, indent=1))
     return 0
 

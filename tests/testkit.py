@@ -320,13 +320,15 @@ def threshold_run(
 
 
 def threshold_dataset(root, extra=None):
-    """t0: a training case with one 4x4x4 lesion (cap = 32 mm³); v0: boxes 1 and 2 are lesions, the speck is not;
+    """t0: a training case with two 4x4x4 lesions (free size 32 mm³, evidence cap 64 mm³: lesions of one volume
+    have no spread, so both prediction bounds are that volume); v0: boxes 1 and 2 are lesions, the speck is not;
     ``extra``: more cases (id -> label) of the same image."""
     image, box1, box2 = threshold_image()
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     train_label = np.zeros(THRESHOLD_SHAPE, np.uint8)
     train_label[4:8, 4:8, 2:6] = 1
+    train_label[10:14, 10:14, 2:6] = 1
     cases = {"t0": train_label, "v0": (box1 | box2).astype(np.uint8), **(extra or {})}
     for case, label in cases.items():
         save_nifti(root / "imagesTr" / f"{case}_0000.nii.gz", image, np.eye(4))

@@ -1,4 +1,4 @@
-"""``benchmarks/min_component_rules.py``: both rules re-scored from a run's stored curves, worked out by hand."""
+"""``benchmarks/min_component_rules.py``: the four rules re-scored from a run's stored curves, worked out by hand."""
 
 from __future__ import annotations
 
@@ -7,59 +7,82 @@ import json
 import numpy as np
 import pytest
 
-from medtransfer.infer.postprocess import CANDIDATE_VOXELS
+from medtransfer.infer.postprocess import CANDIDATE_VOXELS, SHORT_CANDIDATE_VOXELS
 from testkit import threshold_dataset
 
 
-def _lesions_json(path, build_root, val, test, recorded):
-    report = {
-        "build": {"seed": 3, "spacing_mm": 1.0, "path": str(build_root)},
-        "results": {
-            "ms": {
-                "min_component_mm3": recorded,
-                "val_lesion_f1_by_min_mm3": val,
-                "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": test,
-                "train_cases": ["t0"],
-            }
-        },
+def _build(root):
+    """t0: two 64-voxel lesions, t1: one of 8 voxels (training volumes 8, 64, 64 mm³); test cases v0 (lesions of 64
+    and 100 voxels) and s0 (5 and 20 voxels), 1 mm³ voxels."""
+    t1 = np.zeros((16, 16, 8), np.uint8)
+    t1[2:4, 2:4, 2:4] = 1
+    s0 = np.zeros((16, 16, 8), np.uint8)
+    s0[1, 1, 1:6] = 1
+    s0[8:13, 8:12, 6] = 1
+    return threshold_dataset(root, extra={"t1": t1, "s0": s0})
+
+
+def _lesions_json(path, build_root, val, test, scores=None):
+    result = {
+        "min_component_mm3": 5.0,
+        "val_lesion_f1_by_min_mm3": val,
+        "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": test,
+        "train_cases": ["t0", "t1"],
+        "test_cases": ["v0", "s0"],
     }
+    if scores is not None:
+        result["test_scores_by_min_mm3 (diagnostic, not used to choose)"] = scores
+    report = {"build": {"seed": 3, "spacing_mm": 1.0, "path": str(build_root)}, "results": {"stroke": result}}
     path.write_text(json.dumps(report))
     return path
 
 
-def test_rules_are_rescored_from_the_stored_curves(mcr, tmp_path, capsys):
-    threshold_dataset(tmp_path / "build" / "Dataset003_MSLesion")  # t0: one 64-voxel lesion at 1 mm³ a voxel
-    # free size: half the 5th percentile of {64} = 32 mm³; evidence cap: its 20th percentile, 64 mm³
-    val = {"0": 0.5, "20": 0.6, "30": 0.6, "50": 0.8, "60": 0.8, "80": 0.9}
-    test = {"0": 0.4, "20": 0.55, "30": 0.5, "50": 0.7, "60": 0.65, "80": 0.2}
-    # old rule: best free F1 0.6 at 20 and 30, the larger (30) -> test 0.5; evidence rule: 50 and 60 beat 0.6
-    # (0.8 both, the smaller: 50) -> test 0.7; 80 (0.9) is above the evidence cap
-    a = _lesions_json(tmp_path / "a.json", tmp_path / "build", val, test, 30.0)
-    # a run whose curve gives the evidence nothing strictly better: both rules keep 30
-    flat = {"0": 0.5, "20": 0.6, "30": 0.6, "50": 0.6, "60": 0.5, "80": 0.9}
-    b = _lesions_json(tmp_path / "b.json", tmp_path / "build", flat, test, 20.0)  # recorded 20: a mismatch
-    assert mcr.main([str(a), str(b), "--work", str(tmp_path / "work")]) == 0
-    out = json.loads(capsys.readouterr().out)["targets"]["ms"]
-    first, second = out["runs"]
-    assert (first["free_mm3"], first["evidence_cap_mm3"]) == (32.0, 64.0)
-    assert first["old_rule"] == {"min_component_mm3": 30.0, "test_lesion_f1": 0.5}
-    assert first["evidence_rule"] == {"min_component_mm3": 50.0, "test_lesion_f1": 0.7}
-    assert "warning" not in first
-    assert second["old_rule"] == second["evidence_rule"] == {"min_component_mm3": 30.0, "test_lesion_f1": 0.5}
-    assert "recorded 20.0" in second["warning"]
-    assert (out["n_runs"], out["changed"], out["better"], out["worse"]) == (2, 1, 1, 0)
-    assert out["mean_test_lesion_f1_old_rule"] == 0.5
-    assert out["mean_test_lesion_f1_evidence_rule"] == np.round((0.7 + 0.5) / 2, 4)
+def test_rules_and_test_lesions_under_the_caps_from_a_short_curve(mcr, tmp_path, capsys):
+    _build(tmp_path / "build" / "Dataset004_StrokeLesion")
+    # training volumes 8, 64, 64.  Percentile caps: half the 5th percentile (linear: 8 + 0.1 * 56 = 13.6) = 6.8, the
+    # 20th percentile 8 + 0.4 * 56 = 30.4.  Prediction caps: log volumes 2.079, 4.159, 4.159 (mean 3.466, sd 1.201),
+    # n = 3, sqrt(4/3) = 1.1547, t_{2, 0.95} = 2.920, t_{2, 0.80} = 1.061: free 0.5 exp(3.466 - 4.048) = 0.279,
+    # evidence exp(3.466 - 1.471) = 7.35
+    keys = [f"{v:g}" for v in SHORT_CANDIDATE_VOXELS]  # a curve that stops at 120 voxels (before 2026-12-07)
+    val = dict.fromkeys(keys, 0.5) | {"20": 0.6, "30": 0.6, "80": 0.4, "120": 0.4}
+    test = dict.fromkeys(keys, 0.3) | {"20": 0.45}
+    path = _lesions_json(tmp_path / "r.json", tmp_path / "build", val, test)
+    assert mcr.main([str(path), "--work", str(tmp_path / "work")]) == 0
+    out = json.loads(capsys.readouterr().out)["targets"]["stroke"]
+    (row,) = out["runs"]
+    assert row["training_lesions"] == 3
+    assert row["caps_mm3"]["percentile"] == {"free": 6.8, "evidence": 30.4}
+    assert row["caps_mm3"]["prediction"] == {"free": pytest.approx(0.279), "evidence": pytest.approx(7.355)}
+    # test lesions 64, 100, 5, 20: under 6.8 one (5), under 30.4 two (5, 20); under 0.279 none, under 7.35 one
+    assert row["test_lesions"] == 4
+    assert row["test_lesions_under"] == {
+        "percentile": {"free": 1, "evidence": 2},
+        "prediction": {"free": 0, "evidence": 1},
+    }
+    # session 21: 0-5 tie at 0.5 under the free size -> 5; above it, 20 and 30 (0.6) are strictly better -> 20.
+    # prediction caps: only 0 is free; 2, 3, 5 (up to 7.35) are not strictly better -> 0.  Long lists: no curve
+    assert row["rules"] == {
+        "session21": {"min_component_mm3": 20.0, "test_lesion_f1": 0.45},
+        "short_prediction": {"min_component_mm3": 0.0, "test_lesion_f1": 0.3},
+    }
+    assert out["test_lesions_under"]["percentile"]["evidence"] == {"lesions": 4, "under": 2, "share": 0.5}
+    assert out["mean_test_lesion_f1"] == {
+        "session21": {"runs": 1, "mean": 0.45},
+        "short_prediction": {"runs": 1, "mean": 0.3},
+    }
+    assert "paired_vs_session21" not in out  # no per-scan scores
     assert not (tmp_path / "work").exists()  # the recorded build was used, nothing rebuilt
 
 
-def test_candidate_lists_pair_the_short_and_the_current_list_scan_by_scan(mcr, tmp_path, capsys, monkeypatch):
-    threshold_dataset(tmp_path / "build" / "Dataset004_StrokeLesion")
-    monkeypatch.setattr(mcr, "training_lesion_caps", lambda dataset, ids: (1000.0, 5000.0))  # free, evidence caps
+def test_long_curves_pair_every_rule_with_session21_scan_by_scan(mcr, tmp_path, capsys, monkeypatch):
+    _build(tmp_path / "build" / "Dataset004_StrokeLesion")
+    designed = {"percentile": (1000.0, 5000.0), "prediction": (100.0, 300.0)}  # (free, evidence) in mm³
+    monkeypatch.setattr(mcr, "caps", lambda volumes, kind: designed[kind])
     keys = [f"{v:g}" for v in CANDIDATE_VOXELS]  # 1 mm voxels: keys are voxel counts
     val = dict.fromkeys(keys, 0.5) | {"120": 0.6, "200": 0.6, "500": 0.8, "800": 0.8, "1200": 0.8, "2000": 0.9}
-    # short list (to 120): best 0.6 at 120.  Current list: under the free size (1000) 0.8 at 500 and 800; above it,
-    # up to the evidence cap (5000), 1200 ties (0.8, not enough) and 2000 is strictly better (0.9) -> 2000
+    # session21 (to 120, free 1000): 0.6 at 120.  short_prediction (free 100, evidence 300): 0-80 tie (0.5) -> 80,
+    # then 120 (0.6) is strictly better -> 120.  long_percentile: 0.8 at 500 and 800 under 1000 -> 800, then 2000
+    # (0.9, under 5000) is strictly better -> 2000.  current (free 100, evidence 300): 120 and 200 (0.6) -> 120
     blank = {"dice": [0.0, 0.0], "false_positives": [0, 0], "found": [0, 0], "lesions": [2, 1], "components": [0, 0]}
     scores = dict.fromkeys(keys, blank) | {
         "120": {
@@ -77,29 +100,21 @@ def test_candidate_lists_pair_the_short_and_the_current_list_scan_by_scan(mcr, t
             "components": [1, 1],
         },
     }
-    report = {
-        "build": {"seed": 3, "spacing_mm": 1.0, "path": str(tmp_path / "build")},
-        "results": {
-            "stroke": {
-                "min_component_mm3": 120.0,
-                "val_lesion_f1_by_min_mm3": val,
-                "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": dict.fromkeys(keys, 0.5),
-                mcr.SCORES_KEY: scores,
-                "train_cases": ["t0"],
-                "test_cases": ["a", "b"],
-            }
-        },
-    }
-    (tmp_path / "r.json").write_text(json.dumps(report))
-    assert mcr.main([str(tmp_path / "r.json"), "--work", str(tmp_path / "work")]) == 0
-    lists = json.loads(capsys.readouterr().out)["targets"]["stroke"]["candidate_lists"]
-    assert lists["sizes_mm3"] == {"r": [120.0, 2000.0]}
-    # short: Dice 0.5, 0.7; 2 of 3 lesions found, 3 false positives (precision 2/5 pooled) -> F1 0.5
-    # current: Dice 0.6, 0.9; 2 of 3 found, no false positive -> F1 0.8
-    assert lists["a"]["dice"] == pytest.approx(0.6)
-    assert lists["b"]["dice"] == pytest.approx(0.75)
-    assert (lists["a"]["detected"], lists["a"]["false_positives"], lists["b"]["false_positives"]) == (2, 3, 0)
-    assert lists["a"]["f1"] == pytest.approx(0.5)
-    assert lists["b"]["f1"] == pytest.approx(0.8)
-    assert lists["f1_per_seed"]["r"] == {"a": pytest.approx(0.5), "b": pytest.approx(0.8)}
-    assert (lists["dice_b_minus_a"]["paired_scans"], lists["dice_b_minus_a"]["b_better"]) == (2, 2)
+    path = _lesions_json(tmp_path / "r.json", tmp_path / "build", val, dict.fromkeys(keys, 0.5), scores)
+    assert mcr.main([str(path), "--work", str(tmp_path / "work")]) == 0
+    out = json.loads(capsys.readouterr().out)["targets"]["stroke"]
+    sizes = {rule: r["min_component_mm3"] for rule, r in out["runs"][0]["rules"].items()}
+    assert sizes == {"session21": 120.0, "short_prediction": 120.0, "long_percentile": 2000.0, "current": 120.0}
+    paired = out["paired_vs_session21"]
+    assert paired["current"]["sizes_mm3"] == {"r stroke": [120.0, 120.0]}
+    assert paired["current"]["dice_b_minus_a"]["tied"] == 2
+    longer = paired["long_percentile"]
+    # session21: Dice 0.5, 0.7; 2 of 3 lesions found, 3 false positives (pooled precision 2/5) -> F1 0.5
+    # long_percentile: Dice 0.6, 0.9; 2 of 3 found, no false positive -> F1 0.8
+    assert longer["a"]["dice"] == pytest.approx(0.6)
+    assert longer["b"]["dice"] == pytest.approx(0.75)
+    assert (longer["a"]["detected"], longer["a"]["false_positives"], longer["b"]["false_positives"]) == (2, 3, 0)
+    assert longer["a"]["f1"] == pytest.approx(0.5)
+    assert longer["b"]["f1"] == pytest.approx(0.8)
+    assert longer["f1_per_seed"]["r stroke"] == {"a": pytest.approx(0.5), "b": pytest.approx(0.8)}
+    assert (longer["dice_b_minus_a"]["paired_scans"], longer["dice_b_minus_a"]["b_better"]) == (2, 2)

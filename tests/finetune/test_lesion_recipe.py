@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from medtransfer.checkpoint import load_checkpoint, save_checkpoint
 from medtransfer.data.io import load_nifti, save_nifti
@@ -152,14 +152,18 @@ def test_a_run_without_validation_scans_stores_the_training_lesions_free_size(tm
     assert summary["val_cases"] == []
     assert len(summary["labelled_cases"]) == 3
     post = load_checkpoint(out / "checkpoints" / "checkpoint_last.pt")["meta"]["postprocess"]
-    # worked out again here: 26-connected lesions of the 3 training scans, 1 x 1 x 1.5 = 1.5 mm³ a voxel; half their
-    # 5th percentile (linear interpolation)
+    # worked out again here: 26-connected lesions of the 3 training scans, 1 x 1 x 1.5 = 1.5 mm³ a voxel; half the
+    # lower 95 % prediction bound of a log-normal law fitted to them (Student's t, scipy)
     volumes = []
     for case in summary["labelled_cases"]:
         label = np.rint(load_nifti(data / "labelsTr" / f"{case}.nii.gz").array) > 0
         labels, count = ndimage.label(label, np.ones((3, 3, 3)))
         volumes += [1.5 * int((labels == i).sum()) for i in range(1, count + 1)]
-    assert post["min_component_mm3"] == pytest.approx(0.5 * np.percentile(volumes, 5), abs=1e-3)
+    logs = np.log(volumes)
+    spread = logs.std(ddof=1) * np.sqrt(1 + 1 / len(logs))
+    bound = 0.5 * np.exp(logs.mean() - stats.t.ppf(0.95, len(logs) - 1) * spread)
+    assert len(volumes) >= 2
+    assert post["min_component_mm3"] == pytest.approx(bound, abs=1e-3)
     assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"] > 0
     assert post["tuned_on"] == []
     assert post["val_lesion_f1"] == {}

@@ -15,6 +15,7 @@ from medtransfer.infer.postprocess import (
     apply_postprocess,
     check_min_component,
     lesion_size_cap,
+    prediction_bound,
     remove_small_components,
     tune_min_component,
     tune_on_validation,
@@ -191,19 +192,37 @@ def test_without_validation_cases_the_free_size_of_the_training_labels_is_kept(t
     assert tune_on_validation(never, dataset, [], [])["min_component_mm3"] == 0.0  # no training lesions: none
 
 
-def test_lesion_size_cap_is_half_the_5th_percentile_of_training_lesion_volumes():
+def test_lesion_size_cap_is_half_the_5_percent_prediction_bound_of_training_lesion_volumes():
     a = np.zeros((12, 12, 12), bool)
     a[0:2, 0:2, 0:2] = True  # 8 voxels
     a[5:8, 5:8, 5:8] = True  # 27 voxels
     b = np.zeros((6, 6, 6), bool)
     b[0, 0, 0:4] = True  # 4 voxels
-    # volumes in mm³: a at 1 mm³/voxel -> 8, 27; b at 8 mm³/voxel -> 32; sorted 8, 27, 32
-    # 5th percentile (linear): 8 + 0.05 * 2 * (27 - 8) = 9.9; half: 4.95
-    assert lesion_size_cap([a, b], [1.0, 8.0]) == pytest.approx(4.95)
-    # the evidence cap: the 20th percentile itself, 8 + 0.2 * 2 * (27 - 8) = 15.6
-    assert lesion_size_cap([a, b], [1.0, 8.0], EVIDENCE_PERCENTILE, factor=1.0) == pytest.approx(15.6)
+    # volumes in mm³: a at 1 mm³/voxel -> 8, 27; b at 8 mm³/voxel -> 32.  Log volumes 2.0794, 3.2958, 3.4657: mean
+    # 2.9470, sd 0.7561; n = 3, sqrt(1 + 1/3) = 1.1547; Student's t with 2 degrees of freedom (tables): 2.920 at
+    # 0.95, 1.061 at 0.80.  Free size: 0.5 exp(2.9470 - 2.920 * 0.7561 * 1.1547) = 0.5 exp(0.3976) = 0.744
+    assert lesion_size_cap([a, b], [1.0, 8.0]) == pytest.approx(0.744, abs=1e-3)
+    # the evidence cap: exp(2.9470 - 1.061 * 0.7561 * 1.1547) = exp(2.0210) = 7.55
+    assert lesion_size_cap([a, b], [1.0, 8.0], EVIDENCE_PERCENTILE, factor=1.0) == pytest.approx(7.55, abs=0.01)
+    # lesions of one volume have no spread: the bound is that volume; one lesion (or none) gives no bound
+    assert lesion_size_cap([a[:4, :4, :4]] * 2, [1.0, 1.0]) == pytest.approx(4.0)  # half of 8 mm³
+    assert lesion_size_cap([a[:4, :4, :4]], [1.0]) is None
     assert lesion_size_cap([np.zeros((3, 3, 3), bool)], [1.0]) is None
     assert lesion_size_cap([], []) is None
+
+
+def test_prediction_bound_is_calibrated_where_the_percentile_of_a_few_lesions_is_not():
+    # the bound's defining property: a new lesion of the same law falls under it with the stated probability.
+    # 5000 training sets of 6 log-normal lesion volumes (one stroke per scan, 6 training scans), each with a new
+    # lesion: under the 5 % bound ~5 % of the time, under the 20 % bound ~20 %; under the plain 5th percentile of
+    # the 6 volumes (what the free size used to halve) far more often (about 1 in 6, order statistics)
+    rng = np.random.default_rng(0)
+    logs = rng.normal(8.0, 1.5, (5000, 7))
+    training, new = np.exp(logs[:, :6]), np.exp(logs[:, 6])
+    under = {p: np.mean([n < prediction_bound(t, p) for t, n in zip(training, new, strict=True)]) for p in (5.0, 20.0)}
+    assert under[5.0] == pytest.approx(0.05, abs=0.012)
+    assert under[20.0] == pytest.approx(0.20, abs=0.02)
+    assert np.mean(new < np.percentile(training, 5, axis=1)) > 0.12
 
 
 def test_min_component_option_is_checked():

@@ -183,14 +183,14 @@ def tune_postprocess(result, dataset: CaseDataset, val_ids, train_ids=(), *, dev
 
     Each checkpoint (best, last) predicts the validation scans as ``medtransfer predict`` would (its mirroring and
     2.5D stacking), and :func:`~medtransfer.infer.postprocess.tune_min_component` picks the size with the highest
-    lesion F1 at or below the free size of the training labels (``train_ids``: half the 5th percentile of their
+    lesion F1 at or below the free size of the training labels (``train_ids``: half the 5 % prediction bound of their
     lesion volumes, :func:`~medtransfer.infer.postprocess.lesion_size_cap`; a handful of validation scans holds a
     few lesions, too few to be trusted to say that components of a size the training lesions have are noise), or a
-    larger one up to their 20th percentile only where the validation F1 is strictly higher.
+    larger one up to their 20 % bound only where the validation F1 is strictly higher.
     ``meta["postprocess"]`` then records the size, both caps, the candidates' F1 and the cases, and every later
     prediction from that checkpoint applies it.  Without validation cases (every labelled scan trains) the size is
     the free size itself, the training labels' prior that a tuned run falls back on when its validation scans cannot
-    tell the sizes apart; with neither validation cases nor whole labelled scans nothing is removed.  The
+    tell the sizes apart; with neither validation cases nor two training lesions nothing is removed.  The
     validation scans are predicted in fp32 on ``device`` (the run's: a GPU run does not predict them on the CPU).
     """
     from ..checkpoint import load_checkpoint, save_checkpoint

@@ -30,8 +30,9 @@ MIN_COMPONENT_KEY = "min_component_mm3"
 # SHORT_CANDIDATE_VOXELS is that earlier list (benchmarks/min_component_rules.py re-scores it against this one).
 SHORT_CANDIDATE_VOXELS = (0, 2, 3, 5, 8, 12, 20, 30, 50, 80, 120)
 CANDIDATE_VOXELS = SHORT_CANDIDATE_VOXELS + (200, 300, 500, 800, 1200, 2000, 3000, 5000, 8000, 12000, 20000)
-# Above the free size (half the 5th percentile of the training lesions), a validation set may remove components up
-# to the 20th percentile of the training lesion volumes, and only where its lesion F1 is strictly higher.
+# Above the free size (half the volume a new lesion falls under with probability 5 %, from the training lesions), a
+# validation set may remove components up to the volume a new lesion falls under with probability 20 %, and only
+# where its lesion F1 is strictly higher (prediction_bound).
 EVIDENCE_PERCENTILE = 20.0
 
 
@@ -119,30 +120,60 @@ def _lesion_volumes(labels: Sequence[np.ndarray], voxel_volumes_mm3: Sequence[fl
 def lesion_size_cap(
     labels: Sequence[np.ndarray], voxel_volumes_mm3: Sequence[float], percentile: float = 5.0, factor: float = 0.5
 ) -> float | None:
-    """A minimum component size (mm³) from the training labels: ``factor`` times the ``percentile``-th percentile
-    of their lesion volumes (26-connected components of the foreground, each measured in its own scan's voxels).
+    """A minimum component size (mm³) from the training labels: ``factor`` times :func:`prediction_bound` of their
+    lesion volumes (26-connected components of the foreground, each measured in its own scan's voxels).
 
-    The default, half the 5th percentile, is the size below which removal is free: removing components that a
-    twentieth of the training lesions are smaller than, with a factor two for under-segmented lesions, would
-    delete true lesions; below it, removal can only trade noise.  :data:`EVIDENCE_PERCENTILE` (``factor=1``) is
-    the most that a validation set's evidence may remove (:func:`tune_min_component`).  ``None`` when the labels
-    hold no lesion.
+    The default, half the bound under which a new lesion falls with probability 5 %, is the size below which removal
+    is free: removing larger components would delete true lesions (the factor two allows for under-segmented
+    ones); below it, removal can only trade noise.  :data:`EVIDENCE_PERCENTILE` (``factor=1``) is the most that a
+    validation set's evidence may remove (:func:`tune_min_component`).  ``None`` with fewer than two lesions.
     """
-    return _cap(_lesion_volumes(labels, voxel_volumes_mm3), percentile, factor)
+    return prediction_bound(_lesion_volumes(labels, voxel_volumes_mm3), percentile, factor)
 
 
-def _cap(pooled: np.ndarray, percentile: float = 5.0, factor: float = 0.5) -> float | None:
-    return factor * float(np.percentile(pooled, percentile)) if pooled.size else None
+def prediction_bound(volumes_mm3: np.ndarray, percentile: float = 5.0, factor: float = 1.0) -> float | None:
+    """``factor`` times the volume under which a *new* lesion falls with probability ``percentile`` %, from the
+    volumes of ``n`` training lesions: the lower prediction bound of a log-normal model,
+    ``exp(m - t_{n-1, 1-p} * s * sqrt(1 + 1/n))`` with ``m``, ``s`` the mean and standard deviation of the log
+    volumes (Student's t: ``s`` is estimated).  ``None`` with fewer than two lesions (no spread to go by).
+
+    The plain percentile of a handful of lesions is no such bound: with one lesion per scan and 6 training scans
+    (a stroke target), half the 5th percentile of their volumes lies above about a tenth of the lesions of the
+    same law on average (Monte Carlo, log-uniform 0.3-150 ml), where this bound keeps the expected share under 2 %;
+    with many lesions (MS) the two agree.
+
+    Example:
+        >>> round(prediction_bound(np.exp([1.0, 3.0, 5.0]), 5.0), 4)  # m 3, s 2, t_{2, 0.95} 2.92
+        0.0237
+    """
+    from scipy import stats
+
+    volumes = np.asarray(volumes_mm3, dtype=np.float64)
+    volumes = volumes[volumes > 0]
+    n = volumes.size
+    if n < 2:
+        return None
+    logs = np.log(volumes)
+    t = float(stats.t.ppf(1.0 - percentile / 100.0, n - 1))
+    spread = float(logs.std(ddof=1)) * math.sqrt(1.0 + 1.0 / n)
+    return factor * float(np.exp(logs.mean() - t * spread))
+
+
+def lesion_volumes(dataset, case_ids: Sequence[str]) -> np.ndarray:
+    """Volumes (mm³) of the lesions (26-connected foreground components) of the ``case_ids`` labels of
+    ``dataset``, each in its own scan's voxels."""
+    from ..data.io import load_nifti
+
+    labels = [load_nifti(dataset.get(c).label) for c in case_ids]
+    return _lesion_volumes([np.rint(t.array) > 0 for t in labels], [np.prod(t.spacing[:3]) for t in labels])
 
 
 def training_lesion_caps(dataset, train_ids: Sequence[str]) -> tuple[float | None, float | None]:
     """``(free size, evidence cap)`` of the ``train_ids`` labels of ``dataset`` (:func:`lesion_size_cap` with its
-    defaults and with :data:`EVIDENCE_PERCENTILE`), their components counted once; ``None`` without lesions."""
-    from ..data.io import load_nifti
-
-    labels = [load_nifti(dataset.get(c).label) for c in train_ids]
-    pooled = _lesion_volumes([np.rint(t.array) > 0 for t in labels], [np.prod(t.spacing[:3]) for t in labels])
-    return _cap(pooled), _cap(pooled, EVIDENCE_PERCENTILE, factor=1.0)
+    defaults and with :data:`EVIDENCE_PERCENTILE`), their components counted once; ``None`` with fewer than two
+    lesions."""
+    pooled = lesion_volumes(dataset, train_ids)
+    return prediction_bound(pooled, 5.0, 0.5), prediction_bound(pooled, EVIDENCE_PERCENTILE, 1.0)
 
 
 def tune_min_component(
@@ -162,12 +193,12 @@ def tune_min_component(
         candidates: minimum sizes to try, in voxels.
         iou_threshold: the lesion-matching rule (:func:`medtransfer.metrics.lesions.compute_lesion_detection`;
             default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`).
-        max_mm3: the free size (:func:`lesion_size_cap` of the training labels: half their 5th percentile).  With
-            it, several sizes tied at the best F1 at or below it (a validation set that cannot tell them apart: two
-            scans holding a few large lesions, or no lesion found at all) give the largest of them: between them
-            the training labels' prior is the only evidence, and it says true lesions are larger.  Without a cap
-            the smallest tied size is kept.
-        evidence_max_mm3: the most the validation evidence may remove (the training labels' 20th percentile,
+        max_mm3: the free size (:func:`lesion_size_cap` of the training labels: half the 5 % prediction bound of
+            their lesion volumes).  With it, several sizes tied at the best F1 at or below it (a validation set
+            that cannot tell them apart: two scans holding a few large lesions, or no lesion found at all) give the
+            largest of them: between them the training labels' prior is the only evidence, and it says true lesions
+            are larger.  Without a cap the smallest tied size is kept.
+        evidence_max_mm3: the most the validation evidence may remove (the training labels' 20 % bound,
             :data:`EVIDENCE_PERCENTILE`).  A candidate above ``max_mm3`` and at most this is chosen only when its
             F1 is *strictly* higher than every allowed one at or below ``max_mm3`` (each step above the free size
             deletes true lesions of the training kind, so a tie does not pay for it; of those tied above, the
@@ -224,17 +255,18 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
     ``predict(channels)`` labels one case (its volumes, as :meth:`~medtransfer.infer.predictor.Predictor.predict`
     takes them) *without* post-processing; :func:`tune_min_component` then picks the size with the highest pooled
     lesion F1 on ``val_ids`` at or below the free size of the ``train_ids`` labels (:func:`lesion_size_cap`), or
-    up to their 20th percentile where the validation F1 is strictly higher there.  One routine for a
+    up to their 20 % prediction bound where the validation F1 is strictly higher there.  One routine for a
     run's checkpoints (:func:`medtransfer.finetune.segment.tune_postprocess`) and for an ensemble
     (:mod:`medtransfer.infer.ensemble`), so both mean the same by ``min_component_mm3: auto``.
 
     Without ``val_ids`` (every labelled scan trained; ``predict`` is not called) the size is the free size itself,
     the prior alone (a validation set that cannot tell the candidates apart gives the largest one at or below it);
-    0 without training lesions.
+    0 with fewer than two training lesions.
 
     Returns:
         ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions",
-        "max_mm3_if_validation_better"}`` (the free size and the evidence cap; ``None`` without training lesions).
+        "max_mm3_if_validation_better"}`` (the free size and the evidence cap; ``None`` with fewer than two training
+        lesions).
     """
     from ..data.io import load_nifti
 
