@@ -84,9 +84,10 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def rescore(name: str, val: dict, test: dict, train_volumes: np.ndarray, test_volumes: np.ndarray, scores=None):
-    """One run under every rule its curves allow: ``{"run", "training_lesions", "caps", "test_lesions_under",
-    "rules": {rule: {"min_component_mm3", "test_lesion_f1"}}}`` and, with per-scan ``scores`` (``lesions.py``'s
+def rescore(name: str, val: dict, test: dict, train_volumes: np.ndarray, test_volumes: np.ndarray | None, scores=None):
+    """One run under every rule its curves allow: ``{"run", "training_lesions", "caps_mm3", "test_lesions",
+    "test_lesions_under", "rules": {rule: {"min_component_mm3", "test_lesion_f1"}}}`` (the test lesion counts
+    ``None`` when the result does not name its test scans) and, with per-scan ``scores`` (``lesions.py``'s
     :data:`SCORES_KEY`), each rule's result as ``lesions_compare.py`` pairs them."""
     long_curve = len(val) > len(SHORT_CANDIDATE_VOXELS)
     by_size = {float(k): v for k, v in test.items()}
@@ -95,8 +96,10 @@ def rescore(name: str, val: dict, test: dict, train_volumes: np.ndarray, test_vo
         "run": name,
         "training_lesions": int(train_volumes.size),
         "caps_mm3": {kind: {"free": _rounded(f), "evidence": _rounded(e)} for kind, (f, e) in all_caps.items()},
-        "test_lesions": int(test_volumes.size),
-        "test_lesions_under": {
+        "test_lesions": None if test_volumes is None else int(test_volumes.size),
+        "test_lesions_under": None
+        if test_volumes is None
+        else {
             kind: {
                 "free": int((test_volumes < (f or 0.0)).sum()),
                 "evidence": int((test_volumes < (e or 0.0)).sum()),
@@ -140,15 +143,19 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict, dict]]:
     report = json.loads(path.read_text())
     rows = []
     for target, result in report.get("results", {}).items():
-        if not isinstance(result, dict) or TEST_KEY not in result or target not in TARGETS:
+        if not isinstance(result, dict) or target not in TARGETS:
             continue
-        seed, spacing = report["build"]["seed"], report["build"]["spacing_mm"]
+        if not result.get(TEST_KEY) or not result.get("val_lesion_f1_by_min_mm3"):
+            print(f"{path} {target}: no validation or test curve (nothing tuned), skipped", file=sys.stderr)
+            continue
         root = Path(report["build"].get("path", ""))
         dataset_dir = root / TARGETS[target][1]
         if not (dataset_dir / "dataset.json").is_file():
-            dataset_dir = build(work, seed, spacing, [target]) / TARGETS[target][1]
+            spacing = report["build"].get("spacing_mm", 1.0)
+            dataset_dir = build(work, report["build"]["seed"], spacing, [target]) / TARGETS[target][1]
         dataset = load_dataset(dataset_dir)
-        train, test = lesion_volumes(dataset, result["train_cases"]), lesion_volumes(dataset, result["test_cases"])
+        train = lesion_volumes(dataset, result["train_cases"])
+        test = lesion_volumes(dataset, result["test_cases"]) if result.get("test_cases") else None
         row, paired = rescore(
             f"{path.stem} {target}",
             result["val_lesion_f1_by_min_mm3"],
@@ -157,8 +164,9 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict, dict]]:
             test,
             result.get(SCORES_KEY),
         )
-        recorded = result.get("min_component_mm3")
-        rows.append((target, {**row, "recorded_min_component_mm3": recorded}, paired))
+        row["build"] = str(dataset_dir.resolve())
+        row["recorded_min_component_mm3"] = result.get("min_component_mm3")
+        rows.append((target, row, paired))
     return rows
 
 
@@ -180,6 +188,7 @@ def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict, dict]:
     train = lesion_volumes(dataset, summary["labelled_cases"])
     test_volumes = lesion_volumes(dataset, summary["test_cases"])
     row, paired = rescore(f"vs_nnunet {folder}", post["val_lesion_f1"], test, train, test_volumes)
+    row["build"] = str(Path(data).resolve())
     return "ms", row, paired
 
 
@@ -187,12 +196,15 @@ def summarize(rows: list[tuple[dict, dict]]) -> dict:
     """Per target: the model-free shares, each rule's mean test F1 over the runs it could re-score, and the paired
     comparisons of each rule against ``session21`` over the runs with per-scan scores."""
     out: dict = {"n_runs": len(rows), "runs": [row for row, _ in rows]}
-    lesions = sum(row["test_lesions"] for row, _ in rows)
+    # each build's test scans once (several runs of one build share them)
+    counted = {row["build"]: row for row, _ in rows if row["test_lesions_under"] is not None}.values()
+    lesions = sum(row["test_lesions"] for row in counted)
     out["test_lesions_under"] = {
         kind: {
             cap: {
+                "builds": len(counted),
                 "lesions": lesions,
-                "under": (n := sum(row["test_lesions_under"][kind][cap] for row, _ in rows)),
+                "under": (n := sum(row["test_lesions_under"][kind][cap] for row in counted)),
                 "share": round(n / lesions, 4) if lesions else None,
             }
             for cap in ("free", "evidence")
@@ -204,19 +216,22 @@ def summarize(rows: list[tuple[dict, dict]]) -> dict:
         values = [row["rules"][rule]["test_lesion_f1"] for row, _ in rows if rule in row["rules"]]
         if values:
             out["mean_test_lesion_f1"][rule] = {"runs": len(values), "mean": round(float(np.mean(values)), 4)}
-    with_scores = [paired for _, paired in rows if paired]
-    if with_scores:
-        base = [p["session21"] for p in with_scores]
-        out["paired_vs_session21"] = {
-            rule: {
-                "sizes_mm3": {
-                    p[rule]["seed"]: [p["session21"]["min_component_mm3"], p[rule]["min_component_mm3"]]
-                    for p in with_scores
-                },
-                **compare(base, [p[rule] for p in with_scores]),
-            }
-            for rule in RULES
-            if rule != "session21"
+    out["paired_vs_session21"] = {}
+    for rule in RULES:
+        with_scores = [paired for _, paired in rows if rule in paired and rule != "session21"]
+        if not with_scores:
+            continue
+        result = compare([p["session21"] for p in with_scores], [p[rule] for p in with_scores])
+        result["dice_b_minus_a"]["test"] = (
+            "paired two-sided Wilcoxon signed-rank (zero differences dropped) and sign test, per test scan, no "
+            f"correction: {len(RULES) - 1} rules against session21 (the pre-registered one: current)"
+        )
+        out["paired_vs_session21"][rule] = {
+            "sizes_mm3": {
+                p[rule]["seed"]: [p["session21"]["min_component_mm3"], p[rule]["min_component_mm3"]]
+                for p in with_scores
+            },
+            **result,
         }
     return out
 

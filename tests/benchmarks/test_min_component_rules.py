@@ -65,12 +65,12 @@ def test_rules_and_test_lesions_under_the_caps_from_a_short_curve(mcr, tmp_path,
         "session21": {"min_component_mm3": 20.0, "test_lesion_f1": 0.45},
         "short_prediction": {"min_component_mm3": 0.0, "test_lesion_f1": 0.3},
     }
-    assert out["test_lesions_under"]["percentile"]["evidence"] == {"lesions": 4, "under": 2, "share": 0.5}
+    assert out["test_lesions_under"]["percentile"]["evidence"] == {"builds": 1, "lesions": 4, "under": 2, "share": 0.5}
     assert out["mean_test_lesion_f1"] == {
         "session21": {"runs": 1, "mean": 0.45},
         "short_prediction": {"runs": 1, "mean": 0.3},
     }
-    assert "paired_vs_session21" not in out  # no per-scan scores
+    assert out["paired_vs_session21"] == {}  # no per-scan scores
     assert not (tmp_path / "work").exists()  # the recorded build was used, nothing rebuilt
 
 
@@ -118,3 +118,30 @@ def test_long_curves_pair_every_rule_with_session21_scan_by_scan(mcr, tmp_path, 
     assert longer["b"]["f1"] == pytest.approx(0.8)
     assert longer["f1_per_seed"]["r stroke"] == {"a": pytest.approx(0.5), "b": pytest.approx(0.8)}
     assert (longer["dice_b_minus_a"]["paired_scans"], longer["dice_b_minus_a"]["b_better"]) == (2, 2)
+
+
+def test_results_without_test_scans_or_curves_are_rescored_as_far_as_they_go(mcr, tmp_path, capsys):
+    _build(tmp_path / "build" / "Dataset004_StrokeLesion")
+    keys = [f"{v:g}" for v in SHORT_CANDIDATE_VOXELS]
+    old = _lesions_json(tmp_path / "old.json", tmp_path / "build", dict.fromkeys(keys, 0.5), dict.fromkeys(keys, 0.4))
+    report = json.loads(old.read_text())
+    del report["results"]["stroke"]["test_cases"]  # early lesions.py results name no test scans
+    del report["build"]["spacing_mm"]  # nor (ensembles) a spacing
+    report["results"]["ms"] = {"val_lesion_f1_by_min_mm3": None, "per_case_dice": [0.5]}  # every scan trained
+    old.write_text(json.dumps(report))
+    assert mcr.main([str(old), "--work", str(tmp_path / "work")]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)["targets"]
+    assert list(out) == ["stroke"]
+    assert "old.json ms: no validation or test curve (nothing tuned), skipped" in captured.err
+    (row,) = out["stroke"]["runs"]
+    assert row["test_lesions"] is None
+    assert row["test_lesions_under"] is None
+    assert out["stroke"]["test_lesions_under"]["prediction"]["free"] == {
+        "builds": 0,
+        "lesions": 0,
+        "under": 0,
+        "share": None,
+    }
+    # session 21's rule: all tie at 0.5; free size 6.8 -> the largest tie under it, 5
+    assert row["rules"]["session21"] == {"min_component_mm3": 5.0, "test_lesion_f1": 0.4}

@@ -91,8 +91,8 @@ def test_lesion_recipe_learns_and_its_checkpoint_carries_the_options(tmp_path):
     assert meta["postprocess"]["tuned_on"] == summary["val_cases"]
     assert len(summary["val_cases"]) == 2
     assert meta["postprocess"]["min_component_mm3"] in [float(k) for k in meta["postprocess"]["val_lesion_f1"]]
-    # the size is at most half the 5th percentile of the training lesions' volumes, or (where the validation F1 is
-    # strictly higher) their 20th percentile (both worked out here again)
+    # the size is at most half the 5 % prediction bound of the training lesions' volumes, or (where the validation F1
+    # is strictly higher) their 20 % bound (lesion_size_cap, checked by hand in tests/infer)
     dataset = load_dataset(data)
     train_labels = [load_nifti(dataset.get(c).label) for c in summary["labelled_cases"]]
     masks, voxel_volumes = [np.rint(t.array) > 0 for t in train_labels], [np.prod(t.spacing[:3]) for t in train_labels]

@@ -59,10 +59,10 @@ def test_create_tunes_the_minimum_component_on_shared_validation_and_predict_use
     post = record["postprocess"]
     # v0: both members mark both boxes (mean probability >= (s(10) + s(4)) / 2 = 0.99) and the 1-voxel speck.
     # Keeping the speck (size 0): 2 true, 1 false component, F1 = 0.8; any size of 2 voxels or more removes it:
-    # F1 = 1.  The cap is half the training lesion's 64 mm³ = 32 mm³, so of the sizes tied at F1 1 (2..30 voxels
-    # of 1 mm³) the largest allowed, 30 mm³, is kept.
+    # F1 = 1.  The cap is half the training lesions' 64 mm³ (two of that volume: no spread) = 32 mm³, so of the
+    # sizes tied at F1 1 (2..30 voxels of 1 mm³) the largest allowed, 30 mm³, is kept.
     assert post["max_mm3_from_training_lesions"] == 32.0
-    # above 32 mm³ (up to the training lesion's 64 mm³, its 20th percentile) no size scores higher than 1
+    # above 32 mm³ (up to the training lesions' 64 mm³, their 20 % bound) no size scores higher than 1
     assert post["max_mm3_if_validation_better"] == 64.0
     assert post["val_lesion_f1"]["0"] == pytest.approx(0.8)
     assert post["val_lesion_f1"]["2"] == 1.0
@@ -98,7 +98,7 @@ def test_members_without_validation_cases_keep_the_training_lesions_free_size(tm
     runs = [threshold_run(tmp_path, "a", 0.25, val=()), threshold_run(tmp_path, "b", 0.4, val=())]
     post = json.loads(create_ensemble(runs, tmp_path / "ens", device="cpu", precision="fp32").read_text())
     post = post["postprocess"]
-    # as a single run without validation: half the training lesion's 64 mm³, nothing tuned
+    # as a single run without validation: half the training lesions' 64 mm³, nothing tuned
     assert post["min_component_mm3"] == 32.0
     assert post["tuned_on"] == []
     assert post["val_lesion_f1"] == {}

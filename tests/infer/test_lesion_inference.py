@@ -172,16 +172,20 @@ def test_default_candidates_reach_past_120_voxels_so_the_caps_bound_the_choice()
     # the list stops being the bound: the free size is (a free size of 150 mm³ keeps the false positive)
     assert tune_min_component([pred], [ref], 1.0, max_mm3=150.0)[0] == 120.0
     assert tune_min_component([pred], [ref], 1.0, max_mm3=150.0, evidence_max_mm3=250.0)[0] == 200.0
+    # without a free size (no training lesions to go by) the choice stays within the first candidates, to 120
+    # voxels: all tie at F1 2/3 there, and without a cap the smallest tie is kept, although 200 scores 1
+    assert tune_min_component([pred], [ref], 1.0)[0] == 0.0
+    assert tune_min_component([pred], [ref], 1.0, evidence_max_mm3=5000.0)[0] == 0.0
 
 
 def test_without_validation_cases_the_free_size_of_the_training_labels_is_kept(tmp_path):
-    dataset = load_dataset(threshold_dataset(tmp_path / "data"))  # t0: one 4x4x4 lesion of 1 mm³ voxels
+    dataset = load_dataset(threshold_dataset(tmp_path / "data"))  # t0: two 4x4x4 lesions of 1 mm³ voxels
 
     def never(_):
         raise AssertionError("nothing is predicted without validation cases")
 
     post = tune_on_validation(never, dataset, [], ["t0"])
-    # half the 5th percentile of {64 mm³} = 32 mm³ (the 20th percentile: 64); nothing tuned
+    # two lesions of 64 mm³: no spread, so both prediction bounds are 64 mm³; free size half of it, 32; nothing tuned
     assert post == {
         "min_component_mm3": 32.0,
         "tuned_on": [],

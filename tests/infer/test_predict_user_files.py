@@ -391,3 +391,11 @@ def test_a_slice_from_another_plane_given_to_a_2d_model_is_warned_about(tmp_path
         assert _predict(run, axial, tmp_path / "a.nii.gz") == 0
         assert _predict(run, volume, tmp_path / "v.nii.gz") == 0
     assert not [r for r in caplog.records if "another plane" in r.getMessage()]
+    # a sagittal model (slicing along axis 0) given the axial slice: its slices are 1 voxel wide along axis 2
+    (tmp_path / "sagittal").mkdir()
+    sagittal = _run(tmp_path / "sagittal", inference={"divisor": 4, "slice_axis": 0})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medtransfer.infer.predictor"):
+        assert _predict(sagittal, axial, tmp_path / "s.nii.gz") == 0
+    (message,) = [r.getMessage() for r in caplog.records if "another plane" in r.getMessage()]
+    assert "1 voxel(s) along axis 2, an axis of the slices this 2D model predicts (it slices along axis 0" in message

@@ -140,7 +140,8 @@ def prediction_bound(volumes_mm3: np.ndarray, percentile: float = 5.0, factor: f
     The plain percentile of a handful of lesions is no such bound: with one lesion per scan and 6 training scans
     (a stroke target), half the 5th percentile of their volumes lies above about a tenth of the lesions of the
     same law on average (Monte Carlo, log-uniform 0.3-150 ml), where this bound keeps the expected share under 2 %;
-    with many lesions (MS) the two agree.
+    with many lesions (MS) the two are close where the log volumes are near normal.  Lesions of one scan are not
+    independent draws, so ``n`` overstates the evidence somewhat when a few scans hold many lesions.
 
     Example:
         >>> round(prediction_bound(np.exp([1.0, 3.0, 5.0]), 5.0), 4)  # m 3, s 2, t_{2, 0.95} 2.92
@@ -149,14 +150,17 @@ def prediction_bound(volumes_mm3: np.ndarray, percentile: float = 5.0, factor: f
     from scipy import stats
 
     volumes = np.asarray(volumes_mm3, dtype=np.float64)
-    volumes = volumes[volumes > 0]
+    volumes = volumes[np.isfinite(volumes) & (volumes > 0)]
     n = volumes.size
     if n < 2:
         return None
     logs = np.log(volumes)
+    if np.ptp(logs) == 0:  # one volume: no spread, the bound is that volume (exactly, not exp(log(v)))
+        return factor * float(volumes[0])
     t = float(stats.t.ppf(1.0 - percentile / 100.0, n - 1))
     spread = float(logs.std(ddof=1)) * math.sqrt(1.0 + 1.0 / n)
-    return factor * float(np.exp(logs.mean() - t * spread))
+    bound = factor * float(np.exp(logs.mean() - t * spread))
+    return bound if math.isfinite(bound) else None
 
 
 def lesion_volumes(dataset, case_ids: Sequence[str]) -> np.ndarray:
@@ -205,7 +209,9 @@ def tune_min_component(
             smallest).  Where training lesions are one or two voxels at the working grid (MS at 1.5-3 mm), the
             free size is under a voxel and this is what lets a validation set that is full of one-voxel false
             positives remove them.  ``None``: nothing above ``max_mm3``.  Larger candidates are scored
-            (reported) but never chosen.
+            (reported) but never chosen.  Without ``max_mm3`` (fewer than two training lesions, or a slice budget:
+            no lesion volumes to go by) the choice stays within :data:`SHORT_CANDIDATE_VOXELS` (up to 120 voxels):
+            two validation scans alone once chose 160 mm³ and deleted every test stroke under 1 ml.
 
     Returns:
         ``(min_mm3, f1_by_candidate)``: the chosen size (lesion counts summed over the cases before the ratio;
@@ -214,7 +220,7 @@ def tune_min_component(
     from ..metrics.lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
 
     iou = DEFAULT_LESION_IOU if iou_threshold is None else iou_threshold
-    components = [component_sizes(p) for p in preds]  # labelled once; each candidate keeps the components >= it
+    components = [component_sizes(p) for p in preds]  # each candidate keeps the components >= it of one labelling
     scores: dict[str, float] = {}
     for voxels in sorted(candidates):
         stats = LesionStats.concatenate(
@@ -226,7 +232,11 @@ def tune_min_component(
         f1 = float(reduce_lesion_stats(stats, "micro")["f1"][0])
         volume = round(voxels * voxel_volume_mm3, 3)
         scores[f"{volume:g}"] = 0.0 if not math.isfinite(f1) else f1
-    return choose_min_component(scores, max_mm3, evidence_max_mm3), scores
+    allowed = scores
+    if max_mm3 is None:  # no training lesions to go by: the first candidates only (see evidence_max_mm3 above)
+        largest = round(SHORT_CANDIDATE_VOXELS[-1] * voxel_volume_mm3, 3)
+        allowed = {key: f1 for key, f1 in scores.items() if float(key) <= largest}
+    return choose_min_component(allowed, max_mm3, evidence_max_mm3), scores
 
 
 def choose_min_component(
@@ -270,13 +280,11 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
     """
     from ..data.io import load_nifti
 
-    cap, evidence_cap = training_lesion_caps(dataset, train_ids)
-    caps = {
-        "max_mm3_from_training_lesions": None if cap is None else round(cap, 3),
-        "max_mm3_if_validation_better": None if evidence_cap is None else round(evidence_cap, 3),
-    }
+    # rounded once, so that the stored caps reproduce the choice made with them
+    cap, evidence_cap = (None if c is None else round(c, 3) for c in training_lesion_caps(dataset, train_ids))
+    caps = {"max_mm3_from_training_lesions": cap, "max_mm3_if_validation_better": evidence_cap}
     if not val_ids:  # nothing to tune on: the training labels' prior alone
-        return {MIN_COMPONENT_KEY: 0.0 if cap is None else round(cap, 3), "tuned_on": [], "val_lesion_f1": {}, **caps}
+        return {MIN_COMPONENT_KEY: 0.0 if cap is None else cap, "tuned_on": [], "val_lesion_f1": {}, **caps}
     cases = [dataset.get(c) for c in val_ids]
     refs = [load_nifti(c.label) for c in cases]
     preds = []
