@@ -280,10 +280,9 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
 
 def scores_by_min_component(preds: list[np.ndarray], refs: list[np.ndarray], voxel_volume_mm3: float) -> dict:
     """Per-scan Dice, false-positive components, lesions found and predicted components (lesions matched at
-    IoU >= 0.1, 26-connected) of ``preds``
-    after removing the components under each candidate size (:data:`~medtransfer.infer.postprocess.CANDIDATE_VOXELS`,
-    keyed by mm³ as the F1 curve), so that two size rules can be compared scan by scan on the same raw predictions
-    (``benchmarks/min_component_rules.py``)."""
+    IoU >= 0.1, 26-connected) of ``preds`` after removing the components under each candidate size
+    (:data:`~medtransfer.infer.postprocess.CANDIDATE_VOXELS`, keyed by mm³ as the F1 curve), so that two size rules
+    can be compared scan by scan on the same raw predictions (``benchmarks/min_component_rules.py``)."""
     components = [component_sizes(p) for p in preds]
     out = {}
     for voxels in CANDIDATE_VOXELS:
