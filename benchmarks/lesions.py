@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -56,9 +57,13 @@ from medtransfer.infer.postprocess import (
     apply_postprocess,
     component_sizes,
     keep_components,
-    tune_min_component,
 )
-from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, compute_lesion_detection
+from medtransfer.metrics.lesions import (
+    DEFAULT_LESION_IOU,
+    LesionStats,
+    compute_lesion_detection,
+    reduce_lesion_stats,
+)
 from medtransfer.metrics.lesions import recall_by_volume as lesion_recall_by_volume
 from medtransfer.metrics.overlap import compute_dice
 
@@ -254,6 +259,7 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
         refs.append(ref_labels > 0)
     predict_s = time.perf_counter() - start
     metrics = summarize_rows(rows)
+    test_f1, test_scores = _sweep(raws, refs, float(np.prod(ref.spacing[:3])))  # every candidate, one matching each
     result = {
         "dice": metrics.get("dice"),
         "per_case_dice": [round(float(r["dice"] or 0.0), 3) for r in rows],
@@ -263,10 +269,8 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
         "min_component_mm3": chosen,
         "val_lesion_f1_by_min_mm3": val_f1,
         **caps,
-        "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": tune_min_component(
-            raws, refs, float(np.prod(ref.spacing[:3]))
-        )[1],
-        SCORES_KEY: scores_by_min_component(raws, refs, float(np.prod(ref.spacing[:3]))),
+        "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": test_f1,
+        SCORES_KEY: test_scores,
         "test_cases": summary["test_cases"],
         "train_cases": summary["labelled_cases"],
         "val_cases": summary["val_cases"],
@@ -283,21 +287,31 @@ def scores_by_min_component(preds: list[np.ndarray], refs: list[np.ndarray], vox
     IoU >= 0.1, 26-connected) of ``preds`` after removing the components under each candidate size
     (:data:`~medtransfer.infer.postprocess.CANDIDATE_VOXELS`, keyed by mm³ as the F1 curve), so that two size rules
     can be compared scan by scan on the same raw predictions (``benchmarks/min_component_rules.py``)."""
+    return _sweep(preds, refs, voxel_volume_mm3)[1]
+
+
+def _sweep(preds: list[np.ndarray], refs: list[np.ndarray], voxel_volume_mm3: float) -> tuple[dict, dict]:
+    """``(pooled lesion F1, per-scan scores)`` at every candidate size, from one labelling and one lesion matching
+    per scan and size: the F1 as :func:`~medtransfer.infer.postprocess.tune_min_component` scores it (micro, 0 where
+    undefined), the scores as :func:`scores_by_min_component` returns them."""
     components = [component_sizes(p) for p in preds]
-    out = {}
+    f1_curve, out = {}, {}
     for voxels in CANDIDATE_VOXELS:
         kept = [keep_components(labels, sizes, voxels)[None, None] for labels, sizes in components]
         cases = [(k, r[None, None]) for k, r in zip(kept, refs, strict=True)]
         dice = [float(compute_dice(k, r)[0, 0]) for k, r in cases]
         stats = [compute_lesion_detection(k, r, iou_threshold=DEFAULT_LESION_IOU) for k, r in cases]
-        out[f"{round(voxels * voxel_volume_mm3, 3):g}"] = {
+        key = f"{round(voxels * voxel_volume_mm3, 3):g}"
+        f1 = float(reduce_lesion_stats(LesionStats.concatenate(stats), "micro")["f1"][0])
+        f1_curve[key] = f1 if math.isfinite(f1) else 0.0
+        out[key] = {
             "dice": [round(d, 4) if np.isfinite(d) else None for d in dice],
             "false_positives": [int(s.fp[0, 0]) for s in stats],
             "found": [int(s.tp[0, 0]) for s in stats],
             "lesions": [int(s.n_ref[0, 0]) for s in stats],
             "components": [int(s.n_pred[0, 0]) for s in stats],
         }
-    return out
+    return f1_curve, out
 
 
 def _history(out: Path) -> list[dict]:

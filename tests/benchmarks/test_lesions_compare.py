@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from medtransfer.infer.postprocess import tune_min_component
+
 
 def _result(path: Path, seed: int, dice: list[float], bins: list[tuple[int, int]], fp_per_case: float, **extra):
     """A lesions.py JSON with only what lesions_compare reads."""
@@ -306,3 +308,7 @@ def test_lesions_scores_by_min_component_scan_by_scan(lb):
     }
     assert scores["1200"]["dice"] == [0.0, 0.0]
     assert scores["1200"]["found"] == [0, 0]
+    # the pooled F1 curve of the same sweep is the one the tuning itself computes
+    f1_curve, same = lb._sweep([pred_a, ref_b.copy()], [ref_a, ref_b], 1.0)
+    assert same == scores
+    assert f1_curve == tune_min_component([pred_a, ref_b.copy()], [ref_a, ref_b], 1.0)[1]

@@ -65,7 +65,7 @@ def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
 def keep_components(labels: np.ndarray, sizes: np.ndarray, min_voxels: float) -> np.ndarray:
     """The mask of the components of ``(labels, sizes)`` (:func:`component_sizes`) of ``min_voxels`` voxels or more
     (every component for ``min_voxels <= 1``, as :func:`remove_small_components`)."""
-    keep = np.concatenate([[False], sizes >= min_voxels if min_voxels > 1 else np.ones(sizes.size, dtype=bool)])
+    keep = np.concatenate([[False], sizes >= min_voxels])  # every component has a voxel: <= 1 keeps them all
     return keep[labels]
 
 
