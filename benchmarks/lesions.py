@@ -242,7 +242,10 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
     whose ``postprocess`` holds its tuned size; ``summary`` names the test, training and validation cases."""
     chosen = predictor.postprocess.get(MIN_COMPONENT_KEY) or 0.0
     val_f1 = predictor.postprocess.get("val_lesion_f1")
-    caps = {k: predictor.postprocess.get(k) for k in ("max_mm3_from_training_lesions", "max_mm3_if_validation_better")}
+    caps = {
+        k: predictor.postprocess.get(k)
+        for k in ("max_mm3_from_training_lesions", "max_mm3_if_validation_better", "lesion_prior")
+    }
     predictor.postprocess = {}  # raw predictions first: the test F1 of every candidate size is a diagnostic
     dataset = load_dataset(data)
     rows, preds, refs, raws = [], [], [], []

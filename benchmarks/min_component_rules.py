@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lesions import SCORES_KEY, TARGETS, build  # noqa: E402
+from lesions import SCORES_KEY, TARGETS, build, build_source  # noqa: E402
 from lesions_compare import compare  # noqa: E402
 
 from medtransfer.checkpoint import load_checkpoint  # noqa: E402
@@ -52,9 +52,11 @@ from medtransfer.infer.postprocess import (  # noqa: E402
     MIN_COMPONENT_KEY,
     SHORT_CANDIDATE_VOXELS,
     choose_min_component,
+    lesion_size_prior,
     lesion_volumes,
-    prediction_bound,
+    source_lesion_volumes,
     tune_min_component,
+    volume_caps,
 )
 
 TEST_KEY = "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)"
@@ -62,18 +64,27 @@ RULES = {  # name: (candidate list, kind of caps)
     "session21": ("short", "percentile"),
     "short_prediction": ("short", "prediction"),
     "long_percentile": ("long", "percentile"),
-    "current": ("long", "prediction"),
+    "target_prior": ("long", "prediction"),
+    "short_source_prior": ("short", "source"),
+    "current": ("long", "source"),
 }
+CAP_KINDS = ("percentile", "prediction", "source")
 
 
-def caps(volumes: np.ndarray, kind: str) -> tuple[float | None, float | None]:
+def caps(volumes: np.ndarray, kind: str, source: np.ndarray | None = None) -> tuple[float | None, float | None]:
     """``(free size, evidence cap)`` in mm³ of the training lesion ``volumes``: ``percentile`` (half the 5th and the
-    20th percentile, the rule until 2026-12-07) or ``prediction`` (the current :func:`prediction_bound` caps)."""
+    20th percentile, the rule until 2026-12-07), ``prediction`` (the :func:`prediction_bound` caps of the training
+    lesions alone) or ``source`` (the same with the lesion source's training lesions, ``source``, pooled as
+    :func:`lesion_size_prior` pools them: the current rule).  ``(None, None)`` for ``source`` without a source."""
     if kind == "percentile":
         if not volumes.size:
             return None, None
         return 0.5 * float(np.percentile(volumes, 5)), float(np.percentile(volumes, EVIDENCE_PERCENTILE))
-    return prediction_bound(volumes, 5.0, 0.5), prediction_bound(volumes, EVIDENCE_PERCENTILE, 1.0)
+    if kind == "source":
+        if source is None:
+            return None, None
+        volumes = lesion_size_prior(volumes, source, "auto")[0]
+    return volume_caps(volumes)
 
 
 def _short(curve: dict) -> dict:
@@ -84,17 +95,28 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def rescore(name: str, val: dict, test: dict, train_volumes: np.ndarray, test_volumes: np.ndarray | None, scores=None):
-    """One run under every rule its curves allow: ``{"run", "training_lesions", "caps_mm3", "test_lesions",
-    "test_lesions_under", "rules": {rule: {"min_component_mm3", "test_lesion_f1"}}}`` (the test lesion counts
-    ``None`` when the result does not name its test scans) and, with per-scan ``scores`` (``lesions.py``'s
-    :data:`SCORES_KEY`), each rule's result as ``lesions_compare.py`` pairs them."""
+def rescore(
+    name: str,
+    val: dict,
+    test: dict,
+    train_volumes: np.ndarray,
+    test_volumes: np.ndarray | None,
+    scores=None,
+    source_volumes: np.ndarray | None = None,
+):
+    """One run under every rule its curves (and its lesion source: the ``source`` rules need one) allow: ``{"run",
+    "training_lesions", "source_lesions", "caps_mm3", "test_lesions", "test_lesions_under", "rules": {rule:
+    {"min_component_mm3", "test_lesion_f1"}}}`` (the test lesion counts ``None`` when the result does not name its
+    test scans) and, with per-scan ``scores`` (``lesions.py``'s :data:`SCORES_KEY`), each rule's result as
+    ``lesions_compare.py`` pairs them."""
     long_curve = len(val) > len(SHORT_CANDIDATE_VOXELS)
     by_size = {float(k): v for k, v in test.items()}
-    all_caps = {kind: caps(train_volumes, kind) for kind in ("percentile", "prediction")}
+    kinds = [k for k in CAP_KINDS if k != "source" or source_volumes is not None]
+    all_caps = {kind: caps(train_volumes, kind, source_volumes) for kind in kinds}
     row: dict = {
         "run": name,
         "training_lesions": int(train_volumes.size),
+        "source_lesions": None if source_volumes is None else int(source_volumes.size),
         "caps_mm3": {kind: {"free": _rounded(f), "evidence": _rounded(e)} for kind, (f, e) in all_caps.items()},
         "test_lesions": None if test_volumes is None else int(test_volumes.size),
         "test_lesions_under": None
@@ -110,7 +132,7 @@ def rescore(name: str, val: dict, test: dict, train_volumes: np.ndarray, test_vo
     }
     paired = {}
     for rule, (candidates, kind) in RULES.items():
-        if candidates == "long" and not long_curve:
+        if (candidates == "long" and not long_curve) or kind not in all_caps:
             continue
         size = choose_min_component(_short(val) if candidates == "short" else val, *all_caps[kind])
         row["rules"][rule] = {"min_component_mm3": size, "test_lesion_f1": round(by_size[size], 4)}
@@ -163,11 +185,35 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict, dict]]:
             train,
             test,
             result.get(SCORES_KEY),
+            source_training_volumes(result.get("source"), target, report["build"].get("spacing_mm", 1.0), work),
         )
         row["build"] = str(dataset_dir.resolve())
         row["recorded_min_component_mm3"] = result.get("min_component_mm3")
         rows.append((target, row, paired))
     return rows
+
+
+def source_training_volumes(source: dict | None, target: str, spacing: float, work: Path) -> np.ndarray | None:
+    """The lesion volumes (mm³) of the training scans of a result's lesion source (``lesions.py``'s ``source``
+    entry), ``None`` without one: those its checkpoint records, else those of its build's scans that were neither
+    validation nor held out (the source trains on every other scan), the build remade in ``work`` where gone."""
+    if not source:
+        return None
+    checkpoint = Path(source.get("checkpoint", ""))
+    if checkpoint.is_file():
+        recorded = source_lesion_volumes(load_checkpoint(checkpoint))
+        if recorded is not None:
+            return recorded
+    root = Path(source.get("path", ""))
+    if not (root / TARGETS[target][1] / "dataset.json").is_file():
+        subjects = int(root.name.rpartition("_")[2].partition("x")[0]) if "x" in root.name else 10
+        root = build_source(work, source["seed"], spacing, [target], subjects)
+    dataset = load_dataset(root / TARGETS[target][1])
+    left_out = {*source.get("val_cases", []), *source.get("held_out_cases", [])}
+    train = [c for c in dataset.case_ids if c not in left_out]
+    if len(train) != source.get("train_cases", len(train)):
+        raise SystemExit(f"{root}: {len(train)} training scans, the source trained on {source['train_cases']}")
+    return lesion_volumes(dataset, train)
 
 
 def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict, dict]:
@@ -192,9 +238,9 @@ def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict, dict]:
     return "ms", row, paired
 
 
-def summarize(rows: list[tuple[dict, dict]]) -> dict:
+def summarize(rows: list[tuple[dict, dict]], baseline: str = "session21") -> dict:
     """Per target: the model-free shares, each rule's mean test F1 over the runs it could re-score, and the paired
-    comparisons of each rule against ``session21`` over the runs with per-scan scores."""
+    comparisons of each rule against ``baseline`` over the runs with per-scan scores that both could re-score."""
     out: dict = {"n_runs": len(rows), "runs": [row for row, _ in rows]}
     # each build's test scans once (several runs of one build share them)
     counted = {row["build"]: row for row, _ in rows if row["test_lesions_under"] is not None}.values()
@@ -209,27 +255,28 @@ def summarize(rows: list[tuple[dict, dict]]) -> dict:
             }
             for cap in ("free", "evidence")
         }
-        for kind in ("percentile", "prediction")
+        for kind in CAP_KINDS
+        if all(kind in row["test_lesions_under"] for row in counted)
     }
     out["mean_test_lesion_f1"] = {}
     for rule in RULES:
         values = [row["rules"][rule]["test_lesion_f1"] for row, _ in rows if rule in row["rules"]]
         if values:
             out["mean_test_lesion_f1"][rule] = {"runs": len(values), "mean": round(float(np.mean(values)), 4)}
-    out["paired_vs_session21"] = {}
-    for rule in RULES:
-        with_scores = [paired for _, paired in rows if rule in paired and rule != "session21"]
+    out["paired_vs_baseline"] = {"baseline": baseline}
+    others = [rule for rule in RULES if rule != baseline]
+    for rule in others:
+        with_scores = [paired for _, paired in rows if rule in paired and baseline in paired]
         if not with_scores:
             continue
-        result = compare([p["session21"] for p in with_scores], [p[rule] for p in with_scores])
+        result = compare([p[baseline] for p in with_scores], [p[rule] for p in with_scores])
         result["dice_b_minus_a"]["test"] = (
             "paired two-sided Wilcoxon signed-rank (zero differences dropped) and sign test, per test scan, no "
-            f"correction: {len(RULES) - 1} rules against session21 (the pre-registered one: current)"
+            f"correction: {len(others)} rules against {baseline}"
         )
-        out["paired_vs_session21"][rule] = {
+        out["paired_vs_baseline"][rule] = {
             "sizes_mm3": {
-                p[rule]["seed"]: [p["session21"]["min_component_mm3"], p[rule]["min_component_mm3"]]
-                for p in with_scores
+                p[rule]["seed"]: [p[baseline]["min_component_mm3"], p[rule]["min_component_mm3"]] for p in with_scores
             },
             **result,
         }
@@ -242,6 +289,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("min_component_rules_work"), help="builds, if needed")
     parser.add_argument("--vs-nnunet-run", type=Path, action="append", default=[], help="a vs_nnunet target folder")
     parser.add_argument("--vs-nnunet-data", type=Path, action="append", default=[], help="its dataset folder")
+    parser.add_argument("--baseline", choices=sorted(RULES), default="session21", help="the rule the others face")
     args = parser.parse_args(argv)
     if len(args.vs_nnunet_run) != len(args.vs_nnunet_data):
         parser.error("give one --vs-nnunet-data per --vs-nnunet-run")
@@ -251,7 +299,7 @@ def main(argv=None) -> int:
         "benchmark": "min_component_rules",
         "rules": {name: {"candidates": c, "caps": k} for name, (c, k) in RULES.items()},
         "targets": {
-            target: summarize([(row, paired) for t, row, paired in rows if t == target])
+            target: summarize([(row, paired) for t, row, paired in rows if t == target], args.baseline)
             for target in sorted({t for t, _, _ in rows})
         },
     }

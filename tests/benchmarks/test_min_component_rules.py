@@ -1,4 +1,4 @@
-"""``benchmarks/min_component_rules.py``: the four rules re-scored from a run's stored curves, worked out by hand."""
+"""``benchmarks/min_component_rules.py``: the rules re-scored from a run's stored curves, worked out by hand."""
 
 from __future__ import annotations
 
@@ -70,19 +70,20 @@ def test_rules_and_test_lesions_under_the_caps_from_a_short_curve(mcr, tmp_path,
         "session21": {"runs": 1, "mean": 0.45},
         "short_prediction": {"runs": 1, "mean": 0.3},
     }
-    assert out["paired_vs_session21"] == {}  # no per-scan scores
+    assert out["paired_vs_baseline"] == {"baseline": "session21"}  # no per-scan scores
+    assert row["source_lesions"] is None  # no lesion source: no source rule
     assert not (tmp_path / "work").exists()  # the recorded build was used, nothing rebuilt
 
 
 def test_long_curves_pair_every_rule_with_session21_scan_by_scan(mcr, tmp_path, capsys, monkeypatch):
     _build(tmp_path / "build" / "Dataset004_StrokeLesion")
     designed = {"percentile": (1000.0, 5000.0), "prediction": (100.0, 300.0)}  # (free, evidence) in mm³
-    monkeypatch.setattr(mcr, "caps", lambda volumes, kind: designed[kind])
+    monkeypatch.setattr(mcr, "caps", lambda volumes, kind, source=None: designed[kind])
     keys = [f"{v:g}" for v in CANDIDATE_VOXELS]  # 1 mm voxels: keys are voxel counts
     val = dict.fromkeys(keys, 0.5) | {"120": 0.6, "200": 0.6, "500": 0.8, "800": 0.8, "1200": 0.8, "2000": 0.9}
     # session21 (to 120, free 1000): 0.6 at 120.  short_prediction (free 100, evidence 300): 0-80 tie (0.5) -> 80,
     # then 120 (0.6) is strictly better -> 120.  long_percentile: 0.8 at 500 and 800 under 1000 -> 800, then 2000
-    # (0.9, under 5000) is strictly better -> 2000.  current (free 100, evidence 300): 120 and 200 (0.6) -> 120
+    # (0.9, under 5000) is strictly better -> 2000.  target_prior (free 100, evidence 300): 120 and 200 (0.6) -> 120
     blank = {"dice": [0.0, 0.0], "false_positives": [0, 0], "found": [0, 0], "lesions": [2, 1], "components": [0, 0]}
     scores = dict.fromkeys(keys, blank) | {
         "120": {
@@ -104,10 +105,10 @@ def test_long_curves_pair_every_rule_with_session21_scan_by_scan(mcr, tmp_path, 
     assert mcr.main([str(path), "--work", str(tmp_path / "work")]) == 0
     out = json.loads(capsys.readouterr().out)["targets"]["stroke"]
     sizes = {rule: r["min_component_mm3"] for rule, r in out["runs"][0]["rules"].items()}
-    assert sizes == {"session21": 120.0, "short_prediction": 120.0, "long_percentile": 2000.0, "current": 120.0}
-    paired = out["paired_vs_session21"]
-    assert paired["current"]["sizes_mm3"] == {"r stroke": [120.0, 120.0]}
-    assert paired["current"]["dice_b_minus_a"]["tied"] == 2
+    assert sizes == {"session21": 120.0, "short_prediction": 120.0, "long_percentile": 2000.0, "target_prior": 120.0}
+    paired = out["paired_vs_baseline"]
+    assert paired["target_prior"]["sizes_mm3"] == {"r stroke": [120.0, 120.0]}
+    assert paired["target_prior"]["dice_b_minus_a"]["tied"] == 2
     longer = paired["long_percentile"]
     # session21: Dice 0.5, 0.7; 2 of 3 lesions found, 3 false positives (pooled precision 2/5) -> F1 0.5
     # long_percentile: Dice 0.6, 0.9; 2 of 3 found, no false positive -> F1 0.8
@@ -145,3 +146,45 @@ def test_results_without_test_scans_or_curves_are_rescored_as_far_as_they_go(mcr
     }
     # session 21's rule: all tie at 0.5; free size 6.8 -> the largest tie under it, 5
     assert row["rules"]["session21"] == {"min_component_mm3": 5.0, "test_lesion_f1": 0.4}
+
+
+def test_source_rules_pool_the_lesion_source_s_training_lesions(mcr, tmp_path, capsys):
+    _build(tmp_path / "build" / "Dataset004_StrokeLesion")
+    # the source build: the same four cases; v0 validated and s0 held out, so it trained on t0 and t1 (8, 64, 64)
+    _build(tmp_path / "source" / "Dataset004_StrokeLesion")
+    source = {
+        "seed": 101,
+        "path": str(tmp_path / "source"),
+        "val_cases": ["v0"],
+        "held_out_cases": ["s0"],
+        "train_cases": 2,
+        "checkpoint": str(tmp_path / "gone" / "checkpoint_last.pt"),
+    }
+    keys = [f"{v:g}" for v in CANDIDATE_VOXELS]
+    val = dict.fromkeys(keys, 0.5) | {"2": 0.7, "8": 0.8}
+    path = _lesions_json(tmp_path / "r.json", tmp_path / "build", val, dict.fromkeys(keys, 0.4) | {"8": 0.6})
+    report = json.loads(path.read_text())
+    report["results"]["stroke"]["source"] = source
+    path.write_text(json.dumps(report))
+    assert mcr.main([str(path), "--work", str(tmp_path / "work"), "--baseline", "target_prior"]) == 0
+    out = json.loads(capsys.readouterr().out)["targets"]["stroke"]
+    (row,) = out["runs"]
+    assert row["source_lesions"] == 3
+    # pooled 8, 64, 64, 8, 64, 64 (identical samples: Mann-Whitney p = 1): log mean 3.466, SD 1.0743, n = 6,
+    # t_{5, 0.95} = 2.015, t_{5, 0.80} = 0.9195, sqrt(7/6): free 0.5 exp(3.466 - 2.338) = 1.546,
+    # evidence exp(3.466 - 1.067) = 11.01.  Target alone (first test): free 0.279, evidence 7.35
+    assert row["caps_mm3"]["source"] == {"free": pytest.approx(1.546, abs=1e-3), "evidence": pytest.approx(11.01, 0.01)}
+    # target_prior: only 0 is free (0.5); 2 (0.7) is strictly better under 7.35, 8 (0.8) is not under it -> 2.
+    # current / short_source_prior: 0 free; 2 and 8 (0.8, under 11.01) strictly better -> 8
+    sizes = {rule: r["min_component_mm3"] for rule, r in row["rules"].items()}
+    assert sizes["target_prior"] == 2.0
+    assert sizes["current"] == sizes["short_source_prior"] == 8.0
+    assert row["rules"]["current"]["test_lesion_f1"] == 0.6
+    assert out["test_lesions_under"]["source"]["free"]["under"] == 0  # test lesions 5, 20, 64, 100
+    assert out["test_lesions_under"]["source"]["evidence"]["under"] == 1
+    assert out["paired_vs_baseline"] == {"baseline": "target_prior"}  # no per-scan scores to pair
+    # a source build whose scans do not add up to what the source trained on is refused
+    report["results"]["stroke"]["source"]["train_cases"] = 46
+    path.write_text(json.dumps(report))
+    with pytest.raises(SystemExit, match="2 training scans, the source trained on 46"):
+        mcr.main([str(path), "--work", str(tmp_path / "work")])

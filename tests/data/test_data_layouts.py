@@ -48,13 +48,17 @@ def test_nnunet_ignores_files_that_are_not_nifti_with_a_warning(tmp_path, caplog
     (root / "imagesTr" / "Thumbs.db").write_bytes(b"\0")
     (root / "imagesTr" / "old").mkdir()
     (root / "imagesTs" / "notes.md").write_text("-")
+    (root / "labelsTr" / "labels.xlsx").write_bytes(b"\0")
     with caplog.at_level("WARNING", logger="medtransfer.data.layouts.nnunet"):
         ds = load_dataset(root)
-    assert ds.case_ids == ["case000", "case001"]
+        again = load_dataset(root)  # a grid loads the dataset once per cell: the same warning once per process
+    assert ds.case_ids == again.case_ids == ["case000", "case001"]
     assert [c.case_id for c in ds.test_cases] == ["test000"]
     messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3, messages
     assert any("imagesTr: ignoring 3 entries that are not NIfTI: README.txt, Thumbs.db, old" in m for m in messages)
     assert any("imagesTs: ignoring 1 entry that is not NIfTI: notes.md" in m for m in messages)
+    assert any("labelsTr: ignoring 1 entry that is not NIfTI: labels.xlsx" in m for m in messages)
     (root / "imagesTr" / "case001_0000.nii.gz").rename(root / "imagesTr" / "case001.nii.gz")
     with pytest.raises(DataError, match=r"case001.nii.gz: not named \{case\}_\{XXXX\}"):
         load_dataset(root)

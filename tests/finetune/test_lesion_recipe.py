@@ -19,7 +19,7 @@ from medtransfer.experiments.evaluate_cell import evaluate_test_cases
 from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.finetune.data import ForegroundBatchSampler
 from medtransfer.infer import load_predictor
-from medtransfer.infer.postprocess import EVIDENCE_PERCENTILE, lesion_size_cap
+from medtransfer.infer.postprocess import EVIDENCE_PERCENTILE, lesion_size_cap, volume_caps
 from medtransfer.metrics import compute_dice
 from medtransfer.models import create_model
 
@@ -167,6 +167,50 @@ def test_a_run_without_validation_scans_stores_the_training_lesions_free_size(tm
     assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"] > 0
     assert post["tuned_on"] == []
     assert post["val_lesion_f1"] == {}
+
+
+def test_a_run_fine_tuned_from_a_lesion_source_pools_its_lesions_into_the_caps(tmp_path, caplog):
+    data = lesion_dataset(tmp_path / "lesions", n=4)
+    tiny = {**RECIPE, "val_fraction": 0.0, "train": {**RECIPE["train"], "epochs": 1, "steps_per_epoch": 2}}
+    source = run_finetune(FinetuneConfig.from_dict({**tiny, "data": str(data), "out": str(tmp_path / "source")}))
+    source_ckpt = source / "checkpoints" / "checkpoint_last.pt"
+    post = load_checkpoint(source_ckpt)["meta"]["postprocess"]
+    own = post["prior_lesion_volumes_mm3"]  # the source's 3 training scans' lesions (no source of its own)
+    assert post["lesion_prior"]["source_pooled"] is False
+    assert len(own) == post["lesion_prior"]["training_lesions"] >= 6
+    assert post["max_mm3_from_training_lesions"] == pytest.approx(volume_caps(np.array(own))[0], abs=1e-3)
+
+    def finetune(name, **options):
+        config = {**tiny, "data": str(data), "out": str(tmp_path / name), "init": str(source_ckpt), **options}
+        return load_checkpoint(run_finetune(FinetuneConfig.from_dict(config)) / "checkpoints" / "checkpoint_last.pt")
+
+    # the target trains on the same 3 scans: its lesions and the source's are the same sizes (Mann-Whitney p = 1)
+    post = finetune("pooled")["meta"]["postprocess"]
+    assert post["lesion_prior"] == {
+        "mode": "auto",
+        "training_lesions": len(own),
+        "source_lesions": len(own),
+        "source_pooled": True,
+        "agreement_p": 1.0,
+    }
+    assert post["prior_lesion_volumes_mm3"] == own + own
+    free, evidence = volume_caps(np.array(own + own))
+    assert free > volume_caps(np.array(own))[0]  # twice the lesions: a smaller t and sqrt(1 + 1/n), a higher bound
+    assert post["max_mm3_from_training_lesions"] == pytest.approx(free, abs=1e-3)
+    assert post["max_mm3_if_validation_better"] == pytest.approx(evidence, abs=1e-3)
+    post = finetune("target", min_component_prior="target")["meta"]["postprocess"]
+    assert post["lesion_prior"]["source_pooled"] is False
+    assert post["max_mm3_from_training_lesions"] == pytest.approx(volume_caps(np.array(own))[0], abs=1e-3)
+    # a source of lesions a thousand times larger (another kind) is refused, with a warning
+    ckpt = load_checkpoint(source_ckpt)
+    ckpt["meta"]["postprocess"]["prior_lesion_volumes_mm3"] = [1000.0 * v for v in own]
+    save_checkpoint(source_ckpt, ckpt)
+    with caplog.at_level("WARNING", logger="medtransfer"):
+        post = finetune("refused")["meta"]["postprocess"]
+    assert post["lesion_prior"]["source_pooled"] is False
+    assert post["lesion_prior"]["agreement_p"] < 0.01
+    assert post["prior_lesion_volumes_mm3"] == own
+    assert "differ in size" in caplog.text
 
 
 def test_foreground_batch_sampler_fills_every_batch_and_is_resumable():

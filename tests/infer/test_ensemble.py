@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medtransfer.checkpoint import load_checkpoint, save_checkpoint
 from medtransfer.cli import main
 from medtransfer.data.io import load_nifti, save_nifti
 from medtransfer.errors import ConfigError, DataError
@@ -48,6 +49,34 @@ def test_probabilities_are_the_members_mean_and_the_majority_decides(tmp_path):
     assert not labels[box1].any()
     assert labels[box2].all()
     assert low[0].predict(volume)[box1].all()  # while the low member alone marks it
+
+
+def _record_source_lesions(run, source_volumes):
+    """Make ``run``'s checkpoint say its caps pooled ``source_volumes`` with its two 64 mm³ training lesions."""
+    path = run / "checkpoints" / "checkpoint_last.pt"
+    ckpt = load_checkpoint(path)
+    ckpt["meta"]["postprocess"] |= {
+        "lesion_prior": {"mode": "auto", "training_lesions": 2, "source_pooled": True},
+        "prior_lesion_volumes_mm3": [64.0, 64.0, *source_volumes],
+    }
+    save_checkpoint(path, ckpt)
+
+
+def test_the_ensemble_pools_the_source_lesions_its_members_pooled_once(tmp_path):
+    data = threshold_dataset(tmp_path / "data")
+    runs = [threshold_run(tmp_path, "a", 0.25, val=()), threshold_run(tmp_path, "b", 0.4, val=())]
+    for run in runs:  # two members fine-tuned from sources trained on the same scans: one list
+        _record_source_lesions(run, [16.0, 256.0])
+    post = json.loads(create_ensemble(runs, tmp_path / "ens", data=data).read_text())["postprocess"]
+    # the training lesions (64, 64) and the source's (16, 256), once: the hand-worked caps of
+    # tests/infer/test_lesion_inference.py (free size 0.5 * 4^0.8517), the free size itself without validation cases
+    assert post["lesion_prior"]["source_lesions"] == 2
+    assert post["prior_lesion_volumes_mm3"] == [64.0, 64.0, 16.0, 256.0]
+    assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"] == pytest.approx(0.5 * 4**0.8517, 2e-3)
+    _record_source_lesions(runs[1], [16.0, 250.0])  # another source: both lists
+    post = json.loads(create_ensemble(runs, tmp_path / "ens2", data=data).read_text())["postprocess"]
+    assert post["lesion_prior"]["source_lesions"] == 4
+    assert post["prior_lesion_volumes_mm3"] == [64.0, 64.0, 16.0, 256.0, 16.0, 250.0]
 
 
 def test_create_tunes_the_minimum_component_on_shared_validation_and_predict_uses_it(tmp_path):

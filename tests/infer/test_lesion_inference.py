@@ -9,14 +9,19 @@ from torch import nn
 
 from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError
+from medtransfer.finetune import FinetuneConfig
 from medtransfer.finetune.data import PreparedCase, SliceDataset
 from medtransfer.infer.postprocess import (
     EVIDENCE_PERCENTILE,
     apply_postprocess,
+    check_lesion_prior,
     check_min_component,
     lesion_size_cap,
+    lesion_size_prior,
+    pooled_source_volumes,
     prediction_bound,
     remove_small_components,
+    source_lesion_volumes,
     tune_min_component,
     tune_on_validation,
 )
@@ -192,8 +197,101 @@ def test_without_validation_cases_the_free_size_of_the_training_labels_is_kept(t
         "val_lesion_f1": {},
         "max_mm3_from_training_lesions": 32.0,
         "max_mm3_if_validation_better": 64.0,
+        "lesion_prior": {
+            "mode": "auto",
+            "training_lesions": 2,
+            "source_lesions": 0,
+            "source_pooled": False,
+            "agreement_p": None,
+        },
+        "prior_lesion_volumes_mm3": [64.0, 64.0],
     }
     assert tune_on_validation(never, dataset, [], [])["min_component_mm3"] == 0.0  # no training lesions: none
+
+
+def test_a_source_s_lesions_join_the_training_lesions_in_the_caps(tmp_path):
+    dataset = load_dataset(threshold_dataset(tmp_path / "data"))  # t0: two 64 mm³ lesions
+
+    def never(_):
+        raise AssertionError("nothing is predicted without validation cases")
+
+    # pooled log volumes ln4 * (2, 3, 3, 4): mean 3 ln4, SD ln4 sqrt(2/3); n = 4, t_{3, 0.95} = 2.3534,
+    # t_{3, 0.80} = 0.9785; sqrt(1 + 1/4): free size 0.5 * 4^(3 - 2.3534 * 0.8165 * 1.1180) = 0.5 * 4^0.8517,
+    # evidence cap 4^(3 - 0.9785 * 0.8165 * 1.1180) = 4^2.1068
+    post = tune_on_validation(never, dataset, [], ["t0"], np.array([16.0, 256.0]))
+    assert post["max_mm3_from_training_lesions"] == pytest.approx(0.5 * 4**0.8517, abs=2e-3)
+    assert post["max_mm3_if_validation_better"] == pytest.approx(4**2.1068, abs=2e-2)
+    assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"]
+    # Mann-Whitney: ranks 16 (1), 64 and 64 (2.5 each), 256 (4): U = 5 - 3 = 2 = n1 n2 / 2, so p = 1
+    assert post["lesion_prior"] == {
+        "mode": "auto",
+        "training_lesions": 2,
+        "source_lesions": 2,
+        "source_pooled": True,
+        "agreement_p": 1.0,
+    }
+    assert post["prior_lesion_volumes_mm3"] == [64.0, 64.0, 16.0, 256.0]
+    assert pooled_source_volumes(post).tolist() == [16.0, 256.0]
+    # the training lesions alone, as asked
+    target = tune_on_validation(never, dataset, [], ["t0"], np.array([16.0, 256.0]), "target")
+    assert target["max_mm3_from_training_lesions"] == 32.0
+    assert target["lesion_prior"]["source_pooled"] is False
+    assert pooled_source_volumes(target) is None
+    # a slice budget (no whole training scan): the source's lesions alone bound the size
+    alone = tune_on_validation(never, dataset, [], [], np.array([64.0, 64.0]))
+    assert alone["min_component_mm3"] == 32.0
+
+
+def test_the_source_s_lesions_are_pooled_unless_their_sizes_differ():
+    # complete separation: the exact two-sided Mann-Whitney p is 2 / C(n1 + n2, n1)
+    strokes = np.array([20000.0, 40000.0, 80000.0])
+    volumes, record = lesion_size_prior(strokes, np.array([10.0, 20.0, 30.0, 40.0]))
+    assert record["agreement_p"] == pytest.approx(2 / 35, abs=1e-6)  # 0.057: too little evidence to refuse
+    assert record["source_pooled"] is True
+    assert volumes.size == 7
+    volumes, record = lesion_size_prior(strokes, np.array([10.0, 20.0, 30.0, 40.0, 50.0]))
+    assert record["agreement_p"] == pytest.approx(2 / 56, abs=1e-6)  # 0.036 < 0.05: an MS source, refused
+    assert record["source_pooled"] is False
+    assert volumes.tolist() == strokes.tolist()
+    # pooled: no test; target: no source
+    volumes, record = lesion_size_prior(strokes, np.array([10.0, 20.0, 30.0, 40.0, 50.0]), "pooled")
+    assert record["source_pooled"] is True
+    assert record["agreement_p"] is None
+    assert volumes.size == 8
+    volumes, record = lesion_size_prior(strokes, np.array([10.0]), "target")
+    assert record == {
+        "mode": "target",
+        "training_lesions": 3,
+        "source_lesions": 1,
+        "source_pooled": False,
+        "agreement_p": None,
+    }
+    # one training lesion cannot contradict the source: pooled untested
+    volumes, record = lesion_size_prior(np.array([5e4]), np.array([10.0, 20.0]))
+    assert record["source_pooled"] is True
+    assert record["agreement_p"] is None
+    # no source
+    volumes, record = lesion_size_prior(strokes, None)
+    assert record["source_lesions"] == 0
+    assert not record["source_pooled"]
+
+
+def test_a_checkpoint_s_recorded_lesion_volumes_are_read_back_or_ignored():
+    def ckpt(value):
+        return {"meta": {"postprocess": {"prior_lesion_volumes_mm3": value}}}
+
+    assert source_lesion_volumes(ckpt([64.0, 12.5])).tolist() == [64.0, 12.5]
+    for bad in (None, [], "64", [64.0, -1.0], [64.0, float("nan")], [[1.0, 2.0]], ["a"], {"a": 1}):
+        assert source_lesion_volumes(ckpt(bad)) is None, bad
+    assert source_lesion_volumes(None) is None
+    assert source_lesion_volumes({"meta": {}}) is None
+    assert source_lesion_volumes({"meta": {"postprocess": "x"}}) is None
+    assert pooled_source_volumes({"lesion_prior": {"source_pooled": True, "training_lesions": 5}}) is None
+    assert check_lesion_prior(" Pooled ") == "pooled"
+    with pytest.raises(ConfigError, match=r"min_component_prior must be one of auto, target, pooled, got 'both'"):
+        check_lesion_prior("both")
+    with pytest.raises(ConfigError, match="min_component_prior"):
+        FinetuneConfig(data="d", out="o", min_component_prior=None)
 
 
 def test_lesion_size_cap_is_half_the_5_percent_prediction_bound_of_training_lesion_volumes():

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..errors import ConfigError, check_seed, did_you_mean
-from ..infer.postprocess import check_min_component
+from ..infer.postprocess import check_lesion_prior, check_min_component
 from ..train.augment import AugmentMode
 from ..utils import read_yaml_mapping
 
@@ -78,6 +78,10 @@ class FinetuneConfig:
             removed; ``auto`` tunes it on the validation cases (highest lesion F1; without validation cases, the
             free size of the training lesions: :func:`medtransfer.infer.postprocess.tune_on_validation`), ``null``
             turns it off.
+        min_component_prior: the lesion volumes ``auto`` bounds the size with: ``auto`` (the training lesions and,
+            where the source checkpoint records them and they agree in size, the source's training lesions:
+            :func:`medtransfer.infer.postprocess.lesion_size_prior`), ``target`` (the training lesions alone) or
+            ``pooled`` (both, untested).
         cache_dir: preprocessing cache shared by runs (``None``: preprocess in memory each run).
         train: :class:`~medtransfer.train.config.TrainConfig` keys.
         preprocess: :class:`~medtransfer.data.preprocess.PreprocessConfig` keys.
@@ -107,6 +111,7 @@ class FinetuneConfig:
     lesion_mix: float = 0.0
     tta_mirror: bool = False
     min_component_mm3: float | str | None = None
+    min_component_prior: str = "auto"
     cache_dir: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +157,7 @@ class FinetuneConfig:
         object.__setattr__(self, "augment", AugmentMode.parse(self.augment).value)
         object.__setattr__(self, "foreground_sampling", ForegroundSampling.parse(self.foreground_sampling).value)
         object.__setattr__(self, "min_component_mm3", check_min_component(self.min_component_mm3))
+        object.__setattr__(self, "min_component_prior", check_lesion_prior(self.min_component_prior))
         if isinstance(self.context_slices, bool) or not isinstance(self.context_slices, int) or self.context_slices < 0:
             raise ConfigError(f"context_slices must be an integer >= 0, got {self.context_slices!r}")
         number = not isinstance(self.lesion_mix, bool) and isinstance(self.lesion_mix, int | float)

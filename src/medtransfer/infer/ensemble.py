@@ -37,7 +37,7 @@ import numpy as np
 
 from ..data.io import Volume
 from ..errors import ConfigError, DataError
-from .postprocess import MIN_COMPONENT_KEY, check_min_component, tune_on_validation
+from .postprocess import MIN_COMPONENT_KEY, check_min_component, pooled_source_volumes, tune_on_validation
 from .predictor import Predictor, _as_channels, brain_mask_postprocess, find_checkpoint, label_array
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,9 @@ def create_ensemble(
             logger.info("tuning the ensemble's minimum component size on %d validation case(s)", len(val))
         else:  # every labelled scan trained, as a single run without validation: the free size of their lesions
             logger.info("no validation cases: the minimum component size is the training lesions' free size")
-        postprocess = tune_on_validation(ensemble.predict if val else None, dataset, val, train)
+        postprocess = tune_on_validation(
+            ensemble.predict if val else None, dataset, val, train, _source_volumes(members)
+        )
     elif size is not None:
         postprocess = {MIN_COMPONENT_KEY: float(size)}
     record = {
@@ -256,6 +258,17 @@ def create_ensemble(
     target = out / ENSEMBLE_FILE
     write_json_atomic(target, record)
     return target
+
+
+def _source_volumes(members) -> np.ndarray | None:
+    """The source lesion volumes the members' runs pooled into their caps (each distinct list once: members
+    fine-tuned from sources trained on the same scans share it), ``None`` where none did."""
+    parts = {}
+    for member in members:
+        volumes = pooled_source_volumes(member.postprocess)
+        if volumes is not None:
+            parts.setdefault(tuple(volumes.tolist()), volumes)
+    return np.concatenate(list(parts.values())) if parts else None
 
 
 def load_ensemble(folder: str | os.PathLike, *, device: str = "auto", precision: str = "auto") -> Ensemble:

@@ -34,6 +34,12 @@ CANDIDATE_VOXELS = SHORT_CANDIDATE_VOXELS + (200, 300, 500, 800, 1200, 2000, 300
 # validation set may remove components up to the volume a new lesion falls under with probability 20 %, and only
 # where its lesion F1 is strictly higher (prediction_bound).
 EVIDENCE_PERCENTILE = 20.0
+# Where the caps' lesion volumes come from (lesion_size_prior): the training lesions alone, or with the source's.
+LESION_PRIOR_CHOICES = ("auto", "target", "pooled")
+PRIOR_AGREEMENT_ALPHA = 0.05
+# meta["postprocess"] key: every lesion volume (mm³) a checkpoint's caps were fitted to; a model fine-tuned from it
+# takes them as its source's (source_lesion_volumes)
+PRIOR_VOLUMES_KEY = "prior_lesion_volumes_mm3"
 
 
 def _structure(spatial_dims: int) -> np.ndarray:
@@ -176,8 +182,102 @@ def training_lesion_caps(dataset, train_ids: Sequence[str]) -> tuple[float | Non
     """``(free size, evidence cap)`` of the ``train_ids`` labels of ``dataset`` (:func:`lesion_size_cap` with its
     defaults and with :data:`EVIDENCE_PERCENTILE`), their components counted once; ``None`` with fewer than two
     lesions."""
-    pooled = lesion_volumes(dataset, train_ids)
-    return prediction_bound(pooled, 5.0, 0.5), prediction_bound(pooled, EVIDENCE_PERCENTILE, 1.0)
+    return volume_caps(lesion_volumes(dataset, train_ids))
+
+
+def volume_caps(volumes_mm3: np.ndarray) -> tuple[float | None, float | None]:
+    """``(free size, evidence cap)`` of lesion volumes: half their 5 % and their :data:`EVIDENCE_PERCENTILE`
+    :func:`prediction_bound`; ``None`` with fewer than two lesions."""
+    return prediction_bound(volumes_mm3, 5.0, 0.5), prediction_bound(volumes_mm3, EVIDENCE_PERCENTILE, 1.0)
+
+
+def check_lesion_prior(value: Any, name: str = "min_component_prior") -> str:
+    """``value`` as one of :data:`LESION_PRIOR_CHOICES` (case-insensitive).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text not in LESION_PRIOR_CHOICES:
+        raise ConfigError(f"{name} must be one of {', '.join(LESION_PRIOR_CHOICES)}, got {value!r}")
+    return text
+
+
+def source_lesion_volumes(checkpoint: dict[str, Any] | None) -> np.ndarray | None:
+    """The lesion volumes (mm³) a source checkpoint's own caps were fitted to (``meta["postprocess"]``
+    :data:`PRIOR_VOLUMES_KEY`, recorded by :func:`tune_on_validation`); ``None`` where it records none (a source
+    trained before 2026-12-07, a brain-mask or anatomy model, a zoo network) or holds something else."""
+    post = ((checkpoint or {}).get("meta") or {}).get("postprocess") or {}
+    values = post.get(PRIOR_VOLUMES_KEY) if isinstance(post, dict) else None
+    if not isinstance(values, list | tuple) or not values:
+        return None
+    try:
+        volumes = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return volumes if volumes.ndim == 1 and np.all(np.isfinite(volumes) & (volumes > 0)) else None
+
+
+def pooled_source_volumes(postprocess: dict[str, Any]) -> np.ndarray | None:
+    """The source lesion volumes a tuned ``meta["postprocess"]`` pooled with its training lesions (the part of
+    :data:`PRIOR_VOLUMES_KEY` after the training ones), ``None`` where it pooled none: what an ensemble of such
+    runs offers :func:`lesion_size_prior` as its source's."""
+    record = postprocess.get("lesion_prior") if isinstance(postprocess, dict) else None
+    if not isinstance(record, dict) or not record.get("source_pooled"):
+        return None
+    volumes = source_lesion_volumes({"meta": {"postprocess": postprocess}})
+    start = record.get("training_lesions")
+    if volumes is None or not isinstance(start, int) or not 0 <= start < volumes.size:
+        return None
+    return volumes[start:]
+
+
+def lesion_size_prior(
+    training_mm3: np.ndarray, source_mm3: np.ndarray | None = None, mode: str = "auto"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The lesion volumes the caps are fitted to, and where they came from.
+
+    With one lesion per scan (a stroke target) a few training scans give bounds that swing with the draw (six
+    strokes: free sizes of 6 to 435 mm³ over four draws of the same law); the source a model was fine-tuned from
+    was trained on many more lesions, and where they are of the same kind (a public stroke set for a stroke target)
+    they pin the bounds down.  ``mode``:
+
+    * ``target``: the training lesions alone;
+    * ``pooled``: the training lesions and the source's (``source_mm3``) together;
+    * ``auto``: pooled, unless the two are of different sizes: a two-sided Mann-Whitney U test of the training
+      against the source volumes at :data:`PRIOR_AGREEMENT_ALPHA` (with two or more training lesions; an MS source
+      for a stroke target, or the reverse, differs by an order of magnitude and is refused), then the training
+      lesions alone.
+
+    Returns:
+        ``(volumes, record)``; ``record``: ``{"mode", "training_lesions", "source_lesions" (offered),
+        "source_pooled", "agreement_p"}`` (``agreement_p`` ``None`` where no test ran).
+
+    Example:
+        >>> v, r = lesion_size_prior(np.array([300.0, 900.0]), np.array([200.0, 500.0, 4000.0]))
+        >>> v.size, r["source_pooled"], round(r["agreement_p"], 2)
+        (5, True, 1.0)
+    """
+    training = np.asarray(training_mm3, dtype=np.float64).ravel()
+    source = np.zeros(0) if source_mm3 is None else np.asarray(source_mm3, dtype=np.float64).ravel()
+    record: dict[str, Any] = {
+        "mode": mode,
+        "training_lesions": int(training.size),
+        "source_lesions": int(source.size),
+        "source_pooled": False,
+        "agreement_p": None,
+    }
+    if mode == "target" or not source.size:
+        return training, record
+    if mode == "auto" and training.size >= 2:
+        from scipy import stats
+
+        p = float(stats.mannwhitneyu(training, source, alternative="two-sided").pvalue)
+        record["agreement_p"] = round(p, 6)
+        if p < PRIOR_AGREEMENT_ALPHA:
+            return training, record
+    record["source_pooled"] = True
+    return np.concatenate([training, source]), record
 
 
 def tune_min_component(
@@ -259,7 +359,14 @@ def choose_min_component(
     return best
 
 
-def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequence[str] = ()) -> dict[str, Any]:
+def tune_on_validation(
+    predict,
+    dataset,
+    val_ids: Sequence[str],
+    train_ids: Sequence[str] = (),
+    source_volumes_mm3: np.ndarray | None = None,
+    prior: str = "auto",
+) -> dict[str, Any]:
     """The post-processing a model should store, tuned on validation cases: ``meta["postprocess"]``.
 
     ``predict(channels)`` labels one case (its volumes, as :meth:`~medtransfer.infer.predictor.Predictor.predict`
@@ -273,16 +380,26 @@ def tune_on_validation(predict, dataset, val_ids: Sequence[str], train_ids: Sequ
     the prior alone (a validation set that cannot tell the candidates apart gives the largest one at or below it);
     0 with fewer than two training lesions.
 
+    ``source_volumes_mm3``: the lesion volumes the source checkpoint's caps came from
+    (:func:`source_lesion_volumes`), pooled with the training lesions as ``prior`` says (:func:`lesion_size_prior`).
+
     Returns:
         ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions",
-        "max_mm3_if_validation_better"}`` (the free size and the evidence cap; ``None`` with fewer than two training
-        lesions).
+        "max_mm3_if_validation_better", "lesion_prior", PRIOR_VOLUMES_KEY}`` (the free size and the evidence cap,
+        ``None`` with fewer than two lesions; where the lesion volumes came from; the volumes themselves, 0.1 mm³,
+        which a model fine-tuned from this one pools as its source's).
     """
     from ..data.io import load_nifti
 
+    volumes, record = lesion_size_prior(lesion_volumes(dataset, train_ids), source_volumes_mm3, prior)
     # rounded once, so that the stored caps reproduce the choice made with them
-    cap, evidence_cap = (None if c is None else round(c, 3) for c in training_lesion_caps(dataset, train_ids))
-    caps = {"max_mm3_from_training_lesions": cap, "max_mm3_if_validation_better": evidence_cap}
+    cap, evidence_cap = (None if c is None else round(c, 3) for c in volume_caps(volumes))
+    caps = {
+        "max_mm3_from_training_lesions": cap,
+        "max_mm3_if_validation_better": evidence_cap,
+        "lesion_prior": record,
+        PRIOR_VOLUMES_KEY: [round(float(v), 1) for v in volumes],
+    }
     if not val_ids:  # nothing to tune on: the training labels' prior alone
         return {MIN_COMPONENT_KEY: 0.0 if cap is None else cap, "tuned_on": [], "val_lesion_f1": {}, **caps}
     cases = [dataset.get(c) for c in val_ids]

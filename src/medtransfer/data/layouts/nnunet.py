@@ -281,23 +281,37 @@ def _group_channels(folder: Path, ending: str, problems: list[Problem]) -> dict[
             continue
         groups.setdefault(match["case"], {})[int(match["channel"])] = path
     problems += _ending_problems(folder, other_ending, ending)
-    if ignored:
-        shown = ", ".join(ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else "")
-        logger.warning(
-            "%s: ignoring %d entr%s that %s not NIfTI: %s",
-            folder,
-            len(ignored),
-            "y" if len(ignored) == 1 else "ies",
-            "is" if len(ignored) == 1 else "are",
-            shown,
-        )
+    _warn_ignored(folder, ignored)
     return groups
+
+
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _warn_ignored(folder: Path, ignored: Sequence[str]) -> None:
+    """Warn that ``folder``'s entries ``ignored`` (not NIfTI) are left out -- once per process for the same entries,
+    not on every load of the dataset (a grid loads it once per cell)."""
+    key = (str(folder.resolve()), tuple(ignored))
+    if not ignored or key in _WARNED:
+        return
+    _WARNED.add(key)
+    shown = ", ".join(ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else "")
+    logger.warning(
+        "%s: ignoring %d entr%s that %s not NIfTI: %s",
+        folder,
+        len(ignored),
+        "y" if len(ignored) == 1 else "ies",
+        "is" if len(ignored) == 1 else "are",
+        shown,
+    )
 
 
 def _label_files(folder: Path, ending: str, problems: list[Problem]) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
-    files = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    files = [p for p in entries if p.is_file() and is_nifti(p)]
+    _warn_ignored(folder, [p.name for p in entries if p not in files])
     other = [p for p in files if not p.name.endswith(ending) and p.name.endswith(NIFTI_SUFFIXES)]
     problems += _ending_problems(folder, other, ending)
     return {p.name[: -len(ending)]: p for p in files if p.name.endswith(ending)}
