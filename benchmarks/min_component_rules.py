@@ -1,24 +1,35 @@
-"""The minimum-component rule, re-scored on finished lesion runs under four rules, print JSON.
+"""The minimum-component rule, re-scored on finished lesion runs under several rules, print JSON.
 
 ``min_component_mm3: auto`` picks the size of the smallest connected component a lesion prediction keeps from the
 validation scans' lesion F1 (:func:`medtransfer.infer.postprocess.tune_min_component`), bounded by two caps taken
 from the training lesions: the *free size* (ties go to the largest size under it) and the *evidence cap* (above the
-free size only a strictly higher validation F1 counts).  Two things changed on 2026-12-07 and are compared here:
+free size only a strictly higher validation F1 counts).  Three things changed on 2026-12-07 and are compared here:
 
 * the candidate list: it stopped at 120 voxels (``SHORT_CANDIDATE_VOXELS``), now it runs to 20000
   (``CANDIDATE_VOXELS``) so that the caps, not the list, bound the choice;
-* the caps: half the 5th and the 20th *percentile* of the training lesion volumes, now the 5 % and 20 % lower
+* the caps: half the 5th and the 20th *percentile* of the training lesion volumes, then the 5 % and 20 % lower
   *prediction bounds* of a log-normal law fitted to them (:func:`~medtransfer.infer.postprocess.prediction_bound`),
-  which a handful of lesions (a stroke target: one per scan) no longer places above a tenth of the true lesions.
+  which a handful of lesions (a stroke target: one per scan) no longer places above a tenth of the true lesions;
+* the lesions behind the caps: a run fine-tuned from a lesion source now pools the source's training lesions with
+  its own where a Mann-Whitney test does not find them of different sizes
+  (:func:`~medtransfer.infer.postprocess.lesion_size_prior`, ``auto``).
 
-Rules: ``session21`` (short list, percentile caps), ``short_prediction``, ``long_percentile`` and ``current`` (long
-list, prediction caps).  Every rule chooses from the validation F1 of each candidate size alone, and every
-``benchmarks/lesions.py`` result stores that curve and the test scans' lesion F1 at every candidate (on the same raw
-predictions), so each finished run is re-scored exactly, without training; the long-list rules need a curve that
-runs past 120 voxels (results since 2026-12-07).  Those results also store per-scan test Dice, false positives and
-lesions found at every size: the rules are then compared scan by scan with ``lesions_compare.py``'s paired test
-(A = ``session21``, B = each other rule).  A model-free check goes with it: the share of the *test* lesions that lie
-under each kind of free size and evidence cap (what a perfect segmentation would lose in a tie).
+Rules (candidate list, caps): ``session21`` (short, percentile), ``short_prediction`` (short, prediction),
+``long_percentile`` (long, percentile), ``target_prior`` (long, prediction of the training lesions alone: the rule
+from 2026-12-07 until the source prior), ``pooled_prior`` (long, prediction of training and source lesions pooled
+untested), ``short_source_prior`` (short, ``auto`` pooling) and ``current`` (long, ``auto`` pooling).  The source
+rules need a result with a lesion source (``lesions.py --source-seed``): its training lesions come from the source
+checkpoint's record, else from the source build's scans that were neither validation nor held out.  (Result files
+written before the source prior name ``target_prior`` ``current`` and pair against ``session21`` only.)
+
+Every rule chooses from the validation F1 of each candidate size alone, and every ``benchmarks/lesions.py`` result
+stores that curve and the test scans' lesion F1 at every candidate (on the same raw predictions), so each finished
+run is re-scored exactly, without training; the long-list rules need a curve that runs past 120 voxels (results
+since 2026-12-07).  Those results also store per-scan test Dice, false positives and lesions found at every size:
+the rules are then compared scan by scan with ``lesions_compare.py``'s paired test (A = ``--baseline``, default
+``session21``; B = each other rule, on the runs both could re-score).  A model-free check goes with it: the share
+of the *test* lesions that lie under each kind of free size and evidence cap (what a perfect segmentation would
+lose in a tie), each build's test lesions counted once per kind.
 
     python benchmarks/min_component_rules.py benchmarks/results/lesions_*seed*.json --work DIR \\
         [--vs-nnunet-run W/ms_lesion --vs-nnunet-data BUILD/Dataset003_MSLesion] > rules.json
@@ -52,8 +63,10 @@ from medtransfer.infer.postprocess import (  # noqa: E402
     MIN_COMPONENT_KEY,
     SHORT_CANDIDATE_VOXELS,
     choose_min_component,
+    flat_volumes,
     lesion_size_prior,
     lesion_volumes,
+    lesion_volumes_by_case,
     source_lesion_volumes,
     tune_min_component,
     volume_caps,
@@ -65,25 +78,28 @@ RULES = {  # name: (candidate list, kind of caps)
     "short_prediction": ("short", "prediction"),
     "long_percentile": ("long", "percentile"),
     "target_prior": ("long", "prediction"),
+    "pooled_prior": ("long", "pooled"),
     "short_source_prior": ("short", "source"),
     "current": ("long", "source"),
 }
-CAP_KINDS = ("percentile", "prediction", "source")
+CAP_KINDS = ("percentile", "prediction", "pooled", "source")
 
 
-def caps(volumes: np.ndarray, kind: str, source: np.ndarray | None = None) -> tuple[float | None, float | None]:
-    """``(free size, evidence cap)`` in mm³ of the training lesion ``volumes``: ``percentile`` (half the 5th and the
-    20th percentile, the rule until 2026-12-07), ``prediction`` (the :func:`prediction_bound` caps of the training
-    lesions alone) or ``source`` (the same with the lesion source's training lesions, ``source``, pooled as
-    :func:`lesion_size_prior` pools them: the current rule).  ``(None, None)`` for ``source`` without a source."""
+def caps(training: dict, kind: str, source: dict | None = None) -> tuple[float | None, float | None]:
+    """``(free size, evidence cap)`` in mm³ of the ``training`` lesions (``{case: volumes}``): ``percentile`` (half
+    the 5th and the 20th percentile, the rule until 2026-12-07), ``prediction`` (the :func:`prediction_bound` caps
+    of the training lesions alone), ``pooled`` (the same with the lesion source's training lesions, ``source``,
+    pooled untested) or ``source`` (pooled as ``min_component_prior: auto`` pools them: the current rule).
+    ``(None, None)`` for the source kinds without a source."""
+    volumes = flat_volumes(training)
     if kind == "percentile":
         if not volumes.size:
             return None, None
         return 0.5 * float(np.percentile(volumes, 5)), float(np.percentile(volumes, EVIDENCE_PERCENTILE))
-    if kind == "source":
+    if kind in ("pooled", "source"):
         if source is None:
             return None, None
-        volumes = lesion_size_prior(volumes, source, "auto")[0]
+        volumes = flat_volumes(lesion_size_prior(training, source, "pooled" if kind == "pooled" else "auto")[0])
     return volume_caps(volumes)
 
 
@@ -99,10 +115,10 @@ def rescore(
     name: str,
     val: dict,
     test: dict,
-    train_volumes: np.ndarray,
+    train_volumes: dict,
     test_volumes: np.ndarray | None,
     scores=None,
-    source_volumes: np.ndarray | None = None,
+    source_volumes: dict | None = None,
 ):
     """One run under every rule its curves (and its lesion source: the ``source`` rules need one) allow: ``{"run",
     "training_lesions", "source_lesions", "caps_mm3", "test_lesions", "test_lesions_under", "rules": {rule:
@@ -111,12 +127,13 @@ def rescore(
     ``lesions_compare.py`` pairs them."""
     long_curve = len(val) > len(SHORT_CANDIDATE_VOXELS)
     by_size = {float(k): v for k, v in test.items()}
-    kinds = [k for k in CAP_KINDS if k != "source" or source_volumes is not None]
+    kinds = [k for k in CAP_KINDS if k in ("percentile", "prediction") or source_volumes is not None]
     all_caps = {kind: caps(train_volumes, kind, source_volumes) for kind in kinds}
     row: dict = {
         "run": name,
-        "training_lesions": int(train_volumes.size),
-        "source_lesions": None if source_volumes is None else int(source_volumes.size),
+        "training_lesions": int(flat_volumes(train_volumes).size),
+        "source_lesions": None if source_volumes is None else int(flat_volumes(source_volumes).size),
+        "source_prior": None if source_volumes is None else lesion_size_prior(train_volumes, source_volumes)[1],
         "caps_mm3": {kind: {"free": _rounded(f), "evidence": _rounded(e)} for kind, (f, e) in all_caps.items()},
         "test_lesions": None if test_volumes is None else int(test_volumes.size),
         "test_lesions_under": None
@@ -176,7 +193,7 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict, dict]]:
             spacing = report["build"].get("spacing_mm", 1.0)
             dataset_dir = build(work, report["build"]["seed"], spacing, [target]) / TARGETS[target][1]
         dataset = load_dataset(dataset_dir)
-        train = lesion_volumes(dataset, result["train_cases"])
+        train = lesion_volumes_by_case(dataset, result["train_cases"])
         test = lesion_volumes(dataset, result["test_cases"]) if result.get("test_cases") else None
         row, paired = rescore(
             f"{path.stem} {target}",
@@ -193,10 +210,11 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict, dict]]:
     return rows
 
 
-def source_training_volumes(source: dict | None, target: str, spacing: float, work: Path) -> np.ndarray | None:
-    """The lesion volumes (mm³) of the training scans of a result's lesion source (``lesions.py``'s ``source``
-    entry), ``None`` without one: those its checkpoint records, else those of its build's scans that were neither
-    validation nor held out (the source trains on every other scan), the build remade in ``work`` where gone."""
+def source_training_volumes(source: dict | None, target: str, spacing: float, work: Path) -> dict | None:
+    """The ``{case: lesion volumes}`` (mm³) of the training scans of a result's lesion source (``lesions.py``'s
+    ``source`` entry), ``None`` without one: those its checkpoint records, else those of its build's scans that
+    were neither validation nor held out (the source trains on every other scan), the build remade in ``work``
+    where gone."""
     if not source:
         return None
     checkpoint = Path(source.get("checkpoint", ""))
@@ -213,7 +231,7 @@ def source_training_volumes(source: dict | None, target: str, spacing: float, wo
     train = [c for c in dataset.case_ids if c not in left_out]
     if len(train) != source.get("train_cases", len(train)):
         raise SystemExit(f"{root}: {len(train)} training scans, the source trained on {source['train_cases']}")
-    return lesion_volumes(dataset, train)
+    return lesion_volumes_by_case(dataset, train)
 
 
 def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict, dict]:
@@ -231,7 +249,7 @@ def from_vs_nnunet(folder: Path, data: Path) -> tuple[str, dict, dict]:
         refs.append(np.rint(ref.array) > 0)
     _, test = tune_min_component(preds, refs, float(np.prod(ref.spacing[:3])))
     dataset = load_dataset(data)
-    train = lesion_volumes(dataset, summary["labelled_cases"])
+    train = lesion_volumes_by_case(dataset, summary["labelled_cases"])
     test_volumes = lesion_volumes(dataset, summary["test_cases"])
     row, paired = rescore(f"vs_nnunet {folder}", post["val_lesion_f1"], test, train, test_volumes)
     row["build"] = str(Path(data).resolve())
@@ -242,11 +260,19 @@ def summarize(rows: list[tuple[dict, dict]], baseline: str = "session21") -> dic
     """Per target: the model-free shares, each rule's mean test F1 over the runs it could re-score, and the paired
     comparisons of each rule against ``baseline`` over the runs with per-scan scores that both could re-score."""
     out: dict = {"n_runs": len(rows), "runs": [row for row, _ in rows]}
-    # each build's test scans once (several runs of one build share them)
-    counted = {row["build"]: row for row, _ in rows if row["test_lesions_under"] is not None}.values()
-    lesions = sum(row["test_lesions"] for row in counted)
-    out["test_lesions_under"] = {
-        kind: {
+    # each build's test scans once per kind of caps (several runs of one build share them; the source kinds count
+    # only the runs that have a source)
+    out["test_lesions_under"] = {}
+    for kind in CAP_KINDS:
+        counted = {
+            row["build"]: row
+            for row, _ in rows
+            if row["test_lesions_under"] is not None and kind in row["test_lesions_under"]
+        }.values()
+        if kind in ("pooled", "source") and not counted:
+            continue
+        lesions = sum(row["test_lesions"] for row in counted)
+        out["test_lesions_under"][kind] = {
             cap: {
                 "builds": len(counted),
                 "lesions": lesions,
@@ -255,14 +281,22 @@ def summarize(rows: list[tuple[dict, dict]], baseline: str = "session21") -> dic
             }
             for cap in ("free", "evidence")
         }
-        for kind in CAP_KINDS
-        if all(kind in row["test_lesions_under"] for row in counted)
-    }
     out["mean_test_lesion_f1"] = {}
     for rule in RULES:
+        both = [row["rules"] for row, _ in rows if rule in row["rules"] and baseline in row["rules"]]
         values = [row["rules"][rule]["test_lesion_f1"] for row, _ in rows if rule in row["rules"]]
         if values:
-            out["mean_test_lesion_f1"][rule] = {"runs": len(values), "mean": round(float(np.mean(values)), 4)}
+            out["mean_test_lesion_f1"][rule] = {
+                "runs": len(values),
+                "mean": round(float(np.mean(values)), 4),
+                "with_baseline": {  # over the runs both this rule and the baseline re-score
+                    "runs": len(both),
+                    "mean": round(float(np.mean([r[rule]["test_lesion_f1"] for r in both])), 4) if both else None,
+                    "baseline_mean": (
+                        round(float(np.mean([r[baseline]["test_lesion_f1"] for r in both])), 4) if both else None
+                    ),
+                },
+            }
     out["paired_vs_baseline"] = {"baseline": baseline}
     others = [rule for rule in RULES if rule != baseline]
     for rule in others:

@@ -67,8 +67,8 @@ def test_rules_and_test_lesions_under_the_caps_from_a_short_curve(mcr, tmp_path,
     }
     assert out["test_lesions_under"]["percentile"]["evidence"] == {"builds": 1, "lesions": 4, "under": 2, "share": 0.5}
     assert out["mean_test_lesion_f1"] == {
-        "session21": {"runs": 1, "mean": 0.45},
-        "short_prediction": {"runs": 1, "mean": 0.3},
+        "session21": {"runs": 1, "mean": 0.45, "with_baseline": {"runs": 1, "mean": 0.45, "baseline_mean": 0.45}},
+        "short_prediction": {"runs": 1, "mean": 0.3, "with_baseline": {"runs": 1, "mean": 0.3, "baseline_mean": 0.45}},
     }
     assert out["paired_vs_baseline"] == {"baseline": "session21"}  # no per-scan scores
     assert row["source_lesions"] is None  # no lesion source: no source rule
@@ -150,13 +150,18 @@ def test_results_without_test_scans_or_curves_are_rescored_as_far_as_they_go(mcr
 
 def test_source_rules_pool_the_lesion_source_s_training_lesions(mcr, tmp_path, capsys):
     _build(tmp_path / "build" / "Dataset004_StrokeLesion")
-    # the source build: the same four cases; v0 validated and s0 held out, so it trained on t0 and t1 (8, 64, 64)
-    _build(tmp_path / "source" / "Dataset004_StrokeLesion")
+    # the source build: other scans u0 (two 64-voxel lesions) and u1 (one of 8) train; t0 validated, v0 held out
+    u0 = np.zeros((16, 16, 8), np.uint8)
+    u0[1:5, 1:5, 1:5] = 1
+    u0[9:13, 9:13, 1:5] = 1
+    u1 = np.zeros((16, 16, 8), np.uint8)
+    u1[12:14, 2:4, 5:7] = 1
+    threshold_dataset(tmp_path / "source" / "Dataset004_StrokeLesion", extra={"u0": u0, "u1": u1})
     source = {
         "seed": 101,
         "path": str(tmp_path / "source"),
-        "val_cases": ["v0"],
-        "held_out_cases": ["s0"],
+        "val_cases": ["t0"],
+        "held_out_cases": ["v0"],
         "train_cases": 2,
         "checkpoint": str(tmp_path / "gone" / "checkpoint_last.pt"),
     }
@@ -170,18 +175,23 @@ def test_source_rules_pool_the_lesion_source_s_training_lesions(mcr, tmp_path, c
     out = json.loads(capsys.readouterr().out)["targets"]["stroke"]
     (row,) = out["runs"]
     assert row["source_lesions"] == 3
-    # pooled 8, 64, 64, 8, 64, 64 (identical samples: Mann-Whitney p = 1): log mean 3.466, SD 1.0743, n = 6,
-    # t_{5, 0.95} = 2.015, t_{5, 0.80} = 0.9195, sqrt(7/6): free 0.5 exp(3.466 - 2.338) = 1.546,
-    # evidence exp(3.466 - 1.067) = 11.01.  Target alone (first test): free 0.279, evidence 7.35
-    assert row["caps_mm3"]["source"] == {"free": pytest.approx(1.546, abs=1e-3), "evidence": pytest.approx(11.01, 0.01)}
-    # target_prior: only 0 is free (0.5); 2 (0.7) is strictly better under 7.35, 8 (0.8) is not under it -> 2.
-    # current / short_source_prior: 0 free; 2 and 8 (0.8, under 11.01) strictly better -> 8
+    # pooled 8, 64, 64, 8, 64, 64: log mean 3.466, SD 1.0743, n = 6, t_{5, 0.95} = 2.015, t_{5, 0.80} = 0.9195,
+    # sqrt(7/6): free 0.5 exp(3.466 - 2.338) = 1.546, evidence exp(3.466 - 1.067) = 11.01.  Target alone (first
+    # test): free 0.279, evidence 7.35.  `auto` (the source kind) cannot test 3 lesions against 3 (complete
+    # separation gives p = 2 / C(6, 3) = 0.1), so it keeps the target's own
+    assert row["caps_mm3"]["pooled"] == {"free": pytest.approx(1.546, abs=1e-3), "evidence": pytest.approx(11.01, 0.01)}
+    assert row["caps_mm3"]["source"] == row["caps_mm3"]["prediction"]
+    assert row["source_prior"]["source_pooled"] is False
+    assert row["source_prior"]["why"].startswith("3 training lesion(s): too few")
+    # target_prior / current: only 0 is free (0.5); 2 (0.7) is strictly better under 7.35, 8 (0.8) is not under it
+    # -> 2.  pooled_prior: 0 free; 2 and 8 (0.8, under 11.01) strictly better -> 8
     sizes = {rule: r["min_component_mm3"] for rule, r in row["rules"].items()}
-    assert sizes["target_prior"] == 2.0
-    assert sizes["current"] == sizes["short_source_prior"] == 8.0
-    assert row["rules"]["current"]["test_lesion_f1"] == 0.6
-    assert out["test_lesions_under"]["source"]["free"]["under"] == 0  # test lesions 5, 20, 64, 100
-    assert out["test_lesions_under"]["source"]["evidence"]["under"] == 1
+    assert sizes["target_prior"] == sizes["current"] == sizes["short_source_prior"] == 2.0
+    assert sizes["pooled_prior"] == 8.0
+    assert row["rules"]["pooled_prior"]["test_lesion_f1"] == 0.6
+    assert out["test_lesions_under"]["pooled"]["free"]["under"] == 0  # test lesions 5, 20, 64, 100
+    assert out["test_lesions_under"]["pooled"]["evidence"]["under"] == 1
+    assert out["mean_test_lesion_f1"]["pooled_prior"]["with_baseline"] == {"runs": 1, "mean": 0.6, "baseline_mean": 0.4}
     assert out["paired_vs_baseline"] == {"baseline": "target_prior"}  # no per-scan scores to pair
     # a source build whose scans do not add up to what the source trained on is refused
     report["results"]["stroke"]["source"]["train_cases"] = 46

@@ -19,7 +19,7 @@ from medtransfer.experiments.evaluate_cell import evaluate_test_cases
 from medtransfer.finetune import FinetuneConfig, run_finetune
 from medtransfer.finetune.data import ForegroundBatchSampler
 from medtransfer.infer import load_predictor
-from medtransfer.infer.postprocess import EVIDENCE_PERCENTILE, lesion_size_cap, volume_caps
+from medtransfer.infer.postprocess import EVIDENCE_PERCENTILE, lesion_size_cap
 from medtransfer.metrics import compute_dice
 from medtransfer.models import create_model
 
@@ -48,9 +48,9 @@ RECIPE = {
 }
 
 
-def lesion_dataset(root, n=8):
+def lesion_dataset(root, n=8, seed=0):
     """Small dark lesions (radius 1.5-2.5 voxels, 2-3 per scan) in a bright noisy disc."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     grid = np.indices((32, 32, 10)).astype(np.float32)
@@ -169,48 +169,74 @@ def test_a_run_without_validation_scans_stores_the_training_lesions_free_size(tm
     assert post["val_lesion_f1"] == {}
 
 
+def _free_and_evidence(volumes):
+    """Half the 5 % and the 20 % lower prediction bounds of log-normal volumes, written out (Student's t, scipy)."""
+    logs = np.log(volumes)
+    n = len(logs)
+    spread = logs.std(ddof=1) * np.sqrt(1 + 1 / n)
+    return (
+        0.5 * np.exp(logs.mean() - stats.t.ppf(0.95, n - 1) * spread),
+        np.exp(logs.mean() - stats.t.ppf(0.80, n - 1) * spread),
+    )
+
+
 def test_a_run_fine_tuned_from_a_lesion_source_pools_its_lesions_into_the_caps(tmp_path, caplog):
-    data = lesion_dataset(tmp_path / "lesions", n=4)
+    source_data = lesion_dataset(tmp_path / "source_scans", n=4)
+    target_data = lesion_dataset(tmp_path / "target_scans", n=4, seed=1)  # other scans, the same lesion law
     tiny = {**RECIPE, "val_fraction": 0.0, "train": {**RECIPE["train"], "epochs": 1, "steps_per_epoch": 2}}
-    source = run_finetune(FinetuneConfig.from_dict({**tiny, "data": str(data), "out": str(tmp_path / "source")}))
+    source = run_finetune(FinetuneConfig.from_dict({**tiny, "data": str(source_data), "out": str(tmp_path / "src")}))
     source_ckpt = source / "checkpoints" / "checkpoint_last.pt"
     post = load_checkpoint(source_ckpt)["meta"]["postprocess"]
-    own = post["prior_lesion_volumes_mm3"]  # the source's 3 training scans' lesions (no source of its own)
+    recorded = post["prior_lesion_volumes_mm3"]  # the source's 3 training scans' lesions (no source of its own)
+    summary = json.loads((source / "summary.json").read_text())
+    assert sorted(k.split(" ")[1] for k in recorded) == sorted(f"source_scans/{c}" for c in summary["labelled_cases"])
+    own = [v for volumes in recorded.values() for v in volumes]
     assert post["lesion_prior"]["source_pooled"] is False
     assert len(own) == post["lesion_prior"]["training_lesions"] >= 6
-    assert post["max_mm3_from_training_lesions"] == pytest.approx(volume_caps(np.array(own))[0], abs=1e-3)
+    assert post["max_mm3_from_training_lesions"] == pytest.approx(_free_and_evidence(own)[0], abs=1e-3)
 
-    def finetune(name, **options):
-        config = {**tiny, "data": str(data), "out": str(tmp_path / name), "init": str(source_ckpt), **options}
-        return load_checkpoint(run_finetune(FinetuneConfig.from_dict(config)) / "checkpoints" / "checkpoint_last.pt")
+    def finetune(name, init=source_ckpt, **options):
+        config = {**tiny, "data": str(target_data), "out": str(tmp_path / name), "init": str(init), **options}
+        return run_finetune(FinetuneConfig.from_dict(config)) / "checkpoints" / "checkpoint_last.pt"
 
-    # the target trains on the same 3 scans: its lesions and the source's are the same sizes (Mann-Whitney p = 1)
-    post = finetune("pooled")["meta"]["postprocess"]
-    assert post["lesion_prior"] == {
-        "mode": "auto",
-        "training_lesions": len(own),
-        "source_lesions": len(own),
-        "source_pooled": True,
-        "agreement_p": 1.0,
-    }
-    assert post["prior_lesion_volumes_mm3"] == own + own
-    free, evidence = volume_caps(np.array(own + own))
-    assert free > volume_caps(np.array(own))[0]  # twice the lesions: a smaller t and sqrt(1 + 1/n), a higher bound
+    # the target's own training lesions, worked out again here (26-connected, 1 x 1 x 1.5 mm voxels)
+    pooled = finetune("pooled")
+    target_cases = json.loads((tmp_path / "pooled" / "summary.json").read_text())["labelled_cases"]
+    mine = []
+    for case in target_cases:
+        labels, count = ndimage.label(
+            load_nifti(target_data / "labelsTr" / f"{case}.nii.gz").array > 0.5, np.ones((3,) * 3)
+        )
+        mine += [1.5 * int((labels == i).sum()) for i in range(1, count + 1)]
+    # the same law: Mann-Whitney does not tell them apart, so the source's lesions join
+    post = load_checkpoint(pooled)["meta"]["postprocess"]
+    assert post["lesion_prior"]["source_pooled"] is True
+    assert post["lesion_prior"]["agreement_p"] == pytest.approx(stats.mannwhitneyu(mine, own).pvalue)
+    assert post["lesion_prior"]["agreement_p"] >= 0.05
+    assert (post["lesion_prior"]["training_lesions"], post["lesion_prior"]["source_lesions"]) == (len(mine), len(own))
+    assert len(post["prior_lesion_volumes_mm3"]) == 6  # 3 target scans and the source's 3
+    free, evidence = _free_and_evidence(mine + own)
     assert post["max_mm3_from_training_lesions"] == pytest.approx(free, abs=1e-3)
     assert post["max_mm3_if_validation_better"] == pytest.approx(evidence, abs=1e-3)
-    post = finetune("target", min_component_prior="target")["meta"]["postprocess"]
+    # a chain: fine-tuned again from that run on the same scans, each scan's lesions still count once
+    chained = load_checkpoint(finetune("chained", pooled))["meta"]["postprocess"]
+    assert chained["prior_lesion_volumes_mm3"] == post["prior_lesion_volumes_mm3"]
+    assert chained["max_mm3_from_training_lesions"] == post["max_mm3_from_training_lesions"]
+    post = load_checkpoint(finetune("target", min_component_prior="target"))["meta"]["postprocess"]
     assert post["lesion_prior"]["source_pooled"] is False
-    assert post["max_mm3_from_training_lesions"] == pytest.approx(volume_caps(np.array(own))[0], abs=1e-3)
+    assert post["max_mm3_from_training_lesions"] == pytest.approx(_free_and_evidence(mine)[0], abs=1e-3)
     # a source of lesions a thousand times larger (another kind) is refused, with a warning
     ckpt = load_checkpoint(source_ckpt)
-    ckpt["meta"]["postprocess"]["prior_lesion_volumes_mm3"] = [1000.0 * v for v in own]
+    ckpt["meta"]["postprocess"]["prior_lesion_volumes_mm3"] = {
+        k: [1000.0 * v for v in vs] for k, vs in recorded.items()
+    }
     save_checkpoint(source_ckpt, ckpt)
     with caplog.at_level("WARNING", logger="medtransfer"):
-        post = finetune("refused")["meta"]["postprocess"]
+        post = load_checkpoint(finetune("refused"))["meta"]["postprocess"]
     assert post["lesion_prior"]["source_pooled"] is False
     assert post["lesion_prior"]["agreement_p"] < 0.01
-    assert post["prior_lesion_volumes_mm3"] == own
-    assert "differ in size" in caplog.text
+    assert len(post["prior_lesion_volumes_mm3"]) == 3
+    assert "the source's lesions differ in size" in caplog.text
 
 
 def test_foreground_batch_sampler_fills_every_batch_and_is_resumable():

@@ -17,9 +17,11 @@ import pytest
 from medtransfer.checkpoint import load_checkpoint, save_checkpoint
 from medtransfer.cli import main
 from medtransfer.data.io import load_nifti, save_nifti
+from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import ConfigError, DataError
 from medtransfer.infer import load_predictor
 from medtransfer.infer.ensemble import Ensemble, create_ensemble, load_ensemble
+from medtransfer.infer.postprocess import lesion_volumes_by_case
 from testkit import THRESHOLD_SHAPE, threshold_dataset, threshold_image, threshold_run
 
 
@@ -51,32 +53,46 @@ def test_probabilities_are_the_members_mean_and_the_majority_decides(tmp_path):
     assert low[0].predict(volume)[box1].all()  # while the low member alone marks it
 
 
-def _record_source_lesions(run, source_volumes):
-    """Make ``run``'s checkpoint say its caps pooled ``source_volumes`` with its two 64 mm³ training lesions."""
+def _record_source_lesions(run, data, source):
+    """Make ``run``'s checkpoint say its caps pooled ``source`` ({case: volumes}) with t0's two 64 mm³ lesions."""
     path = run / "checkpoints" / "checkpoint_last.pt"
     ckpt = load_checkpoint(path)
     ckpt["meta"]["postprocess"] |= {
         "lesion_prior": {"mode": "auto", "training_lesions": 2, "source_pooled": True},
-        "prior_lesion_volumes_mm3": [64.0, 64.0, *source_volumes],
+        "prior_lesion_volumes_mm3": {**lesion_volumes_by_case(load_dataset(data), ["t0"]), **source},
     }
     save_checkpoint(path, ckpt)
+
+
+def _free_size(volumes):
+    """Half the 5 % lower prediction bound of log-normal volumes, written out (Student's t from scipy)."""
+    from scipy import stats
+
+    logs = np.log(volumes)
+    n = len(logs)
+    return 0.5 * np.exp(logs.mean() - stats.t.ppf(0.95, n - 1) * logs.std(ddof=1) * np.sqrt(1 + 1 / n))
 
 
 def test_the_ensemble_pools_the_source_lesions_its_members_pooled_once(tmp_path):
     data = threshold_dataset(tmp_path / "data")
     runs = [threshold_run(tmp_path, "a", 0.25, val=()), threshold_run(tmp_path, "b", 0.4, val=())]
-    for run in runs:  # two members fine-tuned from sources trained on the same scans: one list
-        _record_source_lesions(run, [16.0, 256.0])
+    # eight source lesions around t0's: 2 against 8 can reach p < 0.05, and these do not differ (p > 0.5)
+    source = {f"src/{i}": [v] for i, v in enumerate((16.0, 32.0, 48.0, 64.0, 80.0, 96.0, 128.0, 256.0))}
+    for run in runs:  # two members fine-tuned from the same source on the same scan: each case once
+        _record_source_lesions(run, data, source)
     post = json.loads(create_ensemble(runs, tmp_path / "ens", data=data).read_text())["postprocess"]
-    # the training lesions (64, 64) and the source's (16, 256), once: the hand-worked caps of
-    # tests/infer/test_lesion_inference.py (free size 0.5 * 4^0.8517), the free size itself without validation cases
-    assert post["lesion_prior"]["source_lesions"] == 2
-    assert post["prior_lesion_volumes_mm3"] == [64.0, 64.0, 16.0, 256.0]
-    assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"] == pytest.approx(0.5 * 4**0.8517, 2e-3)
-    _record_source_lesions(runs[1], [16.0, 250.0])  # another source: both lists
+    assert post["lesion_prior"]["source_lesions"] == 8
+    assert post["lesion_prior"]["source_pooled"] is True
+    assert post["lesion_prior"]["agreement_p"] > 0.5
+    t0 = lesion_volumes_by_case(load_dataset(data), ["t0"])
+    assert post["prior_lesion_volumes_mm3"] == {**t0, **source}
+    expected = _free_size([64.0, 64.0, 16.0, 32.0, 48.0, 64.0, 80.0, 96.0, 128.0, 256.0])
+    assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"] == pytest.approx(expected, abs=1e-3)
+    other = {f"other/{i}": [v * 1.1] for i, v in enumerate((16.0, 48.0, 80.0, 128.0))}
+    _record_source_lesions(runs[1], data, other)  # another source's scans: both sets, each once
     post = json.loads(create_ensemble(runs, tmp_path / "ens2", data=data).read_text())["postprocess"]
-    assert post["lesion_prior"]["source_lesions"] == 4
-    assert post["prior_lesion_volumes_mm3"] == [64.0, 64.0, 16.0, 256.0, 16.0, 250.0]
+    assert post["lesion_prior"]["source_lesions"] == 12
+    assert post["prior_lesion_volumes_mm3"] == {**t0, **source, **other}
 
 
 def test_create_tunes_the_minimum_component_on_shared_validation_and_predict_uses_it(tmp_path):

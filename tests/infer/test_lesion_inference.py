@@ -18,7 +18,6 @@ from medtransfer.infer.postprocess import (
     check_min_component,
     lesion_size_cap,
     lesion_size_prior,
-    pooled_source_volumes,
     prediction_bound,
     remove_small_components,
     source_lesion_volumes,
@@ -191,6 +190,8 @@ def test_without_validation_cases_the_free_size_of_the_training_labels_is_kept(t
 
     post = tune_on_validation(never, dataset, [], ["t0"])
     # two lesions of 64 mm³: no spread, so both prediction bounds are 64 mm³; free size half of it, 32; nothing tuned
+    (key,) = post["prior_lesion_volumes_mm3"]
+    assert key.endswith(" data/t0")  # the label's hash, then its name
     assert post == {
         "min_component_mm3": 32.0,
         "tuned_on": [],
@@ -204,7 +205,7 @@ def test_without_validation_cases_the_free_size_of_the_training_labels_is_kept(t
             "source_pooled": False,
             "agreement_p": None,
         },
-        "prior_lesion_volumes_mm3": [64.0, 64.0],
+        "prior_lesion_volumes_mm3": {key: [64.0, 64.0]},
     }
     assert tune_on_validation(never, dataset, [], [])["min_component_mm3"] == 0.0  # no training lesions: none
 
@@ -215,78 +216,100 @@ def test_a_source_s_lesions_join_the_training_lesions_in_the_caps(tmp_path):
     def never(_):
         raise AssertionError("nothing is predicted without validation cases")
 
-    # pooled log volumes ln4 * (2, 3, 3, 4): mean 3 ln4, SD ln4 sqrt(2/3); n = 4, t_{3, 0.95} = 2.3534,
-    # t_{3, 0.80} = 0.9785; sqrt(1 + 1/4): free size 0.5 * 4^(3 - 2.3534 * 0.8165 * 1.1180) = 0.5 * 4^0.8517,
-    # evidence cap 4^(3 - 0.9785 * 0.8165 * 1.1180) = 4^2.1068
-    post = tune_on_validation(never, dataset, [], ["t0"], np.array([16.0, 256.0]))
-    assert post["max_mm3_from_training_lesions"] == pytest.approx(0.5 * 4**0.8517, abs=2e-3)
-    assert post["max_mm3_if_validation_better"] == pytest.approx(4**2.1068, abs=2e-2)
-    assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"]
-    # Mann-Whitney: ranks 16 (1), 64 and 64 (2.5 each), 256 (4): U = 5 - 3 = 2 = n1 n2 / 2, so p = 1
+    # pooled log volumes ln4 * (2, 3, 3, 3, 3, 4): the source's scans s/a (16, 64) and s/b (64, 256) with t0's two.
+    # Mean 3 ln4, SD ln4 sqrt(2/5); n = 6, t_{5, 0.95} = 2.0150, t_{5, 0.80} = 0.9195, sqrt(1 + 1/6) = 1.0801:
+    # free size 0.5 * 4^(3 - 2.0150 * 0.63246 * 1.0801) = 0.5 * 4^1.62346, evidence cap 4^(3 - 0.62817) = 4^2.37183
+    source = {"s/a": [16.0, 64.0], "s/b": [64.0, 256.0]}
+    post = tune_on_validation(never, dataset, [], ["t0"], source)
+    (t0,) = post["prior_lesion_volumes_mm3"]
+    # Mann-Whitney, t0 (64, 64) against 16, 64, 64, 256: U = 2 x 2.5 (each 64 above 16, ties with the two 64s
+    # count half, under 256) = 4 = n1 n2 / 2, so p = 1; complete separation could reach 2 / C(6, 2) = 0.13 at best,
+    # which cannot refuse at 0.05: not tested, not pooled
     assert post["lesion_prior"] == {
         "mode": "auto",
         "training_lesions": 2,
-        "source_lesions": 2,
-        "source_pooled": True,
-        "agreement_p": 1.0,
+        "source_lesions": 4,
+        "source_pooled": False,
+        "agreement_p": None,
+        "why": "2 training lesion(s): too few to test that the source's are of their kind",
     }
-    assert post["prior_lesion_volumes_mm3"] == [64.0, 64.0, 16.0, 256.0]
-    assert pooled_source_volumes(post).tolist() == [16.0, 256.0]
+    assert post["prior_lesion_volumes_mm3"] == {t0: [64.0, 64.0]}
+    assert post["max_mm3_from_training_lesions"] == 32.0
+    # pooled as asked: both, untested
+    post = tune_on_validation(never, dataset, [], ["t0"], source, "pooled")
+    assert post["max_mm3_from_training_lesions"] == pytest.approx(0.5 * 4**1.62346, abs=2e-3)
+    assert post["max_mm3_if_validation_better"] == pytest.approx(4**2.37183, abs=2e-2)
+    assert post["min_component_mm3"] == post["max_mm3_from_training_lesions"]
+    assert post["lesion_prior"]["source_pooled"] is True
+    assert post["prior_lesion_volumes_mm3"] == {t0: [64.0, 64.0], **source}
+    # a chain: a model fine-tuned from that one on the same scan counts t0 once (its record already holds t0), and
+    # so does one whose source knew t0 by another name or folder (the label's hash is what identifies it)
+    renamed = {t0.split()[0] + " elsewhere/case_7": [64.0, 64.0], **source}
+    again = tune_on_validation(never, dataset, [], ["t0"], renamed, "pooled")
+    assert again["lesion_prior"]["source_lesions"] == 4
+    chained = tune_on_validation(never, dataset, [], ["t0"], post["prior_lesion_volumes_mm3"], "pooled")
+    assert chained["prior_lesion_volumes_mm3"] == post["prior_lesion_volumes_mm3"]
+    assert chained["lesion_prior"]["source_lesions"] == 4
+    assert chained["max_mm3_from_training_lesions"] == post["max_mm3_from_training_lesions"]
     # the training lesions alone, as asked
-    target = tune_on_validation(never, dataset, [], ["t0"], np.array([16.0, 256.0]), "target")
+    target = tune_on_validation(never, dataset, [], ["t0"], source, "target")
     assert target["max_mm3_from_training_lesions"] == 32.0
     assert target["lesion_prior"]["source_pooled"] is False
-    assert pooled_source_volumes(target) is None
-    # a slice budget (no whole training scan): the source's lesions alone bound the size
-    alone = tune_on_validation(never, dataset, [], [], np.array([64.0, 64.0]))
-    assert alone["min_component_mm3"] == 32.0
+    # a slice budget (no whole training scan): nothing to test the source against, so nothing unless pooled is asked
+    assert tune_on_validation(never, dataset, [], [], {"s/a": [64.0, 64.0]})["min_component_mm3"] == 0.0
+    assert tune_on_validation(never, dataset, [], [], {"s/a": [64.0, 64.0]}, "pooled")["min_component_mm3"] == 32.0
 
 
 def test_the_source_s_lesions_are_pooled_unless_their_sizes_differ():
     # complete separation: the exact two-sided Mann-Whitney p is 2 / C(n1 + n2, n1)
-    strokes = np.array([20000.0, 40000.0, 80000.0])
-    volumes, record = lesion_size_prior(strokes, np.array([10.0, 20.0, 30.0, 40.0]))
-    assert record["agreement_p"] == pytest.approx(2 / 35, abs=1e-6)  # 0.057: too little evidence to refuse
-    assert record["source_pooled"] is True
-    assert volumes.size == 7
-    volumes, record = lesion_size_prior(strokes, np.array([10.0, 20.0, 30.0, 40.0, 50.0]))
-    assert record["agreement_p"] == pytest.approx(2 / 56, abs=1e-6)  # 0.036 < 0.05: an MS source, refused
+    strokes = {"t/a": [20000.0, 40000.0], "t/b": [80000.0]}
+    small = {f"s/{i}": [float(v)] for i, v in enumerate((10, 20, 30, 40, 50))}
+    volumes, record = lesion_size_prior(strokes, small)
+    assert record["agreement_p"] == pytest.approx(2 / 56, abs=1e-9)  # 0.036 < 0.05: an MS source, refused
     assert record["source_pooled"] is False
-    assert volumes.tolist() == strokes.tolist()
+    assert volumes == strokes
+    assert record["why"] == (
+        "the source's lesions differ in size (median 30 mm³ against 4e+04 mm³ in training; Mann-Whitney p = 0.036)"
+    )
+    # three against four cannot reach 0.05 (2 / 35 = 0.057): not tested, not pooled
+    volumes, record = lesion_size_prior(strokes, {k: small[k] for k in list(small)[:4]})
+    assert record["agreement_p"] is None
+    assert record["source_pooled"] is False
+    assert record["why"].startswith("3 training lesion(s): too few")
+    # the same law (interleaved volumes): p = 1 -> pooled, training cases first
+    volumes, record = lesion_size_prior({"t/a": [20.0, 40.0], "t/b": [30.0]}, small)
+    assert record["agreement_p"] > 0.5
+    assert record["source_pooled"] is True
+    assert list(volumes) == ["t/a", "t/b", *small]
     # pooled: no test; target: no source
-    volumes, record = lesion_size_prior(strokes, np.array([10.0, 20.0, 30.0, 40.0, 50.0]), "pooled")
+    volumes, record = lesion_size_prior(strokes, small, "pooled")
     assert record["source_pooled"] is True
     assert record["agreement_p"] is None
-    assert volumes.size == 8
-    volumes, record = lesion_size_prior(strokes, np.array([10.0]), "target")
-    assert record == {
+    assert lesion_size_prior(strokes, small, "target")[1] == {
         "mode": "target",
         "training_lesions": 3,
-        "source_lesions": 1,
+        "source_lesions": 5,
         "source_pooled": False,
         "agreement_p": None,
     }
-    # one training lesion cannot contradict the source: pooled untested
-    volumes, record = lesion_size_prior(np.array([5e4]), np.array([10.0, 20.0]))
-    assert record["source_pooled"] is True
-    assert record["agreement_p"] is None
-    # no source
-    volumes, record = lesion_size_prior(strokes, None)
+    # a source whose scans are all training scans offers nothing
+    volumes, record = lesion_size_prior(strokes, {"t/a": [20000.0, 40000.0]})
     assert record["source_lesions"] == 0
     assert not record["source_pooled"]
+    assert lesion_size_prior(strokes, None)[1]["source_lesions"] == 0
 
 
 def test_a_checkpoint_s_recorded_lesion_volumes_are_read_back_or_ignored():
     def ckpt(value):
         return {"meta": {"postprocess": {"prior_lesion_volumes_mm3": value}}}
 
-    assert source_lesion_volumes(ckpt([64.0, 12.5])).tolist() == [64.0, 12.5]
-    for bad in (None, [], "64", [64.0, -1.0], [64.0, float("nan")], [[1.0, 2.0]], ["a"], {"a": 1}):
-        assert source_lesion_volumes(ckpt(bad)) is None, bad
-    assert source_lesion_volumes(None) is None
-    assert source_lesion_volumes({"meta": {}}) is None
-    assert source_lesion_volumes({"meta": {"postprocess": "x"}}) is None
-    assert pooled_source_volumes({"lesion_prior": {"source_pooled": True, "training_lesions": 5}}) is None
+    assert source_lesion_volumes(ckpt({"d/a": [64.0, 12.5], "d/b": []})) == {"d/a": [64.0, 12.5], "d/b": []}
+    assert source_lesion_volumes(ckpt({"d/a": [3]})) == {"d/a": [3.0]}
+    bad = [None, {}, [64.0], "64", {"d/a": [64.0, -1.0]}, {"d/a": [float("nan")]}, {"d/a": [True]}, {"d/a": "x"}]
+    for value in bad:
+        assert source_lesion_volumes(ckpt(value)) is None, value
+    for checkpoint in (None, "x", {"meta": "x"}, {"meta": {}}, {"meta": {"postprocess": "x"}}, ["meta"]):
+        assert source_lesion_volumes(checkpoint) is None, checkpoint
     assert check_lesion_prior(" Pooled ") == "pooled"
     with pytest.raises(ConfigError, match=r"min_component_prior must be one of auto, target, pooled, got 'both'"):
         check_lesion_prior("both")

@@ -79,9 +79,10 @@ class FinetuneConfig:
             free size of the training lesions: :func:`medtransfer.infer.postprocess.tune_on_validation`), ``null``
             turns it off.
         min_component_prior: the lesion volumes ``auto`` bounds the size with: ``auto`` (the training lesions and,
-            where the source checkpoint records them and they agree in size, the source's training lesions:
+            where the source checkpoint records its own and a Mann-Whitney test with enough training lesions to
+            refuse does not find them of another size, the source's:
             :func:`medtransfer.infer.postprocess.lesion_size_prior`), ``target`` (the training lesions alone) or
-            ``pooled`` (both, untested).
+            ``pooled`` (both, untested; under a slice budget, the source's alone).
         cache_dir: preprocessing cache shared by runs (``None``: preprocess in memory each run).
         train: :class:`~medtransfer.train.config.TrainConfig` keys.
         preprocess: :class:`~medtransfer.data.preprocess.PreprocessConfig` keys.

@@ -24,7 +24,7 @@ import yaml
 from ..data.layouts import CaseDataset, load_dataset
 from ..data.preprocess import PreprocessConfig, common_spacing
 from ..errors import ConfigError, DataError
-from ..infer.postprocess import MIN_COMPONENT_KEY, source_lesion_volumes, tune_on_validation
+from ..infer.postprocess import MIN_COMPONENT_KEY, log_lesion_prior, source_lesion_volumes, tune_on_validation
 from ..train.augment import create_augment
 from ..train.batches import StepBatchSampler, TrainBatches
 from ..train.checkpointing import CheckpointManager
@@ -161,7 +161,8 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
         finish=ctx.is_main,
     )
     if ctx.is_main and config.min_component_mm3 == "auto":
-        # the training labels bound the size (whole labelled scans only: a slice budget's user has no 3D lesions)
+        # the training labels bound the size (whole labelled scans only: a slice budget's user has no 3D lesions),
+        # with the source's lesions where min_component_prior pools them
         train_ids = [] if config.every_kth_slice else selection.labelled_ids
         tune_postprocess(
             fitted.result,
@@ -171,6 +172,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
             device=str(fitted.trainer.plan.device),
             source_volumes_mm3=source_lesion_volumes(source),
             prior=config.min_component_prior,
+            source_given=source is not None,
         )
     if ctx.is_main:
         _write_summary(out, config, fitted, selection, time.perf_counter() - start)
@@ -193,8 +195,9 @@ def tune_postprocess(
     train_ids=(),
     *,
     device: str = "cpu",
-    source_volumes_mm3: np.ndarray | None = None,
+    source_volumes_mm3: dict[str, list[float]] | None = None,
     prior: str = "auto",
+    source_given: bool = False,
 ) -> None:
     """Tune the minimum component size on the validation cases and store it in the run's checkpoints.
 
@@ -209,15 +212,18 @@ def tune_postprocess(
     the free size itself, the training labels' prior that a tuned run falls back on when its validation scans cannot
     tell the sizes apart; with neither validation cases nor two training lesions nothing is removed.  The
     validation scans are predicted in fp32 on ``device`` (the run's: a GPU run does not predict them on the CPU).
-    ``source_volumes_mm3`` (the lesion volumes the source checkpoint's own caps came from) join the training
-    lesions as ``prior`` says (:func:`~medtransfer.infer.postprocess.lesion_size_prior`).
+    ``source_volumes_mm3`` (the ``{case: lesion volumes}`` the source checkpoint's own caps came from) join the
+    training lesions as ``prior`` says (:func:`~medtransfer.infer.postprocess.lesion_size_prior`); without
+    validation cases or whole training scans only ``prior: pooled`` takes the size from them alone.
+    ``source_given``: the run was fine-tuned from a checkpoint (the log then says when it recorded no lesions).
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..infer import load_predictor
 
-    if not val_ids and not train_ids and (source_volumes_mm3 is None or prior == "target"):
+    if not val_ids and not train_ids and (source_volumes_mm3 is None or prior != "pooled"):
         logger.warning("min_component_mm3: auto needs validation cases or whole labelled scans; no post-processing")
         return
+    source_given = source_given or source_volumes_mm3 is not None
     for path in dict.fromkeys(p for p in (result.best_checkpoint, result.last_checkpoint) if p is not None):
         predict = None
         if val_ids:
@@ -230,7 +236,7 @@ def tune_postprocess(
         save_checkpoint(path, ckpt)
         cap, evidence = tuned["max_mm3_from_training_lesions"], tuned["max_mm3_if_validation_better"]
         if path == (result.best_checkpoint or result.last_checkpoint):
-            log_lesion_prior(tuned["lesion_prior"])
+            log_lesion_prior(tuned["lesion_prior"], source_given)
         logger.info(
             "%s: min component %g mm³ (free up to %s, up to %s if validation F1 is higher; validation lesion F1 %s)",
             path.name,
@@ -239,24 +245,6 @@ def tune_postprocess(
             "-" if evidence is None else f"{evidence:g}",
             {size: round(f1, 3) for size, f1 in tuned["val_lesion_f1"].items()},
         )
-
-
-def log_lesion_prior(record: dict[str, Any]) -> None:
-    """Say which lesion volumes bound the minimum component size (a
-    :func:`~medtransfer.infer.postprocess.lesion_size_prior` record)."""
-    training, offered = record["training_lesions"], record["source_lesions"]
-    if record["source_pooled"]:
-        logger.info("minimum-component caps: %d training lesion(s) and %d of the source's", training, offered)
-    elif offered and record["agreement_p"] is not None and record["mode"] == "auto":
-        logger.warning(
-            "minimum-component caps: the source's %d lesions differ in size from the %d training ones (Mann-Whitney "
-            "p = %.2g): training lesions alone (min_component_prior: pooled takes both)",
-            offered,
-            training,
-            record["agreement_p"],
-        )
-    else:
-        logger.info("minimum-component caps: %d training lesion(s)", training)
 
 
 def resolved_config(

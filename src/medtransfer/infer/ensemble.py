@@ -37,7 +37,13 @@ import numpy as np
 
 from ..data.io import Volume
 from ..errors import ConfigError, DataError
-from .postprocess import MIN_COMPONENT_KEY, check_min_component, pooled_source_volumes, tune_on_validation
+from .postprocess import (
+    MIN_COMPONENT_KEY,
+    check_min_component,
+    log_lesion_prior,
+    recorded_lesion_volumes,
+    tune_on_validation,
+)
 from .predictor import Predictor, _as_channels, brain_mask_postprocess, find_checkpoint, label_array
 
 logger = logging.getLogger(__name__)
@@ -244,6 +250,7 @@ def create_ensemble(
         postprocess = tune_on_validation(
             ensemble.predict if val else None, dataset, val, train, _source_volumes(members)
         )
+        log_lesion_prior(postprocess["lesion_prior"])
     elif size is not None:
         postprocess = {MIN_COMPONENT_KEY: float(size)}
     record = {
@@ -260,15 +267,14 @@ def create_ensemble(
     return target
 
 
-def _source_volumes(members) -> np.ndarray | None:
-    """The source lesion volumes the members' runs pooled into their caps (each distinct list once: members
-    fine-tuned from sources trained on the same scans share it), ``None`` where none did."""
-    parts = {}
+def _source_volumes(members) -> dict[str, list[float]] | None:
+    """The ``{case: lesion volumes}`` the members' caps came from, merged (a case once, however many members
+    recorded it): the ensemble offers them as its source's, and :func:`~.postprocess.lesion_size_prior` counts
+    the ensemble's own training cases among them once, as training cases.  ``None`` where no member records any."""
+    merged: dict[str, list[float]] = {}
     for member in members:
-        volumes = pooled_source_volumes(member.postprocess)
-        if volumes is not None:
-            parts.setdefault(tuple(volumes.tolist()), volumes)
-    return np.concatenate(list(parts.values())) if parts else None
+        merged.update(recorded_lesion_volumes(member.postprocess) or {})
+    return merged or None
 
 
 def load_ensemble(folder: str | os.PathLike, *, device: str = "auto", precision: str = "auto") -> Ensemble:

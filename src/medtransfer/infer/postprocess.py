@@ -12,14 +12,19 @@ cell evaluation), on the input's grid, so a size in mm³ means the same whatever
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 CONNECTIVITY = 26  # the lesion metrics' default (metrics/lesions.py): a component is what they count as a lesion
 MIN_COMPONENT_KEY = "min_component_mm3"
@@ -37,8 +42,8 @@ EVIDENCE_PERCENTILE = 20.0
 # Where the caps' lesion volumes come from (lesion_size_prior): the training lesions alone, or with the source's.
 LESION_PRIOR_CHOICES = ("auto", "target", "pooled")
 PRIOR_AGREEMENT_ALPHA = 0.05
-# meta["postprocess"] key: every lesion volume (mm³) a checkpoint's caps were fitted to; a model fine-tuned from it
-# takes them as its source's (source_lesion_volumes)
+# meta["postprocess"] key: {"label hash dataset folder/case id": [lesion volumes, mm³]} of every case a checkpoint's
+# caps were fitted to; a model fine-tuned from it offers them as its source's (source_lesion_volumes)
 PRIOR_VOLUMES_KEY = "prior_lesion_volumes_mm3"
 
 
@@ -59,7 +64,7 @@ def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
 
     Example:
         >>> m = np.zeros((6, 6), bool); m[0, 0] = True; m[3:5, 3:5] = True
-        >>> remove_small_components(m, 2).sum()
+        >>> int(remove_small_components(m, 2).sum())
         4
     """
     mask = np.asarray(mask, dtype=bool)
@@ -172,10 +177,37 @@ def prediction_bound(volumes_mm3: np.ndarray, percentile: float = 5.0, factor: f
 def lesion_volumes(dataset, case_ids: Sequence[str]) -> np.ndarray:
     """Volumes (mm³) of the lesions (26-connected foreground components) of the ``case_ids`` labels of
     ``dataset``, each in its own scan's voxels."""
+    return flat_volumes(lesion_volumes_by_case(dataset, case_ids))
+
+
+def lesion_volumes_by_case(dataset, case_ids: Sequence[str]) -> dict[str, list[float]]:
+    """:func:`lesion_volumes` per case (a case without lesions maps to ``[]``), keyed ``"{label hash}
+    {dataset folder name}/{case id}"``: the form a checkpoint records (:data:`PRIOR_VOLUMES_KEY`).  The hash (the
+    first 16 hex digits of SHA-256 over the lesion mask's shape, voxel size and voxels) is what identifies a scan,
+    so that its lesions are counted once however many runs of a chain or members of an ensemble were trained on it,
+    wherever its dataset lies and whatever it is called; the name is for people."""
     from ..data.io import load_nifti
 
-    labels = [load_nifti(dataset.get(c).label) for c in case_ids]
-    return _lesion_volumes([np.rint(t.array) > 0 for t in labels], [np.prod(t.spacing[:3]) for t in labels])
+    volumes = {}
+    for case_id in case_ids:
+        label = load_nifti(dataset.get(case_id).label)
+        mask = np.rint(label.array) > 0
+        spacing = np.asarray(label.spacing[:3], dtype=np.float64)
+        digest = hashlib.sha256(repr((mask.shape, spacing.round(6).tolist())).encode() + np.packbits(mask).tobytes())
+        found = _lesion_volumes([mask], [np.prod(spacing)])
+        volumes[f"{digest.hexdigest()[:16]} {Path(dataset.root).name}/{case_id}"] = [float(f"{v:.6g}") for v in found]
+    return volumes
+
+
+def _scan_identity(key: str) -> str:
+    """The part of a :func:`lesion_volumes_by_case` key that identifies the scan (its label hash)."""
+    return key.split(" ", 1)[0]
+
+
+def flat_volumes(by_case: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """Every volume of a ``{case: volumes}`` mapping, in one array."""
+    values = [v for volumes in by_case.values() for v in volumes]
+    return np.asarray(values, dtype=np.float64)
 
 
 def training_lesion_caps(dataset, train_ids: Sequence[str]) -> tuple[float | None, float | None]:
@@ -203,81 +235,120 @@ def check_lesion_prior(value: Any, name: str = "min_component_prior") -> str:
     return text
 
 
-def source_lesion_volumes(checkpoint: dict[str, Any] | None) -> np.ndarray | None:
-    """The lesion volumes (mm³) a source checkpoint's own caps were fitted to (``meta["postprocess"]``
-    :data:`PRIOR_VOLUMES_KEY`, recorded by :func:`tune_on_validation`); ``None`` where it records none (a source
-    trained before 2026-12-07, a brain-mask or anatomy model, a zoo network) or holds something else."""
-    post = ((checkpoint or {}).get("meta") or {}).get("postprocess") or {}
-    values = post.get(PRIOR_VOLUMES_KEY) if isinstance(post, dict) else None
-    if not isinstance(values, list | tuple) or not values:
+def recorded_lesion_volumes(postprocess: Any) -> dict[str, list[float]] | None:
+    """The ``{case: lesion volumes}`` a tuned ``meta["postprocess"]`` records (:data:`PRIOR_VOLUMES_KEY`: every
+    lesion its caps were fitted to), ``None`` where it records none or something else (then nothing is pooled)."""
+    values = postprocess.get(PRIOR_VOLUMES_KEY) if isinstance(postprocess, dict) else None
+    if not isinstance(values, dict) or not values:
         return None
-    try:
-        volumes = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return volumes if volumes.ndim == 1 and np.all(np.isfinite(volumes) & (volumes > 0)) else None
+    by_case = {}
+    for case, volumes in values.items():
+        if not isinstance(case, str) or not isinstance(volumes, list | tuple):
+            return None
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in volumes):
+            return None
+        if not all(math.isfinite(v) and v > 0 for v in volumes):
+            return None
+        by_case[case] = [float(v) for v in volumes]
+    return by_case
 
 
-def pooled_source_volumes(postprocess: dict[str, Any]) -> np.ndarray | None:
-    """The source lesion volumes a tuned ``meta["postprocess"]`` pooled with its training lesions (the part of
-    :data:`PRIOR_VOLUMES_KEY` after the training ones), ``None`` where it pooled none: what an ensemble of such
-    runs offers :func:`lesion_size_prior` as its source's."""
-    record = postprocess.get("lesion_prior") if isinstance(postprocess, dict) else None
-    if not isinstance(record, dict) or not record.get("source_pooled"):
-        return None
-    volumes = source_lesion_volumes({"meta": {"postprocess": postprocess}})
-    start = record.get("training_lesions")
-    if volumes is None or not isinstance(start, int) or not 0 <= start < volumes.size:
-        return None
-    return volumes[start:]
+def source_lesion_volumes(checkpoint: Any) -> dict[str, list[float]] | None:
+    """:func:`recorded_lesion_volumes` of a source checkpoint; ``None`` where it records none (a source trained
+    before 2026-12-07, a brain-mask or anatomy model, a zoo network) or its meta is not what a run writes."""
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    return recorded_lesion_volumes(meta.get("postprocess") if isinstance(meta, dict) else None)
 
 
 def lesion_size_prior(
-    training_mm3: np.ndarray, source_mm3: np.ndarray | None = None, mode: str = "auto"
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The lesion volumes the caps are fitted to, and where they came from.
+    training: Mapping[str, Sequence[float]], source: Mapping[str, Sequence[float]] | None = None, mode: str = "auto"
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """The lesion volumes the caps are fitted to, per case, and where they came from.
 
     With one lesion per scan (a stroke target) a few training scans give bounds that swing with the draw (six
     strokes: free sizes of 6 to 435 mm³ over four draws of the same law); the source a model was fine-tuned from
     was trained on many more lesions, and where they are of the same kind (a public stroke set for a stroke target)
-    they pin the bounds down.  ``mode``:
+    they pin the bounds down.  Both are ``{case: volumes}`` (:func:`lesion_volumes_by_case`); a source scan that is
+    also a training scan (the same label hash: a chain of fine-tunes on one dataset, an ensemble's members) is
+    counted once, as a training scan, and so is a scan the source lists twice.  ``mode``:
 
     * ``target``: the training lesions alone;
-    * ``pooled``: the training lesions and the source's (``source_mm3``) together;
-    * ``auto``: pooled, unless the two are of different sizes: a two-sided Mann-Whitney U test of the training
-      against the source volumes at :data:`PRIOR_AGREEMENT_ALPHA` (with two or more training lesions; an MS source
-      for a stroke target, or the reverse, differs by an order of magnitude and is refused), then the training
-      lesions alone.
+    * ``pooled``: the training lesions and the source's together, untested;
+    * ``auto``: pooled where a two-sided Mann-Whitney U test of the training against the source volumes does not
+      find them of different sizes (p >= :data:`PRIOR_AGREEMENT_ALPHA`; an MS source for a stroke target, or the
+      reverse, differs by an order of magnitude).  Where the test cannot reach that level at all (too few training
+      lesions: with none, or 2 against 7 or fewer, even complete separation gives p >= 0.05; a slice budget has
+      none), nothing is pooled: a source of another kind would go unnoticed.
 
     Returns:
-        ``(volumes, record)``; ``record``: ``{"mode", "training_lesions", "source_lesions" (offered),
-        "source_pooled", "agreement_p"}`` (``agreement_p`` ``None`` where no test ran).
+        ``(volumes, record)``; ``record``: ``{"mode", "training_lesions", "source_lesions" (offered, not counting
+        shared cases), "source_pooled", "agreement_p"}`` (``agreement_p`` ``None`` where no test ran) and, where
+        ``auto`` did not test, ``"why"``.
 
     Example:
-        >>> v, r = lesion_size_prior(np.array([300.0, 900.0]), np.array([200.0, 500.0, 4000.0]))
-        >>> v.size, r["source_pooled"], round(r["agreement_p"], 2)
-        (5, True, 1.0)
+        >>> v, r = lesion_size_prior({"h1 d/a": [300.0, 900.0]}, {"h2 d/b": [200.0, 500.0], "h3 d/c": [4000.0]})
+        >>> sorted(v), r["source_lesions"], r["source_pooled"], r["why"][:29]
+        (['h1 d/a'], 3, False, '2 training lesion(s): too few')
     """
-    training = np.asarray(training_mm3, dtype=np.float64).ravel()
-    source = np.zeros(0) if source_mm3 is None else np.asarray(source_mm3, dtype=np.float64).ravel()
+    training = {case: list(volumes) for case, volumes in training.items()}
+    seen = {_scan_identity(case) for case in training}
+    offered = {}
+    for case, volumes in (source or {}).items():
+        if _scan_identity(case) not in seen:  # a scan the training set (or an earlier source entry) already holds
+            seen.add(_scan_identity(case))
+            offered[case] = list(volumes)
+    ours, theirs = flat_volumes(training), flat_volumes(offered)
     record: dict[str, Any] = {
         "mode": mode,
-        "training_lesions": int(training.size),
-        "source_lesions": int(source.size),
+        "training_lesions": int(ours.size),
+        "source_lesions": int(theirs.size),
         "source_pooled": False,
         "agreement_p": None,
     }
-    if mode == "target" or not source.size:
+    if mode == "target" or not theirs.size:
         return training, record
-    if mode == "auto" and training.size >= 2:
+    if mode == "auto":
+        if not ours.size or 2.0 / math.comb(ours.size + theirs.size, ours.size) >= PRIOR_AGREEMENT_ALPHA:
+            record["why"] = f"{ours.size} training lesion(s): too few to test that the source's are of their kind"
+            return training, record
         from scipy import stats
 
-        p = float(stats.mannwhitneyu(training, source, alternative="two-sided").pvalue)
-        record["agreement_p"] = round(p, 6)
+        p = float(stats.mannwhitneyu(ours, theirs, alternative="two-sided").pvalue)
+        record["agreement_p"] = p
         if p < PRIOR_AGREEMENT_ALPHA:
+            record["why"] = (
+                f"the source's lesions differ in size (median {np.median(theirs):.4g} mm³ against "
+                f"{np.median(ours):.4g} mm³ in training; Mann-Whitney p = {p:.2g})"
+            )
             return training, record
     record["source_pooled"] = True
-    return np.concatenate([training, source]), record
+    return {**training, **offered}, record
+
+
+def log_lesion_prior(record: dict[str, Any], source_given: bool = False) -> None:
+    """Say which lesion volumes bound the minimum component size (a :func:`lesion_size_prior` record);
+    ``source_given``: the model was fine-tuned from a checkpoint (or is an ensemble of such)."""
+    training, offered = record["training_lesions"], record["source_lesions"]
+    if record["source_pooled"]:
+        logger.info("minimum-component caps: %d training lesion(s) and %d of the source's", training, offered)
+    elif record.get("why") and record["mode"] == "auto":
+        logger.warning(
+            "minimum-component caps: %d training lesion(s) alone, not the source's %d: %s (min_component_prior: "
+            "pooled takes both)",
+            training,
+            offered,
+            record["why"],
+        )
+    elif source_given and not offered and record["mode"] != "target":
+        logger.info(
+            "minimum-component caps: %d training lesion(s); the source records no lesion volumes of other scans "
+            "(trained before 2026-12-07, without min_component_mm3: auto, or not on lesions)",
+            training,
+        )
+    elif training or offered:
+        logger.info("minimum-component caps: %d training lesion(s)", training)
+    else:
+        logger.info("minimum-component caps: none (no whole labelled scans with lesions)")
 
 
 def tune_min_component(
@@ -364,41 +435,43 @@ def tune_on_validation(
     dataset,
     val_ids: Sequence[str],
     train_ids: Sequence[str] = (),
-    source_volumes_mm3: np.ndarray | None = None,
+    source_volumes_mm3: Mapping[str, Sequence[float]] | None = None,
     prior: str = "auto",
 ) -> dict[str, Any]:
     """The post-processing a model should store, tuned on validation cases: ``meta["postprocess"]``.
 
     ``predict(channels)`` labels one case (its volumes, as :meth:`~medtransfer.infer.predictor.Predictor.predict`
     takes them) *without* post-processing; :func:`tune_min_component` then picks the size with the highest pooled
-    lesion F1 on ``val_ids`` at or below the free size of the ``train_ids`` labels (:func:`lesion_size_cap`), or
-    up to their 20 % prediction bound where the validation F1 is strictly higher there.  One routine for a
+    lesion F1 on ``val_ids`` at or below the free size of the lesion volumes (those of the ``train_ids`` labels,
+    with the source's where :func:`lesion_size_prior` pools them; :func:`volume_caps`), or up to their 20 %
+    prediction bound where the validation F1 is strictly higher there.  One routine for a
     run's checkpoints (:func:`medtransfer.finetune.segment.tune_postprocess`) and for an ensemble
     (:mod:`medtransfer.infer.ensemble`), so both mean the same by ``min_component_mm3: auto``.
 
     Without ``val_ids`` (every labelled scan trained; ``predict`` is not called) the size is the free size itself,
     the prior alone (a validation set that cannot tell the candidates apart gives the largest one at or below it);
-    0 with fewer than two training lesions.
+    0 with fewer than two lesions.
 
-    ``source_volumes_mm3``: the lesion volumes the source checkpoint's caps came from
+    ``source_volumes_mm3``: the ``{case: volumes}`` the source checkpoint's caps came from
     (:func:`source_lesion_volumes`), pooled with the training lesions as ``prior`` says (:func:`lesion_size_prior`).
 
     Returns:
         ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions",
-        "max_mm3_if_validation_better", "lesion_prior", PRIOR_VOLUMES_KEY}`` (the free size and the evidence cap,
-        ``None`` with fewer than two lesions; where the lesion volumes came from; the volumes themselves, 0.1 mm³,
-        which a model fine-tuned from this one pools as its source's).
+        "max_mm3_if_validation_better", "lesion_prior", PRIOR_VOLUMES_KEY}``: the free size and the evidence cap
+        (``None`` with fewer than two lesions; the keys say "training lesions" and include the source's where they
+        were pooled), the :func:`lesion_size_prior` record, and the ``{case: volumes}`` the caps came from (6
+        significant digits), which a model fine-tuned from this one offers as its source's.
     """
     from ..data.io import load_nifti
 
-    volumes, record = lesion_size_prior(lesion_volumes(dataset, train_ids), source_volumes_mm3, prior)
+    by_case, record = lesion_size_prior(lesion_volumes_by_case(dataset, train_ids), source_volumes_mm3, prior)
     # rounded once, so that the stored caps reproduce the choice made with them
-    cap, evidence_cap = (None if c is None else round(c, 3) for c in volume_caps(volumes))
+    cap, evidence_cap = (None if c is None else round(c, 3) for c in volume_caps(flat_volumes(by_case)))
     caps = {
         "max_mm3_from_training_lesions": cap,
         "max_mm3_if_validation_better": evidence_cap,
         "lesion_prior": record,
-        PRIOR_VOLUMES_KEY: [round(float(v), 1) for v in volumes],
+        PRIOR_VOLUMES_KEY: by_case,
     }
     if not val_ids:  # nothing to tune on: the training labels' prior alone
         return {MIN_COMPONENT_KEY: 0.0 if cap is None else cap, "tuned_on": [], "val_lesion_f1": {}, **caps}

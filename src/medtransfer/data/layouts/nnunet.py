@@ -309,9 +309,11 @@ def _warn_ignored(folder: Path, ignored: Sequence[str]) -> None:
 def _label_files(folder: Path, ending: str, problems: list[Problem]) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
-    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
-    files = [p for p in entries if p.is_file() and is_nifti(p)]
-    _warn_ignored(folder, [p.name for p in entries if p not in files])
+    files, ignored = [], []
+    for path in sorted(folder.iterdir()):
+        if not path.name.startswith("."):
+            (files if path.is_file() and is_nifti(path) else ignored).append(path)
+    _warn_ignored(folder, [p.name for p in ignored])
     other = [p for p in files if not p.name.endswith(ending) and p.name.endswith(NIFTI_SUFFIXES)]
     problems += _ending_problems(folder, other, ending)
     return {p.name[: -len(ending)]: p for p in files if p.name.endswith(ending)}
