@@ -292,6 +292,12 @@ def test_the_source_s_lesions_are_pooled_unless_their_sizes_differ():
         "source_pooled": False,
         "agreement_p": None,
     }
+    # thousands of lesions (a large public set as the source): the test's reach is worked out without overflow
+    rng = np.random.default_rng(0)
+    many = {"t/x": list(np.exp(rng.uniform(5, 10, 5000)))}
+    volumes, record = lesion_size_prior(many, {"s/x": list(np.exp(rng.uniform(5, 10, 50000)))})
+    assert record["source_pooled"] is True
+    assert record["agreement_p"] > 0.05
     # a source whose scans are all training scans offers nothing
     volumes, record = lesion_size_prior(strokes, {"t/a": [20000.0, 40000.0]})
     assert record["source_lesions"] == 0

@@ -260,6 +260,14 @@ def source_lesion_volumes(checkpoint: Any) -> dict[str, list[float]] | None:
     return recorded_lesion_volumes(meta.get("postprocess") if isinstance(meta, dict) else None)
 
 
+def _smallest_two_sided_p(n1: int, n2: int) -> float:
+    """The smallest p a two-sided Mann-Whitney U test of ``n1`` against ``n2`` values can give (complete
+    separation, no ties): ``2 / C(n1 + n2, n1)``, through log-gamma (the binomial of thousands of lesions overflows
+    a float)."""
+    log_comb = math.lgamma(n1 + n2 + 1) - math.lgamma(n1 + 1) - math.lgamma(n2 + 1)
+    return round(min(1.0, 2.0 * math.exp(-log_comb)), 12)  # the same on every libm at a boundary such as 2 / 40
+
+
 def lesion_size_prior(
     training: Mapping[str, Sequence[float]], source: Mapping[str, Sequence[float]] | None = None, mode: str = "auto"
 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
@@ -308,7 +316,7 @@ def lesion_size_prior(
     if mode == "target" or not theirs.size:
         return training, record
     if mode == "auto":
-        if not ours.size or 2.0 / math.comb(ours.size + theirs.size, ours.size) >= PRIOR_AGREEMENT_ALPHA:
+        if not ours.size or _smallest_two_sided_p(ours.size, theirs.size) >= PRIOR_AGREEMENT_ALPHA:
             record["why"] = f"{ours.size} training lesion(s): too few to test that the source's are of their kind"
             return training, record
         from scipy import stats
