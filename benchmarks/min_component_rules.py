@@ -131,8 +131,8 @@ def rescore(
     all_caps = {kind: caps(train_volumes, kind, source_volumes) for kind in kinds}
     row: dict = {
         "run": name,
+        "source_lesions": None,  # the source's lesions on other scans than the training ones (see source_prior)
         "training_lesions": int(flat_volumes(train_volumes).size),
-        "source_lesions": None if source_volumes is None else int(flat_volumes(source_volumes).size),
         "source_prior": None if source_volumes is None else lesion_size_prior(train_volumes, source_volumes)[1],
         "caps_mm3": {kind: {"free": _rounded(f), "evidence": _rounded(e)} for kind, (f, e) in all_caps.items()},
         "test_lesions": None if test_volumes is None else int(test_volumes.size),
@@ -147,6 +147,8 @@ def rescore(
         },
         "rules": {},
     }
+    if row["source_prior"] is not None:
+        row["source_lesions"] = row["source_prior"]["source_lesions"]
     paired = {}
     for rule, (candidates, kind) in RULES.items():
         if (candidates == "long" and not long_curve) or kind not in all_caps:

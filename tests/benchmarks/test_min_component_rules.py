@@ -182,7 +182,7 @@ def test_source_rules_pool_the_lesion_source_s_training_lesions(mcr, tmp_path, c
     assert row["caps_mm3"]["pooled"] == {"free": pytest.approx(1.546, abs=1e-3), "evidence": pytest.approx(11.01, 0.01)}
     assert row["caps_mm3"]["source"] == row["caps_mm3"]["prediction"]
     assert row["source_prior"]["source_pooled"] is False
-    assert row["source_prior"]["why"].startswith("3 training lesion(s): too few")
+    assert row["source_prior"]["why"].startswith("3 training and 3 source lesion(s): too few")
     # target_prior / current: only 0 is free (0.5); 2 (0.7) is strictly better under 7.35, 8 (0.8) is not under it
     # -> 2.  pooled_prior: 0 free; 2 and 8 (0.8, under 11.01) strictly better -> 8
     sizes = {rule: r["min_component_mm3"] for rule, r in row["rules"].items()}

@@ -202,6 +202,7 @@ def test_without_validation_cases_the_free_size_of_the_training_labels_is_kept(t
             "mode": "auto",
             "training_lesions": 2,
             "source_lesions": 0,
+            "source_scans_shared": 0,
             "source_pooled": False,
             "agreement_p": None,
         },
@@ -222,16 +223,17 @@ def test_a_source_s_lesions_join_the_training_lesions_in_the_caps(tmp_path):
     source = {"s/a": [16.0, 64.0], "s/b": [64.0, 256.0]}
     post = tune_on_validation(never, dataset, [], ["t0"], source)
     (t0,) = post["prior_lesion_volumes_mm3"]
-    # Mann-Whitney, t0 (64, 64) against 16, 64, 64, 256: U = 2 x 2.5 (each 64 above 16, ties with the two 64s
-    # count half, under 256) = 4 = n1 n2 / 2, so p = 1; complete separation could reach 2 / C(6, 2) = 0.13 at best,
+    # Mann-Whitney, t0 (64, 64) against 16, 64, 64, 256: each 64 scores 1 (above 16) + 0.5 + 0.5 (ties), so
+    # U = 2 x 2 = 4 = n1 n2 / 2 and p = 1; complete separation could reach 2 / C(6, 2) = 0.13 at best,
     # which cannot refuse at 0.05: not tested, not pooled
     assert post["lesion_prior"] == {
         "mode": "auto",
         "training_lesions": 2,
         "source_lesions": 4,
+        "source_scans_shared": 0,
         "source_pooled": False,
         "agreement_p": None,
-        "why": "2 training lesion(s): too few to test that the source's are of their kind",
+        "why": "2 training and 4 source lesion(s): too few for a Mann-Whitney test to reach p < 0.05",
     }
     assert post["prior_lesion_volumes_mm3"] == {t0: [64.0, 64.0]}
     assert post["max_mm3_from_training_lesions"] == 32.0
@@ -269,13 +271,13 @@ def test_the_source_s_lesions_are_pooled_unless_their_sizes_differ():
     assert record["source_pooled"] is False
     assert volumes == strokes
     assert record["why"] == (
-        "the source's lesions differ in size (median 30 mm³ against 4e+04 mm³ in training; Mann-Whitney p = 0.036)"
+        "the source's lesions differ in size (median 30 mm³ against 40000 mm³ in training; Mann-Whitney p = 0.036)"
     )
     # three against four cannot reach 0.05 (2 / 35 = 0.057): not tested, not pooled
     volumes, record = lesion_size_prior(strokes, {k: small[k] for k in list(small)[:4]})
     assert record["agreement_p"] is None
     assert record["source_pooled"] is False
-    assert record["why"].startswith("3 training lesion(s): too few")
+    assert record["why"].startswith("3 training and 4 source lesion(s): too few")
     # the same law (interleaved volumes): p = 1 -> pooled, training cases first
     volumes, record = lesion_size_prior({"t/a": [20.0, 40.0], "t/b": [30.0]}, small)
     assert record["agreement_p"] > 0.5
@@ -289,6 +291,7 @@ def test_the_source_s_lesions_are_pooled_unless_their_sizes_differ():
         "mode": "target",
         "training_lesions": 3,
         "source_lesions": 5,
+        "source_scans_shared": 0,
         "source_pooled": False,
         "agreement_p": None,
     }
@@ -298,10 +301,22 @@ def test_the_source_s_lesions_are_pooled_unless_their_sizes_differ():
     volumes, record = lesion_size_prior(many, {"s/x": list(np.exp(rng.uniform(5, 10, 50000)))})
     assert record["source_pooled"] is True
     assert record["agreement_p"] > 0.05
-    # a source whose scans are all training scans offers nothing
+    # a source whose scans are all training scans offers nothing; keys are scans: a label hash first, else the key
     volumes, record = lesion_size_prior(strokes, {"t/a": [20000.0, 40000.0]})
     assert record["source_lesions"] == 0
+    assert record["source_scans_shared"] == 1
     assert not record["source_pooled"]
+    spaced = {
+        "patient 01": [30.0],
+        "patient 02": [40.0],
+        "0123456789abcdef x/1": [50.0],
+        "0123456789abcdef y/2": [60.0],
+    }
+    volumes, record = lesion_size_prior({}, spaced, "pooled")
+    assert list(volumes) == ["patient 01", "patient 02", "0123456789abcdef x/1"]  # one hash, one scan
+    assert record["source_scans_shared"] == 1
+    # no training lesions (a slice budget): auto cannot test, so nothing is pooled
+    assert lesion_size_prior({}, small)[1]["why"].startswith("no training lesions")
     assert lesion_size_prior(strokes, None)[1]["source_lesions"] == 0
 
 
@@ -364,3 +379,38 @@ def test_min_component_option_is_checked():
         check_min_component("big")
     with pytest.raises(ConfigError):
         check_min_component(-1)
+
+
+def test_a_scan_s_lesion_key_is_its_label_whatever_the_file(tmp_path):
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    from medtransfer.infer.postprocess import lesion_volumes_by_case
+
+    mask = np.zeros((6, 5, 4), np.uint8)
+    mask[1:3, 1:3, 1:3] = 1  # one lesion of 8 voxels of 0.9 x 0.9 x 2 mm: 12.96 mm³
+    mask[5, 4, 3] = 1  # and one of 1 voxel, 1.62 mm³
+    affine = np.diag([0.9, 0.9, 2.0, 1.0])
+    files = {
+        "gz": ("a.nii.gz", mask),
+        "nii": ("b.nii", mask),
+        "float": ("c.nii.gz", mask.astype(np.float32)),
+        "4d": ("d.nii.gz", mask[..., None].astype(np.int16)),
+        "flipped": ("e.nii.gz", mask[::-1].copy()),
+    }
+    for name, array in files.values():
+        nib.save(nib.Nifti1Image(array, affine), tmp_path / name)
+    cases = {case: SimpleNamespace(label=tmp_path / name) for case, (name, _) in files.items()}
+    dataset = SimpleNamespace(root=tmp_path / "Dataset009_X", get=cases.__getitem__)
+    by_case = lesion_volumes_by_case(dataset, list(files))
+    keys = {case: key.split(" ")[0] for key in by_case for case in files if key.endswith(f"/{case}")}
+    assert keys["gz"] == keys["nii"] == keys["float"] == keys["4d"]  # one scan, however it is stored
+    assert keys["flipped"] != keys["gz"]  # another voxel grid is another scan
+    # the recipe, pinned: SHA-256 of repr((shape, spacing rounded to 6 digits)) and the packed voxels, 16 hex digits
+    import hashlib
+
+    spacing = [0.9, 0.9, 2.0]
+    expected = hashlib.sha256(repr(((6, 5, 4), spacing)).encode() + np.packbits(mask > 0).tobytes()).hexdigest()[:16]
+    assert keys["gz"] == expected
+    assert sorted(by_case[f"{expected} Dataset009_X/gz"]) == pytest.approx([1.62, 12.96])

@@ -247,10 +247,13 @@ def create_ensemble(
             logger.info("tuning the ensemble's minimum component size on %d validation case(s)", len(val))
         else:  # every labelled scan trained, as a single run without validation: the free size of their lesions
             logger.info("no validation cases: the minimum component size is the training lesions' free size")
+        # the lesion prior the members were tuned with, where they agree (else auto)
+        modes = {(m.postprocess.get("lesion_prior") or {}).get("mode") for m in members}
+        mode = modes.pop() if len(modes) == 1 and None not in modes else "auto"
         postprocess = tune_on_validation(
-            ensemble.predict if val else None, dataset, val, train, _source_volumes(members)
+            ensemble.predict if val else None, dataset, val, train, _source_volumes(members), mode
         )
-        log_lesion_prior(postprocess["lesion_prior"])
+        log_lesion_prior(postprocess["lesion_prior"], hint="")
     elif size is not None:
         postprocess = {MIN_COMPONENT_KEY: float(size)}
     record = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,13 +186,17 @@ def lesion_volumes_by_case(dataset, case_ids: Sequence[str]) -> dict[str, list[f
     {dataset folder name}/{case id}"``: the form a checkpoint records (:data:`PRIOR_VOLUMES_KEY`).  The hash (the
     first 16 hex digits of SHA-256 over the lesion mask's shape, voxel size and voxels) is what identifies a scan,
     so that its lesions are counted once however many runs of a chain or members of an ensemble were trained on it,
-    wherever its dataset lies and whatever it is called; the name is for people."""
+    wherever its dataset lies, whatever it is called and however its label file is stored (``.nii`` or ``.nii.gz``,
+    any dtype, a trailing axis of one); a copy on another voxel grid (reoriented, resampled) is another scan to it.
+    The name is for people."""
     from ..data.io import load_nifti
 
     volumes = {}
     for case_id in case_ids:
         label = load_nifti(dataset.get(case_id).label)
         mask = np.rint(label.array) > 0
+        while mask.ndim > 3 and mask.shape[-1] == 1:  # (X, Y, Z, 1) is the 3D label the pipeline reads it as
+            mask = mask[..., 0]
         spacing = np.asarray(label.spacing[:3], dtype=np.float64)
         digest = hashlib.sha256(repr((mask.shape, spacing.round(6).tolist())).encode() + np.packbits(mask).tobytes())
         found = _lesion_volumes([mask], [np.prod(spacing)])
@@ -199,9 +204,14 @@ def lesion_volumes_by_case(dataset, case_ids: Sequence[str]) -> dict[str, list[f
     return volumes
 
 
+_HASH_RE = re.compile(r"[0-9a-f]{16}")
+
+
 def _scan_identity(key: str) -> str:
-    """The part of a :func:`lesion_volumes_by_case` key that identifies the scan (its label hash)."""
-    return key.split(" ", 1)[0]
+    """What identifies the scan of a :func:`lesion_volumes_by_case` key: its label hash; the whole key where it
+    does not start with one (a record written by hand)."""
+    first = key.split(" ", 1)[0]
+    return first if _HASH_RE.fullmatch(first) else key
 
 
 def flat_volumes(by_case: Mapping[str, Sequence[float]]) -> np.ndarray:
@@ -290,34 +300,45 @@ def lesion_size_prior(
 
     Returns:
         ``(volumes, record)``; ``record``: ``{"mode", "training_lesions", "source_lesions" (offered, not counting
-        shared cases), "source_pooled", "agreement_p"}`` (``agreement_p`` ``None`` where no test ran) and, where
-        ``auto`` did not test, ``"why"``.
+        shared scans), "source_scans_shared", "source_pooled", "agreement_p"}`` (``agreement_p`` ``None`` where no
+        test ran) and, where ``auto`` did not pool, ``"why"``.
 
     Example:
         >>> v, r = lesion_size_prior({"h1 d/a": [300.0, 900.0]}, {"h2 d/b": [200.0, 500.0], "h3 d/c": [4000.0]})
-        >>> sorted(v), r["source_lesions"], r["source_pooled"], r["why"][:29]
-        (['h1 d/a'], 3, False, '2 training lesion(s): too few')
+        >>> sorted(v), r["source_lesions"], r["source_pooled"]
+        (['h1 d/a'], 3, False)
+        >>> r["why"]
+        '2 training and 3 source lesion(s): too few for a Mann-Whitney test to reach p < 0.05'
     """
     training = {case: list(volumes) for case, volumes in training.items()}
     seen = {_scan_identity(case) for case in training}
-    offered = {}
+    offered, shared = {}, 0
     for case, volumes in (source or {}).items():
-        if _scan_identity(case) not in seen:  # a scan the training set (or an earlier source entry) already holds
-            seen.add(_scan_identity(case))
-            offered[case] = list(volumes)
+        if _scan_identity(case) in seen:  # a scan the training set (or an earlier source entry) already holds
+            shared += 1
+            continue
+        seen.add(_scan_identity(case))
+        offered[case] = list(volumes)
     ours, theirs = flat_volumes(training), flat_volumes(offered)
     record: dict[str, Any] = {
         "mode": mode,
         "training_lesions": int(ours.size),
         "source_lesions": int(theirs.size),
+        "source_scans_shared": shared,
         "source_pooled": False,
         "agreement_p": None,
     }
     if mode == "target" or not theirs.size:
         return training, record
     if mode == "auto":
-        if not ours.size or _smallest_two_sided_p(ours.size, theirs.size) >= PRIOR_AGREEMENT_ALPHA:
-            record["why"] = f"{ours.size} training lesion(s): too few to test that the source's are of their kind"
+        if not ours.size:
+            record["why"] = "no training lesions to test the source's against (a slice budget, or no lesions)"
+            return training, record
+        if _smallest_two_sided_p(ours.size, theirs.size) >= PRIOR_AGREEMENT_ALPHA:
+            record["why"] = (
+                f"{ours.size} training and {theirs.size} source lesion(s): too few for a Mann-Whitney test to reach "
+                f"p < {PRIOR_AGREEMENT_ALPHA:g}"
+            )
             return training, record
         from scipy import stats
 
@@ -325,32 +346,44 @@ def lesion_size_prior(
         record["agreement_p"] = p
         if p < PRIOR_AGREEMENT_ALPHA:
             record["why"] = (
-                f"the source's lesions differ in size (median {np.median(theirs):.4g} mm³ against "
-                f"{np.median(ours):.4g} mm³ in training; Mann-Whitney p = {p:.2g})"
+                f"the source's lesions differ in size (median {_mm3(np.median(theirs))} against "
+                f"{_mm3(np.median(ours))} in training; Mann-Whitney p = {p:.2g})"
             )
             return training, record
     record["source_pooled"] = True
     return {**training, **offered}, record
 
 
-def log_lesion_prior(record: dict[str, Any], source_given: bool = False) -> None:
+def _mm3(volume: float) -> str:
+    return f"{volume:.0f} mm³" if volume >= 100 else f"{volume:.3g} mm³"
+
+
+def log_lesion_prior(record: dict[str, Any], source_given: bool = False, hint: str = "min_component_prior") -> None:
     """Say which lesion volumes bound the minimum component size (a :func:`lesion_size_prior` record);
-    ``source_given``: the model was fine-tuned from a checkpoint (or is an ensemble of such)."""
+    ``source_given``: the model was fine-tuned from a checkpoint (or is an ensemble of such); ``hint``: the option
+    that would pool anyway (``""``: none to name)."""
     training, offered = record["training_lesions"], record["source_lesions"]
+    shared = record.get("source_scans_shared", 0)
     if record["source_pooled"]:
         logger.info("minimum-component caps: %d training lesion(s) and %d of the source's", training, offered)
     elif record.get("why") and record["mode"] == "auto":
         logger.warning(
-            "minimum-component caps: %d training lesion(s) alone, not the source's %d: %s (min_component_prior: "
-            "pooled takes both)",
+            "minimum-component caps: the training lesions alone (%d), not the source's %d: %s%s",
             training,
             offered,
             record["why"],
+            f" ({hint}: pooled takes both)" if hint else "",
+        )
+    elif shared and not offered:
+        logger.info(
+            "minimum-component caps: %d training lesion(s); all %d of the source's scans are training scans here",
+            training,
+            shared,
         )
     elif source_given and not offered and record["mode"] != "target":
         logger.info(
-            "minimum-component caps: %d training lesion(s); the source records no lesion volumes of other scans "
-            "(trained before 2026-12-07, without min_component_mm3: auto, or not on lesions)",
+            "minimum-component caps: %d training lesion(s); the source records no lesion volumes of its scans "
+            "(trained by an earlier version, without min_component_mm3: auto, or not on lesions)",
             training,
         )
     elif training or offered:
