@@ -220,13 +220,6 @@ def flat_volumes(by_case: Mapping[str, Sequence[float]]) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def training_lesion_caps(dataset, train_ids: Sequence[str]) -> tuple[float | None, float | None]:
-    """``(free size, evidence cap)`` of the ``train_ids`` labels of ``dataset`` (:func:`lesion_size_cap` with its
-    defaults and with :data:`EVIDENCE_PERCENTILE`), their components counted once; ``None`` with fewer than two
-    lesions."""
-    return volume_caps(lesion_volumes(dataset, train_ids))
-
-
 def volume_caps(volumes_mm3: np.ndarray) -> tuple[float | None, float | None]:
     """``(free size, evidence cap)`` of lesion volumes: half their 5 % and their :data:`EVIDENCE_PERCENTILE`
     :func:`prediction_bound`; ``None`` with fewer than two lesions."""
@@ -366,7 +359,7 @@ def log_lesion_prior(record: dict[str, Any], source_given: bool = False, hint: s
     shared = record.get("source_scans_shared", 0)
     if record["source_pooled"]:
         logger.info("minimum-component caps: %d training lesion(s) and %d of the source's", training, offered)
-    elif record.get("why") and record["mode"] == "auto":
+    elif record.get("why"):  # auto declined the source's lesions
         logger.warning(
             "minimum-component caps: the training lesions alone (%d), not the source's %d: %s%s",
             training,
