@@ -60,8 +60,10 @@ from medtransfer.infer.postprocess import (
 )
 from medtransfer.metrics.lesions import (
     DEFAULT_LESION_IOU,
+    MSSEG,
     LesionStats,
     compute_lesion_detection,
+    lesion_case,
     reduce_lesion_stats,
 )
 from medtransfer.metrics.lesions import recall_by_volume as lesion_recall_by_volume
@@ -262,6 +264,7 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
         refs.append(ref_labels > 0)
     predict_s = time.perf_counter() - start
     metrics = summarize_rows(rows)
+    msseg = rule_scores(preds, refs, ref.spacing[:3], MSSEG)
     test_f1, test_scores = _sweep(raws, refs, float(np.prod(ref.spacing[:3])))  # every candidate, one matching each
     result = {
         "dice": metrics.get("dice"),
@@ -270,6 +273,7 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
         "lesions": int(sum(r["lesion_n_ref"] for r in rows)),
         "recall_by_volume": recall_by_volume(preds, refs, ref.spacing[:3]),
         "min_component_mm3": chosen,
+        "msseg_rule (reported beside, decides nothing)": msseg,
         "val_lesion_f1_by_min_mm3": val_f1,
         **caps,
         "test_lesion_f1_by_min_mm3 (diagnostic, not used to choose)": test_f1,
@@ -283,6 +287,30 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
     values = {"dice": result["dice"], "lesion_f1": result["f1"]}
     result["pass"] = all(values[k] is not None and values[k] >= v for k, v in thresholds.items())
     return result
+
+
+def rule_scores(preds: list[np.ndarray], refs: list[np.ndarray], spacing, rule) -> dict:
+    """Lesion recall, precision, F1 (micro over the scans), false positives per scan and per-scan counts of
+    ``preds`` against ``refs`` under one matching ``rule`` (:func:`~medtransfer.metrics.lesions.lesion_case`'s
+    ``iou_threshold``: an IoU, ``None`` or ``"msseg"``), with the rule in words."""
+    stats = [lesion_case(p, r, spacing, iou_threshold=rule)[0] for p, r in zip(preds, refs, strict=True)]
+    pooled = reduce_lesion_stats(LesionStats.concatenate(stats), "micro")
+
+    def value(name):
+        number = float(pooled[name][0])
+        return number if math.isfinite(number) else None
+
+    return {
+        "lesion_match": lesion_match_rule(rule),
+        "detection_rate": value("detection_rate"),
+        "precision": value("precision"),
+        "f1": value("f1"),
+        "fp_per_case": value("fp_per_case"),
+        "lesions": [int(s.n_ref[0, 0]) for s in stats],
+        "found": [int(s.tp[0, 0]) for s in stats],
+        "false_positives": [int(s.fp[0, 0]) for s in stats],
+        "components": [int(s.n_pred[0, 0]) for s in stats],
+    }
 
 
 def scores_by_min_component(preds: list[np.ndarray], refs: list[np.ndarray], voxel_volume_mm3: float) -> dict:

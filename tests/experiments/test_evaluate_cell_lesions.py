@@ -201,15 +201,36 @@ def test_any_overlap_rule_is_an_eval_option(hand_cell):
     assert strict["split"]["lesion_match"] == "IoU >= 0.5, 26-connected"
 
 
-@pytest.mark.parametrize("bad", [0, 1.5, -0.1, "0.1", True, float("nan")])
+@pytest.mark.parametrize("bad", [0, 1.5, -0.1, "0.1", True, float("nan"), "anima"])
 def test_a_bad_lesion_iou_fails_before_the_model_loads(hand_cell, bad):
     dataset, run_dir, loaded = hand_cell
     with pytest.raises(ConfigError) as err:
         evaluate_test_cases(run_dir / "model", dataset, ["split"], run_dir, {"lesion_iou": bad})
     assert str(err.value) == (
-        f"eval.lesion_iou must be a number in (0, 1] or null (any overlap of >= 1 voxel), got {bad!r}"
+        "eval.lesion_iou must be a number in (0, 1] (the IoU one predicted component needs), null (any overlap of "
+        f">= 1 voxel) or 'msseg' (the MSSEG challenges' detection rule), got {bad!r}"
     )
     assert loaded == []
+
+
+def test_the_msseg_rule_is_an_eval_option_and_is_not_fooled_by_painting():
+    """``lesion_iou: msseg``: fragments of one lesion detect it together; one component over everything detects
+    nothing (it lies outside the lesions on more than 70 % of its voxels)."""
+    ref = np.zeros((12, 12, 12), dtype=np.int64)
+    ref[1:11, 1:11, 1:11] = 1
+    pred = np.zeros_like(ref)
+    for z in (1, 3, 5, 7, 9):
+        pred[1:11, 1:10, z] = 1  # five fragments of 90 voxels: IoU 0.09 each
+    row = score(pred, ref, (1.0, 1.0, 1.0), 1, {"lesion_iou": "msseg"}, True)
+    assert (row["lesion_tp"], row["lesion_fp"], row["lesion_n_pred"], row["lesion_f1"]) == (1, 0, 5, 1.0)
+    assert row["lesion_match"].startswith("MSSEG (Commowick et al. 2018): overlap > 0.1 of the lesion")
+    assert row["lesion_detected_dice"] == pytest.approx(2 * 450 / 1450)
+    strict = score(pred, ref, (1.0, 1.0, 1.0), 1, {}, True)
+    assert (strict["lesion_tp"], strict["lesion_fp"]) == (0, 5)
+    big = np.zeros((30, 30, 30), dtype=np.int64)
+    big[:12, :12, :12] = ref  # 1000 lesion voxels in 27000: the painted component is 96 % outside
+    painted = score(np.ones_like(big), big, (1.0, 1.0, 1.0), 1, {"lesion_iou": "msseg"}, True)
+    assert (painted["lesion_tp"], painted["lesion_fp"], painted["lesion_f1"]) == (0, 1, 0.0)
 
 
 def test_painting_the_whole_volume_detects_nothing_by_default():

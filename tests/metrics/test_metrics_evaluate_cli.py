@@ -191,3 +191,32 @@ def test_failed_write_publishes_nothing(folders, tmp_path, monkeypatch, capsys, 
     else:
         assert not (tmp_path / "new").exists()
         assert "nothing was written" in err
+
+
+def test_lesion_match_rules(tmp_path, capsys):
+    """``--lesion-match``: a lesion drawn in five thin fragments (IoU 0.09 each) is a miss and five false positives
+    at IoU >= 0.1, one detected lesion under the MSSEG rule, and detected by any overlap."""
+    ref = np.zeros((12, 12, 12), dtype=np.uint8)
+    ref[1:11, 1:11, 1:11] = 1
+    pred = np.zeros_like(ref)
+    for z in (1, 3, 5, 7, 9):
+        pred[1:11, 1:10, z] = 1
+    save_nifti(tmp_path / "pred" / "a.nii.gz", pred, np.eye(4))
+    save_nifti(tmp_path / "ref" / "a.nii.gz", ref, np.eye(4))
+    base = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")]
+    found = {}
+    for rule in ("0.1", "msseg", "overlap"):
+        out = tmp_path / f"out_{rule}"
+        assert main([*base, "--out", str(out), "--lesion-match", rule]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        found[rule] = (summary["mean"]["1"]["lesion_tp"], summary["mean"]["1"]["lesion_fp"])
+        assert summary["config"]["lesion_iou"] == {"0.1": 0.1, "msseg": "msseg", "overlap": None}[rule]
+    assert found == {"0.1": (0, 5), "msseg": (1, 0), "overlap": (1, 0)}
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--lesion-match", "anima"]) != 0
+    err = capsys.readouterr().err
+    assert "lesion matching rule must be a number in (0, 1]" in err
+    assert "'msseg'" in err
+    assert "'anima'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "bad").exists()

@@ -142,12 +142,13 @@ def test_records_round_trip_and_name_a_missing_field():
         LesionStats.from_records([{k: v for k, v in records[0].items() if k != "lesion_detected_dice_sum"}])
 
 
-@pytest.mark.parametrize("bad", [0, 0.0, 1.01, -1, "0.5", True, math.nan, [0.1]])
+@pytest.mark.parametrize("bad", [0, 0.0, 1.01, -1, "0.5", True, math.nan, [0.1], "anima"])
 def test_iou_threshold_must_be_in_zero_one(bad):
-    with pytest.raises(ConfigError, match=r"iou_threshold must be a number in \(0, 1\] or null"):
+    with pytest.raises(ConfigError, match=r"iou_threshold must be a number in \(0, 1\] .*null .* or 'msseg'"):
         compute_lesion_detection(*_layout(), iou_threshold=bad)
     assert check_iou_threshold(None) is None
     assert check_iou_threshold(1) == 1.0
+    assert check_iou_threshold(" MSSEG ") == "msseg"
 
 
 def test_recall_by_volume_bins_by_mm3_with_the_lower_edge_inclusive():

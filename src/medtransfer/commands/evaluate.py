@@ -38,6 +38,14 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--tolerance-mm", type=float, default=1.0, help="surface Dice tolerance in mm (default 1)")
     parser.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="lesion connectivity")
+    parser.add_argument(
+        "--lesion-match",
+        default="0.1",
+        metavar="RULE",
+        help="how a reference lesion is detected: an IoU in (0, 1] that one predicted component needs (default "
+        "0.1), 'overlap' (any voxel; a whole-brain mask then detects every lesion) or 'msseg' (the MSSEG "
+        "challenges' rule, Commowick et al. 2018: fragments of one lesion detect it together)",
+    )
     parser.add_argument("--no-lesions", action="store_true", help="skip lesion-wise detection")
     parser.add_argument("--out", metavar="DIR", help="output folder for metrics_per_case.csv and summary.json")
     parser.set_defaults(func=run)
@@ -66,10 +74,21 @@ def run(args: argparse.Namespace) -> int:
         tolerance_mm=args.tolerance_mm,
         connectivity=args.connectivity,
         lesions=not args.no_lesions,
+        lesion_iou=_lesion_rule(args.lesion_match),
     )
     summary = evaluate_folders(pred_dir, ref_dir, out_dir, config)
     _print_summary(summary, out_dir)
     return 0
+
+
+def _lesion_rule(text: str) -> float | str | None:
+    """``--lesion-match`` as :class:`EvaluationConfig`'s ``lesion_iou`` (checked there)."""
+    if text.strip().lower() == "overlap":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _print_summary(summary: dict, out_dir) -> None:

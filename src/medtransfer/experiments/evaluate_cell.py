@@ -76,19 +76,29 @@ def evaluate_test_cases(
     return rows
 
 
-def lesion_iou(options: dict[str, Any]) -> float | None:
-    """The ``lesion_iou`` eval option (default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`).
+def lesion_iou(options: dict[str, Any]) -> float | str | None:
+    """The ``lesion_iou`` eval option (default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`): the IoU
+    one predicted component needs, null (any overlap) or ``msseg`` (the MSSEG challenges' rule).
 
     Raises:
-        ConfigError: not a number in (0, 1] or null.
+        ConfigError: anything else.
     """
     from ..metrics.lesions import DEFAULT_LESION_IOU, check_iou_threshold
 
     return check_iou_threshold(options.get("lesion_iou", DEFAULT_LESION_IOU), "eval.lesion_iou")
 
 
-def lesion_match_rule(iou: float | None, connectivity: int = 26) -> str:
-    """The overlap rule in words, e.g. ``IoU >= 0.1, 26-connected`` or ``overlap >= 1 voxel, 26-connected``."""
+def lesion_match_rule(iou: float | str | None, connectivity: int = 26) -> str:
+    """The overlap rule in words, e.g. ``IoU >= 0.1, 26-connected``, ``overlap >= 1 voxel, 26-connected`` or the
+    MSSEG rule with its parameters."""
+    from ..metrics import lesions as m
+
+    if iou == m.MSSEG:
+        return (
+            f"MSSEG (Commowick et al. 2018): overlap > {m.MSSEG_ALPHA:g} of the lesion, the components holding "
+            f"{m.MSSEG_GAMMA:g} of it each <= {m.MSSEG_BETA:g} outside every lesion, both ways; components <= "
+            f"{m.MSSEG_MIN_VOLUME_MM3:g} mm3 dropped, face-connected"
+        )
     return f"{'overlap >= 1 voxel' if iou is None else f'IoU >= {iou:g}'}, {connectivity}-connected"
 
 

@@ -23,6 +23,7 @@ from ..utils import atomic_path, write_json_atomic
 from .lesions import (
     DEFAULT_LESION_IOU,
     LesionStats,
+    check_iou_threshold,
     lesion_case,
     pooled_recall_by_volume,
     reduce_lesion_stats,
@@ -54,16 +55,19 @@ class EvaluationConfig:
         tolerance_mm: surface Dice tolerance.
         connectivity: lesion connectivity (6, 18 or 26).
         lesions: also compute lesion-wise detection per label.
-        lesion_iou: IoU a single predicted component needs to detect a reference lesion; ``None``: any overlap.
+        lesion_iou: the lesion-matching rule: the IoU a single predicted component needs to detect a reference
+            lesion, ``None`` for any overlap, or ``"msseg"`` for the MSSEG challenges' rule
+            (:mod:`medtransfer.metrics.lesions`).
     """
 
     labels: tuple[int, ...] | None = None
     tolerance_mm: float = 1.0
     connectivity: int = 26
     lesions: bool = True
-    lesion_iou: float | None = DEFAULT_LESION_IOU
+    lesion_iou: float | str | None = DEFAULT_LESION_IOU
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lesion_iou", check_iou_threshold(self.lesion_iou, "lesion matching rule"))
         if not math.isfinite(self.tolerance_mm) or self.tolerance_mm < 0:
             raise ConfigError(f"tolerance must be a finite number >= 0 mm, got {self.tolerance_mm}")
         if self.labels is not None and (not self.labels or any(label == 0 for label in self.labels)):

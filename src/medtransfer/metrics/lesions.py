@@ -4,6 +4,16 @@ A reference lesion is *detected* (true positive) when a predicted lesion overlap
 with ``iou_threshold``, when some single predicted component has IoU >= threshold with it.  A predicted lesion
 that detects no reference lesion is a false positive.  So a reference lesion split into two predicted
 components counts one TP and no FP; two reference lesions merged into one prediction count two TPs.
+
+``iou_threshold="msseg"`` applies the detection rule of the MSSEG challenges instead (Commowick et al. 2018,
+Sci Rep 8:13650; Inria's ``animaSegPerfAnalyzer`` with its command-line defaults): components of at most
+:data:`MSSEG_MIN_VOLUME_MM3` are dropped from both masks (face connectivity: 6 in 3D, 4 in 2D, whatever
+``connectivity`` says); a reference lesion is detected when the predicted components overlap more than
+:data:`MSSEG_ALPHA` of it and the components overlapping it, taken largest overlap first until they hold
+:data:`MSSEG_GAMMA` of that overlap, each have at most :data:`MSSEG_BETA` of their voxels outside every reference
+lesion.  A predicted component is a true positive under the same test with the roles swapped (its false
+positives are the components that fail it).  Fragments of one lesion detect it together; a component mostly
+outside the lesions (a mask of the whole brain) detects nothing.
 medtransfer's evaluations (grid cells, ``medtransfer evaluate``) use ``DEFAULT_LESION_IOU``: with the any-overlap
 rule a mask of the whole brain is one component that touches every lesion, so it scores recall, precision and
 F1 near 1; with IoU >= 0.1 it scores 0.
@@ -37,6 +47,13 @@ from .reduction import nanmean
 
 CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
 DEFAULT_LESION_IOU = 0.1
+MSSEG = "msseg"
+MSSEG_ALPHA = 0.10  # a lesion must be overlapped on more than this fraction of its voxels
+MSSEG_BETA = 0.70  # an overlapping component may lie outside every lesion on at most this fraction of its voxels
+MSSEG_GAMMA = 0.65  # ... checked for the components holding this share of the overlap, largest first
+MSSEG_MIN_VOLUME_MM3 = 3.0  # components of at most this volume are dropped from both masks
+MSSEG_CONNECTIVITY = {2: 4, 3: 6}
+LesionRule = float | str | None
 COUNT_FIELDS = ("tp", "fn", "fp", "n_ref", "n_pred")
 
 
@@ -136,7 +153,7 @@ def compute_lesion_detection(
     pred: Any,
     ref: Any,
     connectivity: int = 26,
-    iou_threshold: float | None = None,
+    iou_threshold: LesionRule = None,
     labels: Sequence[int] | None = None,
     spacing: Any = None,
 ) -> LesionStats:
@@ -146,7 +163,8 @@ def compute_lesion_detection(
         pred: masks ``(B, C, *spatial)`` or label maps ``(B, *spatial)`` with ``labels``.
         ref: reference in the same layout.
         connectivity: 6, 18 or 26 in 3D; 4 or 8 in 2D (the default 26 means 8 in 2D).
-        iou_threshold: ``None`` to detect on any overlap, else the IoU a single predicted component needs.
+        iou_threshold: ``None`` to detect on any overlap, the IoU a single predicted component needs, or
+            ``"msseg"`` for the MSSEG challenges' rule (module docstring).
         labels: label values for label-map inputs.
         spacing: voxel size in mm for volumes in mm³; ``None`` counts voxels.
 
@@ -169,7 +187,7 @@ def compute_lesion_detection(
     voxel_volumes = [float(np.prod(s)) for s in per_case_spacing(spacing, batch, spatial_dims)]
     rows = np.zeros((8, batch, channels))
     for b, c in np.ndindex(batch, channels):
-        matched = _match_lesions(pred[b, c], ref[b, c], connectivity, iou_threshold)
+        matched = _match_lesions(pred[b, c], ref[b, c], connectivity, iou_threshold, voxel_volumes[b])
         rows[:5, b, c], rows[7, b, c] = matched[:5], matched[5]
         rows[5, b, c] = np.count_nonzero(ref[b, c]) * voxel_volumes[b]
         rows[6, b, c] = np.count_nonzero(pred[b, c]) * voxel_volumes[b]
@@ -177,20 +195,26 @@ def compute_lesion_detection(
     return LesionStats(*counts, volume_ref=rows[5], volume_pred=rows[6], detected_dice_sum=rows[7])
 
 
-def check_iou_threshold(value: Any, name: str = "iou_threshold") -> float | None:
-    """``value`` as an IoU threshold: a number in (0, 1], or ``None`` for the any-overlap (>= 1 voxel) rule.
+def check_iou_threshold(value: Any, name: str = "iou_threshold") -> LesionRule:
+    """``value`` as a lesion-matching rule: an IoU threshold in (0, 1], ``None`` for the any-overlap (>= 1 voxel)
+    rule, or ``"msseg"`` (any case) for the MSSEG challenges' rule.
 
     Raises:
-        ConfigError: anything else (booleans and strings included).
+        ConfigError: anything else (booleans and other strings included).
     """
     if value is None:
         return None
+    if isinstance(value, str) and value.strip().lower() == MSSEG:
+        return MSSEG
     try:
         number = float(value) if not isinstance(value, bool | str) else math.nan
     except (TypeError, ValueError):
         number = math.nan
     if not 0 < number <= 1:
-        raise ConfigError(f"{name} must be a number in (0, 1] or null (any overlap of >= 1 voxel), got {value!r}")
+        raise ConfigError(
+            f"{name} must be a number in (0, 1] (the IoU one predicted component needs), null (any overlap of >= 1 "
+            f"voxel) or 'msseg' (the MSSEG challenges' detection rule), got {value!r}"
+        )
     return number
 
 
@@ -205,33 +229,44 @@ def _check_connectivity(connectivity: int, spatial_dims: int) -> int:
 
 
 def _match_lesions(
-    pred: np.ndarray, ref: np.ndarray, connectivity: int, iou_threshold: float | None
+    pred: np.ndarray, ref: np.ndarray, connectivity: int, rule: LesionRule, voxel_volume: float = 1.0
 ) -> tuple[int, int, int, int, int, float]:
     """``(tp, fn, fp, n_ref, n_pred, detected_dice_sum)`` for one binary pair."""
-    return _match_counts(_component_matches(pred, ref, connectivity, iou_threshold))
+    return _match_counts(_component_matches(pred, ref, connectivity, rule, voxel_volume))
 
 
 def _match_counts(matched) -> tuple[int, int, int, int, int, float]:
     """:func:`_match_lesions`' tuple from the components of :func:`_component_matches`."""
     if matched is None:
         return 0, 0, 0, 0, 0, 0.0
-    n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes = matched
-    tp, hit_pred = np.unique(ref_ids).size, np.unique(pred_ids).size
+    n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes, ref_hit, pred_hit = matched
+    tp = int(np.count_nonzero(ref_hit))
     dice_sum = _detected_dice_sum(ref_ids, pred_ids, inter, ref_sizes, pred_sizes)
-    return tp, n_ref - tp, n_pred - hit_pred, n_ref, n_pred, dice_sum
+    return tp, n_ref - tp, n_pred - int(np.count_nonzero(pred_hit)), n_ref, n_pred, dice_sum
 
 
-def _component_matches(pred: np.ndarray, ref: np.ndarray, connectivity: int, iou_threshold: float | None):
-    """The connected components of one binary pair and the (reference, predicted) pairs that match under the rule:
-    ``(n_ref, n_pred, ref_ids, pred_ids, intersections, ref_sizes, pred_sizes)`` (sizes indexed by component id,
-    0 = background), or ``None`` when both masks are empty."""
+def _component_matches(
+    pred: np.ndarray, ref: np.ndarray, connectivity: int, rule: LesionRule, voxel_volume: float = 1.0
+):
+    """The connected components of one binary pair and how they match under the rule:
+    ``(n_ref, n_pred, ref_ids, pred_ids, intersections, ref_sizes, pred_sizes, ref_hit, pred_hit)``, where the
+    (reference, predicted) pairs are those that detect the reference lesion (sizes indexed by component id,
+    0 = background; ``ref_hit`` / ``pred_hit`` mark the detected reference lesions and the predicted components
+    that are true positives, index 0 unused), or ``None`` when both masks are empty."""
     import cc3d
 
     box = _bounding_box(pred | ref)
     if box is None:
         return None
+    msseg = rule == MSSEG
+    if msseg:
+        connectivity = MSSEG_CONNECTIVITY[ref.ndim]
     ref_labels, n_ref = cc3d.connected_components(ref[box], connectivity=connectivity, return_N=True)
     pred_labels, n_pred = cc3d.connected_components(pred[box], connectivity=connectivity, return_N=True)
+    if msseg:  # components of at most MSSEG_MIN_VOLUME_MM3 leave both masks (anima keeps size > floor(v / voxel))
+        most = math.floor(MSSEG_MIN_VOLUME_MM3 / voxel_volume)
+        ref_labels, n_ref = _drop_components(ref_labels, n_ref, most)
+        pred_labels, n_pred = _drop_components(pred_labels, n_pred, most)
     both = (ref_labels > 0) & (pred_labels > 0)
     pair_keys, inter = np.unique(
         ref_labels[both].astype(np.int64) * (n_pred + 1) + pred_labels[both], return_counts=True
@@ -239,10 +274,62 @@ def _component_matches(pred: np.ndarray, ref: np.ndarray, connectivity: int, iou
     ref_ids, pred_ids = np.divmod(pair_keys, n_pred + 1)
     ref_sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)
     pred_sizes = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)
-    if iou_threshold is not None and pair_keys.size:
-        keep = inter / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - inter) >= iou_threshold
+    ref_hit, pred_hit = np.zeros(n_ref + 1, dtype=bool), np.zeros(n_pred + 1, dtype=bool)
+    if msseg:
+        ref_hit = _msseg_hits(ref_ids, pred_ids, inter, ref_sizes, pred_sizes)
+        pred_hit = _msseg_hits(pred_ids, ref_ids, inter, pred_sizes, ref_sizes)
+        keep = ref_hit[ref_ids]  # a detected lesion's Dice is with every component that overlaps it
+        return n_ref, n_pred, ref_ids[keep], pred_ids[keep], inter[keep], ref_sizes, pred_sizes, ref_hit, pred_hit
+    if rule is not None and pair_keys.size:
+        keep = inter / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - inter) >= rule
         ref_ids, pred_ids, inter = ref_ids[keep], pred_ids[keep], inter[keep]
-    return n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes
+    ref_hit[ref_ids], pred_hit[pred_ids] = True, True
+    return n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes, ref_hit, pred_hit
+
+
+def _drop_components(labels: np.ndarray, n: int, most: int) -> tuple[np.ndarray, int]:
+    """``labels`` without the components of at most ``most`` voxels, renumbered 1..k, and k."""
+    if most < 1 or n == 0:
+        return labels, n
+    kept = np.bincount(labels.ravel(), minlength=n + 1) > most
+    kept[0] = False
+    remap = np.zeros(n + 1, dtype=labels.dtype)
+    remap[kept] = np.arange(1, np.count_nonzero(kept) + 1, dtype=labels.dtype)
+    return remap[labels], int(np.count_nonzero(kept))
+
+
+def _msseg_hits(
+    a_ids: np.ndarray, b_ids: np.ndarray, inter: np.ndarray, a_sizes: np.ndarray, b_sizes: np.ndarray
+) -> np.ndarray:
+    """Which components of mask A are detected by mask B under the MSSEG rule (index 0 unused).
+
+    ``(a_ids, b_ids, inter)`` are every overlapping pair of components and its overlap in voxels.  Component a is
+    detected when B covers more than :data:`MSSEG_ALPHA` of it and the B components overlapping it, largest overlap
+    first (ties: lower id first), until they hold :data:`MSSEG_GAMMA` of its covered voxels, each lie outside every
+    A component on at most :data:`MSSEG_BETA` of their voxels.
+    """
+    hit = np.zeros(a_sizes.size, dtype=bool)
+    if a_ids.size == 0:
+        return hit
+    covered_b = np.bincount(b_ids, weights=inter, minlength=b_sizes.size)
+    outside_b = 1.0 - covered_b / np.maximum(b_sizes, 1)
+    order = np.lexsort((b_ids, -inter, a_ids))  # per component of A: largest overlap first
+    a_sorted, b_sorted, inter_sorted = a_ids[order], b_ids[order], inter[order]
+    starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]])
+    for start, stop in zip(starts, np.r_[starts[1:], a_sorted.size], strict=True):
+        a = a_sorted[start]
+        covered = int(inter_sorted[start:stop].sum())
+        if covered <= MSSEG_ALPHA * a_sizes[a]:
+            continue
+        weight = 0.0
+        for b, overlap in zip(b_sorted[start:stop], inter_sorted[start:stop], strict=True):
+            if outside_b[b] > MSSEG_BETA:
+                break
+            weight += overlap / covered
+            if weight >= MSSEG_GAMMA:
+                hit[a] = True
+                break
+    return hit
 
 
 # Reference-volume bins of the lesion recall by size (mm³): MS lesions are mostly under 0.1 ml, ATLAS strokes
@@ -283,7 +370,7 @@ def recall_by_volume(
     spacing: Sequence[float],
     bins_mm3: Sequence[float] = VOLUME_BINS_MM3,
     connectivity: int = 26,
-    iou_threshold: float | None = DEFAULT_LESION_IOU,
+    iou_threshold: LesionRule = DEFAULT_LESION_IOU,
 ) -> dict[str, tuple[int, int]]:
     """Reference lesions and detected ones per reference-volume bin, for one binary case (2D or 3D).
 
@@ -304,7 +391,7 @@ def recall_by_volume(
         pred, ref, spacing, connectivity, iou_threshold, "recall by volume"
     )
     volume_bin_names(bins_mm3)  # bad bins fail before any labelling
-    matched = _component_matches(pred, ref, connectivity, iou_threshold)
+    matched = _component_matches(pred, ref, connectivity, iou_threshold, voxel_volume)
     return _volume_bin_counts(matched, voxel_volume, bins_mm3)
 
 
@@ -313,7 +400,7 @@ def lesion_case(
     ref: Any,
     spacing: Sequence[float] | None = None,
     connectivity: int = 26,
-    iou_threshold: float | None = DEFAULT_LESION_IOU,
+    iou_threshold: LesionRule = DEFAULT_LESION_IOU,
     bins_mm3: Sequence[float] = VOLUME_BINS_MM3,
 ) -> tuple[LesionStats, dict[str, tuple[int, int]]]:
     """:func:`compute_lesion_detection` and :func:`recall_by_volume` of one binary case (2D or 3D) at once.
@@ -335,7 +422,7 @@ def lesion_case(
         pred, ref, spacing, connectivity, iou_threshold, "a lesion case"
     )
     volume_bin_names(bins_mm3)
-    matched = _component_matches(pred, ref, connectivity, iou_threshold)
+    matched = _component_matches(pred, ref, connectivity, iou_threshold, voxel_volume)
     tp, fn, fp, n_ref, n_pred, dice_sum = _match_counts(matched)
     stats = LesionStats(
         *(np.array([[count]], dtype=np.int64) for count in (tp, fn, fp, n_ref, n_pred)),
@@ -364,12 +451,10 @@ def _volume_bin_counts(matched, voxel_volume: float, bins_mm3: Sequence[float]) 
     out = dict.fromkeys(names, (0, 0))
     if matched is None or matched[0] == 0:
         return out
-    n_ref, _, ref_ids, _, _, ref_sizes, _ = matched
+    ref_sizes, detected = matched[5], matched[7]
     edges = np.asarray(bins_mm3, dtype=float)
     volumes = ref_sizes[1:] * voxel_volume
     bins = np.digitize(volumes, edges) - 1
-    detected = np.zeros(n_ref + 1, dtype=bool)
-    detected[np.unique(ref_ids)] = True
     totals = np.bincount(bins, minlength=len(names))
     hits = np.bincount(bins, weights=detected[1:], minlength=len(names))
     return {name: (int(totals[i]), int(hits[i])) for i, name in enumerate(names)}
@@ -453,7 +538,7 @@ class LesionDetectionMetric:
     def __init__(
         self,
         connectivity: int = 26,
-        iou_threshold: float | None = None,
+        iou_threshold: LesionRule = None,
         labels: Sequence[int] | None = None,
         reduction: str | LesionReduction = LesionReduction.MICRO,
     ) -> None:

@@ -1,0 +1,161 @@
+"""Re-score finished lesion runs under two lesion-matching rules: IoU >= 0.1 (medtransfer's, the one #16's targets
+are judged by) and the MSSEG challenges' detection rule (Commowick et al. 2018; ``medtransfer.metrics.lesions``).
+
+    python benchmarks/lesion_match_rules.py benchmarks/results/lesions_amd_avx2_seed59.json ... --json OUT.json
+
+Each results file is a ``benchmarks/lesions.py`` JSON whose run folders still exist.  Every run's test scans are
+predicted again from its last checkpoint with the minimum component size the JSON records, and scored under both
+rules.  The IoU counts must reproduce the JSON's (found and false positives per scan at that size): a run that does
+not is reported with ``reproduced: false`` and left out of the pooled numbers.  Printed as JSON: per run and pooled
+per target, lesion recall / precision / F1 / false positives per scan under each rule, and per scan the reference
+lesions each rule finds.  Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lesions import SCORES_KEY, TARGETS, rule_scores, run_and_print  # noqa: E402
+
+from medtransfer.data.io import load_nifti  # noqa: E402
+from medtransfer.data.layouts import load_dataset  # noqa: E402
+from medtransfer.errors import DataError  # noqa: E402
+from medtransfer.experiments.evaluate_cell import lesion_match_rule  # noqa: E402
+from medtransfer.infer import load_predictor  # noqa: E402
+from medtransfer.infer.postprocess import MIN_COMPONENT_KEY, apply_postprocess  # noqa: E402
+from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, MSSEG  # noqa: E402
+
+RULES = {"iou": DEFAULT_LESION_IOU, "msseg": MSSEG}
+
+
+def runs_of(path: Path) -> list[dict]:
+    """The runs of one ``benchmarks/lesions.py`` JSON: target name, its entry, the build's dataset folder, seed."""
+    try:
+        report = json.loads(path.read_text())
+        build = report["build"]
+        return [
+            {
+                "file": path.name,
+                "target": name,
+                "entry": entry,
+                "seed": build["seed"],
+                "data": Path(build["path"]) / TARGETS[name][1],
+            }
+            for name, entry in report["results"].items()
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a benchmarks/lesions.py results file ({err})") from err
+
+
+def predict_run(run: dict) -> tuple[list[np.ndarray], list[np.ndarray], tuple[float, ...], list[float]]:
+    """Binary predictions (the recorded minimum component size applied) and references of the run's test scans."""
+    entry = run["entry"]
+    predictor = load_predictor(Path(entry["run_dir"]), checkpoint="last", device="cpu", precision="fp32")
+    predictor.postprocess = {}
+    dataset = load_dataset(run["data"])
+    preds, refs, dice, spacing = [], [], [], None
+    for case_id in entry["test_cases"]:
+        case = dataset.get(case_id)
+        raw = predictor.predict(load_nifti(case.images[0], dtype="float32"), source=case_id)
+        ref = load_nifti(case.label)
+        spacing = tuple(float(s) for s in ref.spacing[:3])
+        pred = apply_postprocess(raw, spacing, {MIN_COMPONENT_KEY: entry["min_component_mm3"] or 0.0}) > 0
+        truth = np.rint(ref.array).astype(np.int64) > 0
+        preds.append(pred)
+        refs.append(truth)
+        total = pred.sum() + truth.sum()
+        dice.append(round(float(2 * (pred & truth).sum() / total), 4) if total else None)
+    return preds, refs, spacing, dice
+
+
+def reproduces(entry: dict, iou: dict) -> bool:
+    """Whether the IoU counts equal those the results file recorded at the run's chosen size."""
+    recorded = (entry.get(SCORES_KEY) or {}).get(f"{float(entry['min_component_mm3'] or 0.0):g}")
+    if recorded is None:
+        return False
+    return recorded["found"] == iou["found"] and recorded["false_positives"] == iou["false_positives"]
+
+
+def pooled(runs: list[dict]) -> dict:
+    """Recall, precision, F1 and false positives per scan summed over the runs' scans, per rule."""
+    out = {}
+    for rule in RULES:
+        lesions = sum(sum(r[rule]["lesions"]) for r in runs)
+        found = sum(sum(r[rule]["found"]) for r in runs)
+        fps = sum(sum(r[rule]["false_positives"]) for r in runs)
+        components = sum(sum(r[rule]["components"]) for r in runs)
+        scans = sum(len(r[rule]["lesions"]) for r in runs)
+        recall = found / lesions if lesions else None
+        precision = (components - fps) / components if components else None
+        f1 = (
+            2 * recall * precision / (recall + precision)
+            if recall is not None and precision
+            else (0.0 if recall is not None or precision is not None else None)
+        )
+        out[rule] = {
+            "scans": scans,
+            "lesions": lesions,
+            "found": found,
+            "detection_rate": recall,
+            "precision": precision,
+            "f1": f1,
+            "fp_per_case": fps / scans if scans else None,
+        }
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    runs = [r for path in args.results for r in runs_of(path)]
+    out = []
+    for i, r in enumerate(runs, 1):
+        entry = r["entry"]
+        if not (Path(entry["run_dir"]) / "checkpoints").is_dir():
+            raise DataError(f"{r['file']}: run folder {entry['run_dir']} has no checkpoints (re-scoring needs them)")
+        start = time.perf_counter()
+        preds, refs, spacing, dice = predict_run(r)
+        scores = {name: rule_scores(preds, refs, spacing, rule) for name, rule in RULES.items()}
+        row = {
+            "file": r["file"],
+            "target": r["target"],
+            "seed": r["seed"],
+            "init": entry["init"],
+            "min_component_mm3": entry["min_component_mm3"],
+            "test_cases": entry["test_cases"],
+            "dice": dice,
+            **scores,
+            "reproduced": reproduces(entry, scores["iou"]),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        out.append(row)
+        print(
+            f"[{i}/{len(runs)}] {r['file']} {r['target']}: F1 {scores['iou']['f1']:.3f} (IoU >= 0.1) "
+            f"{scores['msseg']['f1']:.3f} (MSSEG), reproduced {row['reproduced']}, {row['seconds']} s",
+            file=sys.stderr,
+        )
+    targets = sorted({r["target"] for r in out})
+    return {
+        "rules": {name: lesion_match_rule(rule) for name, rule in RULES.items()},
+        "preregistration": "benchmarks/results/lesion_match_msseg_preregistration.md",
+        "runs": out,
+        "not_reproduced": [f"{r['file']} {r['target']}" for r in out if not r["reproduced"]],
+        "pooled": {t: pooled([r for r in out if r["target"] == t and r["reproduced"]]) for t in targets},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path, help="benchmarks/lesions.py JSON files")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    run_and_print(run, parser.parse_args(), "lesion_match_rules.py")
+
+
+if __name__ == "__main__":
+    main()
