@@ -6,9 +6,10 @@ are judged by) and the MSSEG challenges' detection rule (Commowick et al. 2018; 
 Each results file is a ``benchmarks/lesions.py`` JSON whose run folders still exist.  Every run's test scans are
 predicted again from its last checkpoint with the minimum component size the JSON records, and scored under both
 rules.  The IoU counts must reproduce the JSON's (found and false positives per scan at that size): a run that does
-not is reported with ``reproduced: false`` and left out of the pooled numbers.  Printed as JSON: per run and pooled
-per target, lesion recall / precision / F1 / false positives per scan under each rule, and per scan the reference
-lesions each rule finds.  Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
+not is reported with ``reproduced: "no: ..."`` (why) and left out of the pooled numbers.  Printed as JSON: per
+run, and pooled per target and kind of run (scratch / fine-tuned from a source), lesion recall / precision / F1 /
+false positives per scan under each rule, and per scan the volumes of the reference lesions one rule finds and the other does not.
+Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from medtransfer.errors import DataError  # noqa: E402
 from medtransfer.experiments.evaluate_cell import lesion_match_rule  # noqa: E402
 from medtransfer.infer import load_predictor  # noqa: E402
 from medtransfer.infer.postprocess import MIN_COMPONENT_KEY, apply_postprocess  # noqa: E402
-from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, MSSEG  # noqa: E402
+from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, MSSEG, detected_reference  # noqa: E402
 
 RULES = {"iou": DEFAULT_LESION_IOU, "msseg": MSSEG}
 
@@ -76,12 +77,49 @@ def predict_run(run: dict) -> tuple[list[np.ndarray], list[np.ndarray], tuple[fl
     return preds, refs, spacing, dice
 
 
-def reproduces(entry: dict, iou: dict) -> bool:
-    """Whether the IoU counts equal those the results file recorded at the run's chosen size."""
-    recorded = (entry.get(SCORES_KEY) or {}).get(f"{float(entry['min_component_mm3'] or 0.0):g}")
+def reproduction(entry: dict, iou: dict) -> str:
+    """``"yes"`` when the IoU counts equal those the results file recorded at the run's chosen size, else why not."""
+    size = f"{float(entry['min_component_mm3'] or 0.0):g}"
+    recorded = (entry.get(SCORES_KEY) or {}).get(size)
     if recorded is None:
-        return False
-    return recorded["found"] == iou["found"] and recorded["false_positives"] == iou["false_positives"]
+        return f"no: the file records no per-scan counts at {size} mm3"
+    if recorded["found"] != iou["found"] or recorded["false_positives"] != iou["false_positives"]:
+        return (
+            f"no: found {iou['found']} / false positives {iou['false_positives']} per scan, the file "
+            f"{recorded['found']} / {recorded['false_positives']}"
+        )
+    return "yes"
+
+
+def lesion_differences(preds: list[np.ndarray], refs: list[np.ndarray], spacing) -> list[dict]:
+    """Per scan, the reference lesions (26-connected, as IoU >= 0.1 counts them) that one rule finds and the other
+    does not; under MSSEG a lesion counts as found when any of its voxels lies in a lesion the rule detects (it
+    labels face-connected lesions over 3 mm3)."""
+    import cc3d
+
+    out = []
+    for pred, ref in zip(preds, refs, strict=True):
+        by_iou = detected_reference(pred, ref, spacing, iou_threshold=DEFAULT_LESION_IOU)
+        by_msseg = detected_reference(pred, ref, spacing, iou_threshold=MSSEG)
+        labels, n = cc3d.connected_components(ref, connectivity=26, return_N=True)
+        iou_hit = np.zeros(n + 1, bool)
+        msseg_hit = np.zeros(n + 1, bool)
+        iou_hit[np.unique(labels[by_iou])] = True
+        msseg_hit[np.unique(labels[by_msseg])] = True
+        sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing))
+        ids = np.arange(1, n + 1)
+        out.append(
+            {
+                "iou_only_mm3": [round(float(sizes[i]), 1) for i in ids if iou_hit[i] and not msseg_hit[i]],
+                "msseg_only_mm3": [round(float(sizes[i]), 1) for i in ids if msseg_hit[i] and not iou_hit[i]],
+            }
+        )
+    return out
+
+
+def kind(init: str) -> str:
+    """``scratch`` or ``source`` (a run fine-tuned from a checkpoint)."""
+    return "scratch" if str(init).startswith("none") else "source"
 
 
 def pooled(runs: list[dict]) -> dict:
@@ -125,28 +163,34 @@ def run(args: argparse.Namespace) -> dict:
         row = {
             "file": r["file"],
             "target": r["target"],
+            "kind": kind(entry["init"]),
             "seed": r["seed"],
             "init": entry["init"],
             "min_component_mm3": entry["min_component_mm3"],
             "test_cases": entry["test_cases"],
             "dice": dice,
             **scores,
-            "reproduced": reproduces(entry, scores["iou"]),
+            "lesions_one_rule_finds": lesion_differences(preds, refs, spacing),
+            "reproduced": reproduction(entry, scores["iou"]),
             "seconds": round(time.perf_counter() - start, 1),
         }
         out.append(row)
+        f1 = {name: "n/a" if v["f1"] is None else f"{v['f1']:.3f}" for name, v in scores.items()}
         print(
-            f"[{i}/{len(runs)}] {r['file']} {r['target']}: F1 {scores['iou']['f1']:.3f} (IoU >= 0.1) "
-            f"{scores['msseg']['f1']:.3f} (MSSEG), reproduced {row['reproduced']}, {row['seconds']} s",
+            f"[{i}/{len(runs)}] {r['file']} {r['target']}: F1 {f1['iou']} (IoU >= 0.1) {f1['msseg']} (MSSEG), "
+            f"reproduced: {row['reproduced']}, {row['seconds']} s",
             file=sys.stderr,
         )
-    targets = sorted({r["target"] for r in out})
+    groups = sorted({(r["target"], r["kind"]) for r in out})
+    good = [r for r in out if r["reproduced"] == "yes"]
     return {
         "rules": {name: lesion_match_rule(rule) for name, rule in RULES.items()},
         "preregistration": "benchmarks/results/lesion_match_msseg_preregistration.md",
         "runs": out,
-        "not_reproduced": [f"{r['file']} {r['target']}" for r in out if not r["reproduced"]],
-        "pooled": {t: pooled([r for r in out if r["target"] == t and r["reproduced"]]) for t in targets},
+        "not_reproduced": {f"{r['file']} {r['target']}": r["reproduced"] for r in out if r["reproduced"] != "yes"},
+        "pooled (micro over the scans of the reproduced runs; not the MSSEG challenge's per-scan mean)": {
+            f"{t} {k}": pooled([r for r in good if (r["target"], r["kind"]) == (t, k)]) for t, k in groups
+        },
     }
 
 

@@ -50,10 +50,14 @@ def test_a_lesion_drawn_in_two_fragments_under_both_rules(lmr, tmp_path):
     assert first["msseg"]["components"] == [2]
     assert (first["msseg"]["detection_rate"], first["msseg"]["precision"], first["msseg"]["f1"]) == (1.0, 0.0, 0.0)
     assert first["dice"] == [pytest.approx(2 * 164 / (1024 + 165), abs=1e-4)]
-    assert first["reproduced"] is True
-    assert second["reproduced"] is False  # its file recorded other counts: reported, left out of the pooled numbers
-    assert report["not_reproduced"] == ["stale.json stroke"]
-    pooled = report["pooled"]["stroke"]
+    assert first["lesions_one_rule_finds"] == [{"iou_only_mm3": [], "msseg_only_mm3": [1024.0]}]
+    assert first["reproduced"] == "yes"
+    assert first["kind"] == "scratch"
+    # its file recorded other counts: reported, left out of the pooled numbers
+    assert second["reproduced"] == "no: found [0] / false positives [3] per scan, the file [1] / [0]"
+    assert report["not_reproduced"] == {"stale.json stroke": second["reproduced"]}
+    (key,) = [k for k in report if k.startswith("pooled")]
+    pooled = report[key]["stroke scratch"]
     assert pooled["iou"] == {
         "scans": 1,
         "lesions": 1,

@@ -223,7 +223,7 @@ def test_the_msseg_rule_is_an_eval_option_and_is_not_fooled_by_painting():
         pred[1:11, 1:10, z] = 1  # five fragments of 90 voxels: IoU 0.09 each
     row = score(pred, ref, (1.0, 1.0, 1.0), 1, {"lesion_iou": "msseg"}, True)
     assert (row["lesion_tp"], row["lesion_fp"], row["lesion_n_pred"], row["lesion_f1"]) == (1, 0, 5, 1.0)
-    assert row["lesion_match"].startswith("MSSEG (Commowick et al. 2018): overlap > 0.1 of the lesion")
+    assert row["lesion_match"].startswith("MSSEG (Commowick et al. 2018): predicted components cover > 0.1 of")
     assert row["lesion_detected_dice"] == pytest.approx(2 * 450 / 1450)
     strict = score(pred, ref, (1.0, 1.0, 1.0), 1, {}, True)
     assert (strict["lesion_tp"], strict["lesion_fp"]) == (0, 5)

@@ -211,12 +211,16 @@ def test_lesion_match_rules(tmp_path, capsys):
         summary = json.loads((out / "summary.json").read_text())
         found[rule] = (summary["mean"]["1"]["lesion_tp"], summary["mean"]["1"]["lesion_fp"])
         assert summary["config"]["lesion_iou"] == {"0.1": 0.1, "msseg": "msseg", "overlap": None}[rule]
+        assert summary["config"]["connectivity"] == (6 if rule == "msseg" else 26)
     assert found == {"0.1": (0, 5), "msseg": (1, 0), "overlap": (1, 0)}
     capsys.readouterr()
-    assert main([*base, "--out", str(tmp_path / "bad"), "--lesion-match", "anima"]) != 0
-    err = capsys.readouterr().err
-    assert "lesion matching rule must be a number in (0, 1]" in err
-    assert "'msseg'" in err
-    assert "'anima'" in err
-    assert "Traceback" not in err
+    for bad in ("anima", "null", "0", "1.5"):
+        assert main([*base, "--out", str(tmp_path / "bad"), "--lesion-match", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--lesion-match must be an IoU in (0, 1]" in err
+        assert "'overlap' (any voxel) or 'msseg'" in err
+        assert f"got {bad!r}" in err
+        assert "Traceback" not in err
+    assert main([*base, "--out", str(tmp_path / "bad"), "--lesion-match", "msseg", "--connectivity", "26"]) == 2
+    assert "--lesion-match msseg counts face-connected lesions (6); got --connectivity 26" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

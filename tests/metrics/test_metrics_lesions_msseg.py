@@ -71,6 +71,24 @@ def test_gamma_lets_the_largest_overlaps_decide_and_a_bad_fragment_counts_only_w
     assert _counts(good | bad, ref) == (0, 1, 0, 1, 2)
 
 
+def test_at_most_n_ref_plus_one_components_are_examined_as_in_anima():
+    """One lesion, four fragments: the two largest hold 600 / 1052 < 0.65 of the overlap, and the third largest lies
+    90 % outside; anima examines only n_ref + 1 = 2 components, so the lesion counts as detected."""
+    ref = np.zeros((20, 20, 60), bool)
+    ref[0:16, 0:20, 0:12] = True  # 3840 voxels
+    pred = np.zeros_like(ref)
+    pred[0:15, 0:10, 0:2] = True  # 300 inside
+    pred[0:15, 0:10, 3:5] = True  # 300 inside
+    pred[2:16, 11:20, 9:11] = True  # 252 inside ...
+    pred[16:20, 11:20, :] = True  # ... joined to 2160 outside
+    pred[0:10, 0:10, 6:8] = True  # 200 inside
+    assert _counts(pred, ref) == (1, 0, 4, 1, 4)  # the other way, the lesion is 73 % uncovered (> 70 %): no TP
+    second = ref.copy()
+    second[:, :, 40:50] = False
+    second[0:4, 0:4, 40:44] = True  # a second lesion far away: now 3 components are examined, the third fails
+    assert _counts(pred, second)[:2] == (0, 2)
+
+
 def test_alpha_needs_more_than_a_tenth_of_the_lesion_covered():
     ref = np.zeros((10, 10, 10), bool)
     ref[0:10, 0:10, 0:10] = True  # 1000 voxels
@@ -136,7 +154,9 @@ def test_per_case_helpers_agree_with_the_batch_function():
 # ------------------------------------------------------------------ anima's algorithm, transcribed literally
 def _anima_detected(table: np.ndarray, alpha=0.10, beta=0.70, gamma=0.65) -> int:
     """animaSegPerfCAnalyzer::getTruePositiveLesions on an overlap table (rows: reference labels, columns: test
-    labels, label 0 the background of each), with the loop running over the test labels."""
+    labels, label 0 the background of each).  Its loop stops at the number of rows (``k < pi_iNbLabelsRef``); the
+    ``k < len(order)`` guard only keeps Python from indexing past the list, where C++ would read past the vector
+    (the weights of the overlapping components add up to 1 >= gamma before that)."""
     n_ref, n_test = table.shape
     row_tp = table[:, 1:].sum(axis=1)
     col_sum = table.sum(axis=0)
@@ -147,7 +167,7 @@ def _anima_detected(table: np.ndarray, alpha=0.10, beta=0.70, gamma=0.65) -> int
             continue
         order = sorted(range(1, n_test), key=lambda j: (-table[i, j], j))
         weight, k, failed = 0.0, 0, False
-        while weight < gamma and k < len(order) and not failed:
+        while weight < gamma and k < n_ref and k < len(order) and not failed:
             j = order[k]
             failed = table[0, j] / col_sum[j] > beta
             if not failed:

@@ -37,7 +37,13 @@ def add_parser(subparsers) -> None:
         "--labels", type=int, nargs="+", metavar="L", help="labels to evaluate (default: all found; 1 if none is)"
     )
     parser.add_argument("--tolerance-mm", type=float, default=1.0, help="surface Dice tolerance in mm (default 1)")
-    parser.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="lesion connectivity")
+    parser.add_argument(
+        "--connectivity",
+        type=int,
+        default=None,
+        choices=(6, 18, 26),
+        help="lesion connectivity (default 26; the MSSEG rule is defined with 6)",
+    )
     parser.add_argument(
         "--lesion-match",
         default="0.1",
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     config = EvaluationConfig(
         labels=tuple(args.labels) if args.labels else None,
         tolerance_mm=args.tolerance_mm,
-        connectivity=args.connectivity,
+        connectivity=_connectivity(args),
         lesions=not args.no_lesions,
         lesion_iou=_lesion_rule(args.lesion_match),
     )
@@ -82,13 +88,37 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _lesion_rule(text: str) -> float | str | None:
-    """``--lesion-match`` as :class:`EvaluationConfig`'s ``lesion_iou`` (checked there)."""
-    if text.strip().lower() == "overlap":
+    """``--lesion-match`` as :class:`EvaluationConfig`'s ``lesion_iou``.
+
+    Raises:
+        ConfigError: not an IoU in (0, 1], ``overlap`` or ``msseg``.
+    """
+    from ..errors import ConfigError
+    from ..metrics.lesions import check_iou_threshold
+
+    word = text.strip().lower()
+    if word == "overlap":
         return None
     try:
-        return float(text)
-    except ValueError:
-        return text
+        return check_iou_threshold(word if word == "msseg" else float(word))
+    except (ValueError, ConfigError):
+        raise ConfigError(
+            f"--lesion-match must be an IoU in (0, 1] (one predicted component must reach it), 'overlap' (any "
+            f"voxel) or 'msseg' (the MSSEG challenges' rule), got {text!r}"
+        ) from None
+
+
+def _connectivity(args: argparse.Namespace) -> int:
+    """``--connectivity`` (26 when not given); the MSSEG rule refuses any but its own 6."""
+    from ..errors import ConfigError
+
+    if args.lesion_match.strip().lower() == "msseg":
+        if args.connectivity not in (None, 6):
+            raise ConfigError(
+                f"--lesion-match msseg counts face-connected lesions (6); got --connectivity {args.connectivity}"
+            )
+        return 6
+    return 26 if args.connectivity is None else args.connectivity
 
 
 def _print_summary(summary: dict, out_dir) -> None:

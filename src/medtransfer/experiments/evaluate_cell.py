@@ -95,8 +95,9 @@ def lesion_match_rule(iou: float | str | None, connectivity: int = 26) -> str:
 
     if iou == m.MSSEG:
         return (
-            f"MSSEG (Commowick et al. 2018): overlap > {m.MSSEG_ALPHA:g} of the lesion, the components holding "
-            f"{m.MSSEG_GAMMA:g} of it each <= {m.MSSEG_BETA:g} outside every lesion, both ways; components <= "
+            f"MSSEG (Commowick et al. 2018): predicted components cover > {m.MSSEG_ALPHA:g} of the lesion, and "
+            f"those holding {m.MSSEG_GAMMA:g} of the covered voxels, largest first, each lie <= {m.MSSEG_BETA:g} "
+            f"outside every lesion; the same test the other way for precision; components <= "
             f"{m.MSSEG_MIN_VOLUME_MM3:g} mm3 dropped, face-connected"
         )
     return f"{'overlap >= 1 voxel' if iou is None else f'IoU >= {iou:g}'}, {connectivity}-connected"

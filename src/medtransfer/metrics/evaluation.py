@@ -22,6 +22,7 @@ from ..errors import ConfigError, DataError, OutputError
 from ..utils import atomic_path, write_json_atomic
 from .lesions import (
     DEFAULT_LESION_IOU,
+    MSSEG,
     LesionStats,
     check_iou_threshold,
     lesion_case,
@@ -53,7 +54,7 @@ class EvaluationConfig:
     Attributes:
         labels: label values to evaluate; ``None`` for every non-zero label found in any case.
         tolerance_mm: surface Dice tolerance.
-        connectivity: lesion connectivity (6, 18 or 26).
+        connectivity: lesion connectivity (6, 18 or 26); 6 under the MSSEG rule, which is defined with it.
         lesions: also compute lesion-wise detection per label.
         lesion_iou: the lesion-matching rule: the IoU a single predicted component needs to detect a reference
             lesion, ``None`` for any overlap, or ``"msseg"`` for the MSSEG challenges' rule
@@ -68,6 +69,8 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lesion_iou", check_iou_threshold(self.lesion_iou, "lesion matching rule"))
+        if self.lesion_iou == MSSEG:  # the rule is defined with face connectivity; the summary records what ran
+            object.__setattr__(self, "connectivity", 6)
         if not math.isfinite(self.tolerance_mm) or self.tolerance_mm < 0:
             raise ConfigError(f"tolerance must be a finite number >= 0 mm, got {self.tolerance_mm}")
         if self.labels is not None and (not self.labels or any(label == 0 for label in self.labels)):

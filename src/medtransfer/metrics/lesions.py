@@ -7,13 +7,16 @@ components counts one TP and no FP; two reference lesions merged into one predic
 
 ``iou_threshold="msseg"`` applies the detection rule of the MSSEG challenges instead (Commowick et al. 2018,
 Sci Rep 8:13650; Inria's ``animaSegPerfAnalyzer`` with its command-line defaults): components of at most
-:data:`MSSEG_MIN_VOLUME_MM3` are dropped from both masks (face connectivity: 6 in 3D, 4 in 2D, whatever
+:data:`MSSEG_MIN_VOLUME_MM3` are dropped from both masks (the volume is voxels times the product of the spacing,
+an area in 2D; without ``spacing``, 3 voxels); components are face-connected (6 in 3D, 4 in 2D, whatever
 ``connectivity`` says); a reference lesion is detected when the predicted components overlap more than
 :data:`MSSEG_ALPHA` of it and the components overlapping it, taken largest overlap first until they hold
-:data:`MSSEG_GAMMA` of that overlap, each have at most :data:`MSSEG_BETA` of their voxels outside every reference
-lesion.  A predicted component is a true positive under the same test with the roles swapped (its false
-positives are the components that fail it).  Fragments of one lesion detect it together; a component mostly
-outside the lesions (a mask of the whole brain) detects nothing.
+:data:`MSSEG_GAMMA` of the overlapped voxels, each have at most :data:`MSSEG_BETA` of their voxels outside every
+reference lesion (as in anima, at most ``n_ref + 1`` components are examined; passing them is enough).  A
+predicted component is a true positive under the same test with the roles swapped (its false positives are the
+components that fail it).  Fragments of one lesion detect it together; a component mostly outside the lesions (a
+mask of the whole brain) detects nothing.  The Dice of a detected lesion is with every predicted component that
+overlaps it (a component mostly outside it lowers it).
 medtransfer's evaluations (grid cells, ``medtransfer evaluate``) use ``DEFAULT_LESION_IOU``: with the any-overlap
 rule a mask of the whole brain is one component that touches every lesion, so it scores recall, precision and
 F1 near 1; with IoU >= 0.1 it scores 0.
@@ -239,7 +242,7 @@ def _match_counts(matched) -> tuple[int, int, int, int, int, float]:
     """:func:`_match_lesions`' tuple from the components of :func:`_component_matches`."""
     if matched is None:
         return 0, 0, 0, 0, 0, 0.0
-    n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes, ref_hit, pred_hit = matched
+    n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes, ref_hit, pred_hit = matched[:9]
     tp = int(np.count_nonzero(ref_hit))
     dice_sum = _detected_dice_sum(ref_ids, pred_ids, inter, ref_sizes, pred_sizes)
     return tp, n_ref - tp, n_pred - int(np.count_nonzero(pred_hit)), n_ref, n_pred, dice_sum
@@ -249,10 +252,11 @@ def _component_matches(
     pred: np.ndarray, ref: np.ndarray, connectivity: int, rule: LesionRule, voxel_volume: float = 1.0
 ):
     """The connected components of one binary pair and how they match under the rule:
-    ``(n_ref, n_pred, ref_ids, pred_ids, intersections, ref_sizes, pred_sizes, ref_hit, pred_hit)``, where the
-    (reference, predicted) pairs are those that detect the reference lesion (sizes indexed by component id,
-    0 = background; ``ref_hit`` / ``pred_hit`` mark the detected reference lesions and the predicted components
-    that are true positives, index 0 unused), or ``None`` when both masks are empty."""
+    ``(n_ref, n_pred, ref_ids, pred_ids, intersections, ref_sizes, pred_sizes, ref_hit, pred_hit, ref_labels,
+    box)``, where the (reference, predicted) pairs are those that detect the reference lesion (sizes indexed by
+    component id, 0 = background; ``ref_hit`` / ``pred_hit`` mark the detected reference lesions and the predicted
+    components that are true positives, index 0 unused; ``ref_labels`` are the reference components inside
+    ``box``, the bounding box of both masks), or ``None`` when both masks are empty."""
     import cc3d
 
     box = _bounding_box(pred | ref)
@@ -279,12 +283,13 @@ def _component_matches(
         ref_hit = _msseg_hits(ref_ids, pred_ids, inter, ref_sizes, pred_sizes)
         pred_hit = _msseg_hits(pred_ids, ref_ids, inter, pred_sizes, ref_sizes)
         keep = ref_hit[ref_ids]  # a detected lesion's Dice is with every component that overlaps it
-        return n_ref, n_pred, ref_ids[keep], pred_ids[keep], inter[keep], ref_sizes, pred_sizes, ref_hit, pred_hit
+        matches = ref_ids[keep], pred_ids[keep], inter[keep]
+        return n_ref, n_pred, *matches, ref_sizes, pred_sizes, ref_hit, pred_hit, ref_labels, box
     if rule is not None and pair_keys.size:
         keep = inter / (ref_sizes[ref_ids] + pred_sizes[pred_ids] - inter) >= rule
         ref_ids, pred_ids, inter = ref_ids[keep], pred_ids[keep], inter[keep]
     ref_hit[ref_ids], pred_hit[pred_ids] = True, True
-    return n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes, ref_hit, pred_hit
+    return n_ref, n_pred, ref_ids, pred_ids, inter, ref_sizes, pred_sizes, ref_hit, pred_hit, ref_labels, box
 
 
 def _drop_components(labels: np.ndarray, n: int, most: int) -> tuple[np.ndarray, int]:
@@ -306,7 +311,9 @@ def _msseg_hits(
     ``(a_ids, b_ids, inter)`` are every overlapping pair of components and its overlap in voxels.  Component a is
     detected when B covers more than :data:`MSSEG_ALPHA` of it and the B components overlapping it, largest overlap
     first (ties: lower id first), until they hold :data:`MSSEG_GAMMA` of its covered voxels, each lie outside every
-    A component on at most :data:`MSSEG_BETA` of their voxels.
+    A component on at most :data:`MSSEG_BETA` of their voxels.  As in anima (``falsePositiveRatioTester``, whose
+    loop also stops at the number of A labels counting the background), at most ``n_A + 1`` B components are
+    examined: when they pass without reaching gamma, a is detected.
     """
     hit = np.zeros(a_sizes.size, dtype=bool)
     if a_ids.size == 0:
@@ -316,19 +323,21 @@ def _msseg_hits(
     order = np.lexsort((b_ids, -inter, a_ids))  # per component of A: largest overlap first
     a_sorted, b_sorted, inter_sorted = a_ids[order], b_ids[order], inter[order]
     starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]])
+    examined_at_most = a_sizes.size  # anima's bound: the A labels, background included
     for start, stop in zip(starts, np.r_[starts[1:], a_sorted.size], strict=True):
         a = a_sorted[start]
         covered = int(inter_sorted[start:stop].sum())
         if covered <= MSSEG_ALPHA * a_sizes[a]:
             continue
-        weight = 0.0
-        for b, overlap in zip(b_sorted[start:stop], inter_sorted[start:stop], strict=True):
+        weight, failed = 0.0, False
+        for b, overlap in zip(b_sorted[start:stop][:examined_at_most], inter_sorted[start:stop], strict=False):
             if outside_b[b] > MSSEG_BETA:
+                failed = True
                 break
             weight += overlap / covered
             if weight >= MSSEG_GAMMA:
-                hit[a] = True
                 break
+        hit[a] = not failed
     return hit
 
 
@@ -431,6 +440,34 @@ def lesion_case(
         detected_dice_sum=np.array([[dice_sum]]),
     )
     return stats, _volume_bin_counts(matched, voxel_volume, bins_mm3)
+
+
+def detected_reference(
+    pred: Any,
+    ref: Any,
+    spacing: Sequence[float] | None = None,
+    connectivity: int = 26,
+    iou_threshold: LesionRule = DEFAULT_LESION_IOU,
+) -> np.ndarray:
+    """The reference voxels of one binary case (2D or 3D) whose lesion the prediction detects under the rule of
+    :func:`compute_lesion_detection` (a boolean mask of ``ref``'s shape), so that two rules can be compared lesion
+    by lesion although they label lesions differently.
+
+    Example:
+        >>> ref = np.zeros((6, 6, 6), bool); ref[0:2, 0:2, 0:2] = True; ref[4:6, 4:6, 4:6] = True
+        >>> pred = np.zeros_like(ref); pred[0:2, 0:2, 0] = True
+        >>> int(detected_reference(pred, ref).sum())
+        8
+    """
+    pred, ref, voxel_volume, connectivity, iou_threshold = _one_case(
+        pred, ref, spacing, connectivity, iou_threshold, "detected lesions"
+    )
+    out = np.zeros(ref.shape, dtype=bool)
+    matched = _component_matches(pred, ref, connectivity, iou_threshold, voxel_volume)
+    if matched is not None:
+        ref_hit, ref_labels, box = matched[7], matched[9], matched[10]
+        out[box] = ref_hit[ref_labels] & (ref_labels > 0)
+    return out
 
 
 def _one_case(pred: Any, ref: Any, spacing: Any, connectivity: int, iou_threshold: Any, what: str):

@@ -181,7 +181,7 @@ def lesion_volume_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
         header = ("source task", "source domain", "strategy", *(_bin_title(name) for name in bins))
         note = (
             "detected/reference lesions (recall), summed over cases and seeds; a lesion's volume is its voxel count "
-            f"times the voxel volume; detected by a predicted component at {_match_rules(group)}"
+            f"times the voxel volume; lesions matched by the rule {_match_rules(group)}"
         ) + (f"; {unrecorded} per-case rows without the counts (older results) are left out" if unrecorded else "")
         caption = f"Lesion recall by volume, label budget {budget}, target {target}"
         tables.append(Table(caption, header, tuple(body), note))
@@ -212,8 +212,8 @@ def _match_rules(rows: Sequence[Mapping[str, Any]]) -> str:
 def _rule(rows: Sequence[Mapping[str, Any]]) -> str:
     rule = _match_rules(rows)
     return (
-        f"mean [95% bootstrap CI] over cases, seeds pooled; a reference lesion is detected by a predicted "
-        f"component at {rule}; a case without a lesion on either side has no "
+        f"mean [95% bootstrap CI] over cases, seeds pooled; lesions matched by the rule {rule}; a case without "
+        "a lesion on either side has no "
         "recall, precision or F1 and is left out of those means; errors are predicted - reference, volumes in mm³"
     )
 
