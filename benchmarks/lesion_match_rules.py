@@ -8,8 +8,8 @@ predicted again from its last checkpoint with the minimum component size the JSO
 rules.  The IoU counts must reproduce the JSON's (found and false positives per scan at that size): a run that does
 not is reported with ``reproduced: "no: ..."`` (why) and left out of the pooled numbers.  Printed as JSON: per
 run, and pooled per target and kind of run (scratch / fine-tuned from a source), lesion recall / precision / F1 /
-false positives per scan under each rule, and per scan the volumes of the reference lesions one rule finds and the other does not.
-Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
+false positives per scan under each rule, and per scan the volumes of the reference lesions one rule finds and the
+other does not.  Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
 """
 
 from __future__ import annotations
