@@ -18,6 +18,7 @@ from medtransfer.infer.postprocess import (
     check_min_component,
     lesion_size_cap,
     lesion_size_prior,
+    lesion_volumes_by_case,
     prediction_bound,
     remove_small_components,
     source_lesion_volumes,
@@ -253,6 +254,18 @@ def test_a_source_s_lesions_join_the_training_lesions_in_the_caps(tmp_path):
     assert chained["prior_lesion_volumes_mm3"] == post["prior_lesion_volumes_mm3"]
     assert chained["lesion_prior"]["source_lesions"] == 4
     assert chained["max_mm3_from_training_lesions"] == post["max_mm3_from_training_lesions"]
+    # a source trained on a scan that is not a training scan here (v0: this run's validation or test scan, as a
+    # chain on one dataset with another split can hold) leaves its lesions out, whatever the source called it
+    (v0,) = lesion_volumes_by_case(dataset, ["v0"])
+    leaky = tune_on_validation(
+        never, dataset, [], ["t0"], {v0.split()[0] + " other/v9": [64.0, 100.0], **source}, "pooled"
+    )
+    assert leaky["lesion_prior"]["source_scans_held_out"] == 1
+    assert leaky["lesion_prior"]["source_lesions"] == 4
+    assert leaky["prior_lesion_volumes_mm3"] == post["prior_lesion_volumes_mm3"]
+    assert leaky["max_mm3_from_training_lesions"] == post["max_mm3_from_training_lesions"]
+    assert "source_scans_held_out" not in post["lesion_prior"]  # recorded only where something was left out
+    assert lesion_size_prior({}, {"h d/a": [5.0], "k d/b": [6.0]}, "pooled", held_out={"h d/a"})[0] == {"k d/b": [6.0]}
     # the training lesions alone, as asked
     target = tune_on_validation(never, dataset, [], ["t0"], source, "target")
     assert target["max_mm3_from_training_lesions"] == 32.0

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,19 +189,34 @@ def lesion_volumes_by_case(dataset, case_ids: Sequence[str]) -> dict[str, list[f
     wherever its dataset lies, whatever it is called and however its label file is stored (``.nii`` or ``.nii.gz``,
     any dtype, a trailing axis of one); a copy on another voxel grid (reoriented, resampled) is another scan to it.
     The name is for people."""
-    from ..data.io import load_nifti
-
     volumes = {}
     for case_id in case_ids:
-        label = load_nifti(dataset.get(case_id).label)
-        mask = np.rint(label.array) > 0
-        while mask.ndim > 3 and mask.shape[-1] == 1:  # (X, Y, Z, 1) is the 3D label the pipeline reads it as
-            mask = mask[..., 0]
-        spacing = np.asarray(label.spacing[:3], dtype=np.float64)
-        digest = hashlib.sha256(repr((mask.shape, spacing.round(6).tolist())).encode() + np.packbits(mask).tobytes())
+        mask, spacing, digest = _lesion_mask(dataset.get(case_id).label)
         found = _lesion_volumes([mask], [np.prod(spacing)])
-        volumes[f"{digest.hexdigest()[:16]} {Path(dataset.root).name}/{case_id}"] = [float(f"{v:.6g}") for v in found]
+        volumes[f"{digest} {Path(dataset.root).name}/{case_id}"] = [float(f"{v:.6g}") for v in found]
     return volumes
+
+
+def _lesion_mask(path) -> tuple[np.ndarray, np.ndarray, str]:
+    """A label file's lesion mask (3D), its voxel size and its label hash (:func:`lesion_volumes_by_case`)."""
+    from ..data.io import load_nifti
+
+    label = load_nifti(path)
+    mask = np.rint(label.array) > 0
+    while mask.ndim > 3 and mask.shape[-1] == 1:  # (X, Y, Z, 1) is the 3D label the pipeline reads it as
+        mask = mask[..., 0]
+    spacing = np.asarray(label.spacing[:3], dtype=np.float64)
+    digest = hashlib.sha256(repr((mask.shape, spacing.round(6).tolist())).encode() + np.packbits(mask).tobytes())
+    return mask, spacing, digest.hexdigest()[:16]
+
+
+def held_out_scans(dataset, train_ids: Sequence[str]) -> set[str]:
+    """The label hashes (:func:`lesion_volumes_by_case`) of the dataset's labelled scans a run does not train on:
+    its validation and test scans, the labelled held-out ones (``labelsTs``) included."""
+    training = set(train_ids)
+    others = [c.label for c in dataset.cases if c.case_id not in training and c.label is not None]
+    others += [c.label for c in dataset.test_cases if c.label is not None]
+    return {_lesion_mask(path)[2] for path in others}
 
 
 _HASH_RE = re.compile(r"[0-9a-f]{16}")
@@ -272,7 +287,10 @@ def _smallest_two_sided_p(n1: int, n2: int) -> float:
 
 
 def lesion_size_prior(
-    training: Mapping[str, Sequence[float]], source: Mapping[str, Sequence[float]] | None = None, mode: str = "auto"
+    training: Mapping[str, Sequence[float]],
+    source: Mapping[str, Sequence[float]] | None = None,
+    mode: str = "auto",
+    held_out: Collection[str] = (),
 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """The lesion volumes the caps are fitted to, per case, and where they came from.
 
@@ -281,7 +299,10 @@ def lesion_size_prior(
     was trained on many more lesions, and where they are of the same kind (a public stroke set for a stroke target)
     they pin the bounds down.  Both are ``{case: volumes}`` (:func:`lesion_volumes_by_case`); a source scan that is
     also a training scan (the same label hash: a chain of fine-tunes on one dataset, an ensemble's members) is
-    counted once, as a training scan, and so is a scan the source lists twice.  ``mode``:
+    counted once, as a training scan, and so is a scan the source lists twice.  A source scan whose label hash is
+    in ``held_out`` (this run's validation or test scans, :func:`held_out_scans`: a source trained on them, as a
+    chain on one dataset with another split can be) is left out, so that no held-out lesion size feeds the caps.
+    ``mode``:
 
     * ``target``: the training lesions alone;
     * ``pooled``: the training lesions and the source's together, untested;
@@ -293,8 +314,9 @@ def lesion_size_prior(
 
     Returns:
         ``(volumes, record)``; ``record``: ``{"mode", "training_lesions", "source_lesions" (offered, not counting
-        shared scans), "source_scans_shared", "source_pooled", "agreement_p"}`` (``agreement_p`` ``None`` where no
-        test ran) and, where ``auto`` did not pool, ``"why"``.
+        shared or held-out scans), "source_scans_shared", "source_pooled", "agreement_p"}`` (``agreement_p``
+        ``None`` where no test ran), ``"source_scans_held_out"`` where some were left out, and, where ``auto`` did
+        not pool, ``"why"``.
 
     Example:
         >>> v, r = lesion_size_prior({"h1 d/a": [300.0, 900.0]}, {"h2 d/b": [200.0, 500.0], "h3 d/c": [4000.0]})
@@ -305,12 +327,15 @@ def lesion_size_prior(
     """
     training = {case: list(volumes) for case, volumes in training.items()}
     seen = {_scan_identity(case) for case in training}
-    offered, shared = {}, 0
+    offered, shared, withheld = {}, 0, 0
     for case, volumes in (source or {}).items():
         if _scan_identity(case) in seen:  # a scan the training set (or an earlier source entry) already holds
             shared += 1
             continue
         seen.add(_scan_identity(case))
+        if _scan_identity(case) in held_out:
+            withheld += 1
+            continue
         offered[case] = list(volumes)
     ours, theirs = flat_volumes(training), flat_volumes(offered)
     record: dict[str, Any] = {
@@ -321,6 +346,8 @@ def lesion_size_prior(
         "source_pooled": False,
         "agreement_p": None,
     }
+    if withheld:
+        record["source_scans_held_out"] = withheld
     if mode == "target" or not theirs.size:
         return training, record
     if mode == "auto":
@@ -357,6 +384,12 @@ def log_lesion_prior(record: dict[str, Any], source_given: bool = False, hint: s
     that would pool anyway (``""``: none to name)."""
     training, offered = record["training_lesions"], record["source_lesions"]
     shared = record.get("source_scans_shared", 0)
+    if record.get("source_scans_held_out"):
+        logger.info(
+            "minimum-component caps: %d of the source's scans are validation or test scans here; their lesions "
+            "are left out",
+            record["source_scans_held_out"],
+        )
     if record["source_pooled"]:
         logger.info("minimum-component caps: %d training lesion(s) and %d of the source's", training, offered)
     elif record.get("why"):  # auto declined the source's lesions
@@ -487,7 +520,8 @@ def tune_on_validation(
     0 with fewer than two lesions.
 
     ``source_volumes_mm3``: the ``{case: volumes}`` the source checkpoint's caps came from
-    (:func:`source_lesion_volumes`), pooled with the training lesions as ``prior`` says (:func:`lesion_size_prior`).
+    (:func:`source_lesion_volumes`), pooled with the training lesions as ``prior`` says (:func:`lesion_size_prior`),
+    without those of the dataset's scans that are not ``train_ids`` (:func:`held_out_scans`).
 
     Returns:
         ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions",
@@ -498,7 +532,8 @@ def tune_on_validation(
     """
     from ..data.io import load_nifti
 
-    by_case, record = lesion_size_prior(lesion_volumes_by_case(dataset, train_ids), source_volumes_mm3, prior)
+    held_out = held_out_scans(dataset, train_ids) if source_volumes_mm3 else set()
+    by_case, record = lesion_size_prior(lesion_volumes_by_case(dataset, train_ids), source_volumes_mm3, prior, held_out)
     # rounded once, so that the stored caps reproduce the choice made with them
     cap, evidence_cap = (None if c is None else round(c, 3) for c in volume_caps(flat_volumes(by_case)))
     caps = {
