@@ -28,6 +28,11 @@ def test_ensemble_benchmark_scores_the_test_scans_by_hand(le, tmp_path):
     assert result["f1"] == pytest.approx(2 / 3)
     assert result["fp_per_case"] == 1.0
     assert result["pass"] is True  # Dice 0.76 >= 0.45 and F1 0.67 >= 0.55
+    # the MSSEG rule, reported beside: box 2 covered whole and wholly inside the lesion (found), box 1 outside (false)
+    msseg = result["msseg_rule (reported beside, decides nothing)"]
+    assert (msseg["found"], msseg["false_positives"], msseg["components"]) == ([1], [1], [2])
+    assert msseg["f1"] == pytest.approx(2 / 3)
+    assert msseg["lesion_match"].startswith("MSSEG")
     assert report["build"]["seed"] == 5
     assert [m["run"] for m in result["members"]] == [str(r) for r in runs]
     json.dumps(report)  # the report is JSON as it is
