@@ -53,7 +53,10 @@ def test_evaluate_writes_csv_and_summary(folders, tmp_path, capsys):
     assert summary["n_cases"] == 2
     assert summary["mean"]["1"]["dice"] == pytest.approx((1.0 + float(row["dice"])) / 2)
     assert summary["mean"]["1"]["lesion_tp"] == 2
-    assert "surface_dice" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "surface_dice" in printed
+    assert "lesion_f1" in printed
+    assert "a lesion is matched by IoU >= 0.1, 26-connected" in printed
 
 
 def test_labels_option_and_absent_label_is_nan(folders, tmp_path):
@@ -213,7 +216,9 @@ def test_lesion_match_rules(tmp_path, capsys):
         assert summary["config"]["lesion_iou"] == {"0.1": 0.1, "msseg": "msseg", "overlap": None}[rule]
         assert summary["config"]["connectivity"] == (6 if rule == "msseg" else 26)
     assert found == {"0.1": (0, 5), "msseg": (1, 0), "overlap": (1, 0)}
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "a lesion is matched by MSSEG (Commowick et al. 2018)" in printed
+    assert "a lesion is matched by overlap >= 1 voxel, 26-connected" in printed
     for bad in ("anima", "null", "0", "1.5"):
         assert main([*base, "--out", str(tmp_path / "bad"), "--lesion-match", bad]) == 2
         err = capsys.readouterr().err

@@ -122,10 +122,16 @@ def _connectivity(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict, out_dir) -> None:
-    keys = ("dice", "iou", "surface_dice", "hd95", "assd", "lesion_detection_rate", "lesion_precision")
+    from ..experiments.evaluate_cell import lesion_match_rule
+
+    keys = ("dice", "iou", "surface_dice", "hd95", "assd", "lesion_detection_rate", "lesion_precision", "lesion_f1")
     present = [k for k in keys if k in next(iter(summary["mean"].values()))]
-    print(f"{summary['n_cases']} case(s); means over cases (tolerance {summary['config']['tolerance_mm']} mm)")
+    config = summary["config"]
+    print(f"{summary['n_cases']} case(s); means over cases (tolerance {config['tolerance_mm']} mm)")
     print("label  " + "  ".join(f"{k:>12}" for k in present))
     for label, means in summary["mean"].items():
         print(f"{label:>5}  " + "  ".join(f"{means[k]:>12.4f}" for k in present))
+    if config.get("lesions"):
+        rule = lesion_match_rule(config["lesion_iou"], config["connectivity"])
+        print(f"lesions: micro-averaged over the cases; a lesion is matched by {rule}")
     print(f"wrote {out_dir}/metrics_per_case.csv and {out_dir}/summary.json")
