@@ -254,17 +254,20 @@ def test_a_source_s_lesions_join_the_training_lesions_in_the_caps(tmp_path):
     assert chained["prior_lesion_volumes_mm3"] == post["prior_lesion_volumes_mm3"]
     assert chained["lesion_prior"]["source_lesions"] == 4
     assert chained["max_mm3_from_training_lesions"] == post["max_mm3_from_training_lesions"]
-    # a source trained on a scan that is not a training scan here (v0: this run's validation or test scan, as a
-    # chain on one dataset with another split can hold) leaves its lesions out, whatever the source called it
+    # a source trained on one of this run's test (or validation) scans, v0 (a chain on one dataset with another split),
+    # leaves its lesions out, whatever the source called it; a scan the run merely does not use (another domain's,
+    # outside the label budget) still counts
     (v0,) = lesion_volumes_by_case(dataset, ["v0"])
-    leaky = tune_on_validation(
-        never, dataset, [], ["t0"], {v0.split()[0] + " other/v9": [64.0, 100.0], **source}, "pooled"
-    )
+    v0_source = {v0.split()[0] + " other/v9": [64.0, 100.0], **source}
+    leaky = tune_on_validation(never, dataset, [], ["t0"], v0_source, "pooled", test_ids=["v0"])
     assert leaky["lesion_prior"]["source_scans_held_out"] == 1
     assert leaky["lesion_prior"]["source_lesions"] == 4
     assert leaky["prior_lesion_volumes_mm3"] == post["prior_lesion_volumes_mm3"]
     assert leaky["max_mm3_from_training_lesions"] == post["max_mm3_from_training_lesions"]
     assert "source_scans_held_out" not in post["lesion_prior"]  # recorded only where something was left out
+    unused = tune_on_validation(never, dataset, [], ["t0"], v0_source, "pooled")
+    assert unused["lesion_prior"]["source_lesions"] == 6
+    assert "source_scans_held_out" not in unused["lesion_prior"]
     assert lesion_size_prior({}, {"h d/a": [5.0], "k d/b": [6.0]}, "pooled", held_out={"h d/a"})[0] == {"k d/b": [6.0]}
     # the training lesions alone, as asked
     target = tune_on_validation(never, dataset, [], ["t0"], source, "target")

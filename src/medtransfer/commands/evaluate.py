@@ -112,7 +112,7 @@ def _connectivity(args: argparse.Namespace) -> int:
     """``--connectivity`` (26 when not given); the MSSEG rule refuses any but its own 6."""
     from ..errors import ConfigError
 
-    if args.lesion_match.strip().lower() == "msseg":
+    if args.lesion_match.strip().lower() == "msseg" and not args.no_lesions:
         if args.connectivity not in (None, 6):
             raise ConfigError(
                 f"--lesion-match msseg counts face-connected lesions (6); got --connectivity {args.connectivity}"

@@ -169,6 +169,7 @@ def run_finetune(config: FinetuneConfig | dict[str, Any], *, resume: bool = Fals
             dataset,
             selection.val_ids,
             train_ids,
+            test_ids=selection.test_ids,
             device=str(fitted.trainer.plan.device),
             source_volumes_mm3=source_lesion_volumes(source),
             prior=config.min_component_prior,
@@ -194,6 +195,7 @@ def tune_postprocess(
     val_ids,
     train_ids=(),
     *,
+    test_ids=(),
     device: str = "cpu",
     source_volumes_mm3: dict[str, list[float]] | None = None,
     prior: str = "auto",
@@ -216,6 +218,7 @@ def tune_postprocess(
     training lesions as ``prior`` says (:func:`~medtransfer.infer.postprocess.lesion_size_prior`); without
     validation cases or whole training scans only ``prior: pooled`` takes the size from them alone.
     ``source_given``: the run was fine-tuned from a checkpoint (the log then says when it recorded no lesions).
+    ``test_ids``: the run's test scans; like the validation scans, the source's lesions on them are left out.
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..infer import load_predictor
@@ -230,7 +233,7 @@ def tune_postprocess(
             predictor = load_predictor(path, device=device, precision="fp32")
             predictor.postprocess = {}
             predict = predictor.predict
-        tuned = tune_on_validation(predict, dataset, val_ids, train_ids, source_volumes_mm3, prior)
+        tuned = tune_on_validation(predict, dataset, val_ids, train_ids, source_volumes_mm3, prior, test_ids)
         ckpt = load_checkpoint(path)
         ckpt["meta"]["postprocess"] = tuned
         save_checkpoint(path, ckpt)

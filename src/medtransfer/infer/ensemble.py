@@ -250,8 +250,9 @@ def create_ensemble(
         # the lesion prior the members were tuned with, where they agree (else auto)
         modes = {(m.postprocess.get("lesion_prior") or {}).get("mode") for m in members}
         mode = modes.pop() if len(modes) == 1 and None not in modes else "auto"
+        tests = list(dict.fromkeys(c for p in paths for c in _run_summary(p).get("test_cases") or []))
         postprocess = tune_on_validation(
-            ensemble.predict if val else None, dataset, val, train, _source_volumes(members), mode
+            ensemble.predict if val else None, dataset, val, train, _source_volumes(members), mode, tests
         )
         log_lesion_prior(postprocess["lesion_prior"], hint="")
     elif size is not None:

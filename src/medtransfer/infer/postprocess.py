@@ -210,13 +210,12 @@ def _lesion_mask(path) -> tuple[np.ndarray, np.ndarray, str]:
     return mask, spacing, digest.hexdigest()[:16]
 
 
-def held_out_scans(dataset, train_ids: Sequence[str]) -> set[str]:
-    """The label hashes (:func:`lesion_volumes_by_case`) of the dataset's labelled scans a run does not train on:
-    its validation and test scans, the labelled held-out ones (``labelsTs``) included."""
-    training = set(train_ids)
-    others = [c.label for c in dataset.cases if c.case_id not in training and c.label is not None]
-    others += [c.label for c in dataset.test_cases if c.label is not None]
-    return {_lesion_mask(path)[2] for path in others}
+def held_out_scans(dataset, case_ids: Sequence[str]) -> set[str]:
+    """The label hashes (:func:`lesion_volumes_by_case`) of a run's held-out scans: ``case_ids`` (its validation and
+    test scans) and the dataset's labelled held-out scans (``labelsTs``); cases without a label are skipped."""
+    labels = [dataset.get(c).label for c in dict.fromkeys(case_ids)]
+    labels += [c.label for c in dataset.test_cases]
+    return {_lesion_mask(path)[2] for path in dict.fromkeys(p for p in labels if p is not None)}
 
 
 _HASH_RE = re.compile(r"[0-9a-f]{16}")
@@ -301,7 +300,8 @@ def lesion_size_prior(
     also a training scan (the same label hash: a chain of fine-tunes on one dataset, an ensemble's members) is
     counted once, as a training scan, and so is a scan the source lists twice.  A source scan whose label hash is
     in ``held_out`` (this run's validation or test scans, :func:`held_out_scans`: a source trained on them, as a
-    chain on one dataset with another split can be) is left out, so that no held-out lesion size feeds the caps.
+    chain on one dataset with another split can be) is left out, so that no held-out lesion size feeds the caps;
+    scans the run merely does not use (another domain's, outside the label budget) still count.
     ``mode``:
 
     * ``target``: the training lesions alone;
@@ -504,6 +504,7 @@ def tune_on_validation(
     train_ids: Sequence[str] = (),
     source_volumes_mm3: Mapping[str, Sequence[float]] | None = None,
     prior: str = "auto",
+    test_ids: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The post-processing a model should store, tuned on validation cases: ``meta["postprocess"]``.
 
@@ -521,7 +522,8 @@ def tune_on_validation(
 
     ``source_volumes_mm3``: the ``{case: volumes}`` the source checkpoint's caps came from
     (:func:`source_lesion_volumes`), pooled with the training lesions as ``prior`` says (:func:`lesion_size_prior`),
-    without those of the dataset's scans that are not ``train_ids`` (:func:`held_out_scans`).
+    without those of this run's held-out scans: ``val_ids``, ``test_ids`` and the dataset's labelled held-out scans
+    (:func:`held_out_scans`).
 
     Returns:
         ``{"min_component_mm3", "tuned_on", "val_lesion_f1", "max_mm3_from_training_lesions",
@@ -532,7 +534,9 @@ def tune_on_validation(
     """
     from ..data.io import load_nifti
 
-    held_out = held_out_scans(dataset, train_ids) if source_volumes_mm3 else set()
+    held_out = set()
+    if source_volumes_mm3 and prior != "target":  # no held-out lesion size may feed the caps
+        held_out = held_out_scans(dataset, [*val_ids, *test_ids])
     by_case, record = lesion_size_prior(lesion_volumes_by_case(dataset, train_ids), source_volumes_mm3, prior, held_out)
     # rounded once, so that the stored caps reproduce the choice made with them
     cap, evidence_cap = (None if c is None else round(c, 3) for c in volume_caps(flat_volumes(by_case)))
