@@ -8,8 +8,9 @@ predicted again from its last checkpoint with the minimum component size the JSO
 rules.  The IoU counts must reproduce the JSON's (found and false positives per scan at that size): a run that does
 not is reported with ``reproduced: "no: ..."`` (why) and left out of the pooled numbers.  Printed as JSON: per
 run, and pooled per target and kind of run (scratch / fine-tuned from a source), lesion recall / precision / F1 /
-false positives per scan under each rule, and per scan the volumes of the reference lesions one rule finds and the
-other does not.  Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
+false positives per scan under each rule, per scan the volumes of the reference lesions one rule finds and the
+other does not, and every reference lesion with the share of it predicted and the predicted components that
+overlap it.  Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
 """
 
 from __future__ import annotations
@@ -91,30 +92,47 @@ def reproduction(entry: dict, iou: dict) -> str:
     return "yes"
 
 
-def lesion_differences(preds: list[np.ndarray], refs: list[np.ndarray], spacing) -> list[dict]:
-    """Per scan, the reference lesions (26-connected, as IoU >= 0.1 counts them) that one rule finds and the other
-    does not; under MSSEG a lesion counts as found when any of its voxels lies in a lesion the rule detects (it
-    labels face-connected lesions over 3 mm3)."""
+def reference_lesions(pred: np.ndarray, ref: np.ndarray, spacing) -> list[dict]:
+    """Every reference lesion of one scan (26-connected, as IoU >= 0.1 counts them): its volume, the share of it
+    predicted, whether each rule finds it (under MSSEG: any of its voxels lies in a lesion the rule detects; MSSEG
+    labels face-connected lesions over 3 mm3) and the predicted components (26-connected) that overlap it, each with
+    its voxels, its voxels inside the lesion and its IoU with the lesion."""
     import cc3d
 
+    by_iou = detected_reference(pred, ref, spacing, iou_threshold=DEFAULT_LESION_IOU)
+    by_msseg = detected_reference(pred, ref, spacing, iou_threshold=MSSEG)
+    labels, n = cc3d.connected_components(ref, connectivity=26, return_N=True)
+    pieces, n_pred = cc3d.connected_components(pred, connectivity=26, return_N=True)
+    piece_sizes = np.bincount(pieces.ravel(), minlength=n_pred + 1)
+    voxel = float(np.prod(spacing))
     out = []
-    for pred, ref in zip(preds, refs, strict=True):
-        by_iou = detected_reference(pred, ref, spacing, iou_threshold=DEFAULT_LESION_IOU)
-        by_msseg = detected_reference(pred, ref, spacing, iou_threshold=MSSEG)
-        labels, n = cc3d.connected_components(ref, connectivity=26, return_N=True)
-        iou_hit = np.zeros(n + 1, bool)
-        msseg_hit = np.zeros(n + 1, bool)
-        iou_hit[np.unique(labels[by_iou])] = True
-        msseg_hit[np.unique(labels[by_msseg])] = True
-        sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing))
-        ids = np.arange(1, n + 1)
+    for i, box in enumerate(cc3d.statistics(labels)["bounding_boxes"][1:], 1):
+        lesion = labels[box] == i
+        size = int(lesion.sum())
+        ids, inside = np.unique(pieces[box][lesion], return_counts=True)
+        overlapping = [
+            {"voxels": int(piece_sizes[j]), "inside": int(k), "iou": round(float(k / (piece_sizes[j] + size - k)), 4)}
+            for j, k in zip(ids, inside, strict=True)
+            if j
+        ]
         out.append(
             {
-                "iou_only_mm3": [round(float(sizes[i]), 1) for i in ids if iou_hit[i] and not msseg_hit[i]],
-                "msseg_only_mm3": [round(float(sizes[i]), 1) for i in ids if msseg_hit[i] and not iou_hit[i]],
+                "volume_mm3": round(size * voxel, 1),
+                "covered": round(float(np.count_nonzero(pred[box][lesion]) / size), 4),
+                "found_iou": bool(by_iou[box][lesion].any()),
+                "found_msseg": bool(by_msseg[box][lesion].any()),
+                "components": sorted(overlapping, key=lambda c: -c["inside"]),
             }
         )
     return out
+
+
+def lesion_differences(lesions: list[dict]) -> dict:
+    """The volumes of one scan's reference lesions (:func:`reference_lesions`) one rule finds and the other not."""
+    return {
+        "iou_only_mm3": [x["volume_mm3"] for x in lesions if x["found_iou"] and not x["found_msseg"]],
+        "msseg_only_mm3": [x["volume_mm3"] for x in lesions if x["found_msseg"] and not x["found_iou"]],
+    }
 
 
 def kind(init: str) -> str:
@@ -160,6 +178,7 @@ def run(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         preds, refs, spacing, dice = predict_run(r)
         scores = {name: rule_scores(preds, refs, spacing, rule) for name, rule in RULES.items()}
+        lesions = [reference_lesions(p, t, spacing) for p, t in zip(preds, refs, strict=True)]
         row = {
             "file": r["file"],
             "target": r["target"],
@@ -170,7 +189,8 @@ def run(args: argparse.Namespace) -> dict:
             "test_cases": entry["test_cases"],
             "dice": dice,
             **scores,
-            "lesions_one_rule_finds": lesion_differences(preds, refs, spacing),
+            "lesions_one_rule_finds": [lesion_differences(x) for x in lesions],
+            "reference_lesions": lesions,
             "reproduced": reproduction(entry, scores["iou"]),
             "seconds": round(time.perf_counter() - start, 1),
         }

@@ -51,6 +51,14 @@ def test_a_lesion_drawn_in_two_fragments_under_both_rules(lmr, tmp_path):
     assert (first["msseg"]["detection_rate"], first["msseg"]["precision"], first["msseg"]["f1"]) == (1.0, 0.0, 0.0)
     assert first["dice"] == [pytest.approx(2 * 164 / (1024 + 165), abs=1e-4)]
     assert first["lesions_one_rule_finds"] == [{"iou_only_mm3": [], "msseg_only_mm3": [1024.0]}]
+    (lesion,) = first["reference_lesions"][0]
+    assert lesion["volume_mm3"] == 1024.0
+    assert lesion["covered"] == pytest.approx(164 / 1024, abs=1e-4)
+    assert (lesion["found_iou"], lesion["found_msseg"]) == (False, True)
+    assert lesion["components"] == [
+        {"voxels": 100, "inside": 100, "iou": pytest.approx(100 / 1024, abs=1e-4)},
+        {"voxels": 64, "inside": 64, "iou": pytest.approx(64 / 1024, abs=1e-4)},
+    ]
     assert first["reproduced"] == "yes"
     assert first["kind"] == "scratch"
     # its file recorded other counts: reported, left out of the pooled numbers
