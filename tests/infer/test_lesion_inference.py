@@ -430,3 +430,29 @@ def test_a_scan_s_lesion_key_is_its_label_whatever_the_file(tmp_path):
     expected = hashlib.sha256(repr(((6, 5, 4), spacing)).encode() + np.packbits(mask > 0).tobytes()).hexdigest()[:16]
     assert keys["gz"] == expected
     assert sorted(by_case[f"{expected} Dataset009_X/gz"]) == pytest.approx([1.62, 12.96])
+
+
+def test_label_hashes_and_volumes_are_read_once_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    """A run tunes its best and last checkpoints one after the other: each label file is read once, and read
+    again when it changes (its size or modification time)."""
+    import os
+
+    from medtransfer.data.io import save_nifti
+    from medtransfer.infer import postprocess
+
+    dataset = load_dataset(threshold_dataset(tmp_path / "data"))
+    reads = []
+    real = postprocess._lesion_mask
+    monkeypatch.setattr(postprocess, "_lesion_mask", lambda path: reads.append(path) or real(path))
+    first = lesion_volumes_by_case(dataset, ["t0"])
+    assert lesion_volumes_by_case(dataset, ["t0"]) == first
+    assert postprocess.held_out_scans(dataset, ["t0"]) == {next(iter(first)).split()[0]}
+    assert len(reads) == 1
+    label = dataset.get("t0").label
+    bigger = np.zeros((16, 16, 8), np.uint8)
+    bigger[0:8, 0:8, 0:4] = 1  # one lesion of 256 mm³ now
+    save_nifti(label, bigger, np.eye(4))
+    os.utime(label, ns=(1, 1))  # another modification time, whatever the clock's resolution
+    (volumes,) = lesion_volumes_by_case(dataset, ["t0"]).values()
+    assert volumes == [256.0]
+    assert len(reads) == 2

@@ -12,6 +12,7 @@ cell evaluation), on the input's grid, so a size in mm³ means the same whatever
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -191,10 +192,26 @@ def lesion_volumes_by_case(dataset, case_ids: Sequence[str]) -> dict[str, list[f
     The name is for people."""
     volumes = {}
     for case_id in case_ids:
-        mask, spacing, digest = _lesion_mask(dataset.get(case_id).label)
-        found = _lesion_volumes([mask], [np.prod(spacing)])
-        volumes[f"{digest} {Path(dataset.root).name}/{case_id}"] = [float(f"{v:.6g}") for v in found]
+        digest, found = _label_summary(dataset.get(case_id).label)
+        volumes[f"{digest} {Path(dataset.root).name}/{case_id}"] = list(found)
     return volumes
+
+
+def _label_summary(path) -> tuple[str, tuple[float, ...]]:
+    """A label file's hash and lesion volumes (6 significant digits), read once per process while the file stays
+    the same (inode, size, modification and change times; a run's best and last checkpoints are tuned one after the
+    other)."""
+    stat = Path(path).stat()
+    return _cached_label_summary(
+        str(Path(path).resolve()), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_label_summary(path: str, version: tuple[int, ...]) -> tuple[str, tuple[float, ...]]:
+    mask, spacing, digest = _lesion_mask(path)
+    found = _lesion_volumes([mask], [np.prod(spacing)])
+    return digest, tuple(float(f"{v:.6g}") for v in found)
 
 
 def _lesion_mask(path) -> tuple[np.ndarray, np.ndarray, str]:
@@ -215,7 +232,7 @@ def held_out_scans(dataset, case_ids: Sequence[str]) -> set[str]:
     test scans) and the dataset's labelled held-out scans (``labelsTs``); cases without a label are skipped."""
     labels = [dataset.get(c).label for c in dict.fromkeys(case_ids)]
     labels += [c.label for c in dataset.test_cases]
-    return {_lesion_mask(path)[2] for path in dict.fromkeys(p for p in labels if p is not None)}
+    return {_label_summary(path)[0] for path in dict.fromkeys(p for p in labels if p is not None)}
 
 
 _HASH_RE = re.compile(r"[0-9a-f]{16}")
