@@ -9,8 +9,9 @@ rules.  The IoU counts must reproduce the JSON's (found and false positives per 
 not is reported with ``reproduced: "no: ..."`` (why) and left out of the pooled numbers.  Printed as JSON: per
 run, and pooled per target and kind of run (scratch / fine-tuned from a source), lesion recall / precision / F1 /
 false positives per scan under each rule, per scan the volumes of the reference lesions one rule finds and the
-other does not, and every reference lesion with the share of it predicted and the predicted components that
-overlap it.  Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
+other does not, and every reference lesion with the share of it predicted, the highest lesion probability inside
+it and the predicted components that overlap it.
+Pre-registration: benchmarks/results/lesion_match_msseg_preregistration.md.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from medtransfer.errors import DataError  # noqa: E402
 from medtransfer.experiments.evaluate_cell import lesion_match_rule  # noqa: E402
 from medtransfer.infer import load_predictor  # noqa: E402
 from medtransfer.infer.postprocess import MIN_COMPONENT_KEY, apply_postprocess  # noqa: E402
+from medtransfer.infer.predictor import label_array  # noqa: E402
 from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, MSSEG, detected_reference  # noqa: E402
 
 RULES = {"iou": DEFAULT_LESION_IOU, "msseg": MSSEG}
@@ -57,25 +59,29 @@ def runs_of(path: Path) -> list[dict]:
         raise DataError(f"{path}: not a benchmarks/lesions.py results file ({err})") from err
 
 
-def predict_run(run: dict) -> tuple[list[np.ndarray], list[np.ndarray], tuple[float, ...], list[float]]:
-    """Binary predictions (the recorded minimum component size applied) and references of the run's test scans."""
+def predict_run(run: dict) -> tuple[list[np.ndarray], list[np.ndarray], tuple[float, ...], list[float], list]:
+    """Binary predictions (the recorded minimum component size applied), references, spacing, per-scan Dice and
+    lesion probability maps (before post-processing) of the run's test scans."""
     entry = run["entry"]
     predictor = load_predictor(Path(entry["run_dir"]), checkpoint="last", device="cpu", precision="fp32")
     predictor.postprocess = {}
     dataset = load_dataset(run["data"])
-    preds, refs, dice, spacing = [], [], [], None
+    preds, refs, dice, probs, spacing = [], [], [], [], None
     for case_id in entry["test_cases"]:
         case = dataset.get(case_id)
-        raw = predictor.predict(load_nifti(case.images[0], dtype="float32"), source=case_id)
+        image = load_nifti(case.images[0], dtype="float32")
+        proba = predictor.predict_proba(image, source=case_id)  # what predict takes the argmax of
+        raw = label_array(predictor.classes_from_proba(proba, image.spacing[:3]), predictor.label_values)
         ref = load_nifti(case.label)
         spacing = tuple(float(s) for s in ref.spacing[:3])
         pred = apply_postprocess(raw, spacing, {MIN_COMPONENT_KEY: entry["min_component_mm3"] or 0.0}) > 0
         truth = np.rint(ref.array).astype(np.int64) > 0
         preds.append(pred)
         refs.append(truth)
+        probs.append(1.0 - proba[0])
         total = pred.sum() + truth.sum()
         dice.append(round(float(2 * (pred & truth).sum() / total), 4) if total else None)
-    return preds, refs, spacing, dice
+    return preds, refs, spacing, dice, probs
 
 
 def reproduction(entry: dict, iou: dict) -> str:
@@ -92,9 +98,10 @@ def reproduction(entry: dict, iou: dict) -> str:
     return "yes"
 
 
-def reference_lesions(pred: np.ndarray, ref: np.ndarray, spacing) -> list[dict]:
+def reference_lesions(pred: np.ndarray, ref: np.ndarray, spacing, prob: np.ndarray | None = None) -> list[dict]:
     """Every reference lesion of one scan (26-connected, as IoU >= 0.1 counts them): its volume, the share of it
-    predicted, whether each rule finds it (under MSSEG: any of its voxels lies in a lesion the rule detects; MSSEG
+    predicted, the highest lesion probability inside it (``prob``: before post-processing; a lesion missed at
+    probability 0.3 could be won by a lower threshold, one at 0.001 not), whether each rule finds it (under MSSEG: any of its voxels lies in a lesion the rule detects; MSSEG
     labels face-connected lesions over 3 mm3) and the predicted components (26-connected) that overlap it, each with
     its voxels, its voxels inside the lesion and its IoU with the lesion."""
     import cc3d
@@ -119,6 +126,7 @@ def reference_lesions(pred: np.ndarray, ref: np.ndarray, spacing) -> list[dict]:
             {
                 "volume_mm3": round(size * voxel, 1),
                 "covered": round(float(np.count_nonzero(pred[box][lesion]) / size), 4),
+                "max_probability": None if prob is None else round(float(prob[box][lesion].max()), 4),
                 "found_iou": bool(by_iou[box][lesion].any()),
                 "found_msseg": bool(by_msseg[box][lesion].any()),
                 "components": sorted(overlapping, key=lambda c: -c["inside"]),
@@ -176,9 +184,9 @@ def run(args: argparse.Namespace) -> dict:
         if not (Path(entry["run_dir"]) / "checkpoints").is_dir():
             raise DataError(f"{r['file']}: run folder {entry['run_dir']} has no checkpoints (re-scoring needs them)")
         start = time.perf_counter()
-        preds, refs, spacing, dice = predict_run(r)
+        preds, refs, spacing, dice, probs = predict_run(r)
         scores = {name: rule_scores(preds, refs, spacing, rule) for name, rule in RULES.items()}
-        lesions = [reference_lesions(p, t, spacing) for p, t in zip(preds, refs, strict=True)]
+        lesions = [reference_lesions(p, t, spacing, q) for p, t, q in zip(preds, refs, probs, strict=True)]
         row = {
             "file": r["file"],
             "target": r["target"],

@@ -55,6 +55,7 @@ def test_a_lesion_drawn_in_two_fragments_under_both_rules(lmr, tmp_path):
     assert lesion["volume_mm3"] == 1024.0
     assert lesion["covered"] == pytest.approx(164 / 1024, abs=1e-4)
     assert (lesion["found_iou"], lesion["found_msseg"]) == (False, True)
+    assert lesion["max_probability"] == pytest.approx(1.0, abs=1e-4)  # box 2 at 1.0: sigmoid(40 * 0.75)
     assert lesion["components"] == [
         {"voxels": 100, "inside": 100, "iou": pytest.approx(100 / 1024, abs=1e-4)},
         {"voxels": 64, "inside": 64, "iou": pytest.approx(64 / 1024, abs=1e-4)},
