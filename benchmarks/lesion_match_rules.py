@@ -101,9 +101,10 @@ def reproduction(entry: dict, iou: dict) -> str:
 def reference_lesions(pred: np.ndarray, ref: np.ndarray, spacing, prob: np.ndarray | None = None) -> list[dict]:
     """Every reference lesion of one scan (26-connected, as IoU >= 0.1 counts them): its volume, the share of it
     predicted, the highest lesion probability inside it (``prob``: before post-processing; a lesion missed at
-    probability 0.3 could be won by a lower threshold, one at 0.001 not), whether each rule finds it (under MSSEG: any of its voxels lies in a lesion the rule detects; MSSEG
-    labels face-connected lesions over 3 mm3) and the predicted components (26-connected) that overlap it, each with
-    its voxels, its voxels inside the lesion and its IoU with the lesion."""
+    probability 0.3 could be won by a lower threshold, one at 0.001 not), whether each rule finds it (under MSSEG:
+    any of its voxels lies in a lesion the rule detects; MSSEG labels face-connected lesions over 3 mm3) and the
+    predicted components (26-connected) that overlap it, each with its voxels, its voxels inside the lesion and its
+    IoU with the lesion."""
     import cc3d
 
     by_iou = detected_reference(pred, ref, spacing, iou_threshold=DEFAULT_LESION_IOU)
