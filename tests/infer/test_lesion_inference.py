@@ -456,3 +456,28 @@ def test_label_hashes_and_volumes_are_read_once_while_the_file_is_unchanged(tmp_
     (volumes,) = lesion_volumes_by_case(dataset, ["t0"]).values()
     assert volumes == [256.0]
     assert len(reads) == 2
+
+
+def test_the_dataset_s_labelled_held_out_scans_never_feed_the_caps(tmp_path):
+    """A scan of labelsTs (the dataset's own test set) is held out of the caps even when the run's split does not
+    name it."""
+    import shutil
+
+    from medtransfer.infer.postprocess import held_out_scans
+
+    root = threshold_dataset(tmp_path / "data")
+    (root / "imagesTs").mkdir()
+    (root / "labelsTs").mkdir()
+    shutil.copy(root / "imagesTr" / "v0_0000.nii.gz", root / "imagesTs" / "x9_0000.nii.gz")
+    shutil.copy(root / "labelsTr" / "v0.nii.gz", root / "labelsTs" / "x9.nii.gz")
+    dataset = load_dataset(root)
+    (v0,) = lesion_volumes_by_case(dataset, ["v0"])
+    assert held_out_scans(dataset, []) == {v0.split()[0]}  # x9 is v0's label: one hash
+
+    def never(_):
+        raise AssertionError("nothing is predicted without validation cases")
+
+    source = {v0.split()[0] + " elsewhere/x9": [64.0, 100.0], "s/a": [16.0, 64.0]}
+    post = tune_on_validation(never, dataset, [], ["t0"], source, "pooled")
+    assert post["lesion_prior"]["source_scans_held_out"] == 1
+    assert post["lesion_prior"]["source_lesions"] == 2
