@@ -35,7 +35,13 @@ from medtransfer.experiments.evaluate_cell import lesion_match_rule  # noqa: E40
 from medtransfer.infer import load_predictor  # noqa: E402
 from medtransfer.infer.postprocess import MIN_COMPONENT_KEY, apply_postprocess  # noqa: E402
 from medtransfer.infer.predictor import label_array  # noqa: E402
-from medtransfer.metrics.lesions import DEFAULT_LESION_IOU, MSSEG, detected_reference  # noqa: E402
+from medtransfer.metrics.lesions import (  # noqa: E402
+    DEFAULT_LESION_IOU,
+    MSSEG,
+    LesionStats,
+    detected_reference,
+    reduce_lesion_stats,
+)
 
 RULES = {"iou": DEFAULT_LESION_IOU, "msseg": MSSEG}
 
@@ -150,30 +156,21 @@ def kind(init: str) -> str:
 
 
 def pooled(runs: list[dict]) -> dict:
-    """Recall, precision, F1 and false positives per scan summed over the runs' scans, per rule."""
+    """Recall, precision, F1 (counts summed over the runs' scans first, ``reduce_lesion_stats``' micro reduction)
+    and false positives per scan, per rule; ``None`` where undefined (no scans, no lesions, no components)."""
     out = {}
     for rule in RULES:
-        lesions = sum(sum(r[rule]["lesions"]) for r in runs)
-        found = sum(sum(r[rule]["found"]) for r in runs)
-        fps = sum(sum(r[rule]["false_positives"]) for r in runs)
-        components = sum(sum(r[rule]["components"]) for r in runs)
-        scans = sum(len(r[rule]["lesions"]) for r in runs)
-        recall = found / lesions if lesions else None
-        precision = (components - fps) / components if components else None
-        f1 = (
-            2 * recall * precision / (recall + precision)
-            if recall is not None and precision
-            else (0.0 if recall is not None or precision is not None else None)
+        found, lesions, fps, comps = (
+            np.array([n for r in runs for n in r[rule][key]], dtype=np.int64).reshape(-1, 1)
+            for key in ("found", "lesions", "false_positives", "components")
         )
-        out[rule] = {
-            "scans": scans,
-            "lesions": lesions,
-            "found": found,
-            "detection_rate": recall,
-            "precision": precision,
-            "f1": f1,
-            "fp_per_case": fps / scans if scans else None,
-        }
+        zeros = np.zeros(found.shape)
+        values = dict.fromkeys(("detection_rate", "precision", "f1", "fp_per_case"))
+        if found.size:
+            stats = LesionStats(found, lesions - found, fps, lesions, comps, zeros, zeros, zeros)
+            reduced = reduce_lesion_stats(stats, "micro")
+            values = {k: float(reduced[k][0]) if np.isfinite(reduced[k][0]) else None for k in values}
+        out[rule] = {"scans": int(found.size), "lesions": int(lesions.sum()), "found": int(found.sum()), **values}
     return out
 
 
