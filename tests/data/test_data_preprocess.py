@@ -189,3 +189,22 @@ def test_common_spacing_is_the_median_of_mixed_voxel_sizes_along_ras(tmp_path):
     assert common_spacing(PreprocessConfig(), [paths[0], nearly]).target_spacing is None  # header rounding
     fixed = PreprocessConfig(target_spacing=(1.5, 1.5, 1.5))
     assert common_spacing(fixed, paths) is fixed
+
+
+@pytest.mark.parametrize("n", [108, 115, 58, 100])
+def test_a_label_reaching_the_scans_edge_keeps_it_when_the_working_voxel_is_over_twice_the_scans(n):
+    """0.45 mm voxels along x and a 1.5 mm working grid: round(n * 0.45 / 1.5) working voxels can stop up to half a
+    working voxel short of the scan's outermost voxel centres (n = 108: 32 voxels spanning 48 mm against the
+    scan's 48.6; 115 and 58 too, 100 does not).  Put back on the scan's grid, a label that runs the scan's whole
+    length keeps its end slabs."""
+    affine = np.diag([0.45, 1.5, 1.5, 1.0])
+    label = np.zeros((n, 12, 12), np.uint8)
+    label[:, 3:9, 3:9] = 1
+    image = Volume((label * 100 + 10).astype(np.float32), affine)
+    _, pre_label, info = preprocess_case(
+        [image], PreprocessConfig(target_spacing=(1.5, 1.5, 1.5), crop_to_foreground=False), Volume(label, affine)
+    )
+    restored = restore_to_input(pre_label, info)
+    np.testing.assert_array_equal(restored, label)
+    probs = np.stack([1.0 - pre_label, pre_label]).astype(np.float32)
+    np.testing.assert_allclose(restore_to_input(probs, info)[1], label)

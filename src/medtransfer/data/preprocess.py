@@ -347,7 +347,10 @@ def _restore(array: np.ndarray, info: PreprocessInfo, order: int, fill: float) -
     full[tuple(slice(a, b) for a, b in zip(info.crop_start, info.crop_stop, strict=True))] = array
     ras_affine = reorient_affine(info.input_affine, info.reorientation)
     ras_shape = info.reorientation.output_shape
-    ras = resample_to_grid(full, info.grid_affine, ras_shape, ras_affine, order=order, cval=fill)
+    # the working grid covers the scan's field of view up to rounding (it can stop up to half a working voxel short
+    # of the scan's outermost voxel centres): those take the edge value, as nnU-Net maps field of view onto field
+    # of view, instead of being dropped as outside
+    ras = resample_to_grid(full, info.grid_affine, ras_shape, ras_affine, order=order, extend_edges=True)
     return reorient_array(ras, info.reorientation, inverse=True)
 
 

@@ -67,11 +67,16 @@ def resample_to_grid(
     *,
     order: int = 1,
     cval: float = 0.0,
+    extend_edges: bool = False,
 ) -> np.ndarray:
     """Resample ``array`` (with ``affine``) onto the grid ``(ref_shape, ref_affine)``.
 
     Points of the reference grid more than half a voxel outside the source grid get ``cval``; points inside the
     outermost half voxel take the edge value (so a label touching the border stays there after a round trip).
+    With ``extend_edges`` every point outside takes the nearest edge value instead: for two grids of one field of
+    view whose extents differ only by rounding (a prediction put back on its scan's grid: the working grid's
+    ``round(shape * spacing / target)`` voxels can end up to half a working voxel short of the scan's outermost
+    voxel centres when the working voxel is over twice the scan's).
 
     Args:
         array: ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
@@ -80,13 +85,14 @@ def resample_to_grid(
         ref_affine: voxel -> world of the output.
         order: spline order: 0 nearest (labels), 1 linear (images, probabilities).
         cval: value outside the source grid.
+        extend_edges: edge values instead of ``cval`` outside the source grid.
     """
     ref_shape = tuple(int(s) for s in ref_shape[:3])
     mapping = np.linalg.solve(np.asarray(affine, dtype=np.float64), np.asarray(ref_affine, dtype=np.float64))
     matrix, offset = mapping[:3, :3], mapping[:3, 3]
     if np.allclose(mapping, np.eye(4)) and ref_shape == array.shape[:3]:
         return array.copy()
-    inside = _inside_mask(mapping, ref_shape, array.shape[:3])
+    inside = None if extend_edges else _inside_mask(mapping, ref_shape, array.shape[:3])
     diagonal = np.allclose(matrix, np.diag(np.diag(matrix)))
     channels = [array] if array.ndim == 3 else [array[..., c] for c in range(array.shape[3])]
     out = []
