@@ -151,6 +151,55 @@ def test_a_two_channel_case_stored_also_as_one_file_is_named(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_second_channel_file_is_refused_by_a_one_channel_model(tmp_path, capsys):
+    """``p_0000`` and ``p_0001`` are channels 0 and 1 of case ``p`` (a T1 and a FLAIR, say): a 1-channel model
+    would otherwise predict the FLAIR as a case of its own.  A lone ``q_0001`` (no ``q_0000``) stays a case."""
+    run = _run(tmp_path)
+    array, affine, _ = _scan()
+    (tmp_path / "in").mkdir()
+    for name in ("p_0000.nii.gz", "p_0001.nii.gz"):
+        save_nifti(tmp_path / "in" / name, array, affine)
+    argv = ["predict", "--model", str(run), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'in' / 'p_0001.nii.gz'}: beside p_0000.nii.gz this is another channel")
+    assert "but the model takes 1 channel" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "in" / "p_0000.nii.gz").rename(tmp_path / "in" / "q_0001.nii.gz")
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p_0001.nii.gz", "q_0001.nii.gz"]
+
+
+def test_a_scan_that_is_not_nifti_is_refused(tmp_path, capsys):
+    """nibabel reads Analyze and MGH too, but predict's inputs are NIfTI (a folder skips other files already)."""
+    run = _run(tmp_path)
+    array, affine, _ = _scan()
+    scan = tmp_path / "scan.mgz"
+    nib.save(nib.MGHImage(array, affine), scan)
+    argv = ["predict", "--model", str(run), "--input", str(scan), "--output", str(tmp_path / "out.nii.gz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {scan}: not a NIfTI file (allowed: .nii, .nii.gz); convert it first")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_missing_input_is_named_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    import medtransfer.infer as infer
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(infer, "load_predictor", no_load)
+    missing = tmp_path / "nothing.nii.gz"
+    argv = ["predict", "--model", str(tmp_path / "run"), "--input", str(missing), "--output", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert (
+        capsys.readouterr().err == f"error: {missing}: input not found (give a .nii/.nii.gz file or a folder of them)\n"
+    )
+
+
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     run = _run(tmp_path)
     save_nifti(tmp_path / "flat.nii.gz", np.zeros((4, 5), np.float32), np.eye(4))
@@ -164,7 +213,10 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err
         assert name in err
-    assert main(["predict", "--model", str(tmp_path), "--input", "x", "--output", "y.nii.gz"]) == 2
+    assert (
+        main(["predict", "--model", str(tmp_path), "--input", str(tmp_path / "two.nii.gz"), "--output", "y.nii.gz"])
+        == 2
+    )
     assert "no checkpoint found" in capsys.readouterr().err
 
 

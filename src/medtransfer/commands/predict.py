@@ -51,11 +51,14 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    from pathlib import Path
 
     from ..errors import DataError
     from ..infer import load_predictor, predict_path
     from ..utils import check_writable
 
+    if not Path(args.input).exists():  # before the (possibly slow) model load; predict_path checks the rest
+        raise DataError(f"{args.input}: input not found (give a .nii/.nii.gz file or a folder of them)")
     check_writable(args.output)
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint)
     result = predict_path(predictor, args.input, args.output, allow_nan=args.allow_nan, overwrite=args.overwrite)

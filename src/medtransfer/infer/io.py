@@ -52,6 +52,8 @@ def group_scans(folder: Path, channels: int, *, what: str = "predict", hint: str
                 f"them in the folder{hint}"
             )
     cases: dict[str, list[Path]] = {}
+    if channels == 1:
+        _refuse_other_channels(files, what, hint)
     for path in files:
         stem = strip_nifti_suffix(path.name)
         match = _CHANNEL.match(stem)
@@ -67,6 +69,25 @@ def group_scans(folder: Path, channels: int, *, what: str = "predict", hint: str
                 f"of them in the folder{hint}"
             )
     return cases
+
+
+def _refuse_other_channels(files: list[Path], what: str, hint: str) -> None:
+    """A 1-channel model and ``{case}_0000`` beside ``{case}_0001`` (nnU-Net's name of a second channel, a FLAIR
+    beside a T1, say): predicting the second file as a case of its own would write a mask of the wrong scan."""
+    channel_files: dict[str, list[Path]] = {}
+    for path in files:
+        match = _CHANNEL.match(strip_nifti_suffix(path.name))
+        if match:
+            channel_files.setdefault(match["case"], []).append(path)
+    for case, paths in channel_files.items():
+        first = [p for p in paths if strip_nifti_suffix(p.name) == f"{case}_0000"]
+        other = [p for p in paths if p not in first]
+        if first and other:
+            raise DataError(
+                f"{other[0]}: beside {first[0].name} this is another channel of case {case!r} (nnU-Net's naming: "
+                f"{case}_0000, {case}_0001, ...), but the model takes 1 channel; {what} a folder holding only the "
+                f"channel it was trained on, or name single-scan cases without a _NNNN suffix{hint}"
+            )
 
 
 def predict_file(predictor: Predictor, inputs: list[Path], output: Path, *, allow_nan: bool = False) -> Path:
@@ -169,11 +190,16 @@ def plan_predictions(
             existing output file is refused.
 
     Raises:
-        DataError: the input is missing, the output kind does not match the input's (file / folder), an output
-            is a folder, an output already exists (without ``overwrite``), or an output would overwrite an input
-            scan (:func:`refuse_overwriting_inputs`).
+        DataError: the input is missing or a file that is not NIfTI, the output kind does not match the input's
+            (file / folder), an output is a folder, an output already exists (without ``overwrite``), or an output
+            would overwrite an input scan (:func:`refuse_overwriting_inputs`).
     """
     if source.is_file():
+        if not is_nifti(source):
+            raise DataError(
+                f"{source}: not a NIfTI file (allowed: .nii, .nii.gz); convert it first (e.g. dcm2niix for DICOM, "
+                "mri_convert for .mgz; an Analyze .img/.hdr pair stores no orientation)"
+            )
         if not is_nifti(output):
             raise DataError(f"{output}: the output of a single scan must end in .nii or .nii.gz")
         jobs, allowed = [([source], output)], "give another --output file"

@@ -146,7 +146,11 @@ class Predictor:
         """
         channels = _as_channels(channels, source)
         if len(channels) != self.in_channels:
-            raise DataError(f"{source}: the model takes {self.in_channels} channel(s), the input has {len(channels)}")
+            raise DataError(
+                f"{source}: the model takes {self.in_channels} channel(s), the input has {len(channels)} (a 4D file "
+                f"of C volumes is C channels; give {self.in_channels} 3D volume(s): one file per channel, "
+                "{case}_0000, {case}_0001, ..., or one 4D file of that many volumes)"
+            )
         image, _, info = preprocess_case(channels, self.preprocess)
         inference = dict(self.inference)
         if self.spatial_dims == 2:
