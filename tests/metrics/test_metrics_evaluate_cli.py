@@ -229,3 +229,36 @@ def test_lesion_match_rules(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "bad"), "--lesion-match", "msseg", "--connectivity", "26"]) == 2
     assert "--lesion-match msseg counts face-connected lesions (6); got --connectivity 26" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_lesion_ratios_averaged_per_case(tmp_path, capsys):
+    """Beside the pooled ratios, each case's recall / precision / F1 averaged over the cases where it is defined
+    (the MSSEG challenges' convention).  Worked by hand:
+
+    * a: one lesion found plus one false positive far away: recall 1, precision 1/2, F1 2/3;
+    * b: two lesions, nothing predicted: recall 0, precision undefined, F1 0;
+    * c: nothing anywhere: every ratio undefined (left out of the means).
+
+    Pooled: 1 of 3 lesions found, 1 of 2 predicted components true: recall 1/3, precision 1/2, F1 0.4."""
+    shape = (12, 12, 12)
+    cases = {name: (np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)) for name in "abc"}
+    pred, ref = cases["a"]
+    ref[1:4, 1:4, 1:4] = 1
+    pred[1:4, 1:4, 1:4] = 1
+    pred[8:10, 8:10, 8:10] = 1
+    _, ref = cases["b"]
+    ref[1:3, 1:3, 1:3] = 1
+    ref[7:9, 7:9, 7:9] = 1
+    for name, (pred, ref) in cases.items():
+        save_nifti(tmp_path / "pred" / f"{name}.nii.gz", pred, np.eye(4))
+        save_nifti(tmp_path / "ref" / f"{name}.nii.gz", ref, np.eye(4))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--out", str(out)]) == 0
+    means = json.loads((out / "summary.json").read_text())["mean"]["1"]
+    assert means["lesion_detection_rate"] == pytest.approx(1 / 3)
+    assert means["lesion_precision"] == pytest.approx(1 / 2)
+    assert means["lesion_f1"] == pytest.approx(0.4)
+    assert means["lesion_detection_rate_scan_mean"] == pytest.approx(1 / 2)  # (1 + 0) / 2
+    assert means["lesion_precision_scan_mean"] == pytest.approx(1 / 2)  # a only
+    assert means["lesion_f1_scan_mean"] == pytest.approx(1 / 3)  # (2/3 + 0) / 2
+    assert "lesion F1 averaged per case (the MSSEG challenges' convention" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 DESCRIPTION = """\
 Evaluate predicted label maps against references: Dice, IoU, surface Dice at a tolerance (DeepMind
@@ -134,4 +135,10 @@ def _print_summary(summary: dict, out_dir) -> None:
     if config.get("lesions"):
         rule = lesion_match_rule(config["lesion_iou"], config["connectivity"])
         print(f"lesions: micro-averaged over the cases; a lesion is matched by {rule}")
+        for label, means in summary["mean"].items():
+            if isinstance(means.get("lesion_f1_scan_mean"), float) and math.isfinite(means["lesion_f1_scan_mean"]):
+                print(
+                    f"label {label}: lesion F1 averaged per case (the MSSEG challenges' convention, over the cases "
+                    f"where it is defined): {means['lesion_f1_scan_mean']:.4f}"
+                )
     print(f"wrote {out_dir}/metrics_per_case.csv and {out_dir}/summary.json")

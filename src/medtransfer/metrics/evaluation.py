@@ -353,7 +353,8 @@ def _summary(
         "config": {**asdict(config), "labels": list(labels)},
         "conventions": "means ignore NaN (label absent from prediction and reference); inf (one mask empty) is kept; "
         "a mean that is not finite is written as null with the reason in <metric>_null_reason; "
-        "lesion ratios are micro-averaged (counts summed over cases first)",
+        "lesion ratios are micro-averaged (counts summed over cases first); lesion_<ratio>_scan_mean: the ratio "
+        "of each case averaged over the cases where it is defined (the MSSEG challenges' convention)",
         "mean": per_label,
         "foreground_mean": foreground,
     }
@@ -370,8 +371,13 @@ def _add_null_reasons(means: dict[str, Any]) -> None:
 
 
 def _lesion_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    reduced = reduce_lesion_stats(LesionStats.from_records(rows), "micro")
-    return {f"lesion_{key}": float(value[0]) for key, value in reduced.items()} | pooled_recall_by_volume(rows)
+    """Pooled (micro) lesion counts and ratios, plus recall, precision and F1 averaged per scan (the MSSEG
+    challenges' convention, over the scans where each is defined) under ``lesion_<ratio>_scan_mean``."""
+    stats = LesionStats.from_records(rows)
+    reduced = reduce_lesion_stats(stats, "micro")
+    per_scan = reduce_lesion_stats(stats, "macro")
+    means = {f"lesion_{key}_scan_mean": float(per_scan[key][0]) for key in ("detection_rate", "precision", "f1")}
+    return {f"lesion_{key}": float(value[0]) for key, value in reduced.items()} | means | pooled_recall_by_volume(rows)
 
 
 def resolve_run_folder(run_dir: str | Path) -> tuple[Path, Path]:
