@@ -240,3 +240,26 @@ def test_convergence_curves_keep_two_grids_apart(monkeypatch):
         ("g, brain, n1", [1.0]),
         ("g2, brain, n1", [3.0]),
     ]
+
+
+def test_table_intervals_are_over_scans_not_over_scan_seed_rows():
+    """4 scans x 3 seeds: the budget and Zoetmulder tables' mean [CI] is the bootstrap of the 4 per-scan means
+    (seeds averaged first), not of the 12 rows, which would treat a scan's seeds as independent cases."""
+    from medtransfer.report.grouping import scan_means
+    from medtransfer.report.stats import bootstrap_ci
+    from medtransfer.report.tables import SCAN_CI, budget_table, format_mean_ci, zoetmulder_tables
+
+    seeds = {0: [0.50, 0.62, 0.71, 0.90], 1: [0.54, 0.60, 0.75, 0.88], 2: [0.52, 0.64, 0.73, 0.86]}
+    rows = [row("full", f"s{i}", v, seed=s, source="mri_seg") for s, vals in seeds.items() for i, v in enumerate(vals)]
+    per_scan = [np.mean([seeds[s][i] for s in seeds]) for i in range(4)]  # 0.52, 0.62, 0.73, 0.88
+    np.testing.assert_allclose(scan_means(rows, "dice"), per_scan)
+    low, high = bootstrap_ci(per_scan, np.mean, seed=0)
+    expected = f"{np.mean(per_scan):.3f} [{low:.3f}, {high:.3f}]"
+    assert format_mean_ci(scan_means(rows, "dice")) == expected
+    pooled = format_mean_ci([r["dice"] for r in rows])
+    assert pooled != expected  # 12 rows give a narrower interval than the 4 scans support
+    table = budget_table(rows, "dice", "brain")
+    assert table.rows == (("full", expected),)
+    assert table.note == SCAN_CI
+    (zoetmulder,) = zoetmulder_tables(rows)
+    assert zoetmulder.rows[0][-1] == expected  # the Dice column (no IoU in these rows)

@@ -194,7 +194,8 @@ def _zoetmulder_section(rows) -> Section:
     if not found:
         return Section(title, note="Omitted: the results hold no Dice, IoU or lesion F1 per case.")
     text = (
-        "Source task x source domain x target: mean over cases (seeds and domain pairs pooled) with 95% CI; one "
+        "Source task x source domain x target: mean over held-out scans (each scan's seeds and domain pairs averaged "
+        "first) with 95% CI; one "
         "table per grid when the results hold several (two grids' runs are never pooled)."
     )
     return Section(title, (text,), tuple(found))
@@ -223,7 +224,10 @@ def _budget_section(rows, metric: str | None) -> Section:
         label = f"{key[-1]}, grid {key[0]}" if len(key) > 1 else str(key[0])
         figures.append(Figure(_slug("budget", *key), plots.budget_curves(group, metric, label)))
         found.append(tables.budget_table(group, metric, label))
-    text = f"{metric_name(metric)} per strategy and label budget; error bars are 95% bootstrap CIs over cases."
+    text = (
+        f"{metric_name(metric)} per strategy and label budget; error bars are 95% bootstrap CIs over held-out scans "
+        "(seeds averaged per scan)."
+    )
     return Section(title, (text,), tuple(found), tuple(figures))
 
 

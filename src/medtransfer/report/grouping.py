@@ -135,6 +135,24 @@ def unit_scores(
     return {arm: {k: _nanmean(v) for k, v in cells.items()} for arm, cells in sums.items()}
 
 
+def scan_means(rows: Iterable[Mapping[str, Any]], metric: str) -> list[float]:
+    """The metric of each held-out scan (:data:`SCAN_UNIT`) of ``rows``, its seeds and domain pairs averaged (NaNs
+    ignored; a scan with none finite is NaN): the independent values a mean's confidence interval is taken over.
+    Rows without a case name are each their own unit.
+
+    Example:
+        >>> rows = [{"case": "a", "seed": 0, "dice": 0.5}, {"case": "a", "seed": 1, "dice": 0.7},
+        ...         {"case": "b", "seed": 0, "dice": 0.9}]
+        >>> [round(v, 3) for v in scan_means(rows, "dice")]
+        [0.6, 0.9]
+    """
+    values: dict[tuple, list[float]] = {}
+    for i, row in enumerate(rows):
+        key = tuple(_column(row, u) for u in SCAN_UNIT) if row.get("case") is not None else ("row", i)
+        values.setdefault(key, []).append(_as_float(row.get(metric)))
+    return [_nanmean(v) for v in values.values()]
+
+
 def replicate_scores(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[str, dict[tuple, dict[tuple, float]]]:
     """Per arm and scan (:data:`SCAN_UNIT`), the metric of each run that scored it (:data:`REPLICATE`).
 

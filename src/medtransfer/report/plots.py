@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .grouping import group_rows, metric_name, sorted_values, unit_scores
+from .grouping import group_rows, metric_name, scan_means, sorted_values, unit_scores
 from .tables import mean_ci
 
 DPI = 100
@@ -40,7 +40,7 @@ def budget_curves(rows: Sequence[Mapping[str, Any]], metric: str, target: Any) -
     arms = group_rows(rows, ("arm",))
     for i, ((arm,), cells) in enumerate(arms.items()):
         by_budget = group_rows(cells, ("budget",))
-        stats = np.array([mean_ci([r.get(metric) for r in by_budget.get((b,), [])]) for b in budgets])
+        stats = np.array([mean_ci(scan_means(by_budget.get((b,), []), metric)) for b in budgets])
         x = np.arange(len(budgets)) + (i - (len(arms) - 1) / 2) * 0.04  # dodge overlapping error bars
         err = np.abs(stats[:, 1:].T - stats[:, 0])
         ax.errorbar(x, stats[:, 0], yerr=np.nan_to_num(err), marker="o", capsize=3, label=str(arm))

@@ -21,6 +21,7 @@ from .grouping import (
     group_rows,
     is_reference,
     metric_name,
+    scan_means,
     sorted_values,
     unit_scores,
 )
@@ -38,6 +39,10 @@ LESION_METRICS = (
     "lesion_detected_dice",
     "lesion_count_error",
     "lesion_volume_error",
+)
+SCAN_CI = (
+    "mean [95% bootstrap CI] over held-out scans (each scan's seeds and domain pairs averaged first: the scan is the "
+    "independent unit)"
 )
 LESION_DIGITS = {"lesion_fp": 2, "lesion_count_error": 2, "lesion_volume_error": 0}
 LESION_MATCH = "lesion_match"
@@ -120,11 +125,11 @@ def zoetmulder_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
         for (source, strategy), cells in group_rows(group, ("source", "strategy")).items():
             per_target = group_rows(cells, ("target",))
             values = [
-                format_mean_ci([r.get(m) for r in per_target[(t,)]]) if (t,) in per_target else "—" for t, m in columns
+                format_mean_ci(scan_means(per_target[(t,)], m)) if (t,) in per_target else "—" for t, m in columns
             ]
             body.append((*split_source(source), str(strategy), *values))
         caption = f"Label budget {budget}" + (f", target {targets[0]}" if len(targets) == 1 else "")
-        tables.append(Table(caption, header, tuple(body), "mean [95% bootstrap CI] over cases, seeds pooled"))
+        tables.append(Table(caption, header, tuple(body), SCAN_CI))
     return tables
 
 
@@ -144,7 +149,7 @@ def lesion_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
             (
                 *split_source(source),
                 str(strategy),
-                *(format_mean_ci([r.get(c) for r in cells], LESION_DIGITS.get(c, 3)) for c in columns),
+                *(format_mean_ci(scan_means(cells, c), LESION_DIGITS.get(c, 3)) for c in columns),
             )
             for (source, strategy), cells in group_rows(group, ("source", "strategy")).items()
         )
@@ -212,7 +217,7 @@ def _match_rules(rows: Sequence[Mapping[str, Any]]) -> str:
 def _rule(rows: Sequence[Mapping[str, Any]]) -> str:
     rule = _match_rules(rows)
     return (
-        f"mean [95% bootstrap CI] over cases, seeds pooled; lesions matched by the rule {rule}; a case without "
+        f"{SCAN_CI}; lesions matched by the rule {rule}; a case without "
         "a lesion on either side has no "
         "recall, precision or F1 and is left out of those means; errors are predicted - reference, volumes in mm³"
     )
@@ -224,9 +229,9 @@ def budget_table(rows: Sequence[Mapping[str, Any]], metric: str, target: Any) ->
     body = []
     for (arm,), cells in group_rows(rows, ("arm",)).items():
         by_budget = group_rows(cells, ("budget",))
-        body.append((str(arm), *(format_mean_ci([r.get(metric) for r in by_budget.get((b,), [])]) for b in budgets)))
+        body.append((str(arm), *(format_mean_ci(scan_means(by_budget.get((b,), []), metric)) for b in budgets)))
     header = ("strategy", *(str(b) for b in budgets))
-    return Table(f"{metric_name(metric)} by label budget, target {target}", header, tuple(body))
+    return Table(f"{metric_name(metric)} by label budget, target {target}", header, tuple(body), SCAN_CI)
 
 
 def comparison_table(verdict: Verdict) -> Table:
