@@ -268,7 +268,7 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
     test_f1, test_scores = _sweep(raws, refs, float(np.prod(ref.spacing[:3])))  # every candidate, one matching each
     result = {
         "dice": metrics.get("dice"),
-        "per_case_dice": [round(float(r["dice"] or 0.0), 3) for r in rows],
+        "per_case_dice": [_rounded(r["dice"]) for r in rows],  # None: no lesion and nothing predicted
         **{k: metrics.get(f"lesion_{k}") for k in ("detection_rate", "precision", "f1", "fp_per_case")},
         "lesions": int(sum(r["lesion_n_ref"] for r in rows)),
         "recall_by_volume": recall_by_volume(preds, refs, ref.spacing[:3]),
@@ -287,6 +287,11 @@ def score_test_cases(predictor, data: Path, summary: dict, thresholds: dict) -> 
     values = {"dice": result["dice"], "lesion_f1": result["f1"]}
     result["pass"] = all(values[k] is not None and values[k] >= v for k, v in thresholds.items())
     return result
+
+
+def _rounded(value) -> float | None:
+    """A per-scan Dice for the JSON: 3 decimals, None where it is undefined (no lesion on either side)."""
+    return None if value is None or not math.isfinite(float(value)) else round(float(value), 3)
 
 
 def rule_scores(preds: list[np.ndarray], refs: list[np.ndarray], spacing, rule) -> dict:

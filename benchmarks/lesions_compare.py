@@ -9,8 +9,10 @@ same (the demo's split), so the per-case Dice values pair scan by scan.  Prints,
 Dice over every paired scan, the pooled lesion recall / precision / F1 (lesions summed over the builds), and
 the per-build F1; the paired two-sided Wilcoxon signed-rank test and the sign test of the per-scan Dice
 (``medtransfer.report.stats``), on how many scans (ties dropped by the Wilcoxon, counted), and, when the
-difference is not significant at alpha, how many paired scans a paired t-test would need to detect the
-observed mean difference with power 0.8 (``medtransfer.report.equivalence.sample_size_difference``).
+difference is not significant at alpha, how many paired scans the Wilcoxon test would need to reject with power
+0.8 if the observed per-scan differences were the population (``medtransfer.report.equivalence.
+wilcoxon_sample_size``).  A scan without a Dice (no lesion on either side; None in the JSON) is left out of the
+paired numbers and counted.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medtransfer.report.equivalence import sample_size_difference
+from medtransfer.report.equivalence import wilcoxon_sample_size
 from medtransfer.report.stats import paired_sign_test, paired_wilcoxon
 
 ALPHA = 0.05
@@ -45,7 +47,7 @@ def load_result(path: Path, target: str) -> dict:
     if not isinstance(result, dict) or "per_case_dice" not in result:
         raise CompareError(f"{path}: holds no '{target}' result (targets: {sorted(data.get('results') or {})})")
     bins = result.get("recall_by_volume") or []
-    dice = [float(v) for v in result["per_case_dice"]]
+    dice = [math.nan if v is None else float(v) for v in result["per_case_dice"]]  # None: no lesion on either side
     return {
         "seed": data["build"]["seed"],
         "per_case_dice": dice,
@@ -71,6 +73,8 @@ def pair(a: list[dict], b: list[dict]) -> list[tuple[dict, dict]]:
                 f"seed {seed}: {len(ra['per_case_dice'])} test scans in A, {len(rb['per_case_dice'])} in B"
             )
         if ra["test_cases"] and rb["test_cases"] and ra["test_cases"] != rb["test_cases"]:
+            if sorted(ra["test_cases"]) == sorted(rb["test_cases"]):
+                raise CompareError(f"seed {seed}: A and B list the same test scans in another order")
             raise CompareError(f"seed {seed}: A and B were tested on different scans")
         pairs.append((ra, rb))
     return pairs
@@ -113,6 +117,8 @@ def compare(a: list[dict], b: list[dict]) -> dict:
     pairs = pair(a, b)
     dice_a = np.array([v for ra, _ in pairs for v in ra["per_case_dice"]])
     dice_b = np.array([v for _, rb in pairs for v in rb["per_case_dice"]])
+    finite = np.isfinite(dice_a) & np.isfinite(dice_b)  # a scan without a lesion on either side has no Dice
+    dice_a, dice_b = dice_a[finite], dice_b[finite]
     diff = dice_b - dice_a
     wilcoxon = paired_wilcoxon(dice_b, dice_a)
     sign = paired_sign_test(dice_b, dice_a)
@@ -133,6 +139,7 @@ def compare(a: list[dict], b: list[dict]) -> dict:
         "f1_per_seed": {str(ra["seed"]): {"a": ra["f1"], "b": rb["f1"]} for ra, rb in pairs},
         "dice_b_minus_a": {
             "paired_scans": int(diff.size),
+            "scans_without_dice": int((~finite).sum()),
             "mean": float(diff.mean()),
             "sd": sd,
             "b_better": int((diff > 0).sum()),
@@ -144,9 +151,11 @@ def compare(a: list[dict], b: list[dict]) -> dict:
             "no correction (one comparison)",
             "pooled_precision": "found lesions / (found lesions + false-positive components), summed over builds",
             "significant_at_0.05": significant,
-            "paired_scans_needed_for_power_0.8": None
-            if significant
-            else sample_size_difference(float(diff.mean()), sd),
+            "paired_scans_needed_for_power_0.8": None if significant else wilcoxon_sample_size(diff),
+            "power_method": "the Wilcoxon test above, resampling the observed per-scan differences (ties and zeros "
+            "kept); optimistic: it takes the observed difference as the true one",
+            "caution": "each arm's scans of one build were predicted by one trained model: the p-values measure "
+            "scan-to-scan variation given those models, not the variation between training runs",
         },
     }
 

@@ -170,7 +170,7 @@ def _paired_result(run: str, rule: str, size: float, scores: dict) -> dict:
         "seed": run,
         "init": rule,
         "min_component_mm3": size,
-        "per_case_dice": [float(d or 0.0) for d in scores["dice"]],
+        "per_case_dice": [float("nan") if d is None else float(d) for d in scores["dice"]],  # None: no Dice
         "test_cases": None,
         "lesions": lesions,
         "detected": found,

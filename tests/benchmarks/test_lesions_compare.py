@@ -72,11 +72,29 @@ def test_compare_paired_tests_match_scipy(lc, files):
     assert d["sign_test_p"] == pytest.approx(0.625)  # 3 wins, 1 loss: 2 * P(X >= 3 | n=4, 1/2) = 2 * 5/16
     assert d["sign_test_p"] == pytest.approx(stats.binomtest(3, 4).pvalue)
     assert d["significant_at_0.05"] is False
-    # d_z = 0.1 / sd = 0.632: the pairs a two-sided paired t-test needs for power 0.8, as statsmodels solves it
-    from statsmodels.stats.power import TTestPower
+    # the Wilcoxon's own sample size, resampling these five differences (one a tie): at least 6 non-zero pairs
+    from medtransfer.report.equivalence import wilcoxon_power, wilcoxon_sample_size
 
-    needed = TTestPower().solve_power(0.1 / np.std(diff, ddof=1), alpha=0.05, power=0.8)
-    assert d["paired_scans_needed_for_power_0.8"] == int(np.ceil(needed))
+    needed = d["paired_scans_needed_for_power_0.8"]
+    assert needed == wilcoxon_sample_size(diff)
+    assert wilcoxon_power(diff, needed) >= 0.8 > wilcoxon_power(diff, needed - 1)
+
+
+def test_a_scan_without_a_dice_is_left_out_of_every_paired_number(lc, tmp_path):
+    """An MS scan with no lesion and nothing predicted has no Dice (None in lesions.py's JSON): the pair is left
+    out of the means, the SD and both tests (5 scans, 4 pairs), and counted."""
+    a = _result(tmp_path / "a.json", 1, [0.1, None, 0.5, 0.2, 0.6], [(4, 2)], 0.0)
+    b = _result(tmp_path / "b.json", 1, [0.3, 0.0, 0.4, 0.6, 0.9], [(4, 3)], 0.0)
+    out = lc.compare([lc.load_result(a, "stroke")], [lc.load_result(b, "stroke")])
+    diff = np.array([0.2, -0.1, 0.4, 0.3])
+    d = out["dice_b_minus_a"]
+    assert (d["paired_scans"], d["scans_without_dice"]) == (4, 1)
+    assert d["mean"] == pytest.approx(0.2)
+    assert d["sd"] == pytest.approx(np.std(diff, ddof=1))
+    assert d["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diff).pvalue)
+    assert out["a"]["dice"] == pytest.approx(0.35)
+    assert out["b"]["dice"] == pytest.approx(0.55)
+    assert d["paired_scans_needed_for_power_0.8"] is not None
 
 
 def test_compare_counts_exact_lesions_from_the_volume_bins_not_the_rounded_rate(lc, tmp_path):
@@ -91,6 +109,7 @@ def test_compare_counts_exact_lesions_from_the_volume_bins_not_the_rounded_rate(
         ({"b_seed": 9}, "--a has build seeds \\[1\\], --b \\[9\\]"),
         ({"b_dice": [0.1, 0.2]}, "seed 1: 3 test scans in A, 2 in B"),
         ({"b_cases": ["x", "y", "z"]}, "seed 1: A and B were tested on different scans"),
+        ({"b_cases": ["q", "p", "r"]}, "seed 1: A and B list the same test scans in another order"),
     ],
 )
 def test_compare_refuses_results_that_do_not_pair(lc, tmp_path, change, message):

@@ -326,3 +326,24 @@ def test_a_case_with_several_labels_counts_once_with_the_mean_over_its_labels():
     ]
     values = _case_values(cell, {"result": {"per_case": rows}}, "dice", "grid.yaml")
     assert values == pytest.approx({"c1/seed0": 0.7, "c2/seed0": 0.5})
+
+
+def test_a_race_that_cannot_drop_an_arm_says_so_after_its_first_round(tmp_path, capsys, caplog):
+    """5 test scans and 3 racing arms: the smallest Holm-corrected Wilcoxon p is 2 * 2 / 2**5 = 0.125, above any
+    round level, so however far behind last_k:1 is, nothing can be dropped; rounds of new seeds keep 5 scans."""
+    from medtransfer.experiments.race import smallest_drop_pvalue
+
+    assert smallest_drop_pvalue(5, 3) == pytest.approx(0.125)
+    assert smallest_drop_pvalue(10, 3) == pytest.approx(2 * 2 / 2**10)
+    assert smallest_drop_pvalue(10, 1) == 1.0
+    small = {**GRID["defaults"], "dummy": {**GRID["defaults"]["dummy"], "n_cases": 5}}
+    grid, results = _write_grid(tmp_path, defaults=small), tmp_path / "results"
+    with caplog.at_level("WARNING"):
+        assert main(["grid", "run", str(grid), "--results", str(results), "--race"]) == 0
+    warned = [r.getMessage() for r in caplog.records if "no arm can be dropped" in r.getMessage()]
+    assert warned
+    assert (
+        "with 5 paired scans and 3 arms no arm can be dropped (the smallest Holm-corrected Wilcoxon p is 0.125"
+        in (warned[0])
+    )
+    assert not _drops(load_state(results / STATE))

@@ -189,10 +189,11 @@ def test_headline_says_no_significant_difference(tmp_path):
     assert "**full** has the highest mean Dice (0.701 vs 0.700" in line
     assert "**the difference is not significant** against first_k:2" in line
     assert f"Wilcoxon p = {p:.2g}" in line
-    # never the whole sentence: what would decide follows (paired t power from the per-case SD of NOISE)
-    power = pytest.importorskip("statsmodels.stats.power")
-    d = np.asarray(NOISE)
-    needed = math.ceil(power.TTestPower().solve_power(d.mean() / d.std(ddof=1), alpha=0.05, power=0.8))
+    # never the whole sentence: what would decide follows (the Wilcoxon's power, resampling the differences NOISE)
+    from medtransfer.report.equivalence import wilcoxon_power, wilcoxon_sample_size
+
+    needed = wilcoxon_sample_size(NOISE)
+    assert wilcoxon_power(NOISE, needed) >= 0.8 > wilcoxon_power(NOISE, needed - 1)
     assert f"the data do not single out a winner yet. **Undecided**: about {needed - 12} more paired cases" in line
     assert f"(n ≈ {needed} in all) would detect the observed difference of +0.001 Dice against first_k:2" in line
 

@@ -205,3 +205,47 @@ def test_contrast_needs_both_tosts():
     assert not c.equivalent
     assert c.alpha_detect == 0.05
     assert paired_equivalence(outlier, base, 0.01, alpha_detect=0.01).alpha_detect == 0.01
+
+
+def test_wilcoxon_power_with_zero_differences_is_a_binomial_tail():
+    """Five differences of +0.02 and three ties: a resample of n pairs rejects at 0.05 exactly when it holds >= 6
+    non-zero ones (all positive: exact p = 2 / 2**k, 0.031 for k = 6, 0.0625 for k = 5), so the power at n is
+    P(Bin(n, 5/8) >= 6): 0.37 at the 8 pairs observed, 0.81 from 11 pairs on."""
+    from medtransfer.report.equivalence import wilcoxon_power, wilcoxon_sample_size
+
+    d = [0.02] * 5 + [0.0] * 3
+    for n in (8, 10, 12):
+        assert wilcoxon_power(d, n) == pytest.approx(stats.binom.sf(5, n, 5 / 8), abs=0.03)
+    assert wilcoxon_sample_size(d) in (11, 12)  # 0.806 at 11: Monte Carlo error may push it to 12
+
+
+def test_no_number_of_five_pairs_can_reject():
+    """Every difference equal: the exact two-sided p on k pairs is 2 / 2**k, so 5 pairs never reach 0.05 and 6 do."""
+    from medtransfer.report.equivalence import wilcoxon_power, wilcoxon_sample_size
+
+    assert wilcoxon_power([0.1] * 5, 5) == 0.0
+    assert wilcoxon_power([0.1] * 5, 6) == 1.0
+    assert wilcoxon_sample_size([0.1] * 5) == 6
+    assert wilcoxon_sample_size([0.1] * 5, alpha=0.05 / 3) == 7  # 2 / 2**6 = 0.031, 2 / 2**7 = 0.0156 < 0.0167
+    assert wilcoxon_sample_size([0.0, 0.0, 0.0]) is None
+    assert wilcoxon_sample_size([0.1, -0.1]) is None  # mean 0: nothing to detect
+
+
+def test_signed_rank_pvalues_are_scipys_normal_approximation_floored_at_the_exact_minimum():
+    """Row by row against scipy's ``wilcoxon(..., method="approx", correction=True)`` (ties, zeros, both signs),
+    and never below 2 / 2**k, the smallest p an exact test on k non-zero pairs can give."""
+    from medtransfer.report.equivalence import signed_rank_pvalues
+
+    rng = np.random.default_rng(4)
+    values = np.array([0.05, 0.1, -0.02, 0.2, 0.0, 0.0, 0.15, 0.08, -0.1])
+    samples = values[rng.integers(0, values.size, size=(60, 12))]
+    samples[0] = [0.1] * 12
+    ours = signed_rank_pvalues(samples)
+    for row, p in zip(samples, ours, strict=True):
+        nonzero = row[row != 0]
+        expected = stats.wilcoxon(nonzero, method="approx", correction=True).pvalue
+        assert p == pytest.approx(max(expected, 2.0 ** (1 - nonzero.size)), rel=1e-9)
+    # five equal positive differences: the approximation says 0.037, but no exact test on 5 pairs goes below 1/16
+    assert stats.wilcoxon([0.1] * 5, method="approx", correction=True).pvalue < 0.04
+    assert signed_rank_pvalues(np.full((1, 5), 0.1))[0] == pytest.approx(0.0625)
+    assert signed_rank_pvalues(np.zeros((1, 4)))[0] == 1.0

@@ -244,3 +244,25 @@ def test_win_matrix_and_best_counts():
     assert best_counts(scores) == {"first": 2, "all": 1, "last": 1}  # the NaN position is left out
     assert best_counts(scores, tol=0.15) == {"first": 3, "all": 1, "last": 2}  # 0.8 and 0.6 now count
     assert best_counts({"a": [np.nan]}) == {"a": 0}
+
+
+def test_float_noise_is_a_tie_and_a_constant_shift_has_no_d_z():
+    """0.3 - 0.1 and 0.2 differ by 5.6e-17 in floats: the paired tests see a tie (scipy on the rounded
+    differences), and a shift by 0.1 on every scan (which floats make 0.09999999999999998 / 0.10000000000000009)
+    has SD 0, so d_z is undefined instead of ~1e15."""
+    from scipy import stats as sps
+
+    from medtransfer.report.equivalence import cohens_dz
+    from medtransfer.report.stats import count_wins, paired_wilcoxon
+
+    a = np.array([0.3, 0.5, 0.9, 0.7, 0.8, 0.35, 0.65])
+    b = np.array([0.1 + 0.2, 0.4, 0.6, 0.75, 0.5, 0.3, 0.1])
+    assert a[0] - b[0] != 0  # float noise
+    wins = count_wins(a, b)
+    assert (wins.wins, wins.losses, wins.ties) == (5, 1, 1)
+    d = np.round(a - b, 12)
+    expected = sps.wilcoxon(d[d != 0], zero_method="wilcox").pvalue
+    assert paired_wilcoxon(a, b).pvalue == pytest.approx(expected)
+    shifted = np.array([0.2, 0.3, 0.5, 0.7, 0.9]) + 0.1
+    assert np.ptp(shifted - np.array([0.2, 0.3, 0.5, 0.7, 0.9])) > 0  # not exactly constant in floats
+    assert math.isnan(cohens_dz(shifted, [0.2, 0.3, 0.5, 0.7, 0.9]))

@@ -340,6 +340,22 @@ def _drops(state: RaceState, table: dict[str, np.ndarray], index: int) -> tuple[
     return best, gate, drops
 
 
+def smallest_drop_pvalue(n_scans: int, arms_alive: int) -> float:
+    """The smallest Holm-corrected p-value a drop can have with ``n_scans`` paired scans and ``arms_alive`` arms:
+    the exact two-sided Wilcoxon p of ``n`` pairs is at least ``2 / 2**n`` (every difference of one sign), and Holm
+    multiplies the smallest of the ``arms_alive - 1`` comparisons with the best by their number.  At or above the
+    round level nothing can be dropped, however large the differences: rounds that add seeds of the same scans
+    (averaged per scan) cannot change that, only more scans can.
+
+    Example:
+        >>> round(smallest_drop_pvalue(7, 3), 4)  # 2 * 2 / 2**7, above 0.05 / 3
+        0.0312
+    """
+    if n_scans < 1 or arms_alive < 2:
+        return 1.0
+    return min(1.0, (arms_alive - 1) * 2.0 ** (1 - n_scans))
+
+
 def _friedman(table: dict[str, np.ndarray]) -> float:
     """Friedman p-value of "every arm equal" over the cases (blocks); 1 (no evidence) below 2 cases or no variation."""
     matrix = np.column_stack(list(table.values()))

@@ -311,7 +311,7 @@ def open_race(spec: GridSpec, race: SettingRace) -> None:
 
 def advance(spec: GridSpec, race: SettingRace) -> None:
     """Feed the setting's finished round to the race and save it; block the race if a cell did not finish."""
-    from .race import save_state, update
+    from .race import RaceStatus, save_state, smallest_drop_pvalue, update
     from .state import read_summary
 
     cells = race.round_cells()
@@ -328,6 +328,18 @@ def advance(spec: GridSpec, race: SettingRace) -> None:
     save_state(race.state, race.path)
     dropped = ", ".join(f"{d.arm} (p = {d.pvalue_race:.2g})" for d in decision.dropped) or "none"
     log.info("race %s, round %d: dropped %s; %s", race.label, decision.round, dropped, decision.status)
+    floor = smallest_drop_pvalue(decision.n_cases, len(decision.alive))
+    if race.state.status is RaceStatus.RUNNING and len(decision.alive) > 1 and floor >= decision.alpha_round:
+        log.warning(
+            "race %s: with %d paired scans and %d arms no arm can be dropped (the smallest Holm-corrected Wilcoxon "
+            "p is %.3g, the round level %.3g); rounds that add seeds of the same scans cannot change that: give "
+            "the setting more test scans, or run its arms without racing",
+            race.label,
+            decision.n_cases,
+            len(decision.alive),
+            floor,
+            decision.alpha_round,
+        )
 
 
 def _case_values(cell: Cell, summary: Mapping[str, Any], metric: str, where: str) -> dict[str, float]:

@@ -223,7 +223,7 @@ def _margin_clause(v: Verdict, arm: str, name: str) -> str:
         return ""
     return (
         f"; its margin over {arm} is {_signed(c.mean_diff)} {name} (95% CI {_signed(c.ci[0])} to "
-        f"{_signed(c.ci[1])}; d_z = {c.d_z:.2f})"
+        f"{_signed(c.ci[1])}; " + (f"d_z = {c.d_z:.2f})" if math.isfinite(c.d_z) else "the same on every scan)")
     )
 
 
@@ -253,17 +253,25 @@ def _undecided_clause(v: Verdict, rivals: Sequence[str], name: str) -> str:
     elif c.n_detect > c.n:
         detect = (
             f"**Undecided**: about {c.n_detect - c.n} more paired cases (n ≈ {c.n_detect} in all) would detect the "
-            f"observed difference of {_signed(c.mean_diff)} {name} against {arm} at {c.power:.0%} power (paired t "
-            f"approximation, per-case SD {c.sd_diff:.3f}, α = {c.alpha_detect:.2g})"
+            f"observed difference of {_signed(c.mean_diff)} {name} against {arm} at {c.power:.0%} power "
+            f"({_power_method(c)})"
         )
     else:
         detect = (
-            f"**Undecided**: by the paired t approximation (per-case SD {c.sd_diff:.3f}) n = {c.n_detect} paired "
-            f"cases give {c.power:.0%} power for the observed difference of {_signed(c.mean_diff)} {name} against "
-            f"{arm}, and there are {c.n}: the rank tests, not the mean, leave it open (skewed or outlying "
-            "differences); more cases would settle it"
+            f"**Undecided**: n = {c.n_detect} paired cases give {c.power:.0%} power for the observed difference of "
+            f"{_signed(c.mean_diff)} {name} against {arm} ({_power_method(c)}), and there are {c.n}: these cases "
+            "are among the samples of that size that do not reject; more cases would settle it"
         )
     return f"{detect}; {_equivalence_need(v, contrasts)}."
+
+
+def _power_method(c: Contrast) -> str:
+    """How :attr:`Contrast.n_detect` was found, for the sentence that quotes it."""
+    return (
+        f"two-sided Wilcoxon signed-rank test at α = {c.alpha_detect:.2g}, resampling the {c.n} observed differences "
+        "with their ties and zeros; optimistic, as it takes the observed difference of the best strategy as the "
+        "true one"
+    )
 
 
 def _equivalence_need(v: Verdict, contrasts: Mapping[str, Contrast]) -> str:
@@ -317,7 +325,9 @@ def equivalence_table(verdict: Verdict) -> Table:
     )
     note = (
         f"TOST at α = {verdict.alpha:g}: equivalent when both the paired t and the Wilcoxon TOST reject. Sample "
-        "sizes: paired t approximation from the per-case SD of the differences (— where no size would do)."
+        "sizes: n for 80% power resamples the observed differences (ties and zeros kept) under the two-sided "
+        "Wilcoxon signed-rank test, at α shared among the pairs as Holm's first step does; n for equivalence: paired t "
+        "TOST approximation from the per-case SD of the differences (— where no size would do)."
     )
     return Table(f"Equivalence and power, {verdict.label}", header, body, note)
 

@@ -76,8 +76,9 @@ class Contrast:
         tost_t, tost_wilcoxon: the two TOSTs at ``margin``.
         equivalent: both TOSTs reject at ``alpha``.
         d_z: Cohen's d_z; ``hodges_lehmann``: the HL shift; ``rank_biserial``: matched-pairs rank-biserial r.
-        n_detect: pairs a two-sided paired t-test at ``alpha_detect`` needs to detect ``mean_diff`` with
-            ``power`` (None: no difference observed, or SD unknown).
+        n_detect: pairs the two-sided Wilcoxon signed-rank test (the report's) at ``alpha_detect`` needs to reject
+            with ``power`` if the observed differences were the population (:func:`wilcoxon_sample_size`; None: no
+            difference observed, fewer than two pairs, or beyond :data:`WILCOXON_MAX_N`).
         n_equivalent: pairs the paired TOST needs to show equivalence at ``margin`` with ``power`` if the true
             difference is ``mean_diff`` (None: ``|mean_diff| >= margin``, equivalence cannot be shown).
     """
@@ -205,7 +206,7 @@ def paired_equivalence(
         d_z=cohens_dz(a, b),
         hodges_lehmann=hodges_lehmann(a, b),
         rank_biserial=rank_biserial(a, b),
-        n_detect=sample_size_difference(mean, sd, alpha=alpha_detect, power=power),
+        n_detect=wilcoxon_sample_size(d, alpha=alpha_detect, power=power),
         n_equivalent=sample_size_equivalence(mean, sd, margin, alpha=alpha, power=power),
         alpha_detect=alpha_detect,
         power=power,
@@ -321,6 +322,87 @@ def sample_size_difference(
         return 2
     effect = abs(mean_diff) / sd
     return _smallest_n(lambda n: paired_t_power(effect, n, alpha=alpha) >= power)
+
+
+WILCOXON_RESAMPLES = 2000
+WILCOXON_MAX_N = 2000
+
+
+def wilcoxon_power(
+    d: ArrayLike, n: int, *, alpha: float = 0.05, resamples: int = WILCOXON_RESAMPLES, seed: int = 0
+) -> float:
+    """Power of the two-sided Wilcoxon signed-rank test (zero differences dropped, as the report's) on ``n`` pairs
+    if the observed paired differences ``d`` were the population: the share of ``resamples`` samples of ``n``
+    differences drawn from ``d`` with replacement (zeros included) that reject at ``alpha``.
+
+    Each sample's p-value is the normal approximation with mid-ranks (variance ``sum(r**2) / 4``, exact under
+    ties) and a continuity correction, and never below ``2 / 2**k``, the smallest p any exact test on ``k``
+    non-zero pairs can give: so 5 pairs can never reject at 0.05, whatever the effect.  Seeded per ``n``.
+
+    Example:
+        >>> round(wilcoxon_power([0.02] * 5 + [0.0] * 3, 8), 2)  # rejects iff >= 6 non-zero: P(Bin(8, 5/8) >= 6)
+        0.37
+    """
+    x = np.asarray(d, dtype=float).ravel()
+    x = np.round(x[np.isfinite(x)], 12)
+    if x.size == 0 or n < 1:
+        return math.nan
+    rng = np.random.default_rng([seed, n])
+    return float(np.mean(signed_rank_pvalues(x[rng.integers(0, x.size, size=(resamples, n))]) < alpha))
+
+
+def signed_rank_pvalues(samples: np.ndarray) -> np.ndarray:
+    """Two-sided Wilcoxon signed-rank p-value of each row of ``samples`` (paired differences; zeros dropped), as
+    scipy's ``wilcoxon(row[row != 0], method="approx", correction=True)`` computes it (normal approximation, mid
+    ranks, tie-corrected variance ``sum(r**2) / 4``, continuity correction), raised to ``2 / 2**k`` for ``k``
+    non-zero differences, the smallest p an exact test can give; 1 for a row of zeros.  Vectorised over rows.
+    """
+    from scipy.stats import rankdata
+
+    magnitude = np.abs(samples)
+    zeros = (magnitude == 0).sum(axis=1, keepdims=True)
+    ranks = np.where(magnitude > 0, rankdata(magnitude, axis=1) - zeros, 0.0)  # zeros rank lowest: drop them
+    k = samples.shape[1] - zeros[:, 0]
+    t_plus = np.where(samples > 0, ranks, 0.0).sum(axis=1)
+    mean = k * (k + 1) / 4
+    sd = np.sqrt((ranks**2).sum(axis=1) / 4)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sd > 0, np.maximum(np.abs(t_plus - mean) - 0.5, 0) / np.where(sd > 0, sd, 1), 0.0)
+    p = np.where(k > 0, np.minimum(1.0, 2 * stats.norm.sf(z)), 1.0)
+    return np.maximum(p, np.minimum(1.0, 2.0 ** (1 - k.astype(float))))
+
+
+def wilcoxon_sample_size(
+    d: ArrayLike, *, alpha: float = 0.05, power: float = DEFAULT_POWER, resamples: int = WILCOXON_RESAMPLES
+) -> int | None:
+    """Smallest number of pairs at which the two-sided Wilcoxon signed-rank test rejects with ``power`` if the
+    observed differences ``d`` were the population (:func:`wilcoxon_power`; zeros, ties and the exact test's
+    smallest p included).  None when nothing is to be detected (mean difference 0, or no non-zero difference)
+    or more than :data:`WILCOXON_MAX_N` pairs would be needed.  Optimistic when the compared arm was chosen
+    as the best on the same cases (the observed difference is then biased away from 0).
+
+    Example:
+        >>> wilcoxon_sample_size([0.02] * 5 + [0.0] * 3)  # P(Bin(n, 5/8) >= 6) >= 0.8 from n = 11
+        11
+    """
+    x = np.asarray(d, dtype=float).ravel()
+    x = np.round(x[np.isfinite(x)], 12)
+    if x.size < 2 or not np.any(x != 0) or x.mean() == 0:
+        return None
+
+    def enough(n: int) -> bool:
+        return wilcoxon_power(x, n, alpha=alpha, resamples=resamples) >= power
+
+    high = 2
+    while not enough(high):
+        if high >= WILCOXON_MAX_N:
+            return None
+        high = min(2 * high, WILCOXON_MAX_N)
+    low = high // 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if mid >= 2 and enough(mid) else (mid, high)
+    return max(high, 2)
 
 
 def sample_size_equivalence(

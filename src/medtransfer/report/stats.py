@@ -369,7 +369,9 @@ def _paired_differences(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired values need equal lengths, got {a.size} and {b.size}")
-    d = a - b
+    # rounded to 1e-12: differences of scores that are equal up to float noise (0.3 - 0.1 against 0.2) are ties, and
+    # equal differences (a constant shift) are equal, as the rank tests and effect sizes must see them
+    d = np.round(a - b, 12)
     return d[np.isfinite(d)]
 
 
