@@ -263,6 +263,7 @@ def test_float_noise_is_a_tie_and_a_constant_shift_has_no_d_z():
     d = np.round(a - b, 12)
     expected = sps.wilcoxon(d[d != 0], zero_method="wilcox").pvalue
     assert paired_wilcoxon(a, b).pvalue == pytest.approx(expected)
-    shifted = np.array([0.2, 0.3, 0.5, 0.7, 0.9]) + 0.1
-    assert np.ptp(shifted - np.array([0.2, 0.3, 0.5, 0.7, 0.9])) > 0  # not exactly constant in floats
-    assert math.isnan(cohens_dz(shifted, [0.2, 0.3, 0.5, 0.7, 0.9]))
+    for base in ([0.2, 0.3, 0.5, 0.7, 0.9], [0.2, 0.3, 0.5], [0.11, 0.27, 0.33, 0.41, 0.58, 0.62, 0.93]):
+        shifted = np.array(base) + 0.1
+        assert np.ptp(shifted - np.array(base)) > 0  # not exactly constant in floats
+        assert math.isnan(cohens_dz(shifted, base))

@@ -70,7 +70,8 @@ def test_undecided_says_how_many_more_cases_would_decide():
     assert f"about {expected - 10} more paired cases (n ≈ {expected} in all) would detect the observed difference" in (
         sentence
     )
-    assert f"of +{d.mean():.3f} Dice against first_k:1 at 80% power (two-sided Wilcoxon signed-rank test" in sentence
+    assert f"of +{d.mean():.3f} Dice against first_k:1 (Hodges-Lehmann shift +" in sentence
+    assert "what the Wilcoxon test detects) at 80% power (two-sided Wilcoxon signed-rank test" in sentence
     assert sentence.endswith(".")
 
 
@@ -117,3 +118,22 @@ def test_equivalence_table_and_overall_sentence():
     ((best, other, n, *_, equivalent, n_power, n_equivalence),) = table.rows
     assert (best, other, n, equivalent) == ("full", "first_k:1", "40", "yes")
     assert n_equivalence == str(verdicts[0].contrasts["first_k:1"].n_equivalent)
+
+
+def test_undecided_beyond_the_largest_size_and_against_the_rank_shift():
+    """More than WILCOXON_MAX_N cases is said as such (not as "no number of cases"); a mean lead whose
+    Hodges-Lehmann shift points the other way gets no Wilcoxon sample size, and the sentence says why."""
+    from medtransfer.report.comparisons import _n_detect_cell
+    from medtransfer.report.equivalence import WILCOXON_MAX_N, paired_equivalence
+
+    d = [-0.0043, -0.0095, 0.006, -0.0047, -0.0176, 0.0004, 0.0192, 0.0121]  # mean +0.0002, HL +0.0005
+    tiny = paired_equivalence(np.array(d), np.zeros(8))
+    assert tiny.n_detect is None
+    assert tiny.mean_diff > 0
+    assert tiny.hodges_lehmann > 0
+    assert _n_detect_cell(tiny) == f"> {WILCOXON_MAX_N}"
+    skewed = paired_equivalence(np.array([-0.01] * 25 + [0.3] * 5), np.zeros(30))
+    assert skewed.mean_diff > 0
+    assert skewed.hodges_lehmann < 0
+    assert skewed.n_detect is None
+    assert _n_detect_cell(skewed) == "—"

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .document import Table
-from .equivalence import DEFAULT_MARGIN, Contrast, paired_equivalence
+from .equivalence import DEFAULT_MARGIN, WILCOXON_MAX_N, Contrast, paired_equivalence
 from .grouping import common_scan_scores, group_rows, is_reference, metric_name, replicate_scores, unit_scores
 from .stats import Comparison, Correction, PairedTest, compare_pairs
 
@@ -245,16 +245,28 @@ def _undecided_clause(v: Verdict, rivals: Sequence[str], name: str) -> str:
     if not contrasts or all(c.n < 2 for c in contrasts.values()):
         return f"**Undecided**: with n = {v.n} paired case(s) the per-case spread cannot be estimated; add cases."
     arm, c = max(contrasts.items(), key=lambda kv: _need(kv[1].n_detect))
-    if c.n_detect is None:
+    if c.n_detect is None and c.mean_diff == 0:
         detect = (
             f"**Undecided**: against {arm} the mean difference is {_signed(c.mean_diff)} {name}, so no number of "
             "cases would show a difference"
         )
+    elif c.n_detect is None and not c.hodges_lehmann * c.mean_diff > 0:
+        detect = (
+            f"**Undecided**: against {arm} the mean difference is {_signed(c.mean_diff)} {name} but the rank test's "
+            f"shift (Hodges-Lehmann {_signed(c.hodges_lehmann)}) does not point the same way, so more cases would "
+            "not show this lead on the Wilcoxon test"
+        )
+    elif c.n_detect is None:
+        detect = (
+            f"**Undecided**: against {arm} the observed difference ({_signed(c.mean_diff)} {name}, Hodges-Lehmann "
+            f"{_signed(c.hodges_lehmann)}) would need more than {WILCOXON_MAX_N} paired cases at {c.power:.0%} power "
+            f"({_power_method(c)})"
+        )
     elif c.n_detect > c.n:
         detect = (
             f"**Undecided**: about {c.n_detect - c.n} more paired cases (n ≈ {c.n_detect} in all) would detect the "
-            f"observed difference of {_signed(c.mean_diff)} {name} against {arm} at {c.power:.0%} power "
-            f"({_power_method(c)})"
+            f"observed difference of {_signed(c.mean_diff)} {name} against {arm} (Hodges-Lehmann shift "
+            f"{_signed(c.hodges_lehmann)}, what the Wilcoxon test detects) at {c.power:.0%} power ({_power_method(c)})"
         )
     else:
         detect = (
@@ -263,6 +275,13 @@ def _undecided_clause(v: Verdict, rivals: Sequence[str], name: str) -> str:
             "are among the samples of that size that do not reject; more cases would settle it"
         )
     return f"{detect}; {_equivalence_need(v, contrasts)}."
+
+
+def _n_detect_cell(c: Contrast) -> str:
+    """The equivalence table's "n for 80% power": a number, ``> WILCOXON_MAX_N``, or — (nothing to detect)."""
+    if c.n_detect is not None:
+        return str(c.n_detect)
+    return f"> {WILCOXON_MAX_N}" if c.n >= 2 and c.hodges_lehmann * c.mean_diff > 0 else "—"
 
 
 def _power_method(c: Contrast) -> str:
@@ -304,7 +323,7 @@ def equivalence_table(verdict: Verdict) -> Table:
             _fmt_p(c.tost_t.pvalue),
             _fmt_p(c.tost_wilcoxon.pvalue),
             "yes" if c.equivalent else "no",
-            "—" if c.n_detect is None else str(c.n_detect),
+            _n_detect_cell(c),
             "—" if c.n_equivalent is None else str(c.n_equivalent),
         )
         for arm, c in verdict.contrasts.items()

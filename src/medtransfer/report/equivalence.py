@@ -240,7 +240,8 @@ def cohens_dz(a: ArrayLike, b: ArrayLike) -> float:
     """
     d = _paired_differences(a, b)
     sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
-    return float(d.mean()) / sd if sd > 0 else math.nan
+    # every difference equal (a constant shift): the SD is 0 up to the float rounding of the mean, d_z undefined
+    return float(d.mean()) / sd if sd > 1e-12 * max(1.0, abs(float(d.mean()))) else math.nan
 
 
 def hodges_lehmann(a: ArrayLike, b: ArrayLike) -> float:
@@ -378,8 +379,10 @@ def wilcoxon_sample_size(
     """Smallest number of pairs at which the two-sided Wilcoxon signed-rank test rejects with ``power`` if the
     observed differences ``d`` were the population (:func:`wilcoxon_power`; zeros, ties and the exact test's
     smallest p included).  None when nothing is to be detected (mean difference 0, or no non-zero difference)
-    or more than :data:`WILCOXON_MAX_N` pairs would be needed.  Optimistic when the compared arm was chosen
-    as the best on the same cases (the observed difference is then biased away from 0).
+    or more than :data:`WILCOXON_MAX_N` pairs would be needed, or the rank test's shift (the Hodges-Lehmann
+    estimate) does not point the mean's way (more cases would then show the other direction, if any).  The
+    Wilcoxon test detects the shift of the differences' pseudo-median, not the mean.  Optimistic when the
+    compared arm was chosen as the best on the same cases (the observed difference is then biased away from 0).
 
     Example:
         >>> wilcoxon_sample_size([0.02] * 5 + [0.0] * 3)  # P(Bin(n, 5/8) >= 6) >= 0.8 from n = 11
@@ -387,7 +390,7 @@ def wilcoxon_sample_size(
     """
     x = np.asarray(d, dtype=float).ravel()
     x = np.round(x[np.isfinite(x)], 12)
-    if x.size < 2 or not np.any(x != 0) or x.mean() == 0:
+    if x.size < 2 or not np.any(x != 0) or x.mean() == 0 or _hodges_lehmann(x) * x.mean() <= 0:
         return None
 
     def enough(n: int) -> bool:
