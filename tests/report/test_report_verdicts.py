@@ -137,3 +137,20 @@ def test_undecided_beyond_the_largest_size_and_against_the_rank_shift():
     assert skewed.hodges_lehmann < 0
     assert skewed.n_detect is None
     assert _n_detect_cell(skewed) == "—"
+
+
+def test_a_mean_lead_against_the_rank_shift_is_not_a_significant_win():
+    """25 scans lost by 0.01 and 5 won by 0.3: full has the higher mean, and the Wilcoxon rejects -- in
+    first_k:1's favour (Hodges-Lehmann -0.01).  That is no win for full; the sentence says whom the ranks favour."""
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.6, 0.8, 30)
+    values = {"full": base + np.array([-0.01] * 25 + [0.3] * 5), "first_k:1": base}
+    v = compare_setting(arm_rows(values), "dice", SETTING)
+    assert v.winner == "full"
+    assert v.versus("first_k:1")[1] < 0.05
+    assert not v.significant
+    sentence = v.sentence()
+    assert "**the win is significant**" not in sentence
+    assert (
+        "(the rank shift, Hodges-Lehmann -0.010, favours first_k:1: the mean lead comes from a few scans)" in sentence
+    )

@@ -99,7 +99,18 @@ class Verdict:
     def not_beaten(self) -> list[str]:
         """Other arms the winner does not beat significantly (corrected Wilcoxon p >= alpha, or untestable)."""
         others = [arm for arm in self.means if arm != self.winner]
-        return [arm for arm in others if not self.versus(arm)[1] < self.alpha or not self.versus(arm)[0] > 0]
+        return [
+            arm
+            for arm in others
+            if not self.versus(arm)[1] < self.alpha or not self.versus(arm)[0] > 0 or not self.rank_lead(arm)
+        ]
+
+    def rank_lead(self, other: str) -> bool:
+        """Whether the rank test's shift (Hodges-Lehmann of winner - other) points the winner's way: a Wilcoxon
+        rejection with a negative shift is a significant difference in the *other* arm's favour on most scans,
+        whatever the means say (a few large wins can lift the mean).  True where no contrast was computed."""
+        c = self.contrasts.get(other)
+        return c is None or not math.isfinite(c.hodges_lehmann) or c.hodges_lehmann > 0
 
     @property
     def significant(self) -> bool:
@@ -170,6 +181,12 @@ def verdict_sentence(verdict: Verdict) -> str:
     rivals = v.not_beaten
     tests = "; ".join(
         f"vs {arm}: Wilcoxon p = {_fmt_p(v.versus(arm)[1])}, sign test p = {_fmt_p(v.versus(arm, PairedTest.SIGN)[1])}"
+        + (
+            ""
+            if v.rank_lead(arm)
+            else f" (the rank shift, Hodges-Lehmann {_signed(v.contrasts[arm].hodges_lehmann)}, favours {arm}: the "
+            "mean lead comes from a few scans)"
+        )
         for arm in rivals
     )
     not_sig = (
