@@ -285,3 +285,18 @@ def test_a_lesion_tally_is_not_a_race_metric():
     with pytest.raises(ConfigError) as err:
         _case_values(cell, summary, "lesion_n_ref_lt0.03ml", "g.yaml")
     assert "(its per-case rows have: dice, lesion_f1)" in str(err.value)
+
+
+def test_a_mean_lead_against_the_rank_shift_drops_nothing():
+    """28 scans: full loses 0.01 on 25 and wins 0.3 on 3, so its mean is higher, and the Wilcoxon rejects in
+    scratch's favour (the 25 smallest ranks).  The race does not drop scratch: the ranks do not favour the best mean."""
+    d = np.array([-0.01] * 25 + [0.3] * 3)
+    assert d.mean() > 0
+    assert stats.wilcoxon(d).pvalue < 0.05 / 3
+    state = new_race(["full", "scratch"], RaceConfig(max_rounds=3))
+    decision = update(
+        state, {"full": {f"c{i}": 0.7 + x for i, x in enumerate(d)}, "scratch": {f"c{i}": 0.7 for i in range(28)}}
+    )
+    assert decision.best == "full"
+    assert decision.dropped == ()
+    assert state.alive == ["full", "scratch"]

@@ -68,7 +68,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import ConfigError, DataError
-from ..report.equivalence import DEFAULT_MARGIN, paired_equivalence, paired_ttost, paired_wilcoxon_tost
+from ..report.equivalence import DEFAULT_MARGIN, hodges_lehmann, paired_equivalence, paired_ttost, paired_wilcoxon_tost
 from ..report.stats import holm, paired_wilcoxon
 from ..utils import write_json_atomic
 
@@ -333,7 +333,9 @@ def _drops(state: RaceState, table: dict[str, np.ndarray], index: int) -> tuple[
     adjusted = holm(raw)
     drops = []
     for arm, p, p_holm in zip(others, raw, adjusted, strict=True):
-        if p_holm < config.alpha_round and means[best] > means[arm]:
+        # the rank shift must favour the best arm too: a Wilcoxon rejection with a negative Hodges-Lehmann shift
+        # favours the other arm on most scans, whatever a few large wins do to the means
+        if p_holm < config.alpha_round and means[best] > means[arm] and hodges_lehmann(table[best], table[arm]) > 0:
             p_race = min(1.0, max(gate or 0.0, float(p_holm)) * config.max_rounds)
             diff = means[best] - means[arm]
             drops.append(Drop(arm, index, best, n, diff, float(p), float(p_holm), gate, p_race))
