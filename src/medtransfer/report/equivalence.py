@@ -393,19 +393,7 @@ def wilcoxon_sample_size(
     if x.size < 2 or not np.any(x != 0) or x.mean() == 0 or _hodges_lehmann(x) * x.mean() <= 0:
         return None
 
-    def enough(n: int) -> bool:
-        return wilcoxon_power(x, n, alpha=alpha, resamples=resamples) >= power
-
-    high = 2
-    while not enough(high):
-        if high >= WILCOXON_MAX_N:
-            return None
-        high = min(2 * high, WILCOXON_MAX_N)
-    low = high // 2
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if mid >= 2 and enough(mid) else (mid, high)
-    return max(high, 2)
+    return _smallest_n(lambda n: wilcoxon_power(x, n, alpha=alpha, resamples=resamples) >= power, WILCOXON_MAX_N)
 
 
 def sample_size_equivalence(
@@ -430,13 +418,14 @@ def sample_size_equivalence(
 # --- helpers -----------------------------------------------------------------------------------------------------
 
 
-def _smallest_n(enough: Callable[[int], bool]) -> int | None:
-    """Smallest n >= 2 with ``enough(n)`` for a condition monotone in n: doubling, then bisection."""
+def _smallest_n(enough: Callable[[int], bool], limit: int = _MAX_N) -> int | None:
+    """Smallest n >= 2 with ``enough(n)`` for a condition monotone in n: doubling, then bisection; None when
+    ``enough(limit)`` fails."""
     high = 2
     while not enough(high):
-        if high >= _MAX_N:
+        if high >= limit:
             return None
-        high *= 2
+        high = min(2 * high, limit)
     low = high // 2  # not enough (or below 2)
     while high - low > 1:
         mid = (low + high) // 2
