@@ -75,3 +75,30 @@ def test_patch_dataset_foreground_patches_stay_inside_the_volume():
         item = dataset[i]
         assert item["image"].shape == (1, 16, 16, 16)
         assert item["label"].shape == (1, 16, 16, 16)
+
+
+def test_validation_tiles_cover_every_voxel_once():
+    """A 100 x 70 x 30 case tiled by 64^3 patches: before, only the whole tiles (0..63 on the first axis) were
+    scored, so a lesion at 80-89 never counted in validation Dice."""
+    import torch
+
+    from medtransfer.finetune.data import PatchDataset
+
+    label = np.zeros((100, 70, 30), dtype=np.int64)
+    label[80:90, 60:70, 20:30] = 1
+    image = np.arange(100 * 70 * 30, dtype=np.float32).reshape(1, 100, 70, 30)
+    dataset = PatchDataset([PreparedCase("c", image, label, None)], (64, 64, 64))
+    assert len(dataset) == 2 * 2 * 1
+    covered = torch.zeros((128, 128, 64), dtype=torch.int64)
+    lesion = 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        start = dataset.tiles[i][1]
+        covered[tuple(slice(a, a + 64) for a in start)] += 1
+        lesion += int(item["label"].sum())
+        assert item["image"].shape == (1, 64, 64, 64)
+    assert bool((covered == 1).all())
+    assert lesion == 1000
+    padded = dataset.cases[0][1]
+    assert torch.equal(padded[0, :100, :70, :30], torch.from_numpy(image[0]))
+    assert torch.equal(padded[0, 127, 69, 29], padded[0, 99, 69, 29])  # replicated edge, as prediction pads

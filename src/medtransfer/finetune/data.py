@@ -445,7 +445,7 @@ class PatchDataset(Dataset):
             raise ValueError(f"foreground fraction must be in [0, 1], got {foreground_fraction}")
         self.augment, self.foreground_fraction = augment, foreground_fraction
         self.patch = tuple(int(p) for p in patch_size)
-        self.cases = [self._padded(c) for c in cases]
+        self.cases = [self._padded(c) if length else self._tiled(c) for c in cases]
         self.length = length
         self.tiles = [] if length else [(ci, start) for ci, c in enumerate(self.cases) for start in self._grid(c)]
         self.foreground = [_foreground_sample(c[2]) for c in self.cases] if length and foreground_fraction else []
@@ -453,6 +453,16 @@ class PatchDataset(Dataset):
     def _padded(self, case: PreparedCase) -> tuple[str, torch.Tensor, torch.Tensor]:
         shape = [max(s, p) for s, p in zip(case.label.shape, self.patch, strict=True)]
         return case.case_id, _pad_to(torch.from_numpy(case.image), shape), _pad_to(torch.from_numpy(case.label), shape)
+
+    def _tiled(self, case: PreparedCase) -> tuple[str, torch.Tensor, torch.Tensor]:
+        """A validation case padded up to a whole number of patches on every axis (the image replicates its edge,
+        as prediction pads; the label gains background), so that the tiles cover every voxel exactly once."""
+        shape = [-(-s // p) * p for s, p in zip(case.label.shape, self.patch, strict=True)]
+        image = torch.from_numpy(case.image)
+        pad = [x for s, t in zip(reversed(image.shape[1:]), reversed(shape), strict=True) for x in (0, t - s)]
+        if any(pad):
+            image = torch.nn.functional.pad(image[None].float(), pad, mode="replicate")[0].to(image.dtype)
+        return case.case_id, image, _pad_to(torch.from_numpy(case.label), shape)
 
     def _grid(self, case) -> list[tuple[int, ...]]:
         axes = [list(range(0, s - p + 1, p)) for s, p in zip(case[2].shape, self.patch, strict=True)]
