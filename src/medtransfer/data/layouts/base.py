@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,8 +37,9 @@ class Problem:
     Attributes:
         file: the file (or folder) concerned.
         message: what is wrong, what was found and what is allowed.
-        outside_root: the file lies outside the dataset root (a ``..`` path, a symlink pointing out): its case is
-            left out, so a reader that tolerates other problems (``strict=False``) still refuses this one.
+        outside_root: the file lies outside the dataset root (a ``..`` path, a symlink pointing out), or a case id
+            would name one (``../x``, see :func:`case_id_problem`): its case is left out, so a reader that tolerates
+            other problems (``strict=False``) still refuses this one.
     """
 
     file: str
@@ -97,7 +99,8 @@ class CaseDataset:
 
     Every file stays inside ``root`` after resolving symlinks, whatever the layout: a case with a file elsewhere (a
     symlink pointing out, a ``..`` path) is left out and each such file is recorded in :attr:`problems`, as the
-    datalist refuses paths that leave its folder.
+    datalist refuses paths that leave its folder.  Likewise every case id is a safe file name stem (see
+    :func:`case_id_problem`): later stages name files after it (``predictions/{case}.nii.gz``).
 
     Attributes:
         root: dataset root folder; every path stays inside it.
@@ -126,8 +129,9 @@ class CaseDataset:
 
     def __post_init__(self) -> None:
         problems = list(self.problems)
-        object.__setattr__(self, "cases", _inside_root(self.root, self.cases, problems))
-        object.__setattr__(self, "test_cases", _inside_root(self.root, self.test_cases, problems))
+        for name in ("cases", "test_cases"):
+            kept = _inside_root(self.root, _safe_ids(self.root, getattr(self, name), problems), problems)
+            object.__setattr__(self, name, kept)
         object.__setattr__(self, "problems", tuple(problems))
 
     def __len__(self) -> int:
@@ -196,6 +200,84 @@ def resolve_inside(
             message = f"{where}path {text!r} {ESCAPES.format(root=root)}"
         return None, Problem(str(source), message, outside_root=True)
     return resolved, None
+
+
+CASE_ID_MAX_BYTES = 200
+"""Longest case id (UTF-8 bytes): files named after it add up to ~25 characters (``{case}-<hash>_image.npy``,
+``{case}_0000.nii.gz``) and a file name may hold 255 bytes."""
+
+CASE_ID_ALLOWED = (
+    "may hold only letters and digits (any script, accents included), '_', '-', '.' and inner spaces, may not "
+    f"start with '.' or hold '..', and must fit in {CASE_ID_MAX_BYTES} bytes"
+)
+
+_CASE_ID_PUNCTUATION = frozenset("_-. ")
+
+
+def case_id_error(case_id: str) -> str | None:
+    """Why ``case_id`` cannot be a case id, or ``None`` when it can.
+
+    Later stages build file names from case ids (``predictions/{case}.nii.gz``, the cache's ``{case}_image.npy``,
+    links ``images/{case}.nii.gz``) and write them into CSV files, so an id must be a plain file name stem: letters
+    and digits of any script (with their accents: macOS stores them decomposed), ``_``, ``-``, ``.`` and spaces
+    inside; not empty, not starting with ``.`` (hidden files, ``..``), no ``..``, no leading or trailing space, and
+    at most :data:`CASE_ID_MAX_BYTES` bytes.  Every id the layouts derive from ordinary file names passes
+    (``case_0000``, ``BRATS_001``, ``CC0001``, ``siemens_3_007``, ``café``).
+
+    Example:
+        >>> case_id_error("BRATS_001") is None
+        True
+        >>> case_id_error("../x")
+        "contains '/'"
+    """
+    if not case_id:
+        return "is empty"
+    bad = sorted({c for c in case_id if c not in _CASE_ID_PUNCTUATION and unicodedata.category(c)[0] not in "LNM"})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad[:5])
+        return f"contains {shown}"
+    if case_id.startswith("."):
+        return "starts with '.'"
+    if ".." in case_id:
+        return "contains '..'"
+    if case_id != case_id.strip():
+        return "starts or ends with a space"
+    if len(case_id.encode("utf-8")) > CASE_ID_MAX_BYTES:
+        return f"is {len(case_id.encode('utf-8'))} bytes long"
+    return None
+
+
+def case_id_problem(case_id: str, source: str | os.PathLike, where: str = "") -> Problem | None:
+    """A :class:`Problem` naming ``source`` when ``case_id`` is not allowed (see :func:`case_id_error`), else ``None``.
+
+    An id that could lead out of a folder (``/``, ``\\``, ``..``) is marked :attr:`Problem.outside_root`.
+
+    Args:
+        source: the file the id comes from (``dataset.json``, the datalist, the image it is named after).
+        where: prefix of the message saying which entry holds the id (e.g. ``"training[3]: "``).
+    """
+    reason = case_id_error(case_id)
+    if reason is None:
+        return None
+    escapes = "/" in case_id or "\\" in case_id or ".." in case_id
+    return Problem(
+        str(source),
+        f"{where}case id {case_id!r} {reason}; case ids name files (predictions/{{case}}.nii.gz), so a case id "
+        f"{CASE_ID_ALLOWED}",
+        outside_root=escapes,
+    )
+
+
+def _safe_ids(root: Path, cases: Sequence[Case], problems: list[Problem]) -> tuple[Case, ...]:
+    """The cases whose ids are allowed; one problem (naming the case's first file) per case that is not."""
+    kept = []
+    for case in cases:
+        problem = case_id_problem(case.case_id, case.files[0] if case.files else root)
+        if problem is None:
+            kept.append(case)
+        else:
+            problems.append(problem)
+    return tuple(kept)
 
 
 def _lexically_inside(path: Path, root: Path) -> bool:

@@ -14,7 +14,16 @@ from typing import Any
 
 from ...errors import DataError
 from ..io import is_nifti, strip_nifti_suffix
-from .base import Case, CaseDataset, Layout, Problem, check_index_inside, find_duplicates, resolve_inside
+from .base import (
+    Case,
+    CaseDataset,
+    Layout,
+    Problem,
+    case_id_problem,
+    check_index_inside,
+    find_duplicates,
+    resolve_inside,
+)
 from .nnunet import DATASET_JSON, parse_channels, parse_labels, read_json
 
 DATALIST_NAMES = ("datalist.json", DATASET_JSON)
@@ -121,7 +130,11 @@ def _entry_case(
             )
         )
         return None
-    case_id = str(entry.get("case") or entry.get("id") or _case_id(label or images[0]))
+    case_id = _entry_case_id(entry, label or images[0])
+    bad_id = case_id_problem(case_id, source, f"{where}: ")
+    if bad_id is not None:
+        problems.append(bad_id)
+        return None
     extra = {k: v for k, v in entry.items() if k not in ("image", "label", "case", "id") and _plain(v)}
     return Case(case_id, images, label, extra)
 
@@ -140,6 +153,12 @@ def _entry_path(root: Path, source: Path, raw: Any, where: str, problems: list[P
     if problem:
         problems.append(problem)
     return resolved
+
+
+def _entry_case_id(entry: dict, named_after: Path) -> str:
+    """The entry's ``case`` (or ``id``), else the file name of its label (or first image) without the suffix."""
+    given = entry.get("case") or entry.get("id")
+    return str(given) if given is not None else _case_id(named_after)
 
 
 def _case_id(path: Path) -> str:

@@ -19,7 +19,16 @@ from typing import Any
 from ...errors import DataError
 from ...utils import write_json_atomic
 from ..io import NIFTI_SUFFIXES, is_nifti
-from .base import Case, CaseDataset, Layout, Problem, check_index_inside, find_duplicates, resolve_inside
+from .base import (
+    Case,
+    CaseDataset,
+    Layout,
+    Problem,
+    case_id_problem,
+    check_index_inside,
+    find_duplicates,
+    resolve_inside,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -216,9 +225,7 @@ def read_nnunet(root: str | os.PathLike) -> CaseDataset:
         test_labels = "labelsTs" if (root / "labelsTs").is_dir() else None
         tests = _scan_cases(root, "imagesTs", test_labels, channels, ending, problems)
     problems += find_duplicates(cases, source)
-    declared = meta.get("numTraining")
-    if isinstance(declared, int) and declared != len(cases):
-        problems.append(Problem(str(source), f"numTraining is {declared} but {len(cases)} training cases were found"))
+    problems += _num_training_problems(meta.get("numTraining"), len(cases), source)
     return CaseDataset(
         root,
         Layout.NNUNET,
@@ -230,6 +237,24 @@ def read_nnunet(root: str | os.PathLike) -> CaseDataset:
         problems=tuple(problems),
         index_file=source,
     )
+
+
+def _num_training_problems(declared: Any, found: int, source: Path) -> list[Problem]:
+    """dataset.json's ``numTraining`` (optional) must be a whole number equal to the training cases found."""
+    if declared is None:
+        return []
+    whole = isinstance(declared, int) or (isinstance(declared, float) and declared.is_integer())
+    if isinstance(declared, bool) or not whole:
+        return [
+            Problem(
+                str(source),
+                f"numTraining is {declared!r} ({type(declared).__name__}); it must be a whole number, the number of "
+                f"training cases ({found} found)",
+            )
+        ]
+    if int(declared) != found:
+        return [Problem(str(source), f"numTraining is {int(declared)} but {found} training cases were found")]
+    return []
 
 
 def _scan_cases(
@@ -339,6 +364,10 @@ def _explicit_cases(root: Path, mapping: Any, source: Path, problems: list[Probl
         raise DataError(f"{source}: 'dataset' must map case ids to {{'images': [...], 'label': ...}}")
     cases = []
     for case_id, entry in mapping.items():
+        bad_id = case_id_problem(case_id, source, "'dataset': ")
+        if bad_id is not None:
+            problems.append(bad_id)
+            continue
         if not isinstance(entry, dict) or "images" not in entry:
             problems.append(Problem(str(source), f"case {case_id!r}: entry must have 'images' (and 'label')"))
             continue
