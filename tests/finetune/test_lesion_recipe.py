@@ -256,6 +256,8 @@ def test_foreground_batch_sampler_fills_every_batch_and_is_resumable():
         ("min_component_mm3", "tiny", "min_component_mm3 must be 'auto', null or a volume"),
         ("tta_mirror", "yes", "tta_mirror must be true or false"),
         ("symmetry_channel", "yes", "symmetry_channel must be true or false"),
+        ("max_val_cases", -1, r"max_val_cases must be an integer >= 0 \(0: no validation\), got -1"),
+        ("max_val_cases", "2", "max_val_cases must be an integer >= 0"),
     ],
 )
 def test_recipe_options_are_checked(key, value, message):

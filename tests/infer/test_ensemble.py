@@ -259,3 +259,14 @@ def test_a_member_changed_after_the_ensemble_was_made_is_refused(tmp_path, capsy
     (tmp_path / "ens" / "ensemble.json").write_text('{"format": "something else"}')
     with pytest.raises(DataError, match="not a medtransfer ensemble record"):
         load_ensemble(tmp_path / "ens", device="cpu")
+
+
+def test_an_ensemble_tunes_in_fp32_unless_told_otherwise():
+    """As a run tunes its own size (fp32), so the stored size does not depend on whether the CPU has bf16."""
+    import inspect
+
+    from medtransfer.cli import build_parser
+
+    args = build_parser().parse_args(["ensemble", "--model", "a", "--model", "b", "--out", "e"])
+    assert args.precision == "fp32"
+    assert inspect.signature(create_ensemble).parameters["precision"].default == "fp32"

@@ -481,3 +481,49 @@ def test_the_dataset_s_labelled_held_out_scans_never_feed_the_caps(tmp_path):
     post = tune_on_validation(never, dataset, [], ["t0"], source, "pooled")
     assert post["lesion_prior"]["source_scans_held_out"] == 1
     assert post["lesion_prior"]["source_lesions"] == 2
+
+
+def _pooled_f1(preds, refs):
+    from medtransfer.metrics.lesions import LesionStats, compute_lesion_detection, reduce_lesion_stats
+
+    stats = LesionStats.concatenate(
+        [compute_lesion_detection(p[None, None], r[None, None]) for p, r in zip(preds, refs, strict=True)]
+    )
+    return float(reduce_lesion_stats(stats, "micro")["f1"][0])
+
+
+def test_tuning_scores_each_case_at_its_own_voxel_size_as_predict_applies_it():
+    """Validation scans at 1 mm and 2 mm; case B has an 8-voxel (64 mm³) false positive.  Before, the candidates were
+    voxel counts of case A applied to B's 8 mm³ voxels too: 30 mm³ (30 voxels) looked perfect on validation, but
+    predict removes components under 30 mm³ = 3.75 voxels of B, keeping the false positive (F1 0.8)."""
+    ref_a = np.zeros((40, 40, 40), bool)
+    ref_a[5:10, 5:10, 5:9] = True  # 100 voxels = 100 mm³
+    ref_b = np.zeros((20, 20, 20), bool)
+    ref_b[2:5, 2:5, 2:6] = True  # 36 voxels = 288 mm³
+    pred_b = ref_b.copy()
+    pred_b[12:14, 12:14, 12:14] = True  # 8 voxels = 64 mm³
+    size, scores = tune_min_component([ref_a, pred_b], [ref_a, ref_b], [1.0, 8.0], candidates=(0, 30, 70), max_mm3=80.0)
+    # 0 and 30 mm³ keep B's 64 mm³ speck: 2 found / 3 predicted, F1 = 2 * (1 * 2/3) / (1 + 2/3) = 0.8
+    assert scores == pytest.approx({"0": 0.8, "30": 0.8, "70": 1.0})
+    assert size == 70.0
+    applied = [
+        apply_postprocess(p.astype(np.uint8), s, {"min_component_mm3": size}) > 0
+        for p, s in ((ref_a, (1, 1, 1)), (pred_b, (2, 2, 2)))
+    ]
+    assert _pooled_f1(applied, [ref_a, ref_b]) == pytest.approx(scores["70"])
+    with pytest.raises(ValueError, match="2 voxel volumes for 1 cases"):
+        tune_min_component([ref_a], [ref_a], [1.0, 8.0])
+
+
+def test_touching_classes_are_one_component_when_small_ones_are_removed():
+    """Tumour core (2) inside oedema (1): 12 + 12 touching voxels are one 24-voxel lesion, as tuning counts it; each
+    class alone is under 20 voxels, which before deleted the lesion.  The 1-voxel speck goes, the labels stay."""
+    pred = np.zeros((20, 20, 20), np.uint8)
+    pred[2:5, 2:4, 2:4] = 1
+    pred[5:8, 2:4, 2:4] = 2
+    noisy = pred.copy()
+    noisy[15, 15, 15] = 1
+    size, scores = tune_min_component([noisy > 0], [pred > 0], 1.0, candidates=(0, 2, 20), max_mm3=20.0)
+    assert size == 20.0
+    assert scores["20"] == 1.0
+    assert np.array_equal(apply_postprocess(noisy, (1, 1, 1), {"min_component_mm3": size}), pred)

@@ -106,3 +106,15 @@ def test_a_tied_validation_dice_keeps_the_later_model_as_best(tmp_path):
     manager = CheckpointManager(tmp_path, model_spec={"name": "toy", "config": {}})
     result = Trainer(toy_net(), config, toy_batches(config), validator=never_found, checkpoints=manager).fit()
     assert load_checkpoint(result.best_checkpoint)["meta"]["epoch"] == 2
+
+
+def test_history_records_the_largest_learning_rate_of_the_groups():
+    """Discriminative rates put the input stage first at the smallest rate; the history shows the head's."""
+    net = toy_net()
+    groups = [
+        {"params": list(net[0].parameters()) + list(net[1].parameters()), "lr_scale": 0.25},
+        {"params": list(net[4].parameters()), "lr_scale": 1.0},
+    ]
+    config = toy_config(epochs=1, steps_per_epoch=2, lr=0.1, schedule="constant", warmup_steps=0)
+    result = Trainer(net, config, toy_batches(config), param_groups=groups).fit()
+    assert result.history[-1]["lr"] == pytest.approx(0.1)

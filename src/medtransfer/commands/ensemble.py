@@ -35,7 +35,13 @@ def add_parser(subparsers) -> None:
         "components, as lesion runs do; off when none does), a size in mm³, or none",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="of the validation predictions that tune --min-component (default fp32, as a run tunes its own; "
+        "predict chooses its precision when it applies the ensemble)",
+    )
     add_threads_option(parser)
     parser.set_defaults(func=run)
 

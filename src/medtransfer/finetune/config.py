@@ -159,6 +159,8 @@ class FinetuneConfig:
         object.__setattr__(self, "foreground_sampling", ForegroundSampling.parse(self.foreground_sampling).value)
         object.__setattr__(self, "min_component_mm3", check_min_component(self.min_component_mm3))
         object.__setattr__(self, "min_component_prior", check_lesion_prior(self.min_component_prior))
+        if isinstance(self.max_val_cases, bool) or not isinstance(self.max_val_cases, int) or self.max_val_cases < 0:
+            raise ConfigError(f"max_val_cases must be an integer >= 0 (0: no validation), got {self.max_val_cases!r}")
         if isinstance(self.context_slices, bool) or not isinstance(self.context_slices, int) or self.context_slices < 0:
             raise ConfigError(f"context_slices must be an integer >= 0, got {self.context_slices!r}")
         number = not isinstance(self.lesion_mix, bool) and isinstance(self.lesion_mix, int | float)

@@ -195,7 +195,7 @@ def create_ensemble(
     checkpoint: str = "last",
     min_component: Any = "auto",
     device: str = "auto",
-    precision: str = "auto",
+    precision: str = "fp32",
 ) -> Path:
     """Make an ensemble folder of trained runs (2 or more), its post-processing tuned on their validation cases.
 
@@ -208,6 +208,9 @@ def create_ensemble(
         min_component: ``auto`` (tuned on the shared validation cases; without any, the training lesions' free
             size; off when no member removes small components, as runs of brain masks and anatomy do not), a size
             in mm³, or ``None`` (off).
+        device, precision: where and how the members predict the validation cases that tune ``min_component``
+            (fp32 by default, as :func:`medtransfer.finetune.segment.tune_postprocess` tunes a single run, so the
+            size does not depend on whether the CPU has bf16).
 
     Returns:
         ``out / ensemble.json``.

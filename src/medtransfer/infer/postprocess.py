@@ -88,18 +88,17 @@ def min_voxels(min_mm3: float, spacing: Sequence[float]) -> float:
 
 
 def apply_postprocess(labels: np.ndarray, spacing: Sequence[float], postprocess: dict[str, Any] | None) -> np.ndarray:
-    """A label map after the stored post-processing: each foreground label loses its components smaller than
-    ``postprocess["min_component_mm3"]`` (they become background).  ``None`` or a size of 0 changes nothing."""
+    """A label map after the stored post-processing: the connected components of its foreground (every label
+    > 0 together, the lesions :func:`tune_on_validation` counted when it chose the size) smaller than
+    ``postprocess["min_component_mm3"]`` become background; the labels of the others are kept as they are (a
+    tumour core touching its oedema is one lesion, not two small ones).  ``None`` or a size of 0 changes
+    nothing."""
     size = float((postprocess or {}).get(MIN_COMPONENT_KEY) or 0.0)
     if size <= 0:
         return labels
-    threshold = min_voxels(size, spacing)
+    foreground = labels > 0
     out = labels.copy()
-    for value in np.unique(labels):
-        if value == 0:
-            continue
-        mask = labels == value
-        out[mask & ~remove_small_components(mask, threshold)] = 0
+    out[foreground & ~remove_small_components(foreground, min_voxels(size, spacing))] = 0
     return out
 
 
@@ -438,7 +437,7 @@ def log_lesion_prior(record: dict[str, Any], source_given: bool = False, hint: s
 def tune_min_component(
     preds: Sequence[np.ndarray],
     refs: Sequence[np.ndarray],
-    voxel_volume_mm3: float,
+    voxel_volume_mm3: float | Sequence[float],
     candidates: Sequence[int] = CANDIDATE_VOXELS,
     iou_threshold: float | None = None,
     max_mm3: float | None = None,
@@ -448,8 +447,9 @@ def tune_min_component(
 
     Args:
         preds, refs: binary masks of the validation cases (one array per case).
-        voxel_volume_mm3: the volume of one voxel of these masks.
-        candidates: minimum sizes to try, in voxels.
+        voxel_volume_mm3: the volume of one voxel of these masks, or one per case (scans of other spacings).
+        candidates: minimum sizes to try, in voxels of the first case; each case removes its components smaller
+            than the same volume in mm³ at its own voxel volume, as :func:`apply_postprocess` does at prediction.
         iou_threshold: the lesion-matching rule (:func:`medtransfer.metrics.lesions.compute_lesion_detection`;
             default :data:`~medtransfer.metrics.lesions.DEFAULT_LESION_IOU`).
         max_mm3: the free size (:func:`lesion_size_cap` of the training labels: half the 5 % prediction bound of
@@ -475,21 +475,32 @@ def tune_min_component(
     from ..metrics.lesions import DEFAULT_LESION_IOU, LesionStats, compute_lesion_detection, reduce_lesion_stats
 
     iou = DEFAULT_LESION_IOU if iou_threshold is None else iou_threshold
+    if np.ndim(voxel_volume_mm3) == 0:
+        voxel_volume_mm3 = [float(voxel_volume_mm3)] * len(preds)
+    units = [float(v) for v in voxel_volume_mm3]
+    if len(units) != len(preds):
+        raise ValueError(f"{len(units)} voxel volumes for {len(preds)} cases")
+    unit = units[0] if units else 1.0
     components = [component_sizes(p) for p in preds]  # each candidate keeps the components >= it of one labelling
     scores: dict[str, float] = {}
     for voxels in sorted(candidates):
+        volume = round(voxels * unit, 3)
         stats = LesionStats.concatenate(
             [
-                compute_lesion_detection(_case(keep_components(labels, sizes, voxels)), _case(r), iou_threshold=iou)
-                for (labels, sizes), r in zip(components, refs, strict=True)
+                compute_lesion_detection(
+                    # the stored volume at this case's voxel volume, as apply_postprocess will apply it
+                    _case(keep_components(labels, sizes, voxels if v == unit else volume / v)),
+                    _case(r),
+                    iou_threshold=iou,
+                )
+                for (labels, sizes), r, v in zip(components, refs, units, strict=True)
             ]
         )
         f1 = float(reduce_lesion_stats(stats, "micro")["f1"][0])
-        volume = round(voxels * voxel_volume_mm3, 3)
         scores[f"{volume:g}"] = 0.0 if not math.isfinite(f1) else f1
     allowed = scores
     if max_mm3 is None:  # no training lesions to go by: the first candidates only (see evidence_max_mm3 above)
-        largest = round(SHORT_CANDIDATE_VOXELS[-1] * voxel_volume_mm3, 3)
+        largest = round(SHORT_CANDIDATE_VOXELS[-1] * unit, 3)
         allowed = {key: f1 for key, f1 in scores.items() if float(key) <= largest}
     return choose_min_component(allowed, max_mm3, evidence_max_mm3), scores
 
@@ -571,7 +582,7 @@ def tune_on_validation(
     for case in cases:
         volumes = [load_nifti(p, dtype="float32") for p in case.images]
         preds.append(predict(volumes if len(volumes) > 1 else volumes[0]) > 0)
-    volume = float(np.prod(refs[0].spacing[:3]))
+    volumes = [float(np.prod(r.spacing[:3])) for r in refs]  # each scan at its own voxel size
     refs = [np.rint(r.array) > 0 for r in refs]
-    size, scores = tune_min_component(preds, refs, volume, max_mm3=cap, evidence_max_mm3=evidence_cap)
+    size, scores = tune_min_component(preds, refs, volumes, max_mm3=cap, evidence_max_mm3=evidence_cap)
     return {MIN_COMPONENT_KEY: size, "tuned_on": list(val_ids), "val_lesion_f1": scores, **caps}

@@ -80,7 +80,11 @@ class TrainBatches:
             for idx in plan:
                 yield default_collate([self.dataset[i] for i in idx])
             return
-        generator = torch.Generator().manual_seed(self.sampler.seed * 7919 + epoch * 131 + start_step)
+        # each rank's workers augment with a stream of their own
+        rank = int(getattr(self.sampler, "rank", 0))
+        generator = torch.Generator().manual_seed(
+            self.sampler.seed * 7919 + epoch * 131 + start_step + rank * 1_000_003
+        )
         loader = DataLoader(self.dataset, batch_sampler=plan, num_workers=self.num_workers, generator=generator)
         yield from loader
 

@@ -95,9 +95,7 @@ class Trainer:
             device = torch.device("cuda", self.ctx.local_rank)
         self.plan = resolve_precision(config.precision, device, config.channels_last, model=model)
         self.model = model_to_plan(model, self.plan, spatial_dims)
-        self.network = wrap_model(self.model, self.ctx, device)
-        if config.compile:  # only the training step runs compiled; checkpoints use the plain self.model
-            self.network = compile_model(self.network)
+        self.network = self._wrap(self.model)
         self.loss_fn = loss if loss is not None else create_loss(config.loss)
         self.optimizer = create_optimizer(self.model, config, param_groups)
         self.scheduler = create_scheduler(self.optimizer, config)
@@ -106,6 +104,12 @@ class Trainer:
         self.loss_sum, self.loss_count = 0.0, 0
         self.best_metric = -math.inf
         logger.info("training on %s, precision %s, channels_last=%s", device, self.plan.name, self.plan.channels_last)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The network the training step runs: DDP around ``model`` under a process group, compiled when asked
+        (checkpoints use the plain ``self.model``)."""
+        network = wrap_model(model, self.ctx, self.plan.device)
+        return compile_model(network) if self.config.compile else network
 
     # ----------------------------------------------------------------------------------------------- steps
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -142,8 +146,14 @@ class Trainer:
     def on_epoch_start(self, epoch: int) -> None:
         """Train mode, then the epoch hooks (strategies may freeze/unfreeze or fix norm layers here)."""
         self.network.train()
+        changed = False
         for hook in self.hooks:
-            hook(self.model, epoch, self.optimizer)
+            changed = bool(hook(self.model, epoch, self.optimizer)) or changed
+        if changed and self.ctx.enabled:
+            # DDP registers the parameters that train when it wraps the model: a stage unfrozen since would train
+            # on each rank alone (its gradients never averaged), so wrap again (every rank: the hooks depend on the
+            # epoch only)
+            self.network = self._wrap(self.model)
 
     def on_epoch_end(self, epoch: int, seconds: float) -> dict[str, Any]:
         """Validate, record the epoch, keep the best checkpoint and write the resumable one."""
@@ -151,7 +161,7 @@ class Trainer:
             "epoch": epoch,
             "step": self.global_step,
             "train_loss": self.loss_sum / max(self.loss_count, 1),
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": max(group["lr"] for group in self.optimizer.param_groups),  # the head's under discriminative
             "seconds": seconds,
         }
         record.update(self.validate(epoch))
@@ -182,9 +192,15 @@ class Trainer:
 
     def save_checkpoint(self, name: str, meta: dict[str, Any] | None = None) -> Path | None:
         """Write checkpoint ``name`` (rank 0 only); ``last`` carries the full resumable state."""
-        if self.checkpoints is None or not self.ctx.is_main:
+        if self.checkpoints is None:
+            return None
+        # every rank's random state goes into "last" (a collective: every rank saves "last" at the same step)
+        rng_by_rank = self._gather_rng() if name == "last" and self.ctx.enabled else None
+        if not self.ctx.is_main:
             return None
         trainer_state = self.state_dict() if name == "last" else None
+        if trainer_state is not None and rng_by_rank is not None:
+            trainer_state["rng_by_rank"] = rng_by_rank
         meta = {"global_step": self.global_step, "precision": self.plan.name, **(meta or {})}
         return self.checkpoints.save(name, unwrap_model(self.model).state_dict(), trainer_state, meta)
 
@@ -254,7 +270,23 @@ class Trainer:
         self.data.load_state_dict(state["data"])
         if self.ctx.is_main:
             self.history.load_state_dict(state["history"])
-        set_rng_state(state["rng"])
+        by_rank = state.get("rng_by_rank")
+        if self.ctx.enabled and by_rank is not None and len(by_rank) == self.ctx.world_size:
+            set_rng_state(by_rank[self.ctx.rank])
+        elif self.ctx.enabled and self.ctx.rank > 0:
+            # a checkpoint without every rank's state (another world size, or an earlier version): rank 0's would
+            # give every rank the same augmentation, so the others draw a stream of their own
+            seed_everything((self.config.seed + self.ctx.rank) * 1_000_003 + self.global_step)
+        else:
+            set_rng_state(state["rng"])
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        """Every rank's :func:`get_rng_state`, in rank order (all ranks must call this)."""
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(states, get_rng_state())
+        return states
 
     def resume(self) -> bool:
         """Load the ``last`` checkpoint into model and trainer; ``False`` when there is none."""
