@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from data_builders import AFFINE, build_nnunet, tiny_pair
 
-from medtransfer.data.cache import PreprocessCache, _safe_name, build_cache
+from medtransfer.data.cache import PreprocessCache, _safe_name, build_cache, case_key
 from medtransfer.data.io import load_nifti, save_nifti
-from medtransfer.data.layouts import load_dataset
+from medtransfer.data.layouts import load_dataset, write_dataset_json
 from medtransfer.data.preprocess import PreprocessConfig, preprocess_case
 from medtransfer.errors import DataError
 
@@ -53,7 +53,7 @@ def test_cache_is_reused_and_rebuilt_when_source_or_config_changes(tmp_path):
     other = PreprocessCache(tmp_path / "cache", PreprocessConfig(clip_percentiles=(0.5, 99.5)))
     assert other.folder != cache.folder
     assert other.build(cases, progress=False) == ["case000", "case001", "case002"]
-    (cache.folder / f"{_safe_name('case002')}_image.npy").unlink()
+    (cache.folder / f"{case_key(cases[2])}_image.npy").unlink()
     assert cache.build(cases, progress=False) == ["case002"]
 
 
@@ -91,7 +91,7 @@ def test_damaged_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, name, ho
     cache = PreprocessCache(tmp_path / "cache", PreprocessConfig())
     cache.build(cases, progress=False)
     expected = cache.load("case001", mmap=False)
-    name = f"{_safe_name('case001')}_{name}.npy"
+    name = f"{case_key(cases[1])}_{name}.npy"
     _damage(cache.folder / name, how)
     with caplog.at_level("WARNING", logger="medtransfer.data.cache"):
         assert cache.build(cases, progress=False) == ["case001"]
@@ -105,7 +105,7 @@ def test_damaged_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, name, ho
 def test_damaged_cache_file_at_load_names_it_and_how_to_clear(tmp_path):
     cases = load_dataset(build_nnunet(tmp_path / "ds", n=1)).cases
     cache = build_cache(cases, tmp_path / "cache", PreprocessConfig())
-    path = cache.folder / f"{_safe_name('case000')}_image.npy"
+    path = cache.folder / f"{case_key(cases[0])}_image.npy"
     path.write_text("not an array")
     with pytest.raises(DataError) as info:
         cache.load("case000")
@@ -137,3 +137,88 @@ def test_ids_that_differ_only_in_unportable_characters_get_their_own_files(tmp_p
     assert _safe_name("case 2") != _safe_name("case_2")
     assert _safe_name("病例1") != _safe_name("症例1")
     assert _safe_name("Case1").lower() != _safe_name("case1").lower()  # case-insensitive file systems
+
+
+def _one_case_dataset(root, value):
+    """A dataset with one case ``case_000``: a 6^3 image holding ``value`` in a 2^3 cube, and its label."""
+    image = np.zeros((6, 6, 6), np.float32)
+    image[2:4, 2:4, 2:4] = value
+    save_nifti(root / "imagesTr" / "case_000_0000.nii.gz", image, AFFINE)
+    save_nifti(root / "labelsTr" / "case_000.nii.gz", (image > 0).astype(np.uint8), AFFINE)
+    write_dataset_json(root, {"background": 0, "cube": 1}, ["T1"], 1)
+    return load_dataset(root).cases[0]
+
+
+RAW = PreprocessConfig(crop_to_foreground=False, clip_percentiles=None, scaling="none")
+
+
+def test_two_datasets_sharing_a_case_id_and_a_cache_keep_their_own_arrays(tmp_path):
+    a, b = _one_case_dataset(tmp_path / "A", 1.0), _one_case_dataset(tmp_path / "B", 7.0)
+    assert a.case_id == b.case_id == "case_000"
+    cache_a, cache_b = PreprocessCache(tmp_path / "cache", RAW), PreprocessCache(tmp_path / "cache", RAW)
+    assert cache_a.build([a], progress=False) == ["case_000"]
+    assert cache_b.build([b], progress=False) == ["case_000"]  # B's sources differ: its own entry, not A's
+    assert float(cache_a.load_all(["case_000"])[0].image.max()) == 1.0  # each reads its own scan
+    assert float(cache_b.load("case_000").image.max()) == 7.0
+    assert float(cache_b.load(a).image.max()) == 1.0  # a Case names its entry whoever built it
+    assert cache_a.build([a], progress=False) == cache_b.build([b], progress=False) == []  # both stay cached
+    assert case_key(a) != case_key(b)
+    fresh = PreprocessCache(tmp_path / "cache", RAW)
+    assert fresh.case_ids() == ["case_000"]
+    with pytest.raises(DataError) as err:  # by id alone, which dataset is meant is unknown
+        fresh.load("case_000")
+    assert str(err.value).startswith(f"{fresh.folder}: case 'case_000' is cached from 2 datasets (e.g. ")
+
+
+def test_concurrent_builders_of_different_cases_keep_both_entries(tmp_path, monkeypatch):
+    """Both builders finish preprocessing together, then update the index: the lock makes the second read the
+    first's entry (without it, both read the empty index and the last write drops the other's case)."""
+    import threading
+    import time
+
+    import medtransfer.data.cache as cache_module
+
+    cases = load_dataset(build_nnunet(tmp_path / "ds", n=2)).cases
+    together = threading.Barrier(2, timeout=30)
+    build_case, write = PreprocessCache._build_case, cache_module.write_json_atomic
+
+    def build_then_wait(self, case):
+        entry = build_case(self, case)
+        together.wait()
+        return entry
+
+    def slow_write(path, obj, **kwargs):
+        time.sleep(0.2)
+        write(path, obj, **kwargs)
+
+    monkeypatch.setattr(PreprocessCache, "_build_case", build_then_wait)
+    monkeypatch.setattr(cache_module, "write_json_atomic", slow_write)
+    errors = []
+
+    def build(case):
+        try:
+            PreprocessCache(tmp_path / "cache", RAW).build([case], progress=False)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=build, args=(case,)) for case in cases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(PreprocessCache(tmp_path / "cache", RAW).case_ids()) == ["case000", "case001"]
+
+
+def test_label_error_through_the_cache_names_the_label_file(tmp_path):
+    """A label on another grid than its image (mirrored x axis): the message starts with the label's path, as it
+    does without the cache."""
+    root = build_nnunet(tmp_path / "ds", n=1)
+    label_path = root / "labelsTr" / "case000.nii.gz"
+    _, label = tiny_pair(0)
+    mirrored = np.diag([-1.0, 1.0, 1.0, 1.0])
+    mirrored[0, 3] = 7.0
+    save_nifti(label_path, label, mirrored)
+    with pytest.raises(DataError) as err:
+        build_cache(load_dataset(root).cases, tmp_path / "cache", PreprocessConfig(), progress=False)
+    assert str(err.value).startswith(f"{label_path}: the label lies on another grid than its image ")

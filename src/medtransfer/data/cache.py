@@ -2,23 +2,28 @@
 
 Layout under ``cache_dir``::
 
-    <config fingerprint>/index.json          # config, and per case: files, source stats, PreprocessInfo, metadata
-    <config fingerprint>/<case>_image.npy    # (C, X, Y, Z) float16 (default) or float32
-    <config fingerprint>/<case>_label.npy    # (X, Y, Z) uint8
+    <config fingerprint>/index.json               # config, and per case: files, source stats, PreprocessInfo, ...
+    <config fingerprint>/index.lock               # held (flock) while a builder updates index.json
+    <config fingerprint>/<case>-<hash>_image.npy  # (C, X, Y, Z) float16 (default) or float32
+    <config fingerprint>/<case>-<hash>_label.npy  # (X, Y, Z) uint8
 
-A case entry is reused while its source files keep their size and modification time; a changed source or a
-different :class:`~medtransfer.data.preprocess.PreprocessConfig` (another fingerprint folder) triggers a rebuild.
-Arrays and the index are written atomically, so concurrent builders never leave half-written files behind.
+An entry is keyed by the case id *and* its source files (``<hash>`` covers both, see :func:`case_key`), so two
+datasets that share a case id and a ``cache_dir`` each keep their own arrays.  A case entry is reused while its source
+files keep their size and modification time; a changed source or a different
+:class:`~medtransfer.data.preprocess.PreprocessConfig` (another fingerprint folder) triggers a rebuild.  Arrays and
+the index are written atomically, and each index update (read, add the entry, write) holds an exclusive lock, so
+concurrent builders neither leave half-written files behind nor lose each other's entries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +32,15 @@ import numpy as np
 
 from ..errors import DataError
 from ..utils import atomic_path, write_json_atomic
-from .io import load_nifti
+from .io import Volume, load_nifti
 from .layouts import Case
 from .preprocess import PreprocessConfig, PreprocessInfo, preprocess_case, split_channels
 
 logger = logging.getLogger(__name__)
 
 INDEX = "index.json"
-CACHE_VERSION = 1
+INDEX_LOCK = "index.lock"
+CACHE_VERSION = 2  # 2: entries keyed by case id + source files (1: by case id alone, so datasets could mix)
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,18 @@ def _source_stats(case: Case) -> list[dict[str, Any]]:
     return stats
 
 
-def _safe_name(case_id: str) -> str:
-    """The case's file name stem in the cache: its id in portable characters plus a hash of the id itself, so that
-    ids that differ only in other characters (``case 2`` / ``case_2``, ``病例1`` / ``症例1``) or in case (on a
-    case-insensitive file system) never share files."""
-    digest = hashlib.sha1(case_id.encode("utf-8")).hexdigest()[:10]
+def _safe_name(case_id: str, sources: Sequence[str] = ()) -> str:
+    """A file name stem in the cache: the id in portable characters plus a hash of the id itself and ``sources``, so
+    that ids that differ only in other characters (``case 2`` / ``case_2``, ``病例1`` / ``症例1``) or in case (on a
+    case-insensitive file system), or one id of two datasets (other ``sources``), never share files."""
+    digest = hashlib.sha1("\0".join([case_id, *sources]).encode("utf-8")).hexdigest()[:10]
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', case_id)}-{digest}"
+
+
+def case_key(case: Case) -> str:
+    """The case's key in the index and the stem of its cache files: its id and its resolved source files (images,
+    label), so the same id in another dataset (other files) gets another key."""
+    return _safe_name(case.case_id, [str(path.resolve()) for path in case.files])
 
 
 class PreprocessCache:
@@ -93,6 +105,7 @@ class PreprocessCache:
         self.config = config
         self.image_dtype = image_dtype
         self.folder = Path(cache_dir) / f"{config.fingerprint()}_{image_dtype}"
+        self._built: dict[str, str] = {}  # case id -> key of the cases given to build(): load() reads those
 
     @property
     def index_path(self) -> Path:
@@ -108,8 +121,8 @@ class PreprocessCache:
 
     def is_valid(self, case: Case, entry: dict[str, Any] | None) -> bool:
         """True when the cached entry exists, its files exist and the sources are unchanged."""
-        if entry is None or entry.get("image") != f"{_safe_name(case.case_id)}_image.npy":
-            return False  # an entry of an older cache, named without the id's hash: rebuilt under the new name
+        if entry is None or entry.get("image") != f"{case_key(case)}_image.npy":
+            return False
         if not (self.folder / entry["image"]).is_file():
             return False
         if entry.get("label") and not (self.folder / entry["label"]).is_file():
@@ -148,16 +161,32 @@ class PreprocessCache:
         """Preprocess the cases not cached yet (or stale); returns the ids that were (re)built."""
         from tqdm.auto import tqdm
 
-        cases = list(cases)
+        keyed = [(case, case_key(case)) for case in cases]
         index = self.read_index()
-        todo = [c for c in cases if not self.is_valid(c, index["cases"].get(c.case_id))]
-        logger.info("cache %s: %d of %d case(s) to preprocess", self.folder, len(todo), len(cases))
-        for case in tqdm(todo, desc="preprocess", disable=not progress or not todo):
+        todo = [(case, key) for case, key in keyed if not self.is_valid(case, index["cases"].get(key))]
+        logger.info("cache %s: %d of %d case(s) to preprocess", self.folder, len(todo), len(keyed))
+        for case, key in tqdm(todo, desc="preprocess", disable=not progress or not todo):
             entry = self._build_case(case)
-            index = self.read_index()  # merge with entries written meanwhile by other builders
-            index["cases"][case.case_id] = entry
-            self._write_index(index)
-        return [c.case_id for c in todo]
+            with self._index_lock():  # read, add, write in one step: entries other builders add meanwhile stay
+                index = self.read_index()
+                index["cases"][key] = entry
+                self._write_index(index)
+        self._built.update((case.case_id, key) for case, key in keyed)
+        return [case.case_id for case, _ in todo]
+
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """An exclusive advisory lock (``fcntl.flock`` on ``index.lock``) held while the block runs; released when
+        the block ends or the process dies."""
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / INDEX_LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _write_index(self, index: dict[str, Any]) -> None:
         index.update(version=CACHE_VERSION, config=self.config.to_dict(), image_dtype=self.image_dtype)
@@ -170,8 +199,8 @@ class PreprocessCache:
         if label is not None:
             label = _as_uint8_label(label, case.label)
         image, lab, info = preprocess_case(channels, self.config, label)
-        name = _safe_name(case.case_id)
-        entry: dict[str, Any] = {"image": f"{name}_image.npy", "label": None}
+        name = case_key(case)
+        entry: dict[str, Any] = {"case_id": case.case_id, "image": f"{name}_image.npy", "label": None}
         _save_npy(self.folder / entry["image"], image.astype(self.image_dtype))
         if lab is not None:
             entry["label"] = f"{name}_label.npy"
@@ -180,13 +209,29 @@ class PreprocessCache:
         return entry
 
     def case_ids(self) -> list[str]:
-        return list(self.read_index()["cases"])
+        """The ids of the cached cases (an id cached from two datasets once)."""
+        return list(dict.fromkeys(entry["case_id"] for entry in self.read_index()["cases"].values()))
 
-    def load(self, case_id: str, *, mmap: bool = True, index: dict[str, Any] | None = None) -> CachedCase:
-        """A cached case, memory-mapped read-only (``mmap=False`` reads it into memory)."""
-        entry = (index or self.read_index())["cases"].get(case_id)
-        if entry is None:
+    def load(self, case: str | Case, *, mmap: bool = True, index: dict[str, Any] | None = None) -> CachedCase:
+        """A cached case, memory-mapped read-only (``mmap=False`` reads it into memory).
+
+        Args:
+            case: a :class:`Case`, or a case id: the case of that id given to :meth:`build`, else the only cached
+                case of that id.
+
+        Raises:
+            DataError: the case is not cached, the id is cached from several datasets (give the :class:`Case`, or
+                build first), or a cache file is damaged.
+        """
+        index = index or self.read_index()
+        key = self._key_of(case, index)
+        if key not in index["cases"]:
+            case_id = case.case_id if isinstance(case, Case) else case
             raise DataError(f"{self.folder}: case {case_id!r} is not in the cache; build it first")
+        return self._load_entry(key, mmap, index)
+
+    def _load_entry(self, key: str, mmap: bool, index: dict[str, Any]) -> CachedCase:
+        entry = index["cases"][key]
         try:
             image = _read_npy(self.folder / entry["image"], mmap=mmap)
             label = _read_npy(self.folder / entry["label"], mmap=mmap) if entry["label"] else None
@@ -194,13 +239,30 @@ class PreprocessCache:
             raise DataError(
                 f"{err}; delete the folder {self.folder} to clear this cache (it is rebuilt from the dataset)"
             ) from err
-        return CachedCase(case_id, image, label, PreprocessInfo.from_dict(entry["info"]), entry.get("metadata", {}))
+        info = PreprocessInfo.from_dict(entry["info"])
+        return CachedCase(entry["case_id"], image, label, info, entry.get("metadata", {}))
 
-    def load_all(self, case_ids: Sequence[str] | None = None, *, mmap: bool = True) -> list[CachedCase]:
-        """Every cached case (or the given ids), reading the index once."""
+    def _key_of(self, case: str | Case, index: dict[str, Any]) -> str | None:
+        """The index key of ``case`` (see :meth:`load`); ``None`` when no entry has its id."""
+        if isinstance(case, Case):
+            return case_key(case)
+        if case in self._built:
+            return self._built[case]
+        keys = [key for key, entry in index["cases"].items() if entry.get("case_id") == case]
+        if len(keys) > 1:
+            sources = "; ".join(str(index["cases"][key]["source"][0]["path"]) for key in keys[:3])
+            raise DataError(
+                f"{self.folder}: case {case!r} is cached from {len(keys)} datasets (e.g. {sources}); build this "
+                "dataset's cases with this cache first, or load the Case rather than its id"
+            )
+        return keys[0] if keys else None
+
+    def load_all(self, cases: Sequence[str | Case] | None = None, *, mmap: bool = True) -> list[CachedCase]:
+        """Every cached case (or the given cases or ids, see :meth:`load`), reading the index once."""
         index = self.read_index()
-        ids = list(index["cases"]) if case_ids is None else case_ids
-        return [self.load(cid, mmap=mmap, index=index) for cid in ids]
+        if cases is None:
+            return [self._load_entry(key, mmap, index) for key in index["cases"]]
+        return [self.load(case, mmap=mmap, index=index) for case in cases]
 
 
 def build_cache(
@@ -217,7 +279,12 @@ def build_cache(
     return cache
 
 
-def _as_uint8_label(volume, path: Path):
+def _as_uint8_label(volume: Volume, path: Path) -> Volume:
+    """The label as uint8 (a 4D file with one component as 3D), keeping its file so later errors name it.
+
+    Raises:
+        DataError: values that are not integers in 0..255, naming the file.
+    """
     array = np.asarray(volume.array)
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
@@ -226,7 +293,7 @@ def _as_uint8_label(volume, path: Path):
             raise DataError(f"{path}: label must hold integer values (run 'medtransfer data check')")
     if array.size and (array.min() < 0 or array.max() > 255):
         raise DataError(f"{path}: label values must be in 0..255, got {array.min()}..{array.max()}")
-    return type(volume)(array.astype(np.uint8), volume.affine)
+    return Volume(array.astype(np.uint8), volume.affine, source=volume.source or str(path))
 
 
 def _read_npy(path: Path, *, mmap: bool) -> np.ndarray:
