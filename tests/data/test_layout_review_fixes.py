@@ -34,7 +34,7 @@ def _label(values, dtype=np.uint8):
 # A. labels of a dataset that declares none are binary, as finetune reads them
 
 
-@pytest.mark.parametrize(("values", "dtype"), [((0, 255), np.uint8), ((0, 1, 2), np.uint8), ((0, 257), np.int16)])
+@pytest.mark.parametrize(("values", "dtype"), [((0, 255), np.uint8), ((0, 1, 2), np.uint8), ((0, 254), np.int16)])
 def test_undeclared_labels_default_to_binary_with_a_hint(tmp_path, values, dtype):
     root = build_folders(tmp_path / "ds")
     label = root / "labels" / "scan1.nii.gz"
@@ -60,9 +60,29 @@ def test_negative_label_values_are_refused_with_the_values_in_the_file(tmp_path)
     assert _messages(check_dataset(root)) == [
         (
             str(label),
-            "label has negative values [-1] (values [-1, 1]); label values must be integers >= 0, with 0 the "
-            "background",
+            "label has values [-1] outside 0..255 (values [-1, 1]); label values must be integers 0..255, with 0 "
+            "the background",
         )
+    ]
+
+
+def test_label_values_above_255_are_refused_as_training_refuses_them(tmp_path, capsys):
+    """Training stores labels as uint8: ``data check`` refuses a voxel value above 255 and a declared one."""
+    root = build_nnunet(tmp_path / "ds", n=1)
+    label = root / "labelsTr" / "case000.nii.gz"
+    save_nifti(label, _label((0, 1, 300), np.uint16), AFFINE)
+    meta = json.loads((root / "dataset.json").read_text())
+    assert main(["data", "check", str(root)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{label}: label has values [300] outside 0..255 (values [0, 1, 300]); label values must be integers "
+        "0..255, with 0 the background",
+        f"1 problem(s) found in {root}",
+    ]
+    (root / "dataset.json").write_text(json.dumps({**meta, "labels": {"background": 0, "target": 1, "big": 300}}))
+    assert main(["data", "check", str(root)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{root / 'dataset.json'}: label 'big' has value 300; label values must be integers 0..255 (0 = background)",
+        f"1 problem(s) found in {root}",
     ]
 
 
@@ -374,11 +394,23 @@ def test_affine_mismatch_is_one_line(tmp_path, capsys):
         ),
         (
             {"background": 0, "brain": -1},
-            "label 'brain' has value -1; label values must be integers >= 0 (0 = background)",
+            "label 'brain' has value -1; label values must be integers 0..255 (0 = background)",
         ),
         (
             {"-1": "brain", "0": "background"},
-            "label 'brain' has value -1; label values must be integers >= 0 (0 = background)",
+            "label 'brain' has value -1; label values must be integers 0..255 (0 = background)",
+        ),
+        (
+            {"background": 0, "brain": 256},
+            "label 'brain' has value 256; label values must be integers 0..255 (0 = background)",
+        ),
+        (
+            {"0": "background", "300": "brain"},
+            "label 'brain' has value 300; label values must be integers 0..255 (0 = background)",
+        ),
+        (
+            {"background": 0, "tumour": [1, 256]},
+            "label 'tumour' has value 256; label values must be integers 0..255 (0 = background)",
         ),
         ({"brain": 1}, "'labels' (1=brain) has no value 0; declare the background as \"background\": 0"),
     ],

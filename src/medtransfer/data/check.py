@@ -3,7 +3,7 @@
 :func:`check_dataset` never stops at the first problem: structural ones come from the layout reader (missing
 labels or channel files, duplicate case ids, paths escaping the root, ...), then every file is opened and checked:
 readable, 3D (or 4D with the declared channels when the layout stores channels in one file), finite, labels
-integer-valued with declared values only, and image/label grids equal (shape and affine within a tolerance).
+integer-valued in 0..255 with declared values only, and image/label grids equal (shape and affine within a tolerance).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import DataError
 from .io import Volume, load_nifti
 from .layouts import Case, CaseDataset, Problem, detect_layout, load_dataset, reference_labels
+from .layouts.nnunet import MAX_LABEL
 
 __all__ = ["DatasetCheck", "Problem", "check_case", "check_dataset", "count_nonfinite", "inspect_dataset"]
 
@@ -297,13 +298,13 @@ def _label_problems(path: Path, volume: Volume, dataset: CaseDataset) -> list[Pr
         fractional = values[values != np.round(values)][:5]
         return [Problem(str(path), f"label has non-integer values {_fmt(fractional)}; labels must be integers")]
     found = values.astype(np.int64).tolist()
-    negative = [v for v in found if v < 0]
-    if negative:
+    outside = [v for v in found if not 0 <= v <= MAX_LABEL]
+    if outside:
         return [
             Problem(
                 str(path),
-                f"label has negative values {_fmt(negative)} (values {_fmt(found)}); label values must be integers "
-                ">= 0, with 0 the background",
+                f"label has values {_fmt(outside)} outside 0..{MAX_LABEL} (values {_fmt(found)}); label values must "
+                f"be integers 0..{MAX_LABEL}, with 0 the background",
             )
         ]
     declared = dataset.label_names or DEFAULT_LABELS

@@ -101,7 +101,7 @@ def parse_labels(raw: Any, source: Path) -> dict[int, str]:
     listed in regions is named after the first region listing it.
 
     Raises:
-        DataError: a value that is not an integer, is negative or is given to two labels, or no ``0`` (background).
+        DataError: a value that is not an integer in 0..255 or is given to two labels, or no ``0`` (background).
     """
     if raw is None:
         return {}
@@ -136,10 +136,14 @@ def parse_labels(raw: Any, source: Path) -> dict[int, str]:
     return _with_background(dict(sorted(names.items())), source)
 
 
+MAX_LABEL = 255
+"""Largest label value: label maps are stored as uint8 for training (the preprocessing cache, the classes)."""
+
+
 def _check_label_value(value: int, name: Any, source: Path) -> None:
-    if value < 0:
+    if not 0 <= value <= MAX_LABEL:
         raise DataError(
-            f"{source}: label {name!r} has value {value}; label values must be integers >= 0 (0 = background)"
+            f"{source}: label {name!r} has value {value}; label values must be integers 0..{MAX_LABEL} (0 = background)"
         )
 
 
