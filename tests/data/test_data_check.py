@@ -54,6 +54,27 @@ def test_label_affine_mismatch_beyond_tolerance(tmp_path):
     assert check_dataset(root, affine_tolerance=1.0) == []
 
 
+@pytest.mark.parametrize("tolerance", ["nan", "inf", "-inf", "-1"])
+def test_affine_tolerance_that_passes_everything_or_nothing_is_refused(tmp_path, capsys, tolerance):
+    """A mirrored label (x axis flipped) is a problem at the default tolerance; ``nan`` or ``inf`` would let it pass
+    (no difference exceeds them) and a negative one fail every clean label, so the command refuses them."""
+    root = build_nnunet(tmp_path, n=1)
+    _, label = tiny_pair(0)
+    mirrored = np.diag([-1.0, 1.0, 1.0, 1.0])
+    mirrored[0, 3] = 7.0
+    save_nifti(root / "labelsTr" / "case000.nii.gz", label, mirrored)
+    assert main(["data", "check", str(root)]) == 1
+    assert "label affine differs from image case000_0000.nii.gz by up to 7" in capsys.readouterr().out
+    assert main(["data", "check", str(root), f"--affine-tolerance={tolerance}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"error: affine tolerance (--affine-tolerance) is {float(tolerance)}; expected a finite number >= 0 (the "
+        "largest image/label affine difference, default 0.001)"
+    ]
+    assert main(["data", "check", str(root), "--affine-tolerance", "20"]) == 0  # a finite one is still honoured
+
+
 def test_undeclared_and_fractional_label_values(tmp_path):
     root = build_nnunet(tmp_path)
     _, label = tiny_pair(0)

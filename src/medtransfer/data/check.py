@@ -9,6 +9,7 @@ integer-valued in 0..255 with declared values only, and image/label grids equal 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .io import Volume, load_nifti
 from .layouts import Case, CaseDataset, Problem, detect_layout, load_dataset, reference_labels
 from .layouts.nnunet import MAX_LABEL
@@ -66,7 +67,9 @@ def inspect_dataset(
 
     Raises:
         DataError: ``path`` is not a dataset in any known layout (nothing to check).
+        ConfigError: ``affine_tolerance`` is not a finite number >= 0.
     """
+    check_affine_tolerance(affine_tolerance)
     detect_layout(path)
     try:
         dataset = load_dataset(path, strict=False)
@@ -93,6 +96,20 @@ def inspect_dataset(
             )
         )
     return DatasetCheck(dataset, problems, warnings)
+
+
+def check_affine_tolerance(value: float) -> None:
+    """Refuse a tolerance that every affine difference meets (``nan``, ``inf``: a mirrored label would pass) or
+    none can (negative).
+
+    Raises:
+        ConfigError: naming the value and what is allowed.
+    """
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ConfigError(
+            f"affine tolerance (--affine-tolerance) is {value}; expected a finite number >= 0 (the largest "
+            f"image/label affine difference, default {AFFINE_TOLERANCE:g})"
+        )
 
 
 def _error_problem(path: str | os.PathLike, err: DataError) -> Problem:
