@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections import Counter
+
+import numpy as np
 import pytest
 
 from medtransfer.data.layouts import Case
@@ -101,3 +104,58 @@ def test_every_kth_slice_budget_hand_values():
     assert every_kth_slice_budget("a", 10, 4, offset=2).slices == {"a": (2, 6)}
     with pytest.raises(ConfigError, match="offset"):
         every_kth_slice_budget("a", 10, 4, offset=4)
+
+
+def _domain_cases(domains: int, per_domain: int) -> list[Case]:
+    return [Case(f"c{d}_{i}", [], None, {"domain": f"d{d}"}) for d in range(domains) for i in range(per_domain)]
+
+
+def _per_domain(ids, cases) -> list[int]:
+    domain = {c.case_id: c.domain for c in cases}
+    return sorted(Counter(domain[i] for i in ids).values(), reverse=True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stratified_split_takes_the_global_count_by_largest_remainder(seed):
+    """10 domains x 2 subjects at 0.2: each domain's 0.4 rounded alone gave an empty test set; the global
+    round(0.2 * 20) = 4 goes one each to 4 domains (all tie at 0.4)."""
+    cases = _domain_cases(10, 2)
+    split = split_by_subject(cases, test_fraction=0.2, seed=seed, stratify_by_domain=True)
+    assert (len(split.train), len(split.val), len(split.test)) == (16, 0, 4)
+    assert _per_domain(split.test, cases) == [1, 1, 1, 1]
+    both = split_by_subject(cases, test_fraction=0.2, val_fraction=0.2, seed=seed, stratify_by_domain=True)
+    assert (len(both.train), len(both.val), len(both.test)) == (12, 4, 4)
+    assert _per_domain(both.val, cases) == [1, 1, 1, 1]
+    assert not set(both.val) & set(both.test)
+
+
+def test_stratified_split_of_four_domains_of_five_at_a_tenth():
+    """4 x 5 at 0.1: round(0.5) = 0 per domain gave no test case; round(0.1 * 20) = 2 go to 2 of the 4 tied domains
+    (which ones depends on the seed)."""
+    cases = _domain_cases(4, 5)
+    chosen = set()
+    for seed in range(8):
+        split = split_by_subject(cases, test_fraction=0.1, seed=seed, stratify_by_domain=True)
+        assert len(split.test) == 2
+        assert _per_domain(split.test, cases) == [1, 1]
+        assert split == split_by_subject(cases, test_fraction=0.1, seed=seed, stratify_by_domain=True)
+        chosen.add(frozenset(c[:2] for c in split.test))
+    assert len(chosen) > 1  # the seeded tie-break does not always take the same domains
+
+
+def test_stratified_split_gives_each_domain_its_whole_share_first():
+    """Domains of 7, 2 and 1 subjects at 0.3: quotas 2.1, 0.6 and 0.3; round(0.3 * 10) = 3 = 2 (whole part of the
+    first) + 1 to the largest remainder (0.6, the second domain)."""
+    cases = [Case(f"a{i}", [], None, {"domain": "a"}) for i in range(7)]
+    cases += [Case(f"b{i}", [], None, {"domain": "b"}) for i in range(2)] + [Case("c0", [], None, {"domain": "c"})]
+    split = split_by_subject(cases, test_fraction=0.3, seed=0, stratify_by_domain=True)
+    assert Counter(c[0] for c in split.test) == {"a": 2, "b": 1}
+
+
+def test_unstratified_split_is_unchanged():
+    """One stratum: round(fraction * subjects), the subjects the seeded permutation puts first (as before)."""
+    cases = _domain_cases(4, 5)
+    split = split_by_subject(cases, test_fraction=0.1, val_fraction=0.15, seed=0)
+    order = [f"c{i // 5}_{i % 5}" for i in np.random.default_rng(0).permutation(20)]
+    assert set(split.test) == set(order[:2])
+    assert set(split.val) == set(order[2:5])

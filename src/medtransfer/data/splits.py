@@ -2,7 +2,8 @@
 
 Splits assign *subjects*, never slices or single cases: all cases of one subject (``Case.subject``, from
 ``metadata.csv``, defaulting to the case id) land in the same set.  Optional stratification by ``Case.domain`` keeps
-every domain's share in each set.  Budgets say which labels a fine-tuning run may use:
+every domain's share in each set: a set gets ``round(fraction * subjects)`` subjects in all, as without
+stratification, shared among the domains by largest remainder.  Budgets say which labels a fine-tuning run may use:
 
 - ``n_scans_budget``: n labelled scans, one from each of n different subjects of the training pool;
 - ``every_kth_slice_budget``: one scan with every k-th slice along an axis (the DART budgets, ``DART_SLICE_STEPS``).
@@ -92,6 +93,11 @@ def split_by_subject(
 ) -> Split:
     """Random train/val/test split of subjects (within each domain when ``stratify_by_domain``).
 
+    The test set holds ``round(test_fraction * subjects)`` subjects and the validation set
+    ``round(val_fraction * subjects)``; stratified, each domain gives the whole part of its share and the rest come
+    one each from the domains with the largest remainders (ties in a seeded order), so 10 domains of 2 subjects at
+    0.2 still hold out 4 subjects.
+
     Example:
         >>> cases = [Case(f"c{i}", [], None, {"subject": f"s{i // 2}"}) for i in range(8)]
         >>> split = split_by_subject(cases, test_fraction=0.25, seed=0)
@@ -102,18 +108,45 @@ def split_by_subject(
         raise ConfigError(f"fractions must be in [0, 1) and sum below 1, got test {test_fraction}, val {val_fraction}")
     rng = np.random.default_rng(seed)
     groups = _subjects(cases)
+    orders = [
+        [subjects[i] for i in rng.permutation(len(subjects))]
+        for subjects in _strata(cases, stratify_by_domain).values()
+    ]
+    sizes = [len(order) for order in orders]
+    ties = rng.permutation(len(orders)) if len(orders) > 1 else np.zeros(1, int)
+    n_test = _share(test_fraction, sizes, sizes, ties)
+    n_val = _share(val_fraction, sizes, [n - t for n, t in zip(sizes, n_test, strict=True)], ties)
     sets: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for subjects in _strata(cases, stratify_by_domain).values():
-        order = [subjects[i] for i in rng.permutation(len(subjects))]
-        n_test = int(round(test_fraction * len(order)))
-        n_val = int(round(val_fraction * len(order)))
-        for name, chosen in (
-            ("test", order[:n_test]),
-            ("val", order[n_test : n_test + n_val]),
-            ("train", order[n_test + n_val :]),
-        ):
-            sets[name] += chosen
+    for order, t, v in zip(orders, n_test, n_val, strict=True):
+        sets["test"] += order[:t]
+        sets["val"] += order[t : t + v]
+        sets["train"] += order[t + v :]
     return Split(*(tuple(_cases_of(sets[n], groups, cases)) for n in ("train", "val", "test")), seed=seed)
+
+
+def _share(fraction: float, sizes: Sequence[int], room: Sequence[int], ties: np.ndarray) -> list[int]:
+    """``round(fraction * total)`` subjects shared among strata of ``sizes`` by largest remainder (Hamilton).
+
+    Each stratum gets the whole part of ``fraction * size``; the subjects left go one each to the strata with the
+    largest fractional parts that have ``room`` left, ties broken by the seeded order ``ties`` (so the same domains
+    do not always give up a subject).  One stratum gets ``round(fraction * size)``, as an unstratified split.
+
+    Example:
+        >>> _share(0.2, [2] * 10, [2] * 10, np.arange(10))  # 10 domains x 2 subjects: 4 in all, not 0
+        [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    """
+    quotas = [fraction * n for n in sizes]
+    counts = [min(int(q), r) for q, r in zip(quotas, room, strict=True)]
+    left = int(round(fraction * sum(sizes))) - sum(counts)
+    # fractional parts rounded to 9 digits, so that 0.1 * 5 and 0.1 * 15 tie as the 0.5 they stand for
+    order = sorted(range(len(sizes)), key=lambda s: (-round(quotas[s] - int(quotas[s]), 9), int(ties[s])))
+    for s in order:
+        if left <= 0:
+            break
+        if counts[s] < room[s]:
+            counts[s] += 1
+            left -= 1
+    return counts
 
 
 def kfold_by_subject(cases: Sequence[Case], k: int, *, seed: int = 0, stratify_by_domain: bool = False) -> list[Split]:
