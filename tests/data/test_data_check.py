@@ -106,8 +106,9 @@ def test_wrong_dimensionality(tmp_path):
     problems = check_dataset(root)
     files = [p.file.rsplit("/", 1)[-1] for p in problems]
     assert files == ["case000_0000.nii.gz", "case001_0000.nii.gz", "case001.nii.gz"]  # + label grid mismatch
-    assert "shape (8, 8, 8, 2) (4D)" in problems[0].message
-    assert "allows 3D" in problems[0].message
+    assert problems[0].message == (
+        "image has shape (8, 8, 8, 2) (4D); the layout (one file per channel) allows 3D (or 4D with 1 channel)"
+    )
     assert "(2D)" in problems[1].message
 
 
@@ -117,7 +118,21 @@ def test_datalist_4d_with_wrong_channel_count(tmp_path):
     save_nifti(tmp_path / "imagesTr" / "s1.nii.gz", np.stack([image] * 3, -1), AFFINE)
     problem = _only(check_dataset(path))
     assert problem.file.endswith("s1.nii.gz")
-    assert "4D with 2 channels" in problem.message
+    assert problem.message == (
+        "image has shape (8, 8, 8, 3) (4D); the layout (one file holding all channels) allows 4D with 2 channels"
+    )
+
+
+def test_datalist_3d_image_where_every_file_holds_two_channels(tmp_path):
+    """A 3D file cannot hold 2 channels: the message says only what the layout allows (not '3D, or ...')."""
+    path = build_datalist(tmp_path, channels=2)
+    image, _ = tiny_pair(0)
+    save_nifti(tmp_path / "imagesTr" / "s1.nii.gz", image, AFFINE)
+    problem = _only(check_dataset(path))
+    assert problem.file == str(tmp_path / "imagesTr" / "s1.nii.gz")
+    assert problem.message == (
+        "image has shape (8, 8, 8) (3D); the layout (one file holding all channels) allows 4D with 2 channels"
+    )
 
 
 def test_missing_label_image_and_channel(tmp_path):

@@ -276,7 +276,7 @@ def _image_problems(path: Path, volume: Volume, dataset: CaseDataset) -> list[Pr
     channels = 1 if len(shape) == 3 else (shape[3] if len(shape) == 4 else -1)
     if len(shape) not in (3, 4) or channels != expected:
         where = "one file holding all channels" if dataset.channels_in_file else "one file per channel"
-        allowed = f"3D, or 4D with {expected} channels" if expected > 1 else "3D"
+        allowed = f"4D with {expected} channels" if expected > 1 else "3D (or 4D with 1 channel)"
         problems.append(
             Problem(str(path), f"image has shape {shape} ({len(shape)}D); the layout ({where}) allows {allowed}")
         )
