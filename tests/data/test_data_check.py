@@ -85,7 +85,32 @@ def test_undeclared_and_fractional_label_values(tmp_path):
     assert len(problems) == 2
     assert problems[0].file.endswith("case000.nii.gz")
     assert "label values [7] are not declared in dataset.json (0=background, 1=target)" in problems[0].message
-    assert "non-integer values [0.5, 3.5]" in problems[1].message
+    assert problems[1].message == "label has non-integer values [0.5, 3.5]; labels must be integers"
+
+
+def test_fractional_label_values_show_nine_digits_and_the_header_scaling(tmp_path):
+    """A uint8 mask 0/255 stored with scl_slope 1/255: read as 255 * float32(1/255) = 1.0000000591..., which '%g'
+    printed as '1' ("non-integer values [1]"); nine digits show the fraction and the note names the scaling."""
+    import nibabel as nib
+
+    root = build_nnunet(tmp_path, n=1)
+    _, label = tiny_pair(0)
+    path = root / "labelsTr" / "case000.nii.gz"
+    scaled = nib.Nifti1Image(label * np.uint8(255), AFFINE)
+    scaled.header.set_slope_inter(1 / 255, 0)
+    nib.save(scaled, path)
+    assert _only(check_dataset(root)).message == (
+        "label has non-integer values [1.00000006]; labels must be integers; its header scales the stored values "
+        "(scl_slope 0.00392156886, scl_inter 0): store the label values themselves, unscaled (scl_slope 1, "
+        "scl_inter 0)"
+    )
+    shifted = nib.Nifti1Image(label.astype(np.int16), AFFINE)
+    shifted.header.set_slope_inter(1.0, 0.25)
+    nib.save(shifted, path)
+    assert _only(check_dataset(root)).message == (
+        "label has non-integer values [0.25, 1.25]; labels must be integers; its header scales the stored values "
+        "(scl_slope 1, scl_inter 0.25): store the label values themselves, unscaled (scl_slope 1, scl_inter 0)"
+    )
 
 
 def test_nan_and_inf_voxels(tmp_path):

@@ -312,8 +312,11 @@ def _label_problems(path: Path, volume: Volume, dataset: CaseDataset) -> list[Pr
         return problems
     values = np.unique(array)
     if values.dtype.kind == "f" and not np.all(values == np.round(values)):
-        fractional = values[values != np.round(values)][:5]
-        return [Problem(str(path), f"label has non-integer values {_fmt(fractional)}; labels must be integers")]
+        fractional = values[values != np.round(values)]
+        shown = ", ".join(f"{float(v):.9g}" for v in fractional[:5]) + (", ..." if len(fractional) > 5 else "")
+        return [
+            Problem(str(path), f"label has non-integer values [{shown}]; labels must be integers{_scaling_note(path)}")
+        ]
     found = values.astype(np.int64).tolist()
     outside = [v for v in found if not 0 <= v <= MAX_LABEL]
     if outside:
@@ -329,6 +332,24 @@ def _label_problems(path: Path, volume: Volume, dataset: CaseDataset) -> list[Pr
     if undeclared:
         problems.append(Problem(str(path), _undeclared_message(undeclared, found, dataset)))
     return problems
+
+
+def _scaling_note(path: Path) -> str:
+    """``"; its header scales ..."`` when the NIfTI header of ``path`` sets ``scl_slope``/``scl_inter`` (the stored
+    integers are read multiplied and shifted, e.g. 255 * (1/255) = 1.00000006), else ``""``."""
+    import nibabel as nib
+
+    try:
+        proxy = nib.load(str(path)).dataobj
+        slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+    except Exception:  # noqa: BLE001 - the label was read already; the note is only a hint
+        return ""
+    if slope == 1.0 and inter == 0.0:
+        return ""
+    return (
+        f"; its header scales the stored values (scl_slope {slope:.9g}, scl_inter {inter:.9g}): store the label "
+        "values themselves, unscaled (scl_slope 1, scl_inter 0)"
+    )
 
 
 DEFAULT_LABELS = {0: "background", 1: "foreground"}
