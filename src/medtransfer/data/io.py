@@ -77,6 +77,7 @@ def load_nifti(path: str | os.PathLike, *, dtype: np.dtype | type | None = None)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    img = None
     try:
         img = nib.load(str(path))
         stored = np.dtype(img.get_data_dtype())
@@ -102,12 +103,29 @@ def load_nifti(path: str | os.PathLike, *, dtype: np.dtype | type | None = None)
         affine = np.asarray(img.affine, dtype=np.float64)
     except DataError:
         raise
+    except MemoryError as err:
+        raise DataError(_memory_message(path, img, dtype)) from err
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, OSError, ...)
         reason = " ".join(str(err).split())  # one line: nibabel's messages can span several
         raise DataError(f"{path}: unreadable or corrupt NIfTI file ({type(err).__name__}: {reason})") from err
     check_affine(affine, source=str(path))
     _warn_units(img, path)
     return Volume(_drop_singleton_dims(np.asarray(array)), affine, source=str(path))
+
+
+def _memory_message(path: Path, img, dtype: np.dtype | type | None) -> str:
+    """``<file>: not enough memory ...`` naming the shape and size the header asks for (a damaged header's dims)."""
+    if img is None:
+        return f"{path}: not enough memory to read the file"
+    shape = tuple(int(n) for n in img.shape)
+    # unscaled voxels keep their stored type; scaled ones (scl_slope) come back as float64
+    scaled = getattr(img.dataobj, "slope", 1.0) != 1.0 or getattr(img.dataobj, "inter", 0.0) != 0.0
+    kind = np.dtype(dtype) if dtype is not None else np.dtype(np.float64 if scaled else img.get_data_dtype())
+    size = float(np.prod(shape, dtype=np.float64)) * kind.itemsize / 2**30
+    return (
+        f"{path}: not enough memory to read its voxels: the header gives shape {shape} of {kind} ({size:.1f} GiB); "
+        "check the header's dimensions (a damaged header?) or read it on a machine with more memory"
+    )
 
 
 def _drop_singleton_dims(array: np.ndarray) -> np.ndarray:
