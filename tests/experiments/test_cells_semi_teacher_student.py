@@ -136,3 +136,22 @@ def test_grid_runs_teacher_student_next_to_full_and_the_report_shows_it(tmp_path
     text = (tmp_path / "report" / "report.md").read_text()
     assert "teacher_student:full" in text
     assert "full" in text
+
+
+def test_linked_pool_metadata_quotes_a_subject_with_a_comma(tmp_path):
+    """metadata.csv was joined by hand: a subject "doe, jane" split into two columns."""
+    from types import SimpleNamespace
+
+    data = _dataset(tmp_path / "blobs")
+    dataset = load_dataset(data)
+    first = dataset.cases[0]
+
+    class Renamed:
+        root = dataset.root
+
+        def get(self, case_id):
+            return SimpleNamespace(images=first.images, subject="doe, jane", domain="site 1")
+
+    folder = link_unlabelled(Renamed(), [first.case_id], tmp_path / "unl")
+    linked = load_dataset(folder, strict=False)
+    assert [(c.case_id, c.subject, c.domain) for c in linked.cases] == [(first.case_id, "doe, jane", "site 1")]

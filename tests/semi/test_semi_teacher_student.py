@@ -99,3 +99,19 @@ def test_2_5d_or_symmetry_options_are_refused_before_any_training(tmp_path, key)
     with pytest.raises(ConfigError, match="not supported here"):
         run_teacher_student(config)
     assert not (tmp_path / "ts").exists()  # refused before the teacher trains
+
+
+def test_an_unlabelled_scan_whose_name_cannot_be_a_case_id_is_refused_not_dropped(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from medtransfer.semi.teacher_student import _load_unlabelled
+
+    folder = tmp_path / "unl"
+    folder.mkdir()
+    for name in ("scan_a.nii.gz", "scan,b.nii.gz"):
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), folder / name)
+    with pytest.raises(DataError, match=r"1 unlabelled scan\(s\) with unusable names: .*scan,b\.nii\.gz.*contains ','"):
+        _load_unlabelled(str(folder))
+    (folder / "scan,b.nii.gz").unlink()
+    assert [c.case_id for c in _load_unlabelled(str(folder)).cases] == ["scan_a"]

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..train.history import write_jsonl
-from ..utils import write_json_atomic
+from ..utils import write_json_atomic, write_text_atomic
 from .cells import (
     SUMMARY,
     aggregate,
@@ -163,19 +163,26 @@ def unlabelled_pool(config: dict[str, Any], dataset, ft) -> list[str]:
 
 def link_unlabelled(dataset, case_ids: list[str], folder: Path) -> Path:
     """A ``folders``-layout dataset of links to the cases' images (labels left out) with their subjects."""
+    import csv
+    import io
+
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    rows = ["case,subject,domain"]
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")  # quotes a subject or domain holding a comma
+    writer.writerow(["case", "subject", "domain"])
     for case_id in case_ids:
         case = dataset.get(case_id)
         if len(case.images) != 1:
             raise ConfigError(f"{dataset.root}: teacher_student cells need single-channel images ({case_id})")
         link = images / f"{case_id}.nii.gz"
+        if link.parent != images:  # layouts refuse such ids; never unlink anything outside images/
+            raise ConfigError(f"{dataset.root}: case id {case_id!r} cannot name a file in {images}")
         if link.is_symlink() or link.exists():
             link.unlink()
         _link_inside(Path(case.images[0]).resolve(), link)
-        rows.append(f"{case_id},{case.subject},{case.domain or ''}")
-    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+        writer.writerow([case_id, case.subject, case.domain or ""])
+    write_text_atomic(folder / "metadata.csv", table.getvalue())
     return folder
 
 

@@ -260,6 +260,9 @@ def _load_unlabelled(folder: str) -> CaseDataset:
     outside = [str(problem) for problem in dataset.problems if problem.outside_root]
     if outside:
         raise DataError(f"{folder}: {len(outside)} unlabelled file(s) outside the folder: {'; '.join(outside[:5])}")
+    bad_ids = [str(problem) for problem in dataset.problems if problem.bad_case_id]
+    if bad_ids:  # their scans would be left out of the pool without a word
+        raise DataError(f"{folder}: {len(bad_ids)} unlabelled scan(s) with unusable names: {'; '.join(bad_ids[:5])}")
     return dataset
 
 

@@ -40,11 +40,13 @@ class Problem:
         outside_root: the file lies outside the dataset root (a ``..`` path, a symlink pointing out), or a case id
             would name one (``../x``, see :func:`case_id_problem`): its case is left out, so a reader that tolerates
             other problems (``strict=False``) still refuses this one.
+        bad_case_id: a case id that cannot name a file (:func:`case_id_problem`); its case is left out.
     """
 
     file: str
     message: str
     outside_root: bool = False
+    bad_case_id: bool = False
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"
@@ -265,6 +267,7 @@ def case_id_problem(case_id: str, source: str | os.PathLike, where: str = "") ->
         f"{where}case id {case_id!r} {reason}; case ids name files (predictions/{{case}}.nii.gz), so a case id "
         f"{CASE_ID_ALLOWED}",
         outside_root=escapes,
+        bad_case_id=True,
     )
 
 
