@@ -262,3 +262,60 @@ def test_lesion_ratios_averaged_per_case(tmp_path, capsys):
     assert means["lesion_precision_scan_mean"] == pytest.approx(1 / 2)  # a only
     assert means["lesion_f1_scan_mean"] == pytest.approx(1 / 3)  # (2/3 + 0) / 2
     assert "lesion F1 averaged per case (the MSSEG challenges' convention" in capsys.readouterr().out
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_a_label_map_of_several_volumes_is_one_clear_error(folders, capsys):
+    """A one-hot (X, Y, Z, 2) map passed the shape check and failed in np.squeeze with a traceback."""
+    pred_dir, ref_dir = folders
+    for folder in (pred_dir, ref_dir):
+        pred, _ = _case(0)
+        save_nifti(folder / "case_a.nii.gz", np.stack([pred == 0, pred > 0], -1).astype(np.uint8), AFFINE)
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
+    line = _one_error_line(capsys)
+    assert "case_a.nii.gz: a label map must be 3D (one volume of label values), got shape (10, 9, 8, 2)" in line
+
+
+@pytest.mark.parametrize("labels", [["-1"], ["1", "-1"], ["0"]])
+def test_labels_must_be_foreground_values(folders, capsys, labels):
+    pred_dir, ref_dir = folders
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--labels", *labels]) == 2
+    assert "labels must be foreground label values (whole numbers > 0)" in _one_error_line(capsys)
+
+
+def test_a_label_given_twice_is_scored_once(folders, tmp_path):
+    """--labels 1 1 doubled the rows and the lesion totals (lesion_n_ref 4 instead of 2)."""
+    pred_dir, ref_dir = folders
+    out = tmp_path / "out"
+    assert (
+        main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--labels", "1", "1", "--out", str(out)]) == 0
+    )
+    rows = list(csv.DictReader((out / "metrics_per_case.csv").open()))
+    assert [(r["case"], r["label"]) for r in rows] == [("case_a", "1"), ("case_b", "1")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mean"]["1"]["lesion_n_ref"] == 2  # one lesion of label 1 in each of the two cases
+
+
+def test_a_float_label_out_of_range_is_named(folders, capsys):
+    pred_dir, ref_dir = folders
+    pred, _ = _case(0)
+    save_nifti(pred_dir / "case_a.nii.gz", pred.astype(np.float32) * 1e20, AFFINE)
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir)]) == 2
+    assert "label map has values up to 2e+20, out of range for labels" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("data", ["{labels_dir: 5}", "{labels_dir: [a, b]}", "[a]"])
+def test_a_malformed_run_config_is_one_clear_error(folders, tmp_path, capsys, data):
+    pred_dir, _ = folders
+    run = tmp_path / "run"
+    run.mkdir()
+    pred_dir.rename(run / "predictions")
+    (run / "config.yaml").write_text(f"data: {data}\n")
+    assert main(["evaluate", str(run)]) == 2
+    assert "config.yaml: " in _one_error_line(capsys)

@@ -229,3 +229,44 @@ def test_lesion_case_equals_detection_and_recall_by_volume(seed):
         np.testing.assert_array_equal(getattr(stats, name), value, err_msg=name)
     assert by_volume == recall_by_volume(pred, ref, spacing, iou_threshold=iou)
     assert sum(found for _, found in by_volume.values()) == int(stats.tp[0, 0])
+
+
+def _scipy_counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int]:
+    """(tp, fn, fp) at any overlap, components 8-connected by scipy."""
+    from scipy import ndimage
+
+    ref_labels, n_ref = ndimage.label(ref, np.ones((3, 3)))
+    pred_labels, n_pred = ndimage.label(pred, np.ones((3, 3)))
+    hit_ref = {int(i) for i in np.unique(ref_labels[pred & ref]) if i}
+    hit_pred = {int(i) for i in np.unique(pred_labels[pred & ref]) if i}
+    return len(hit_ref), n_ref - len(hit_ref), n_pred - len(hit_pred)
+
+
+@pytest.mark.parametrize(
+    ("pred", "ref", "expected"),
+    [
+        # no pixel in common: before, a background pixel of pred got a label and "detected" ref (tp 1, fn 0, fp 1)
+        ([[0, 1], [0, 0], [0, 0], [0, 1]], [[0, 0], [0, 1], [0, 0], [0, 0]], (0, 1, 2)),
+        # before: IndexError (a component label above the count returned)
+        (
+            [[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 1], [0, 1, 1]],
+            [[0, 1, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0]],
+            (0, 1, 1),
+        ),
+    ],
+)
+def test_2d_lesions_are_8_connected_components_as_scipy_labels_them(pred, ref, expected):
+    pred, ref = np.array(pred, bool), np.array(ref, bool)
+    assert _scipy_counts(pred, ref) == expected
+    stats = compute_lesion_detection(pred[None, None], ref[None, None], iou_threshold=None)
+    assert (int(stats.tp[0, 0]), int(stats.fn[0, 0]), int(stats.fp[0, 0])) == expected
+
+
+def test_2d_lesion_counts_match_scipy_on_random_masks():
+    rng = np.random.default_rng(5)
+    for _ in range(400):
+        shape = tuple(int(s) for s in rng.integers(2, 7, 2))
+        pred, ref = rng.random(shape) < 0.3, rng.random(shape) < 0.3
+        stats = compute_lesion_detection(pred[None, None], ref[None, None], iou_threshold=None)
+        got = (int(stats.tp[0, 0]), int(stats.fn[0, 0]), int(stats.fp[0, 0]))
+        assert got == _scipy_counts(pred, ref), (pred.astype(int).tolist(), ref.astype(int).tolist())

@@ -252,3 +252,15 @@ def test_unknown_boundary_suggests():
     mask = np.zeros((1, 1, 4, 4), dtype=bool)
     with pytest.raises(ConfigError, match="did you mean 'voxel'"):
         compute_hd95(mask, mask, boundary="voxels")
+
+
+@pytest.mark.parametrize("boundary", ["surfel", "voxel"])
+@pytest.mark.parametrize("empty", ["pred", "ref"])
+def test_hd95_is_inf_when_exactly_one_mask_is_empty(boundary, empty):
+    """As documented (docs/metrics.md): before, the voxel mode gave NaN for an empty prediction (the quantile of
+    all-inf distances), so a failed case dropped out of the mean."""
+    cube = np.zeros((6, 6, 6), bool)
+    cube[2:4, 2:4, 2:4] = True
+    none = np.zeros_like(cube)
+    pred, ref = (none, cube) if empty == "pred" else (cube, none)
+    assert compute_hd95(pred[None, None], ref[None, None], boundary=boundary)[0, 0] == np.inf

@@ -73,8 +73,12 @@ class EvaluationConfig:
             object.__setattr__(self, "connectivity", 6)
         if not math.isfinite(self.tolerance_mm) or self.tolerance_mm < 0:
             raise ConfigError(f"tolerance must be a finite number >= 0 mm, got {self.tolerance_mm}")
-        if self.labels is not None and (not self.labels or any(label == 0 for label in self.labels)):
-            raise ConfigError(f"labels must be non-empty and exclude the background 0, got {list(self.labels)}")
+        if self.labels is not None:
+            labels = list(self.labels)
+            if not labels or any(isinstance(v, bool) or not isinstance(v, int | np.integer) or v <= 0 for v in labels):
+                raise ConfigError(f"labels must be foreground label values (whole numbers > 0), got {labels}")
+            # a label given twice would be scored twice: twice the rows and lesion totals
+            object.__setattr__(self, "labels", tuple(dict.fromkeys(int(v) for v in labels)))
 
 
 def match_cases(pred_dir: str | Path, ref_dir: str | Path) -> list[tuple[str, Path, Path]]:
@@ -151,13 +155,18 @@ def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _labels(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim != 3 and (array.ndim < 3 or any(s != 1 for s in array.shape[3:])):
+        raise DataError(f"{path}: a label map must be 3D (one volume of label values), got shape {array.shape}")
     array = np.squeeze(array, axis=tuple(range(3, array.ndim))) if array.ndim > 3 else array
-    if array.ndim != 3:
-        raise DataError(f"{path}: a label map must be 3D, got shape {array.shape}")
     if array.dtype.kind == "f":
         rounded = np.rint(array)
         if not np.array_equal(rounded, array):
             raise DataError(f"{path}: label map has non-integer values; expected integer labels")
+        if rounded.size and np.abs(rounded).max() > np.iinfo(np.int32).max:
+            raise DataError(
+                f"{path}: label map has values up to {np.abs(rounded).max():.4g}, out of range for labels "
+                f"(whole numbers 0..{np.iinfo(np.int32).max})"
+            )
         array = rounded
     if array.dtype.kind not in "biuf":
         raise DataError(f"{path}: label map has data type {array.dtype}; expected integer labels")
@@ -406,7 +415,10 @@ def resolve_run_folder(run_dir: str | Path) -> tuple[Path, Path]:
         config = yaml.safe_load(config_path.read_text()) or {}
     except yaml.YAMLError as err:
         raise DataError(f"{config_path}: invalid YAML ({err})") from err
-    labels_dir = (config.get("data") or {}).get("labels_dir") if isinstance(config, dict) else None
+    data = config.get("data") if isinstance(config, dict) else None
+    labels_dir = data.get("labels_dir") if isinstance(data, dict) else None
     if not labels_dir:
         raise DataError(f"{config_path}: no key data.labels_dir naming the reference folder")
+    if not isinstance(labels_dir, str):
+        raise DataError(f"{config_path}: data.labels_dir must be a folder path, got {labels_dir!r}")
     return predictions, run_dir / Path(labels_dir).expanduser()

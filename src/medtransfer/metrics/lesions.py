@@ -265,8 +265,10 @@ def _component_matches(
     msseg = rule == MSSEG
     if msseg:
         connectivity = MSSEG_CONNECTIVITY[ref.ndim]
-    ref_labels, n_ref = cc3d.connected_components(ref[box], connectivity=connectivity, return_N=True)
-    pred_labels, n_pred = cc3d.connected_components(pred[box], connectivity=connectivity, return_N=True)
+    # as uint8: connected-components-3d 4.1 labels some background pixels of 2D *bool* arrays at connectivity 8
+    # ([[0,0,0],[0,0,1],[0,0,1]] gave pixel (1, 0) a label); uint8 input is labelled right
+    ref_labels, n_ref = cc3d.connected_components(ref[box].view(np.uint8), connectivity=connectivity, return_N=True)
+    pred_labels, n_pred = cc3d.connected_components(pred[box].view(np.uint8), connectivity=connectivity, return_N=True)
     if msseg:  # components of at most MSSEG_MIN_VOLUME_MM3 leave both masks (anima keeps size > floor(v / voxel))
         most = math.floor(MSSEG_MIN_VOLUME_MM3 / voxel_volume)
         ref_labels, n_ref = _drop_components(ref_labels, n_ref, most)

@@ -245,6 +245,9 @@ def robust_hausdorff(distances: SurfaceDistances, percent: float = 95.0) -> floa
     """
     if distances.is_empty:
         return math.nan
+    if distances.distances_ref_to_pred.size == 0 or distances.distances_pred_to_ref.size == 0:
+        # one mask empty: the other's distances are all inf, whose voxel-mode quantile is NaN (inf - inf)
+        return math.inf
     return max(
         _weighted_percentile(distances.distances_ref_to_pred, distances.areas_ref, percent, distances.boundary),
         _weighted_percentile(distances.distances_pred_to_ref, distances.areas_pred, percent, distances.boundary),
