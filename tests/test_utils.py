@@ -12,7 +12,14 @@ from medtransfer.data.io import save_nifti
 from medtransfer.errors import ConfigError, DataError
 from medtransfer.finetune import FinetuneConfig
 from medtransfer.train.config import TrainConfig
-from medtransfer.utils import atomic_path, check_writable, read_yaml_mapping, write_json_atomic, write_text_atomic
+from medtransfer.utils import (
+    atomic_path,
+    check_writable,
+    load_yaml,
+    read_yaml_mapping,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_read_yaml_mapping(tmp_path):
@@ -47,6 +54,42 @@ def test_config_yaml_readers(tmp_path):
     (tmp_path / "list.yaml").write_text("[1]\n")
     with pytest.raises(ConfigError, match="finetune options"):
         FinetuneConfig.from_yaml(tmp_path / "list.yaml")
+
+
+def test_a_key_given_twice_in_a_mapping_is_one_line_naming_the_file_the_key_and_both_lines(tmp_path, capsys):
+    from medtransfer.cli import main
+
+    grid = tmp_path / "dup.yaml"
+    grid.write_text(
+        "defaults: {kind: dummy}\naxes:\n  target: [brain]\n  strategy: [full, scratch]\n  seed: [0, 1]\n"
+        "  strategy: [full]\n"
+    )
+    assert main(["grid", "status", str(grid), "--results", str(tmp_path / "res")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {grid}: cannot read YAML (line 6, column 3): duplicate key 'strategy' (first given on line 4); a "
+        "key may appear once in a mapping (the second would silently replace the first)"
+    ]
+    train = tmp_path / "train.yaml"  # every reader of config files: finetune and train options too
+    train.write_text("train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.01\n")
+    for read in (TrainConfig.from_yaml, FinetuneConfig.from_yaml):
+        with pytest.raises(ConfigError, match=r"line 4, column 3\): duplicate key 'lr' \(first given on line 2\)"):
+            read(train)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb: {c: [1, 2]}\n",
+        "base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  x: 3\n",  # a merge key's values may be overridden
+        "- {a: 1}\n- {a: 2}\n",  # equal keys in different mappings
+        "1: a\n'1': b\n",  # 1 and '1' are different keys
+        "s: !!set {a, b}\nt: 2001-12-14\nn: ~\n",
+    ],
+)
+def test_load_yaml_reads_what_safe_load_reads(text):
+    import yaml
+
+    assert load_yaml(text) == yaml.safe_load(text)
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):

@@ -1,9 +1,10 @@
-"""Small helpers shared by every stage: atomic file writes and JSON/YAML dumps."""
+"""Small helpers shared by every stage: atomic file writes, JSON/YAML dumps and the YAML reader of config files."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
@@ -139,15 +140,63 @@ def write_yaml_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, yaml.safe_dump(obj, sort_keys=False))
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, except that a mapping giving the same key twice is an error.
+
+    PyYAML keeps the last of two equal keys without a word, so a grid file listing ``strategy:`` twice in one
+    mapping would quietly lose the first list.  Everything else is ``yaml.safe_load``'s: the same tags, types and
+    merge keys (``<<: *base``, whose keys a mapping may override: only keys written in the mapping itself count).
+
+    Raises:
+        yaml.YAMLError: invalid YAML, or a duplicate key (a ``ConstructorError`` whose ``problem`` names the key and
+            the line of its first occurrence, and whose ``problem_mark`` is the second).
+    """
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader subclass)
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """``yaml.SafeLoader`` refusing a key given twice in one mapping (see :func:`load_yaml`)."""
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode) and node.tag != "tag:yaml.org,2002:set":
+                seen: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # merged keys may be overridden by the mapping's own
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.setdefault(key, key_node)
+                    except TypeError:
+                        continue  # an unhashable key: the constructor below reports it
+                    if first is not key_node:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"duplicate key {key!r} (first given on line {first.start_mark.line + 1}); a key may "
+                            "appear once in a mapping (the second would silently replace the first)",
+                            key_node.start_mark,
+                        )
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml_mapping(path: str | os.PathLike, *, what: str = "options", allow_empty: bool = False) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping (``yaml.safe_load``).
+    """Read a YAML file that must hold a mapping (:func:`load_yaml`: ``yaml.safe_load`` refusing duplicate keys).
 
     An empty file (or one holding only comments) is an error unless ``allow_empty`` (then it is ``{}``): a config
     file given on purpose and read as "no options" is almost always a mistake (the wrong file, a failed copy).
 
     Raises:
         ConfigError: one line naming the file and what is wrong: missing, a folder, unreadable, not UTF-8 text, not
-            valid YAML (with the line and column), empty, or something other than a mapping.
+            valid YAML or a key given twice in one mapping (with the line and column), empty, or something other
+            than a mapping.
     """
     import yaml
 
@@ -170,7 +219,7 @@ def read_yaml_mapping(path: str | os.PathLike, *, what: str = "options", allow_e
             f"{what} must be UTF-8 text"
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

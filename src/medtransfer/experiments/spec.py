@@ -127,11 +127,11 @@ class Cell:
 
 
 def load_grid(path: str | Path) -> GridSpec:
-    """Read and validate a grid file (``yaml.safe_load``).
+    """Read and validate a grid file (``yaml.safe_load``, refusing a key given twice in one mapping).
 
     Raises:
-        ConfigError: the file is missing, a folder, not UTF-8, not YAML, empty, or not a valid grid (one line naming
-            the file and the key).
+        ConfigError: the file is missing, a folder, not UTF-8, not YAML, repeats a key in a mapping, empty, or not a
+            valid grid (one line naming the file and the key).
     """
     from ..utils import read_yaml_mapping
 
