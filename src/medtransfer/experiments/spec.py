@@ -152,6 +152,7 @@ def parse_grid(raw: Any, where: str, *, default_name: str = "grid") -> GridSpec:
     if clash:
         raise ConfigError(f"{where}: defaults.{clash[0]} is set by the grid's axes; put it under 'axes' instead")
     check_cell_config(defaults, where, "defaults")
+    _check_kind(defaults, where, "defaults")
     name = _label(str(raw.get("name") or default_name))
     axes = _parse_axes(raw.get("axes"), where)
     overrides = tuple(_parse_override(o, where, i) for i, o in enumerate(_as_list(raw.get("overrides"))))
@@ -373,7 +374,25 @@ def _parse_override(raw: Any, where: str, i: int) -> tuple[dict, dict]:
     if clash:
         raise ConfigError(f"{where}: {key}.set.{clash[0]} is an axis; overrides may not change axis values")
     check_cell_config(raw["set"], where, f"{key}.set")
+    _check_kind(raw["set"], where, f"{key}.set")
     return _parse_match(raw.get("when") or {}, where, f"{key}.when"), copy.deepcopy(dict(raw["set"]))
+
+
+def _check_kind(values: Mapping[str, Any], where: str, key: str) -> None:
+    """``kind`` (when given) must name a registered cell kind: a string, not a list or a mapping.
+
+    Raises:
+        ConfigError: ``<file>: <key>.kind: ...`` naming the registered kinds.
+    """
+    if "kind" not in values:
+        return
+    from .kinds import list_cell_kinds
+
+    kind, kinds = values["kind"], list_cell_kinds()
+    if not isinstance(kind, str):
+        raise ConfigError(f"{where}: {key}.kind must be the name of one cell kind ({', '.join(kinds)}), got {kind!r}")
+    if kind not in kinds:
+        raise ConfigError(f"{where}: {key}.kind: {did_you_mean(kind, kinds, what='cell kind')}")
 
 
 def _parse_match(raw: Any, where: str, key: str) -> dict[str, tuple[str, ...]]:
