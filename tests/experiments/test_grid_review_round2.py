@@ -57,3 +57,126 @@ def test_a_kind_that_is_no_registered_name_is_one_line_at_load(tmp_path, capsys,
         assert main(["grid", command, str(path), "--results", str(tmp_path / "res")]) == 2
         assert _error(capsys) == [f"error: {path}: {message}"]
     assert not (tmp_path / "res").exists()
+
+
+# --- 6: eval, resources and threads values at load --------------------------------------------------------------
+
+FINETUNE = {
+    "name": "ft",
+    "defaults": {
+        "kind": "finetune",
+        "data": {"root": "nowhere"},
+        "finetune": {"train": {"epochs": 1, "optimizer": "adam"}},
+    },
+    "axes": {"target": "brain", "strategy": ["scratch", "full"], "seed": [0, 1]},
+}
+CELL = "(cell brain/none__scratch/nall/seed0)"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            {"eval": {"max_test_cases": "all"}},
+            f"eval.max_test_cases {CELL}: must be an integer >= 1, or null for every held-out case, got 'all'",
+        ),
+        (
+            {"eval": {"max_test_cases": 0}},
+            f"eval.max_test_cases {CELL}: must be an integer >= 1, or null for every held-out case, got 0",
+        ),
+        ({"eval": {"tolerance_mm": "1mm"}}, f"eval.tolerance_mm {CELL}: must be a number > 0 (mm), got '1mm'"),
+        ({"eval": {"tolerance_mm": -1}}, f"eval.tolerance_mm {CELL}: must be a number > 0 (mm), got -1"),
+        ({"eval": {"checkpoint": "final"}}, f"eval.checkpoint {CELL}: must be last or best, got 'final'"),
+        ({"eval": {"save_cases": 1.5}}, f"eval.save_cases {CELL}: must be an integer >= 0, got 1.5"),
+        ({"eval": {"surface_1mm": "yes"}}, f"eval.surface_1mm {CELL}: must be true or false, got 'yes'"),
+        ({"eval": {"lesions": "maybe"}}, f"eval.lesions {CELL}: must be auto, true or false, got 'maybe'"),
+        (
+            {"eval": {"lesion_iou": 0}},
+            f"eval.lesion_iou {CELL}: must be a number in (0, 1] (the IoU one predicted component needs), null (any "
+            "overlap of >= 1 voxel) or 'msseg' (the MSSEG challenges' detection rule), got 0",
+        ),
+        (
+            {"resources": {"num_cpus": "two"}},
+            f"resources.num_cpus {CELL}: must be a number >= 0 (what the executor reserves for the cell), got 'two'",
+        ),
+        (
+            {"resources": {"num_gpus": -1}},
+            f"resources.num_gpus {CELL}: must be a number >= 0 (what the executor reserves for the cell), got -1",
+        ),
+        (
+            {"threads": 0},
+            f"threads {CELL}: must be an integer >= 1 (torch threads of the cell; leave it out to use "
+            "resources.num_cpus), got 0",
+        ),
+    ],
+)
+def test_bad_eval_resources_and_threads_values_are_one_line_at_load(tmp_path, capsys, section, message):
+    grid = _write(tmp_path, {**FINETUNE, "defaults": {**FINETUNE["defaults"], **section}})
+    assert main(["grid", "status", str(grid), "--results", str(tmp_path / "res")]) == 2
+    assert _error(capsys) == [f"error: {grid}: {message}"]
+
+
+def test_resources_and_threads_of_any_kind_are_checked_and_good_values_load(tmp_path, capsys):
+    dummy = {"defaults": {"kind": "dummy", "resources": {"num_cpus": "two"}}, "axes": {"target": "t", "strategy": "a"}}
+    grid = _write(tmp_path, dummy)
+    assert main(["grid", "status", str(grid), "--results", str(tmp_path / "res")]) == 2
+    assert _error(capsys) == [
+        f"error: {grid}: resources.num_cpus (cell t/none__a/nall/seed0): must be a number >= 0 (what the executor "
+        "reserves for the cell), got 'two'"
+    ]
+    good = {
+        "eval": {
+            "max_test_cases": None,
+            "tolerance_mm": 2,
+            "checkpoint": "best",
+            "save_cases": 0,
+            "lesions": "auto",
+            "surface_1mm": False,
+            "lesion_iou": "msseg",
+        },
+        "resources": {"num_cpus": 0.5, "num_gpus": 1},
+        "threads": 2,
+    }
+    from medtransfer.experiments import load_grid
+
+    assert load_grid(_write(tmp_path, {**FINETUNE, "defaults": {**FINETUNE["defaults"], **good}})).name == "ft"
+
+
+ATTEMPTS: list[bool] = []
+
+
+def flaky_cell(config, run_dir, *, resume):
+    """Leaves a partial output, then fails while eval.save_cases is 7 (a bad eval value met after training)."""
+    ATTEMPTS.append(resume)
+    (Path(run_dir) / "trained.txt").write_text("weights")
+    if (config.get("eval") or {}).get("save_cases") == 7:
+        raise RuntimeError("evaluation failed")
+    return {"metrics": {"dice": 0.5}}
+
+
+def test_an_interrupted_cell_whose_eval_alone_changed_resumes(tmp_path):
+    from medtransfer.experiments import register_cell_kind, run_grid
+
+    register_cell_kind("test_flaky_eval", flaky_cell, sections=("opts",))
+    ATTEMPTS.clear()
+
+    def grid(eval_options, **extra):
+        raw = {
+            "defaults": {"kind": "test_flaky_eval", "eval": eval_options, **extra},
+            "axes": {"target": "t", "strategy": "a"},
+        }
+        from medtransfer.experiments import load_grid
+
+        return load_grid(_write(tmp_path, raw))
+
+    assert run_grid(grid({"save_cases": 7}), results_root=tmp_path / "res", progress=False).counts["failed"] == 1
+    assert run_grid(grid({"save_cases": 1}), results_root=tmp_path / "res", progress=False).counts["ran"] == 1
+    assert ATTEMPTS == [False, True]  # the second attempt resumes the training of the first
+    ATTEMPTS.clear()
+    (tmp_path / "res/g/t/none__a/nall/seed0/summary.json").unlink()  # interrupted again, then resources change
+    run_grid(grid({"save_cases": 1}, resources={"num_cpus": 1}), results_root=tmp_path / "res", progress=False)
+    assert ATTEMPTS == [True]  # resources say where a cell runs: still a resume
+    ATTEMPTS.clear()
+    (tmp_path / "res/g/t/none__a/nall/seed0/summary.json").unlink()  # and now what it trains with
+    run_grid(grid({"save_cases": 1}, opts={"lr": 2}), results_root=tmp_path / "res", progress=False)
+    assert ATTEMPTS == [False]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,20 +218,89 @@ REFERENCE_STRATEGIES = ("baseline", "oracle")  # references of the finetune kind
 def check_cell_values(config: Mapping[str, Any], where: str) -> None:
     """Check the values of one resolved cell config with the validation its cell function runs first.
 
-    Built-in kinds that train (``finetune``, ``teacher_student``, ``classification``): the strategy (name,
-    parameters and their ranges, the task it serves), the ``finetune`` options of the cell and of each grid-trained
-    source (:class:`~medtransfer.finetune.FinetuneConfig`, ``train`` as :class:`~medtransfer.train.config.TrainConfig`,
-    ``preprocess``, the model name) and the kind's own section.  Other kinds (``dummy``, registered ones) are not
-    checked here.  What needs the data or the model's layers (e.g. ``first_k:99`` on an 8-stage model) is checked
-    when the cell runs.
+    Every kind: ``resources`` (``num_cpus`` / ``num_gpus``, as the executors read them) and ``threads``.  Built-in
+    kinds that train (``finetune``, ``teacher_student``, ``classification``): the strategy (name, parameters and
+    their ranges, the task it serves), the ``finetune`` options of the cell and of each grid-trained source
+    (:class:`~medtransfer.finetune.FinetuneConfig`, ``train`` as :class:`~medtransfer.train.config.TrainConfig`,
+    ``preprocess``, the model name), ``eval`` (:data:`EVAL_RULES`) and the kind's own section.  Other kinds
+    (``dummy``, registered ones) are not checked further here.  What needs the data or the model's layers (e.g.
+    ``first_k:99`` on an 8-stage model) is checked when the cell runs.
 
     Raises:
         ConfigError: ``<where>: <key path> (cell <id>): <the cell function's own message>``.
     """
     kind = config.get("kind")
+    cell = _cell_label(config)
+    _check_runtime(config, where, cell)
     check = _VALUE_CHECKS.get(str(kind)) if isinstance(kind, str) else None
     if check is not None:
-        check(config, where, _cell_label(config))
+        _check_eval(config, where, cell)
+        check(config, where, cell)
+
+
+def _check_runtime(config: Mapping[str, Any], where: str, cell: str) -> None:
+    """``resources`` as the executors read them (:func:`~medtransfer.experiments.executors.cell_resources`: numbers
+    >= 0; the schema check has refused other keys) and ``threads`` (the cell's torch threads; unset:
+    ``resources.num_cpus``)."""
+    resources = config.get("resources")
+    for key, value in resources.items() if isinstance(resources, Mapping) else ():
+        if not (_is_number(value) and math.isfinite(value) and value >= 0):
+            raise ConfigError(
+                f"{where}: resources.{key} (cell {cell}): must be a number >= 0 (what the executor reserves for "
+                f"the cell), got {value!r}"
+            )
+    threads = config.get("threads")
+    if threads is not None and not (_is_int(threads) and threads >= 1):
+        raise ConfigError(
+            f"{where}: threads (cell {cell}): must be an integer >= 1 (torch threads of the cell; leave it out to "
+            f"use resources.num_cpus), got {threads!r}"
+        )
+
+
+# eval key -> (what is allowed, test); what evaluate_cell and the cells read (defaults in evaluate_test_cases)
+EVAL_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "max_test_cases": (
+        "an integer >= 1, or null for every held-out case",
+        lambda v: v is None or (_is_int(v) and v >= 1),
+    ),
+    "tolerance_mm": ("a number > 0 (mm)", lambda v: _is_number(v) and math.isfinite(v) and v > 0),
+    "surface_1mm": ("true or false", lambda v: isinstance(v, bool)),
+    "lesions": ("auto, true or false", lambda v: v == "auto" or isinstance(v, bool)),
+    "save_cases": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "checkpoint": ("last or best", lambda v: v in ("last", "best")),
+}
+
+
+def _check_eval(config: Mapping[str, Any], where: str, cell: str) -> None:
+    """The ``eval`` options (:data:`EVAL_RULES`; ``lesion_iou`` as the lesion metrics check it)."""
+    from .evaluate_cell import lesion_iou
+
+    options = config.get("eval")
+    if not isinstance(options, Mapping):
+        return  # absent; anything else was refused by the schema check
+    for key, (allowed, valid) in EVAL_RULES.items():
+        if key in options and not valid(options[key]):
+            raise ConfigError(f"{where}: eval.{key} (cell {cell}): must be {allowed}, got {options[key]!r}")
+    if "lesion_iou" in options:
+        try:
+            lesion_iou(dict(options))
+        except ConfigError as err:
+            raise ConfigError(
+                f"{where}: eval.lesion_iou (cell {cell}): {_without_key(err, 'eval.lesion_iou')}"
+            ) from err
+
+
+def _without_key(err: ConfigError, key: str) -> str:
+    text = str(err)
+    return text[len(key) :].lstrip(" :") if text.startswith(key) else text
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _cell_label(config: Mapping[str, Any]) -> str:

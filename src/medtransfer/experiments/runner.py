@@ -11,7 +11,7 @@ The cell-function protocol (:class:`CellFunction`) is what plugs a real job into
 - ``resume`` is True when an earlier attempt (interrupted or failed) left files in ``run_dir``: the function
   should continue from its last checkpoint (or start over if it cannot).  It is False when the folder holds
   only the runner's files, or when the config changed since that attempt (the function then starts over and
-  overwrites what is there).
+  overwrites what is there); a change to ``eval`` alone still resumes (the test cases are scored on every attempt).
 - It returns a JSON-serialisable mapping, stored as ``result`` in ``summary.json``.  By convention
   ``result["metrics"]`` holds the cell's aggregate metrics (name -> float) and ``result["per_case"]`` a list
   of per-case rows (``{"case": id, <metric>: value, ...}``), which :mod:`~medtransfer.experiments.collect`
@@ -237,11 +237,16 @@ def _drop_stale_lock(run_dir: Path) -> None:
 
 
 def _config_changed(cell: Cell) -> bool:
-    """Whether the run folder's ``config.yaml`` differs from the cell's config (the grid file was edited)."""
-    changed = bool(config_changes(cell))
-    if changed:
+    """Whether the run folder's ``config.yaml`` differs from the cell's config (the grid file was edited) in what
+    the interrupted attempt computed: a change to ``eval`` alone does not restart the training, since every attempt
+    scores the test cases anew (a cell function reads ``eval`` after its training)."""
+    changes = config_changes(cell)
+    trained = [key for key in changes if key != "eval" and not key.startswith("eval.")]
+    if trained:
         log.warning("cell %s: config changed since the interrupted attempt; starting over", cell.id)
-    return changed
+    elif changes:
+        log.info("cell %s: only eval options changed since the interrupted attempt; resuming it", cell.id)
+    return bool(trained)
 
 
 # keys that say where or how a cell runs, not what it computes: a change to them does not make a result stale
