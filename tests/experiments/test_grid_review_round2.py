@@ -180,3 +180,53 @@ def test_an_interrupted_cell_whose_eval_alone_changed_resumes(tmp_path):
     (tmp_path / "res/g/t/none__a/nall/seed0/summary.json").unlink()  # and now what it trains with
     run_grid(grid({"save_cases": 1}, opts={"lr": 2}), results_root=tmp_path / "res", progress=False)
     assert ATTEMPTS == [False]
+
+
+# --- 10: compared arms hold out the same test scans -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"when": {"strategy": "first_k:*"}, "set": {"finetune": {"split_seed": 1}}},
+            "overrides[0] sets finetune.split_seed to 1 for cell brain/none__first_k-1/nall/seed0, but cell "
+            "brain/none__scratch/nall/seed0 of the same target and seed has 0",
+        ),
+        (
+            {"when": {"strategy": "scratch"}, "set": {"finetune": {"test_fraction": 0.3}}},  # the first cell differs
+            "overrides[0] sets finetune.test_fraction to 0.3 for cell brain/none__scratch/nall/seed0, but cell "
+            "brain/none__full/nall/seed0 of the same target and seed has 0.2",
+        ),
+        (
+            {"when": {"strategy": "full", "seed": 1}, "set": {"eval": {"max_test_cases": 2}}},
+            "overrides[0] sets eval.max_test_cases to 2 for cell brain/none__full/nall/seed1, but cell "
+            "brain/none__scratch/nall/seed1 of the same target and seed has None",
+        ),
+        (
+            {"when": {"strategy": "full"}, "set": {"finetune": {"val_fraction": 0.1}}},
+            "overrides[0] sets finetune.val_fraction to 0.1 for cell brain/none__full/nall/seed0, but cell "
+            "brain/none__scratch/nall/seed0 of the same target and seed has 0.2",
+        ),
+    ],
+)
+def test_an_override_giving_some_arms_other_test_scans_is_refused_at_load(tmp_path, capsys, override, message):
+    grid = {**FINETUNE, "axes": {**FINETUNE["axes"], "strategy": ["scratch", "full", "first_k:1"]}}
+    path = _write(tmp_path, {**grid, "overrides": [override]})
+    assert main(["grid", "status", str(path), "--results", str(tmp_path / "res")]) == 2
+    assert _error(capsys) == [
+        f"error: {path}: {message}: arms compared scan by scan must hold out the same test scans; set it in "
+        "defaults, or for every cell of that target (when: {target: ...})"
+    ]
+
+
+def test_test_set_keys_may_differ_between_targets_and_seeds_and_equal_the_default(tmp_path):
+    from medtransfer.experiments import load_grid
+
+    grid = {**FINETUNE, "axes": {**FINETUNE["axes"], "target": ["brain", "anatomy"]}}
+    grid["overrides"] = [
+        {"when": {"target": "anatomy"}, "set": {"finetune": {"test_fraction": 0.5}}},  # every cell of a target
+        {"when": {"seed": 1}, "set": {"finetune": {"split_seed": 1}}},  # every arm of a seed
+        {"when": {"strategy": "full"}, "set": {"finetune": {"val_fraction": 0.2, "max_val_cases": 1}}},  # defaults
+    ]
+    assert load_grid(_write(tmp_path, grid)).name == "ft"

@@ -29,7 +29,9 @@ the keys the cell functions read (:mod:`medtransfer.experiments.config_keys`): a
 the key path and the allowed keys, before any cell runs.  So are the values of every cell's config, with the checks
 its cell function makes first (strategy name and parameters, model, optimizer, ...:
 :func:`~medtransfer.experiments.config_keys.check_cell_values`), ``race.metric`` against the per-case metrics of the
-grid's cell kinds, and every ``overrides[i].when`` and ``exclude[i]``: one that matches no cell is an error (a
+grid's cell kinds, an override that gives some cells of a target (and domain pair, and seed) other held-out test
+scans than the rest (:data:`TEST_SET_KEYS`: the arms are compared scan by scan), each ``kind`` (a registered
+name), and every ``overrides[i].when`` and ``exclude[i]``: one that matches no cell is an error (a
 typo in a pattern would otherwise be ignored without a word; a pattern close to none of its axis's values only
 warns, since a generated grid may exclude what a smaller variant lacks).
 
@@ -175,6 +177,7 @@ def _check_cells(spec: GridSpec) -> None:
         if not any(_matches(when, axes) for axes in kept):
             _no_match(spec, f"overrides[{i}].when", when, kept)
     cells = expand_grid(spec, ".")
+    _check_same_test_scans(spec, cells)
     checked = set()
     for cell in cells:
         values = {k: v for k, v in cell.config.items() if k not in ("grid", "seed", "target", "domain")}
@@ -186,6 +189,71 @@ def _check_cells(spec: GridSpec) -> None:
         from .racing import check_race_metric
 
         check_race_metric(spec.race.metric, [c.config.get("kind") for c in cells], spec.path)
+
+
+# what decides a cell's held-out test scans besides its target and domain pair (experiments.cells)
+TEST_SET_KEYS = ("finetune.split_seed", "finetune.test_fraction", "finetune.val_fraction", "finetune.target_domain")
+TEST_SET_KEYS += ("eval.max_test_cases",)
+SPLIT_KINDS = ("finetune", "teacher_student", "classification")  # the kinds that split their target this way
+
+
+def _check_same_test_scans(spec: GridSpec, cells: list[Cell]) -> None:
+    """Refuse an override that changes the held-out test scans of some cells of a target (and domain pair, and
+    seed): the report and the race compare those cells' arms scan by scan, references included, so they must
+    hold out the same scans (:data:`TEST_SET_KEYS`).  Different seeds may use different splits.
+
+    Raises:
+        ConfigError: ``<file>: overrides[i] sets <key> to <value> for cell <id>, but cell <id> of the same target
+            [, domain pair] and seed holds <value>: ...``.
+    """
+    first: dict[tuple, tuple[Cell, dict[str, Any]]] = {}
+    for cell in cells:
+        if cell.config.get("kind") not in SPLIT_KINDS:
+            continue
+        values = {key: _test_set_value(cell.config, key) for key in TEST_SET_KEYS}
+        group = (cell.axes["target"], cell.axes.get("domain_pair"), cell.axes["seed"])
+        other, seen = first.setdefault(group, (cell, values))
+        key = next((k for k in TEST_SET_KEYS if values[k] != seen[k]), None)
+        if key is None:
+            continue
+        where, odd, usual = _override_setting(spec, cell, key), cell, other
+        if where is None:  # the first cell of the group is the overridden one
+            where, odd, usual = _override_setting(spec, other, key), other, cell
+        pair = f", domain pair {cell.axes['domain_pair']}" if "domain_pair" in cell.axes else ""
+        new, old = _test_set_value(odd.config, key), _test_set_value(usual.config, key)
+        raise ConfigError(
+            f"{spec.path}: {where or 'an override'} sets {key} to {new!r} for cell {odd.id}, but cell {usual.id} of "
+            f"the same target{pair} and seed has {old!r}: arms compared scan by scan must hold out the same test "
+            "scans; set it in defaults, or for every cell of that target (when: {target: ...})"
+        )
+
+
+def _test_set_value(config: Mapping[str, Any], key: str) -> Any:
+    section, _, name = key.partition(".")
+    if key == "finetune.target_domain" and config.get("domain"):
+        return None  # the domain pair's target decides (experiments.cells.target_domain)
+    value = (config.get(section) or {}).get(name)
+    if value is None and section == "finetune":
+        return _finetune_default(name)
+    return value
+
+
+def _finetune_default(name: str) -> Any:
+    import dataclasses
+
+    from ..finetune import FinetuneConfig
+
+    return next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == name)
+
+
+def _override_setting(spec: GridSpec, cell: Cell, key: str) -> str | None:
+    """``overrides[i]``: the last override that sets ``key`` for ``cell`` (None when none does)."""
+    section, _, name = key.partition(".")
+    found = None
+    for i, (when, updates) in enumerate(spec.overrides):
+        if _matches(when, cell.axes) and isinstance(updates.get(section), Mapping) and name in updates[section]:
+            found = f"overrides[{i}]"
+    return found
 
 
 def _no_match(spec: GridSpec, key: str, match: Mapping[str, tuple[str, ...]], labels: list[dict[str, Any]]) -> None:
