@@ -230,3 +230,40 @@ def test_test_set_keys_may_differ_between_targets_and_seeds_and_equal_the_defaul
         {"when": {"strategy": "full"}, "set": {"finetune": {"val_fraction": 0.2, "max_val_cases": 1}}},  # defaults
     ]
     assert load_grid(_write(tmp_path, grid)).name == "ft"
+
+
+# --- 1: a saved race whose arms are other cells now ------------------------------------------------------------
+
+
+def test_a_saved_race_of_a_renamed_source_is_refused_and_not_shown_as_its_decisions(tmp_path, capsys):
+    def grid(source):
+        raw = {
+            "defaults": {"kind": "dummy", "dummy": {"n_cases": 12, "noise": 0.01}},
+            "axes": {"target": "brain", "source": [source], "strategy": ["full", "first_k:1"], "seed": [0, 1, 2]},
+            "overrides": [
+                {"when": {"strategy": "full"}, "set": {"dummy": {"level": 0.8}}},
+                {"when": {"strategy": "first_k:*"}, "set": {"dummy": {"level": 0.5}}},
+            ],
+            "race": {"metric": "dice"},
+        }
+        return _write(tmp_path, raw)
+
+    results, state = tmp_path / "res", tmp_path / "res/g/_race/brain/nall.json"
+    assert main(["grid", "run", str(grid("src_a")), "--results", str(results), "--race"]) == 0
+    assert "race brain, nall: " in capsys.readouterr().out  # decided after round 1: full won
+    before = state.read_text()
+    renamed = grid("src_b")  # the arms keep their names (full, first_k:1): one source, arms named by strategy
+    assert main(["grid", "run", str(renamed), "--results", str(results), "--race"]) == 2
+    assert _error(capsys) == [
+        f"error: {state}: the race of brain, nall raced arm 'full' on the cells src_a__full, the grid now gives "
+        "src_b__full (a renamed source keeps the arm's name): its decisions are not about these cells; delete this "
+        "file to start that race again from round 1 (its finished cells are kept and not run again)"
+    ]
+    assert state.read_text() == before
+    assert not (results / "g/brain/src_b__full").exists()
+    assert main(["grid", "status", str(renamed), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == "6 cells: 6 pending"  # not 'dropped' / 'skipped' by the old race
+    state.unlink()
+    assert main(["grid", "run", str(renamed), "--results", str(results), "--race"]) == 0
+    assert "grid g: 2 ran" in capsys.readouterr().out

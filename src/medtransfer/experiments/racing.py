@@ -279,8 +279,32 @@ def race_grid(spec: GridSpec, plan: RacePlan, run_batch: RunBatch) -> list[CellO
 
 
 def open_race(spec: GridSpec, race: SettingRace) -> None:
-    """Load the setting's saved race (checked against the grid) or start a new one."""
-    from .race import RaceConfig, load_state, new_race
+    """Load the setting's saved race (checked against the grid) or start a new one.
+
+    Raises:
+        ConfigError: the saved race was started with other arms, options, metric or round seeds, or its arms were
+            other cells (a renamed source keeps the arms' names): its decisions do not apply to the grid now.
+    """
+    from .race import load_state, new_race
+
+    config, meta = _race_setup(spec, race)
+    if not race.path.is_file():
+        race.state = new_race(list(race.cells), config)
+        race.state.meta = meta
+        return
+    state = load_state(race.path)
+    problem = _saved_race_problem(race, state, config, meta)
+    if problem:
+        raise ConfigError(
+            f"{race.path}: the race of {race.label} {problem}; delete this file to start that race again from round 1 "
+            "(its finished cells are kept and not run again)"
+        )
+    race.state = state
+
+
+def _race_setup(spec: GridSpec, race: SettingRace) -> tuple[Any, dict[str, Any]]:
+    """The race's options (:class:`~medtransfer.experiments.race.RaceConfig`) and the ``meta`` its state records."""
+    from .race import RaceConfig
 
     options = spec.race or RaceSpec()
     margin = {} if options.margin is None else {"margin": options.margin}
@@ -292,21 +316,27 @@ def open_race(spec: GridSpec, race: SettingRace) -> None:
         "round_seeds": [cell.axes["seed"] for cell in next(iter(race.cells.values()))],
         "arm_cells": {arm: cells[0].id.split("/")[-3] for arm, cells in race.cells.items()},
     }
-    if not race.path.is_file():
-        race.state = new_race(list(race.cells), config)
-        race.state.meta = meta
-        return
-    state = load_state(race.path)
+    return config, meta
+
+
+def _saved_race_problem(race: SettingRace, state: RaceState, config: Any, meta: dict[str, Any]) -> str | None:
+    """Why a saved race does not fit the grid now (None when it does): its arms, options, metric, round seeds, or
+    the cells its arms were (``<source>__<strategy>`` folders; a state saved before they were recorded has none)."""
     saved = {"arms": state.arms, "options": state.config, **{k: state.meta.get(k) for k in ("metric", "round_seeds")}}
     now = {"arms": list(race.cells), "options": config, "metric": meta["metric"], "round_seeds": meta["round_seeds"]}
     changed = [k for k in now if saved[k] != now[k]]
     if changed:
-        raise ConfigError(
-            f"{race.path}: the race of {race.label} was started with {changed[0]} {_plain(saved[changed[0]])}, the "
-            f"grid now gives {_plain(now[changed[0]])}; delete this file to start that race again from round 1 (its "
-            "finished cells are kept and not run again)"
-        )
-    race.state = state
+        key = changed[0]
+        return f"was started with {key} {_plain(saved[key])}, the grid now gives {_plain(now[key])}"
+    cells = state.meta.get("arm_cells")
+    if isinstance(cells, dict):
+        for arm, folder in meta["arm_cells"].items():
+            if cells.get(arm) != folder:
+                return (
+                    f"raced arm {arm!r} on the cells {cells.get(arm)}, the grid now gives {folder} (a renamed source "
+                    "keeps the arm's name): its decisions are not about these cells"
+                )
+    return None
 
 
 def advance(spec: GridSpec, race: SettingRace) -> None:
@@ -391,8 +421,10 @@ def race_annotations(spec: GridSpec, cells: Sequence[Cell], results_root: str | 
     out: dict[str, tuple[str, str]] = {}
     for race in plan.races:
         if race.path.is_file():
-            race.state = load_state(race.path)
-            out.update(race.not_run())
+            state = load_state(race.path)
+            if _saved_race_problem(race, state, *_race_setup(spec, race)) is None:  # else grid run refuses it
+                race.state = state
+                out.update(race.not_run())
     return out
 
 
