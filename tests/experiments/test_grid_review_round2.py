@@ -267,3 +267,54 @@ def test_a_saved_race_of_a_renamed_source_is_refused_and_not_shown_as_its_decisi
     state.unlink()
     assert main(["grid", "run", str(renamed), "--results", str(results), "--race"]) == 0
     assert "grid g: 2 ran" in capsys.readouterr().out
+
+
+# --- 3: run-only keys and a moved data.root, as finetune --resume sees them -------------------------------------
+
+RESUMED: list[bool] = []
+
+
+def interrupted_cell(config, run_dir, *, resume):
+    """Records ``resume``, leaves a partial training and is killed (KeyboardInterrupt: no error.json, no summary)."""
+    RESUMED.append(resume)
+    (Path(run_dir) / "train").mkdir(exist_ok=True)
+    if (config.get("opts") or {}).get("die", True):
+        raise KeyboardInterrupt
+    return {"metrics": {"dice": 0.5}}
+
+
+def test_num_workers_and_a_moved_data_root_never_ask_a_training_to_resume_what_it_refuses(tmp_path):
+    from medtransfer.experiments import load_grid, register_cell_kind, run_grid
+    from medtransfer.experiments.runner import ChangedCells
+    from medtransfer.train.resume import changed_options
+
+    register_cell_kind("test_interrupted", interrupted_cell, sections=("opts",))
+    for root in ("data", "moved/data"):
+        (tmp_path / root / "brain").mkdir(parents=True)
+
+    def run(workers=0, root="data", die=True, progress=False):
+        raw = {
+            "defaults": {
+                "kind": "test_interrupted",
+                "data": {"root": str(tmp_path / root)},
+                "finetune": {"train": {"num_workers": workers, "progress": progress}},
+                "opts": {"die": die},
+            },
+            "axes": {"target": "brain", "strategy": "full"},
+        }
+        try:
+            run_grid(load_grid(_write(tmp_path, raw)), results_root=tmp_path / "res", progress=False)
+        except KeyboardInterrupt:
+            pass
+
+    run()
+    run(workers=1)  # what finetune --resume refuses (train.num_workers: 0 -> 1): start over
+    assert changed_options({"train": {"num_workers": 0}}, {"train": {"num_workers": 1}}) != []
+    run(workers=1, root="moved/data")  # so does a moved dataset (its scans' paths are recorded)
+    run(workers=1, root="moved/data", progress=True)  # how it reports: resume
+    assert RESUMED == [False, False, False, True]
+    run(workers=1, root="moved/data", progress=True, die=False)  # opts.die: what it computes; it finishes
+    run(workers=1, root="data", progress=True, die=False)  # moved back, the same folder name: the same results
+    assert RESUMED == [False, False, False, True, False]
+    with pytest.raises(ChangedCells, match=r"finetune.train.num_workers changed since"):
+        run(workers=2, root="data", progress=True, die=False)  # a finished cell: num_workers makes it stale

@@ -240,30 +240,36 @@ def _config_changed(cell: Cell) -> bool:
     """Whether the run folder's ``config.yaml`` differs from the cell's config (the grid file was edited) in what
     the interrupted attempt computed: a change to ``eval`` alone does not restart the training, since every attempt
     scores the test cases anew (a cell function reads ``eval`` after its training)."""
-    changes = config_changes(cell)
+    changes = config_changes(cell, resuming=True)
     trained = [key for key in changes if key != "eval" and not key.startswith("eval.")]
     if trained:
-        log.warning("cell %s: config changed since the interrupted attempt; starting over", cell.id)
+        shown = ", ".join(trained[:3]) + (", ..." if len(trained) > 3 else "")
+        log.warning("cell %s: config changed since the interrupted attempt (%s); starting over", cell.id, shown)
     elif changes:
         log.info("cell %s: only eval options changed since the interrupted attempt; resuming it", cell.id)
     return bool(trained)
 
 
-# keys that say where or how a cell runs, not what it computes: a change to them does not make a result stale
-RUN_ONLY_KEYS = frozenset({"device", "threads", "progress", "num_workers", "cache_dir", "checkpoint_every_steps"})
-
-
 def _result_key(path: str) -> bool:
-    """Whether a changed key path can change a cell's result (``resources.*`` and :data:`RUN_ONLY_KEYS` cannot)."""
+    """Whether a changed key path can change a cell's result: not ``resources.*``, nor a key that says where or how
+    a run goes (:data:`~medtransfer.train.resume.RUN_ONLY_OPTIONS`, the list ``finetune --resume`` ignores too, so
+    that the runner never resumes a training that the training would refuse to resume).  ``num_workers`` is not
+    among them: data-loader workers draw other augmentation streams, so they change what is learnt."""
+    from ..train.resume import RUN_ONLY_OPTIONS
+
     parts = path.split(".")
-    return parts[0] != "resources" and parts[-1] not in RUN_ONLY_KEYS
+    return parts[0] != "resources" and parts[-1] not in RUN_ONLY_OPTIONS
 
 
-def config_changes(cell: Cell) -> list[str]:
+def config_changes(cell: Cell, *, resuming: bool = False) -> list[str]:
     """The key paths (``finetune.train.lr``) where the run folder's ``config.yaml`` differs from the cell's config
-    in what can change its result (not ``resources``, devices, threads, progress, caches); ``data.root`` counts
-    only when its last folder name changed (a results or dataset folder moved elsewhere is the same data); empty
-    when it has none or they agree (``["config.yaml"]`` when it cannot be read)."""
+    in what can change its result (not ``resources``, devices, threads, progress, caches: :func:`_result_key`);
+    empty when it has none or they agree (``["config.yaml"]`` when it cannot be read).
+
+    ``data.root`` (or ``data`` given as a folder) counts only when its last folder name changed: a dataset moved
+    elsewhere is the same data, so a finished cell keeps its results.  With ``resuming`` (may an interrupted attempt
+    be continued?) a moved dataset counts too: a training records where its scans are and refuses to resume on
+    other paths (``finetune --resume``), so the cell starts over."""
     import yaml
 
     path = cell.run_dir / CONFIG
@@ -274,17 +280,19 @@ def config_changes(cell: Cell) -> list[str]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return [f"{CONFIG} (unreadable)"]
     changes = [key for key in _differences(stored, cell.config) if _result_key(key)]
-    if "data.root" in changes and _same_name(stored.get("data"), cell.config.get("data")):
-        changes.remove("data.root")
+    if not resuming and _same_name(stored.get("data"), cell.config.get("data")):
+        changes = [key for key in changes if key not in ("data", "data.root")]
     return changes
 
 
 def _same_name(old: Any, new: Any) -> bool:
     """Whether two ``data`` sections name dataset roots with the same last folder (a moved dataset)."""
-    try:
-        return Path(str(old["root"])).name == Path(str(new["root"])).name
-    except (TypeError, KeyError):
-        return False
+
+    def root(data: Any) -> Any:
+        return data.get("root") if isinstance(data, Mapping) else data
+
+    old, new = root(old), root(new)
+    return isinstance(old, str) and isinstance(new, str) and Path(old).name == Path(new).name
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
