@@ -318,3 +318,86 @@ def test_num_workers_and_a_moved_data_root_never_ask_a_training_to_resume_what_i
     assert RESUMED == [False, False, False, True, False]
     with pytest.raises(ChangedCells, match=r"finetune.train.num_workers changed since"):
         run(workers=2, root="data", progress=True, die=False)  # a finished cell: num_workers makes it stale
+
+
+# --- 5: datasets outside data.root, names and domains in the _sources folder ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"axes": {"target": ["../outside"], "strategy": ["scratch"]}},
+            "axes.target '../outside' is outside data.root ('..' leaves it)",
+        ),
+        (
+            {"data": {"datasets": {"brain": "/abs/brain"}}},
+            "data.datasets.brain '/abs/brain' is outside data.root (an absolute path)",
+        ),
+        (
+            {"data": {"datasets": {"brain": "sub/../../x"}}},
+            "data.datasets.brain 'sub/../../x' is outside data.root ('..' leaves it)",
+        ),
+        (
+            {"sources": {"src": {"target": "../other"}}},
+            "sources.src.target '../other' is outside data.root ('..' leaves it)",
+        ),
+    ],
+)
+def test_a_dataset_outside_data_root_is_one_line_at_load(tmp_path, capsys, change, message):
+    grid = {
+        "defaults": {"kind": "finetune", "data": {"root": str(tmp_path / "root"), **change.get("data", {})}},
+        "axes": change.get("axes", {"target": "brain", "strategy": ["scratch"]}),
+    }
+    if "sources" in change:
+        grid["defaults"]["sources"] = change["sources"]
+    path = _write(tmp_path, grid)
+    assert main(["grid", "status", str(path), "--results", str(tmp_path / "res")]) == 2
+    assert _error(capsys) == [
+        f"error: {path}: {message}; a dataset is a folder inside data.root: give its path relative to data.root"
+    ]
+
+
+def test_resolve_dataset_refuses_a_folder_outside_data_root(tmp_path):
+    from medtransfer.errors import ConfigError
+    from medtransfer.experiments.sources import resolve_dataset
+
+    for folder in ("root/brain", "outside"):
+        (tmp_path / folder).mkdir(parents=True)
+    root = {"root": str(tmp_path / "root")}
+    assert resolve_dataset({"data": root, "target": "brain"}) == str(tmp_path / "root/brain")
+    with pytest.raises(ConfigError, match=r"^target '../outside' is outside data.root \('..' leaves it\)"):
+        resolve_dataset({"data": root, "target": "../outside"})
+    data = {**root, "datasets": {"brain": str(tmp_path / "outside")}}
+    with pytest.raises(ConfigError, match=r"^data.datasets.brain '.*/outside' is outside data.root \(an absolute"):
+        resolve_dataset({"data": data, "target": "brain"})
+
+
+def test_source_names_and_domains_stay_one_folder_inside_sources(tmp_path, monkeypatch):
+    import medtransfer.finetune as finetune
+    import medtransfer.infer as infer
+    from medtransfer.experiments import sources
+
+    outs = []
+
+    def fake_run(values, resume=False):
+        out = Path(values["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model.pt").write_text("x")
+        (out / "summary.json").write_text("{}")
+        outs.append(out)
+
+    monkeypatch.setattr(finetune, "run_finetune", fake_run)
+    monkeypatch.setattr(infer, "find_checkpoint", lambda out: Path(out) / "model.pt")
+    (tmp_path / "data/brain").mkdir(parents=True)
+    config = {
+        "data": {"root": str(tmp_path / "data")},
+        "target": "brain",
+        "domain": {"source": "x/../escaped_dom", "target": "b"},  # joined as a path: <tmp>/escaped_dom
+    }
+    grid_dir = tmp_path / "res" / "g"
+    sources.train_source(config, "../../../escaped_src", {"domain": "{source_domain}"}, grid_dir)
+    (out,) = outs
+    assert out.parent == grid_dir / "_sources"
+    assert out.name.startswith("---..-..-escaped_src__x-..-escaped_dom")  # '/' and the leading dots become '-'
+    assert not (tmp_path / "escaped_dom").exists()

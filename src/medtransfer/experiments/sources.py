@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
@@ -49,7 +49,11 @@ def resolve_dataset(config: dict[str, Any], target: str | None = None) -> str:
         )
     target = str(target or config.get("target"))
     datasets = data.get("datasets") or {}
-    folder = root_dir / str(datasets.get(target, target))
+    key = f"data.datasets.{target}" if target in datasets else "target"
+    name = str(datasets.get(target, target))
+    if why := outside_root(name):
+        raise ConfigError(f"{key} {name!r} is outside data.root ({why}); {INSIDE_ROOT}")
+    folder = root_dir / name
     if folder.is_dir():
         return str(folder)
     if not datasets and (root_dir / "dataset.json").is_file():
@@ -58,6 +62,41 @@ def resolve_dataset(config: dict[str, Any], target: str | None = None) -> str:
         raise ConfigError(f"target {target!r}: its dataset folder {folder} (data.datasets.{target}) does not exist")
     known = sorted(datasets) or sorted(p.name for p in root_dir.glob("*") if p.is_dir())
     raise ConfigError(f"target {target!r}: no dataset folder {folder}; " + did_you_mean(target, known, what="target"))
+
+
+INSIDE_ROOT = "a dataset is a folder inside data.root: give its path relative to data.root"
+
+
+def outside_root(name: str) -> str | None:
+    """Why a dataset folder named ``name`` (a target, a ``data.datasets`` value) would lie outside ``data.root``:
+    an absolute path or a ``..`` component; None when it stays inside (symlinks inside data.root are followed)."""
+    path = PurePath(name)
+    if path.is_absolute() or name.startswith("~"):
+        return "an absolute path"
+    if ".." in path.parts:
+        return "'..' leaves it"
+    return None
+
+
+def check_datasets_inside(config: dict[str, Any], where: str) -> None:
+    """Refuse, when the grid loads, a cell whose datasets would lie outside ``data.root``: its target, the target
+    of each grid-trained source and every ``data.datasets`` value (see :func:`outside_root`).
+
+    Raises:
+        ConfigError: ``<file>: <key> '<value>' is outside data.root (<why>); ...``.
+    """
+    if "data" not in config:
+        return  # a kind that reads no dataset (e.g. dummy)
+    data = config.get("data")
+    datasets = (data.get("datasets") if isinstance(data, dict) else None) or {}
+    named = [(f"data.datasets.{t}", v) for t, v in datasets.items()]
+    targets = [("axes.target", config.get("target"))]
+    sources = config.get("sources") or {}
+    targets += [(f"sources.{n}.target", e.get("target")) for n, e in sources.items() if isinstance(e, dict)]
+    named += [(key, t) for key, t in targets if t is not None and str(t) not in datasets]
+    for key, value in named:
+        if why := outside_root(str(value)):
+            raise ConfigError(f"{where}: {key} {str(value)!r} is outside data.root ({why}); {INSIDE_ROOT}")
 
 
 def grid_folder(run_dir: Path, config: dict[str, Any]) -> Path:
@@ -115,11 +154,11 @@ def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_
     """Train (or reuse) the grid-level source ``name``; returns its checkpoint path."""
     from ..finetune import SUMMARY, run_finetune
     from ..infer import find_checkpoint
-    from .spec import deep_merge
+    from .spec import deep_merge, folder_label
 
     domain = _source_domain(entry, config)
     target = entry.get("target") or config.get("target")
-    out = grid_dir / SOURCES_DIR / (f"{name}__{domain}" if domain else name)
+    out = grid_dir / SOURCES_DIR / folder_label(f"{name}__{domain}" if domain else name)
     data = resolve_dataset(config, target)
     if not (out / SUMMARY).is_file():
         out.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,7 @@ from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from .config_keys import check_cell_config, check_cell_values
+from .sources import check_datasets_inside
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,8 @@ def _check_cells(spec: GridSpec) -> None:
             _no_match(spec, f"overrides[{i}].when", when, kept)
     cells = expand_grid(spec, ".")
     _check_same_test_scans(spec, cells)
+    for cell in cells:
+        check_datasets_inside(cell.config, spec.path)
     checked = set()
     for cell in cells:
         values = {k: v for k, v in cell.config.items() if k not in ("grid", "seed", "target", "domain")}
@@ -550,6 +553,12 @@ def _as_list(value: Any) -> list:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def folder_label(text: str) -> str:
+    """``text`` as one folder name inside its parent: characters other than letters, digits and ``._+-`` become
+    ``-`` and leading dots too (never ``.``, ``..``, a hidden folder or a path), e.g. ``../x`` -> ``---x``."""
+    return _label(text)
 
 
 def _label(text: str) -> str:
