@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,10 +82,10 @@ def test_finetune_cells_learn_and_write_what_the_report_reads(tmp_path):
     assert full > 0.7  # 0.806 in fp32 (the suite's pin), 0.779 in bf16: a margin that holds in both
     assert full > _fresh_dice(cells["full"], data, tmp_path) + 0.3  # learning happened
     # the source model (trained once on domain a, cached) is what baseline and full start from
-    source_runs = list((grid_dir / "_sources").glob("src__a/summary.json"))
+    source_runs = list((grid_dir / "_sources").glob("src__a-*/summary.json"))  # src__a-<fingerprint>
     assert len(source_runs) == 1
     assert json.loads(source_runs[0].read_text())["target_domain"] == "a"
-    assert results["baseline"]["checkpoint"].startswith(str(grid_dir / "_sources" / "src__a"))
+    assert results["baseline"]["checkpoint"].startswith(str(source_runs[0].parent))
     assert not (cells["baseline"] / "train").exists()
     oracle_summary = json.loads((cells["oracle"] / "train" / "summary.json").read_text())
     assert oracle_summary["init"] is None
@@ -162,7 +163,7 @@ def test_a_grid_source_merges_its_train_settings_into_the_cells(tmp_path, monkey
 
     def fake_run(values, resume=False):
         seen.update(values)
-        out = tmp_path / "results" / "tiny" / "_sources" / "src__a"
+        out = Path(values["out"])
         model = create_model("unet", spatial_dims=2, features=4, depth=2)
         save_checkpoint(out / "checkpoint_best.pt", {"state_dict": model.state_dict()})
         (out / finetune_module.SUMMARY).write_text("{}")

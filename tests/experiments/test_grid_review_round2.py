@@ -401,3 +401,189 @@ def test_source_names_and_domains_stay_one_folder_inside_sources(tmp_path, monke
     assert out.parent == grid_dir / "_sources"
     assert out.name.startswith("---..-..-escaped_src__x-..-escaped_dom")  # '/' and the leading dots become '-'
     assert not (tmp_path / "escaped_dom").exists()
+
+
+# --- 2: a grid-trained source's settings and its cache folder ----------------------------------------------------
+
+TRAINED: list[dict] = []
+
+
+def source_probe_cell(config, run_dir, *, resume):
+    """Resolves the cell's source and returns the train options the (fake) training recorded in it."""
+    import json
+
+    from medtransfer.experiments import sources
+
+    checkpoint = Path(sources.resolve_source(config, run_dir))
+    return {"metrics": {"dice": 0.5}, "source": checkpoint.parent.name, "trained": json.loads(checkpoint.read_text())}
+
+
+@pytest.fixture
+def fake_source_training(monkeypatch):
+    """``run_finetune`` writes the values it got as its 'checkpoint' (and a config.yaml as run_finetune does)."""
+    import json
+
+    import medtransfer.finetune as finetune
+    import medtransfer.infer as infer
+    from medtransfer.experiments import register_cell_kind
+
+    def fake_run(values, resume=False):
+        out = Path(values["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        TRAINED.append({"train": values.get("train"), "out": out.name, "resume": resume})
+        (out / "model.pt").write_text(json.dumps(values.get("train")))
+        (out / "summary.json").write_text("{}")
+
+    TRAINED.clear()
+    monkeypatch.setattr(finetune, "run_finetune", fake_run)
+    monkeypatch.setattr(infer, "find_checkpoint", lambda out: Path(out) / "model.pt")
+    register_cell_kind("test_source_probe", source_probe_cell, sections=())
+    return TRAINED
+
+
+def _source_grid(tmp_path, source_lr=0.5, override_lr=0.01, extra_override=None):
+    (tmp_path / "data/brain").mkdir(parents=True, exist_ok=True)
+    grid = {
+        "defaults": {
+            "kind": "test_source_probe",
+            "data": {"root": str(tmp_path / "data")},
+            "finetune": {"train": {"lr": 0.001, "epochs": 5}},
+            "sources": {"src": {"finetune": {"train": {"lr": source_lr}}}},
+        },
+        "axes": {"target": "brain", "source": ["src"], "strategy": ["full", "first_k:1"]},
+        "overrides": [{"when": {"strategy": "first_k:*"}, "set": {"finetune": {"train": {"lr": override_lr}}}}],
+    }
+    if extra_override:
+        grid["overrides"].append(extra_override)
+    return _write(tmp_path, grid)
+
+
+def _results(tmp_path) -> dict[str, dict]:
+    import json
+
+    return {
+        p.parent.parent.parent.name: json.loads(p.read_text())["result"]
+        for p in (tmp_path / "res/g").glob("brain/*/nall/seed0/summary.json")
+    }
+
+
+def test_a_trained_source_has_the_entrys_settings_over_the_defaults_whichever_cell_runs_first(
+    tmp_path, fake_source_training
+):
+    from medtransfer.experiments import load_grid, run_grid
+
+    spec = load_grid(_source_grid(tmp_path))
+    run_grid(spec, results_root=tmp_path / "res", progress=False, only="*first_k*")  # lr 0.01 for this cell only
+    run_grid(spec, results_root=tmp_path / "res", progress=False)
+    results = _results(tmp_path)
+    assert results["src__full"]["trained"] == results["src__first_k-1"]["trained"] == {"lr": 0.5, "epochs": 5}
+    assert len(fake_source_training) == 1  # trained once, for both cells
+    assert results["src__full"]["source"].startswith("src-")  # src-<fingerprint>
+
+
+def test_an_edited_source_entry_trains_a_new_source_for_the_cells_rerun(tmp_path, fake_source_training):
+    from medtransfer.experiments import load_grid, run_grid
+    from medtransfer.experiments.runner import ChangedCells
+
+    run_grid(load_grid(_source_grid(tmp_path)), results_root=tmp_path / "res", progress=False)
+    first = _results(tmp_path)["src__full"]["source"]
+    edited = load_grid(_source_grid(tmp_path, source_lr=0.9))
+    with pytest.raises(ChangedCells, match=r"sources.src.finetune.train.lr, grid.source_finetune.train.lr changed"):
+        run_grid(edited, results_root=tmp_path / "res", progress=False)
+    run_grid(edited, results_root=tmp_path / "res", progress=False, rerun_changed=True)
+    results = _results(tmp_path)
+    assert [t["train"]["lr"] for t in fake_source_training] == [0.5, 0.9]
+    assert results["src__full"]["trained"] == results["src__first_k-1"]["trained"] == {"lr": 0.9, "epochs": 5}
+    assert results["src__full"]["source"] != first
+    assert (tmp_path / "res/g/_sources" / first).is_dir()  # the earlier source stays as it was
+
+
+def test_a_change_to_defaults_finetune_masked_by_an_override_still_reaches_the_source(tmp_path, fake_source_training):
+    from medtransfer.experiments import load_grid, run_grid
+    from medtransfer.experiments.runner import changed_cells
+    from medtransfer.experiments.spec import expand_grid
+
+    run_grid(load_grid(_source_grid(tmp_path)), results_root=tmp_path / "res", progress=False)
+    grid = yaml.safe_load((tmp_path / "g.yaml").read_text())
+    grid["defaults"]["finetune"]["train"]["epochs"] = 7
+    grid["overrides"].append({"when": {"strategy": "first_k:*"}, "set": {"finetune": {"train": {"epochs": 5}}}})
+    cells = expand_grid(load_grid(_write(tmp_path, grid)), tmp_path / "res")
+    assert changed_cells(cells) == {
+        "brain/src__full/nall/seed0": ["finetune.train.epochs", "grid.source_finetune.train.epochs"],
+        "brain/src__first_k-1/nall/seed0": ["grid.source_finetune.train.epochs"],  # its own finetune is as it was
+    }
+
+
+def _legacy_source(root: Path, lr: float) -> Path:
+    """A finished source as an earlier version left it: ``_sources/src`` with run_finetune's resolved options."""
+    legacy = root / "res/g/_sources/src"
+    legacy.mkdir(parents=True)
+    (legacy / "summary.json").write_text("{}")
+    (legacy / "model.pt").write_text('{"legacy": true}')
+    resolved = {
+        "data": str(root / "data/brain"),
+        "out": str(legacy),
+        "init": None,
+        "strategy": "scratch",
+        "n_labelled": 4,
+        "seed": 0,
+        "target_domain": None,
+        "train": {"lr": lr, "epochs": 5, "loss": "bce", "seed": 0, "optimizer": "sgd", "progress": True},
+        "preprocess": {"clip_percentiles": [1.0, 99.0], "target_spacing": [1.0, 1.0, 2.0]},
+        "model_config": {},
+    }
+    (legacy / "config.yaml").write_text(yaml.safe_dump(resolved))
+    return legacy
+
+
+def test_a_source_an_earlier_version_trained_is_reused_only_with_the_same_options(tmp_path, fake_source_training):
+    from medtransfer.experiments import load_grid, run_grid
+    from medtransfer.experiments.runner import changed_cells
+    from medtransfer.experiments.spec import expand_grid
+
+    legacy = _legacy_source(tmp_path / "same", lr=0.5)
+    spec = load_grid(_source_grid(tmp_path / "same"))
+    run_grid(spec, results_root=tmp_path / "same/res", progress=False)
+    assert fake_source_training == []  # the options it is trained with now: linked, not trained again
+    (linked,) = [p for p in legacy.parent.iterdir() if p.name.startswith("src-")]
+    assert linked.is_symlink()
+    assert linked.resolve() == legacy.resolve()
+    assert _results(tmp_path / "same")["src__full"]["trained"] == {"legacy": True}
+    cells = expand_grid(spec, tmp_path / "same/res")
+    for cell in cells:  # cells that ran before grid.source_finetune was recorded are not changed cells
+        stored = yaml.safe_load((cell.run_dir / "config.yaml").read_text())
+        del stored["grid"]["source_finetune"]
+        (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert changed_cells(cells) == {}
+
+    _legacy_source(tmp_path / "first_k", lr=0.01)  # trained by the first_k cell first: with its override's lr
+    run_grid(load_grid(_source_grid(tmp_path / "first_k")), results_root=tmp_path / "first_k/res", progress=False)
+    assert [t["train"] for t in fake_source_training] == [{"lr": 0.5, "epochs": 5}]  # trained anew, as it should be
+
+
+def test_cells_whose_overrides_change_the_source_entry_get_their_own_source(tmp_path, fake_source_training):
+    from medtransfer.experiments import load_grid, run_grid
+
+    longer = {"when": {"strategy": "first_k:*"}, "set": {"sources": {"src": {"finetune": {"train": {"epochs": 9}}}}}}
+    run_grid(load_grid(_source_grid(tmp_path, extra_override=longer)), results_root=tmp_path / "res", progress=False)
+    results = _results(tmp_path)
+    assert results["src__full"]["trained"] == {"lr": 0.5, "epochs": 5}
+    assert results["src__first_k-1"]["trained"] == {"lr": 0.5, "epochs": 9}
+    assert results["src__full"]["source"] != results["src__first_k-1"]["source"]
+    assert len(fake_source_training) == 2
+
+
+def test_an_interrupted_source_whose_dataset_moved_starts_over(tmp_path, fake_source_training):
+    from medtransfer.experiments import sources
+
+    (tmp_path / "data/brain").mkdir(parents=True)
+    config = {"data": {"root": str(tmp_path / "data")}, "target": "brain", "finetune": {}}
+    run = sources.source_run(config, "src", {}, tmp_path / "res/g")
+    run.out.mkdir(parents=True)
+    (run.out / "config.yaml").write_text(yaml.safe_dump({"data": str(tmp_path / "old/brain")}))  # no summary
+    sources.train_source(config, "src", {}, tmp_path / "res/g")
+    assert [t["resume"] for t in fake_source_training] == [False]  # finetune --resume would refuse the move
+    (run.out / "summary.json").unlink()
+    (run.out / "config.yaml").write_text(yaml.safe_dump({"data": str(tmp_path / "data/brain")}))
+    sources.train_source(config, "src", {}, tmp_path / "res/g")
+    assert [t["resume"] for t in fake_source_training] == [False, True]

@@ -280,9 +280,16 @@ def config_changes(cell: Cell, *, resuming: bool = False) -> list[str]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return [f"{CONFIG} (unreadable)"]
     changes = [key for key in _differences(stored, cell.config) if _result_key(key)]
+    if not (isinstance(stored, Mapping) and "source_finetune" in (stored.get("grid") or {})):
+        changes = [key for key in changes if not key.startswith(SOURCE_FINETUNE)]  # run before it was recorded
     if not resuming and _same_name(stored.get("data"), cell.config.get("data")):
         changes = [key for key in changes if key not in ("data", "data.root")]
     return changes
+
+
+# recorded since grid-trained sources are trained with defaults.finetune (a cell run earlier lacks it: its source
+# is the one it was, see sources.train_source for the reuse of an earlier version's source)
+SOURCE_FINETUNE = "grid.source_finetune"
 
 
 def _same_name(old: Any, new: Any) -> bool:

@@ -8,17 +8,21 @@ resolves to its checkpoint::
       source_domain:                                          # trained by the grid, once per domain
         domain: "{source_domain}"                             # the cell's domain.source (or a fixed domain)
         target: brain                                         # dataset to train on (default: the cell's)
-        finetune: {train: {epochs: 10}}                       # FinetuneConfig keys over the cell's `finetune`
+        finetune: {train: {epochs: 10}}                       # FinetuneConfig keys over defaults.finetune
 
-Trained sources live in ``<results>/<grid>/_sources/<name>[__<domain>]/`` (a run_finetune run folder, every
-label of the source domain's training subjects, from scratch).  An exclusive file lock makes concurrent cells
-wait for the one that trains it; a finished source (its ``summary.json``) is reused by every later cell and run.
+A trained source's settings are the grid's ``defaults.finetune`` with the entry's ``finetune`` over it, never a
+cell's overrides: one source serves every cell naming it, whichever runs first.  Trained sources live in
+``<results>/<grid>/_sources/<name>[__<domain>]-<fingerprint>/`` (a run_finetune run folder, every label of the
+source domain's training subjects, from scratch; the fingerprint hashes what it is trained with, so an edited
+entry trains a new source: :class:`SourceRun`).  An exclusive file lock makes concurrent cells wait for the one that
+trains it; a finished source (its ``summary.json``) is reused by every later cell and run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -150,26 +154,187 @@ def _source_domain(entry: dict[str, Any], config: dict[str, Any]) -> str | None:
     return text
 
 
-def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_dir: Path) -> str:
-    """Train (or reuse) the grid-level source ``name``; returns its checkpoint path."""
-    from ..finetune import SUMMARY, run_finetune
-    from ..infer import find_checkpoint
-    from .spec import deep_merge, folder_label
+@dataclass(frozen=True)
+class SourceRun:
+    """How a grid-trained source is trained: the same for every cell that uses it, whatever the cell's overrides.
+
+    Attributes:
+        name: the source's name (a key of ``sources``).
+        domain: the domain it trains on (``None``: every case of its dataset).
+        target: the dataset it trains on (``sources.<name>.target``, default the cell's target).
+        data: that dataset's folder.
+        values: its :class:`~medtransfer.finetune.FinetuneConfig` values without ``out``: ``defaults.finetune``
+            of the grid with the entry's ``finetune`` over it (:func:`source_finetune`), then every label of the
+            domain's training subjects, from scratch, the entry's ``seed``.
+        fingerprint: a hash of what it is trained with (name, domain, the dataset's folder below ``data.root``, the
+            values less run-only options such as devices and progress bars): its cache folder's suffix.
+        out: ``<grid>/_sources/<name>[__<domain>]-<fingerprint>``.
+    """
+
+    name: str
+    domain: str | None
+    target: str
+    data: str
+    values: dict[str, Any]
+    fingerprint: str
+    out: Path
+
+    @property
+    def legacy_out(self) -> Path:
+        """The folder an earlier version trained this source in: ``<name>[__<domain>]`` without a fingerprint."""
+        return self.out.with_name(self.out.name.rsplit("-", 1)[0])
+
+
+def source_finetune(defaults_finetune: Any, entry: Any) -> dict[str, Any]:
+    """The ``finetune`` values a grid-trained source trains with: the grid's ``defaults.finetune`` with the entry's
+    ``finetune`` merged over it (never a cell's overrides: one source serves cells with different overrides)."""
+    from .spec import deep_merge
+
+    base = defaults_finetune if isinstance(defaults_finetune, dict) else {}
+    own = (entry or {}).get("finetune") if isinstance(entry, dict) else None
+    return deep_merge(base, own if isinstance(own, dict) else {})
+
+
+def source_run(config: dict[str, Any], name: str, entry: dict[str, Any], grid_dir: Path) -> SourceRun:
+    """The :class:`SourceRun` of the cell's grid-trained source ``name`` (see there).
+
+    The cell's ``grid.source_finetune`` (set by :func:`~medtransfer.experiments.spec.expand_grid`) holds its
+    ``finetune`` values; a config without it (a direct call) takes the entry's over the cell's ``finetune``.
+    """
+    import hashlib
+    import json
+
+    from ..train.resume import RUN_ONLY_OPTIONS
+    from .spec import folder_label
 
     domain = _source_domain(entry, config)
-    target = entry.get("target") or config.get("target")
-    out = grid_dir / SOURCES_DIR / folder_label(f"{name}__{domain}" if domain else name)
+    target = str(entry.get("target") or config.get("target"))
     data = resolve_dataset(config, target)
+    grid = config.get("grid") or {}
+    if isinstance(grid.get("source_finetune"), dict):
+        values = json.loads(json.dumps(grid["source_finetune"]))
+    else:
+        values = source_finetune(config.get("finetune"), entry)
+    values.update(init=None, strategy="scratch", target_domain=domain)
+    values.update(n_labelled="all", every_kth_slice=None, seed=int(entry.get("seed", 0)))
+    raw = config.get("data")
+    datasets = (raw.get("datasets") if isinstance(raw, dict) else None) or {}
+
+    def run_only_dropped(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: run_only_dropped(v) for k, v in value.items() if k not in RUN_ONLY_OPTIONS}
+        return value
+
+    key = {"name": name, "domain": domain, "dataset": str(datasets.get(target, target)), **run_only_dropped(values)}
+    fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    folder = folder_label(f"{name}__{domain}" if domain else name)
+    out = Path(grid_dir) / SOURCES_DIR / f"{folder}-{fingerprint}"
+    return SourceRun(name, domain, target, data, {**values, "data": data}, fingerprint, out)
+
+
+def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_dir: Path) -> str:
+    """Train (or reuse) the grid-level source ``name``; returns its checkpoint path.
+
+    The source trains into its fingerprinted folder (:class:`SourceRun`), so a changed entry (or
+    ``defaults.finetune``) trains a new source instead of reusing one made with other settings.  A source an earlier
+    version trained in ``<name>[__<domain>]`` is reused (linked) when its recorded options are the ones it would
+    be trained with now (:func:`_legacy_matches`).  An interrupted source whose dataset moved starts over (its
+    training records the scans' paths and would refuse to resume elsewhere).
+    """
+    from ..finetune import SUMMARY, run_finetune
+    from ..infer import find_checkpoint
+
+    run = source_run(config, name, entry, grid_dir)
+    out = run.out
     if not (out / SUMMARY).is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        with _locked(out / "train.lock"):
-            if not (out / SUMMARY).is_file():
-                values = deep_merge(config.get("finetune") or {}, entry.get("finetune") or {})
-                values.update(data=data, out=str(out), init=None, strategy="scratch", target_domain=domain)
-                values.update(n_labelled="all", every_kth_slice=None, seed=int(entry.get("seed", 0)))
-                log.info("training source %s on %s (domain %s, every subject) -> %s", name, target, domain, out)
-                run_finetune(values, resume=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(out.with_name(f".{out.name}.lock")):
+            if not (out / SUMMARY).is_file() and not _adopt_legacy(run):
+                out.mkdir(exist_ok=True)
+                resume = _same_data(out, run.data)
+                log.info("training source %s on %s (domain %s, every subject) -> %s", name, run.target, run.domain, out)
+                run_finetune({**run.values, "out": str(out)}, resume=resume)
     return str(find_checkpoint(out))
+
+
+def _same_data(out: Path, data: str) -> bool:
+    """Whether an interrupted source run in ``out`` (if any) was started on the dataset folder ``data``."""
+    import yaml
+
+    try:
+        stored = yaml.safe_load((out / "config.yaml").read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # not a run's config: run_finetune would refuse to resume
+    same = isinstance(stored, dict) and str(Path(str(stored.get("data"))).resolve()) == str(Path(data).resolve())
+    if not same:
+        log.warning("%s: the interrupted source was started on another dataset folder; starting it over", out)
+    return same
+
+
+def _adopt_legacy(run: SourceRun) -> bool:
+    """Link ``run.out`` to the finished source an earlier version trained in ``run.legacy_out`` when that run's
+    recorded options (its ``config.yaml``) are the ones ``run`` trains with; True when it did."""
+    import os
+
+    import yaml
+
+    from ..finetune import SUMMARY
+
+    legacy = run.legacy_out
+    if legacy == run.out or not (legacy / SUMMARY).is_file() or legacy.is_symlink():
+        return False
+    try:
+        stored = yaml.safe_load((legacy / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        stored = None
+    if not isinstance(stored, dict) or not _legacy_matches(stored, run.values):
+        log.warning(
+            "%s: a source trained by an earlier version with other options (perhaps those of the first cell that "
+            "ran); training it again with the source entry and defaults.finetune into %s",
+            legacy,
+            run.out,
+        )
+        return False
+    link = run.out.with_name(f".{run.out.name}.link")
+    link.unlink(missing_ok=True)
+    os.symlink(legacy.name, link)
+    os.replace(link, run.out)
+    log.info("%s: reusing the source trained by an earlier version in %s (same options)", run.out, legacy)
+    return True
+
+
+def _legacy_matches(stored: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Whether a run's recorded ``config.yaml`` (every option resolved) was made with ``values``: every option given
+    in ``values`` agrees, and every train / preprocess option not given holds its default (an override of the
+    first cell would show there), except what the run derives (``loss`` from the labels, ``seed``,
+    ``target_spacing``, the 3D ``patch_size``, the resolved ``n_labelled``)."""
+    from ..data.preprocess import PreprocessConfig
+    from ..finetune import FinetuneConfig
+    from ..train.config import TrainConfig
+    from ..train.resume import changed_options
+
+    try:
+        wanted = FinetuneConfig.from_dict({**values, "out": "."}).to_dict()
+        train_defaults = TrainConfig().to_dict()
+        preprocess_defaults = PreprocessConfig().to_dict()
+    except (TypeError, ValueError, ConfigError):
+        return False
+    wanted.pop("n_labelled")
+    if wanted.get("patch_size") is None:
+        wanted.pop("patch_size")
+    given_train = dict(values.get("train") or {})
+    wanted["train"] = {**train_defaults, "seed": wanted["seed"], **given_train}
+    if "loss" not in given_train:
+        wanted["train"].pop("loss")
+        if (stored.get("train") or {}).get("loss") not in ("bce", "dice_ce"):  # not a default run_finetune picks
+            return False
+    given_preprocess = dict(values.get("preprocess") or {})
+    wanted["preprocess"] = {**preprocess_defaults, **given_preprocess}
+    if "target_spacing" not in given_preprocess:
+        wanted["preprocess"].pop("target_spacing")
+    return not changed_options(stored, wanted) and stored.get("model_config") == wanted["model_config"]
 
 
 @contextlib.contextmanager

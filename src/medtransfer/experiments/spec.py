@@ -38,8 +38,10 @@ warns, since a generated grid may exclude what a smaller variant lacks).
 Axis values become top-level keys of each cell's config: ``target`` (str), ``source`` ({name, checkpoint}),
 ``strategy`` (the string as written, e.g. ``"first_k:2"``), ``budget`` (a mapping with ``n_labelled`` and/or
 ``every_kth_slice``), ``seed`` (int), ``domain`` ({source, target}, only with a domain axis), and ``grid``
-({name, cell_id}).  Matching (``when`` / ``exclude``) compares glob patterns with the cell's axis labels
-(:attr:`Cell.axes`); a pattern starting with ``!`` negates; a list of patterns matches if any does.
+({name, cell_id}, and ``source_finetune``, the finetune values of the cell's source when the grid trains it:
+``defaults.finetune`` with the source entry's over it, see :mod:`~medtransfer.experiments.sources`).  Matching
+(``when`` / ``exclude``) compares glob patterns with the cell's axis labels (:attr:`Cell.axes`); a pattern starting
+with ``!`` negates; a list of patterns matches if any does.
 
 Run folder of a cell (DESIGN.md, with the domain pair inserted after the target when there is one)::
 
@@ -65,7 +67,7 @@ from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from .config_keys import check_cell_config, check_cell_values
-from .sources import check_datasets_inside
+from .sources import check_datasets_inside, source_finetune
 
 log = logging.getLogger(__name__)
 
@@ -522,7 +524,22 @@ def _resolve_config(spec: GridSpec, values: Mapping, axes: Mapping, cell_id: str
     if "domain_pair" in values:
         config["domain"] = {"source": values["domain_pair"][0], "target": values["domain_pair"][1]}
     config["grid"] = {"name": spec.name, "cell_id": cell_id}
+    entry = _trained_source(config)
+    if entry is not None:  # what it trains with: the grid's defaults.finetune, never this cell's overrides
+        config["grid"]["source_finetune"] = source_finetune(spec.defaults.get("finetune"), entry)
     return config
+
+
+def _trained_source(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``sources`` entry of the cell's source when the grid trains it (no checkpoint), else None."""
+    from .sources import NO_SOURCE
+
+    source = config.get("source") or {}
+    name = str(source.get("name") or "none")
+    entry = (config.get("sources") or {}).get(name) if isinstance(config.get("sources"), Mapping) else None
+    if source.get("checkpoint") or name.lower() in NO_SOURCE or not isinstance(entry, Mapping):
+        return None
+    return None if entry.get("checkpoint") else dict(entry)
 
 
 def deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
