@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from medtransfer.cli import main
+from medtransfer.errors import ConfigError
 from medtransfer.experiments import list_cell_kinds
 
 
@@ -359,7 +360,6 @@ def test_a_dataset_outside_data_root_is_one_line_at_load(tmp_path, capsys, chang
 
 
 def test_resolve_dataset_refuses_a_folder_outside_data_root(tmp_path):
-    from medtransfer.errors import ConfigError
     from medtransfer.experiments.sources import resolve_dataset
 
     for folder in ("root/brain", "outside"):
@@ -587,3 +587,86 @@ def test_an_interrupted_source_whose_dataset_moved_starts_over(tmp_path, fake_so
     (run.out / "config.yaml").write_text(yaml.safe_dump({"data": str(tmp_path / "data/brain")}))
     sources.train_source(config, "src", {}, tmp_path / "res/g")
     assert [t["resume"] for t in fake_source_training] == [False, True]
+
+
+# --- 4: a grid-trained source never trains on the scans a cell holds out -----------------------------------------
+# two_domain_blobs(per_domain=10), test_fraction 0.3, val_fraction 0.1, split_seed 0 (worked out with select_cases,
+# the training's own selection): the cells of domain b test on b2, b4, b6 and validate on b7; a source over both
+# domains trains on a0 a1 a5 a7 a8 a9 b0 b2 b4 b5 b7 b8; one on domain b with split_seed 3 trains on b1 b3 b4 b5 b7
+# b8 and validates on b2 (its checkpoint would be picked on a test scan).
+
+
+def _leak_grid(tmp_path, source, target="blob"):
+    from testkit import two_domain_blobs
+
+    if not (tmp_path / "data/blob").exists():
+        two_domain_blobs(tmp_path / "data/blob", per_domain=10)
+    grid = {
+        "defaults": {
+            "kind": "finetune",
+            "data": {"root": str(tmp_path / "data")},
+            "finetune": {"test_fraction": 0.3, "val_fraction": 0.1, "train": {"epochs": 1}},
+            "sources": {"src": source},
+        },
+        "axes": {"target": target, "source": "src", "strategy": ["scratch", "full"], "domain_pairs": ["a->b"]},
+    }
+    return _write(tmp_path, grid)
+
+
+FULL = "blob/a_to_b/src__full/nall/seed0"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            {},
+            f"source 'src' of cell {FULL} would train on every domain of blob with its own split, which holds scans "
+            "the cell holds out for test or validation (b2, b4, b7): results would be scored on scans the source "
+            'learnt; give sources.src.domain a domain the cells do not test on, e.g. "{source_domain}"',
+        ),
+        (
+            {"domain": "{target_domain}", "finetune": {"split_seed": 3}},
+            f"source 'src' of cell {FULL} would train on domain b of blob with its own split, which holds scans "
+            "the cell holds out for test or validation (b2, b4, b7): results would be scored on scans the source "
+            "learnt; train it on another domain (sources.src.domain) or target, or give sources.src.finetune the "
+            "cells' split_seed, test_fraction and val_fraction (then it trains on their training subjects only)",
+        ),
+    ],
+)
+def test_a_source_that_would_train_on_held_out_scans_is_refused_before_any_work(tmp_path, capsys, source, message):
+    grid = _leak_grid(tmp_path, source)
+    assert main(["grid", "run", str(grid), "--results", str(tmp_path / "res")]) == 2
+    assert _error(capsys) == [f"error: {grid}: {message}"]
+    assert not (tmp_path / "res").exists()  # nothing ran, no source was trained
+
+
+def test_sources_that_hold_out_what_the_cells_hold_out_pass(tmp_path):
+    from medtransfer.experiments import load_grid
+    from medtransfer.experiments.sources import check_source_leaks
+    from medtransfer.experiments.spec import expand_grid
+
+    for source in (
+        {"domain": "{source_domain}"},  # domain a: the cells test on b
+        {"domain": "{source_domain}", "finetune": {"split_seed": 3}},  # another split of a: still not b
+        {"domain": "b"},  # domain b with the cells' split: it trains on their training subjects only
+    ):
+        cells = expand_grid(load_grid(_leak_grid(tmp_path, source)), tmp_path / "res")
+        check_source_leaks(cells, cells, "g.yaml")
+
+
+def test_a_copy_of_a_held_out_scan_in_another_dataset_counts(tmp_path, capsys):
+    import shutil
+
+    from medtransfer.experiments import load_grid
+    from medtransfer.experiments.sources import check_source_leaks
+    from medtransfer.experiments.spec import expand_grid
+
+    grid = _leak_grid(tmp_path, {"target": "copy", "domain": "b", "finetune": {"split_seed": 3}})
+    shutil.copytree(tmp_path / "data/blob", tmp_path / "data/copy")  # the same scans (copies) in another dataset
+    cells = expand_grid(load_grid(grid), tmp_path / "res")
+    with pytest.raises(ConfigError, match=r"would train on domain b of copy .* \(b2, b4, b7\)"):
+        check_source_leaks(cells, cells, "g.yaml")
+    (tmp_path / "data/copy/imagesTr/b4_0000.nii.gz").write_bytes(b"another scan")  # b4 now differs
+    with pytest.raises(ConfigError, match=r"would train on domain b of copy .* \(b2, b7\)"):
+        check_source_leaks(cells, cells, "g.yaml")

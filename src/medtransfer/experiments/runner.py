@@ -448,7 +448,9 @@ def run_grid(
 
     Raises:
         ChangedCells: a finished cell's config changed and ``rerun_changed`` is False (nothing was run).
-        ConfigError: ``only`` matches no cell, an unknown kind, a missing dataset, a saved race that does not fit.
+        ConfigError: ``only`` matches no cell, an unknown kind, a missing dataset, a grid-trained source that would
+            train on scans a cell holds out (:func:`~medtransfer.experiments.sources.check_source_leaks`), a saved
+            race that does not fit.
 
     Returns:
         The outcome of every cell run or skipped as done (failed cells are recorded in their ``error.json``) and,
@@ -456,9 +458,11 @@ def run_grid(
     """
     from .executors import LocalExecutor
     from .kinds import get_cell_function
+    from .sources import check_source_leaks
 
     root = Path(results_root).absolute()  # workers may have another cwd
-    cells = select_cells(expand_grid(spec, root), only)
+    every_cell = expand_grid(spec, root)
+    cells = select_cells(every_cell, only)
     if cell_fn is None:  # check every kind before running anything
         for kind in dict.fromkeys(c.config.get("kind") for c in cells):
             get_cell_function(kind, where=spec.path)
@@ -476,6 +480,7 @@ def run_grid(
 
     if not race:
         check_datasets(to_run, spec.path)
+        check_source_leaks(to_run, every_cell, spec.path)
         return GridRun(spec.name, tuple(run_batch(cells, f"grid {spec.name}")))
     from .racing import plan_race, race_grid
 
@@ -488,6 +493,7 @@ def run_grid(
                 "config changed; delete this file to race that setting again with the new config (nothing was run)"
             )
     check_datasets(to_run, spec.path)
+    check_source_leaks(to_run, every_cell, spec.path)
     outcomes = race_grid(spec, plan, run_batch)
     seen = {o.cell_id for o in outcomes}
     earlier = [c for c in cells if c.id not in seen and read_summary(c.run_dir) is not None]  # earlier runs' rounds

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -335,6 +336,186 @@ def _legacy_matches(stored: dict[str, Any], values: dict[str, Any]) -> bool:
     if "target_spacing" not in given_preprocess:
         wanted["preprocess"].pop("target_spacing")
     return not changed_options(stored, wanted) and stored.get("model_config") == wanted["model_config"]
+
+
+# --- held-out scans: a grid-trained source never trains on what a cell tests or validates on -----------------
+
+NEEDS_NO_SOURCE = ("scratch", "oracle")  # strategies whose cells never load the source (experiments.cells)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """The scans of one split: its dataset folder, the subjects and image files of its parts."""
+
+    data: str
+    subjects: dict[str, dict[str, str]]  # part (train, val_used, test, val) -> subject -> one of its case ids
+    files: dict[str, dict[int, list[tuple[str, str]]]]  # part -> file size -> (image file, its case id)
+
+
+def check_source_leaks(to_run: list, cells: list, where: str) -> None:
+    """Refuse, before any cell runs, a grid-trained source that would train on a scan a cell of the grid holds out.
+
+    Each grid-trained source used by a cell of ``to_run`` (a strategy that loads it) is split as its training will
+    split it (:class:`SourceRun`: its domain, its split options) and compared with the test and validation scans
+    of every cell of the grid (``cells``) that reads a dataset: the source may neither train on a subject a cell
+    holds out (same dataset folder) nor on an image file of one (any dataset: benchmark builds link one scan into
+    several datasets), nor pick its checkpoint on a cell's test subject (its validation scans).  A source without
+    ``domain`` in a grid with a domain axis trains on every domain, test scans of the target domain included; so
+    does one whose ``finetune`` draws another split (``split_seed``, ``test_fraction``, ...).
+
+    Raises:
+        ConfigError: ``<file>: source <name> would train on <n> scan(s) that cell <id> holds out ...: <how to fix>``.
+    """
+    runs: dict[Path, tuple[SourceRun, Any]] = {}
+    for cell in to_run:
+        entry = trained_entry(cell.config)
+        if entry is None or str(cell.config.get("strategy")) in NEEDS_NO_SOURCE or "data" not in cell.config:
+            continue
+        try:
+            run = source_run(cell.config, str(cell.config["source"]["name"]), entry, Path("."))
+        except ConfigError:
+            continue  # the cell reports it when it runs
+        runs.setdefault(run.out, (run, cell))
+    if not runs:
+        return
+    splits: dict[Any, Any] = {}  # split key -> _Split (None: not drawable), dataset folder -> dataset
+    digests: dict[str, str] = {}  # image file -> sha256 (only files of equal size are compared)
+    held: list[tuple[Any, _Split]] = []
+    for cell in cells:
+        if "data" not in cell.config:
+            continue
+        split = _cell_split(cell.config, splits)
+        if split is not None:
+            held.append((cell, split))
+    for run, user in runs.values():
+        own = _split(run.data, run.domain, run.values, splits)
+        if own is None:
+            continue
+        for cell, split in sorted(held, key=lambda pair: pair[0].id != user.id):  # its own cell first
+            leaked = _overlap(own, split, digests)
+            if leaked:
+                raise ConfigError(f"{where}: {_leak_message(run, user, cell, leaked)}")
+
+
+def trained_entry(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``sources`` entry of the cell's source when the grid trains it (no checkpoint anywhere), else None."""
+    source = config.get("source") or {}
+    name = str(source.get("name") or "none")
+    sources = config.get("sources") if isinstance(config.get("sources"), dict) else {}
+    entry = sources.get(name)
+    if source.get("checkpoint") or name.lower() in NO_SOURCE or not isinstance(entry, dict) or entry.get("checkpoint"):
+        return None
+    return entry
+
+
+def _cell_split(config: dict[str, Any], splits: dict) -> _Split | None:
+    from .cells import target_domain
+
+    try:
+        data = resolve_dataset(config)
+    except ConfigError:
+        return None  # checked for the cells that run (runner.check_datasets); the others cannot run
+    finetune = config.get("finetune") if isinstance(config.get("finetune"), dict) else {}
+    return _split(data, target_domain(config), finetune, splits)
+
+
+SPLIT_OPTIONS = ("split_seed", "test_fraction", "val_fraction", "max_val_cases")
+
+
+def _split(data: str, domain: str | None, values: dict[str, Any], cache: dict) -> _Split | None:
+    """The split a run with ``values`` draws from ``data`` (domain ``domain``), as select_cases draws it."""
+    key = ("split", data, domain, *(repr(values.get(k)) for k in SPLIT_OPTIONS))
+    if key in cache:
+        return cache[key]
+    from ..data.layouts import load_dataset
+    from ..data.splits import split_by_subject
+    from ..errors import DataError
+    from ..finetune import FinetuneConfig
+    from ..finetune.select import target_pool
+
+    options = {k: values[k] for k in SPLIT_OPTIONS if k in values}
+    try:
+        config = FinetuneConfig.from_dict({"data": data, "out": ".", **options})
+        if ("dataset", data) not in cache:
+            cache["dataset", data] = load_dataset(data)
+        dataset = cache["dataset", data]
+        pool = target_pool(dataset, domain)
+        split = split_by_subject(
+            pool, test_fraction=config.test_fraction, val_fraction=config.val_fraction, seed=config.split_seed
+        )
+    except (ConfigError, DataError):
+        cache[key] = None  # the run reports it itself
+        return None
+    parts = {
+        "train": split.train,
+        "val_used": split.val[: config.max_val_cases],
+        "test": split.test,
+        "val": split.val,
+    }
+    subjects, files = {}, {}
+    for part, ids in parts.items():
+        cases = [dataset.get(c) for c in ids]
+        subjects[part] = {c.subject: c.case_id for c in cases}
+        files[part] = {}
+        for case in cases:
+            for path in case.images:
+                with contextlib.suppress(OSError):
+                    files[part].setdefault(os.path.getsize(path), []).append((str(path), case.case_id))
+    cache[key] = _Split(str(Path(data).resolve()), subjects, files)
+    return cache[key]
+
+
+def _overlap(source: _Split, cell: _Split, digests: dict[str, str]) -> list[str]:
+    """The cell's held-out case ids the source trains on (or, for test cases, picks its checkpoint on): the same
+    subject of the same dataset, or the same image (one file, or a byte-identical copy in another dataset)."""
+    found: dict[str, None] = {}
+    for used, held in (("train", "test"), ("train", "val"), ("val_used", "test")):
+        if source.data == cell.data:
+            found.update(dict.fromkeys(c for s, c in cell.subjects[held].items() if s in source.subjects[used]))
+        for size, images in cell.files[held].items():
+            for path, case_id in images:
+                if any(_same_image(path, other, digests) for other, _ in source.files[used].get(size, ())):
+                    found[case_id] = None
+    return sorted(found)
+
+
+def _same_image(a: str, b: str, digests: dict[str, str]) -> bool:
+    """Whether two image files of equal size hold the same bytes (one file, a link, or a copy)."""
+    import hashlib
+
+    with contextlib.suppress(OSError):
+        if os.path.samefile(a, b):
+            return True
+    for path in (a, b):
+        if path not in digests:
+            digest = hashlib.sha256()
+            try:
+                with open(path, "rb") as handle:
+                    for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError:
+                return False
+            digests[path] = digest.hexdigest()
+    return digests[a] == digests[b]
+
+
+def _leak_message(run: SourceRun, user: Any, cell: Any, leaked: list[str]) -> str:
+    shown = ", ".join(leaked[:5]) + (f", ... ({len(leaked)} in all)" if len(leaked) > 5 else "")
+    domain = f"domain {run.domain} of " if run.domain else "every domain of "
+    cell_domain = (cell.config.get("domain") or {}).get("target")
+    if run.domain is None and cell_domain:
+        fix = f'give sources.{run.name}.domain a domain the cells do not test on, e.g. "{{source_domain}}"'
+    else:
+        fix = (
+            f"train it on another domain (sources.{run.name}.domain) or target, or give sources.{run.name}.finetune "
+            "the cells' split_seed, test_fraction and val_fraction (then it trains on their training subjects only)"
+        )
+    whose = "the cell" if cell.id == user.id else f"cell {cell.id}"
+    return (
+        f"source {run.name!r} of cell {user.id} would train on {domain}{run.target} with its own split, which "
+        f"holds scans {whose} holds out for test or validation ({shown}): results would be scored on scans the "
+        f"source learnt; {fix}"
+    )
 
 
 @contextlib.contextmanager

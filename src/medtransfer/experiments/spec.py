@@ -67,7 +67,7 @@ from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from .config_keys import check_cell_config, check_cell_values
-from .sources import check_datasets_inside, source_finetune
+from .sources import check_datasets_inside, source_finetune, trained_entry
 
 log = logging.getLogger(__name__)
 
@@ -524,22 +524,10 @@ def _resolve_config(spec: GridSpec, values: Mapping, axes: Mapping, cell_id: str
     if "domain_pair" in values:
         config["domain"] = {"source": values["domain_pair"][0], "target": values["domain_pair"][1]}
     config["grid"] = {"name": spec.name, "cell_id": cell_id}
-    entry = _trained_source(config)
+    entry = trained_entry(config)
     if entry is not None:  # what it trains with: the grid's defaults.finetune, never this cell's overrides
         config["grid"]["source_finetune"] = source_finetune(spec.defaults.get("finetune"), entry)
     return config
-
-
-def _trained_source(config: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ``sources`` entry of the cell's source when the grid trains it (no checkpoint), else None."""
-    from .sources import NO_SOURCE
-
-    source = config.get("source") or {}
-    name = str(source.get("name") or "none")
-    entry = (config.get("sources") or {}).get(name) if isinstance(config.get("sources"), Mapping) else None
-    if source.get("checkpoint") or name.lower() in NO_SOURCE or not isinstance(entry, Mapping):
-        return None
-    return None if entry.get("checkpoint") else dict(entry)
 
 
 def deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
