@@ -264,7 +264,9 @@ def test_a_saved_race_of_a_renamed_source_is_refused_and_not_shown_as_its_decisi
     assert not (results / "g/brain/src_b__full").exists()
     assert main(["grid", "status", str(renamed), "--results", str(results)]) == 0
     out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1] == "6 cells: 6 pending"  # not 'dropped' / 'skipped' by the old race
+    assert out.strip().splitlines()[-1] == "8 cells: 2 orphan, 6 pending"  # not dropped/skipped by the old race
+    orphans = [line.split()[0] for line in out.splitlines() if line.split()[1:2] == ["orphan"]]
+    assert orphans == ["brain/src_a__first_k-1/nall/seed0", "brain/src_a__full/nall/seed0"]  # the race's round 1
     state.unlink()
     assert main(["grid", "run", str(renamed), "--results", str(results), "--race"]) == 0
     assert "grid g: 2 ran" in capsys.readouterr().out
@@ -670,3 +672,83 @@ def test_a_copy_of_a_held_out_scan_in_another_dataset_counts(tmp_path, capsys):
     (tmp_path / "data/copy/imagesTr/b4_0000.nii.gz").write_bytes(b"another scan")  # b4 now differs
     with pytest.raises(ConfigError, match=r"would train on domain b of copy .* \(b2, b7\)"):
         check_source_leaks(cells, cells, "g.yaml")
+
+
+# --- nits: a rerun waiting to be moved in, two checkpoints named alike, cells the grid no longer has ------------
+
+
+def test_status_of_a_finished_rerun_not_moved_in_yet_is_done(tmp_path, capsys, monkeypatch):
+    import medtransfer.experiments.runner as runner
+    from medtransfer.experiments import grid_status, load_grid, run_grid
+
+    def grid(level):
+        raw = {
+            "defaults": {"kind": "dummy", "dummy": {"level": level}},
+            "axes": {"target": "brain", "strategy": "full"},
+        }
+        return load_grid(_write(tmp_path, raw))
+
+    run_grid(grid(0.5), results_root=tmp_path / "res", progress=False)
+    real, calls = runner.os.rename, []
+
+    def killed_between_the_renames(a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(a, b)
+
+    monkeypatch.setattr(runner.os, "rename", killed_between_the_renames)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid(0.7), results_root=tmp_path / "res", progress=False, rerun_changed=True)
+    monkeypatch.setattr(runner.os, "rename", real)
+    (row,) = grid_status(grid(0.7), tmp_path / "res")
+    assert row["status"] == "done"  # it said pending: the old folder is set aside, the rerun not moved in yet
+    assert row["detail"].endswith(" s (a finished rerun waits in .seed0.rerun: the next grid run moves it in)")
+    assert run_grid(grid(0.7), results_root=tmp_path / "res", progress=False).counts["skipped"] == 1
+
+
+def test_two_checkpoints_named_alike_ask_for_names(tmp_path, capsys):
+    grid = {
+        "defaults": {"kind": "dummy"},
+        "axes": {"target": "brain", "source": ["zoo/model.v2.pt", "zoo/model.v3.pt"], "strategy": "full"},
+    }
+    path = _write(tmp_path, grid)
+    assert main(["grid", "status", str(path), "--results", str(tmp_path / "res")]) == 2
+    assert _error(capsys) == [
+        f"error: {path}: axes.source[0] and axes.source[1] are both named 'model' (a checkpoint is named after its "
+        "file name up to the first dot), so their cells would share run folders; name them, e.g. {name: model_v2, "
+        "checkpoint: zoo/model.v2.pt} and {name: model_v3, checkpoint: zoo/model.v3.pt}"
+    ]
+
+
+def test_cells_the_grid_no_longer_has_are_listed_by_status_and_left_out_of_the_results(tmp_path, capsys):
+    from medtransfer.experiments import collect_cells
+    from medtransfer.experiments.collect import scan_cells
+
+    grid = {"defaults": {"kind": "dummy"}, "axes": {"target": "brain", "strategy": ["full", "scratch"], "seed": [0, 1]}}
+    results = tmp_path / "res"
+    assert main(["grid", "run", str(_write(tmp_path, grid)), "--results", str(results)]) == 0
+    path = _write(tmp_path, {**grid, "exclude": [{"strategy": "scratch", "seed": 1}]})  # dropped, e.g. run with a bug
+    capsys.readouterr()
+    assert main(["grid", "status", str(path), "--results", str(results)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].split(None, 2) == [
+        "brain/none__scratch/nall/seed1",
+        "orphan",
+        "finished run folder of a cell the grid no longer has (excluded or off its axes): grid run leaves it alone "
+        "and, from the next grid run on, the report leaves it out",
+    ]
+    assert lines[-1] == "4 cells: 3 done, 1 orphan"
+    assert main(["grid", "run", str(path), "--results", str(results)]) == 0
+    assert sorted(r["cell_id"] for r in collect_cells(results / "g")) == [
+        "brain/none__full/nall/seed0",
+        "brain/none__full/nall/seed1",
+        "brain/none__scratch/nall/seed0",
+    ]
+    assert scan_cells(results).skipped == (
+        (
+            "g/brain/none__scratch/nall/seed1",
+            f"not a cell of grid {path} at its last grid run (excluded or no longer on its axes): left out; delete "
+            "the folder, or put the cell back in the grid",
+        ),
+    )

@@ -2,8 +2,9 @@
 
 Only finished cells count: a cell is read from its ``summary.json`` (see
 :mod:`medtransfer.experiments.runner`), which holds the cell's axis labels and the cell function's result.
-:func:`scan_cells` also says which cells it skipped and why (not finished, a summary that does not parse) and
-which failed, so that nothing is dropped without a word.
+:func:`scan_cells` also says which cells it skipped and why (not finished, a summary that does not parse, a cell
+its grid no longer has: :data:`~medtransfer.experiments.state.GRID_CELLS`) and which failed, so that nothing is
+dropped without a word.
 
 Columns of both tables start with ``grid, cell_id, target, source, strategy, budget, seed`` and, for grids
 with a domain axis, ``domain_pair, source_domain, target_domain``.
@@ -21,7 +22,17 @@ from typing import Any
 
 from ..errors import DataError
 from ..utils import write_text_atomic
-from .state import CONFIG, ERROR, SUMMARY, CellStatus, cell_status, read_json, read_summary, summary_problem
+from .state import (
+    CONFIG,
+    ERROR,
+    GRID_CELLS,
+    SUMMARY,
+    CellStatus,
+    cell_status,
+    read_json,
+    read_summary,
+    summary_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +69,42 @@ def scan_cells(results_dir: str | Path) -> CellScan:
     folders = sorted({p.parent for name in (SUMMARY, CONFIG) for p in root.rglob(name)})
     # hidden folders are work in progress (a rerun's staging folder, ``.seed0.rerun``), not results
     folders = [f for f in folders if not any(part.startswith(".") for part in f.relative_to(root).parts)]
+    grids: dict[Path, dict[str, Any] | None] = {}
     for run_dir in folders:
         summary = read_summary(run_dir)
-        if summary is not None:
+        name = run_dir.relative_to(root).as_posix()
+        if summary is None and not _is_cell_folder(run_dir):
+            continue
+        config = _read_yaml(run_dir / CONFIG) if summary is None else None
+        cell_id = summary.get("cell_id") if summary is not None else ((config or {}).get("grid") or {}).get("cell_id")
+        if orphan := _not_in_grid(run_dir, str(cell_id), grids):
+            skipped.append((name, orphan))
+        elif summary is not None:
             summaries.append({**summary, "run_dir": str(run_dir)})
-        elif _is_cell_folder(run_dir):
-            _sort_unfinished(run_dir, run_dir.relative_to(root).as_posix(), skipped, failed)
+        else:
+            _sort_unfinished(run_dir, name, skipped, failed)
     for cell, why in skipped:
         log.warning("skipped cell %s: %s", cell, why)
     return CellScan(tuple(summaries), tuple(skipped), tuple(failed))
+
+
+def _not_in_grid(run_dir: Path, cell_id: str, grids: dict[Path, dict[str, Any] | None]) -> str | None:
+    """Why a cell's run folder is left out when its grid no longer has the cell (the grid's :data:`GRID_CELLS`, as
+    its last ``grid run`` wrote it, does not list it); None when it does, or when the grid wrote no such list."""
+    depth = len([p for p in cell_id.split("/") if p])
+    if depth == 0 or len(run_dir.parents) < depth:
+        return None
+    folder = run_dir.parents[depth - 1]
+    if folder not in grids:
+        listing = read_json(folder / GRID_CELLS)
+        grids[folder] = listing if isinstance(listing, dict) and isinstance(listing.get("cells"), list) else None
+    listing = grids[folder]
+    if listing is None or cell_id in listing["cells"]:
+        return None
+    return (
+        f"not a cell of grid {listing.get('grid')} at its last grid run (excluded or no longer on its axes): left "
+        "out; delete the folder, or put the cell back in the grid"
+    )
 
 
 def _is_cell_folder(run_dir: Path) -> bool:

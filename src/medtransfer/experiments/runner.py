@@ -55,6 +55,7 @@ from .spec import Cell, GridSpec, expand_grid, select_cells
 from .state import (
     CONFIG,
     ERROR,
+    GRID_CELLS,
     LOCK,
     SUMMARY,
     CellStatus,
@@ -481,6 +482,7 @@ def run_grid(
     if not race:
         check_datasets(to_run, spec.path)
         check_source_leaks(to_run, every_cell, spec.path)
+        _record_cells(spec, every_cell, root)
         return GridRun(spec.name, tuple(run_batch(cells, f"grid {spec.name}")))
     from .racing import plan_race, race_grid
 
@@ -494,6 +496,7 @@ def run_grid(
             )
     check_datasets(to_run, spec.path)
     check_source_leaks(to_run, every_cell, spec.path)
+    _record_cells(spec, every_cell, root)
     outcomes = race_grid(spec, plan, run_batch)
     seen = {o.cell_id for o in outcomes}
     earlier = [c for c in cells if c.id not in seen and read_summary(c.run_dir) is not None]  # earlier runs' rounds
@@ -501,6 +504,12 @@ def run_grid(
     seen |= {c.id for c in earlier}
     not_run = {cell_id: why for r in plan.races for cell_id, why in r.not_run().items() if cell_id not in seen}
     return GridRun(spec.name, tuple(outcomes), plan.races, tuple(sorted(not_run.items())))
+
+
+def _record_cells(spec: GridSpec, cells: list[Cell], root: Path) -> None:
+    """Write the grid's :data:`~medtransfer.experiments.state.GRID_CELLS` (every cell id, ``--only`` or not): results
+    readers leave out the run folders of cells the grid no longer has."""
+    write_json_atomic(root / spec.name / GRID_CELLS, {"grid": str(spec.path), "cells": [c.id for c in cells]})
 
 
 def _run_cells(
@@ -575,7 +584,9 @@ def grid_status(spec: GridSpec, results_root: str | Path = "results", only: str 
     """One row per cell: ``{cell_id, status, detail}`` (detail: duration, error message or lock owner).
 
     After ``grid run --race``, a pending cell that the race decided not to run has the status ``dropped`` (its arm
-    lost: ``dropped by race at round r``) or ``skipped`` (the race was decided before its round).
+    lost: ``dropped by race at round r``) or ``skipped`` (the race was decided before its round).  A cell whose
+    rerun finished in its staging folder but was not moved in yet is ``done`` (the detail says so).  Without
+    ``only``, the run folders of cells the grid no longer has follow, with the status ``orphan``.
     """
     from .racing import race_annotations
 
@@ -585,14 +596,55 @@ def grid_status(spec: GridSpec, results_root: str | Path = "results", only: str 
     for cell in select_cells(cells, only):
         status = cell_status(cell.run_dir)
         detail = _status_detail(cell.run_dir, status)
-        if status is CellStatus.DONE and (keys := config_changes(cell)):
+        label = status.value
+        staged = staging_dir(cell)
+        if read_summary(staged) is not None and not config_changes(dataclasses.replace(cell, run_dir=staged)):
+            waiting = f"a finished rerun waits in {staged.name}: the next grid run moves it in"
+            if status is CellStatus.DONE:
+                detail += f" ({waiting})"
+            else:  # killed between moving the old folder aside and moving the rerun in
+                label, detail = CellStatus.DONE.value, f"{_status_detail(staged, CellStatus.DONE)} ({waiting})"
+        elif status is CellStatus.DONE and (keys := config_changes(cell)):
             shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
             detail += f" (config changed since: {shown}; grid run --rerun-changed reruns it)"
-        label = status.value
         if status is CellStatus.PENDING and cell.id in raced:
             label, detail = raced[cell.id]
         rows.append({"cell_id": cell.id, "status": label, "detail": detail})
+    if only is None:
+        rows += _orphan_rows(Path(results_root) / spec.name, {c.id for c in cells})
     return rows
+
+
+def _orphan_rows(grid_dir: Path, cell_ids: set[str]) -> list[dict]:
+    """Rows (status ``orphan``) of the run folders under ``grid_dir`` of cells the grid no longer has."""
+    import yaml
+
+    if not grid_dir.is_dir():
+        return []
+    found = {}
+    for name in (SUMMARY, CONFIG):
+        for path in grid_dir.rglob(name):
+            parts = path.parent.relative_to(grid_dir).parts
+            if not parts or any(p.startswith((".", "_")) for p in parts):
+                continue  # staging folders, trained sources, race states
+            summary = read_summary(path.parent)
+            try:
+                config = summary if summary is not None else yaml.safe_load((path.parent / CONFIG).read_text())
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue
+            grid = config.get("grid") if isinstance(config, dict) else None
+            cell_id = summary.get("cell_id") if summary is not None else (grid or {}).get("cell_id")
+            if isinstance(cell_id, str) and cell_id == "/".join(parts) and cell_id not in cell_ids:
+                found[cell_id] = summary is not None
+    return [
+        {
+            "cell_id": cell_id,
+            "status": "orphan",
+            "detail": f"{'finished' if done else 'unfinished'} run folder of a cell the grid no longer has (excluded "
+            "or off its axes): grid run leaves it alone and, from the next grid run on, the report leaves it out",
+        }
+        for cell_id, done in sorted(found.items())
+    ]
 
 
 def _status_detail(run_dir: Path, status: CellStatus) -> str:

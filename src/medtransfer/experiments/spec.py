@@ -349,6 +349,7 @@ def _parse_axes(raw: Any, where: str) -> dict[str, tuple]:
         "budget": _parse_list(raw.get("budget", "all"), lambda v, i: _parse_budget(v, where, i)),
         "seed": _parse_list(raw.get("seed", 0), lambda v, i: _parse_seed(v, where, i)),
     }
+    _check_source_names(axes["source"], where)
     pairs = _parse_domains(raw, where)
     if pairs:  # right after the target: the order of the run folder's components
         axes = {"target": axes.pop("target"), "domain_pair": pairs, **axes}
@@ -381,6 +382,33 @@ def _parse_source(value: Any, where: str, i: int) -> dict[str, Any]:
     if "/" in text or text.endswith((".pt", ".pth", ".ckpt")):
         return {"name": Path(text).name.split(".")[0], "checkpoint": text}
     return {"name": text, "checkpoint": None}
+
+
+def _check_source_names(sources: tuple[dict[str, Any], ...], where: str) -> None:
+    """Two source checkpoints named alike (``zoo/model.v2.pt`` and ``zoo/model.v3.pt`` are both ``model``: the file
+    name up to its first dot) would share their cells' run folders: ask for names.
+
+    Raises:
+        ConfigError: naming both entries and the mapping form that names them.
+    """
+    seen: dict[str, tuple[int, dict[str, Any]]] = {}
+    for i, source in enumerate(sources):
+        first = seen.setdefault(source["name"], (i, source))
+        if first[1] is not source and first[1] != source:
+            j, other = first
+            raise ConfigError(
+                f"{where}: axes.source[{j}] and axes.source[{i}] are both named {source['name']!r} (a checkpoint is "
+                "named after its file name up to the first dot), so their cells would share run folders; name them, "
+                f"e.g. {_named(other)} and {_named(source)}"
+            )
+
+
+def _named(source: dict[str, Any]) -> str:
+    """``{name: ..., checkpoint: ...}`` with a name from the whole file name (``model.v2.pt`` -> ``model_v2``)."""
+    if not source["checkpoint"]:
+        return repr(source["name"])
+    stem = Path(source["checkpoint"]).name.rsplit(".", 1)[0].replace(".", "_")
+    return f"{{name: {_label(stem)}, checkpoint: {source['checkpoint']}}}"
 
 
 def _parse_budget(value: Any, where: str, i: int) -> dict[str, Any]:

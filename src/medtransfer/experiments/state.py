@@ -12,6 +12,10 @@ Files the runner keeps in a run folder (the cell function owns everything else i
   host, e.g. a dead Ray node); a stale lock is broken by the next worker, which resumes the cell.  The runner
   also drops the stale lock of a finished cell (killed between writing the summary and releasing the lock).
 - ``error.json``: ``{type, message, traceback, host, pid, time}`` of the last failed attempt.
+
+And one file per grid, ``<results>/<grid>/_cells.json`` (:data:`GRID_CELLS`): ``{grid, cells}``, the grid file and
+every cell id it had at its last ``grid run``, so that results readers leave out the run folders of cells the grid
+no longer has (an exclude added, an axis value removed).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ LOCK = "lock.json"
 ERROR = "error.json"
 CONFIG = "config.yaml"
 RUNNER_FILES = (SUMMARY, LOCK, ERROR, CONFIG)
+GRID_CELLS = "_cells.json"  # in <results>/<grid>/: the grid file and the ids of its cells at its last `grid run`
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 120.0
 
