@@ -303,7 +303,10 @@ def test_cli_says_which_cells_it_read_skipped_and_failed(tmp_path, capsys):
     assert f"  skipped ms/none__full/nall/seed1: {truncated} is not valid JSON (truncated?)" in out
     assert "  failed ms/none__first_k-2/nall/seed1: RuntimeError: diverged" in out
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "not included: 1 skipped (unfinished or unreadable), 1 failed (ms/none__first_k-2/nall/seed1)" in html
+    assert (
+        "not included: 1 skipped (unfinished, unreadable or no longer in the grid), 1 failed (ms/none__first_k-2/nall/seed1)"
+        in html
+    )
 
 
 def test_null_metrics_are_strict_json_and_read_back_as_nan(tmp_path):

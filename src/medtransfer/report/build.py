@@ -126,7 +126,8 @@ def _left_out(results: Results) -> str:
         return ""
     failed = [cell for cell, _ in results.failed]
     listed = f" ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})" if failed else ""
-    return f"; not included: {len(results.skipped)} skipped (unfinished or unreadable), {len(failed)} failed{listed}"
+    skipped = f"{len(results.skipped)} skipped (unfinished, unreadable or no longer in the grid)"
+    return f"; not included: {skipped}, {len(failed)} failed{listed}"
 
 
 def _arms(cells: Sequence[CellRecord], options: ReportOptions) -> dict[str, str]:
