@@ -304,8 +304,8 @@ def test_cli_says_which_cells_it_read_skipped_and_failed(tmp_path, capsys):
     assert "  failed ms/none__first_k-2/nall/seed1: RuntimeError: diverged" in out
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert (
-        "not included: 1 skipped (unfinished, unreadable or no longer in the grid), 1 failed (ms/none__first_k-2/nall/seed1)"
-        in html
+        "not included: 1 skipped (unfinished, unreadable or no longer in the grid), "
+        "1 failed (ms/none__first_k-2/nall/seed1)" in html
     )
 
 
