@@ -87,7 +87,7 @@ def test_2d_source_into_3d_model_is_inflated():
     assert "encoder.stages.input.conv1.conv.weight" in audit.inflated
     assert not audit.skipped_shape
     w2 = src.encoder.stages["input"].conv1.conv.weight
-    torch.testing.assert_close(dst.encoder.stages["input"].conv1.conv.weight.sum(2), w2)
+    torch.testing.assert_close(dst.encoder.stages["input"].conv1.conv.weight.sum(-1), w2)  # over Z, the slice axis
 
 
 def test_whole_model_weights_into_bare_encoder_strip_the_prefix():

@@ -18,7 +18,8 @@ Registered models (``list_models()``):
 
 Heads: pass ``head="segmentation"`` (default), ``"classification"`` (with ``num_classes``) or
 ``"restoration"`` to any model.  ``create_model(name, spatial_dims=3, inflate="wacker")`` builds the 2D model
-and inflates it (slice-wise 1 x k x k kernels); ``load_pretrained`` inflates 2D weights into a native 3D model.
+and inflates it (slice-wise k x k x 1 kernels, Z the slice axis); ``load_pretrained`` inflates 2D weights into a
+native 3D model.
 
 Example:
     >>> model = create_model("dart_resunet")

@@ -164,8 +164,8 @@ def _convert(src: torch.Tensor, dst: torch.Tensor, *, is_input: bool, adapt: boo
     """
     how = []
     if src.ndim + 1 == dst.ndim and src.ndim >= 3:
-        depth = dst.shape[2]
-        src = src.unsqueeze(2).repeat(1, 1, depth, 1, 1) if mode is None else inflate_weight(src, depth, mode)
+        depth = dst.shape[-1]  # the slice axis, last (see medtransfer.models.inflate)
+        src = src.unsqueeze(-1).repeat(1, 1, 1, 1, depth) if mode is None else inflate_weight(src, depth, mode)
         how.append("inflate")
     if is_input and adapt and src.ndim == dst.ndim and src.shape[0] == dst.shape[0] and src.shape[2:] == dst.shape[2:]:
         if src.shape[1] != dst.shape[1]:
