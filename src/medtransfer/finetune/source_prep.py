@@ -5,7 +5,9 @@ was trained on scans prepared one way: a voxel size, an intensity normalisation,
 total down-sampling, a patch size.  Its checkpoint records them (``meta["preprocess"]``, ``meta["inference"]``) and
 :func:`adopt_source` carries them into the fine-tuning run, key by key, unless the run's own configuration gives
 the key: the user's ``preprocess:`` keys and an explicit ``patch_size`` win.  The log says which value came from
-where; ``config.yaml`` records the resolved values, so a resumed run and ``predict`` see the same ones.
+where; ``config.yaml`` records the resolved values, so a resumed run and ``predict`` see the same ones.  A 2D
+source's slice axis (``meta["inference"]["slice_axis"]``, e.g. a 2D nnU-Net trained on sagittal slices) is not
+adopted but checked: the run's ``slice_axis`` has a default, so a run that sets another one is refused.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def adopt_source(config: FinetuneConfig) -> FinetuneConfig:
         resolved (the run's, else the source's ``meta["inference"]["patch_size"]``, else 64^3).
 
     Raises:
-        ConfigError: a 3D patch size that is not a multiple of the source network's down-sampling.
+        ConfigError: a 3D patch size that is not a multiple of the source network's down-sampling; a 2D source
+            recording another ``meta["inference"]["slice_axis"]`` than the run's ``slice_axis``.
     """
     source = load_source(config) if config.init else None
     meta = (source or {}).get("meta") or {}
@@ -53,6 +56,7 @@ def adopt_source(config: FinetuneConfig) -> FinetuneConfig:
         taken["patch_size"] = list(patch)
     patch = tuple(patch or DEFAULT_PATCH)
     _check_patch(config, source, patch, inference.get("divisor"))
+    _check_slice_axis(config, source, inference.get("slice_axis"))
     if taken:
         logger.info("from the source %s: %s", config.init, _describe(taken))
     if given:
@@ -71,6 +75,28 @@ def _check_patch(config: FinetuneConfig, source: dict | None, patch: tuple[int, 
             f"patch_size {list(patch)} does not fit the source {spec.get('name')} ({config.init}); its sides must "
             f"be multiples of {divisor} (the network's total down-sampling)"
         )
+
+
+PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+def _check_slice_axis(config: FinetuneConfig, source: dict | None, slice_axis: Any) -> None:
+    """A 2D source's in-plane kernels fit only the plane it was trained on: the run must slice along the same axis.
+
+    ``FinetuneConfig.slice_axis`` has a default (2), so a run that gives none cannot be told from one that gives 2;
+    instead of overriding either, a run slicing along another axis than the source's is refused.
+    """
+    spec = (source or {}).get("model") or {}
+    dims = {**(spec.get("config") or {}), **config.model_config}.get("spatial_dims", 2)
+    if slice_axis is None or int(dims) != 2 or int(slice_axis) == config.slice_axis:
+        return
+    need = int(slice_axis)
+    raise ConfigError(
+        f"{config.init}: the 2D source {spec.get('name')} was trained on {PLANES.get(need, '')} slices "
+        f"(slice_axis {need}) but this run slices along axis {config.slice_axis} "
+        f"({PLANES.get(config.slice_axis, '')}); set slice_axis: {need} so its in-plane kernels meet the plane "
+        "they were trained on"
+    )
 
 
 def _describe(values: dict[str, Any]) -> str:
