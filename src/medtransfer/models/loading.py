@@ -80,6 +80,32 @@ class LoadAudit:
                 lines.append(f"{what}: {len(names)}: {', '.join(shown)}{more}")
         return sep.join(lines)
 
+    def misfit(self, *, inflated_ok: bool = False, adapted_ok: bool = False, shown: int = 3) -> str:
+        """``""`` when every model tensor came from the source as it is; else one line naming what does not fit.
+
+        An import of a complete network must fit it exactly: no tensor skipped for its shape, missing or
+        unexpected, none inflated from 2D to 3D (unless ``inflated_ok``) nor input-adapted (unless ``adapted_ok``).
+        Each kind gives its count and its first ``shown`` keys (a skipped key with both shapes), joined by ``; ``.
+
+        Example:
+            >>> LoadAudit(missing=["head.conv.bias"], inflated=["a.weight", "b.weight"]).misfit()
+            'tensors missing from the file: 1 (head.conv.bias); 2D kernels inflated to 3D: 2 (a.weight, b.weight)'
+        """
+        kinds = [
+            ("tensors of another shape", self.skipped_shape),
+            ("tensors missing from the file", self.missing),
+            ("tensors not in the network", self.unexpected),
+            ("2D kernels inflated to 3D", [] if inflated_ok else self.inflated),
+            ("input channels adapted", [] if adapted_ok else self.adapted),
+        ]
+        parts = []
+        for label, names in kinds:
+            if names:
+                keys = [f"{n} [{self.shapes[n]}]" if n in self.shapes else n for n in names[:shown]]
+                more = f", +{len(names) - shown} more" if len(names) > shown else ""
+                parts.append(f"{label}: {len(names)} ({', '.join(keys)}{more})")
+        return "; ".join(parts)
+
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove leading ``module.`` / ``_orig_mod.`` (repeatedly, in any order) from every key."""

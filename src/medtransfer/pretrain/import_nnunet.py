@@ -76,11 +76,11 @@ def import_nnunet(config: PretrainConfig) -> Path:
     _check_dataset(dataset, in_ch, out_ch, folder / DATASET, path)
     model = create_model("nnunet", in_channels=in_ch, out_channels=out_ch, **model_cfg)
     audit = load_pretrained(model, state, adapt_input=False, prefix="")
-    if audit.missing or audit.unexpected or audit.skipped_shape:
-        bad = [*audit.skipped_shape, *audit.missing, *audit.unexpected][:3]
+    misfit = audit.misfit()  # a 2D fold's kernels would be inflated silently into a 3D configuration's network
+    if misfit:
         raise DataError(
             f"{path}: network_weights do not fit the {arch['network_class_name'].rsplit('.', 1)[-1]} that "
-            f"{folder / PLANS} describes for configuration {name!r} (e.g. {', '.join(bad)}); is it the right folder?"
+            f"{folder / PLANS} describes for configuration {name!r} ({misfit}); is it the right folder?"
         )
     spec = {"name": "nnunet", "config": dict(model.model_config)}
     meta = source_meta(config, spec, model.stage_names(), None)

