@@ -9,7 +9,7 @@ running statistics): the statistics belonged to the forgotten features.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -43,8 +43,17 @@ def reset_parameters(modules: Iterable[nn.Module], seed: int | None = None) -> i
 
 
 @torch.no_grad()
-def mean_var_init(model: nn.Module, generator: torch.Generator | None = None) -> list[str]:
+def mean_var_init(
+    model: nn.Module, generator: torch.Generator | None = None, *, only: Collection[str] | None = None
+) -> list[str]:
     """Redraw conv/linear tensors of ``model`` from N(mean, std) of their current (pretrained) values.
+
+    Args:
+        model: the model, holding the pretrained weights.
+        generator: RNG of the draws.
+        only: names of the parameters that hold pretrained values (``LoadAudit.loaded``); the others (missing
+            from the source or of another shape) keep their fresh init instead of being redrawn from its own
+            statistics.  ``None``: every parameter is pretrained.
 
     Returns the names of the redrawn parameters.  Tensors with a single element keep their value as the mean
     (their standard deviation is undefined).  Norm layers are reset.
@@ -53,11 +62,14 @@ def mean_var_init(model: nn.Module, generator: torch.Generator | None = None) ->
     for name, module in model.named_modules():
         if isinstance(module, WEIGHT_LAYERS):
             for pname, param in module.named_parameters(recurse=False):
+                full = f"{name}.{pname}" if name else pname
+                if only is not None and full not in only:
+                    continue
                 mean = param.mean()
                 std = param.std() if param.numel() > 1 else torch.zeros(())
                 draw = torch.randn(param.shape, generator=generator, dtype=torch.float32)
                 param.copy_((draw * std.float() + mean.float()).to(param.dtype))
-                redrawn.append(f"{name}.{pname}" if name else pname)
+                redrawn.append(full)
         elif isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
             module.reset_parameters()
     return redrawn

@@ -208,7 +208,7 @@ class Strategy:
         if cfg.init is Init.MEAN_VAR:
             if generator is None and seed is not None:
                 generator = torch.Generator().manual_seed(seed)
-            mean_var_init(model, generator)
+            mean_var_init(model, generator, only=set(audit.loaded))  # a tensor not loaded keeps its fresh init
         names = list(stages)
         fresh = list(cfg.reinit)
         if cfg.keep_lowest is not None:
@@ -249,6 +249,7 @@ class Strategy:
     def _describe(self, model, stages, trainable, audit) -> dict[str, Any]:
         cfg, groups = self.config, {g["name"]: g["lr_scale"] for g in self._param_groups(model, stages)}
         fresh = set(cfg.reinit) | (set(list(stages)[cfg.keep_lowest :]) if cfg.keep_lowest is not None else set())
+        fresh |= _unloaded_stages(model, audit)
         rows = []
         for name, module in stages.items():
             n_params = sum(p.numel() for p in module.parameters())
@@ -280,8 +281,19 @@ def _stages(model: nn.Module) -> dict[str, nn.Module]:
     return model.stage_modules()
 
 
+def _unloaded_stages(model: nn.Module, audit: LoadAudit | None) -> set[str]:
+    """Stages holding tensors none of which came from the source (all missing from it or of another shape: e.g. a
+    classification source's decoder and head in a segmentation U-Net): they start from their fresh init."""
+    if audit is None or not hasattr(model, "parameter_stages"):
+        return set()
+    owner = model.parameter_stages()
+    held = set(owner.values())
+    return held - {owner[k] for k in audit.loaded if k in owner}
+
+
 def _stage_init(init: Init, fresh: bool) -> str:
-    """How a stage was initialised: ``pretrained``, ``fresh`` (random) or ``mean_var`` (Transfusion draws)."""
+    """How a stage was initialised: ``pretrained``, ``fresh`` (random: re-initialised, or none of its tensors in the
+    source) or ``mean_var`` (Transfusion draws)."""
     if init is Init.SCRATCH or fresh:
         return "fresh"
     return "mean_var" if init is Init.MEAN_VAR else "pretrained"
