@@ -120,6 +120,14 @@ class StagedModel(nn.Module):
             groups[stage].append(param)
         return groups
 
+    def init_weights(self, module: nn.Module) -> None:
+        """Apply this model's own initialisation to ``module`` (the model or one of its stages) in place.
+
+        Transfer strategies that re-initialise stages (``scratch`` with a seed, ``hybrid_k``, ``reinit_head``)
+        reset them to PyTorch's defaults and then call this, so that a model with an initialisation of its own
+        (nnU-Net's He init and zeroed residual norms) keeps it.  The default keeps PyTorch's defaults.
+        """
+
 
 def _tensors(module: nn.Module) -> Iterator[torch.Tensor]:
     yield from module.parameters()

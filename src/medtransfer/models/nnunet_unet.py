@@ -302,9 +302,13 @@ class NnUNet(StagedModel):
         super().__init__(
             enc, dec, build_head(head_kind, spatial_dims, dec.out_channels, n_out), spatial_dims=spatial_dims
         )
-        self.apply(_he_init)
-        if kind is EncoderKind.RESIDUAL:
-            _zero_last_norms(self)
+        self.init_weights(self)
+
+    def init_weights(self, module: nn.Module) -> None:
+        """nnU-Net's initialisation of ``module`` (this network or a stage of it): He init (``a=1e-2``) of every
+        convolution with zero biases, and in ResEnc blocks the norm before the residual add zeroed."""
+        module.apply(_he_init)
+        _zero_last_norms(module)  # only residual encoders hold BasicBlockD blocks
 
 
 def parse_encoder(value: str) -> EncoderKind:

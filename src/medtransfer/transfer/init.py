@@ -9,7 +9,7 @@ running statistics): the statistics belonged to the forgotten features.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -28,9 +28,16 @@ def seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def reset_parameters(modules: Iterable[nn.Module], seed: int | None = None) -> int:
-    """Call ``reset_parameters`` (and ``reset_running_stats``) on every sub-module; returns how many were reset."""
+def reset_parameters(
+    modules: Iterable[nn.Module], seed: int | None = None, init: Callable[[nn.Module], None] | None = None
+) -> int:
+    """Call ``reset_parameters`` (and ``reset_running_stats``) on every sub-module; returns how many were reset.
+
+    ``init`` (the model's ``init_weights``) is then applied to each module, under the same seed: the model's own
+    initialisation on top of PyTorch's defaults.
+    """
     count = 0
+    modules = list(modules)
     with seeded(seed):
         for module in modules:
             for sub in module.modules():
@@ -39,6 +46,8 @@ def reset_parameters(modules: Iterable[nn.Module], seed: int | None = None) -> i
                     count += 1
                 elif hasattr(sub, "reset_running_stats"):
                     sub.reset_running_stats()
+            if init is not None:
+                init(module)
     return count
 
 

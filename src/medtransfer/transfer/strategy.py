@@ -200,7 +200,7 @@ class Strategy:
         cfg = self.config
         if cfg.init is Init.SCRATCH:
             if seed is not None:
-                reset_parameters(stages.values(), seed)
+                reset_parameters(stages.values(), seed, getattr(model, "init_weights", None))
             return None
         if pretrained_state is None:
             raise ConfigError(f"strategy {self.name!r} starts from pretrained weights; give a checkpoint (--init)")
@@ -216,7 +216,7 @@ class Strategy:
         unknown = [s for s in fresh if s not in stages]
         if unknown:
             raise ConfigError(f"strategy {self.spec}: unknown stages {unknown}; the model has {names}")
-        reset_parameters([stages[s] for s in dict.fromkeys(fresh)], seed)
+        reset_parameters([stages[s] for s in dict.fromkeys(fresh)], seed, getattr(model, "init_weights", None))
         return audit
 
     def _apply_trainable(self, model: nn.Module, stages: dict[str, nn.Module], trainable: list[str]) -> None:
