@@ -18,11 +18,11 @@ import numpy as np
 
 from ..data.io import save_nifti
 from ..data.layouts import write_dataset_json
-from ..errors import ConfigError, check_seed, did_you_mean
+from ..errors import ConfigError, check_seed
 from ..utils import atomic_path
 from .atlas import load_head_atlas
 from .layout import DATASETS, LABELS_1MM, METADATA_COLUMNS, DatasetSpec
-from .profiles import get_profile, list_profiles
+from .profiles import get_profile, list_profiles, unknown_name
 from .simulate import Cohort, SimulatedCase, Target, simulate_case
 from .thumbnails import Thumbnail, canonical_thumbnail, classification_slices
 
@@ -41,7 +41,7 @@ class BenchmarkConfig:
         spacing: working voxel size in mm of images and training labels (ground truth is also kept at 1 mm).
         targets: which datasets to write (:class:`~medtransfer.bench.simulate.Target` values).
         domains: which scanner profiles.
-        workers: processes (1 = in this process).
+        workers: processes, >= 1 (1 = in this process).
         sources: also write the classification / natural-image sources.
         natural_count: images in each natural-image source.
     """
@@ -59,9 +59,13 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         for target in self.targets:
             if target not in DATASETS:
-                raise ConfigError(did_you_mean(str(target), [str(t) for t in DATASETS], what="target"))
+                raise ConfigError(unknown_name(str(target), [str(t) for t in DATASETS], what="target"))
         for domain in self.domains:
             get_profile(domain)
+        check_unique(self.targets, "--targets", [str(t) for t in DATASETS])
+        check_unique(self.domains, "--domains", list_profiles())
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1 (1 = in this process), got {self.workers}")
         if self.subjects_per_domain < 1:
             raise ConfigError(f"subjects_per_domain must be >= 1, got {self.subjects_per_domain}")
         if not 1.0 <= self.spacing <= 4.0:
@@ -69,6 +73,17 @@ class BenchmarkConfig:
         check_seed(self.seed, "--seed")
         if self.sources and self.natural_count < 1:
             raise ConfigError(f"--natural-count must be >= 1 (or pass --no-sources), got {self.natural_count}")
+
+
+def check_unique(values: tuple[str, ...], option: str, allowed: list[str]) -> None:
+    """Refuse a value given twice (it would write a case twice and double its ``metadata.csv`` rows)."""
+    seen: set[str] = set()
+    for value in values:
+        if str(value) in seen:
+            raise ConfigError(
+                f"{option}: {str(value)!r} is given twice; name each at most once (allowed: {', '.join(allowed)})"
+            )
+        seen.add(str(value))
 
 
 @dataclass(frozen=True)
@@ -232,9 +247,29 @@ def build_benchmark(config: BenchmarkConfig) -> Path:
         write_dataset_files(config, spec, rows)
         write_montages(out / spec.folder, spec, [(row, thumb) for _, row, thumb in done])
         all_rows += [{"dataset": spec.folder, **row} for row in rows]
-    write_metadata(out / "metadata.csv", all_rows, extra=("dataset",))
+    write_top_metadata(out)
     if config.sources:
         slices = [s for *_, s in results if s is not None]
+        if not slices:
+            log.warning(
+                "sources/mri_classification.npz not written: its slices come from healthy subjects, and none of "
+                "--targets %s has them (add brain_extraction or anatomy)",
+                " ".join(str(t) for t in config.targets),
+            )
         write_sources(out / "sources", slices, seed=config.seed, count=config.natural_count)
     log.info("brainshift written to %s (%d cases)", out, len(all_rows))
     return out
+
+
+def write_top_metadata(out: Path) -> list[dict]:
+    """Rewrite ``OUT/metadata.csv`` from every ``Dataset*/metadata.csv`` in ``out`` (atomically).
+
+    A second build into the same folder (the demo builds anatomy, then brain extraction) keeps the first
+    build's datasets in the top-level file.  Returns the rows written.
+    """
+    rows = []
+    for path in sorted(out.glob("Dataset*/metadata.csv")):
+        with path.open(newline="") as handle:
+            rows += [{"dataset": path.parent.name, **row} for row in csv.DictReader(handle)]
+    write_metadata(out / "metadata.csv", rows, extra=("dataset",))
+    return rows

@@ -52,7 +52,7 @@ def random_affine(rng: np.random.Generator, config: DeformationConfig) -> tuple[
 
 
 def random_displacement(rng: np.random.Generator, shape: tuple[int, ...], config: DeformationConfig) -> torch.Tensor:
-    """A smooth displacement field in mm, shape ``(3, X, Y, Z)``: random control points, cubic upsampling."""
+    """A smooth displacement field in mm, shape ``(3, X, Y, Z)``: random control points, trilinear upsampling."""
     n = config.control_points
     coarse = rng.normal(0.0, config.displacement_mm, (1, 3, n, n, n)).astype(np.float32)
     field = F.interpolate(torch.from_numpy(coarse), size=shape, mode="trilinear", align_corners=True)

@@ -28,6 +28,9 @@ def downsample(volume: np.ndarray, spacing: float) -> np.ndarray:
     """Linear sampling of ``(X, Y, Z)`` or ``(C, X, Y, Z)`` at the centres of ``spacing``-mm voxels.
 
     A voxel centre at 1 mm index ``(i + 0.5) * spacing - 0.5``; for spacing 2 this averages the 2x2x2 block.
+    It is not a box average at other spacings: at 3 mm a voxel takes the value of the one 1 mm voxel at its
+    centre (1 of 27), at 4 mm the mean of the central 2x2x2 of its 4x4x4 (see Known limitations in
+    docs/brainshift.md).
     """
     if spacing == 1:
         return volume.astype(np.float32, copy=False)
@@ -44,7 +47,11 @@ def downsample(volume: np.ndarray, spacing: float) -> np.ndarray:
 
 
 def downsample_labels(labels: np.ndarray, spacing: float, num_classes: int) -> np.ndarray:
-    """Labels at the working spacing: the class with the largest partial-volume fraction in each voxel."""
+    """Labels at the working spacing: the class whose one-hot map, sampled by :func:`downsample`, is largest.
+
+    At 2 mm that is the class with the largest partial-volume fraction of the voxel; at 3 mm it is the class of the
+    centre 1 mm voxel, at 4 mm the majority of the central 2x2x2 (the footprint is not averaged).
+    """
     if spacing == 1:
         return labels.astype(np.uint8, copy=False)
     present = [c for c in range(num_classes) if c == 0 or np.any(labels == c)]

@@ -7,7 +7,8 @@
   a fluid-dark core (cavitation, as dark as the ventricles) fading to a less hypointense rim (gliosis).
 
 A lesion is grown from a seed as a thresholded smooth random field with a radial fall-off, restricted to an
-allowed mask, keeping the connected component of the seed; the threshold is chosen to hit the drawn volume.
+allowed mask; the threshold is chosen to hit the drawn volume and the largest 6-connected piece is kept (usually,
+but not necessarily, the one holding the seed; the kept volume can fall short of the drawn one).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 def grow_blob(
     allowed: np.ndarray, seed: tuple[int, ...], volume: float, rng: np.random.Generator, roughness: float = 0.6
 ) -> np.ndarray:
-    """An irregular connected blob of about ``volume`` voxels around ``seed`` inside ``allowed``."""
+    """An irregular connected blob of at most about ``volume`` voxels near ``seed`` inside ``allowed`` (the largest
+    6-connected piece of the thresholded field, which need not hold the seed)."""
     from scipy import ndimage
 
     radius = (3 * volume / (4 * np.pi)) ** (1 / 3)

@@ -5,7 +5,8 @@ A profile changes what a real T1 scan looks like without changing the anatomy:
 * per-tissue contrast: each tissue's real intensities are multiplied by a profile factor; the factor map is
   smoothed by 1 mm so that partial-volume voxels blend between tissues, and the real texture is kept;
 * a global gamma (non-linear intensity response) and intensity scale (arbitrary scanner units);
-* resolution: slice thickness along one axis (TorchIO ``RandomAnisotropy``) and in-plane blur;
+* resolution: thick slices along one axis (a Gaussian slice profile, FWHM = slice thickness, on the 1 mm grid;
+  no TorchIO ``RandomAnisotropy``) and an extra isotropic Gaussian blur;
 * a smooth multiplicative bias field (TorchIO ``RandomBiasField``), stronger at 3 T;
 * motion and ghosting artefacts (TorchIO ``RandomMotion``, ``RandomGhosting``) on some profiles;
 * Rician noise (magnitude of complex Gaussian noise), stronger at 1.5 T.
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError
 from .atlas import Tissue
 
 WM_REFERENCE = 110.0  # Colin27 white matter intensity; the gamma curve pivots here
@@ -39,7 +40,7 @@ class ScannerProfile:
         bias: maximum polynomial coefficient of the bias field.
         noise: Rician noise standard deviation relative to white matter.
         slice_axis: axis (of the RAS 1 mm grid) with thick slices, or ``None``.
-        slice_thickness: thickness of those slices in mm (downsampling factor of RandomAnisotropy).
+        slice_thickness: thickness of those slices in mm (FWHM of the Gaussian slice profile).
         blur_mm: extra isotropic Gaussian blur (standard deviation, mm).
         motion: probability of a motion artefact.
         ghosting: probability of a ghosting artefact.
@@ -146,10 +147,21 @@ def list_profiles() -> list[str]:
     return list(PROFILES)
 
 
+def unknown_name(name: str, choices, *, what: str) -> str:
+    """``unknown <what> 'x'; did you mean 'y'? Allowed: ...``, or ``unknown <what> 'x'. Allowed: ...`` without a
+    close match (``errors.did_you_mean`` runs the name into ``Allowed`` then)."""
+    import difflib
+
+    choices = sorted(str(c) for c in choices)
+    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+    return f"unknown {what} {str(name)!r}{hint} Allowed: {', '.join(choices)}"
+
+
 def get_profile(name: str) -> ScannerProfile:
     """Look up a profile by name (did-you-mean on a typo)."""
     if name not in PROFILES:
-        raise ConfigError(did_you_mean(name, PROFILES, what="scanner profile"))
+        raise ConfigError(unknown_name(name, PROFILES, what="scanner profile"))
     return PROFILES[name]
 
 

@@ -2,7 +2,8 @@
 
 The ground truth of every target is derived from the warped tissue map on the 1 mm grid (exact by
 construction) and kept twice: at 1 mm (for surface metrics at 1 mm tolerance) and at the working spacing
-(partial-volume majority, for training).  Both carry affines describing the same physical space.
+(for training: the partial-volume majority at 2 mm, the voxel-centre sample at 3 mm; see
+``geometry.downsample_labels``).  Both carry affines describing the same physical space.
 """
 
 from __future__ import annotations

@@ -39,20 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..bench import BenchmarkConfig, build_benchmark, list_profiles
+    from ..errors import ConfigError
     from ..utils import check_writable
 
-    check_writable(args.out)
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        from ..errors import ConfigError
-
-        what = "is a file" if not out.is_dir() else "exists and is not empty"
-        raise ConfigError(
-            f"{out}: {what}; a benchmark is built into a new or empty folder (a rebuild with other options would "
-            "mix two builds)"
-        )
-
-    config = BenchmarkConfig(
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0: one per core, at most 4), got {args.workers}")
+    config = BenchmarkConfig(  # the options first: a bad option is reported whatever the folder holds
         out=Path(args.out),
         seed=args.seed,
         subjects_per_domain=args.subjects_per_domain,
@@ -63,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
         sources=not args.no_sources,
         natural_count=args.natural_count,
     )
+    check_writable(args.out)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "is a file" if not out.is_dir() else "exists and is not empty"
+        raise ConfigError(
+            f"{out}: {what}; a benchmark is built into a new or empty folder (a rebuild with other options would "
+            "mix two builds)"
+        )
     written = build_benchmark(config)
     print(f"brainshift written to {written}")
     return 0
