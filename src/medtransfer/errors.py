@@ -73,9 +73,11 @@ def did_you_mean(name: str, choices: Iterable[str], *, what: str = "name") -> st
 
     Example:
         >>> did_you_mean("unet2", ["unet2d", "unet3d"], what="model")
-        "unknown model 'unet2'; did you mean 'unet2d'? Allowed: unet2d, unet3d"
+        "unknown model 'unet2'; did you mean 'unet2d' or 'unet3d'? Allowed: unet2d, unet3d"
+        >>> did_you_mean("vgg", ["unet2d", "unet3d"], what="model")
+        "unknown model 'vgg'. Allowed: unet2d, unet3d"
     """
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
     return f"unknown {what} {name!r}{hint} Allowed: {', '.join(choices)}"

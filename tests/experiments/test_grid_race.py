@@ -184,7 +184,7 @@ def test_a_failed_cell_holds_its_race_until_a_rerun_retries_it(tmp_path, capsys)
         ({"alpha": 0.7}, "race.alpha must be a number in (0, 0.5), got 0.7"),
         ({"margin": "small"}, "race.margin must be a number > 0 in the metric's units (0.01 Dice), got 'small'"),
         ({"max_rounds": 5}, "race.max_rounds is 5, but a round is one seed and axes.seed has 4 (0, 1, 2, 3); give"),
-        ({"round_axis": "cases"}, "race.round_axis: unknown round axis 'cases' Allowed: seed"),
+        ({"round_axis": "cases"}, "race.round_axis: unknown round axis 'cases'. Allowed: seed"),
         ("fast", "race must be a mapping with keys metric, margin, alpha, max_rounds, round_axis; got 'fast'"),
     ],
 )

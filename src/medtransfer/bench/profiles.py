@@ -148,14 +148,10 @@ def list_profiles() -> list[str]:
 
 
 def unknown_name(name: str, choices, *, what: str) -> str:
-    """``unknown <what> 'x'; did you mean 'y'? Allowed: ...``, or ``unknown <what> 'x'. Allowed: ...`` without a
-    close match (``errors.did_you_mean`` runs the name into ``Allowed`` then)."""
-    import difflib
+    """``unknown <what> 'x'; did you mean 'y'? Allowed: ...`` (:func:`medtransfer.errors.did_you_mean`)."""
+    from ..errors import did_you_mean
 
-    choices = sorted(str(c) for c in choices)
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
-    return f"unknown {what} {str(name)!r}{hint} Allowed: {', '.join(choices)}"
+    return did_you_mean(str(name), [str(c) for c in choices], what=what)
 
 
 def get_profile(name: str) -> ScannerProfile:
