@@ -9,23 +9,11 @@ import numpy as np
 import pytest
 
 from medtransfer.bench import DATASETS, LABELS_1MM, BenchmarkConfig, Target, build_benchmark
-from medtransfer.bench.atlas import HeadAtlas, Tissue, load_head_atlas
+from medtransfer.bench.atlas import Tissue
 from medtransfer.data.io import load_nifti
 from medtransfer.errors import ConfigError
 
 DOMAINS = ("siemens_3t", "ge_15t")
-
-
-@pytest.fixture(scope="module")
-def tiny_atlas() -> HeadAtlas:
-    """The real Colin27 head atlas subsampled to 2 mm (8x fewer voxels) so that builds take seconds."""
-    atlas = load_head_atlas()
-    affine = atlas.affine.copy()
-    affine[:3, :3] *= 2
-    sub = (slice(None, None, 2),) * 3
-    return HeadAtlas(
-        atlas.image[sub].copy(), atlas.tissue[sub].copy(), atlas.region[sub].copy(), affine, atlas.region_names
-    )
 
 
 def _build(out, atlas, **overrides):

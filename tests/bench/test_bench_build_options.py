@@ -8,21 +8,8 @@ import logging
 import pytest
 
 from medtransfer.bench import DATASETS, BenchmarkConfig, Target, build_benchmark, get_profile
-from medtransfer.bench.atlas import HeadAtlas, load_head_atlas
 from medtransfer.cli import main
 from medtransfer.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def tiny_atlas() -> HeadAtlas:
-    """The real Colin27 head atlas subsampled to 2 mm so that builds take seconds."""
-    atlas = load_head_atlas()
-    affine = atlas.affine.copy()
-    affine[:3, :3] *= 2
-    sub = (slice(None, None, 2),) * 3
-    return HeadAtlas(
-        atlas.image[sub].copy(), atlas.tissue[sub].copy(), atlas.region[sub].copy(), affine, atlas.region_names
-    )
 
 
 def _build(out, atlas, **overrides):
