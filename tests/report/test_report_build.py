@@ -318,3 +318,15 @@ def test_null_metrics_are_strict_json_and_read_back_as_nan(tmp_path):
     rows = load_results(results).rows
     assert math.isnan(rows[0]["lesion_detection_rate"])
     assert rows[1]["lesion_detection_rate"] == 0.5
+
+
+def test_signed_error_metric_is_refused_with_a_reason():
+    from types import SimpleNamespace
+
+    from medtransfer.errors import ConfigError
+    from medtransfer.report.build import _metric
+
+    results = SimpleNamespace(metrics=["lesion_count_error", "dice"], root="R")
+    with pytest.raises(ConfigError, match="signed error"):
+        _metric(results, "lesion_count_error")
+    assert _metric(SimpleNamespace(metrics=["lesion_count_error", "hd95"], root="R"), None) == "hd95"

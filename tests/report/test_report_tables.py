@@ -183,3 +183,22 @@ def test_a_setting_with_only_references_says_so():
     assert verdict.sentence() == (
         "**brain, nall**: only the references (baseline / oracle) ran here; there is nothing to compare."
     )
+
+
+def test_lower_is_better_gap_closed_and_win_counts():
+    from medtransfer.report.tables import gap_closed_table, win_count_table
+
+    rows = []
+    for k, pair in enumerate(["a->t", "b->t", "c->t"]):
+        for arm, value in {"baseline": 20.0, "oracle": 10.0, "good": 12.0 + k * 0.1, "bad": 18.0}.items():
+            rows.append({"target": "t", "budget": "n1", "arm": arm, "domain_pair": pair, "case": "c0", "hd95": value})
+    gap = gap_closed_table(rows, "hd95")
+    assert gap is not None
+    cells = {row[1]: row[2] for row in gap.rows}
+    assert cells["good"].startswith("0.79")
+    assert cells["bad"].startswith("0.20")
+    wins = win_count_table([r for r in rows if r["arm"] in ("good", "bad")], "hd95", "t, n1")
+    body = {row[0]: row for row in wins.rows}
+    assert body["good"][1] == "3 / 3"
+    assert body["bad"][1] == "0 / 3"
+    assert "lower HD95 is better" in wins.note

@@ -154,3 +154,34 @@ def test_a_mean_lead_against_the_rank_shift_is_not_a_significant_win():
     assert (
         "(the rank shift, Hodges-Lehmann -0.010, favours first_k:1: the mean lead comes from a few scans)" in sentence
     )
+
+
+def test_lower_is_better_metric_names_the_lowest_mean_the_winner():
+    base = np.linspace(10.0, 20.0, 10)
+    diffs = np.array([2.0, 3.0, 2.5, 2.0, 3.5, 1.5, 2.0, 3.0, 2.5, 2.0])
+    rows = [
+        {**SETTING, "arm": arm, "case": f"c{i:02d}", "hd95": float(v)}
+        for arm, xs in {"close": base, "far": base + diffs}.items()
+        for i, v in enumerate(xs)
+    ]
+    v = compare_setting(rows, "hd95", SETTING)
+    assert v.winner == "close"
+    assert v.significant
+    sentence = v.sentence()
+    assert "**close** has the lowest mean HD95" in sentence
+    assert "highest" not in sentence
+    assert f"its margin over far is -{diffs.mean():.3f} HD95" in sentence
+
+
+def test_lower_is_better_is_one_definition():
+    from medtransfer.report.grouping import axis_label, direction, lower_is_better
+
+    assert lower_is_better("hd95")
+    assert lower_is_better("assd")
+    assert lower_is_better("lesion_fp")
+    assert not lower_is_better("dice")
+    assert not lower_is_better("lesion_f1")
+    assert direction("hd95") == -1.0
+    assert direction("dice") == 1.0
+    assert axis_label("hd95") == "HD95 (mm)"
+    assert axis_label("dice") == "Dice"

@@ -23,7 +23,7 @@ from . import plots, tables
 from .comparisons import Verdict, compare_all, equivalence_table, overall_sentence
 from .document import Figure, Report, Section, Table
 from .equivalence import DEFAULT_MARGIN
-from .grouping import add_arms, group_rows, metric_name, sorted_values
+from .grouping import SIGNED_ERRORS, add_arms, group_rows, metric_name, sorted_values
 from .overlays import OverlaySource, collect_overlays
 from .provenance import provenance_table
 from .results import CellRecord, Results, load_results, read_history
@@ -143,11 +143,18 @@ def _metric(results: Results, wanted: str | None) -> str | None:
             f"so it cannot decide a winner in {results.root}; use lesion_f1 (the lesion table shows the detection rate "
             f"beside precision and F1) or one of: {', '.join(sorted(available))}"
         )
+    if wanted in SIGNED_ERRORS and wanted in available:
+        raise ConfigError(
+            f"--metric: {wanted} is a signed error (predicted - reference): 0 is best, not the highest or lowest "
+            f"value, so it cannot rank strategies in {results.root}; the lesion table shows it. Use one of: "
+            f"{', '.join(sorted(m for m in available if m not in SIGNED_ERRORS))}"
+        )
     if wanted is not None:
         if wanted not in available:
             raise ConfigError(f"--metric: {did_you_mean(wanted, available, what='metric')} in {results.root}")
         return wanted
-    return next((m for m in ("dice", "lesion_f1") if m in available), next(iter(available), None))
+    rankable = [m for m in available if m not in SIGNED_ERRORS]
+    return next((m for m in ("dice", "lesion_f1") if m in rankable), next(iter(rankable), None))
 
 
 def _race_section(root: Path) -> tuple[list[str], list[Section]]:

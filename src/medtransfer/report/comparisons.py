@@ -5,7 +5,8 @@ scan is its mean over the seeds and over the domain pairs that share the scan's 
 however many seeds and source domains scored it. When the rows hold several grids, the grid is part of the setting.
 Each pair of arms is compared on the scans both have, each averaged over the (domain pair, seed) runs *both* arms
 have (:func:`~.grouping.common_scan_scores`): after a failed or skipped cell no arm is averaged over seeds its rival
-lacks, and the sentence says so. The winner is the arm with the highest mean over the runs every arm has. Every pair
+lacks, and the sentence says so. The winner is the arm with the highest mean over the runs every arm has (the
+lowest for a lower-is-better metric such as HD95: :data:`~.grouping.LOWER_IS_BETTER`). Every pair
 of arms is tested with the paired Wilcoxon signed-rank test and with the sign test, each family Holm-corrected
 (:func:`~.stats.compare_pairs`). The win is *significant* when the winner beats every other arm with a corrected
 Wilcoxon p-value below ``alpha``.
@@ -30,7 +31,16 @@ import numpy as np
 
 from .document import Table
 from .equivalence import DEFAULT_MARGIN, WILCOXON_MAX_N, Contrast, paired_equivalence
-from .grouping import common_scan_scores, group_rows, is_reference, metric_name, replicate_scores, unit_scores
+from .grouping import (
+    best_word,
+    common_scan_scores,
+    direction,
+    group_rows,
+    is_reference,
+    metric_name,
+    replicate_scores,
+    unit_scores,
+)
 from .stats import Comparison, Correction, PairedTest, compare_pairs
 
 
@@ -102,15 +112,18 @@ class Verdict:
         return [
             arm
             for arm in others
-            if not self.versus(arm)[1] < self.alpha or not self.versus(arm)[0] > 0 or not self.rank_lead(arm)
+            if not self.versus(arm)[1] < self.alpha
+            or not direction(self.metric) * self.versus(arm)[0] > 0
+            or not self.rank_lead(arm)
         ]
 
     def rank_lead(self, other: str) -> bool:
         """Whether the rank test's shift (Hodges-Lehmann of winner - other) points the winner's way: a Wilcoxon
-        rejection with a negative shift is a significant difference in the *other* arm's favour on most scans,
-        whatever the means say (a few large wins can lift the mean).  True where no contrast was computed."""
+        rejection with a shift the wrong way is a significant difference in the *other* arm's favour on most scans,
+        whatever the means say (a few large wins can lift the mean); for a lower-is-better metric (HD95) the
+        winner's shift is negative.  True where no contrast was computed."""
         c = self.contrasts.get(other)
-        return c is None or not math.isfinite(c.hodges_lehmann) or c.hodges_lehmann > 0
+        return c is None or not math.isfinite(c.hodges_lehmann) or direction(self.metric) * c.hodges_lehmann > 0
 
     @property
     def significant(self) -> bool:
@@ -162,12 +175,12 @@ def verdict_sentence(verdict: Verdict) -> str:
         )
     if v.n == 0:
         return (
-            f"**{v.label}**: **{best}** has the highest mean {name} ({_fmt(v.means[best])} vs "
+            f"**{v.label}**: **{best}** has the {best_word(v.metric)} mean {name} ({_fmt(v.means[best])} vs "
             f"{_fmt(v.means[second])} for {second}), but no case has results for every strategy, so the "
             f"difference cannot be tested.{_runs_note(v)}"
         )
     head = (
-        f"**{v.label}**: **{best}** has the highest mean {name} ({_fmt(v.means[best])} vs "
+        f"**{v.label}**: **{best}** has the {best_word(v.metric)} mean {name} ({_fmt(v.means[best])} vs "
         f"{_fmt(v.means[second])} for {second}, the runner-up; n = {v.n} paired cases, {unit_phrase(v)})"
     )
     if v.significant:
@@ -393,7 +406,8 @@ def compare_setting(
     scans = sorted(next(iter(common.values())), key=repr)
     fallback = unit_scores([r for r in rows if r["arm"] in table], metric)
     means = {arm: float(np.mean([common[arm][k] for k in scans])) if n else _plain_mean(fallback[arm]) for arm in arms}
-    means = dict(sorted(means.items(), key=lambda kv: (-_finite_or(kv[1], -math.inf), kv[0])))
+    sign = direction(metric)  # rank best first: highest mean, or lowest for a lower-is-better metric (HD95)
+    means = dict(sorted(means.items(), key=lambda kv: (-_finite_or(sign * kv[1], -math.inf), kv[0])))
     pairs = []
     for a, b in itertools.combinations(arms, 2):
         both = common_scan_scores(table, [a, b])

@@ -34,12 +34,43 @@ METRIC_NAMES = {
     "lesion_count_error": "lesion count error",
     "lesion_volume_error": "lesion volume error (mm³)",
 }
+# Metrics where a lower value is better (distances, false positives): the one definition the report ranks, tests,
+# bolds and computes "gap closed" by.  Every other metric is higher-is-better, except the signed errors below.
+LOWER_IS_BETTER = frozenset({"hd95", "assd", "lesion_fp", "lesion_fp_per_case"})
+# Signed errors (predicted - reference): neither higher nor lower is better (0 is), so they cannot rank strategies.
+SIGNED_ERRORS = frozenset({"lesion_count_error", "lesion_volume_error", "count_error", "volume_error"})
 _BUDGET = re.compile(r"^n(\d+|all)(?:_k(\d+))?$")
 
 
 def metric_name(metric: str) -> str:
     """Display name of a metric column (``dice`` -> ``Dice``)."""
     return METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
+def axis_label(metric: str) -> str:
+    """:func:`metric_name` with its unit, for a plot axis or colour bar (``hd95`` -> ``HD95 (mm)``)."""
+    name = metric_name(metric)
+    return f"{name} (mm)" if metric in ("hd95", "assd") else name
+
+
+def lower_is_better(metric: str | None) -> bool:
+    """Whether a lower value of ``metric`` is better (HD95, ASSD, false-positive lesions).
+
+    Example:
+        >>> lower_is_better("hd95"), lower_is_better("dice")
+        (True, False)
+    """
+    return metric in LOWER_IS_BETTER
+
+
+def direction(metric: str | None) -> float:
+    """+1 where higher is better, -1 where lower is better: ``direction * (a - b) > 0`` means a is better."""
+    return -1.0 if lower_is_better(metric) else 1.0
+
+
+def best_word(metric: str | None) -> str:
+    """``highest`` or ``lowest``: how the best mean of ``metric`` is described."""
+    return "lowest" if lower_is_better(metric) else "highest"
 
 
 def budget_order(label: Any) -> tuple[float, str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .grouping import group_rows, metric_name, scan_means, sorted_values, unit_scores
+from .grouping import axis_label, group_rows, metric_name, scan_means, sorted_values, unit_scores
 from .tables import mean_ci
 
 DPI = 100
@@ -46,7 +46,7 @@ def budget_curves(rows: Sequence[Mapping[str, Any]], metric: str, target: Any) -
         ax.errorbar(x, stats[:, 0], yerr=np.nan_to_num(err), marker="o", capsize=3, label=str(arm))
     ax.set_xticks(np.arange(len(budgets)), [str(b) for b in budgets])
     ax.set_xlabel("label budget (n<scans>[_k<every k-th slice>])")
-    ax.set_ylabel(metric_name(metric))
+    ax.set_ylabel(axis_label(metric))
     ax.set_title(f"{metric_name(metric)} vs label budget, target {target}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
@@ -72,7 +72,7 @@ def domain_heatmaps(rows: Sequence[Mapping[str, Any]], metric: str, title: str) 
         ax = fig.add_subplot(nrows, cols, k + 1)
         image = _heatmap(ax, grid, domains, str(arm))
     if arms and _unit_scale(rows, metric):  # one shared 0..1 scale: one colour bar for every panel
-        fig.colorbar(image, ax=fig.axes, shrink=0.7, label=metric_name(metric))
+        fig.colorbar(image, ax=fig.axes, shrink=0.7, label=axis_label(metric))
     return to_png(fig)
 
 

@@ -18,6 +18,7 @@ from .document import Table
 from .grouping import (
     BASELINE,
     ORACLE,
+    direction,
     group_rows,
     is_reference,
     metric_name,
@@ -288,7 +289,8 @@ def _pair_means(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[Any, flo
 def _gap_cell(rows, metric: str, refs: Mapping[str, Mapping[Any, float]]) -> str:
     finetuned = _pair_means(rows, metric)
     pairs = [p for p in finetuned if p in refs[BASELINE] and p in refs[ORACLE]]
-    gaps = [gap_closed(finetuned[p], refs[BASELINE][p], refs[ORACLE][p]) for p in pairs]
+    sign = direction(metric)  # lower-is-better (HD95): the oracle's gap is below the baseline; same ratio
+    gaps = [gap_closed(sign * finetuned[p], sign * refs[BASELINE][p], sign * refs[ORACLE][p]) for p in pairs]
     return format_mean_ci(gaps, digits=2)
 
 
@@ -299,7 +301,8 @@ def win_count_table(rows: Sequence[Mapping[str, Any]], metric: str, setting: str
     pairs = sorted({k for s in scores.values() for k in s}, key=str)
     if len(scores) < 2 or len(pairs) < 2:
         return None
-    aligned = {arm: [s.get(p, math.nan) for p in pairs] for arm, s in scores.items()}
+    sign = direction(metric)  # a win is the better value: the lower one for HD95 and other lower-is-better metrics
+    aligned = {arm: [sign * s.get(p, math.nan) for p in pairs] for arm, s in scores.items()}
     best = best_counts(aligned)
     matrix = win_matrix(aligned)
     unordered = [(a, b) for i, a in enumerate(aligned) for b in list(aligned)[i + 1 :]]
@@ -311,7 +314,11 @@ def win_count_table(rows: Sequence[Mapping[str, Any]], metric: str, setting: str
             "—" if a == b else f"{matrix[a, b].wins}-{matrix[a, b].losses} (p={_p(adjusted[a, b])})" for b in aligned
         ]
         body.append((a, f"{best[a]} / {len(pairs)}", *cells))
-    note = "row beats column: wins-losses over domain pairs (ties left out), two-sided sign test, Holm-corrected"
+    better = "lower" if sign < 0 else "higher"
+    note = (
+        f"row beats column ({better} {metric_name(metric)} is better): wins-losses over domain pairs (ties left out), "
+        "two-sided sign test, Holm-corrected"
+    )
     return Table(f"Win counts over domain pairs, {setting}", ("strategy", "best in", *aligned), tuple(body), note)
 
 
