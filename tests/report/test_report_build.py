@@ -330,3 +330,36 @@ def test_signed_error_metric_is_refused_with_a_reason():
     with pytest.raises(ConfigError, match="signed error"):
         _metric(results, "lesion_count_error")
     assert _metric(SimpleNamespace(metrics=["lesion_count_error", "hd95"], root="R"), None) == "hd95"
+
+
+def test_colliding_figure_names_are_made_unique():
+    from medtransfer.report.build import _slug, unique_figure_names
+    from medtransfer.report.document import Figure, Report, Section
+
+    assert _slug("budget", "t/1") == _slug("budget", "t 1")  # the collision the renaming resolves
+    one = Section("A", figures=(Figure(_slug("budget", "t/1"), b"1"), Figure(_slug("budget", "t 1"), b"2")))
+    two = Section("B", figures=(Figure("budget_T-1", b"3"),))
+    report = unique_figure_names(Report("r", (), (one, two)))
+    assert [f.name for f in report.figures] == ["budget_t-1", "budget_t-1-2", "budget_T-1-3"]
+    assert [f.png for f in report.figures] == [b"1", b"2", b"3"]
+
+
+def test_long_overlay_names_keep_a_hash_of_the_whole_name(tmp_path):
+    from medtransfer.report.overlays import OverlaySource, _name
+
+    a = _name(OverlaySource("x" * 100 + "full_finetune_discriminative_lr", tmp_path), "case0")
+    b = _name(OverlaySource("x" * 100 + "full_finetune_other", tmp_path), "case0")
+    assert a != b
+    assert len(a) == len(b) == len("overlay_") + 80
+    assert _name(OverlaySource("grid_cell", tmp_path), "c1") == "overlay_grid_cell_c1"
+
+
+def test_report_with_slug_collisions_is_written(tmp_path):
+    from medtransfer.report.build import write_report
+    from medtransfer.report.document import Figure, Report, Section
+
+    section = Section("A", figures=(Figure("budget_t-1", b"png1"), Figure("budget_t-1", b"png2")))
+    files = write_report(Report("r", ("h",), (section,)), tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == ["budget_t-1-2.png", "budget_t-1.png"]
+    assert "figures/budget_t-1-2.png" in (tmp_path / "out" / "report.md").read_text()
+    assert files is not None

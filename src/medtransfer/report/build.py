@@ -115,8 +115,10 @@ def create_report(results: Results, options: ReportOptions) -> Report:
     grids = sorted({c.grid for c in results.cells})
     title = options.title or f"medtransfer report: {', '.join(grids)}"
     subtitle = f"{len(results.cells)} finished cells, {len(rows)} per-case rows, from {results.root}"
-    return Report(
-        title, tuple(headline or ["No per-case metric to compare."]), tuple(sections), subtitle + _left_out(results)
+    return unique_figure_names(
+        Report(
+            title, tuple(headline or ["No per-case metric to compare."]), tuple(sections), subtitle + _left_out(results)
+        )
     )
 
 
@@ -345,7 +347,8 @@ def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
 
     out = Path(out_dir)
     check_report_folder(out)
-    figures = _unique(report.figures)
+    report = unique_figure_names(report)
+    figures = report.figures
     created = next((p for p in (out, *out.absolute().parents) if p.parent.exists()), out) if not out.exists() else None
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -485,8 +488,20 @@ def _swap_in(staging: Path, out: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _unique(figures: Sequence[Figure]) -> list[Figure]:
-    names = [f.name for f in figures]
-    if len(set(names)) != len(names):
-        raise ValueError(f"figure names must be unique within a report, got {names}")
-    return list(figures)
+def unique_figure_names(report: Report) -> Report:
+    """The report with every figure's file name unique: a repeated name (compared without case, as some file
+    systems do) gets ``-2``, ``-3``, ... in order of appearance.  Names can repeat: :func:`_slug` maps ``/``, space
+    and ``_`` alike to ``-`` (targets ``t/1`` and ``t 1``), and overlay names are cut to a length."""
+    taken: set[str] = set()
+    sections = []
+    for section in report.sections:
+        figures = []
+        for figure in section.figures:
+            name, k = figure.name, 1
+            while name.lower() in taken:
+                k += 1
+                name = f"{figure.name}-{k}"
+            taken.add(name.lower())
+            figures.append(figure if name == figure.name else replace(figure, name=name))
+        sections.append(replace(section, figures=tuple(figures)))
+    return replace(report, sections=tuple(sections))

@@ -11,6 +11,7 @@ Sources, per run folder (first match below it):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -110,5 +111,11 @@ def _best_slice(ref: np.ndarray) -> int:
     return int(np.argmax(counts)) if counts.any() else ref.shape[-1] // 2
 
 
-def _name(source: OverlaySource, stem: str) -> str:
-    return "overlay_" + "".join(c if c.isalnum() else "_" for c in f"{source.label}_{stem}")[:80]
+def _name(source: OverlaySource, stem: str, limit: int = 80) -> str:
+    """File stem of an overlay: label and case, ``_`` for other characters; a name cut to ``limit`` characters ends
+    in a short hash of the whole label and case, so two long names that share their first characters differ."""
+    full = f"{source.label}_{stem}"
+    name = "".join(c if c.isalnum() else "_" for c in full)
+    if len(name) > limit:
+        name = name[: limit - 9] + "_" + hashlib.sha1(full.encode("utf-8")).hexdigest()[:8]
+    return "overlay_" + name
