@@ -185,3 +185,24 @@ def test_lower_is_better_is_one_definition():
     assert direction("dice") == 1.0
     assert axis_label("hd95") == "HD95 (mm)"
     assert axis_label("dice") == "Dice"
+
+
+def test_an_arm_without_any_finite_value_is_left_out_and_named():
+    base = np.linspace(0.6, 0.8, 10)
+    rows = arm_rows({"first": base + 0.05, "last": base, "full": np.full(10, np.nan)}, **SETTING)
+    v = compare_setting(rows, "dice", SETTING)
+    assert v.unscored == ("full",)
+    assert set(v.means) == {"first", "last"}
+    assert v.n == 10
+    sentence = v.sentence()
+    assert "no case has results for every strategy" not in sentence
+    assert "no run is common" not in sentence
+    assert "**first** has the highest mean Dice" in sentence
+    assert "Left out of the comparison: full: no finite Dice on any scan." in sentence
+
+
+def test_every_arm_without_a_finite_value_says_so():
+    rows = arm_rows({"a": np.full(3, np.nan), "b": np.full(3, np.nan)}, **SETTING)
+    sentence = compare_setting(rows, "dice", SETTING).sentence()
+    assert "no strategy has a finite Dice on any scan" in sentence
+    assert "a: no finite Dice on any scan; b: no finite Dice on any scan" in sentence

@@ -59,6 +59,8 @@ class Verdict:
         margin: equivalence margin in the metric's units.
         contrasts: the winner against each other arm (difference with CI, TOSTs, effect sizes, sample sizes).
         runs: arm -> the (domain pair, seed) runs it has a finite score from (see :attr:`uneven_runs`).
+        unscored: arms of the setting with no finite value of the metric on any scan (e.g. every Dice NaN): left
+            out of the comparison (they would leave no scan common to all arms) and named in the sentence.
     """
 
     setting: dict[str, Any]
@@ -71,6 +73,7 @@ class Verdict:
     margin: float = DEFAULT_MARGIN
     contrasts: dict[str, Contrast] = field(default_factory=dict)
     runs: dict[str, tuple] = field(default_factory=dict)
+    unscored: tuple[str, ...] = ()
 
     @property
     def uneven_runs(self) -> bool:
@@ -162,7 +165,18 @@ def verdict_sentence(verdict: Verdict) -> str:
     winner" is never the whole sentence: it is followed by what the data do say (equivalence, or how far
     they are from a decision).
     """
+    text = _verdict_text(verdict)
+    if verdict.unscored:
+        name = metric_name(verdict.metric)
+        parts = "; ".join(f"{arm}: no finite {name} on any scan" for arm in verdict.unscored)
+        text += f" Left out of the comparison: {parts}."
+    return text
+
+
+def _verdict_text(verdict: Verdict) -> str:
     v, name = verdict, metric_name(verdict.metric)
+    if not v.means and v.unscored:
+        return f"**{v.label}**: no strategy has a finite {name} on any scan; there is nothing to compare."
     if not v.means:
         return f"**{v.label}**: only the references (baseline / oracle) ran here; there is nothing to compare."
     if len(v.means) < 2:
@@ -391,14 +405,17 @@ def compare_setting(
 ) -> Verdict:
     """The :class:`Verdict` of one setting's rows (with an ``arm`` column; reference arms are left out).
 
-    The paired unit is the held-out scan (target domain x case): an arm's score on a scan is its mean over
+    Arms with no finite value on any scan are left out (:attr:`Verdict.unscored`).  The paired unit is the held-out
+    scan (target domain x case): an arm's score on a scan is its mean over
     the seeds and domain pairs that scored it.  Each pair of arms is compared on the scans both have, each
     averaged over the (domain pair, seed) runs *both* arms have (a failed seed of one arm is left out of the
     other's mean too); the means that rank the arms use the runs every arm has.
     """
     table = {arm: s for arm, s in replicate_scores(rows, metric).items() if not is_reference(arm)}
+    unscored = tuple(arm for arm, scans in table.items() if not any(scans.values()))  # every value NaN
+    table = {arm: s for arm, s in table.items() if arm not in unscored}
     if not table:
-        return Verdict(dict(setting), metric, {}, 0, (), (), alpha, margin)
+        return Verdict(dict(setting), metric, {}, 0, (), (), alpha, margin, unscored=unscored)
     arms = list(table)
     runs = {arm: tuple(sorted({r for scan in s.values() for r in scan}, key=repr)) for arm, s in table.items()}
     common = common_scan_scores(table, arms)
@@ -422,7 +439,7 @@ def compare_setting(
             other, (mine, theirs) = (b, (x, y)) if a == best else (a, (y, x))
             contrasts[other] = paired_equivalence(mine, theirs, margin, alpha=alpha, alpha_detect=alpha / family)
     contrasts = {arm: contrasts[arm] for arm in list(means)[1:] if arm in contrasts}
-    return Verdict(dict(setting), metric, means, n, tuple(wil), tuple(sig), alpha, margin, contrasts, runs)
+    return Verdict(dict(setting), metric, means, n, tuple(wil), tuple(sig), alpha, margin, contrasts, runs, unscored)
 
 
 def compare_all(
