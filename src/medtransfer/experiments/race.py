@@ -466,12 +466,16 @@ def race_sentence(summary: RaceSummary, metric: str = "Dice") -> str:
     compute = f"{summary.cells_spent} of {summary.cells_full} cells ({share:.0%} of the full grid)"
     dropped = "; ".join(f"{d.arm} in round {d.round} (p = {d.pvalue_race:.2g})" for d in summary.drops)
     dropped = f" Dropped: {dropped}." if dropped else ""
-    margin = (
-        f"{summary.margin:+.3f} {metric} over {summary.runner_up} (95% CI {summary.ci[0]:+.3f} to "
-        f"{summary.ci[1]:+.3f}; n = {summary.n})"
-        if summary.runner_up
-        else "no other arm"
-    )
+    if not summary.runner_up:
+        margin = "no other arm"
+    elif summary.n < 2 or not all(math.isfinite(x) for x in summary.ci):  # no spread to put a CI on
+        too_few = f"95% CI — (too few paired scans, n = {summary.n})"
+        margin = f"{summary.margin:+.3f} {metric} over {summary.runner_up} ({too_few})"
+    else:
+        margin = (
+            f"{summary.margin:+.3f} {metric} over {summary.runner_up} (95% CI {summary.ci[0]:+.3f} to "
+            f"{summary.ci[1]:+.3f}; n = {summary.n})"
+        )
     rounds = f"{summary.rounds} round{'' if summary.rounds == 1 else 's'}"
     head = {
         RaceStatus.WINNER: f"**{summary.leader}** won the race after {rounds}: {margin}, "

@@ -10,6 +10,7 @@ and the cells spent against the full grid.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,9 @@ def not_run_sentence(records: Sequence[RaceRecord]) -> str:
 def _row(record: RaceRecord) -> tuple[str, ...]:
     s = record.summary
     margin = "-"
-    if s.runner_up is not None:
+    if s.runner_up is not None and (s.n < 2 or not all(math.isfinite(x) for x in s.ci)):
+        margin = f"{s.margin:+.3f} [— (too few paired scans, n = {s.n})] vs {s.runner_up}"
+    elif s.runner_up is not None:
         margin = f"{s.margin:+.3f} [{s.ci[0]:+.3f}, {s.ci[1]:+.3f}] vs {s.runner_up} (n = {s.n})"
     drops = "; ".join(f"{d.arm}: {d.round} (p = {d.pvalue_race:.2g})" for d in s.drops) or "-"
     leader = " = ".join(record.state.alive) if s.status is RaceStatus.EQUIVALENT else s.leader
@@ -114,7 +117,7 @@ def _row(record: RaceRecord) -> tuple[str, ...]:
         OUTCOME[s.status],
         leader,
         margin,
-        f"{s.pvalue:.2g}",
+        f"{s.pvalue:.2g}" if math.isfinite(s.pvalue) else "—",
         drops,
         f"{s.rounds} of {record.state.config.max_rounds}",
         f"{s.cells_spent} / {s.cells_full} ({share:.0%})",
