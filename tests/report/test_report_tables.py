@@ -202,3 +202,21 @@ def test_lower_is_better_gap_closed_and_win_counts():
     assert body["good"][1] == "3 / 3"
     assert body["bad"][1] == "0 / 3"
     assert "lower HD95 is better" in wins.note
+
+
+def test_gap_closed_says_why_a_cell_or_target_is_missing():
+    data = []
+    for target, refs in {
+        "t1": {"baseline": 0.5, "oracle": 0.5},
+        "t2": {"oracle": 0.9},
+        "t3": {"baseline": 0.2, "oracle": 0.6},
+    }.items():
+        for arm, value in {**refs, "full": 0.7}.items():
+            data.append(
+                {"target": target, "budget": "n1", "arm": arm, "domain_pair": "a->b", "case": "c", "dice": value}
+            )
+    table = gap_closed_table(data, "dice")
+    cells = {row[0]: row[2] for row in table.rows}
+    assert cells == {"t1": "— (no gap)", "t3": "1.25"}
+    assert "No gap to close where the oracle is not better than the baseline (t1: 1 of 1 domain pair)" in table.note
+    assert "needs both a baseline and an oracle: target t2 (no finite baseline result)" in table.note

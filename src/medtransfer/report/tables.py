@@ -262,14 +262,23 @@ def gap_closed_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table | 
     """Gap closed ``(fine-tuned - baseline) / (oracle - baseline)`` per target, arm and budget (mean over pairs).
 
     The baseline and oracle of a target (per domain pair when there are pairs) are the means of the
-    ``baseline`` / ``oracle`` strategies' rows; None when either is missing.
+    ``baseline`` / ``oracle`` strategies' rows.  A target without either is left out, and the note says so; a
+    cell is ``— (no gap)`` where the oracle is not better than the baseline on any of its domain pairs (the share
+    is undefined), and the note says on how many pairs that was so.  None when no target has both references.
     """
     budgets = sorted_values([r for r in rows if not is_reference(r["arm"])], "budget")
-    body = []
+    sign = direction(metric)
+    body, skipped, no_gap = [], [], []
     for (target,), group in group_rows(rows, ("target",)).items():
         refs = {n: _pair_means([r for r in group if r["arm"].lower() == n], metric) for n in (BASELINE, ORACLE)}
-        if not refs[BASELINE] or not refs[ORACLE]:
+        missing = [n for n in (BASELINE, ORACLE) if not refs[n]]
+        if missing:
+            skipped.append(f"{target} (no finite {' or '.join(missing)} result)")
             continue
+        pairs = [p for p in refs[BASELINE] if p in refs[ORACLE]]
+        flat = [p for p in pairs if not sign * (refs[ORACLE][p] - refs[BASELINE][p]) > 0]
+        if flat:
+            no_gap.append(f"{target}: {len(flat)} of {len(pairs)} domain pair{'' if len(pairs) == 1 else 's'}")
         for (arm,), cells in group_rows([r for r in group if not is_reference(r["arm"])], ("arm",)).items():
             by_budget = group_rows(cells, ("budget",))
             values = [_gap_cell(by_budget.get((b,), []), metric, refs) for b in budgets]
@@ -277,6 +286,13 @@ def gap_closed_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Table | 
     if not body:
         return None
     note = "mean [95% bootstrap CI] over domain pairs; 0 = baseline, 1 = oracle"
+    if no_gap:
+        note += (
+            f". No gap to close where the oracle is not better than the baseline ({'; '.join(no_gap)}): those "
+            "pairs are left out of the means, and a cell with no other pair reads — (no gap)"
+        )
+    if skipped:
+        note += f". Not shown, as gap closed needs both a baseline and an oracle: target {', '.join(skipped)}"
     return Table(f"Gap closed ({metric_name(metric)})", ("target", "strategy", *map(str, budgets)), tuple(body), note)
 
 
@@ -291,6 +307,8 @@ def _gap_cell(rows, metric: str, refs: Mapping[str, Mapping[Any, float]]) -> str
     pairs = [p for p in finetuned if p in refs[BASELINE] and p in refs[ORACLE]]
     sign = direction(metric)  # lower-is-better (HD95): the oracle's gap is below the baseline; same ratio
     gaps = [gap_closed(sign * finetuned[p], sign * refs[BASELINE][p], sign * refs[ORACLE][p]) for p in pairs]
+    if pairs and not np.isfinite(gaps).any() and all(np.isfinite(finetuned[p]) for p in pairs):
+        return "— (no gap)"
     return format_mean_ci(gaps, digits=2)
 
 
