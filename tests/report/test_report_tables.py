@@ -220,3 +220,27 @@ def test_gap_closed_says_why_a_cell_or_target_is_missing():
     assert cells == {"t1": "— (no gap)", "t3": "1.25"}
     assert "No gap to close where the oracle is not better than the baseline (t1: 1 of 1 domain pair)" in table.note
     assert "needs both a baseline and an oracle: target t2 (no finite baseline result)" in table.note
+
+
+def test_heatmaps_name_the_metric_share_one_colour_bar_and_keep_text_readable(monkeypatch):
+    from medtransfer.report import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "to_png", lambda fig: figures.append(fig) or b"")
+    data = [
+        {"arm": arm, "source_domain": "a", "target_domain": t, "domain_pair": f"a->{t}", "case": "c", "hd95": 7.0}
+        for arm in ("full", "scratch")
+        for t in ("a", "b")
+    ]
+    plots.domain_heatmaps(data, "hd95", "brain, n1")
+    (fig,) = figures
+    assert "HD95 (mm)" in fig._suptitle.get_text()
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colorbars) == 1
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2
+    image = panels[0].images[0]
+    assert image.norm.vmin < 7.0 < image.norm.vmax  # min == max: one mid-scale colour, not the darkest
+    texts = [t for t in panels[0].texts if t.get_text() == "7.00"]
+    assert texts
+    assert {t.get_color() for t in texts} == {"w"}

@@ -54,7 +54,8 @@ def budget_curves(rows: Sequence[Mapping[str, Any]], metric: str, target: Any) -
 
 
 def domain_heatmaps(rows: Sequence[Mapping[str, Any]], metric: str, title: str) -> bytes:
-    """One source-domain x target-domain heatmap of the mean metric per arm (NaN cells grey)."""
+    """One source-domain x target-domain heatmap of the mean metric per arm (NaN cells grey), all panels on one
+    colour scale with one colour bar (0..1 for overlap metrics, else the panels' min..max), the metric in the title."""
     domains = sorted({r.get("source_domain") for r in rows} | {r.get("target_domain") for r in rows} - {None})
     index = {d: i for i, d in enumerate(domains)}
     arms = group_rows(rows, ("arm",))
@@ -62,24 +63,38 @@ def domain_heatmaps(rows: Sequence[Mapping[str, Any]], metric: str, title: str) 
     nrows = math.ceil(len(arms) / cols)
     size = 0.55 * len(domains) + 1.6
     fig = _figure(cols * size + 0.8, nrows * size + 0.4)
-    fig.suptitle(title)
-    for k, ((arm,), cells) in enumerate(arms.items()):
+    fig.suptitle(f"{axis_label(metric)}, {title}")
+    grids = []
+    for (arm,), cells in arms.items():
         grid = np.full((len(domains), len(domains)), np.nan)
         for (pair,), value in _pair_scores(cells, metric).items():
             src, _, tgt = str(pair).partition("->")
             if src in index and tgt in index:
                 grid[index[src], index[tgt]] = value
+        grids.append((str(arm), grid))
+    low, high = color_range(np.concatenate([g.ravel() for _, g in grids]) if grids else np.array([]))
+    for k, (arm, grid) in enumerate(grids):
         ax = fig.add_subplot(nrows, cols, k + 1)
-        image = _heatmap(ax, grid, domains, str(arm))
-    if arms and _unit_scale(rows, metric):  # one shared 0..1 scale: one colour bar for every panel
+        image = _heatmap(ax, grid, domains, arm, low, high)
+    if grids:
         fig.colorbar(image, ax=fig.axes, shrink=0.7, label=axis_label(metric))
     return to_png(fig)
 
 
-def _unit_scale(rows, metric: str) -> bool:
-    values = np.array([r.get(metric) for r in rows], dtype=float)
-    values = values[np.isfinite(values)]
-    return bool(values.size == 0 or (values.min() >= 0 and values.max() <= 1))
+def color_range(values: np.ndarray) -> tuple[float, float]:
+    """The colour scale of the heatmaps: 0..1 when every finite value is in [0, 1] (overlap metrics), else
+    min..max, widened by 0.5 each way when min == max (one colour, mid-scale, so its text stays readable).
+
+    Example:
+        >>> color_range(np.array([0.2, np.nan, 0.9])), color_range(np.array([3.0, 3.0]))
+        ((0.0, 1.0), (2.5, 3.5))
+    """
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1):
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    return (low - 0.5, high + 0.5) if high == low else (low, high)
 
 
 def _pair_scores(rows, metric: str) -> dict[tuple, float]:
@@ -87,13 +102,10 @@ def _pair_scores(rows, metric: str) -> dict[tuple, float]:
     return {k: v for s in scores.values() for k, v in s.items()}
 
 
-def _heatmap(ax, grid: np.ndarray, domains: Sequence[str], title: str):
+def _heatmap(ax, grid: np.ndarray, domains: Sequence[str], title: str, low: float, high: float):
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
-    finite = grid[np.isfinite(grid)]
-    unit = finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1)  # overlap metrics: a fixed 0..1 scale
-    low, high = (0.0, 1.0) if unit else (float(finite.min()), float(finite.max()))
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=high)
     ticks = np.arange(len(domains))
     ax.set_xticks(ticks, domains, rotation=45, ha="right", fontsize="small")
@@ -103,7 +115,7 @@ def _heatmap(ax, grid: np.ndarray, domains: Sequence[str], title: str):
     ax.set_title(title, fontsize="medium")
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            color = "w" if (value - low) < 0.6 * (high - low) else "k"
+            color = "w" if (value - low) < 0.6 * (high - low) else "k"  # white on viridis' dark low end
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="x-small", color=color)
     return image
 
