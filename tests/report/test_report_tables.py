@@ -129,7 +129,7 @@ def test_rendering_escapes_text():
     assert "<strong>winner</strong> &amp; co" in page
     assert "<th>&lt;y&gt;</th>" in page
     markdown = render_markdown(report)
-    assert "| 1\\|2 | **bold** |" in markdown
+    assert "| 1\\|2 | \\*\\*bold\\*\\* |" in markdown  # table cells are plain text: no markup
     assert text('"q"') == "&quot;q&quot;"
 
 
@@ -244,3 +244,23 @@ def test_heatmaps_name_the_metric_share_one_colour_bar_and_keep_text_readable(mo
     texts = [t for t in panels[0].texts if t.get_text() == "7.00"]
     assert texts
     assert {t.get_color() for t in texts} == {"w"}
+
+
+def test_markup_in_user_strings_stays_literal():
+    from medtransfer.report.document import literal
+
+    table = Table("t_1 <x>", ("strategy",), (("a**b**c",), ("x[1](y)",)))
+    headline = (f"**{literal('a**b**c')}** beats {literal('<i>x_[1]</i>')}",)
+    report = Report("grid_<b>", headline, (Section("S", ("see **this**",), tables=(table,)),))
+    page = render_html(report)
+    assert "<strong>a**b**c</strong> beats &lt;i&gt;x_[1]&lt;/i&gt;" in page
+    assert "<td>a**b**c</td>" in page
+    assert "<strong>b</strong>" not in page
+    assert "<strong>this</strong>" in page
+    assert "<h1>grid_&lt;b&gt;</h1>" in page
+    markdown = render_markdown(report)
+    assert "> **a\\*\\*b\\*\\*c** beats \\<i>x\\_\\[1\\]\\</i>" in markdown
+    assert "| a\\*\\*b\\*\\*c |" in markdown
+    assert "| x\\[1\\](y) |" in markdown
+    assert "# grid\\_\\<b>" in markdown
+    assert "*t_1 \\<x>*" in markdown  # an underscore inside a word is no markup

@@ -206,3 +206,17 @@ def test_every_arm_without_a_finite_value_says_so():
     sentence = compare_setting(rows, "dice", SETTING).sentence()
     assert "no strategy has a finite Dice on any scan" in sentence
     assert "a: no finite Dice on any scan; b: no finite Dice on any scan" in sentence
+
+
+def test_a_strategy_name_with_markup_is_literal_in_the_sentence():
+    from medtransfer.report.html import text
+
+    base = np.linspace(0.6, 0.8, 10)
+    rows = arm_rows({"a**b**c": base + 0.05, "<i>x</i>": base}, **SETTING)
+    v = compare_setting(rows, "dice", SETTING)
+    sentence = v.sentence()
+    assert "**a\\*\\*b\\*\\*c** has the highest mean Dice" in sentence
+    assert "\\<i>x\\</i>" in sentence
+    assert text(sentence).startswith("<strong>brain, n3</strong>: <strong>a**b**c</strong> has the highest")
+    assert "&lt;i&gt;x&lt;/i&gt;" in text(sentence)
+    assert "**a\\*\\*b\\*\\*c** won" in overall_sentence([v, v])

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ConfigError, OutputError, did_you_mean
 from . import plots, tables
 from .comparisons import Verdict, compare_all, equivalence_table, overall_sentence
-from .document import Figure, Report, Section, Table
+from .document import Figure, Report, Section, Table, literal
 from .equivalence import DEFAULT_MARGIN
 from .grouping import SIGNED_ERRORS, add_arms, group_rows, metric_name, sorted_values
 from .overlays import OverlaySource, collect_overlays
@@ -174,7 +174,7 @@ def _race_section(root: Path) -> tuple[list[str], list[Section]]:
         "within the margin (paired t and Wilcoxon TOSTs), or its seeds were spent."
     )
     paragraphs = [method] + ([not_run_sentence(records)] if records else [])
-    paragraphs += [f"Unreadable race state: {problem}" for problem in problems]
+    paragraphs += [f"Unreadable race state: {literal(problem)}" for problem in problems]
     found = (race_table(records),) if records else ()
     return race_headlines(records), [Section("Race", tuple(paragraphs), found)]
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .document import Table
+from .document import Table, literal
 from .equivalence import DEFAULT_MARGIN, WILCOXON_MAX_N, Contrast, paired_equivalence
 from .grouping import (
     best_word,
@@ -165,12 +165,29 @@ def verdict_sentence(verdict: Verdict) -> str:
     winner" is never the whole sentence: it is followed by what the data do say (equivalence, or how far
     they are from a decision).
     """
+    verdict = _literal_names(verdict)
     text = _verdict_text(verdict)
     if verdict.unscored:
         name = metric_name(verdict.metric)
         parts = "; ".join(f"{arm}: no finite {name} on any scan" for arm in verdict.unscored)
         text += f" Left out of the comparison: {parts}."
     return text
+
+
+def _literal_names(v: Verdict) -> Verdict:
+    """The verdict with its arm names and setting values escaped (:func:`~.document.literal`) for the sentence: a
+    strategy named ``a**b**c`` must not turn bold, nor ``<b>`` or ``[x](y)`` into markup."""
+    name = literal
+    return replace(
+        v,
+        setting={k: name(x) for k, x in v.setting.items()},
+        means={name(arm): m for arm, m in v.means.items()},
+        wilcoxon=tuple(replace(c, a=name(c.a), b=name(c.b)) for c in v.wilcoxon),
+        sign=tuple(replace(c, a=name(c.a), b=name(c.b)) for c in v.sign),
+        contrasts={name(arm): c for arm, c in v.contrasts.items()},
+        runs={name(arm): r for arm, r in v.runs.items()},
+        unscored=tuple(name(arm) for arm in v.unscored),
+    )
 
 
 def _verdict_text(verdict: Verdict) -> str:
@@ -478,7 +495,7 @@ def overall_sentence(verdicts: Sequence[Verdict]) -> str:
         count[0] += 1
         count[1] += int(v.significant)
     ranked = sorted(wins.items(), key=lambda kv: (-kv[1][0], kv[0]))
-    parts = [f"**{arm}** won {w} ({s} significantly)" for arm, (w, s) in ranked]
+    parts = [f"**{literal(arm)}** won {w} ({s} significantly)" for arm, (w, s) in ranked]
     ties = sum(v.tied for v in contested)
     parts += [f"{ties} tied (every strategy the same)"] if ties else []
     equivalent = sum(v.equivalent for v in contested)

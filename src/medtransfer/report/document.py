@@ -60,3 +60,26 @@ class Report:
     @property
     def figures(self) -> list[Figure]:
         return [figure for section in self.sections for figure in section.figures]
+
+
+_MARKUP = "\\`*[]<"
+
+
+def literal(value: object) -> str:
+    r"""``value`` as literal text inside report text that uses ``**`` for emphasis (a headline, a paragraph):
+    each Markdown markup character (``\ ` * [ ] <``, and ``_`` unless it stands between two letters or digits,
+    where GitHub Markdown never reads it as emphasis: ``first_k:1`` stays as it is) gets a backslash, which
+    Markdown shows as the character itself and :func:`~.html.text` turns back into it, so a strategy named
+    ``a**b**c`` is never bold.  ``>`` is markup only at the start of a line, where the report never puts a user
+    string, so ``a->b`` stays as it is (``<`` is escaped: no HTML tag can open).
+
+    Example:
+        >>> print(literal("a**b_<c>"), literal("first_k:1"), literal("_x_"))
+        a\*\*b\_\<c> first_k:1 \_x\_
+    """
+    text = str(value)
+    out = []
+    for i, c in enumerate(text):
+        inner = c == "_" and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+        out.append("\\" + c if c in _MARKUP or (c == "_" and not inner) else c)
+    return "".join(out)

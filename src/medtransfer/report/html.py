@@ -2,7 +2,8 @@
 
 Everything is inline: the CSS in a ``<style>`` element and every figure as a ``data:image/png;base64`` URI,
 so the page can be mailed or archived as a single file and opens without any network access.  Text is
-escaped with :func:`html.escape`; ``**word**`` becomes ``<strong>``.
+escaped with :func:`html.escape`.  In headlines and paragraphs ``**word**`` becomes ``<strong>`` and a backslash
+before a markup character (:func:`~.document.literal`) keeps it literal; titles, tables and captions are plain text.
 """
 
 from __future__ import annotations
@@ -26,16 +27,26 @@ figure{display:inline-block;margin:.6em 1em .6em 0;vertical-align:top}figure img
 border:1px solid #eee}figcaption{font-size:.85em;color:#555}nav ul{columns:2;font-size:.9em}
 """
 _STRONG = re.compile(r"\*\*(.+?)\*\*")
+_LITERAL = re.compile(r"\\([\\`*_\[\]<>])")
+_HELD = re.compile("\x00(\\d+)\x01")
 
 
 def text(value: str) -> str:
-    """Escape ``value`` for HTML and turn ``**x**`` into ``<strong>x</strong>``.
+    """Escape ``value`` for HTML and turn ``**x**`` into ``<strong>x</strong>``; ``\\*`` (and the other
+    :func:`~.document.literal` escapes) stand for the character itself, never markup.
 
     Example:
-        >>> text("**a<b**")
-        '<strong>a&lt;b</strong>'
+        >>> text("**a<b**"), text("**a\\*\\*b**")
+        ('<strong>a&lt;b</strong>', '<strong>a**b</strong>')
     """
-    return _STRONG.sub(r"<strong>\1</strong>", html.escape(value, quote=True))
+    held = _LITERAL.sub(lambda m: f"\x00{ord(m.group(1))}\x01", value.replace("\x00", "").replace("\x01", ""))
+    marked = _STRONG.sub(r"<strong>\1</strong>", html.escape(held, quote=True))
+    return _HELD.sub(lambda m: html.escape(chr(int(m.group(1))), quote=True), marked)
+
+
+def plain(value: str) -> str:
+    """Escape ``value`` for HTML, no markup (a table cell, a title, a caption: ``**`` stays ``**``)."""
+    return html.escape(value, quote=True)
 
 
 def data_uri(png: bytes) -> str:
@@ -44,28 +55,28 @@ def data_uri(png: bytes) -> str:
 
 
 def render_table(table: Table) -> str:
-    head = "".join(f"<th>{text(h)}</th>" for h in table.header)
-    body = "".join("<tr>" + "".join(f"<td>{text(c)}</td>" for c in row) + "</tr>" for row in table.rows)
-    note = f'<div class="tnote">{text(table.note)}</div>' if table.note else ""
-    caption = f"<caption>{text(table.caption)}</caption>"
+    head = "".join(f"<th>{plain(h)}</th>" for h in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{plain(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    note = f'<div class="tnote">{plain(table.note)}</div>' if table.note else ""
+    caption = f"<caption>{plain(table.caption)}</caption>"
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
 def render_figure(figure: Figure) -> str:
     alt = html.escape(figure.caption or figure.name, quote=True)
-    caption = f"<figcaption>{text(figure.caption)}</figcaption>" if figure.caption else ""
+    caption = f"<figcaption>{plain(figure.caption)}</figcaption>" if figure.caption else ""
     return f'<figure><img src="{data_uri(figure.png)}" alt="{alt}">{caption}</figure>'
 
 
 def render_section(section: Section, anchor: str) -> str:
-    parts = [f'<section id="{anchor}"><h2>{text(section.title)}</h2>']
+    parts = [f'<section id="{anchor}"><h2>{plain(section.title)}</h2>']
     if section.empty:
-        parts.append(f'<p class="note">{text(section.note or "No data for this section.")}</p>')
+        parts.append(f'<p class="note">{plain(section.note or "No data for this section.")}</p>')
     parts += [f"<p>{text(p)}</p>" for p in section.paragraphs]
     parts += [render_table(t) for t in section.tables]
     parts += [render_figure(f) for f in section.figures]
     if section.note and not section.empty:
-        parts.append(f'<p class="note">{text(section.note)}</p>')
+        parts.append(f'<p class="note">{plain(section.note)}</p>')
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -73,14 +84,16 @@ def render_section(section: Section, anchor: str) -> str:
 def render_html(report: Report) -> str:
     """The complete page (UTF-8 text)."""
     anchors = [f"s{i}" for i in range(len(report.sections))]
-    toc = "".join(f'<li><a href="#{a}">{text(s.title)}</a></li>' for a, s in zip(anchors, report.sections, strict=True))
+    toc = "".join(
+        f'<li><a href="#{a}">{plain(s.title)}</a></li>' for a, s in zip(anchors, report.sections, strict=True)
+    )
     headline = "".join(f"<p>{text(line)}</p>" for line in report.headline)
     sections = "\n".join(render_section(s, a) for s, a in zip(report.sections, anchors, strict=True))
-    subtitle = f'<p class="subtitle">{text(report.subtitle)}</p>' if report.subtitle else ""
+    subtitle = f'<p class="subtitle">{plain(report.subtitle)}</p>' if report.subtitle else ""
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
-        f"<title>{text(report.title)}</title><style>{CSS}</style></head>\n"
-        f"<body><h1>{text(report.title)}</h1>{subtitle}\n"
+        f"<title>{plain(report.title)}</title><style>{CSS}</style></head>\n"
+        f"<body><h1>{plain(report.title)}</h1>{subtitle}\n"
         f'<div class="headline">{headline}</div>\n<nav><ul>{toc}</ul></nav>\n{sections}\n</body></html>\n'
     )

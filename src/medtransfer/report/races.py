@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import DataError
 from ..experiments.race import RaceState, RaceStatus, RaceSummary, load_state, race_sentence, summarize_race
 from ..experiments.racing import RACE_DIR, find_race_states
-from .document import Table
+from .document import Table, literal
 from .grouping import metric_name
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,20 @@ def read_races(results_dir: str | Path) -> tuple[list[RaceRecord], list[str]]:
 
 def race_headlines(records: Sequence[RaceRecord]) -> list[str]:
     """One plain-language sentence per raced setting (winner / equivalent / undecided, compute)."""
-    return [f"Race of **{r.label}**: {race_sentence(r.summary, metric_name(r.metric))}" for r in records]
+    return [
+        f"Race of **{literal(r.label)}**: {race_sentence(_literal_names(r.summary), metric_name(r.metric))}"
+        for r in records
+    ]
+
+
+def _literal_names(s: RaceSummary) -> RaceSummary:
+    """The summary with its arm names escaped (:func:`~.document.literal`) for a sentence of the report."""
+    return replace(
+        s,
+        leader=literal(s.leader),
+        runner_up=None if s.runner_up is None else literal(s.runner_up),
+        drops=tuple(replace(d, arm=literal(d.arm), best=literal(d.best)) for d in s.drops),
+    )
 
 
 def race_table(records: Sequence[RaceRecord]) -> Table:
