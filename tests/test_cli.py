@@ -226,3 +226,14 @@ def test_console_logging_goes_through_tqdm_while_a_command_runs(monkeypatch):
     with _log_above_progress_bars():
         assert root.handlers == [quiet]
     quiet.stream.close()
+
+
+def test_finetune_cache_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    """It was a NotADirectoryError traceback after preprocessing had started."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    argv = ["finetune", "--init", "none", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--cache-dir", str(a_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {a_file}: is a file; --cache-dir is a folder (give a new or existing folder)"]
+    assert not (tmp_path / "run").exists()

@@ -61,8 +61,11 @@ def _create_temporary(path: Path, suffix: str) -> Path:
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path))
 
 
-def check_writable(path: str | os.PathLike) -> Path:
+def check_writable(path: str | os.PathLike, *, folder: bool = False, what: str = "the output") -> Path:
     """Refuse, before any work, an output ``path`` (file or folder, existing or not) that cannot be written.
+
+    With ``folder=True`` the output is a folder: an existing file at ``path`` is refused too (``what`` names the
+    option in that message, e.g. ``"--results"``).
 
     The nearest existing folder on the way to ``path`` must accept a new file: this is tested by creating and
     removing an empty file there, the one test that cannot disagree with the real write (permissions, ACLs,
@@ -78,6 +81,8 @@ def check_writable(path: str | os.PathLike) -> Path:
     from .errors import DataError
 
     path = Path(path).absolute()
+    if folder and path.exists() and not path.is_dir():
+        raise DataError(f"{path}: is a file; {what} is a folder (give a new or existing folder)")
     folder = path
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

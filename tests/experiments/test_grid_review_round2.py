@@ -752,3 +752,17 @@ def test_cells_the_grid_no_longer_has_are_listed_by_status_and_left_out_of_the_r
             "the folder, or put the cell back in the grid",
         ),
     )
+
+
+def test_grid_results_that_are_a_file_are_one_clear_error(tmp_path, capsys):
+    from medtransfer.cli import main
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: tiny\ndefaults: {kind: dummy}\naxes: {seed: [0]}\n")
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    for command in ("run", "status"):
+        assert main(["grid", command, str(grid), "--results", str(a_file)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert f"{a_file}: is a file; --results is" in err[0]

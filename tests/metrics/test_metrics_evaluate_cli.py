@@ -319,3 +319,24 @@ def test_a_malformed_run_config_is_one_clear_error(folders, tmp_path, capsys, da
     (run / "config.yaml").write_text(f"data: {data}\n")
     assert main(["evaluate", str(run)]) == 2
     assert "config.yaml: " in _one_error_line(capsys)
+
+
+def test_a_users_table_in_the_output_folder_is_not_replaced(folders, tmp_path, capsys):
+    pred_dir, ref_dir = folders
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics_per_case.csv").write_text("user,data\n")
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(out)]) == 2
+    assert "metrics_per_case.csv: exists without the evaluation summary.json" in _one_error_line(capsys)
+    assert (out / "metrics_per_case.csv").read_text() == "user,data\n"
+    (out / "metrics_per_case.csv").unlink()
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(out)]) == 0
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(out)]) == 0  # its own
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_work(folders, tmp_path, capsys):
+    pred_dir, ref_dir = folders
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    assert main(["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(a_file)]) == 2
+    assert f"{a_file}: is a file; the evaluation output (--out) is a folder" in _one_error_line(capsys)

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(args.out) if args.out else pred_dir
     else:
         raise ConfigError("nothing to evaluate: give RUN_DIR, or both --pred DIR and --ref DIR")
-    check_writable(out_dir)
+    check_writable(out_dir, folder=True, what="the evaluation output (--out)")
     config = EvaluationConfig(
         labels=tuple(args.labels) if args.labels else None,
         tolerance_mm=args.tolerance_mm,

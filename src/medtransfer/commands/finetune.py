@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import check_writable
 
     check_writable(args.out)
+    if args.cache_dir is not None:
+        check_writable(args.cache_dir, folder=True, what="--cache-dir")
     if args.init is None and not args.config:
         raise ConfigError("--init is required (a source checkpoint or run folder, or 'none'), or a --config with init:")
 

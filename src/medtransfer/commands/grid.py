@@ -47,7 +47,7 @@ def run_grid_command(args: argparse.Namespace) -> int:
     from medtransfer.experiments import create_executor, load_grid, run_grid
     from medtransfer.utils import check_writable
 
-    check_writable(args.results)
+    check_writable(args.results, folder=True, what="--results")
 
     spec = load_grid(args.grid)
     executor = create_executor(args.executor, workers=args.workers, address=args.address)
@@ -97,9 +97,13 @@ def _print_race(result, spec, args: argparse.Namespace) -> None:
 
 def status_command(args: argparse.Namespace) -> int:
     from collections import Counter
+    from pathlib import Path
 
+    from medtransfer.errors import DataError
     from medtransfer.experiments import grid_status, load_grid
 
+    if Path(args.results).exists() and not Path(args.results).is_dir():
+        raise DataError(f"{args.results}: is a file; --results is the grid's results folder")
     spec = load_grid(args.grid)
     rows = grid_status(spec, args.results, only=args.only)
     width = max([len("cell"), *(len(r["cell_id"]) for r in rows)])

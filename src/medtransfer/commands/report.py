@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
         raise DataError(f"{results_dir}: is a file, not a results folder{hint}")
-    check_writable(args.out)
+    check_writable(args.out, folder=True, what="--out")
     check_report_folder(args.out)  # before any work: a folder of the user's files is refused, not overwritten
 
     options = ReportOptions(

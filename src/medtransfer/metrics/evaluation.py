@@ -267,6 +267,12 @@ def refuse_foreign_summary(out_dir: Path) -> None:
 
     path = out_dir / SUMMARY_FILE
     if not path.is_file():
+        table = out_dir / PER_CASE_FILE
+        if table.exists():  # a table without evaluate's summary beside it is someone else's file
+            raise DataError(
+                f"{table}: exists without the evaluation summary.json that evaluate writes beside it; evaluate "
+                "does not replace it: give another --out folder"
+            )
         return
     try:
         summary = json.loads(path.read_text())
