@@ -185,6 +185,9 @@ def test_a_failed_cell_holds_its_race_until_a_rerun_retries_it(tmp_path, capsys)
         ({"margin": "small"}, "race.margin must be a number > 0 in the metric's units (0.01 Dice), got 'small'"),
         ({"max_rounds": 5}, "race.max_rounds is 5, but a round is one seed and axes.seed has 4 (0, 1, 2, 3); give"),
         ({"round_axis": "cases"}, "race.round_axis: unknown round axis 'cases'. Allowed: seed"),
+        # the race drops arms with the lower values: it would drop the best arms by HD95
+        ({"metric": "hd95"}, "race.metric 'hd95' is lower is better; a race keeps the arms with the higher values"),
+        ({"metric": "lesion_count_error"}, "race.metric 'lesion_count_error' is a signed error (0 is best); a race"),
         ("fast", "race must be a mapping with keys metric, margin, alpha, max_rounds, round_axis; got 'fast'"),
     ],
 )

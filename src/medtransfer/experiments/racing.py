@@ -76,6 +76,14 @@ def parse_race_section(raw: Any, where: str, seeds: Sequence[int]) -> RaceSpec:
     metric = raw.get("metric", "dice")
     if not isinstance(metric, str) or not metric.strip():
         raise ConfigError(f"{where}: race.metric must be the name of a per-case metric (e.g. dice), got {metric!r}")
+    from ..report.grouping import LOWER_IS_BETTER, SIGNED_ERRORS
+
+    if metric in LOWER_IS_BETTER or metric in SIGNED_ERRORS:  # the race drops the arms with the lower values
+        kind = "lower is better" if metric in LOWER_IS_BETTER else "a signed error (0 is best)"
+        raise ConfigError(
+            f"{where}: race.metric {metric!r} is {kind}; a race keeps the arms with the higher values, so race on a "
+            "metric where higher is better (dice, iou, surface_dice, lesion_f1, ...)"
+        )
     margin = raw.get("margin")
     if margin is not None and not (_is_number(margin) and math.isfinite(margin) and margin > 0):
         raise ConfigError(
