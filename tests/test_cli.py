@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import re
 
 import numpy as np
@@ -47,9 +48,15 @@ def test_threads_option_sets_torch_threads_before_the_command_runs(command, monk
     assert "error:" in capsys.readouterr().err
 
 
-def test_threads_below_one_is_a_clear_error(capsys):
-    assert main(["predict", "--threads", "0", "--model", "m", "--input", "a", "--output", "b"]) == 2
-    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+@pytest.mark.parametrize("command", ["finetune", "pretrain", "predict", "ensemble"])
+@pytest.mark.parametrize("value", ["0", "99999", "x"])
+def test_threads_out_of_range_is_a_usage_error_before_any_work(command, value, capsys):
+    # 99999 threads made OpenBLAS segfault (exit 139) while it started them
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--threads", value])
+    assert exc.value.code == 2
+    most = 4 * (os.cpu_count() or 1)
+    assert f"argument --threads: expected a whole number from 1 to {most}" in capsys.readouterr().err
 
 
 def _raise(error):

@@ -91,7 +91,7 @@ def test_semi_options_without_unlabelled_are_refused(tmp_path, capsys):
     data, _unl = tmp_path / "nothing", tmp_path / "unl"
     args = ["finetune", "--init", "none", "--data", str(data), "--out", str(tmp_path / "o"), "--pseudo-rounds", "2"]
     assert main(args) == 2
-    assert "--pseudo-rounds only apply with --unlabelled" in capsys.readouterr().err
+    assert "--pseudo-rounds only applies with --unlabelled" in capsys.readouterr().err
 
 
 def test_unlabelled_must_be_a_folder(tmp_path, capsys):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli import nonnegative_int, positive_int
+
 TARGET_CHOICES = ("brain_extraction", "anatomy", "ms_lesion", "stroke_lesion")
 
 
@@ -16,7 +18,9 @@ def add_parser(subparsers) -> None:
     )
     build.add_argument("--out", required=True, help="output folder")
     build.add_argument("--seed", type=int, default=0, help="master seed (same seed -> identical data)")
-    build.add_argument("--subjects-per-domain", type=int, default=6, help="cases per scanner profile and dataset")
+    build.add_argument(
+        "--subjects-per-domain", type=positive_int, default=6, help="cases per scanner profile and dataset"
+    )
     build.add_argument("--spacing", type=float, default=2.0, help="working voxel size in mm (1-4)")
     build.add_argument(
         "--targets",
@@ -30,7 +34,7 @@ def add_parser(subparsers) -> None:
     )
     build.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core, at most 4)")
     build.add_argument("--no-sources", action="store_true", help="skip the classification / natural-image sources")
-    build.add_argument("--natural-count", type=int, default=2000, help="images per natural-image source")
+    build.add_argument("--natural-count", type=nonnegative_int, default=2000, help="images per natural-image source")
     build.set_defaults(func=run)
 
 

@@ -51,12 +51,19 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..infer.ensemble import create_ensemble
+    from ..infer.postprocess import check_min_component
     from ..utils import check_writable
 
     if len(args.model) < 2:
         raise ConfigError(f"--model given {len(args.model)} time(s): an ensemble needs 2 or more runs")
-    check_writable(args.out)
     size = None if str(args.min_component).lower() == "none" else args.min_component
+    try:  # before any work, in the words of the option's help ('none', not YAML's null)
+        check_min_component(size, name="--min-component")
+    except ConfigError:
+        raise ConfigError(
+            f"--min-component must be 'auto', 'none' or a size in mm³ >= 0, got {args.min_component!r}"
+        ) from None
+    check_writable(args.out)
     path = create_ensemble(
         args.model,
         args.out,

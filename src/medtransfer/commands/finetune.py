@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..cli import positive_int
 from . import add_threads_option
 
 
@@ -34,9 +35,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed of the budget and of training (default 0)")
     parser.add_argument("--cache-dir", default=None, help="preprocessing cache shared by runs on the same data")
     parser.add_argument("--config", default=None, help="YAML with finetune keys (train:, preprocess:, ...)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--steps-per-epoch", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--steps-per-epoch", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
@@ -65,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from ..finetune import FinetuneConfig, run_finetune
     from ..utils import check_writable
 
+    if args.device is not None:  # before any data work: cuda without CUDA, cuda:7 on a 1-GPU machine, a typo
+        from ..train.precision import resolve_device
+
+        resolve_device(args.device)
     check_writable(args.out)
     if args.cache_dir is not None:
         check_writable(args.cache_dir, folder=True, what="--cache-dir")
@@ -168,7 +173,8 @@ def _refuse_semi_options(args: argparse.Namespace) -> None:
 
     given = [f"--{name.replace('_', '-')}" for name in SEMI_OPTIONS if getattr(args, name) is not None]
     if given:
-        raise ConfigError(f"{', '.join(given)} only apply with --unlabelled DIR (teacher-student pseudo-labelling)")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ConfigError(f"{', '.join(given)} only {verb} with --unlabelled DIR (teacher-student pseudo-labelling)")
 
 
 def _run_classification(args: argparse.Namespace, config) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli import positive_int
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,7 +18,9 @@ def add_parser(subparsers) -> None:
     run = sub.add_parser("run", help="run every cell that is not done yet", description="run a grid's cells.")
     _common(run)
     run.add_argument("--executor", default="local", choices=("local", "ray"), help="where cells run (default local)")
-    run.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: one at a time)")
+    run.add_argument(
+        "--workers", type=positive_int, default=1, help="local worker processes (default 1: one at a time)"
+    )
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     run.add_argument("--mlflow", metavar="URI", default=None, help="also log each finished cell to this MLflow URI")
     run.add_argument(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
+from ..cli import positive_int
 from . import add_threads_option
 
 TASKS = ("classification", "segmentation", "restoration", "rotation", "multi", "import", "zoo")
@@ -45,9 +47,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--datasets", nargs="+", default=None, help="multi: dataset folders (names under --data)")
     parser.add_argument("--mixing", default=None, help="multi: balanced (round-robin) or proportional")
     parser.add_argument("--restoration-loss", default=None, help="restoration: mse (default) or l1")
-    parser.add_argument("--epochs", type=int, default=None, help="default 5")
-    parser.add_argument("--steps-per-epoch", type=int, default=None, help="default 100")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 32")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default 5")
+    parser.add_argument("--steps-per-epoch", type=positive_int, default=None, help="default 100")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default 32")
     parser.add_argument("--lr", type=float, default=None, help="default 1e-3 (Adam, cosine schedule)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
@@ -98,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.task not in TASKS:
         raise ConfigError(did_you_mean(args.task, TASKS, what="pretraining task"))
+    if args.device is not None:  # before any data work: cuda without CUDA, cuda:7 on a 1-GPU machine, a typo
+        from ..train.precision import resolve_device
+
+        resolve_device(args.device)
     options = _options(args)
     check_writable(args.out)
     _refuse_occupied_out(Path(args.out), args.task, args.resume)
@@ -112,11 +118,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:24s} {entry['steps']:6d} steps  {_metrics(entry['metrics'])}")
         print(f"wrote {args.out}/zoo.json")
         return 0
-    from ..pretrain.run import run_pretrain
+    from ..pretrain.run import run_dir, run_pretrain
 
-    path = run_pretrain(
-        {"task": args.task, "domain": args.domain, "out": args.out, "data": args.data, **options}, resume=args.resume
-    )
+    run_folder = run_dir(args.out)
+    existed = run_folder.exists()
+    try:
+        path = run_pretrain(
+            {"task": args.task, "domain": args.domain, "out": args.out, "data": args.data, **options},
+            resume=args.resume,
+        )
+    except KeyboardInterrupt as err:
+        if args.task == "import" or any(run_folder.glob("*.pt")):
+            raise
+        if not existed:  # this run's start-up files only: a rerun without --resume would be refused over them
+            shutil.rmtree(run_folder, ignore_errors=True)
+        raise StoppedBeforeCheckpoint from err
     meta = load_checkpoint(path).get("meta") or {}
     print(f"wrote {path}: {meta.get('source_task')} / {meta.get('source_domain')}, {meta.get('steps', 0)} steps")
     if meta.get("metrics"):
@@ -128,6 +144,12 @@ def run(args: argparse.Namespace) -> int:
             f"{len(audit['unexpected'])}"
         )
     return 0
+
+
+class StoppedBeforeCheckpoint(KeyboardInterrupt):
+    """Interrupted (Ctrl-C, SIGTERM) before the first checkpoint: there is nothing to ``--resume``."""
+
+    hint = ": stopped before the first checkpoint, so there is nothing to resume; rerun the same command to start again"
 
 
 def _metrics(metrics: dict) -> str:

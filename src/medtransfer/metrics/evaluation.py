@@ -109,6 +109,8 @@ def _nifti_files(folder: str | Path, what: str) -> dict[str, Path]:
     from ..data.io import is_nifti, strip_nifti_suffix
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file; the {what} must be a folder of .nii/.nii.gz files")
     if not folder.is_dir():
         raise DataError(f"{what} folder {folder} does not exist")
     files: dict[str, Path] = {}
