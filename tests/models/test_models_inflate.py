@@ -84,3 +84,17 @@ def test_a_2d_source_loaded_into_an_inflated_3d_model_acts_on_the_axial_slices_i
     volume = torch.randn(1, 1, 8, 12, 16)
     with torch.no_grad():
         torch.testing.assert_close(model_3d(volume), _slicewise(model_2d, volume), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_of_a_network_inflated_depth_first_by_an_earlier_version_are_refused():
+    """Before 2026-12-07 inflation put the new axis first (1 x k x k); loaded into today's k x k x 1 model every
+    convolution was skipped as 'other shape' and the model started from random kernels without a word."""
+    from medtransfer.models import load_pretrained
+
+    model = create_model("unet", spatial_dims=3, features=4, depth=2, inflate="wacker")
+    old = {k: v.permute(0, 1, 4, 2, 3) if v.ndim == 5 else v for k, v in model.state_dict().items()}
+    assert old["encoder.stages.input.conv1.conv.weight"].shape == (4, 1, 1, 3, 3)
+    with pytest.raises(ConfigError, match=r"inflated by an earlier medtransfer \(kernels \(4, 1, 1, 3, 3\)"):
+        load_pretrained(model, old)
+    audit = load_pretrained(model, model.state_dict())  # today's own weights load as they are
+    assert not audit.skipped_shape

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .inflate import InflateMode, inflate_weight
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,27 @@ def _convert(src: torch.Tensor, dst: torch.Tensor, *, is_input: bool, adapt: boo
     return src, "+".join(how) or "copy"
 
 
+def _refuse_depth_first_inflation(
+    model: nn.Module, state: Mapping[str, Any], target: Mapping[str, Any], source
+) -> None:
+    """Refuse the weights of a 3D model inflated by a version before 2026-12-07, whose kernels gained the new axis
+    first (``A x B x 1 x k x k``, depth on X): this version inflates along Z, the slice axis (``A x B x k x k x 1``),
+    so those kernels would be skipped as "other shape" and the model would start from random convolutions."""
+    if not (getattr(model, "model_config", None) or {}).get("inflate"):
+        return
+    for key, dst in target.items():
+        src = state.get(key)
+        if not isinstance(src, torch.Tensor) or src.ndim != 5 or dst.ndim != 5 or src.shape == dst.shape:
+            continue
+        if tuple(src.permute(0, 1, 3, 4, 2).shape) == tuple(dst.shape):
+            where = source if isinstance(source, str | os.PathLike) else "the source weights"
+            raise ConfigError(
+                f"{where}: a 3D network inflated by an earlier medtransfer (kernels {tuple(src.shape)} at {key}, "
+                f"the new axis first); this version inflates along the slice axis Z ({tuple(dst.shape)}): start from "
+                "the 2D source it was inflated from, or train it again"
+            )
+
+
 def load_pretrained(
     model: nn.Module,
     source: str | os.PathLike | Mapping[str, Any],
@@ -239,6 +260,7 @@ def load_pretrained(
     target = model.state_dict()
     prefix = _best_prefix(set(state), set(target)) if prefix is None else prefix
     state = {_rename(k, prefix): v for k, v in state.items()}
+    _refuse_depth_first_inflation(model, state, target, source)
     first_conv, transposed = _first_conv_key(target), _transposed_keys(model)
     new, audit = {}, LoadAudit(prefix=prefix)
     for key, dst in target.items():
