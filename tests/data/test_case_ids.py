@@ -130,3 +130,20 @@ def test_num_training_must_be_a_whole_number(tmp_path, declared, message):
     meta = json.loads((root / "dataset.json").read_text())
     (root / "dataset.json").write_text(json.dumps({**meta, "numTraining": declared}))
     assert [str(p) for p in load_dataset(root, strict=False).problems] == [f"{root / 'dataset.json'}: {message}"]
+
+
+def test_ids_of_public_datasets_and_a_plus_are_allowed():
+    from medtransfer.data.layouts.base import case_id_error
+
+    for case_id in (
+        "BraTS-GLI-00000-000",
+        "sub-r001s001_ses-1",
+        "01016SACH",
+        "OAS1_0001_MR1",
+        "hippocampus_001",
+        "case_00000",
+        "1.2.840.113619.2",
+        "T1+C_001",
+    ):
+        assert case_id_error(case_id) is None, case_id
+    assert case_id_error("t1,flair") == "contains ','"

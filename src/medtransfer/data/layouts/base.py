@@ -209,11 +209,11 @@ CASE_ID_MAX_BYTES = 200
 ``{case}_0000.nii.gz``) and a file name may hold 255 bytes."""
 
 CASE_ID_ALLOWED = (
-    "may hold only letters and digits (any script, accents included), '_', '-', '.' and inner spaces, may not "
+    "may hold only letters and digits (any script, accents included), '_', '-', '.', '+' and inner spaces, may not "
     f"start with '.' or hold '..', and must fit in {CASE_ID_MAX_BYTES} bytes"
 )
 
-_CASE_ID_PUNCTUATION = frozenset("_-. ")
+_CASE_ID_PUNCTUATION = frozenset("_-.+ ")  # '+': names such as T1+C; safe in file names and CSV
 
 
 def case_id_error(case_id: str) -> str | None:
