@@ -486,17 +486,28 @@ def _same_image(a: str, b: str, digests: dict[str, str]) -> bool:
     with contextlib.suppress(OSError):
         if os.path.samefile(a, b):
             return True
-    for path in (a, b):
-        if path not in digests:
-            digest = hashlib.sha256()
+
+    def digest(path: str, whole: bool) -> str | None:
+        """SHA-256 of the file's first MiB (``whole=False``: files of one shape differ there, so most pairs are
+        told apart without reading whole scans) or of all of it; cached per path."""
+        key = f"{path}\0{whole}"
+        if key not in digests:
+            hasher = hashlib.sha256()
             try:
                 with open(path, "rb") as handle:
-                    for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                        digest.update(block)
+                    blocks = iter(lambda h=handle: h.read(1 << 20), b"") if whole else [handle.read(1 << 20)]
+                    for block in blocks:
+                        hasher.update(block)
             except OSError:
-                return False
-            digests[path] = digest.hexdigest()
-    return digests[a] == digests[b]
+                return None
+            digests[key] = hasher.hexdigest()
+        return digests[key]
+
+    for whole in (False, True):
+        first, second = digest(a, whole), digest(b, whole)
+        if first is None or first != second:
+            return False
+    return True
 
 
 def _leak_message(run: SourceRun, user: Any, cell: Any, leaked: list[str]) -> str:
