@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from medtransfer.bench import Cohort, Target, get_profile, list_profiles, simulate_case
-from medtransfer.bench.atlas import HeadAtlas, Tissue, brain_mask, load_head_atlas
+from medtransfer.bench.atlas import Tissue, brain_mask, load_head_atlas
 from medtransfer.bench.deform import random_subject
 from medtransfer.bench.lesions import STROKE_VOLUME_MM3, add_ms_lesions, add_stroke_lesion
-
-
-@pytest.fixture(scope="module")
-def atlas() -> HeadAtlas:
-    full = load_head_atlas()
-    affine = full.affine.copy()
-    affine[:3, :3] *= 2
-    sub = (slice(None, None, 2),) * 3
-    return HeadAtlas(
-        full.image[sub].copy(), full.tissue[sub].copy(), full.region[sub].copy(), affine, full.region_names
-    )
 
 
 def test_atlas_has_every_tissue_and_a_plausible_brain():
@@ -62,9 +50,9 @@ def test_atlas_brain_has_no_one_voxel_cracks():
     assert (closed & ~brain).sum() == 0
 
 
-def test_ms_lesions_lie_in_white_matter_and_are_hypointense(atlas):
+def test_ms_lesions_lie_in_white_matter_and_are_hypointense(tiny_atlas):
     rng = np.random.default_rng(3)
-    image, tissue, _ = random_subject(atlas, rng)
+    image, tissue, _ = random_subject(tiny_atlas, rng)
     before = tissue.copy()
     wm_level = np.median(image[tissue == Tissue.WM])
     painted, after, lesions = add_ms_lesions(image.copy(), tissue, np.random.default_rng(5), voxel_mm=2.0)
@@ -74,11 +62,11 @@ def test_ms_lesions_lie_in_white_matter_and_are_hypointense(atlas):
     assert np.median(painted[lesions]) < 0.9 * wm_level
 
 
-def test_stroke_lesion_stays_in_one_hemisphere_territory(atlas):
-    names = atlas.region_names
+def test_stroke_lesion_stays_in_one_hemisphere_territory(tiny_atlas):
+    names = tiny_atlas.region_names
     for seed in range(3):
-        image, tissue, region = random_subject(atlas, np.random.default_rng(seed))
-        _, _, lesion, info = add_stroke_lesion(image, tissue, region, atlas, np.random.default_rng(seed))
+        image, tissue, region = random_subject(tiny_atlas, np.random.default_rng(seed))
+        _, _, lesion, info = add_stroke_lesion(image, tissue, region, tiny_atlas, np.random.default_rng(seed))
         assert lesion.any()
         sides = {names[int(r)][-1] for r in np.unique(region[lesion])}
         assert sides == {info["hemisphere"]}
@@ -87,9 +75,9 @@ def test_stroke_lesion_stays_in_one_hemisphere_territory(atlas):
         assert (tissue[lesion] >= Tissue.CSF).all()  # inside the brain
 
 
-def test_lesions_are_inside_the_brain_mask_and_targets_are_consistent(atlas):
+def test_lesions_are_inside_the_brain_mask_and_targets_are_consistent(tiny_atlas):
     targets = (Target.BRAIN_EXTRACTION, Target.MS_LESION)
-    case = simulate_case(atlas, get_profile("siemens_3t"), Cohort.MS, targets, seed=11, spacing=4.0)
+    case = simulate_case(tiny_atlas, get_profile("siemens_3t"), Cohort.MS, targets, seed=11, spacing=4.0)
     brain, lesion = case.labels_1mm[Target.BRAIN_EXTRACTION], case.labels_1mm[Target.MS_LESION]
     assert lesion.sum() > 0
     assert (brain[lesion > 0] == 1).all()
@@ -97,9 +85,9 @@ def test_lesions_are_inside_the_brain_mask_and_targets_are_consistent(atlas):
     assert case.image.shape == case.labels[Target.BRAIN_EXTRACTION].shape
 
 
-def test_same_seed_same_case_in_memory(atlas):
+def test_same_seed_same_case_in_memory(tiny_atlas):
     make = lambda seed: simulate_case(  # noqa: E731
-        atlas, get_profile("ge_3t"), Cohort.STROKE, (Target.STROKE_LESION,), seed=seed, spacing=4.0
+        tiny_atlas, get_profile("ge_3t"), Cohort.STROKE, (Target.STROKE_LESION,), seed=seed, spacing=4.0
     )
     a, b, c = make(1), make(1), make(2)
     np.testing.assert_array_equal(a.image, b.image)
@@ -120,10 +108,10 @@ def _contrast(case) -> np.ndarray:
     )
 
 
-def test_domains_differ_in_intensity_statistics(atlas):
+def test_domains_differ_in_intensity_statistics(tiny_atlas):
     targets = (Target.BRAIN_EXTRACTION, Target.ANATOMY)
     stats = {
-        name: _contrast(simulate_case(atlas, get_profile(name), Cohort.HEALTHY, targets, seed=4, spacing=2.0))
+        name: _contrast(simulate_case(tiny_atlas, get_profile(name), Cohort.HEALTHY, targets, seed=4, spacing=2.0))
         for name in list_profiles()
     }
     names = list(stats)
