@@ -261,7 +261,7 @@ def test_a_member_changed_after_the_ensemble_was_made_is_refused(tmp_path, capsy
         load_ensemble(tmp_path / "ens", device="cpu")
 
 
-def test_an_ensemble_tunes_in_fp32_unless_told_otherwise():
+def test_ensemble_precision_defaults_to_fp32():
     """As a run tunes its own size (fp32), so the stored size does not depend on whether the CPU has bf16."""
     import inspect
 

@@ -17,13 +17,12 @@ concurrent builders neither leave half-written files behind nor lose each other'
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..utils import atomic_path, write_json_atomic
+from ..utils import atomic_path, file_lock, write_json_atomic
 from .io import Volume, load_nifti
 from .layouts import Case
 from .preprocess import PreprocessConfig, PreprocessInfo, preprocess_case, split_channels
@@ -174,19 +173,10 @@ class PreprocessCache:
         self._built.update((case.case_id, key) for case, key in keyed)
         return [case.case_id for case, _ in todo]
 
-    @contextlib.contextmanager
-    def _index_lock(self) -> Iterator[None]:
-        """An exclusive advisory lock (``fcntl.flock`` on ``index.lock``) held while the block runs; released when
-        the block ends or the process dies."""
-        import fcntl
-
+    def _index_lock(self):
+        """The lock (:func:`~medtransfer.utils.file_lock` on ``index.lock``) held around an index update."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / INDEX_LOCK, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(self.folder / INDEX_LOCK)
 
     def _write_index(self, index: dict[str, Any]) -> None:
         index.update(version=CACHE_VERSION, config=self.config.to_dict(), image_dtype=self.image_dtype)

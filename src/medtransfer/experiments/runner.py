@@ -622,20 +622,20 @@ def _orphan_rows(grid_dir: Path, cell_ids: set[str]) -> list[dict]:
     if not grid_dir.is_dir():
         return []
     found = {}
-    for name in (SUMMARY, CONFIG):
-        for path in grid_dir.rglob(name):
-            parts = path.parent.relative_to(grid_dir).parts
-            if not parts or any(p.startswith((".", "_")) for p in parts):
-                continue  # staging folders, trained sources, race states
-            summary = read_summary(path.parent)
-            try:
-                config = summary if summary is not None else yaml.safe_load((path.parent / CONFIG).read_text())
-            except (OSError, UnicodeDecodeError, yaml.YAMLError):
-                continue
-            grid = config.get("grid") if isinstance(config, dict) else None
-            cell_id = summary.get("cell_id") if summary is not None else (grid or {}).get("cell_id")
-            if isinstance(cell_id, str) and cell_id == "/".join(parts) and cell_id not in cell_ids:
-                found[cell_id] = summary is not None
+    folders = sorted({path.parent for name in (SUMMARY, CONFIG) for path in grid_dir.rglob(name)})  # each once
+    for folder in folders:
+        parts = folder.relative_to(grid_dir).parts
+        if not parts or any(p.startswith((".", "_")) for p in parts):
+            continue  # staging folders, trained sources, race states
+        summary = read_summary(folder)
+        try:
+            config = summary if summary is not None else yaml.safe_load((folder / CONFIG).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        grid = config.get("grid") if isinstance(config, dict) else None
+        cell_id = summary.get("cell_id") if summary is not None else (grid or {}).get("cell_id")
+        if isinstance(cell_id, str) and cell_id == "/".join(parts) and cell_id not in cell_ids:
+            found[cell_id] = summary is not None
     return [
         {
             "cell_id": cell_id,

@@ -28,6 +28,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..utils import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def train_source(config: dict[str, Any], name: str, entry: dict[str, Any], grid_
     out = run.out
     if not (out / SUMMARY).is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(out.with_name(f".{out.name}.lock")):
+        with file_lock(out.with_name(f".{out.name}.lock")):
             if not (out / SUMMARY).is_file() and not _adopt_legacy(run):
                 out.mkdir(exist_ok=True)
                 resume = _same_data(out, run.data)
@@ -527,16 +528,3 @@ def _leak_message(run: SourceRun, user: Any, cell: Any, leaked: list[str]) -> st
         f"holds scans {whose} holds out for test or validation ({shown}): results would be scored on scans the "
         f"source learnt; {fix}"
     )
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive advisory lock (``fcntl.flock``) held while the block runs; released if the process dies."""
-    import fcntl
-
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
