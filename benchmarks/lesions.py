@@ -43,8 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medtransfer.bench.build import BenchmarkConfig, build_benchmark
+from medtransfer.bench.build import BenchmarkConfig, build_benchmark, check_simulator
 from medtransfer.bench.profiles import list_profiles
+from medtransfer.bench.simulate import SIMULATOR_VERSION
 from medtransfer.data.io import load_nifti
 from medtransfer.data.layouts import load_dataset
 from medtransfer.errors import MedTransferError
@@ -98,6 +99,8 @@ def build(
     target build (16 siemens_3t subjects), with ``domains`` / ``subjects`` / ``name`` the lesion source's."""
     root = work / (name or f"brainshift_seed{seed}_{spacing:g}mm")
     if all((root / TARGETS[t][1] / "dataset.json").is_file() for t in targets):
+        for t in targets:
+            check_simulator(root / TARGETS[t][1])
         return root
     config = BenchmarkConfig(
         out=root,
@@ -465,7 +468,14 @@ def run(args: argparse.Namespace) -> dict:
         if t in sources:
             results[t]["source"] = sources[t]
     report = {
-        "build": {"seed": args.seed, "spacing_mm": args.spacing, "subjects": 16, "domain": DOMAIN, "path": str(root)},
+        "build": {
+            "seed": args.seed,
+            "spacing_mm": args.spacing,
+            "subjects": 16,
+            "domain": DOMAIN,
+            "path": str(root),
+            "simulator": SIMULATOR_VERSION,
+        },
         "recipes": {t: str(r.relative_to(REPO) if r.is_relative_to(REPO) else r) for t, r in recipes.items()},
         "train_precision": {t: args.precision or recipe_precision(r) for t, r in recipes.items()},
         "lesion_match": lesion_match_rule(DEFAULT_LESION_IOU),

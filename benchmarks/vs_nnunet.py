@@ -435,6 +435,11 @@ def build_data(args: argparse.Namespace, work: Path) -> Path:
         build = ["data", "build-benchmark", "--out", root, *sizes.split(), "--targets", *args.targets]
         run_step(medtransfer(*build, "--domains", args.domain, "--no-sources"), work / "build.log")
         (root / BUILT_MARKER).write_text("done\n")
+    from medtransfer.bench import DATASETS
+    from medtransfer.bench.build import check_simulator
+
+    for target in args.targets:  # a reused build of an older simulator would be reported as this one's
+        check_simulator(root / DATASETS[target].folder)
     return root
 
 
@@ -465,6 +470,7 @@ def run_target(args: argparse.Namespace, root: Path, target: str, recipe: Path, 
         )
     built = json.loads((dataset / "dataset.json").read_text()).get("benchmark", {})
     split = {"dataset": str(dataset), "seed": built.get("seed"), "spacing_mm": built.get("spacing_mm")}
+    split["simulator"] = built.get("simulator", 1)  # brainshift simulator of the build (1: before 2026-12-07)
     split |= {"domain": args.domain, "nnunet_train_cases": train, "test_cases": test}
     return assemble_target(split, ours, theirs, args.minutes * 60)
 

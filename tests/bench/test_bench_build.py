@@ -75,6 +75,39 @@ def test_sources_are_written(built):
     assert np.load(built / "sources" / "natural_classification.npz")["images"].shape[1:] == (28, 28)
 
 
+def test_classification_source_holds_no_slice_of_a_dataset_scan(built):
+    """Its heads are its own (until simulator 2 every slice was cut from a stored case, test cases included)."""
+    from medtransfer.bench.thumbnails import VIEWS, centre_crop_or_pad, to_ras
+
+    mri = np.load(built / "sources" / "mri_classification.npz")
+    assert len(mri["subjects"]) == len(mri["labels"])
+    assert {str(s) for s in mri["subjects"]} == {f"source_{d}_000" for d in DOMAINS}
+    size = mri["images"].shape[-1]
+    stored = []
+    for path in sorted(built.glob("Dataset*/imagesTr/*.nii.gz")):
+        scan = load_nifti(path)
+        image = to_ras(scan.array, scan.affine)
+        image = np.clip(image / max(float(np.percentile(image, 99.5)), 1e-6), 0, 1.5).astype(np.float32)
+        stored += [
+            centre_crop_or_pad(np.take(image, k, axis=a), size) for a in VIEWS.values() for k in range(image.shape[a])
+        ]
+    assert len(stored) > 50
+    stored = np.stack(stored)
+    for image in mri["images"]:
+        assert np.abs(stored - image).reshape(len(stored), -1).max(axis=1).min() > 1e-3
+
+
+def test_dataset_json_records_the_simulator(built):
+    from medtransfer.bench.simulate import SIMULATOR_VERSION
+
+    for spec in DATASETS.values():
+        assert (
+            json.loads((built / spec.folder / "dataset.json").read_text())["benchmark"]["simulator"]
+            == SIMULATOR_VERSION
+            == 2
+        )
+
+
 def test_ground_truth_grids_describe_the_same_brain(built):
     root = built / DATASETS[Target.BRAIN_EXTRACTION].folder
     for row in _rows(root / "metadata.csv"):

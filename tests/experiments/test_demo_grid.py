@@ -111,3 +111,14 @@ def test_demo_grids_load_without_warnings(tmp_path, caplog):
         assert len(_cells(QUICK, tmp_path)) == 19
         assert len(_cells(FULL, tmp_path)) == 67
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_demo_refuses_a_build_of_another_simulator(tmp_path, capsys):
+    """A build made before simulator 2 (its marker names no simulator) would be reported as the current one's."""
+    out = tmp_path / "d"
+    (out / "brainshift-lesions").mkdir(parents=True)
+    (out / "brainshift-lesions" / ".demo-lesions-built").write_text(f"{LESION_QUICK}\n")  # simulator 1's marker
+    assert main(["demo", "--lesions", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "brainshift simulator 2" in err
+    assert sorted(p.name for p in (out / "brainshift-lesions").iterdir()) == [".demo-lesions-built"]

@@ -23,7 +23,7 @@ from ..utils import atomic_path
 from .atlas import load_head_atlas
 from .layout import DATASETS, LABELS_1MM, METADATA_COLUMNS, DatasetSpec
 from .profiles import get_profile, list_profiles, unknown_name
-from .simulate import Cohort, SimulatedCase, Target, simulate_case
+from .simulate import SIMULATOR_VERSION, Cohort, SimulatedCase, Target, simulate_case
 from .thumbnails import Thumbnail, canonical_thumbnail, classification_slices
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,11 @@ def check_unique(values: tuple[str, ...], option: str, allowed: list[str]) -> No
 
 @dataclass(frozen=True)
 class CaseJob:
-    """One simulated subject, written into every dataset of its cohort."""
+    """One simulated subject, written into every dataset of its cohort.
+
+    A job with no ``targets`` is a subject of the MRI classification source: simulated for its slices only,
+    written into no dataset.
+    """
 
     cohort: Cohort
     domain: str
@@ -102,15 +106,27 @@ class CaseJob:
     def case_id(self) -> str:
         return f"{self.domain}_{self.index:03d}"
 
+    @property
+    def source_only(self) -> bool:
+        return not self.targets
 
-def case_seed(seed: int, cohort: Cohort, domain: str, index: int) -> int:
-    """Deterministic per-case seed."""
-    ids = [seed, COHORTS.index(cohort), list_profiles().index(domain), index]
+
+# The seed stream of the classification source's subjects (cohort streams are 0, 1, 2): its heads are in no
+# dataset, so a source pretrained on them has never seen a target's scan (until simulator 2 its slices were cut
+# from the healthy cases that Dataset001/002 store, held-out test cases included).
+SOURCE_STREAM = 1000
+
+
+def case_seed(seed: int, cohort: Cohort | None, domain: str, index: int) -> int:
+    """Deterministic per-case seed (``cohort=None``: a subject of the MRI classification source)."""
+    stream = SOURCE_STREAM if cohort is None else COHORTS.index(cohort)
+    ids = [seed, stream, list_profiles().index(domain), index]
     return int(np.random.SeedSequence(ids).generate_state(1)[0])
 
 
 def plan_jobs(config: BenchmarkConfig) -> list[CaseJob]:
-    """One job per (cohort, domain, index) needed by the requested targets."""
+    """One job per (cohort, domain, index) needed by the requested targets, then (with ``sources``) the
+    classification source's own healthy subjects: ``subjects_per_domain`` per domain."""
     jobs = []
     for cohort in COHORTS:
         targets = tuple(t for t in config.targets if DATASETS[t].cohort == cohort)
@@ -120,6 +136,11 @@ def plan_jobs(config: BenchmarkConfig) -> list[CaseJob]:
             for i in range(config.subjects_per_domain):
                 seed = case_seed(config.seed, cohort, domain, i)
                 jobs.append(CaseJob(cohort, domain, i, seed, config.spacing, Path(config.out), targets))
+    if config.sources:
+        for domain in config.domains:
+            for i in range(config.subjects_per_domain):
+                seed = case_seed(config.seed, None, domain, i)
+                jobs.append(CaseJob(Cohort.HEALTHY, domain, i, seed, config.spacing, Path(config.out), ()))
     return jobs
 
 
@@ -170,15 +191,18 @@ def metadata_row(job: CaseJob, case: SimulatedCase) -> dict:
     }
 
 
-def run_job(job: CaseJob) -> tuple[dict, Thumbnail, dict | None]:
-    """Simulate and write one case; returns its metadata row, a thumbnail and classification slices."""
+def run_job(job: CaseJob) -> tuple[dict | None, Thumbnail | None, dict | None]:
+    """Simulate one case; a dataset case is written and returns its metadata row and a thumbnail, a source subject
+    returns its classification slices (tagged ``source_<domain>_<index>``)."""
     case = simulate_case(
         load_head_atlas(), get_profile(job.domain), job.cohort, job.targets, seed=job.seed, spacing=job.spacing
     )
+    if job.source_only:
+        slices = classification_slices(case, load_head_atlas())
+        slices["subjects"] = [f"source_{job.case_id}"] * len(slices["labels"])
+        return None, None, slices
     write_case(job, case)
-    thumb = canonical_thumbnail(case, job.targets)
-    slices = classification_slices(case, load_head_atlas()) if job.cohort == Cohort.HEALTHY else None
-    return metadata_row(job, case), thumb, slices
+    return metadata_row(job, case), canonical_thumbnail(case, job.targets), None
 
 
 def write_metadata(path: Path, rows: list[dict], extra: tuple[str, ...] = ()) -> None:
@@ -202,6 +226,7 @@ def write_dataset_files(config: BenchmarkConfig, spec: DatasetSpec, rows: list[d
         reference="medtransfer brainshift (Colin27 + AAL from mricron-data; simulated scanners)",
         licence="Colin27: MNI, free with attribution; AAL: research use",
         benchmark={
+            "simulator": SIMULATOR_VERSION,
             "seed": config.seed,
             "spacing_mm": config.spacing,
             "ground_truth_1mm": LABELS_1MM,
@@ -250,15 +275,32 @@ def build_benchmark(config: BenchmarkConfig) -> Path:
     write_top_metadata(out)
     if config.sources:
         slices = [s for *_, s in results if s is not None]
-        if not slices:
-            log.warning(
-                "sources/mri_classification.npz not written: its slices come from healthy subjects, and none of "
-                "--targets %s has them (add brain_extraction or anatomy)",
-                " ".join(str(t) for t in config.targets),
-            )
         write_sources(out / "sources", slices, seed=config.seed, count=config.natural_count)
     log.info("brainshift written to %s (%d cases)", out, len(all_rows))
     return out
+
+
+def simulator_of(dataset: Path) -> int:
+    """The brainshift simulator that built ``dataset`` (a ``Dataset*`` folder), from its ``dataset.json``; 1 for
+    builds before simulator 2, which recorded none."""
+    import json
+
+    meta = json.loads((Path(dataset) / "dataset.json").read_text())
+    return int(meta.get("benchmark", {}).get("simulator", 1))
+
+
+def check_simulator(dataset: Path) -> None:
+    """Refuse to reuse a build made by another simulator (its numbers would be reported as this one's).
+
+    Raises:
+        ConfigError: ``dataset`` records another simulator version.
+    """
+    built = simulator_of(dataset)
+    if built != SIMULATOR_VERSION:
+        raise ConfigError(
+            f"{dataset}: built by brainshift simulator {built}, this code builds simulator {SIMULATOR_VERSION}; "
+            "build it again into another folder (or remove this one)"
+        )
 
 
 def write_top_metadata(out: Path) -> list[dict]:

@@ -7,8 +7,6 @@ image of a case always describe the same physical space.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 def scaled_affine(affine: np.ndarray, spacing: float) -> np.ndarray:
@@ -24,33 +22,42 @@ def coarse_shape(shape: tuple[int, ...], spacing: float) -> tuple[int, ...]:
     return tuple(max(1, int(np.floor(n / spacing))) for n in shape)
 
 
-def downsample(volume: np.ndarray, spacing: float) -> np.ndarray:
-    """Linear sampling of ``(X, Y, Z)`` or ``(C, X, Y, Z)`` at the centres of ``spacing``-mm voxels.
+def box_weights(n: int, spacing: float) -> np.ndarray:
+    """``(m, n)`` matrix averaging ``n`` 1 mm voxels into ``m = floor(n / spacing)`` voxels of ``spacing`` mm.
 
-    A voxel centre at 1 mm index ``(i + 0.5) * spacing - 0.5``; for spacing 2 this averages the 2x2x2 block.
-    It is not a box average at other spacings: at 3 mm a voxel takes the value of the one 1 mm voxel at its
-    centre (1 of 27), at 4 mm the mean of the central 2x2x2 of its 4x4x4 (see Known limitations in
-    docs/brainshift.md).
+    Row ``i`` holds the overlap of coarse voxel ``[i * spacing, (i + 1) * spacing)`` with each 1 mm voxel
+    ``[j, j + 1)``, divided by ``spacing``: each row sums to 1 (the coarse voxel's footprint average).
+    """
+    m = coarse_shape((n,), spacing)[0]
+    lo = np.arange(m, dtype=np.float64)[:, None] * spacing
+    j = np.arange(n, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(lo + spacing, j + 1) - np.maximum(lo, j), 0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def downsample(volume: np.ndarray, spacing: float) -> np.ndarray:
+    """Box (footprint) average of ``(X, Y, Z)`` or ``(C, X, Y, Z)`` over ``spacing``-mm voxels.
+
+    Coarse voxel ``i`` covers 1 mm voxels ``[i * spacing, (i + 1) * spacing)`` (fractions at its edges), the
+    partial-volume model of a voxel: at 2 mm the mean of a 2x2x2 block, at 3 mm of 3x3x3, at 1.5 mm of a block
+    with half-voxel edges.  (Until simulator 2 this sampled linearly at the coarse voxel's centre, which at 3 mm
+    took one 1 mm voxel of 27; see docs/brainshift.md.)
     """
     if spacing == 1:
         return volume.astype(np.float32, copy=False)
-    shape = volume.shape[-3:]
-    axes = [
-        ((torch.arange(m, dtype=torch.float64) + 0.5) * spacing - 0.5) / (n - 1) * 2 - 1
-        for m, n in zip(coarse_shape(shape, spacing), shape, strict=True)
-    ]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flip(-1).float().unsqueeze(0)
-    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
-    batched = tensor[None, None] if tensor.ndim == 3 else tensor[None]
-    out = F.grid_sample(batched, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
-    return (out[0] if volume.ndim == 3 else out).numpy()
+    out = np.asarray(volume, dtype=np.float32)
+    offset = out.ndim - 3
+    for axis in range(3):
+        weights = box_weights(out.shape[offset + axis], spacing)
+        out = np.moveaxis(np.tensordot(weights, out, axes=([1], [offset + axis])), 0, offset + axis)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def downsample_labels(labels: np.ndarray, spacing: float, num_classes: int) -> np.ndarray:
-    """Labels at the working spacing: the class whose one-hot map, sampled by :func:`downsample`, is largest.
+    """Labels at the working spacing: the class with the largest partial-volume fraction of each coarse voxel.
 
-    At 2 mm that is the class with the largest partial-volume fraction of the voxel; at 3 mm it is the class of the
-    centre 1 mm voxel, at 4 mm the majority of the central 2x2x2 (the footprint is not averaged).
+    Fractions are the box averages of the one-hot maps (:func:`downsample`); a tie goes to the lower class
+    (background first).
     """
     if spacing == 1:
         return labels.astype(np.uint8, copy=False)

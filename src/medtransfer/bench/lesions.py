@@ -3,8 +3,12 @@
 * MS-like: 0-20 small irregular white-matter lesions per subject (volumes log-uniform 10-1500 mm3, about half
   of them periventricular), hypointense on T1 (between fluid and grey matter: "black holes").
 * stroke-like: one large irregular lesion inside one hemisphere's vascular territory (MCA, ACA or PCA, each
-  the union of AAL regions it supplies), volumes log-uniform from 0.3 to 150 ml so that small strokes occur,
-  a fluid-dark core (cavitation, as dark as the ventricles) fading to a less hypointense rim (gliosis).
+  the union of AAL regions it supplies), grown in its grey and white matter only (sulcal and ventricular CSF,
+  which a lesion's fluid-dark core would barely change, is never labelled; until simulator 2 it was), volumes
+  log-uniform from 0.3 to 150 ml so that small strokes occur, a fluid-dark core (cavitation, as dark as the
+  ventricles) fading to a less hypointense rim (gliosis).
+
+The label is where the painted lesion contrast is at least half (see :func:`paint`).
 
 A lesion is grown from a seed as a thresholded smooth random field with a radial fall-off, restricted to an
 allowed mask; the threshold is chosen to hit the drawn volume and the largest 6-connected piece is kept (usually,
@@ -102,19 +106,35 @@ def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     return tuple(slice(max(0, int(i.min()) - margin), int(i.max()) + margin + 1) for i in idx)
 
 
-def paint(image: np.ndarray, mask: np.ndarray, level: np.ndarray | float, sigma: float = 0.7) -> np.ndarray:
-    """Blend ``image`` towards ``level`` inside ``mask`` with soft (partial-volume) edges, in place."""
+def paint(
+    image: np.ndarray,
+    mask: np.ndarray,
+    level: np.ndarray | float,
+    sigma: float = 0.7,
+    within: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blend ``image`` towards ``level`` with soft (partial-volume) edges, in place; returns ``(image, label)``.
+
+    The blend weight is 1 inside ``mask`` and the Gaussian-smoothed mask outside it (about 0.3 next to a flat
+    edge).  The label is where the weight reaches 0.5 (``mask`` plus the concave pockets that the smoothing
+    fills), restricted to ``within`` when given (outside it the weight is capped at 0.45): every voxel changed by
+    at least half the lesion contrast is labelled, and no labelled voxel is changed by less.  (Until simulator 2
+    the weight was ``1.5 x`` the smoothed mask, so a half-contrast rim lay outside the label.)
+    """
     from scipy import ndimage
 
+    label = mask.copy()
     if not mask.any():
-        return image
+        return image, label
     box = bounding_box(mask, int(4 * sigma) + 2)
     local = mask[box]
-    weight = np.clip(ndimage.gaussian_filter(local.astype(np.float32), sigma) * 1.5, 0, 1)
-    weight = np.maximum(weight, local)
+    weight = np.maximum(ndimage.gaussian_filter(local.astype(np.float32), sigma), local)
+    if within is not None:  # outside ``within`` the lesion stays below half contrast, so it is never labelled there
+        weight = np.where(within[box] | local, weight, np.minimum(weight, 0.45))
+    label[box] |= weight >= 0.5
     level = level[box] if isinstance(level, np.ndarray) else level
     image[box] = image[box] * (1 - weight) + level * weight
-    return image
+    return image, label
 
 
 def tissue_level(image: np.ndarray, tissue: np.ndarray, code: Tissue) -> float:
@@ -170,8 +190,8 @@ def add_ms_lesions(image, tissue, rng: np.random.Generator, max_lesions: int = 2
             break
         blob = grow_blob(wm & ~lesions, seed, log_uniform(rng, *MS_VOLUME_MM3) / voxel_mm**3, rng)
         level = csf_level + rng.uniform(0.25, 0.85) * (gm_level - csf_level)
-        image = paint(image, blob, level)
-        lesions |= blob
+        image, label = paint(image, blob, level, within=wm)
+        lesions |= label
     tissue = np.where(lesions, np.uint8(Tissue.LESION), tissue)
     return image, tissue, lesions
 
@@ -186,17 +206,18 @@ def add_stroke_lesion(image, tissue, region, atlas: HeadAtlas, rng: np.random.Ge
     names = list(TERRITORY_WEIGHTS)
     territory = names[int(rng.choice(len(names), p=list(TERRITORY_WEIGHTS.values())))]
     hemisphere = "L" if rng.random() < 0.5 else "R"
-    parenchyma = np.isin(tissue, [Tissue.GM, Tissue.WM, Tissue.DEEP_GREY, Tissue.CSF])
+    parenchyma = np.isin(tissue, [Tissue.GM, Tissue.WM, Tissue.DEEP_GREY])
     allowed = territory_mask(region, atlas, territory, hemisphere) & parenchyma
     voxel_mm = float(np.abs(np.linalg.det(atlas.affine[:3, :3]))) ** (1 / 3)
     volume = log_uniform(rng, *STROKE_VOLUME_MM3) / voxel_mm**3
-    seed = random_voxel(allowed & (tissue != Tissue.CSF), rng)
+    seed = random_voxel(allowed, rng)
     if seed is None:
         return image, tissue, np.zeros(tissue.shape, bool), {"territory": territory, "hemisphere": hemisphere}
     lesion = grow_blob(allowed, seed, volume, rng, roughness=0.9)
     csf_level, gm_level = fluid_level(image, tissue), tissue_level(image, tissue, Tissue.GM)
     if lesion.any():
-        image = paint(image, lesion, _stroke_levels(lesion, csf_level, gm_level, rng), sigma=1.0)
+        levels = _stroke_levels(lesion, csf_level, gm_level, rng)
+        image, lesion = paint(image, lesion, levels, sigma=1.0, within=parenchyma)
     tissue = np.where(lesion, np.uint8(Tissue.LESION), tissue)
     return image, tissue, lesion, {"territory": territory, "hemisphere": hemisphere}
 

@@ -2,7 +2,7 @@
 
 The ground truth of every target is derived from the warped tissue map on the 1 mm grid (exact by
 construction) and kept twice: at 1 mm (for surface metrics at 1 mm tolerance) and at the working spacing
-(for training: the partial-volume majority at 2 mm, the voxel-centre sample at 3 mm; see
+(for training: the class with the largest partial-volume fraction of each coarse voxel; see
 ``geometry.downsample_labels``).  Both carry affines describing the same physical space.
 """
 
@@ -36,6 +36,12 @@ class Cohort(enum.StrEnum):
     MS = "ms"
     STROKE = "stroke"
 
+
+# What the generated data looks like changes only with this number; dataset.json records it ("benchmark":
+# {"simulator": N}).  2 (2026-12-07): artefact decisions on a stream of their own, box-averaged working grids,
+# lesion labels where the paint reaches half contrast, stroke labels without CSF, bias fields 3x weaker, the MRI
+# classification source from heads of its own (docs/brainshift.md, "Simulator versions").
+SIMULATOR_VERSION = 2
 
 ANATOMY_LABELS = {"background": 0, "csf": 1, "grey_matter": 2, "white_matter": 3, "deep_grey": 4, "cerebellum": 5}
 _ANATOMY_LUT = np.zeros(len(Tissue), dtype=np.uint8)
@@ -95,16 +101,27 @@ def resolution_blur(image: np.ndarray, profile: ScannerProfile) -> np.ndarray:
     return ndimage.gaussian_filter(image, sigma) if np.any(sigma > 0) else image
 
 
+def artefact_decisions(profile: ScannerProfile, seed: int) -> tuple[bool, bool]:
+    """Whether a case gets motion and ghosting: draws of the stream ``[seed, 5]``, used by nothing else."""
+    rng = np.random.default_rng([seed, 5])
+    return bool(rng.random() < profile.motion), bool(rng.random() < profile.ghosting)
+
+
 def scanner_artefacts(image: np.ndarray, affine: np.ndarray, profile: ScannerProfile, seed: int) -> np.ndarray:
-    """TorchIO bias field, motion and ghosting on the working grid, seeded."""
+    """TorchIO bias field, motion and ghosting on the working grid, seeded.
+
+    Whether motion and ghosting happen is drawn from a stream of its own (``[seed, 5]``): ``simulate_case`` draws
+    the head's pose from ``[seed, 0]``, and until simulator 2 this function used ``default_rng(seed)``, the same
+    stream, so motion happened exactly when the x-rotation was negative.
+    """
     import torch
     import torchio as tio
 
-    rng = np.random.default_rng(seed)
+    motion, ghosting = artefact_decisions(profile, seed)
     transforms = [tio.RandomBiasField(coefficients=profile.bias)]
-    if rng.random() < profile.motion:
+    if motion:
         transforms.append(tio.RandomMotion(degrees=4, translation=4, num_transforms=2))
-    if rng.random() < profile.ghosting:
+    if ghosting:
         transforms.append(tio.RandomGhosting(num_ghosts=(2, 6), intensity=(0.2, 0.5), axes=(0, 1)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -2,10 +2,12 @@
 
 | file | keys | what |
 |---|---|---|
-| ``mri_classification.npz`` | images (N,S,S) float32, labels (N,), views (N,), class_names | dominant-lobe slices |
+| ``mri_classification.npz`` | images (N,S,S) float32, labels, views, subjects (N,), class_names | lobe slices (*) |
 | ``natural_classification.npz`` | images (N,28,28) uint8, labels, test_images, test_labels, class_names | F-MNIST |
 | ``natural_segmentation.npz`` | images (N,128,128) float32, labels (N,128,128) uint8, class_names | pasted items |
 | ``natural_ssl.npz`` | images (N,128,128) float32 | photo crops for restoration |
+
+(*) dominant-lobe slices of heads of their own, in no dataset (``subjects``: ``source_<domain>_<index>``).
 
 The MRI segmentation source is ``Dataset002_Anatomy``; the MRI self-supervised source is any brainshift image.
 """
@@ -40,6 +42,7 @@ def write_mri_classification(out: Path, slices: list[dict]) -> None:
         images=np.stack(images).astype(np.float32),
         labels=np.asarray([lb for s in slices for lb in s["labels"]], dtype=np.int64),
         views=np.asarray([v for s in slices for v in s["views"]]),
+        subjects=np.asarray([sub for s in slices for sub in s["subjects"]]),
         class_names=np.asarray(LOBES),
     )
 

@@ -222,22 +222,30 @@ def build_demo_benchmark(out: Path, size: DemoSize, workers: int) -> Path:
             out, targets=("brain_extraction",), domains=(SOURCE_DOMAIN, TARGET_DOMAIN), sources=False, **common
         )
     )
-    write_text_atomic(marker, f"{size}\n")
+    write_text_atomic(marker, _built(size))
     return out
 
 
+def _built(size: Any) -> str:
+    """What a demo marker file records: the size and the simulator that generated the build."""
+    from ..bench.simulate import SIMULATOR_VERSION
+
+    return f"{size} brainshift simulator {SIMULATOR_VERSION}\n"
+
+
 def _reuse(marker: Path, size: Any) -> bool:
-    """Whether a finished build (its marker file) can be reused: only one of the same size, else a clear error
-    (a quick build reused by the full demo would be reported as the full demo)."""
+    """Whether a finished build (its marker file) can be reused: only one of the same size made by the same
+    simulator, else a clear error (a quick build reused by the full demo would be reported as the full demo; an
+    older simulator's build would be reported as this one's)."""
     if not marker.is_file():
         return False
     built = marker.read_text().strip()
-    if built != f"{size}":
+    if built != _built(size).strip():
         from ..errors import ConfigError
 
         raise ConfigError(
-            f"{marker.parent}: holds a demo build of another size ({marker.name}: {built}; this run needs {size}); "
-            "choose another --out (or remove that folder)"
+            f"{marker.parent}: holds a demo build of another size or brainshift simulator ({marker.name}: {built}; "
+            f"this run needs {_built(size).strip()}); choose another --out (or remove that folder)"
         )
     log.info("reusing the benchmark in %s", marker.parent)
     return True
@@ -392,7 +400,7 @@ def build_lesion_benchmark(out: Path, size: LesionDemoSize, workers: int) -> Pat
             workers=workers,
         )
     )
-    write_text_atomic(marker, f"{size}\n")
+    write_text_atomic(marker, _built(size))
     return out
 
 
