@@ -150,6 +150,7 @@ def train_source(
         "seed": seed,
         "domains": list(SOURCE_DOMAINS),
         "path": str(root),
+        "simulator": SIMULATOR_VERSION,
         "recipe_epochs": epochs,
         "train_cases": len(summary["labelled_cases"]),
         "val_cases": summary["val_cases"],

@@ -193,6 +193,7 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict, dict]]:
         dataset_dir = root / TARGETS[target][1]
         if not (dataset_dir / "dataset.json").is_file():
             spacing = report["build"].get("spacing_mm", 1.0)
+            require_simulator(path, report)
             dataset_dir = build(work, report["build"]["seed"], spacing, [target]) / TARGETS[target][1]
         dataset = load_dataset(dataset_dir)
         train = lesion_volumes_by_case(dataset, result["train_cases"])
@@ -212,6 +213,19 @@ def from_lesions_json(path: Path, work: Path) -> list[tuple[str, dict, dict]]:
     return rows
 
 
+def require_simulator(where: Path, report: dict) -> None:
+    """Stop before remaking a gone build whose run was recorded on another brainshift simulator (the remade
+    build would hold other lesions than the run's predictions)."""
+    from medtransfer.bench.simulate import SIMULATOR_VERSION
+
+    recorded = int(report.get("build", {}).get("simulator", 1))
+    if recorded != SIMULATOR_VERSION:
+        raise SystemExit(
+            f"{where}: recorded on brainshift simulator {recorded} builds, which are gone; this code builds simulator "
+            f"{SIMULATOR_VERSION}: point the JSON's build path at the old build, or check out c3feee4 to remake it"
+        )
+
+
 def source_training_volumes(source: dict | None, target: str, spacing: float, work: Path) -> dict | None:
     """The ``{case: lesion volumes}`` (mm³) of the training scans of a result's lesion source (``lesions.py``'s
     ``source`` entry), ``None`` without one: those its checkpoint records, else those of its build's scans that
@@ -226,6 +240,7 @@ def source_training_volumes(source: dict | None, target: str, spacing: float, wo
             return recorded
     root = Path(source.get("path", ""))
     if not (root / TARGETS[target][1] / "dataset.json").is_file():
+        require_simulator(root, {"build": source})
         subjects = int(root.name.rpartition("_")[2].partition("x")[0]) if "x" in root.name else 10
         root = build_source(work, source["seed"], spacing, [target], subjects)
     dataset = load_dataset(root / TARGETS[target][1])

@@ -35,6 +35,7 @@ import torch
 from scipy import stats
 
 from medtransfer.bench import BenchmarkConfig, build_benchmark
+from medtransfer.bench.build import check_simulator
 from medtransfer.cli import nonnegative_int, positive_int
 from medtransfer.experiments.collect import collect_cells
 from medtransfer.experiments.demo import FULL, SOURCE_DOMAIN, TARGET_DOMAIN, TARGETS
@@ -52,7 +53,9 @@ def brainshift(data: Path | None, out: Path) -> Path:
     if data is not None and (data / DATASET).is_dir():
         return data
     root = out / "brainshift"
-    if not (root / DATASET / "dataset.json").is_file():
+    if (root / DATASET / "dataset.json").is_file():
+        check_simulator(root / DATASET)  # a reused build of another simulator would be reported as this one's
+    else:
         log.info("building brainshift into %s", root)
         build_benchmark(
             BenchmarkConfig(

@@ -7,7 +7,7 @@ import numpy as np
 from medtransfer.bench import Cohort, Target, get_profile, list_profiles, simulate_case
 from medtransfer.bench.atlas import Tissue, brain_mask, load_head_atlas
 from medtransfer.bench.deform import random_subject
-from medtransfer.bench.lesions import STROKE_VOLUME_MM3, add_ms_lesions, add_stroke_lesion
+from medtransfer.bench.lesions import STROKE_VOLUME_MM3, add_ms_lesions, add_stroke_lesion, territory_mask
 
 
 def test_atlas_has_every_tissue_and_a_plausible_brain():
@@ -64,12 +64,14 @@ def test_ms_lesions_lie_in_white_matter_and_are_hypointense(tiny_atlas):
 
 def test_stroke_lesion_stays_in_one_hemisphere_territory(tiny_atlas):
     names = tiny_atlas.region_names
-    for seed in range(3):
+    for seed in range(8):
         image, tissue, region = random_subject(tiny_atlas, np.random.default_rng(seed))
         _, _, lesion, info = add_stroke_lesion(image, tissue, region, tiny_atlas, np.random.default_rng(seed))
         assert lesion.any()
         sides = {names[int(r)][-1] for r in np.unique(region[lesion])}
         assert sides == {info["hemisphere"]}
+        territory = territory_mask(region, tiny_atlas, info["territory"], info["hemisphere"])
+        assert territory[lesion].all()  # the half-contrast pockets of its paint stay in the territory too
         volume = lesion.sum() * 8.0
         assert volume <= STROKE_VOLUME_MM3[1] * 1.01
         assert np.isin(tissue[lesion], [Tissue.GM, Tissue.WM, Tissue.DEEP_GREY]).all()  # parenchyma, never CSF

@@ -26,6 +26,22 @@ def test_artefacts_do_not_follow_the_pose():
     assert 8 <= agree <= 32  # 40 of 40 before; about 20 expected for independent coins
 
 
+def test_scanner_artefacts_apply_the_decisions(tiny_atlas, monkeypatch):
+    """scanner_artefacts adds motion exactly when artefact_decisions says so (philips_15t: motion 50 %)."""
+    import torchio as tio
+
+    from medtransfer.bench import simulate
+
+    calls = []
+    monkeypatch.setattr(tio, "RandomMotion", lambda **kw: calls.append(kw) or (lambda subject: subject))
+    profile = get_profile("philips_15t")
+    image = np.ones((8, 8, 8), np.float32)
+    for seed in range(6):
+        calls.clear()
+        simulate.scanner_artefacts(image, np.eye(4), profile, seed)
+        assert bool(calls) == artefact_decisions(profile, seed)[0]
+
+
 def test_box_weights_by_hand():
     # 3 one-mm voxels into 1.5 mm: [0, 1.5) = 1 + half of voxel 1; [1.5, 3) = half of voxel 1 + 1
     np.testing.assert_allclose(box_weights(3, 1.5), [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]], rtol=1e-6)

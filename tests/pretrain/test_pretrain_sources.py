@@ -45,6 +45,33 @@ def test_mri_classification_without_its_file_names_the_fix(tmp_path):
         load_source(SourceTask.CLASSIFICATION, SourceDomain.MRI, tmp_path, size=16, count=6)
 
 
+def _classification_npz(folder, subjects=None):
+    (folder / "sources").mkdir()
+    n = 6
+    arrays = {"images": np.arange(n, dtype=np.float32)[:, None, None] * np.ones((n, 8, 8), np.float32) / n}
+    arrays |= {"labels": np.arange(n) % 2, "class_names": np.asarray(["a", "b"])}
+    if subjects is not None:
+        arrays["subjects"] = np.asarray(subjects)
+    np.savez(folder / "sources" / "mri_classification.npz", **arrays)
+
+
+def test_mri_classification_keeps_the_heads_of_the_domains(tmp_path):
+    heads = ["source_siemens_3t_000"] * 2 + ["source_ge_15t_001"] * 3 + ["source_siemens_3t_001"]
+    _classification_npz(tmp_path, heads)
+    source = load_source(SourceTask.CLASSIFICATION, SourceDomain.MRI, tmp_path, size=8, count=10, domains=["ge_15t"])
+    assert source.images.shape[0] == 3  # the three ge_15t slices, no other
+    np.testing.assert_allclose(sorted(source.images[:, 0, 0] / source.images.max()), [2 / 4, 3 / 4, 1.0], atol=1e-6)
+    with pytest.raises(DataError, match=r"no slice from domains philips_3t; it holds ge_15t, siemens_3t"):
+        load_source(SourceTask.CLASSIFICATION, SourceDomain.MRI, tmp_path, size=8, count=10, domains=["philips_3t"])
+
+
+def test_mri_classification_of_simulator_1_uses_every_slice_with_a_warning(tmp_path, caplog):
+    _classification_npz(tmp_path)
+    source = load_source(SourceTask.CLASSIFICATION, SourceDomain.MRI, tmp_path, size=8, count=10, domains=["ge_15t"])
+    assert source.images.shape[0] == 6
+    assert "built before brainshift simulator 2" in caplog.text
+
+
 def test_mri_slices_of_an_nnunet_dataset(tmp_path):
     root = write_tiny_nnunet(tmp_path / "Dataset002_Anatomy", {"background": 0, "a": 1, "b": 2})
     source = mri_slices(root, size=16, count=100)

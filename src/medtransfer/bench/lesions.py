@@ -217,7 +217,7 @@ def add_stroke_lesion(image, tissue, region, atlas: HeadAtlas, rng: np.random.Ge
     csf_level, gm_level = fluid_level(image, tissue), tissue_level(image, tissue, Tissue.GM)
     if lesion.any():
         levels = _stroke_levels(lesion, csf_level, gm_level, rng)
-        image, lesion = paint(image, lesion, levels, sigma=1.0, within=parenchyma)
+        image, lesion = paint(image, lesion, levels, sigma=1.0, within=allowed)
     tissue = np.where(lesion, np.uint8(Tissue.LESION), tissue)
     return image, tissue, lesion, {"territory": territory, "hemisphere": hemisphere}
 

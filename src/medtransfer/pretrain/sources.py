@@ -188,7 +188,12 @@ def _mri(kind: str, data: Path, size: int, count: int, seed: int, domains: Seque
             "source": "brainshift T1 slices labelled with the dominant brain lobe (warped AAL)",
             "origin": str(file),
         }
-        source = SourceData(scale_unit(arrays["images"]), arrays["labels"].astype(np.int64), names, desc)
+        images, labels = arrays["images"], arrays["labels"]
+        if domains:
+            keep = _classification_domains(file, arrays, domains)
+            images, labels = images[keep], labels[keep]
+            desc["domains"] = sorted(domains)
+        source = SourceData(scale_unit(images), labels.astype(np.int64), names, desc)
         return _subsample(source, count, seed)
     folder = _dataset_folder(data, ANATOMY_FOLDER if kind == "segmentation" else IMAGES_FOLDER)
     log.warning(
@@ -199,6 +204,29 @@ def _mri(kind: str, data: Path, size: int, count: int, seed: int, domains: Seque
         "labels included" if kind == "segmentation" else "images only",
     )
     return mri_slices(folder, size=size, count=count, seed=seed, domains=domains, with_labels=kind == "segmentation")
+
+
+def _classification_domains(file: Path, arrays: dict, domains: Sequence[str]) -> np.ndarray:
+    """Which slices of ``mri_classification.npz`` come from heads of ``domains`` (its ``subjects`` are
+    ``source_<domain>_<index>``; files of simulator 1 name no head, and every slice is kept with a warning).
+
+    Raises:
+        DataError: no slice comes from any of ``domains`` (the message names the domains the file holds).
+    """
+    if "subjects" not in arrays:
+        log.warning(
+            "%s: names no head per slice (built before brainshift simulator 2); --domains cannot restrict "
+            "the MRI classification source, every slice is used",
+            file,
+        )
+        return np.ones(len(arrays["labels"]), dtype=bool)
+    subject_domains = np.asarray([str(s).removeprefix("source_").rpartition("_")[0] for s in arrays["subjects"]])
+    keep = np.isin(subject_domains, list(domains))
+    if not keep.any():
+        raise DataError(
+            f"{file}: no slice from domains {', '.join(domains)}; it holds {', '.join(sorted(set(subject_domains)))}"
+        )
+    return keep
 
 
 def _dataset_folder(data: Path, preferred: str) -> Path:
