@@ -48,20 +48,23 @@ def lesion_table(root: Path) -> dict:
         # where each fine lesion lands on the working grid: the working voxel holding its voxel centres
         to_coarse = np.linalg.inv(coarse.affine) @ fine.affine
         coarse_lesions, _ = ndimage.label(coarse.array > 0, np.ones((3, 3, 3)))
-        for index in range(1, count + 1):
-            where = np.argwhere(components == index)
-            volumes.append(float(len(where) * voxel_fine))
-            ijk = np.rint((to_coarse[:3, :3] @ where.T).T + to_coarse[:3, 3]).astype(int)
-            ijk = ijk[np.all((ijk >= 0) & (ijk < coarse.array.shape), axis=1)]
-            hit = coarse.array[tuple(ijk.T)] > 0 if len(ijk) else np.zeros(0, bool)
-            if not hit.any():
-                vanished += 1
-        for index in range(1, int(coarse_lesions.max()) + 1):
-            mask = coarse_lesions == index
-            shell = ndimage.binary_dilation(mask, iterations=2) & (coarse.array == 0)
+        # each fine lesion voxel mapped to the working voxel holding its centre; a lesion vanishes when none is labelled
+        where = np.argwhere(components > 0)
+        ijk = np.rint(where @ to_coarse[:3, :3].T + to_coarse[:3, 3]).astype(int)
+        inside_grid = np.all((ijk >= 0) & (ijk < coarse.array.shape), axis=1)
+        hit = np.zeros(len(where), bool)
+        hit[inside_grid] = coarse.array[tuple(ijk[inside_grid].T)] > 0
+        ids = components[tuple(where.T)]
+        sizes = np.bincount(ids, minlength=count + 1)[1:]
+        volumes += (sizes * voxel_fine).astype(float).tolist()
+        vanished += int(np.sum(np.bincount(ids, weights=hit, minlength=count + 1)[1:] == 0))
+        for index, box in enumerate(ndimage.find_objects(coarse_lesions), start=1):
+            box = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box)  # the 2-voxel ring fits in the box
+            mask = coarse_lesions[box] == index
+            shell = ndimage.binary_dilation(mask, iterations=2) & (coarse.array[box] == 0)
             if shell.sum() < 10:
                 continue
-            inside, ring = float(np.median(image[mask])), image[shell]
+            inside, ring = float(np.median(image[box][mask])), image[box][shell]
             ring_median = float(np.median(ring))
             mad = 1.4826 * float(np.median(np.abs(ring - ring_median)))
             if ring_median > 0:

@@ -24,6 +24,7 @@ from .atlas import load_head_atlas
 from .layout import DATASETS, LABELS_1MM, METADATA_COLUMNS, DatasetSpec
 from .profiles import get_profile, list_profiles, unknown_name
 from .simulate import SIMULATOR_VERSION, Cohort, SimulatedCase, Target, simulate_case
+from .sources_build import source_head_id
 from .thumbnails import Thumbnail, canonical_thumbnail, classification_slices
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def run_job(job: CaseJob) -> tuple[dict | None, Thumbnail | None, dict | None]:
     )
     if job.source_only:
         slices = classification_slices(case, load_head_atlas())
-        slices["subjects"] = [f"source_{job.case_id}"] * len(slices["labels"])
+        slices["subjects"] = [source_head_id(job.domain, job.index)] * len(slices["labels"])
         return None, None, slices
     write_case(job, case)
     return metadata_row(job, case), canonical_thumbnail(case, job.targets), None

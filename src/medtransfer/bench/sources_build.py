@@ -24,6 +24,17 @@ from .sources import FASHION_MNIST_CLASSES
 from .thumbnails import LOBES
 
 NATURAL_SIZE = 128
+SOURCE_HEAD_PREFIX = "source_"
+
+
+def source_head_id(domain: str, index: int) -> str:
+    """The id ``mri_classification.npz`` gives a head of its own: ``source_<domain>_<index>``."""
+    return f"{SOURCE_HEAD_PREFIX}{domain}_{index:03d}"
+
+
+def source_head_domain(head: str) -> str:
+    """The scanner profile of a head id made by :func:`source_head_id`."""
+    return str(head).removeprefix(SOURCE_HEAD_PREFIX).rpartition("_")[0]
 
 
 def save_npz(path: Path, **arrays) -> None:

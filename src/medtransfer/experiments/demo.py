@@ -239,13 +239,13 @@ def _reuse(marker: Path, size: Any) -> bool:
     older simulator's build would be reported as this one's)."""
     if not marker.is_file():
         return False
-    built = marker.read_text().strip()
-    if built != _built(size).strip():
+    built, needed = marker.read_text().strip(), _built(size).strip()
+    if built != needed:
         from ..errors import ConfigError
 
         raise ConfigError(
             f"{marker.parent}: holds a demo build of another size or brainshift simulator ({marker.name}: {built}; "
-            f"this run needs {_built(size).strip()}); choose another --out (or remove that folder)"
+            f"this run needs {needed}); choose another --out (or remove that folder)"
         )
     log.info("reusing the benchmark in %s", marker.parent)
     return True

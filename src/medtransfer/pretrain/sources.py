@@ -220,7 +220,9 @@ def _classification_domains(file: Path, arrays: dict, domains: Sequence[str]) ->
             file,
         )
         return np.ones(len(arrays["labels"]), dtype=bool)
-    subject_domains = np.asarray([str(s).removeprefix("source_").rpartition("_")[0] for s in arrays["subjects"]])
+    from ..bench.sources_build import source_head_domain
+
+    subject_domains = np.asarray([source_head_domain(s) for s in arrays["subjects"]])
     keep = np.isin(subject_domains, list(domains))
     if not keep.any():
         raise DataError(
