@@ -8,6 +8,23 @@ onto that grid before thresholding.
 Usage:
     python benchmarks/domain_shift.py [--data DIR] [--subjects-per-domain 8] [--test-per-domain 4]
         [--spacing 1.5] [--steps 2500] [--domains ...] [--sources siemens_3t ge_15t ...] [--merge a.json b.json]
+        [--by {domain,head}] [--heads colin27 icbm152_2009c]
+
+Anatomy shift (``--by head``): cases are grouped by the ``head`` column of Dataset001's ``metadata.csv`` (written
+by builds with ``--heads colin27 icbm152_2009c``; data without it is refused) instead of by scanner, so the
+matrices' rows are training heads, columns test heads, and ``--sources`` names heads.  A build made here then
+uses ``--heads`` (default both heads with ``--by head``, Colin27 alone otherwise) and ``--domains`` still picks
+the scanners.  Each group holds out its last ``--test-per-domain`` cases in metadata order (for heads, subject
+``i`` has head ``heads[i % 2]``, so a head's cases are every other subject); train and test cases of a group must
+be different subjects.  With several scanners a head's held-out cases are the last scanner's (metadata is in
+scanner order), so a clean anatomy-shift matrix uses one scanner, e.g.
+``--by head --domains siemens_3t --subjects-per-domain 16 --test-per-domain 4`` (8 cases per head, 4 to train).
+
+JSON: ``--by domain`` (the default) writes exactly the keys it always has.  ``--by head`` adds ``"by": "head"``,
+``"groups"`` (the matrices' rows and columns: the heads in the data) and ``"train_groups"`` (the rows that were
+trained, i.e. ``--sources``); there ``"domains"`` lists the scanners in the data, ``"train_domains"`` those
+among the training cases, and ``train_cases_per_domain`` / ``test_cases_per_domain`` count per head (the first
+head's for the former).  ``summarise`` and ``--merge`` read ``groups`` / ``train_groups`` when present.
 
 Without ``--data`` (or when it holds no Dataset001) a brain-extraction-only build is written to a temporary
 folder first.  Each training run is a plain 2D U-Net (``medtransfer.models``, 8 base features, depth 4,
@@ -33,7 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medtransfer.bench import DATASETS, LABELS_1MM, BenchmarkConfig, Target, build_benchmark, list_profiles
+from medtransfer.bench import DATASETS, HEADS, LABELS_1MM, BenchmarkConfig, Target, build_benchmark, list_profiles
+from medtransfer.bench.layout import HEAD_COLUMN
 from medtransfer.cli import positive_int
 from medtransfer.data.io import load_nifti
 from medtransfer.data.orientation import to_canonical
@@ -55,6 +73,8 @@ class Case:
     label: np.ndarray
     affine: np.ndarray
     truth_1mm: Path
+    subject: str = ""
+    head: str = ""
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
@@ -63,20 +83,56 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
 
 
-def load_cases(root: Path) -> dict[str, list[Case]]:
-    """Every case of Dataset001 by domain, in metadata order."""
+def load_cases(root: Path, by: str = "domain") -> dict[str, list[Case]]:
+    """Every case of Dataset001 by domain (``by="head"``: by the ``head`` column), in metadata order."""
     folder = root / DATASETS[Target.BRAIN_EXTRACTION].folder
-    by_domain: dict[str, list[Case]] = {}
-    with (folder / "metadata.csv").open() as handle:
-        for row in csv.DictReader(handle):
+    metadata = folder / "metadata.csv"
+    groups: dict[str, list[Case]] = {}
+    with metadata.open() as handle:
+        reader = csv.DictReader(handle)
+        if by == "head" and HEAD_COLUMN not in (reader.fieldnames or []):
+            raise SystemExit(f"{metadata} has no head column: build with --heads {' '.join(HEADS)}")
+        for row in reader:
             volume = load_nifti(folder / "imagesTr" / f"{row['case']}_0000.nii.gz", dtype=np.float32)
             image, affine, _ = to_canonical(volume.array, volume.affine)
             label, _, _ = to_canonical(load_nifti(folder / "labelsTr" / f"{row['case']}.nii.gz").array, volume.affine)
             truth = folder / LABELS_1MM / f"{row['case']}.nii.gz"
-            by_domain.setdefault(row["domain"], []).append(
-                Case(row["case"], row["domain"], normalise(image), label.astype(np.float32), affine, truth)
+            case = Case(
+                row["case"],
+                row["domain"],
+                normalise(image),
+                label.astype(np.float32),
+                affine,
+                truth,
+                subject=row.get("subject") or row["case"],
+                head=row.get(HEAD_COLUMN) or "",
             )
-    return by_domain
+            groups.setdefault(case.head if by == "head" else case.domain, []).append(case)
+    return groups
+
+
+def group_order(groups: dict[str, list[Case]], by: str) -> list[str]:
+    """The matrices' rows and columns: scanner profiles in profile order (others are left out, as always), or the
+    heads in :data:`HEADS` order followed by any other head named in the data."""
+    if by == "head":
+        return [h for h in HEADS if h in groups] + sorted(set(groups) - set(HEADS))
+    return [d for d in list_profiles() if d in groups]
+
+
+def split(cases: list[Case], test: int) -> tuple[list[Case], list[Case]]:
+    """A group's training cases and its held-out last ``test``; they must be different subjects."""
+    train_cases, test_cases = cases[:-test], cases[-test:]
+    shared = sorted({c.subject for c in train_cases} & {c.subject for c in test_cases})
+    if shared:
+        raise SystemExit(f"subjects both trained on and held out: {', '.join(shared)}")
+    return train_cases, test_cases
+
+
+def build_heads(args: argparse.Namespace) -> tuple[str, ...]:
+    """The heads of a build made here: ``--heads``, else both with ``--by head`` and Colin27 alone otherwise."""
+    if getattr(args, "heads", None):
+        return tuple(args.heads)
+    return HEADS if getattr(args, "by", "domain") == "head" else HEADS[:1]
 
 
 def pad_slices(volume: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -191,13 +247,25 @@ def score(
 def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
+    by = getattr(args, "by", "domain")
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="brainshift_"))
     if not (root / DATASETS[Target.BRAIN_EXTRACTION].folder / "metadata.csv").is_file():
+        heads = build_heads(args)
         if args.subjects_per_domain <= args.test_per_domain:  # before minutes of building, not after
             raise SystemExit(
                 f"--subjects-per-domain {args.subjects_per_domain} leaves no training subject after "
                 f"--test-per-domain {args.test_per_domain}; build more subjects or hold out fewer"
             )
+        if by == "head":
+            if len(heads) < 2:
+                raise SystemExit(f"--by head compares heads: give two or more --heads, got {' '.join(heads)}")
+            fewest = len(args.domains or list_profiles()) * (args.subjects_per_domain // len(heads))
+            if fewest <= args.test_per_domain:
+                raise SystemExit(
+                    f"--subjects-per-domain {args.subjects_per_domain} over {len(heads)} heads gives a head {fewest} "
+                    f"cases: none left to train after --test-per-domain {args.test_per_domain}; "
+                    "build more subjects or hold out fewer"
+                )
         config = BenchmarkConfig(
             out=root,
             seed=args.seed,
@@ -207,40 +275,53 @@ def run(args: argparse.Namespace) -> dict:
             domains=tuple(args.domains or list_profiles()),
             sources=False,
             workers=args.workers,
+            **({"heads": heads} if heads != HEADS[:1] else {}),
         )
         build_benchmark(config)
     built = time.perf_counter()
-    by_domain = load_cases(root)
-    domains = [d for d in list_profiles() if d in by_domain]
-    size = slice_size([c for cases in by_domain.values() for c in cases])
-    tests = {d: cases[-args.test_per_domain :] for d, cases in by_domain.items()}
-    dice = np.full((len(domains), len(domains)), np.nan)
+    by_group = load_cases(root, by)
+    groups = group_order(by_group, by)
+    size = slice_size([c for cases in by_group.values() for c in cases])
+    dice = np.full((len(groups), len(groups)), np.nan)
     surface = np.full_like(dice, np.nan)
-    sources = args.sources or domains
+    sources = args.sources or groups
     for source in sources:
-        if source not in by_domain:
-            raise SystemExit(f"{root}: no {source} cases to train on (domains in the data: {', '.join(domains)})")
-        if len(by_domain[source]) <= args.test_per_domain:
+        if source not in by_group:
+            raise SystemExit(f"{root}: no {source} cases to train on ({by}s in the data: {', '.join(groups)})")
+        if len(by_group[source]) <= args.test_per_domain:
             raise SystemExit(
-                f"{root}: {source} has {len(by_domain[source])} cases, not more than --test-per-domain "
+                f"{root}: {source} has {len(by_group[source])} cases, not more than --test-per-domain "
                 f"{args.test_per_domain}; build more subjects or hold out fewer"
             )
+    splits = {g: split(cases, args.test_per_domain) for g, cases in by_group.items() if g in sources}
+    tests = {g: cases[-args.test_per_domain :] for g, cases in by_group.items()}
     for source in sources:
-        i = domains.index(source)
+        i = groups.index(source)
         log.info("training on %s", source)
-        train_cases = by_domain[source][: -args.test_per_domain]
+        train_cases = splits[source][0]
         model = train(train_cases, size, args.steps, args.batch, args.seed, args.features, args.augment, args.context)
-        for j, target in enumerate(domains):
+        for j, target in enumerate(groups):
             scores = np.array([score(model, case, size, args.tta, args.context) for case in tests[target]])
             dice[i, j], surface[i, j] = scores.mean(axis=0)
             log.info("%s -> %s: dice %.3f surface dice %.3f", source, target, dice[i, j], surface[i, j])
+    if by == "head":
+        scanners = {c.domain for cases in by_group.values() for c in cases}
+        trained = {c.domain for s in sources for c in splits[s][0]}
+        axes = {
+            "by": "head",
+            "groups": groups,
+            "train_groups": sources,
+            "domains": [d for d in list_profiles() if d in scanners] + sorted(scanners - set(list_profiles())),
+            "train_domains": [d for d in list_profiles() if d in trained] + sorted(trained - set(list_profiles())),
+        }
+    else:
+        axes = {"domains": groups, "train_domains": sources}
     return {
         "benchmark": "domain_shift",
         "data": str(root),
-        "domains": domains,
-        "train_domains": sources,
-        "spacing_mm": float(np.sqrt((by_domain[domains[0]][0].affine[:3, :3] ** 2).sum(0)).mean()),
-        "train_cases_per_domain": len(by_domain[domains[0]]) - args.test_per_domain,
+        **axes,
+        "spacing_mm": float(np.sqrt((by_group[groups[0]][0].affine[:3, :3] ** 2).sum(0)).mean()),
+        "train_cases_per_domain": len(by_group[groups[0]]) - args.test_per_domain,
         "test_cases_per_domain": args.test_per_domain,
         "steps": args.steps,
         "batch": args.batch,
@@ -255,11 +336,18 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def axis_keys(result: dict) -> tuple[str, str]:
+    """The keys naming the matrices' rows/columns and the trained rows: ``groups`` / ``train_groups`` for
+    ``--by head``, ``domains`` / ``train_domains`` otherwise."""
+    return ("groups", "train_groups") if "groups" in result else ("domains", "train_domains")
+
+
 def summarise(result: dict) -> dict:
     """Add the diagonal / off-diagonal summaries of the surface Dice matrix (rows that were trained)."""
     surface = np.array(result["surface_dice_1mm"], dtype=float)
-    domains = result["domains"]
-    rows = [domains.index(s) for s in result["train_domains"]]
+    axis, trained = axis_keys(result)
+    domains = result[axis]
+    rows = [domains.index(s) for s in result[trained]]
     diag = [surface[i, i] for i in rows]
     off = [surface[i, j] for i in rows for j in range(len(domains)) if j != i]
     result["diagonal_surface_dice_min"] = round(float(np.min(diag)), 3)
@@ -271,17 +359,22 @@ def summarise(result: dict) -> dict:
 
 
 def merge(paths: list[str]) -> dict:
-    """Combine runs that trained on different domains (e.g. split over processes) into one matrix."""
+    """Combine runs that trained on different domains or heads (e.g. split over processes) into one matrix."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
+    axis, trained = axis_keys(runs[0])
+    if len({run.get("by", "domain") for run in runs}) > 1:
+        raise SystemExit("--merge: the runs group cases differently (--by domain and --by head)")
     merged = dict(runs[0])
     for key in ("dice", "surface_dice_1mm"):
         matrix = np.array(runs[0][key], dtype=float)
         for run in runs[1:]:
-            for source in run["train_domains"]:
-                i = run["domains"].index(source)
+            for source in run[trained]:
+                i = run[axis].index(source)
                 matrix[i] = np.array(run[key], dtype=float)[i]
         merged[key] = matrix.tolist()
-    merged["train_domains"] = [d for run in runs for d in run["train_domains"]]
+    merged[trained] = [d for run in runs for d in run[trained]]
+    if trained == "train_groups":  # the scanners seen in training, over all the runs
+        merged["train_domains"] = list(dict.fromkeys(d for run in runs for d in run["train_domains"]))
     merged["total_seconds"] = round(sum(run["total_seconds"] for run in runs), 1)
     return summarise(merged)
 
@@ -294,7 +387,10 @@ def main() -> None:
         "--subjects-per-domain", type=positive_int, default=8, help="subjects per domain of a new build"
     )
     parser.add_argument(
-        "--test-per-domain", type=positive_int, default=4, help="held-out subjects per domain (the last ones)"
+        "--test-per-domain",
+        type=positive_int,
+        default=4,
+        help="held-out cases per domain, or per head with --by head (the last ones)",
     )
     parser.add_argument("--spacing", type=float, default=1.5, help="working spacing of a new build (mm)")
     parser.add_argument("--steps", type=positive_int, default=2500, help="training steps per domain")
@@ -315,7 +411,21 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--domains", nargs="+", help="scanner profiles of a new build (default: all six)")
-    parser.add_argument("--sources", nargs="+", help="training domains (default: every domain of the data)")
+    parser.add_argument(
+        "--sources", nargs="+", help="training domains, or heads with --by head (default: every one in the data)"
+    )
+    parser.add_argument(
+        "--by",
+        choices=("domain", "head"),
+        default="domain",
+        help="group cases by scanner (domain shift) or by the metadata's head column (anatomy shift)",
+    )
+    parser.add_argument(
+        "--heads",
+        nargs="+",
+        choices=HEADS,
+        help="heads of a new build (default: both with --by head, colin27 otherwise)",
+    )
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine the JSON outputs of partial runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
