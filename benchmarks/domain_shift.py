@@ -61,6 +61,7 @@ from medtransfer.models import create_model
 
 log = logging.getLogger("domain_shift")
 SLICE_MULTIPLE = 16
+MIN_STEPS = 10
 
 
 @dataclass
@@ -428,6 +429,10 @@ def main() -> None:
     )
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine the JSON outputs of partial runs")
     args = parser.parse_args()
+    if args.steps < MIN_STEPS and not args.merge:  # the one-cycle warm-up (20 %) needs more than one step
+        parser.error(
+            f"--steps must be >= {MIN_STEPS} (the one-cycle schedule warms up over 20 % of them), got {args.steps}"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     print(json.dumps(merge(args.merge) if args.merge else summarise(run(args)), indent=2))
 

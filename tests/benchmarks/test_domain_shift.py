@@ -367,3 +367,12 @@ def test_build_heads_defaults(ds):
     assert ds.build_heads(argparse.Namespace(by="domain", heads=None)) == ("colin27",)
     assert ds.build_heads(argparse.Namespace()) == ("colin27",)
     assert ds.build_heads(argparse.Namespace(by="domain", heads=["icbm152_2009c"])) == ("icbm152_2009c",)
+
+
+def test_too_few_steps_for_the_one_cycle_warm_up_is_refused_in_one_line(ds, monkeypatch, capsys):
+    # OneCycleLR(total_steps=5, pct_start=0.2) divides by zero at the first step: refused by the parser instead
+    monkeypatch.setattr("sys.argv", ["domain_shift.py", "--steps", "5"])
+    with pytest.raises(SystemExit) as exit_info:
+        ds.main()
+    assert exit_info.value.code == 2
+    assert "--steps must be >= 10" in capsys.readouterr().err
