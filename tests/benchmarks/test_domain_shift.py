@@ -139,20 +139,15 @@ def test_merge_takes_each_row_from_the_run_that_trained_it(ds, tmp_path):
 def test_a_small_run_learns_brain_extraction(ds, tmp_path):
     """Two domains at 4 mm, two subjects each (one to train, one to test), a short run: the in-domain model
     must find the brain (Dice far above an empty or whole-head guess) and the matrix must be complete."""
-    args = argparse.Namespace(
-        data=str(tmp_path / "bs"),
-        seed=0,
+    args = _args(
+        tmp_path / "bs",
         subjects_per_domain=2,
-        test_per_domain=1,
         spacing=4.0,
         steps=300,
         batch=8,
         features=8,
         augment=True,
-        context=1,
         tta=True,
-        threads=1,
-        workers=1,
         domains=["philips_15t", "siemens_3t"],
         sources=["siemens_3t"],
     )
