@@ -20,7 +20,7 @@ def _build(out, atlas, **overrides):
     options = {"seed": 7, "subjects_per_domain": 1, "spacing": 4.0, "domains": DOMAINS, "natural_count": 8}
     config = BenchmarkConfig(out=out, **{**options, **overrides})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("medtransfer.bench.build.load_head_atlas", lambda: atlas)
+        patch.setattr("medtransfer.bench.build.load_head_atlas", lambda head="colin27": atlas)
         return build_benchmark(config)
 
 

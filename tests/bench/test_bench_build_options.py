@@ -15,7 +15,7 @@ from medtransfer.errors import ConfigError
 def _build(out, atlas, **overrides):
     options = {"seed": 3, "subjects_per_domain": 1, "spacing": 4.0, "natural_count": 8, "sources": False}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("medtransfer.bench.build.load_head_atlas", lambda: atlas)
+        patch.setattr("medtransfer.bench.build.load_head_atlas", lambda head="colin27": atlas)
         return build_benchmark(BenchmarkConfig(out=out, **{**options, **overrides}))
 
 

@@ -151,9 +151,8 @@ def records_heads(config: BenchmarkConfig) -> bool:
 
 
 def head_atlas(head: str) -> HeadAtlas:
-    """The atlas of ``head``; Colin27's through ``load_head_atlas()`` without an argument, as before heads existed
-    (the tests replace ``load_head_atlas`` by a function of no argument)."""
-    return load_head_atlas() if head == DEFAULT_HEAD else load_head_atlas(head)
+    """The atlas of ``head`` (``load_head_atlas``, cached)."""
+    return load_head_atlas(head)
 
 
 def plan_jobs(config: BenchmarkConfig) -> list[CaseJob]:
